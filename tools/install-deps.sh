@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Installs, idempotently, the Debian packages a development task needs.
+# Usage: tools/install-deps.sh build|test|demo ...
+set -euo pipefail
+
+want=()
+for set in "$@"; do
+    case "$set" in
+    build) want+=(golang-1.19-go rsync jq dpkg-dev make) ;;
+    root) want+=(mmdebstrap) ;;
+    test) want+=(mmdebstrap systemd-container util-linux systemd jq) ;;
+    *) echo "install-deps: unknown set '$set' (expected build, root or test)" >&2; exit 2 ;;
+    esac
+done
+
+missing=()
+for p in "${want[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+[[ ${#missing[@]} -eq 0 ]] && exit 0
+
+echo "install-deps: installing ${missing[*]}" >&2
+apt-get update -qq >&2 || true
+DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
