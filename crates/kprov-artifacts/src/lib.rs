@@ -1,1 +1,207 @@
-//! placeholder
+//! Where the binaries kprov installs come from.
+//!
+//! The plan names artifacts by [`ArtifactId`]; at apply time the engine asks
+//! an [`ArtifactSource`] for each one and gets a local file with the sha256
+//! it must have. Installing streams the file through a [`VerifyingReader`],
+//! so a file whose sum does not match is never renamed into place.
+//!
+//! Sources today: [`LocalDirSource`] (a directory of files with a
+//! `SHA256SUMS` list) and [`WithSelf`], which adds the running kprov binary
+//! itself. Verified downloads, mirrors and bundles implement the same trait.
+
+mod local;
+mod verify;
+
+use std::fmt;
+use std::path::PathBuf;
+
+pub use local::{LocalDirSource, SUMS_FILE};
+pub use verify::VerifyingReader;
+
+use kprov_core::Arch;
+
+/// The artifacts a node can need.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ArtifactName {
+    /// The kubelet binary.
+    Kubelet,
+    /// The kubectl binary.
+    Kubectl,
+    /// The CNI plugins release tarball (`./bridge`, `./host-local`, ...).
+    CniPlugins,
+    /// The containerd static release tarball (`bin/containerd`, ...).
+    Containerd,
+    /// The runc static binary.
+    Runc,
+    /// kprov itself, installed for the health checker.
+    Kprov,
+}
+
+impl ArtifactName {
+    /// The short name used in plans, errors and file names.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Kubelet => "kubelet",
+            Self::Kubectl => "kubectl",
+            Self::CniPlugins => "cni-plugins",
+            Self::Containerd => "containerd",
+            Self::Runc => "runc",
+            Self::Kprov => "kprov",
+        }
+    }
+}
+
+impl fmt::Display for ArtifactName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One artifact for one version and architecture.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ArtifactId {
+    /// Which artifact.
+    pub name: ArtifactName,
+    /// Its release version (`v1.20.2`), or `None` for the source's default.
+    pub version: Option<String>,
+    /// The node architecture.
+    pub arch: Arch,
+}
+
+impl fmt::Display for ArtifactId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.name)?;
+        if let Some(v) = &self.version {
+            write!(f, " {v}")?;
+        }
+        write!(f, " ({})", self.arch)
+    }
+}
+
+/// A local file standing for an artifact, with the sha256 it must have.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FetchedArtifact {
+    /// Path of the file on the machine kprov runs on.
+    pub path: PathBuf,
+    /// Its expected SHA-256.
+    pub sha256: [u8; 32],
+}
+
+impl FetchedArtifact {
+    /// Hashes the whole file and checks it against the expected sum.
+    pub fn verify(&self, artifact: &ArtifactId) -> Result<(), ArtifactError> {
+        let actual = verify::sha256_of_file(&self.path).map_err(|source| ArtifactError::Io {
+            path: self.path.clone(),
+            source,
+        })?;
+        if actual != self.sha256 {
+            return Err(ArtifactError::ChecksumMismatch {
+                artifact: artifact.to_string(),
+                location: self.path.display().to_string(),
+                expected: hex::encode(self.sha256),
+                actual: hex::encode(actual),
+            });
+        }
+        Ok(())
+    }
+
+    /// Opens the file for reading through a [`VerifyingReader`].
+    pub fn open_verified(&self) -> Result<VerifyingReader<std::fs::File>, ArtifactError> {
+        let file = std::fs::File::open(&self.path).map_err(|source| ArtifactError::Io {
+            path: self.path.clone(),
+            source,
+        })?;
+        Ok(VerifyingReader::new(file, self.sha256, self.path.display().to_string()))
+    }
+}
+
+/// Why an artifact could not be provided.
+#[derive(Debug, thiserror::Error)]
+pub enum ArtifactError {
+    /// The source has no such artifact.
+    #[error("artifact {artifact}: not found in {source_name}: {reason}")]
+    NotFound {
+        /// The artifact asked for.
+        artifact: String,
+        /// The source that was asked.
+        source_name: String,
+        /// What is missing.
+        reason: String,
+    },
+    /// The file's contents do not match their recorded sum.
+    #[error("artifact {artifact}: sha256 mismatch for {location}: expected {expected}, got {actual}")]
+    ChecksumMismatch {
+        /// The artifact.
+        artifact: String,
+        /// The file or URL.
+        location: String,
+        /// The expected sum (hex).
+        expected: String,
+        /// The actual sum (hex).
+        actual: String,
+    },
+    /// A sums list that does not parse.
+    #[error("{path}: line {line}: expected \"<64 hex digits>  <file name>\"")]
+    BadSums {
+        /// The sums file.
+        path: PathBuf,
+        /// The 1-based line number.
+        line: usize,
+    },
+    /// Reading a file failed.
+    #[error("reading {path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+}
+
+/// Something that can provide artifacts as local, checksummed files.
+pub trait ArtifactSource {
+    /// A description for messages, e.g. `artifact directory /srv/artifacts`.
+    fn describe(&self) -> String;
+
+    /// Provides `id` as a local file with its expected sum.
+    fn fetch(&self, id: &ArtifactId) -> Result<FetchedArtifact, ArtifactError>;
+}
+
+/// Adds the running kprov executable (as [`ArtifactName::Kprov`]) to another
+/// source.
+pub struct WithSelf<S> {
+    inner: S,
+    current: std::sync::OnceLock<Result<FetchedArtifact, String>>,
+}
+
+impl<S: ArtifactSource> WithSelf<S> {
+    /// Wraps `inner`.
+    pub fn new(inner: S) -> Self {
+        Self {
+            inner,
+            current: std::sync::OnceLock::new(),
+        }
+    }
+}
+
+impl<S: ArtifactSource> ArtifactSource for WithSelf<S> {
+    fn describe(&self) -> String {
+        self.inner.describe()
+    }
+
+    fn fetch(&self, id: &ArtifactId) -> Result<FetchedArtifact, ArtifactError> {
+        if id.name != ArtifactName::Kprov {
+            return self.inner.fetch(id);
+        }
+        let result = self.current.get_or_init(|| {
+            let path = std::env::current_exe().map_err(|e| e.to_string())?;
+            let sha256 = verify::sha256_of_file(&path).map_err(|e| e.to_string())?;
+            Ok(FetchedArtifact { path, sha256 })
+        });
+        result.clone().map_err(|reason| ArtifactError::NotFound {
+            artifact: id.to_string(),
+            source_name: "the running executable".into(),
+            reason,
+        })
+    }
+}

@@ -240,6 +240,16 @@ pub fn remove_file(root: &Root, node_path: &Path) -> Result<(), HostError> {
     }
 }
 
+/// Sets owner and mode of an existing node path (not following a final
+/// symlink's target for ownership).
+pub fn set_attrs(root: &Root, node_path: &Path, attrs: FileAttrs) -> Result<(), HostError> {
+    let host = root.resolve(node_path)?;
+    std::os::unix::fs::lchown(&host, Some(attrs.uid), Some(attrs.gid))
+        .map_err(|e| HostError::io("setting owner of", &host, e))?;
+    fs::set_permissions(&host, fs::Permissions::from_mode(attrs.mode))
+        .map_err(|e| HostError::io("setting mode of", &host, e))
+}
+
 /// Names of the entries of a node directory, sorted; empty if missing.
 pub fn list_dir(root: &Root, node_path: &Path) -> Result<Vec<String>, HostError> {
     let host = root.resolve_following(node_path)?;

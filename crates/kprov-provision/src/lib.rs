@@ -1,1 +1,20 @@
-//! placeholder
+//! Provisioning a node: OS detection, the plan, and the apply engine.
+//!
+//! Data flows one way: [`os::detect`] turns os-release text into
+//! [`os::OsFacts`]; [`plan::plan_base`] turns facts and a
+//! [`kprov_core::NodeSpec`] into a [`plan::Plan`] of typed
+//! [`resource::Resource`]s, with no side effects; [`apply::apply`] checks
+//! each resource on the target root and changes only what differs,
+//! returning a [`report::Report`]. Everything under `apply` is the thin
+//! layer that touches the node; everything else is pure.
+
+pub mod apply;
+pub mod facts;
+pub mod fstab;
+pub mod health;
+pub mod os;
+pub mod plan;
+pub mod render;
+pub mod report;
+pub mod resource;
+pub mod tables;

@@ -1,1 +1,40 @@
-fn main() {}
+//! The `kprov` command: parses arguments and dispatches to the libraries.
+//!
+//! Nothing here decides what a node needs; see ARCHITECTURE.md for where
+//! each capability lives.
+
+mod cli;
+mod commands;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let cli = cli::Cli::parse();
+    init_logging(cli.log_level.as_deref());
+    let result = match cli.command {
+        cli::Command::Provision(args) => commands::provision::run(*args),
+        cli::Command::HealthCheck(args) => commands::health_check::run(args),
+        cli::Command::Os(args) => commands::os::run(args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("kprov: error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Logs go to stderr; stdout is for data.
+fn init_logging(level: Option<&str>) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("KPROV_LOG")
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(level.unwrap_or("warn")))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+}

@@ -1,0 +1,244 @@
+//! The plan: typed resources computed from (OS facts, node spec) alone.
+
+use std::fmt::Write;
+
+use kprov_artifacts::{ArtifactId, ArtifactName};
+use kprov_core::{ContainerRuntime, NodeSpec, Phase};
+use serde::Serialize;
+
+use crate::os::{OsFacts, OsFamily};
+use crate::render::containerd::ContainerdConfig;
+use crate::render::systemd::{self, UnitFile, HEALTH_UNIT};
+use crate::render::{docker_daemon_json, modules_conf, sysctl_conf};
+use crate::resource::{Contents, Resource};
+use crate::tables::{self, SYSCTLS};
+
+/// Where kprov keeps its own state on a node.
+pub const STATE_DIR: &str = "/var/lib/kprov";
+
+/// A computed plan.
+#[derive(Debug, Clone, Serialize)]
+pub struct Plan {
+    /// The phase planned.
+    pub phase: Phase,
+    /// The OS it was planned for.
+    pub os: OsFacts,
+    /// The kubelet release.
+    pub kubelet_version: String,
+    /// The container runtime.
+    pub container_runtime: ContainerRuntime,
+    /// True when planned for a running host (services started, kernel
+    /// configured now), false when prebaking a root offline.
+    pub live: bool,
+    /// The resources, in apply order.
+    pub resources: Vec<Resource>,
+}
+
+/// Why a plan could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum PlanError {
+    /// A renderer failed (a bug: the models are always serialisable).
+    #[error("rendering {what}: {reason}")]
+    Render {
+        /// What was being rendered.
+        what: &'static str,
+        /// The renderer's message.
+        reason: String,
+    },
+}
+
+fn file(path: &str, mode: u32, text: String) -> Resource {
+    Resource::File {
+        path: path.to_string(),
+        mode,
+        contents: Contents::Text(text),
+    }
+}
+
+fn unit_file(dir: &str, name: &str, unit: &UnitFile) -> Resource {
+    file(&format!("{dir}/{name}"), 0o644, unit.render())
+}
+
+/// Plans the base phase: everything a node needs before it can join.
+pub fn plan_base(os: &OsFacts, spec: &NodeSpec, live: bool) -> Result<Plan, PlanError> {
+    let layout = tables::layout(os.family);
+    let runtime = spec.container_runtime;
+    let artifact = |name: ArtifactName, version: Option<String>| ArtifactId {
+        name,
+        version,
+        arch: spec.arch,
+    };
+    let kube_version = Some(spec.kubelet_version.to_string());
+    let mut r = Vec::new();
+
+    // Packages (and the repository that provides the runtime on RHEL-likes).
+    if let Some((path, repo)) = tables::docker_repo(os) {
+        r.push(file(path, 0o644, repo));
+    }
+    let mut packages: Vec<String> = tables::base_packages(os).into_iter().map(str::to_string).collect();
+    packages.extend(tables::runtime_packages(os, runtime).into_iter().map(str::to_string));
+    if !packages.is_empty() {
+        r.push(Resource::Packages {
+            manager: os.family,
+            names: packages,
+        });
+    }
+
+    for (path, mode) in [(layout.cni_bin_dir, 0o755), (layout.cni_conf_dir, 0o755), (STATE_DIR, 0o700)] {
+        r.push(Resource::Directory {
+            path: path.to_string(),
+            mode,
+        });
+    }
+
+    // Kernel and swap.
+    let modules = tables::kernel_modules(spec.proxy_mode);
+    r.push(file(tables::SYSCTL_FILE, 0o644, sysctl_conf(SYSCTLS)));
+    r.push(file(tables::MODULES_FILE, 0o644, modules_conf(&modules)));
+    r.push(Resource::FstabSwapDisabled);
+    r.push(Resource::SwapUnitsMasked);
+
+    // Container runtime.
+    let mut runtime_config = Vec::new();
+    let mut own_units = Vec::new();
+    match runtime {
+        ContainerRuntime::Containerd => {
+            let mut runc = None;
+            if os.family == OsFamily::Flatcar {
+                r.push(Resource::Archive {
+                    dir: layout.bin_dir.to_string(),
+                    artifact: artifact(ArtifactName::Containerd, None),
+                    strip_prefix: Some("bin/".into()),
+                });
+                let runc_path = format!("{}/runc", layout.bin_dir);
+                r.push(Resource::Binary {
+                    path: runc_path.clone(),
+                    artifact: artifact(ArtifactName::Runc, None),
+                });
+                r.push(unit_file(layout.unit_dir, "containerd.service", &systemd::containerd_unit(layout.bin_dir)));
+                own_units.push("containerd.service".to_string());
+                runc = Some(runc_path);
+            }
+            let sandbox = spec
+                .sandbox_image
+                .clone()
+                .unwrap_or_else(|| tables::pause_image(&spec.kubelet_version));
+            let config = ContainerdConfig::for_node(&sandbox, layout.cni_bin_dir, layout.cni_conf_dir, runc.as_deref())
+                .render()
+                .map_err(|e| PlanError::Render {
+                    what: "containerd config",
+                    reason: e.to_string(),
+                })?;
+            r.push(file("/etc/containerd/config.toml", 0o644, config));
+            runtime_config.push("/etc/containerd/config.toml".to_string());
+        }
+        ContainerRuntime::Docker => {
+            r.push(file("/etc/docker/daemon.json", 0o644, docker_daemon_json()));
+            runtime_config.push("/etc/docker/daemon.json".to_string());
+        }
+    }
+
+    // Binaries.
+    r.push(Resource::Archive {
+        dir: layout.cni_bin_dir.to_string(),
+        artifact: artifact(ArtifactName::CniPlugins, None),
+        strip_prefix: None,
+    });
+    for (name, version) in [
+        (ArtifactName::Kubelet, kube_version.clone()),
+        (ArtifactName::Kubectl, kube_version.clone()),
+        (ArtifactName::Kprov, None),
+    ] {
+        r.push(Resource::Binary {
+            path: format!("{}/{}", layout.bin_dir, name),
+            artifact: artifact(name, version),
+        });
+    }
+
+    // Units.
+    let kubelet = systemd::kubelet_unit(layout.bin_dir, runtime.unit());
+    let health_service = systemd::health_service(layout.bin_dir, &runtime.to_string());
+    let health_timer = systemd::health_timer();
+    let health_service_name = format!("{HEALTH_UNIT}.service");
+    let health_timer_name = format!("{HEALTH_UNIT}.timer");
+    r.push(unit_file(layout.unit_dir, "kubelet.service", &kubelet));
+    r.push(unit_file(layout.unit_dir, &health_service_name, &health_service));
+    r.push(unit_file(layout.unit_dir, &health_timer_name, &health_timer));
+    own_units.extend(["kubelet.service".to_string(), health_service_name, health_timer_name.clone()]);
+    for (unit, wanted_by) in [
+        (runtime.unit().to_string(), "multi-user.target".to_string()),
+        ("kubelet.service".to_string(), kubelet.wanted_by().join(" ")),
+        (health_timer_name.clone(), health_timer.wanted_by().join(" ")),
+    ] {
+        r.push(Resource::UnitEnabled { unit, wanted_by });
+    }
+
+    if live {
+        for m in &modules {
+            r.push(Resource::ModuleLoaded { name: m.to_string() });
+        }
+        for s in SYSCTLS {
+            r.push(Resource::SysctlActive {
+                key: s.key.to_string(),
+                value: s.value.to_string(),
+            });
+        }
+        r.push(Resource::SwapOff);
+        r.push(Resource::DaemonReloaded { units: own_units.clone() });
+        r.push(Resource::UnitActive {
+            unit: runtime.unit().to_string(),
+            config: runtime_config,
+        });
+        r.push(Resource::UnitActive {
+            unit: health_timer_name,
+            config: vec![
+                format!("{}/{HEALTH_UNIT}.service", layout.unit_dir),
+                format!("{}/{HEALTH_UNIT}.timer", layout.unit_dir),
+            ],
+        });
+    }
+
+    Ok(Plan {
+        phase: Phase::Base,
+        os: os.clone(),
+        kubelet_version: spec.kubelet_version.to_string(),
+        container_runtime: runtime,
+        live,
+        resources: r,
+    })
+}
+
+impl Plan {
+    /// A one-line summary of what the plan is for.
+    pub fn headline(&self) -> String {
+        format!(
+            "{} phase for {} [{}], kubelet {}, runtime {}, {}",
+            self.phase,
+            self.os.pretty_name,
+            self.os.family,
+            self.kubelet_version,
+            self.container_runtime,
+            if self.live { "live host" } else { "offline root" }
+        )
+    }
+
+    /// The full plan as text, file contents included (secrets redacted);
+    /// used for `--dry-run` details and golden files.
+    pub fn render_text(&self) -> String {
+        let mut out = format!("# plan: {}\n", self.headline());
+        for (i, res) in self.resources.iter().enumerate() {
+            let _ = writeln!(out, "{:>2}. {res}", i + 1);
+            if let Resource::File { contents, .. } = res {
+                match contents {
+                    Contents::Text(t) => {
+                        for line in t.lines() {
+                            let _ = writeln!(out, "      | {line}");
+                        }
+                    }
+                    Contents::Secret(_) => out.push_str("      | <redacted>\n"),
+                }
+            }
+        }
+        out
+    }
+}

@@ -1,0 +1,197 @@
+//! The typed resources a plan is made of.
+//!
+//! A resource says what should be true on the node ("this file has these
+//! contents", "these packages are installed"), never how to get there; the
+//! apply engine checks and converges each one.
+
+use std::fmt;
+
+use kprov_artifacts::ArtifactId;
+use serde::{Serialize, Serializer};
+
+use crate::os::OsFamily;
+
+/// File contents in a plan. Secrets are kept out of plan output.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Contents {
+    /// Text that may be shown.
+    Text(String),
+    /// Bytes that must never be printed or logged.
+    Secret(Vec<u8>),
+}
+
+impl Contents {
+    /// The bytes to write.
+    pub fn bytes(&self) -> &[u8] {
+        match self {
+            Self::Text(t) => t.as_bytes(),
+            Self::Secret(b) => b,
+        }
+    }
+}
+
+impl Serialize for Contents {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Self::Text(t) => s.serialize_str(t),
+            Self::Secret(_) => s.serialize_str("<redacted>"),
+        }
+    }
+}
+
+fn octal<S: Serializer>(mode: &u32, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&format!("{mode:04o}"))
+}
+
+fn artifact_name<S: Serializer>(id: &ArtifactId, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(id)
+}
+
+/// Something that should be true on the node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Resource {
+    /// Packages installed with the family's package manager.
+    Packages {
+        /// apt, yum or dnf.
+        manager: OsFamily,
+        /// Package names.
+        names: Vec<String>,
+    },
+    /// A directory.
+    Directory {
+        /// Node path.
+        path: String,
+        /// Permission bits.
+        #[serde(serialize_with = "octal")]
+        mode: u32,
+    },
+    /// A regular file with exact contents and mode, owned by root.
+    File {
+        /// Node path.
+        path: String,
+        /// Permission bits.
+        #[serde(serialize_with = "octal")]
+        mode: u32,
+        /// The contents.
+        contents: Contents,
+    },
+    /// A symbolic link.
+    Symlink {
+        /// Node path of the link.
+        path: String,
+        /// Where it points.
+        target: String,
+    },
+    /// A binary installed from an artifact.
+    Binary {
+        /// Node path.
+        path: String,
+        /// The artifact.
+        #[serde(serialize_with = "artifact_name")]
+        artifact: ArtifactId,
+    },
+    /// The regular files of a tarball artifact, extracted into a directory.
+    Archive {
+        /// Node directory.
+        dir: String,
+        /// The artifact.
+        #[serde(serialize_with = "artifact_name")]
+        artifact: ArtifactId,
+        /// A leading directory to drop from member names (`bin/`).
+        strip_prefix: Option<String>,
+    },
+    /// Swap lines of /etc/fstab commented out.
+    FstabSwapDisabled,
+    /// `swap.target` and every `.swap` unit in /etc/systemd/system masked.
+    SwapUnitsMasked,
+    /// A unit enabled: its `[Install] WantedBy=` symlink exists.
+    UnitEnabled {
+        /// The unit, e.g. `containerd.service`.
+        unit: String,
+        /// The target that wants it.
+        wanted_by: String,
+    },
+    /// Live only: a kernel parameter in effect.
+    SysctlActive {
+        /// The key.
+        key: String,
+        /// The value.
+        value: String,
+    },
+    /// Live only: a kernel module loaded.
+    ModuleLoaded {
+        /// The module.
+        name: String,
+    },
+    /// Live only: no swap in use.
+    SwapOff,
+    /// Live only: systemd has read the current unit files.
+    DaemonReloaded {
+        /// Units whose files kprov manages.
+        units: Vec<String>,
+    },
+    /// Live only: a unit active, and restarted if started before its
+    /// configuration last changed.
+    UnitActive {
+        /// The unit.
+        unit: String,
+        /// Node paths of its configuration.
+        config: Vec<String>,
+    },
+}
+
+impl Resource {
+    /// A stable identifier, e.g. `file:/etc/containerd/config.toml`.
+    pub fn id(&self) -> String {
+        match self {
+            Self::Packages { manager, .. } => format!("packages:{manager}"),
+            Self::Directory { path, .. } => format!("directory:{path}"),
+            Self::File { path, .. } => format!("file:{path}"),
+            Self::Symlink { path, .. } => format!("symlink:{path}"),
+            Self::Binary { path, .. } => format!("binary:{path}"),
+            Self::Archive { dir, artifact, .. } => format!("archive:{}->{dir}", artifact.name),
+            Self::FstabSwapDisabled => "fstab-swap-disabled:/etc/fstab".into(),
+            Self::SwapUnitsMasked => "swap-units-masked".into(),
+            Self::UnitEnabled { unit, wanted_by } => format!("unit-enabled:{unit}@{wanted_by}"),
+            Self::SysctlActive { key, .. } => format!("sysctl-active:{key}"),
+            Self::ModuleLoaded { name } => format!("module-loaded:{name}"),
+            Self::SwapOff => "swap-off".into(),
+            Self::DaemonReloaded { .. } => "daemon-reloaded".into(),
+            Self::UnitActive { unit, .. } => format!("unit-active:{unit}"),
+        }
+    }
+
+    /// True for resources that only make sense on a running host.
+    pub fn is_live_only(&self) -> bool {
+        matches!(
+            self,
+            Self::SysctlActive { .. }
+                | Self::ModuleLoaded { .. }
+                | Self::SwapOff
+                | Self::DaemonReloaded { .. }
+                | Self::UnitActive { .. }
+        )
+    }
+}
+
+impl fmt::Display for Resource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Packages { manager, names } => write!(f, "packages ({manager}): {}", names.join(" ")),
+            Self::Directory { path, mode } => write!(f, "directory {path} ({mode:04o})"),
+            Self::File { path, mode, .. } => write!(f, "file {path} ({mode:04o})"),
+            Self::Symlink { path, target } => write!(f, "symlink {path} -> {target}"),
+            Self::Binary { path, artifact } => write!(f, "binary {path} from {artifact}"),
+            Self::Archive { dir, artifact, .. } => write!(f, "archive {artifact} into {dir}"),
+            Self::FstabSwapDisabled => f.write_str("swap lines of /etc/fstab commented out"),
+            Self::SwapUnitsMasked => f.write_str("swap units masked"),
+            Self::UnitEnabled { unit, wanted_by } => write!(f, "unit {unit} enabled ({wanted_by})"),
+            Self::SysctlActive { key, value } => write!(f, "sysctl {key} = {value} in effect"),
+            Self::ModuleLoaded { name } => write!(f, "kernel module {name} loaded"),
+            Self::SwapOff => f.write_str("no swap in use"),
+            Self::DaemonReloaded { .. } => f.write_str("systemd unit files reloaded"),
+            Self::UnitActive { unit, .. } => write!(f, "unit {unit} active"),
+        }
+    }
+}

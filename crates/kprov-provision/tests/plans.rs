@@ -1,0 +1,137 @@
+//! Golden plans: for each OS family (from fixture os-release files) and a
+//! few spec variants, the rendered plan must equal the file under
+//! tests/golden/plans/. Set KPROV_UPDATE_GOLDEN=1 to rewrite them, then
+//! review the diff.
+
+use std::path::PathBuf;
+
+use kprov_core::{Arch, ContainerRuntime, NodeSpec, ProxyMode};
+use kprov_provision::os::detect;
+use kprov_provision::plan::plan_base;
+
+struct Case {
+    golden: &'static str,
+    fixture: &'static str,
+    version: &'static str,
+    runtime: ContainerRuntime,
+    proxy: ProxyMode,
+    live: bool,
+}
+
+const fn case(golden: &'static str, fixture: &'static str, version: &'static str) -> Case {
+    Case {
+        golden,
+        fixture,
+        version,
+        runtime: ContainerRuntime::Containerd,
+        proxy: ProxyMode::Iptables,
+        live: false,
+    }
+}
+
+fn cases() -> Vec<Case> {
+    vec![
+        case("debian-12-offline", "debian-12", "v1.20.2"),
+        Case { live: true, ..case("debian-12-live", "debian-12", "v1.20.2") },
+        case("debian-11-offline", "debian-11", "v1.30.4"),
+        case("ubuntu-18.04-offline", "ubuntu-18.04", "v1.20.2"),
+        Case { proxy: ProxyMode::Ipvs, live: true, ..case("ubuntu-24.04-live-ipvs", "ubuntu-24.04", "v1.37.0") },
+        Case { runtime: ContainerRuntime::Docker, ..case("ubuntu-18.04-docker", "ubuntu-18.04", "v1.23.17") },
+        case("centos-7-offline", "centos-7", "v1.20.2"),
+        case("rocky-9-offline", "rocky-9", "v1.31.0"),
+        case("rhel-8-offline", "rhel-8", "v1.28.2"),
+        case("almalinux-8-offline", "almalinux-8", "v1.28.2"),
+        case("flatcar-offline", "flatcar", "v1.20.2"),
+        Case { live: true, ..case("flatcar-live", "flatcar", "v1.37.0") },
+        case("container-linux-offline", "container-linux", "v1.20.2"),
+    ]
+}
+
+fn dir(sub: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests").join(sub)
+}
+
+fn render(c: &Case) -> String {
+    let text = std::fs::read_to_string(dir("fixtures/os-release").join(c.fixture)).unwrap();
+    let os = detect(&text, c.fixture).unwrap();
+    let spec = NodeSpec {
+        kubelet_version: c.version.parse().unwrap(),
+        container_runtime: c.runtime,
+        proxy_mode: c.proxy,
+        arch: Arch::Amd64,
+        cloud_provider: None,
+        cloud_config: None,
+        token: None,
+        ca_cert: None,
+        sandbox_image: None,
+    };
+    let plan = plan_base(&os, &spec, c.live).unwrap();
+    let mut out = plan.render_text();
+    out.push_str("# json\n");
+    out.push_str(&serde_json::to_string_pretty(&plan.resources).unwrap());
+    out.push('\n');
+    out
+}
+
+#[test]
+fn plans_match_their_golden_files() {
+    let update = std::env::var_os("KPROV_UPDATE_GOLDEN").is_some();
+    let mut mismatches = Vec::new();
+    for c in cases() {
+        let got = render(&c);
+        let path = dir("golden/plans").join(format!("{}.plan", c.golden));
+        if update {
+            std::fs::write(&path, &got).unwrap();
+            continue;
+        }
+        let want = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        if got != want {
+            mismatches.push(format!("{} differs:\n{}", path.display(), first_difference(&want, &got)));
+        }
+    }
+    assert!(mismatches.is_empty(), "{}", mismatches.join("\n"));
+}
+
+fn first_difference(want: &str, got: &str) -> String {
+    for (i, (w, g)) in want.lines().zip(got.lines()).enumerate() {
+        if w != g {
+            return format!("line {}:\n  want: {w}\n  got:  {g}", i + 1);
+        }
+    }
+    format!("lengths differ: want {} lines, got {}", want.lines().count(), got.lines().count())
+}
+
+#[test]
+fn flatcar_plans_install_no_packages_and_put_binaries_under_opt_bin() {
+    let text = render(&case("x", "flatcar", "v1.20.2"));
+    assert!(!text.contains("packages ("), "{text}");
+    assert!(text.contains("binary /opt/bin/kubelet"));
+    assert!(text.contains("archive containerd (amd64) into /opt/bin"));
+    assert!(text.contains("file /etc/systemd/system/containerd.service"));
+}
+
+#[test]
+fn centos_7_uses_yum_and_docker_s_repository() {
+    let text = render(&case("x", "centos-7", "v1.20.2"));
+    assert!(text.contains("packages (yum): ca-certificates conntrack-tools"));
+    assert!(text.contains("containerd.io"));
+    assert!(text.contains("file /etc/yum.repos.d/docker-ce.repo"));
+}
+
+#[test]
+fn offline_plans_start_and_load_nothing() {
+    for c in cases().into_iter().filter(|c| !c.live) {
+        let text = render(&c);
+        for live_only in ["in effect", "loaded", "no swap in use", "reloaded", " active"] {
+            let plan_part = text.split("# json").next().unwrap();
+            assert!(!plan_part.contains(live_only), "{}: {live_only}", c.golden);
+        }
+    }
+}
+
+#[test]
+fn an_unsupported_os_is_refused_with_its_id_and_version() {
+    let text = std::fs::read_to_string(dir("fixtures/os-release").join("fedora-40")).unwrap();
+    let err = detect(&text, "/r/etc/os-release").unwrap_err().to_string();
+    assert!(err.starts_with("unsupported operating system: ID=fedora VERSION_ID=40; supported: ubuntu 18.04/20.04/22.04/24.04"), "{err}");
+}

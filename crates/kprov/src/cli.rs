@@ -1,0 +1,219 @@
+//! Command-line definitions. Each flag's help is written for users.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use kprov_core::version::NEWEST_KNOWN;
+use kprov_core::{Arch, KubernetesVersion};
+
+/// kprov takes machines from bare metal or a blank VM to Ready Kubernetes
+/// nodes.
+///
+/// Every command that changes a host first computes a plan from its inputs,
+/// then changes only what differs; `--dry-run` shows the plan and what
+/// would change. A second run changes nothing.
+#[derive(Debug, Parser)]
+#[command(name = "kprov", version, propagate_version = true)]
+pub struct Cli {
+    /// Log level for diagnostics on stderr (error, warn, info, debug,
+    /// trace); KPROV_LOG overrides it with a full filter.
+    #[arg(long, global = true, value_name = "LEVEL")]
+    pub log_level: Option<String>,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Prepare a host, live or a root directory offline, to run a kubelet.
+    ///
+    /// The base phase installs packages, kernel parameters and modules,
+    /// turns swap off, installs the container runtime, CNI plugins, kubelet
+    /// and kubectl, the kubelet unit (enabled, started by the join phase)
+    /// and kprov's health checks. With --root it prebakes a directory or a
+    /// mounted disk image: nothing is started or loaded there.
+    ///
+    /// Example (prebake): kprov provision --phase base --root /mnt/image
+    /// --artifacts-dir ./artifacts --kubelet-version v1.20.2
+    Provision(Box<ProvisionArgs>),
+
+    /// Check the container runtime and kubelet once; restart a unit that
+    /// failed several checks in a row. Run by kprov-healthcheck.timer.
+    HealthCheck(HealthCheckArgs),
+
+    /// Show the operating system detected in a root.
+    Os(OsArgs),
+}
+
+/// Which provisioning phase to run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PhaseArg {
+    /// Packages, kernel settings, runtime, binaries, units, health checks.
+    Base,
+    /// Kubelet configuration and start (TLS bootstrap).
+    Join,
+    /// Base, then join.
+    All,
+}
+
+/// Container runtimes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum RuntimeArg {
+    /// containerd with CRI (the default).
+    Containerd,
+    /// Docker Engine via dockershim; kubelet older than v1.24 only.
+    Docker,
+}
+
+/// kube-proxy modes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ProxyModeArg {
+    /// iptables rules.
+    Iptables,
+    /// IPVS; loads the ip_vs kernel modules.
+    Ipvs,
+}
+
+/// Output formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputArg {
+    /// A line per resource and a summary.
+    Text,
+    /// The same as one JSON document on stdout.
+    Json,
+}
+
+fn parse_version(s: &str) -> Result<KubernetesVersion, String> {
+    KubernetesVersion::parse_supported(s).map_err(|e| e.to_string())
+}
+
+/// Flags of `kprov provision`.
+#[derive(Debug, Args)]
+pub struct ProvisionArgs {
+    /// Which phase to run. The join phase needs --token and --ca-cert.
+    #[arg(long, value_enum, default_value_t = PhaseArg::All)]
+    pub phase: PhaseArg,
+
+    /// The node's root: / for the running host, or a directory (a chroot,
+    /// a mounted disk image) to prebake offline.
+    #[arg(long, value_name = "DIR", default_value = "/")]
+    pub root: PathBuf,
+
+    /// Kubernetes release of the kubelet and kubectl to install
+    /// (vMAJOR.MINOR.PATCH, at least v1.20.0).
+    #[arg(long, value_name = "VERSION", value_parser = parse_version, default_value_t = NEWEST_KNOWN)]
+    pub kubelet_version: KubernetesVersion,
+
+    /// Container runtime to install and configure.
+    #[arg(long, value_enum, default_value_t = RuntimeArg::Containerd)]
+    pub container_runtime: RuntimeArg,
+
+    /// kube-proxy mode the node is prepared for.
+    #[arg(long, value_enum, default_value_t = ProxyModeArg::Iptables)]
+    pub proxy_mode: ProxyModeArg,
+
+    /// Architecture of the binaries to install (amd64 or arm64); defaults
+    /// to this machine's.
+    #[arg(long, value_name = "ARCH")]
+    pub arch: Option<Arch>,
+
+    /// Directory of artifacts to install from: kubelet, kubectl,
+    /// cni-plugins.tgz (and on Flatcar containerd.tar.gz, runc), each listed
+    /// with its sha256 in a SHA256SUMS file. Files not listed are refused.
+    #[arg(long, value_name = "DIR")]
+    pub artifacts_dir: Option<PathBuf>,
+
+    /// Sandbox (pause) image for containerd, e.g. one imported offline.
+    /// Defaults to the image kubeadm uses for the kubelet version.
+    #[arg(long, value_name = "IMAGE")]
+    pub sandbox_image: Option<String>,
+
+    /// In-tree cloud provider for the kubelet (join phase), e.g. openstack.
+    #[arg(long, value_name = "NAME")]
+    pub cloud_provider: Option<String>,
+
+    /// Path on the node of the cloud provider's config file (join phase).
+    #[arg(long, value_name = "PATH")]
+    pub cloud_config: Option<PathBuf>,
+
+    /// Bootstrap token to join with (join phase), [a-z0-9]{6}.[a-z0-9]{16}.
+    /// Prefer the KPROV_TOKEN environment variable: command lines are
+    /// visible to other users.
+    // Parsed after clap, so that a malformed token is never echoed back.
+    #[arg(long, env = "KPROV_TOKEN", hide_env_values = true, value_name = "TOKEN")]
+    pub token: Option<String>,
+
+    /// PEM file of the cluster CA that signed the API server's certificate
+    /// (join phase).
+    #[arg(long, value_name = "FILE")]
+    pub ca_cert: Option<PathBuf>,
+
+    /// Print the plan and what would change; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// Report format on stdout; progress always goes to stderr.
+    #[arg(long, value_enum, default_value_t = OutputArg::Text)]
+    pub output: OutputArg,
+}
+
+/// Flags of `kprov health-check`.
+#[derive(Debug, Args)]
+pub struct HealthCheckArgs {
+    /// The container runtime whose socket to probe.
+    #[arg(long, value_enum, default_value_t = RuntimeArg::Containerd)]
+    pub runtime: RuntimeArg,
+}
+
+/// Flags of `kprov os`.
+#[derive(Debug, Args)]
+pub struct OsArgs {
+    /// The root whose os-release to read.
+    #[arg(long, value_name = "DIR", default_value = "/")]
+    pub root: PathBuf,
+
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = OutputArg::Text)]
+    pub output: OutputArg,
+}
+
+impl From<RuntimeArg> for kprov_core::ContainerRuntime {
+    fn from(r: RuntimeArg) -> Self {
+        match r {
+            RuntimeArg::Containerd => Self::Containerd,
+            RuntimeArg::Docker => Self::Docker,
+        }
+    }
+}
+
+impl From<ProxyModeArg> for kprov_core::ProxyMode {
+    fn from(p: ProxyModeArg) -> Self {
+        match p {
+            ProxyModeArg::Iptables => Self::Iptables,
+            ProxyModeArg::Ipvs => Self::Ipvs,
+        }
+    }
+}
+
+impl From<PhaseArg> for kprov_core::Phase {
+    fn from(p: PhaseArg) -> Self {
+        match p {
+            PhaseArg::Base => Self::Base,
+            PhaseArg::Join => Self::Join,
+            PhaseArg::All => Self::All,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+}

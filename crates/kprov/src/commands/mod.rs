@@ -1,0 +1,6 @@
+//! One module per subcommand: turn parsed flags into library calls and
+//! format the results.
+
+pub mod health_check;
+pub mod os;
+pub mod provision;

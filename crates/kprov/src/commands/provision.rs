@@ -1,0 +1,104 @@
+//! `kprov provision`: validate every input, plan, apply, report.
+
+use std::process::ExitCode;
+
+use anyhow::{bail, Context};
+use kprov_artifacts::{LocalDirSource, WithSelf};
+use kprov_core::{Arch, BootstrapToken, CaCertificate, NodeSpec, Phase};
+use kprov_host::{Root, SystemRunner};
+use kprov_provision::apply::{self, ApplyContext, Event};
+use kprov_provision::resource::Resource;
+
+use crate::cli::{OutputArg, ProvisionArgs};
+
+/// Turns flags into a validated spec; reads --ca-cert. Nothing on the
+/// target is touched here.
+fn node_spec(args: &ProvisionArgs, phase: Phase) -> anyhow::Result<NodeSpec> {
+    let ca_cert = match &args.ca_cert {
+        None => None,
+        Some(path) => {
+            let bytes = std::fs::read(path).with_context(|| format!("--ca-cert {}: cannot read", path.display()))?;
+            Some(CaCertificate::from_pem(&bytes).with_context(|| format!("--ca-cert {}", path.display()))?)
+        }
+    };
+    let arch = match args.arch {
+        Some(a) => a,
+        None => Arch::host().context("--arch: cannot tell this machine's architecture; pass amd64 or arm64")?,
+    };
+    let spec = NodeSpec {
+        kubelet_version: args.kubelet_version.clone(),
+        container_runtime: args.container_runtime.into(),
+        proxy_mode: args.proxy_mode.into(),
+        arch,
+        cloud_provider: args.cloud_provider.clone(),
+        cloud_config: args.cloud_config.clone(),
+        token: match &args.token {
+            None => None,
+            Some(t) => Some(t.parse::<BootstrapToken>().context("--token")?),
+        },
+        ca_cert,
+        sandbox_image: args.sandbox_image.clone(),
+    };
+    spec.validate(phase)?;
+    Ok(spec)
+}
+
+/// Runs `kprov provision`.
+pub fn run(args: ProvisionArgs) -> anyhow::Result<ExitCode> {
+    let phase: Phase = args.phase.into();
+    let spec = node_spec(&args, phase)?;
+    if phase.includes_join() {
+        bail!(
+            "--phase {phase}: the join phase is not available in this version of kprov yet; run --phase base"
+        );
+    }
+    let root = Root::new(&args.root).with_context(|| format!("--root {}", args.root.display()))?;
+    let artifacts_dir = args.artifacts_dir.as_ref().context(
+        "--artifacts-dir is required: kubelet, kubectl and the CNI plugins are installed from a local artifact directory",
+    )?;
+    let artifacts = WithSelf::new(
+        LocalDirSource::open(artifacts_dir).with_context(|| format!("--artifacts-dir {}", artifacts_dir.display()))?,
+    );
+    let os = kprov_provision::facts::detect_os(&root)?;
+    let plan = kprov_provision::plan::plan_base(&os, &spec, root.is_live())?;
+    let runner = SystemRunner::new(root.clone());
+    let ctx = ApplyContext {
+        root: &root,
+        runner: &runner,
+        artifacts: &artifacts,
+        dry_run: args.dry_run,
+    };
+
+    eprintln!("kprov: {}", plan.headline());
+    let width = plan.resources.len().to_string().len();
+    let mut progress = |event: Event<'_>| match event {
+        Event::Started { index, total, resource } => {
+            if matches!(resource, Resource::Packages { .. } | Resource::Archive { .. }) && !args.dry_run {
+                eprintln!("[{index:>width$}/{total}] {resource} ...");
+            }
+        }
+        Event::Finished { index, total, entry } => {
+            eprintln!("[{index:>width$}/{total}] {:<12} {}", entry.outcome.word(args.dry_run), entry.description);
+        }
+    };
+    let report = apply::apply(&plan, &ctx, &mut progress).with_context(|| format!("provisioning {root}"))?;
+
+    #[allow(clippy::print_stdout)]
+    match args.output {
+        OutputArg::Json => {
+            let doc = if args.dry_run {
+                serde_json::json!({ "plan": plan, "report": report })
+            } else {
+                serde_json::json!({ "report": report })
+            };
+            println!("{}", serde_json::to_string_pretty(&doc)?);
+        }
+        OutputArg::Text => {
+            if args.dry_run {
+                print!("{}", plan.render_text());
+            }
+            print!("{}", report.render_text());
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
