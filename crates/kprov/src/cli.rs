@@ -13,7 +13,7 @@ use kprov_core::{Arch, KubernetesVersion};
 /// then changes only what differs; `--dry-run` shows the plan and what
 /// would change. A second run changes nothing.
 #[derive(Debug, Parser)]
-#[command(name = "kprov", version, propagate_version = true)]
+#[command(name = "kprov", version, propagate_version = true, args_override_self = true)]
 pub struct Cli {
     /// Log level for diagnostics on stderr (error, warn, info, debug,
     /// trace); KPROV_LOG overrides it with a full filter.

@@ -1,0 +1,235 @@
+//! The kprov command line against small synthetic roots: help, bad input,
+//! dry runs and re-runs. These run everywhere in seconds; the same flows on
+//! a real Debian root with real apt are in prebake.rs.
+//!
+//! The synthetic root is a directory with an os-release, a dpkg status file
+//! listing the packages as installed and a containerd unit file, and the
+//! artifacts are small stand-in files: these tests check the engine's
+//! mechanics (what is written, when, with which mode), not the binaries.
+
+mod common;
+
+use std::path::Path;
+
+use common::{base_args, diff, kprov, snapshot};
+
+const DEBIAN_12: &str = "PRETTY_NAME=\"Debian GNU/Linux 12 (bookworm)\"\nID=debian\nVERSION_ID=\"12\"\n";
+const PACKAGES: &[&str] = &[
+    "ca-certificates", "conntrack", "curl", "ebtables", "ethtool", "ipset", "iptables", "ipvsadm", "kmod", "procps",
+    "socat", "containerd",
+];
+
+fn write(path: &Path, contents: &str) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, contents).unwrap();
+}
+
+fn synthetic_root(dir: &Path, os_release: &str) {
+    write(&dir.join("etc/os-release"), os_release);
+    write(&dir.join("etc/fstab"), "UUID=1 / ext4 defaults 0 1\n/swapfile none swap sw 0 0\n");
+    let status: String = PACKAGES
+        .iter()
+        .map(|p| format!("Package: {p}\nStatus: install ok installed\nVersion: 1\n\n"))
+        .collect();
+    write(&dir.join("var/lib/dpkg/status"), &status);
+    write(&dir.join("lib/systemd/system/containerd.service"), "[Service]\nExecStart=/usr/bin/containerd\n");
+}
+
+fn stand_in_artifacts(dir: &Path) {
+    write(&dir.join("kubelet"), "#!/bin/sh\necho Kubernetes v1.20.2\n");
+    write(&dir.join("kubectl"), "#!/bin/sh\necho kubectl\n");
+    let cni = dir.join("cni-src");
+    for plugin in ["bridge", "host-local", "loopback"] {
+        write(&cni.join(plugin), &format!("#!/bin/sh\necho {plugin}\n"));
+    }
+    common::sh(
+        std::process::Command::new("tar")
+            .arg("-C")
+            .arg(&cni)
+            .args(["--owner=0", "--group=0", "-czf"])
+            .arg(dir.join("cni-plugins.tgz"))
+            .arg("."),
+    );
+    std::fs::remove_dir_all(&cni).unwrap();
+    common::sh(
+        std::process::Command::new("sh")
+            .arg("-c")
+            .arg("sha256sum kubelet kubectl cni-plugins.tgz > SHA256SUMS")
+            .current_dir(dir),
+    );
+}
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    root: String,
+    artifacts: String,
+}
+
+fn fixture(os_release: &str) -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    let artifacts = dir.path().join("artifacts");
+    synthetic_root(&root, os_release);
+    stand_in_artifacts(&artifacts);
+    Fixture {
+        root: root.display().to_string(),
+        artifacts: artifacts.display().to_string(),
+        _dir: dir,
+    }
+}
+
+#[test]
+fn help_explains_every_provision_flag() {
+    let run = kprov(&["provision", "--help"], &[]);
+    assert!(run.ok(), "{}", run.stderr);
+    for flag in [
+        "--phase", "--root", "--kubelet-version", "--container-runtime", "--proxy-mode", "--arch", "--artifacts-dir",
+        "--sandbox-image", "--cloud-provider", "--cloud-config", "--token", "--ca-cert", "--dry-run", "--output",
+    ] {
+        let line_and_next: Vec<&str> = run
+            .stdout
+            .lines()
+            .skip_while(|l| {
+                let l = l.trim_start();
+                !(l == flag || l.starts_with(&format!("{flag} <")))
+            })
+            .take(2)
+            .collect();
+        assert_eq!(line_and_next.len(), 2, "{flag} missing from --help");
+        assert!(line_and_next[1].trim().len() > 10, "{flag} has no explanation");
+    }
+    let top = kprov(&["--help"], &[]);
+    assert!(top.stdout.contains("provision") && top.stdout.contains("health-check"));
+}
+
+#[test]
+fn bad_input_is_refused_with_the_flag_named_and_the_root_untouched() {
+    let f = fixture(DEBIAN_12);
+    let junk_pem = format!("{}/junk.pem", f.artifacts);
+    std::fs::write(&junk_pem, "not a certificate\n").unwrap();
+    let fedora = tempfile::tempdir().unwrap();
+    synthetic_root(fedora.path(), "ID=fedora\nVERSION_ID=40\n");
+    let fedora_root = fedora.path().display().to_string();
+    let no_sums = tempfile::tempdir().unwrap();
+    let no_sums_dir = no_sums.path().display().to_string();
+    let token = "q1w2e3.r4t5y6u7i8o9p0as";
+    let near_token = "q1w2e3.R4T5Y6U7I8O9P0AS";
+
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (vec!["--kubelet-version", "1.x"], "invalid value '1.x' for '--kubelet-version <VERSION>': malformed Kubernetes version \"1.x\": expected vMAJOR.MINOR.PATCH"),
+        (vec!["--kubelet-version", "v1.13.1"], "Kubernetes version v1.13.1 is not supported: the minimum is v1.20.0"),
+        (vec!["--token", near_token], "--token: malformed bootstrap token: expected [a-z0-9]{6}.[a-z0-9]{16}"),
+        (vec!["--ca-cert", "/nonexistent/ca.crt"], "--ca-cert /nonexistent/ca.crt: cannot read"),
+        (vec!["--ca-cert", &junk_pem], "not a PEM-encoded certificate"),
+        (vec!["--container-runtime", "podman"], "invalid value 'podman' for '--container-runtime <CONTAINER_RUNTIME>'"),
+        (vec!["--container-runtime", "docker", "--kubelet-version", "v1.24.0"], "--container-runtime docker needs a kubelet older than v1.24"),
+        (vec!["--phase", "join"], "--phase join needs --token"),
+        (vec!["--phase", "all", "--token", token], "--phase all needs --ca-cert"),
+        (vec!["--cloud-config", "relative.conf", "--cloud-provider", "openstack"], "invalid --cloud-config \"relative.conf\""),
+        (vec!["--root", "/nonexistent/root"], "--root /nonexistent/root: target root /nonexistent/root:"),
+        (vec!["--root", &fedora_root], "unsupported operating system: ID=fedora VERSION_ID=40; supported: ubuntu 18.04/20.04/22.04/24.04"),
+        (vec!["--artifacts-dir", &no_sums_dir], "SHA256SUMS: No such file"),
+    ];
+    let before = snapshot(Path::new(&f.root));
+    for (extra, expected) in cases {
+        let mut args = base_args(&f.root, &f.artifacts);
+        // Later flags win in clap, so the case's flags override the base ones.
+        args.extend(extra.iter().copied());
+        let run = kprov(&args, &[]);
+        assert_ne!(run.code, Some(0), "{extra:?} was accepted");
+        assert!(run.stderr.contains(expected), "{extra:?}: expected {expected:?} in:\n{}", run.stderr);
+        assert!(!run.stderr.contains(near_token) && !run.stderr.contains(token), "{extra:?} echoed a token");
+        assert_eq!(diff(&before, &snapshot(Path::new(&f.root))), Vec::<String>::new(), "{extra:?} changed the root");
+    }
+
+    let missing_flag = kprov(&["provision", "--phase", "base", "--root", &f.root], &[]);
+    assert!(missing_flag.stderr.contains("--artifacts-dir is required"), "{}", missing_flag.stderr);
+}
+
+#[test]
+fn a_corrupted_artifact_is_named_with_both_sums_and_nothing_is_installed() {
+    let f = fixture(DEBIAN_12);
+    let kubelet = Path::new(&f.artifacts).join("kubelet");
+    let expected = common::sh(std::process::Command::new("sha256sum").arg(&kubelet)).stdout;
+    let expected = String::from_utf8_lossy(&expected).split_whitespace().next().unwrap().to_string();
+    std::fs::write(&kubelet, "#!/bin/sh\necho tampered\n").unwrap();
+    let actual = common::sh(std::process::Command::new("sha256sum").arg(&kubelet)).stdout;
+    let actual = String::from_utf8_lossy(&actual).split_whitespace().next().unwrap().to_string();
+
+    let before = snapshot(Path::new(&f.root));
+    let run = kprov(&base_args(&f.root, &f.artifacts), &[]);
+    assert_eq!(run.code, Some(1));
+    let want = format!(
+        "binary:/usr/local/bin/kubelet: artifact kubelet v1.20.2 (amd64): sha256 mismatch for {}: expected {expected}, got {actual}",
+        kubelet.display()
+    );
+    assert!(run.stderr.contains(&want), "expected {want:?} in:\n{}", run.stderr);
+    assert_eq!(diff(&before, &snapshot(Path::new(&f.root))), Vec::<String>::new());
+}
+
+#[test]
+fn a_dry_run_lists_what_would_change_and_changes_nothing() {
+    let f = fixture(DEBIAN_12);
+    let before = snapshot(Path::new(&f.root));
+    let mut args = base_args(&f.root, &f.artifacts);
+    args.push("--dry-run");
+    let run = kprov(&args, &[]);
+    assert!(run.ok(), "{}", run.stderr);
+    assert!(run.stdout.contains("# plan: base phase for Debian GNU/Linux 12 (bookworm) [apt], kubelet v1.20.2"));
+    assert!(run.stdout.contains("would create file /etc/sysctl.d/90-kprov-kubernetes.conf (0644) (does not exist)"));
+    assert!(run.stdout.contains("would change swap lines of /etc/fstab commented out (has active swap lines)"));
+    assert!(run.stdout.contains("unchanged    packages (apt)"));
+    assert!(run.stdout.contains("dry run, nothing changed: 19 resources:"));
+    assert_eq!(diff(&before, &snapshot(Path::new(&f.root))), Vec::<String>::new());
+
+    args.extend(["--output", "json"]);
+    let json = kprov(&args, &[]).json();
+    assert_eq!(json["report"]["dry_run"], true);
+    assert_eq!(json["plan"]["resources"][0]["kind"], "packages");
+}
+
+#[test]
+fn an_apply_writes_the_plan_and_a_second_run_changes_nothing() {
+    let f = fixture(DEBIAN_12);
+    let mut args = base_args(&f.root, &f.artifacts);
+    args.extend(["--output", "json", "--token", "q1w2e3.r4t5y6u7i8o9p0as"]);
+    let first = kprov(&args, &[]);
+    assert!(first.ok(), "{}", first.stderr);
+    let report = first.json();
+    assert_eq!(report["report"]["summary"]["unchanged"], 1, "only the packages were already there");
+    assert!(!first.stdout.contains("r4t5y6u7i8o9p0as") && !first.stderr.contains("r4t5y6u7i8o9p0as"));
+
+    let root = Path::new(&f.root);
+    let fstab = std::fs::read_to_string(root.join("etc/fstab")).unwrap();
+    assert!(fstab.contains("#kprov-swap-off# /swapfile none swap sw 0 0"), "{fstab}");
+    assert!(root.join("opt/cni/bin/bridge").is_file());
+    assert_eq!(
+        std::fs::read_link(root.join("etc/systemd/system/multi-user.target.wants/containerd.service")).unwrap(),
+        Path::new("/lib/systemd/system/containerd.service")
+    );
+    assert_eq!(std::fs::read_link(root.join("etc/systemd/system/swap.target")).unwrap(), Path::new("/dev/null"));
+
+    let after_first = snapshot(root);
+    let second = kprov(&args, &[]);
+    assert!(second.ok(), "{}", second.stderr);
+    let summary = &second.json()["report"]["summary"];
+    assert_eq!((summary["created"].as_u64(), summary["changed"].as_u64()), (Some(0), Some(0)), "{summary}");
+    assert_eq!(diff(&after_first, &snapshot(root)), Vec::<String>::new());
+
+    // Drift is repaired: a changed file is put back, and only it.
+    std::fs::write(root.join("etc/sysctl.d/90-kprov-kubernetes.conf"), "net.ipv4.ip_forward = 0\n").unwrap();
+    let third = kprov(&args, &[]).json();
+    assert_eq!(third["report"]["summary"]["changed"], 1);
+    assert_eq!(diff(&after_first, &snapshot(root)), Vec::<String>::new());
+}
+
+#[test]
+fn the_os_command_names_the_detected_system() {
+    let f = fixture(DEBIAN_12);
+    let run = kprov(&["os", "--root", &f.root], &[]);
+    assert!(run.ok(), "{}", run.stderr);
+    assert_eq!(run.stdout.trim(), "Debian GNU/Linux 12 (bookworm) (ID Debian, VERSION_ID 12, family apt)");
+    let empty = tempfile::tempdir().unwrap();
+    let run = kprov(&["os", "--root", &empty.path().display().to_string()], &[]);
+    assert!(run.stderr.contains("neither"), "{}", run.stderr);
+}

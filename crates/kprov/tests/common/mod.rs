@@ -1,0 +1,190 @@
+//! Shared test harness: the real kprov binary, scratch roots, the cached
+//! Debian root and artifact directory built by the scripts in tools/, and
+//! tree snapshots for comparing end states.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+use sha2::{Digest, Sha256};
+
+/// The repository's top directory.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
+}
+
+/// Runs a script from tools/ and returns the path it prints on stdout.
+fn dev_script(name: &str) -> PathBuf {
+    let script = repo_root().join("tools").join(name);
+    let out = Command::new("bash").arg(&script).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{} failed:\n{}",
+        script.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    PathBuf::from(text.lines().last().unwrap_or_default().trim())
+}
+
+/// The cached Debian 12 root tarball (tools/debian-root.sh).
+pub fn debian_root_tarball() -> &'static Path {
+    static P: OnceLock<PathBuf> = OnceLock::new();
+    P.get_or_init(|| dev_script("debian-root.sh"))
+}
+
+/// The cached artifact directory with the v1.20.2 kubelet and kubectl
+/// built from Debian's source and Debian's CNI plugins
+/// (tools/artifacts-dir.sh).
+pub fn artifacts_dir() -> &'static Path {
+    static P: OnceLock<PathBuf> = OnceLock::new();
+    P.get_or_init(|| dev_script("artifacts-dir.sh"))
+}
+
+/// A scratch directory on disk (not tmpfs: roots are hundreds of MB).
+pub fn scratch(prefix: &str) -> tempfile::TempDir {
+    std::fs::create_dir_all("/var/tmp/kprov-tests").unwrap();
+    tempfile::Builder::new().prefix(prefix).tempdir_in("/var/tmp/kprov-tests").unwrap()
+}
+
+/// Runs a command and panics with its output if it fails.
+pub fn sh(cmd: &mut Command) -> Output {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}\n{}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// Extracts the cached Debian root into `dest`.
+pub fn extract_debian_root(dest: &Path) {
+    std::fs::create_dir_all(dest).unwrap();
+    sh(Command::new("tar").arg("-C").arg(dest).arg("-xf").arg(debian_root_tarball()));
+}
+
+/// Copies a root, preserving everything.
+pub fn copy_tree(from: &Path, to: &Path) {
+    sh(Command::new("cp").arg("-a").arg(from).arg(to));
+}
+
+/// The kprov binary under test.
+pub fn kprov_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_kprov"))
+}
+
+/// A finished kprov run.
+pub struct Run {
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    pub fn ok(&self) -> bool {
+        self.code == Some(0)
+    }
+
+    /// Parses stdout as the JSON report.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| panic!("stdout is not JSON ({e}):\n{}", self.stdout))
+    }
+}
+
+/// Runs kprov with `args` and extra environment variables.
+pub fn kprov(args: &[&str], env: &[(&str, &str)]) -> Run {
+    let mut cmd = Command::new(kprov_bin());
+    cmd.args(args).env_remove("KPROV_TOKEN").env_remove("KPROV_FAILPOINTS");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().unwrap();
+    Run {
+        code: out.status.code(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// The arguments of a base-phase prebake of `root` from `artifacts`.
+pub fn base_args<'a>(root: &'a str, artifacts: &'a str) -> Vec<&'a str> {
+    vec![
+        "provision",
+        "--phase",
+        "base",
+        "--root",
+        root,
+        "--artifacts-dir",
+        artifacts,
+        "--kubelet-version",
+        "v1.20.2",
+        "--arch",
+        "amd64",
+    ]
+}
+
+/// One entry of a tree snapshot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Entry {
+    File { mode: u32, uid: u32, gid: u32, sha256: String },
+    Dir { mode: u32, uid: u32, gid: u32 },
+    Symlink { target: PathBuf },
+    Other { mode: u32 },
+}
+
+/// Every path under `dir` with its type, owner, mode and content hash
+/// (timestamps ignored). `/proc`, `/sys`, `/dev`, `/run` and `/tmp` are
+/// skipped.
+pub fn snapshot(dir: &Path) -> BTreeMap<String, Entry> {
+    let mut out = BTreeMap::new();
+    walk(dir, dir, &mut out);
+    out
+}
+
+fn walk(base: &Path, dir: &Path, out: &mut BTreeMap<String, Entry>) {
+    let mut entries: Vec<_> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).collect();
+    entries.sort();
+    for path in entries {
+        let rel = path.strip_prefix(base).unwrap().to_string_lossy().into_owned();
+        if ["proc", "sys", "dev", "run", "tmp"].contains(&rel.as_str()) {
+            continue;
+        }
+        let meta = path.symlink_metadata().unwrap();
+        let mode = meta.permissions().mode() & 0o7777;
+        let entry = if meta.file_type().is_symlink() {
+            Entry::Symlink { target: std::fs::read_link(&path).unwrap() }
+        } else if meta.is_dir() {
+            walk(base, &path, out);
+            Entry::Dir { mode, uid: meta.uid(), gid: meta.gid() }
+        } else if meta.is_file() {
+            let mut hasher = Sha256::new();
+            std::io::copy(&mut std::fs::File::open(&path).unwrap(), &mut hasher).unwrap();
+            Entry::File { mode, uid: meta.uid(), gid: meta.gid(), sha256: hex::encode(hasher.finalize()) }
+        } else {
+            Entry::Other { mode }
+        };
+        out.insert(rel, entry);
+    }
+}
+
+/// Describes the differences between two snapshots (empty when equal).
+pub fn diff(want: &BTreeMap<String, Entry>, got: &BTreeMap<String, Entry>) -> Vec<String> {
+    let mut d = Vec::new();
+    for (k, v) in want {
+        match got.get(k) {
+            None => d.push(format!("missing: {k}")),
+            Some(g) if g != v => d.push(format!("differs: {k}: want {v:?}, got {g:?}")),
+            _ => {}
+        }
+    }
+    for k in got.keys().filter(|k| !want.contains_key(*k)) {
+        d.push(format!("extra: {k}"));
+    }
+    d
+}
