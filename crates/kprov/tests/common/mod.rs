@@ -74,6 +74,13 @@ pub fn copy_tree(from: &Path, to: &Path) {
     sh(Command::new("cp").arg("-a").arg(from).arg(to));
 }
 
+/// Copies a root as hard links: fast, and safe as long as only kprov runs
+/// on the copy, because kprov never writes a file in place (it renames new
+/// files over old ones), so the original's files are never modified.
+pub fn link_tree(from: &Path, to: &Path) {
+    sh(Command::new("cp").arg("-al").arg(from).arg(to));
+}
+
 /// The kprov binary under test.
 pub fn kprov_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_kprov"))
@@ -132,15 +139,18 @@ pub fn base_args<'a>(root: &'a str, artifacts: &'a str) -> Vec<&'a str> {
 /// One entry of a tree snapshot.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Entry {
-    File { mode: u32, uid: u32, gid: u32, sha256: String },
+    File { mode: u32, uid: u32, gid: u32, content: String },
     Dir { mode: u32, uid: u32, gid: u32 },
     Symlink { target: PathBuf },
     Other { mode: u32 },
 }
 
-/// Every path under `dir` with its type, owner, mode and content hash
+/// Every path under `dir` with its type, owner, mode and content
 /// (timestamps ignored). `/proc`, `/sys`, `/dev`, `/run` and `/tmp` are
-/// skipped.
+/// skipped. A file with several links is identified by its inode instead
+/// of hashed: in trees made with [`link_tree`] from one base, a file still
+/// shared with the base is the base's file, and anything kprov wrote is a
+/// new single-link file that gets hashed.
 pub fn snapshot(dir: &Path) -> BTreeMap<String, Entry> {
     let mut out = BTreeMap::new();
     walk(dir, dir, &mut out);
@@ -163,9 +173,14 @@ fn walk(base: &Path, dir: &Path, out: &mut BTreeMap<String, Entry>) {
             walk(base, &path, out);
             Entry::Dir { mode, uid: meta.uid(), gid: meta.gid() }
         } else if meta.is_file() {
-            let mut hasher = Sha256::new();
-            std::io::copy(&mut std::fs::File::open(&path).unwrap(), &mut hasher).unwrap();
-            Entry::File { mode, uid: meta.uid(), gid: meta.gid(), sha256: hex::encode(hasher.finalize()) }
+            let content = if meta.nlink() > 1 {
+                format!("inode {}", meta.ino())
+            } else {
+                let mut hasher = Sha256::new();
+                std::io::copy(&mut std::fs::File::open(&path).unwrap(), &mut hasher).unwrap();
+                format!("sha256 {}", hex::encode(hasher.finalize()))
+            };
+            Entry::File { mode, uid: meta.uid(), gid: meta.gid(), content }
         } else {
             Entry::Other { mode }
         };
