@@ -8,7 +8,7 @@ for set in "$@"; do
     case "$set" in
     build) want+=(golang-1.19-go rsync jq dpkg-dev make) ;;
     root) want+=(mmdebstrap) ;;
-    test) want+=(mmdebstrap systemd-container util-linux systemd jq) ;;
+    test) want+=(systemd-container util-linux) ;;
     *) echo "install-deps: unknown set '$set' (expected build, root or test)" >&2; exit 2 ;;
     esac
 done

@@ -111,7 +111,11 @@ impl FetchedArtifact {
             path: self.path.clone(),
             source,
         })?;
-        Ok(VerifyingReader::new(file, self.sha256, self.path.display().to_string()))
+        Ok(VerifyingReader::new(
+            file,
+            self.sha256,
+            self.path.display().to_string(),
+        ))
     }
 }
 
@@ -129,7 +133,9 @@ pub enum ArtifactError {
         reason: String,
     },
     /// The file's contents do not match their recorded sum.
-    #[error("artifact {artifact}: sha256 mismatch for {location}: expected {expected}, got {actual}")]
+    #[error(
+        "artifact {artifact}: sha256 mismatch for {location}: expected {expected}, got {actual}"
+    )]
     ChecksumMismatch {
         /// The artifact.
         artifact: String,

@@ -113,17 +113,33 @@ mod tests {
 
     #[test]
     fn sums_lines_parse_as_sha256sum_writes_them() {
-        let sums = parse_sums(&format!("{}  kubelet\n{} *kubectl\n\n", "ab".repeat(32), "cd".repeat(32))).unwrap();
+        let sums = parse_sums(&format!(
+            "{}  kubelet\n{} *kubectl\n\n",
+            "ab".repeat(32),
+            "cd".repeat(32)
+        ))
+        .unwrap();
         assert_eq!(sums.len(), 2);
         assert_eq!(sums["kubectl"], [0xcd; 32]);
         assert_eq!(parse_sums("xyz kubelet"), Err(1));
-        assert_eq!(parse_sums(&format!("{}  ../kubelet", "ab".repeat(32))), Err(1));
+        assert_eq!(
+            parse_sums(&format!("{}  ../kubelet", "ab".repeat(32))),
+            Err(1)
+        );
     }
 
     #[test]
     fn unlisted_and_missing_files_are_refused_by_name() {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join(SUMS_FILE), format!("{}  kubectl\n{}  kubelet\n", "ab".repeat(32), "ab".repeat(32))).unwrap();
+        std::fs::write(
+            dir.path().join(SUMS_FILE),
+            format!(
+                "{}  kubectl\n{}  kubelet\n",
+                "ab".repeat(32),
+                "ab".repeat(32)
+            ),
+        )
+        .unwrap();
         std::fs::write(dir.path().join("kubectl"), b"x").unwrap();
         let src = LocalDirSource::open(dir.path()).unwrap();
         let err = src.fetch(&kubelet()).unwrap_err().to_string();
@@ -134,14 +150,25 @@ mod tests {
                 dir.path().display()
             )
         );
-        let cni = ArtifactId { name: ArtifactName::CniPlugins, version: None, arch: Arch::Amd64 };
-        assert!(src.fetch(&cni).unwrap_err().to_string().ends_with("cni-plugins.tgz is not listed in SHA256SUMS"));
+        let cni = ArtifactId {
+            name: ArtifactName::CniPlugins,
+            version: None,
+            arch: Arch::Amd64,
+        };
+        assert!(src
+            .fetch(&cni)
+            .unwrap_err()
+            .to_string()
+            .ends_with("cni-plugins.tgz is not listed in SHA256SUMS"));
     }
 
     #[test]
     fn a_directory_without_sums_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let err = LocalDirSource::open(dir.path()).unwrap_err().to_string();
-        assert!(err.starts_with(&format!("reading {}/SHA256SUMS: ", dir.path().display())), "{err}");
+        assert!(
+            err.starts_with(&format!("reading {}/SHA256SUMS: ", dir.path().display())),
+            "{err}"
+        );
     }
 }

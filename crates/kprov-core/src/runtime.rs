@@ -60,7 +60,9 @@ impl fmt::Display for ContainerRuntime {
 }
 
 /// How kube-proxy programs service routing; ipvs needs extra kernel modules.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum ProxyMode {
     /// iptables rules (the default).
@@ -77,7 +79,9 @@ mod tests {
     #[test]
     fn docker_is_refused_from_v1_24() {
         let v = |s: &str| s.parse::<KubernetesVersion>().unwrap();
-        assert!(ContainerRuntime::Docker.check_supports(&v("v1.23.17")).is_ok());
+        assert!(ContainerRuntime::Docker
+            .check_supports(&v("v1.23.17"))
+            .is_ok());
         let err = ContainerRuntime::Docker
             .check_supports(&v("v1.24.0"))
             .unwrap_err();
@@ -85,6 +89,8 @@ mod tests {
             err.to_string(),
             "--container-runtime docker needs a kubelet older than v1.24 (dockershim was removed in v1.24), but --kubelet-version is v1.24.0; use containerd"
         );
-        assert!(ContainerRuntime::Containerd.check_supports(&v("v1.37.0")).is_ok());
+        assert!(ContainerRuntime::Containerd
+            .check_supports(&v("v1.37.0"))
+            .is_ok());
     }
 }

@@ -108,8 +108,7 @@ impl NodeSpec {
             .check_supports(&self.kubelet_version)?;
         if let Some(p) = &self.cloud_provider {
             let ok = !p.is_empty()
-                && p
-                    .bytes()
+                && p.bytes()
                     .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
             if !ok {
                 return Err(SpecError::CloudProvider { value: p.clone() });
@@ -128,7 +127,8 @@ impl NodeSpec {
         if let Some(image) = &self.sandbox_image {
             let ok = !image.is_empty()
                 && image.bytes().all(|b| {
-                    b.is_ascii_alphanumeric() || matches!(b, b'.' | b'/' | b':' | b'-' | b'_' | b'@')
+                    b.is_ascii_alphanumeric()
+                        || matches!(b, b'.' | b'/' | b':' | b'-' | b'_' | b'@')
                 });
             if !ok {
                 return Err(SpecError::SandboxImage {
@@ -195,14 +195,25 @@ mod tests {
     fn cloud_inputs_are_checked() {
         let mut s = spec();
         s.cloud_provider = Some("Open Stack".into());
-        assert!(s.validate(Phase::Base).unwrap_err().to_string().starts_with("invalid --cloud-provider \"Open Stack\""));
+        assert!(s
+            .validate(Phase::Base)
+            .unwrap_err()
+            .to_string()
+            .starts_with("invalid --cloud-provider \"Open Stack\""));
         let mut s = spec();
         s.cloud_provider = Some("openstack".into());
         s.cloud_config = Some("cloud.conf".into());
-        assert!(s.validate(Phase::Base).unwrap_err().to_string().starts_with("invalid --cloud-config \"cloud.conf\""));
+        assert!(s
+            .validate(Phase::Base)
+            .unwrap_err()
+            .to_string()
+            .starts_with("invalid --cloud-config \"cloud.conf\""));
         let mut s = spec();
         s.cloud_config = Some("/etc/kubernetes/cloud-config".into());
-        assert_eq!(s.validate(Phase::Base).unwrap_err(), SpecError::CloudConfigWithoutProvider);
+        assert_eq!(
+            s.validate(Phase::Base).unwrap_err(),
+            SpecError::CloudConfigWithoutProvider
+        );
     }
 
     #[test]
@@ -210,6 +221,9 @@ mod tests {
         let mut s = spec();
         s.container_runtime = ContainerRuntime::Docker;
         s.kubelet_version = "v1.25.0".parse().unwrap();
-        assert!(matches!(s.validate(Phase::Base), Err(SpecError::Runtime(_))));
+        assert!(matches!(
+            s.validate(Phase::Base),
+            Err(SpecError::Runtime(_))
+        ));
     }
 }

@@ -21,8 +21,7 @@ pub struct TokenError {
 
 fn is_token_part(s: &str, len: usize) -> bool {
     s.len() == len
-        && s
-            .bytes()
+        && s.bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
 }
 
@@ -107,9 +106,18 @@ mod tests {
     #[test]
     fn malformed_tokens_are_refused_without_echoing_them() {
         for (text, shape) in [
-            ("AAAAAAAAAAAAAAAA", "1 part(s) separated by '.': 16 other characters"),
-            ("zzzzzz.999999999999999", "2 part(s) separated by '.': 6 [a-z0-9], 15 [a-z0-9]"),
-            ("ABCDEF.0123456789abcdef", "2 part(s) separated by '.': 6 other characters, 16 [a-z0-9]"),
+            (
+                "AAAAAAAAAAAAAAAA",
+                "1 part(s) separated by '.': 16 other characters",
+            ),
+            (
+                "zzzzzz.999999999999999",
+                "2 part(s) separated by '.': 6 [a-z0-9], 15 [a-z0-9]",
+            ),
+            (
+                "ABCDEF.0123456789abcdef",
+                "2 part(s) separated by '.': 6 other characters, 16 [a-z0-9]",
+            ),
             ("", "1 part(s) separated by '.': 0 [a-z0-9]"),
         ] {
             let err = text.parse::<BootstrapToken>().unwrap_err().to_string();

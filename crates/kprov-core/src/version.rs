@@ -116,8 +116,7 @@ impl FromStr for KubernetesVersion {
         };
         let pre = match pre {
             Some(p)
-                if !p.is_empty()
-                    && p.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.') =>
+                if !p.is_empty() && p.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.') =>
             {
                 Some(p.to_string())
             }
@@ -195,7 +194,17 @@ mod tests {
 
     #[test]
     fn malformed_versions_are_refused_with_the_value_named() {
-        for text in ["1.x", "v1.20", "v1.20.2.1", "", "v", "v01.20.2", "v1.20.2-", "v1.20.-1", "latest"] {
+        for text in [
+            "1.x",
+            "v1.20",
+            "v1.20.2.1",
+            "",
+            "v",
+            "v01.20.2",
+            "v1.20.2-",
+            "v1.20.-1",
+            "latest",
+        ] {
             let err = text.parse::<KubernetesVersion>().unwrap_err();
             assert_eq!(
                 err.to_string(),

@@ -280,7 +280,10 @@ mod tests {
         let host = dir.path().join("etc/kubernetes/secret.conf");
         assert_eq!(fs::read(&host).unwrap(), b"token");
         assert_eq!(host.metadata().unwrap().permissions().mode() & 0o777, 0o600);
-        assert_eq!(list_dir(&root, Path::new("/etc/kubernetes")).unwrap(), vec!["secret.conf"]);
+        assert_eq!(
+            list_dir(&root, Path::new("/etc/kubernetes")).unwrap(),
+            vec!["secret.conf"]
+        );
         match state(&root, p).unwrap() {
             FileState::File { attrs, sha256: sum } => {
                 assert_eq!(attrs.mode, 0o600);
@@ -321,7 +324,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let root = Root::new(dir.path()).unwrap();
         assert_eq!(read(&root, Path::new("/etc/os-release")).unwrap(), None);
-        assert_eq!(state(&root, Path::new("/etc/os-release")).unwrap(), FileState::Missing);
+        assert_eq!(
+            state(&root, Path::new("/etc/os-release")).unwrap(),
+            FileState::Missing
+        );
         remove_file(&root, Path::new("/etc/os-release")).unwrap();
     }
 }

@@ -171,7 +171,8 @@ impl Root {
                     reason: "too many levels of symbolic links",
                 });
             }
-            let target = std::fs::read_link(&host).map_err(|e| HostError::io("reading link", &host, e))?;
+            let target =
+                std::fs::read_link(&host).map_err(|e| HostError::io("reading link", &host, e))?;
             resolved.pop();
             if target.is_absolute() {
                 resolved.clear();
@@ -236,15 +237,24 @@ mod tests {
     fn relative_and_absolute_links_resolve_inside_the_root() {
         let (dir, root) = setup();
         let base = dir.path().canonicalize().unwrap();
-        assert_eq!(root.resolve("/lib/systemd/x").unwrap(), base.join("usr/lib/systemd/x"));
-        assert_eq!(root.resolve("/abs-lib/systemd/x").unwrap(), base.join("usr/lib/systemd/x"));
+        assert_eq!(
+            root.resolve("/lib/systemd/x").unwrap(),
+            base.join("usr/lib/systemd/x")
+        );
+        assert_eq!(
+            root.resolve("/abs-lib/systemd/x").unwrap(),
+            base.join("usr/lib/systemd/x")
+        );
     }
 
     #[test]
     fn links_climbing_out_stop_at_the_root() {
         let (dir, root) = setup();
         let base = dir.path().canonicalize().unwrap();
-        assert_eq!(root.resolve("/usr/lib/escape/passwd").unwrap(), base.join("etc/passwd"));
+        assert_eq!(
+            root.resolve("/usr/lib/escape/passwd").unwrap(),
+            base.join("etc/passwd")
+        );
     }
 
     #[test]
@@ -252,13 +262,19 @@ mod tests {
         let (dir, root) = setup();
         let base = dir.path().canonicalize().unwrap();
         assert_eq!(root.resolve("/lib").unwrap(), base.join("lib"));
-        assert_eq!(root.resolve_following("/lib").unwrap(), base.join("usr/lib"));
+        assert_eq!(
+            root.resolve_following("/lib").unwrap(),
+            base.join("usr/lib")
+        );
     }
 
     #[test]
     fn relative_paths_and_dotdot_are_refused() {
         let (_dir, root) = setup();
-        for (p, reason) in [("etc/passwd", "not absolute"), ("/etc/../../passwd", "contains '..'")] {
+        for (p, reason) in [
+            ("etc/passwd", "not absolute"),
+            ("/etc/../../passwd", "contains '..'"),
+        ] {
             let err = root.resolve(p).unwrap_err().to_string();
             assert_eq!(err, format!("node path {p:?} is not allowed: {reason}"));
         }
@@ -268,12 +284,21 @@ mod tests {
     fn symlink_loops_are_reported() {
         let (dir, root) = setup();
         symlink("loop", dir.path().join("loop")).unwrap();
-        assert!(root.resolve("/loop/x").unwrap_err().to_string().contains("too many levels"));
+        assert!(root
+            .resolve("/loop/x")
+            .unwrap_err()
+            .to_string()
+            .contains("too many levels"));
     }
 
     #[test]
     fn a_missing_root_is_an_error_naming_it() {
-        let err = Root::new("/nonexistent/kprov-root").unwrap_err().to_string();
-        assert!(err.starts_with("target root /nonexistent/kprov-root: "), "{err}");
+        let err = Root::new("/nonexistent/kprov-root")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("target root /nonexistent/kprov-root: "),
+            "{err}"
+        );
     }
 }

@@ -163,7 +163,10 @@ mod tests {
     fn failures_carry_the_command_status_and_stderr_tail() {
         let runner = SystemRunner::new(Root::live());
         let err = runner
-            .run_checked(&Command::new("sh", ["-c", "echo one >&2; echo two >&2; exit 3"]))
+            .run_checked(&Command::new(
+                "sh",
+                ["-c", "echo one >&2; echo two >&2; exit 3"],
+            ))
             .unwrap_err();
         assert_eq!(
             err.to_string(),

@@ -23,11 +23,19 @@ pub fn detect_os(root: &Root) -> Result<OsFacts, FactsError> {
     for path in ["/etc/os-release", "/usr/lib/os-release"] {
         if let Some(bytes) = fs::read(root, Path::new(path))? {
             let shown = root.base().join(path.trim_start_matches('/'));
-            return Ok(os::detect(&String::from_utf8_lossy(&bytes), &shown.display().to_string())?);
+            return Ok(os::detect(
+                &String::from_utf8_lossy(&bytes),
+                &shown.display().to_string(),
+            )?);
         }
     }
     Err(OsError::NoOsRelease {
-        root: root.base().display().to_string().trim_end_matches('/').to_string(),
+        root: root
+            .base()
+            .display()
+            .to_string()
+            .trim_end_matches('/')
+            .to_string(),
     }
     .into())
 }

@@ -43,6 +43,9 @@ mod tests {
 
     #[test]
     fn a_last_line_without_newline_is_handled() {
-        assert_eq!(disable_swap("/dev/sdb1 none swap sw"), "#kprov-swap-off# /dev/sdb1 none swap sw");
+        assert_eq!(
+            disable_swap("/dev/sdb1 none swap sw"),
+            "#kprov-swap-off# /dev/sdb1 none swap sw"
+        );
     }
 }

@@ -42,7 +42,10 @@ pub fn decide(previous_failures: u32, probe: &Result<(), String>, threshold: u32
         Err(reason) => {
             let failures = previous_failures + 1;
             if failures >= threshold {
-                (0, Action::Restart(format!("{reason} ({failures} consecutive failed checks)")))
+                (
+                    0,
+                    Action::Restart(format!("{reason} ({failures} consecutive failed checks)")),
+                )
             } else {
                 (failures, Action::Wait)
             }
@@ -70,10 +73,12 @@ fn probe_socket(path: &Path) -> Result<(), String> {
 }
 
 fn probe_healthz(addr: &str) -> Result<(), String> {
-    let sock: SocketAddr = addr.parse().map_err(|e| format!("bad address {addr}: {e}"))?;
+    let sock: SocketAddr = addr
+        .parse()
+        .map_err(|e| format!("bad address {addr}: {e}"))?;
     let timeout = Duration::from_secs(3);
-    let mut stream =
-        TcpStream::connect_timeout(&sock, timeout).map_err(|e| format!("GET http://{addr}/healthz: {e}"))?;
+    let mut stream = TcpStream::connect_timeout(&sock, timeout)
+        .map_err(|e| format!("GET http://{addr}/healthz: {e}"))?;
     let _ = stream.set_read_timeout(Some(timeout));
     let _ = stream.set_write_timeout(Some(timeout));
     stream
@@ -90,7 +95,9 @@ fn probe_healthz(addr: &str) -> Result<(), String> {
         Ok(())
     } else {
         let status = response.lines().next().unwrap_or("no response");
-        Err(format!("GET http://{addr}/healthz answered {status:?} {body:?}"))
+        Err(format!(
+            "GET http://{addr}/healthz answered {status:?} {body:?}"
+        ))
     }
 }
 
@@ -98,14 +105,24 @@ fn counter_path(unit: &str) -> String {
     format!("{STATE_DIR}/health/{unit}.failures")
 }
 
-fn handle(unit: &str, probe: Result<(), String>, root: &Root, runner: &dyn Runner) -> Result<CheckResult, HostError> {
+fn handle(
+    unit: &str,
+    probe: Result<(), String>,
+    root: &Root,
+    runner: &dyn Runner,
+) -> Result<CheckResult, HostError> {
     let path = counter_path(unit);
     let previous = fs::read(root, Path::new(&path))?
         .and_then(|b| String::from_utf8_lossy(&b).trim().parse().ok())
         .unwrap_or(0);
     let (failures, action) = decide(previous, &probe, FAILURE_THRESHOLD);
     if failures != previous {
-        fs::write_atomic(root, Path::new(&path), format!("{failures}\n").as_bytes(), FileAttrs::root(0o644))?;
+        fs::write_atomic(
+            root,
+            Path::new(&path),
+            format!("{failures}\n").as_bytes(),
+            FileAttrs::root(0o644),
+        )?;
     }
     let restarted = match action {
         Action::Wait => None,
@@ -124,13 +141,22 @@ fn handle(unit: &str, probe: Result<(), String>, root: &Root, runner: &dyn Runne
 }
 
 /// Runs one round of checks on a live node.
-pub fn run_once(root: &Root, runner: &dyn Runner, runtime: ContainerRuntime) -> Result<Vec<CheckResult>, HostError> {
+pub fn run_once(
+    root: &Root,
+    runner: &dyn Runner,
+    runtime: ContainerRuntime,
+) -> Result<Vec<CheckResult>, HostError> {
     let mut results = Vec::new();
     let socket = root.resolve_following(runtime.socket())?;
     results.push(handle(runtime.unit(), probe_socket(&socket), root, runner)?);
     // Before join kubelet has no config and is not meant to run.
     if fs::read(root, Path::new("/var/lib/kubelet/config.yaml"))?.is_some() {
-        results.push(handle("kubelet.service", probe_healthz(KUBELET_HEALTHZ), root, runner)?);
+        results.push(handle(
+            "kubelet.service",
+            probe_healthz(KUBELET_HEALTHZ),
+            root,
+            runner,
+        )?);
     }
     Ok(results)
 }
@@ -146,14 +172,21 @@ mod tests {
         assert_eq!(decide(1, &fail, 3), (2, Action::Wait));
         assert_eq!(
             decide(2, &fail, 3),
-            (0, Action::Restart("socket gone (3 consecutive failed checks)".into()))
+            (
+                0,
+                Action::Restart("socket gone (3 consecutive failed checks)".into())
+            )
         );
         assert_eq!(decide(2, &Ok(()), 3), (0, Action::Wait));
     }
 
     #[test]
     fn a_closed_port_and_a_missing_socket_are_failures() {
-        assert!(probe_healthz("127.0.0.1:1").unwrap_err().starts_with("GET http://127.0.0.1:1/healthz: "));
-        assert!(probe_socket(Path::new("/nonexistent.sock")).unwrap_err().starts_with("cannot connect to /nonexistent.sock"));
+        assert!(probe_healthz("127.0.0.1:1")
+            .unwrap_err()
+            .starts_with("GET http://127.0.0.1:1/healthz: "));
+        assert!(probe_socket(Path::new("/nonexistent.sock"))
+            .unwrap_err()
+            .starts_with("cannot connect to /nonexistent.sock"));
     }
 }

@@ -158,7 +158,9 @@ pub enum OsError {
         path: String,
     },
     /// A distro or version kprov does not support.
-    #[error("unsupported operating system: ID={id} VERSION_ID={version_id}; supported: {supported}")]
+    #[error(
+        "unsupported operating system: ID={id} VERSION_ID={version_id}; supported: {supported}"
+    )]
     Unsupported {
         /// `ID` found.
         id: String,
@@ -224,7 +226,10 @@ pub fn detect(text: &str, path: &str) -> Result<OsFacts, OsError> {
         version_id: version_id.clone(),
         supported: supported_list(),
     };
-    let row = SUPPORTED.iter().find(|s| s.id == id).ok_or_else(unsupported)?;
+    let row = SUPPORTED
+        .iter()
+        .find(|s| s.id == id)
+        .ok_or_else(unsupported)?;
     let major: u32 = version_id
         .split('.')
         .next()
@@ -258,7 +263,10 @@ mod tests {
     use super::*;
 
     fn facts(id: &str, version: &str) -> Result<OsFacts, OsError> {
-        detect(&format!("ID={id}\nVERSION_ID=\"{version}\"\n"), "/etc/os-release")
+        detect(
+            &format!("ID={id}\nVERSION_ID=\"{version}\"\n"),
+            "/etc/os-release",
+        )
     }
 
     #[test]
@@ -285,7 +293,13 @@ mod tests {
 
     #[test]
     fn unsupported_releases_name_id_version_and_the_supported_list() {
-        for (id, version) in [("ubuntu", "16.04"), ("debian", "10"), ("centos", "8"), ("arch", ""), ("fedora", "40")] {
+        for (id, version) in [
+            ("ubuntu", "16.04"),
+            ("debian", "10"),
+            ("centos", "8"),
+            ("arch", ""),
+            ("fedora", "40"),
+        ] {
             let err = facts(id, version).unwrap_err().to_string();
             assert!(
                 err.starts_with(&format!("unsupported operating system: ID={id} VERSION_ID={version}; supported: ubuntu 18.04/20.04/22.04/24.04, debian 11/12/13, centos 7, rocky 8/9, almalinux 8/9, rhel 8/9, flatcar (any version), coreos (any version)")),
@@ -296,7 +310,9 @@ mod tests {
 
     #[test]
     fn quoting_and_comments_follow_os_release_rules() {
-        let f = parse_os_release("# c\nNAME=\"Debian \\\"GNU\\\"\"\nID='debian'\nBROKEN\nVERSION_ID=12\n");
+        let f = parse_os_release(
+            "# c\nNAME=\"Debian \\\"GNU\\\"\"\nID='debian'\nBROKEN\nVERSION_ID=12\n",
+        );
         assert_eq!(f["NAME"], "Debian \"GNU\"");
         assert_eq!(f["ID"], "debian");
         assert_eq!(f["VERSION_ID"], "12");
@@ -306,7 +322,9 @@ mod tests {
     #[test]
     fn a_file_without_id_is_an_error() {
         assert_eq!(
-            detect("NAME=x\n", "/r/etc/os-release").unwrap_err().to_string(),
+            detect("NAME=x\n", "/r/etc/os-release")
+                .unwrap_err()
+                .to_string(),
             "/r/etc/os-release: no ID= line, cannot tell the operating system"
         );
     }

@@ -75,8 +75,15 @@ pub fn plan_base(os: &OsFacts, spec: &NodeSpec, live: bool) -> Result<Plan, Plan
     if let Some((path, repo)) = tables::docker_repo(os) {
         r.push(file(path, 0o644, repo));
     }
-    let mut packages: Vec<String> = tables::base_packages(os).into_iter().map(str::to_string).collect();
-    packages.extend(tables::runtime_packages(os, runtime).into_iter().map(str::to_string));
+    let mut packages: Vec<String> = tables::base_packages(os)
+        .into_iter()
+        .map(str::to_string)
+        .collect();
+    packages.extend(
+        tables::runtime_packages(os, runtime)
+            .into_iter()
+            .map(str::to_string),
+    );
     if !packages.is_empty() {
         r.push(Resource::Packages {
             manager: os.family,
@@ -84,7 +91,11 @@ pub fn plan_base(os: &OsFacts, spec: &NodeSpec, live: bool) -> Result<Plan, Plan
         });
     }
 
-    for (path, mode) in [(layout.cni_bin_dir, 0o755), (layout.cni_conf_dir, 0o755), (STATE_DIR, 0o700)] {
+    for (path, mode) in [
+        (layout.cni_bin_dir, 0o755),
+        (layout.cni_conf_dir, 0o755),
+        (STATE_DIR, 0o700),
+    ] {
         r.push(Resource::Directory {
             path: path.to_string(),
             mode,
@@ -115,7 +126,11 @@ pub fn plan_base(os: &OsFacts, spec: &NodeSpec, live: bool) -> Result<Plan, Plan
                     path: runc_path.clone(),
                     artifact: artifact(ArtifactName::Runc, None),
                 });
-                r.push(unit_file(layout.unit_dir, "containerd.service", &systemd::containerd_unit(layout.bin_dir)));
+                r.push(unit_file(
+                    layout.unit_dir,
+                    "containerd.service",
+                    &systemd::containerd_unit(layout.bin_dir),
+                ));
                 own_units.push("containerd.service".to_string());
                 runc = Some(runc_path);
             }
@@ -123,12 +138,17 @@ pub fn plan_base(os: &OsFacts, spec: &NodeSpec, live: bool) -> Result<Plan, Plan
                 .sandbox_image
                 .clone()
                 .unwrap_or_else(|| tables::pause_image(&spec.kubelet_version));
-            let config = ContainerdConfig::for_node(&sandbox, layout.cni_bin_dir, layout.cni_conf_dir, runc.as_deref())
-                .render()
-                .map_err(|e| PlanError::Render {
-                    what: "containerd config",
-                    reason: e.to_string(),
-                })?;
+            let config = ContainerdConfig::for_node(
+                &sandbox,
+                layout.cni_bin_dir,
+                layout.cni_conf_dir,
+                runc.as_deref(),
+            )
+            .render()
+            .map_err(|e| PlanError::Render {
+                what: "containerd config",
+                reason: e.to_string(),
+            })?;
             r.push(file("/etc/containerd/config.toml", 0o644, config));
             runtime_config.push("/etc/containerd/config.toml".to_string());
         }
@@ -162,20 +182,37 @@ pub fn plan_base(os: &OsFacts, spec: &NodeSpec, live: bool) -> Result<Plan, Plan
     let health_service_name = format!("{HEALTH_UNIT}.service");
     let health_timer_name = format!("{HEALTH_UNIT}.timer");
     r.push(unit_file(layout.unit_dir, "kubelet.service", &kubelet));
-    r.push(unit_file(layout.unit_dir, &health_service_name, &health_service));
-    r.push(unit_file(layout.unit_dir, &health_timer_name, &health_timer));
-    own_units.extend(["kubelet.service".to_string(), health_service_name, health_timer_name.clone()]);
+    r.push(unit_file(
+        layout.unit_dir,
+        &health_service_name,
+        &health_service,
+    ));
+    r.push(unit_file(
+        layout.unit_dir,
+        &health_timer_name,
+        &health_timer,
+    ));
+    own_units.extend([
+        "kubelet.service".to_string(),
+        health_service_name,
+        health_timer_name.clone(),
+    ]);
     for (unit, wanted_by) in [
         (runtime.unit().to_string(), "multi-user.target".to_string()),
         ("kubelet.service".to_string(), kubelet.wanted_by().join(" ")),
-        (health_timer_name.clone(), health_timer.wanted_by().join(" ")),
+        (
+            health_timer_name.clone(),
+            health_timer.wanted_by().join(" "),
+        ),
     ] {
         r.push(Resource::UnitEnabled { unit, wanted_by });
     }
 
     if live {
         for m in &modules {
-            r.push(Resource::ModuleLoaded { name: m.to_string() });
+            r.push(Resource::ModuleLoaded {
+                name: m.to_string(),
+            });
         }
         for s in SYSCTLS {
             r.push(Resource::SysctlActive {
@@ -184,7 +221,9 @@ pub fn plan_base(os: &OsFacts, spec: &NodeSpec, live: bool) -> Result<Plan, Plan
             });
         }
         r.push(Resource::SwapOff);
-        r.push(Resource::DaemonReloaded { units: own_units.clone() });
+        r.push(Resource::DaemonReloaded {
+            units: own_units.clone(),
+        });
         r.push(Resource::UnitActive {
             unit: runtime.unit().to_string(),
             config: runtime_config,
@@ -218,7 +257,11 @@ impl Plan {
             self.os.family,
             self.kubelet_version,
             self.container_runtime,
-            if self.live { "live host" } else { "offline root" }
+            if self.live {
+                "live host"
+            } else {
+                "offline root"
+            }
         )
     }
 

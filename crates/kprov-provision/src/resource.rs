@@ -178,7 +178,9 @@ impl Resource {
 impl fmt::Display for Resource {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::Packages { manager, names } => write!(f, "packages ({manager}): {}", names.join(" ")),
+            Self::Packages { manager, names } => {
+                write!(f, "packages ({manager}): {}", names.join(" "))
+            }
             Self::Directory { path, mode } => write!(f, "directory {path} ({mode:04o})"),
             Self::File { path, mode, .. } => write!(f, "file {path} ({mode:04o})"),
             Self::Symlink { path, target } => write!(f, "symlink {path} -> {target}"),

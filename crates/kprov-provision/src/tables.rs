@@ -36,7 +36,11 @@ pub fn layout(family: OsFamily) -> Layout {
 
 /// Directories where unit files may live, searched in this order when
 /// enabling a unit (as systemd does).
-pub const UNIT_SEARCH_PATH: &[&str] = &["/etc/systemd/system", "/lib/systemd/system", "/usr/lib/systemd/system"];
+pub const UNIT_SEARCH_PATH: &[&str] = &[
+    "/etc/systemd/system",
+    "/lib/systemd/system",
+    "/usr/lib/systemd/system",
+];
 
 /// Packages kubelet and kube-proxy need on every node of a family, with
 /// what each is for.
@@ -46,16 +50,41 @@ pub fn base_packages(os: &OsFacts) -> Vec<&'static str> {
         // ebtables/ethtool/iptables/ipset/ipvsadm: networking; kmod/procps:
         // modprobe and sysctl; curl/ca-certificates: health and downloads.
         OsFamily::Apt => vec![
-            "ca-certificates", "conntrack", "curl", "ebtables", "ethtool", "ipset", "iptables", "ipvsadm", "kmod",
-            "procps", "socat",
+            "ca-certificates",
+            "conntrack",
+            "curl",
+            "ebtables",
+            "ethtool",
+            "ipset",
+            "iptables",
+            "ipvsadm",
+            "kmod",
+            "procps",
+            "socat",
         ],
         OsFamily::Yum => vec![
-            "ca-certificates", "conntrack-tools", "curl", "ebtables", "ethtool", "ipset", "iptables", "ipvsadm",
-            "kmod", "procps-ng", "socat",
+            "ca-certificates",
+            "conntrack-tools",
+            "curl",
+            "ebtables",
+            "ethtool",
+            "ipset",
+            "iptables",
+            "ipvsadm",
+            "kmod",
+            "procps-ng",
+            "socat",
         ],
         OsFamily::Dnf => {
             let mut p = vec![
-                "ca-certificates", "conntrack-tools", "curl", "ethtool", "ipset", "ipvsadm", "kmod", "procps-ng",
+                "ca-certificates",
+                "conntrack-tools",
+                "curl",
+                "ethtool",
+                "ipset",
+                "ipvsadm",
+                "kmod",
+                "procps-ng",
                 "socat",
             ];
             // EL9 ships only the nftables flavour of iptables (ebtables included).
@@ -78,7 +107,9 @@ pub fn runtime_packages(os: &OsFacts, runtime: ContainerRuntime) -> Vec<&'static
         (OsFamily::Apt, ContainerRuntime::Docker) => vec!["docker.io"],
         // RHEL-family distros do not ship containerd; Docker's repository does.
         (OsFamily::Yum | OsFamily::Dnf, ContainerRuntime::Containerd) => vec!["containerd.io"],
-        (OsFamily::Yum | OsFamily::Dnf, ContainerRuntime::Docker) => vec!["docker-ce", "containerd.io"],
+        (OsFamily::Yum | OsFamily::Dnf, ContainerRuntime::Docker) => {
+            vec!["docker-ce", "containerd.io"]
+        }
         (OsFamily::Flatcar, _) => Vec::new(),
     }
 }
@@ -88,7 +119,11 @@ pub fn docker_repo(os: &OsFacts) -> Option<(&'static str, String)> {
     if !matches!(os.family, OsFamily::Yum | OsFamily::Dnf) {
         return None;
     }
-    let flavour = if os.distro == Distro::Rhel { "rhel" } else { "centos" };
+    let flavour = if os.distro == Distro::Rhel {
+        "rhel"
+    } else {
+        "centos"
+    };
     Some((
         "/etc/yum.repos.d/docker-ce.repo",
         format!(
@@ -117,17 +152,61 @@ pub struct Sysctl {
 /// ones kubelet's `protectKernelDefaults` requires, so that it can run with
 /// that option on.
 pub const SYSCTLS: &[Sysctl] = &[
-    Sysctl { key: "net.ipv4.ip_forward", value: "1", why: "route pod traffic" },
-    Sysctl { key: "net.bridge.bridge-nf-call-iptables", value: "1", why: "bridged pod traffic passes iptables" },
-    Sysctl { key: "net.bridge.bridge-nf-call-ip6tables", value: "1", why: "same for IPv6" },
-    Sysctl { key: "fs.inotify.max_user_watches", value: "524288", why: "kubelet and pods watch many files" },
-    Sysctl { key: "fs.inotify.max_user_instances", value: "8192", why: "one inotify instance per watcher" },
-    Sysctl { key: "kernel.panic", value: "10", why: "protectKernelDefaults" },
-    Sysctl { key: "kernel.panic_on_oops", value: "1", why: "protectKernelDefaults" },
-    Sysctl { key: "vm.overcommit_memory", value: "1", why: "protectKernelDefaults" },
-    Sysctl { key: "vm.panic_on_oom", value: "0", why: "protectKernelDefaults" },
-    Sysctl { key: "kernel.keys.root_maxkeys", value: "1000000", why: "protectKernelDefaults" },
-    Sysctl { key: "kernel.keys.root_maxbytes", value: "25000000", why: "protectKernelDefaults" },
+    Sysctl {
+        key: "net.ipv4.ip_forward",
+        value: "1",
+        why: "route pod traffic",
+    },
+    Sysctl {
+        key: "net.bridge.bridge-nf-call-iptables",
+        value: "1",
+        why: "bridged pod traffic passes iptables",
+    },
+    Sysctl {
+        key: "net.bridge.bridge-nf-call-ip6tables",
+        value: "1",
+        why: "same for IPv6",
+    },
+    Sysctl {
+        key: "fs.inotify.max_user_watches",
+        value: "524288",
+        why: "kubelet and pods watch many files",
+    },
+    Sysctl {
+        key: "fs.inotify.max_user_instances",
+        value: "8192",
+        why: "one inotify instance per watcher",
+    },
+    Sysctl {
+        key: "kernel.panic",
+        value: "10",
+        why: "protectKernelDefaults",
+    },
+    Sysctl {
+        key: "kernel.panic_on_oops",
+        value: "1",
+        why: "protectKernelDefaults",
+    },
+    Sysctl {
+        key: "vm.overcommit_memory",
+        value: "1",
+        why: "protectKernelDefaults",
+    },
+    Sysctl {
+        key: "vm.panic_on_oom",
+        value: "0",
+        why: "protectKernelDefaults",
+    },
+    Sysctl {
+        key: "kernel.keys.root_maxkeys",
+        value: "1000000",
+        why: "protectKernelDefaults",
+    },
+    Sysctl {
+        key: "kernel.keys.root_maxbytes",
+        value: "25000000",
+        why: "protectKernelDefaults",
+    },
 ];
 
 /// The sysctl drop-in kprov owns.
@@ -159,7 +238,11 @@ pub fn pause_image(version: &KubernetesVersion) -> String {
         _ => "3.10",
     };
     // registry.k8s.io replaced k8s.gcr.io as kubeadm's default in v1.25.
-    let registry = if version.at_least(1, 25) { "registry.k8s.io" } else { "k8s.gcr.io" };
+    let registry = if version.at_least(1, 25) {
+        "registry.k8s.io"
+    } else {
+        "k8s.gcr.io"
+    };
     format!("{registry}/pause:{tag}")
 }
 
@@ -177,7 +260,10 @@ mod tests {
 
     #[test]
     fn ipvs_mode_adds_the_ip_vs_modules() {
-        assert_eq!(kernel_modules(ProxyMode::Iptables), ["overlay", "br_netfilter"]);
+        assert_eq!(
+            kernel_modules(ProxyMode::Iptables),
+            ["overlay", "br_netfilter"]
+        );
         assert!(kernel_modules(ProxyMode::Ipvs).contains(&"ip_vs_rr"));
     }
 }

@@ -3,6 +3,8 @@
 //! tests/golden/plans/. Set KPROV_UPDATE_GOLDEN=1 to rewrite them, then
 //! review the diff.
 
+#![allow(clippy::unwrap_used, clippy::print_stdout)]
+
 use std::path::PathBuf;
 
 use kprov_core::{Arch, ContainerRuntime, NodeSpec, ProxyMode};
@@ -32,23 +34,38 @@ const fn case(golden: &'static str, fixture: &'static str, version: &'static str
 fn cases() -> Vec<Case> {
     vec![
         case("debian-12-offline", "debian-12", "v1.20.2"),
-        Case { live: true, ..case("debian-12-live", "debian-12", "v1.20.2") },
+        Case {
+            live: true,
+            ..case("debian-12-live", "debian-12", "v1.20.2")
+        },
         case("debian-11-offline", "debian-11", "v1.30.4"),
         case("ubuntu-18.04-offline", "ubuntu-18.04", "v1.20.2"),
-        Case { proxy: ProxyMode::Ipvs, live: true, ..case("ubuntu-24.04-live-ipvs", "ubuntu-24.04", "v1.37.0") },
-        Case { runtime: ContainerRuntime::Docker, ..case("ubuntu-18.04-docker", "ubuntu-18.04", "v1.23.17") },
+        Case {
+            proxy: ProxyMode::Ipvs,
+            live: true,
+            ..case("ubuntu-24.04-live-ipvs", "ubuntu-24.04", "v1.37.0")
+        },
+        Case {
+            runtime: ContainerRuntime::Docker,
+            ..case("ubuntu-18.04-docker", "ubuntu-18.04", "v1.23.17")
+        },
         case("centos-7-offline", "centos-7", "v1.20.2"),
         case("rocky-9-offline", "rocky-9", "v1.31.0"),
         case("rhel-8-offline", "rhel-8", "v1.28.2"),
         case("almalinux-8-offline", "almalinux-8", "v1.28.2"),
         case("flatcar-offline", "flatcar", "v1.20.2"),
-        Case { live: true, ..case("flatcar-live", "flatcar", "v1.37.0") },
+        Case {
+            live: true,
+            ..case("flatcar-live", "flatcar", "v1.37.0")
+        },
         case("container-linux-offline", "container-linux", "v1.20.2"),
     ]
 }
 
 fn dir(sub: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests").join(sub)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests")
+        .join(sub)
 }
 
 fn render(c: &Case) -> String {
@@ -84,9 +101,14 @@ fn plans_match_their_golden_files() {
             std::fs::write(&path, &got).unwrap();
             continue;
         }
-        let want = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let want =
+            std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         if got != want {
-            mismatches.push(format!("{} differs:\n{}", path.display(), first_difference(&want, &got)));
+            mismatches.push(format!(
+                "{} differs:\n{}",
+                path.display(),
+                first_difference(&want, &got)
+            ));
         }
     }
     assert!(mismatches.is_empty(), "{}", mismatches.join("\n"));
@@ -98,7 +120,11 @@ fn first_difference(want: &str, got: &str) -> String {
             return format!("line {}:\n  want: {w}\n  got:  {g}", i + 1);
         }
     }
-    format!("lengths differ: want {} lines, got {}", want.lines().count(), got.lines().count())
+    format!(
+        "lengths differ: want {} lines, got {}",
+        want.lines().count(),
+        got.lines().count()
+    )
 }
 
 #[test]
@@ -122,7 +148,13 @@ fn centos_7_uses_yum_and_docker_s_repository() {
 fn offline_plans_start_and_load_nothing() {
     for c in cases().into_iter().filter(|c| !c.live) {
         let text = render(&c);
-        for live_only in ["in effect", "loaded", "no swap in use", "reloaded", " active"] {
+        for live_only in [
+            "in effect",
+            "loaded",
+            "no swap in use",
+            "reloaded",
+            " active",
+        ] {
             let plan_part = text.split("# json").next().unwrap();
             assert!(!plan_part.contains(live_only), "{}: {live_only}", c.golden);
         }

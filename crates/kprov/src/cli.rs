@@ -13,7 +13,12 @@ use kprov_core::{Arch, KubernetesVersion};
 /// then changes only what differs; `--dry-run` shows the plan and what
 /// would change. A second run changes nothing.
 #[derive(Debug, Parser)]
-#[command(name = "kprov", version, propagate_version = true, args_override_self = true)]
+#[command(
+    name = "kprov",
+    version,
+    propagate_version = true,
+    args_override_self = true
+)]
 pub struct Cli {
     /// Log level for diagnostics on stderr (error, warn, info, debug,
     /// trace); KPROV_LOG overrides it with a full filter.
@@ -142,7 +147,12 @@ pub struct ProvisionArgs {
     /// Prefer the KPROV_TOKEN environment variable: command lines are
     /// visible to other users.
     // Parsed after clap, so that a malformed token is never echoed back.
-    #[arg(long, env = "KPROV_TOKEN", hide_env_values = true, value_name = "TOKEN")]
+    #[arg(
+        long,
+        env = "KPROV_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN"
+    )]
     pub token: Option<String>,
 
     /// PEM file of the cluster CA that signed the API server's certificate

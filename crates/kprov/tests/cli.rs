@@ -7,16 +7,29 @@
 //! artifacts are small stand-in files: these tests check the engine's
 //! mechanics (what is written, when, with which mode), not the binaries.
 
+#![allow(clippy::unwrap_used, clippy::print_stdout)]
+
 mod common;
 
 use std::path::Path;
 
 use common::{base_args, diff, kprov, snapshot};
 
-const DEBIAN_12: &str = "PRETTY_NAME=\"Debian GNU/Linux 12 (bookworm)\"\nID=debian\nVERSION_ID=\"12\"\n";
+const DEBIAN_12: &str =
+    "PRETTY_NAME=\"Debian GNU/Linux 12 (bookworm)\"\nID=debian\nVERSION_ID=\"12\"\n";
 const PACKAGES: &[&str] = &[
-    "ca-certificates", "conntrack", "curl", "ebtables", "ethtool", "ipset", "iptables", "ipvsadm", "kmod", "procps",
-    "socat", "containerd",
+    "ca-certificates",
+    "conntrack",
+    "curl",
+    "ebtables",
+    "ethtool",
+    "ipset",
+    "iptables",
+    "ipvsadm",
+    "kmod",
+    "procps",
+    "socat",
+    "containerd",
 ];
 
 fn write(path: &Path, contents: &str) {
@@ -26,13 +39,19 @@ fn write(path: &Path, contents: &str) {
 
 fn synthetic_root(dir: &Path, os_release: &str) {
     write(&dir.join("etc/os-release"), os_release);
-    write(&dir.join("etc/fstab"), "UUID=1 / ext4 defaults 0 1\n/swapfile none swap sw 0 0\n");
+    write(
+        &dir.join("etc/fstab"),
+        "UUID=1 / ext4 defaults 0 1\n/swapfile none swap sw 0 0\n",
+    );
     let status: String = PACKAGES
         .iter()
         .map(|p| format!("Package: {p}\nStatus: install ok installed\nVersion: 1\n\n"))
         .collect();
     write(&dir.join("var/lib/dpkg/status"), &status);
-    write(&dir.join("lib/systemd/system/containerd.service"), "[Service]\nExecStart=/usr/bin/containerd\n");
+    write(
+        &dir.join("lib/systemd/system/containerd.service"),
+        "[Service]\nExecStart=/usr/bin/containerd\n",
+    );
 }
 
 fn stand_in_artifacts(dir: &Path) {
@@ -83,8 +102,20 @@ fn help_explains_every_provision_flag() {
     let run = kprov(&["provision", "--help"], &[]);
     assert!(run.ok(), "{}", run.stderr);
     for flag in [
-        "--phase", "--root", "--kubelet-version", "--container-runtime", "--proxy-mode", "--arch", "--artifacts-dir",
-        "--sandbox-image", "--cloud-provider", "--cloud-config", "--token", "--ca-cert", "--dry-run", "--output",
+        "--phase",
+        "--root",
+        "--kubelet-version",
+        "--container-runtime",
+        "--proxy-mode",
+        "--arch",
+        "--artifacts-dir",
+        "--sandbox-image",
+        "--cloud-provider",
+        "--cloud-config",
+        "--token",
+        "--ca-cert",
+        "--dry-run",
+        "--output",
     ] {
         let line_and_next: Vec<&str> = run
             .stdout
@@ -96,7 +127,10 @@ fn help_explains_every_provision_flag() {
             .take(2)
             .collect();
         assert_eq!(line_and_next.len(), 2, "{flag} missing from --help");
-        assert!(line_and_next[1].trim().len() > 10, "{flag} has no explanation");
+        assert!(
+            line_and_next[1].trim().len() > 10,
+            "{flag} has no explanation"
+        );
     }
     let top = kprov(&["--help"], &[]);
     assert!(top.stdout.contains("provision") && top.stdout.contains("health-check"));
@@ -137,13 +171,28 @@ fn bad_input_is_refused_with_the_flag_named_and_the_root_untouched() {
         args.extend(extra.iter().copied());
         let run = kprov(&args, &[]);
         assert_ne!(run.code, Some(0), "{extra:?} was accepted");
-        assert!(run.stderr.contains(expected), "{extra:?}: expected {expected:?} in:\n{}", run.stderr);
-        assert!(!run.stderr.contains(near_token) && !run.stderr.contains(token), "{extra:?} echoed a token");
-        assert_eq!(diff(&before, &snapshot(Path::new(&f.root))), Vec::<String>::new(), "{extra:?} changed the root");
+        assert!(
+            run.stderr.contains(expected),
+            "{extra:?}: expected {expected:?} in:\n{}",
+            run.stderr
+        );
+        assert!(
+            !run.stderr.contains(near_token) && !run.stderr.contains(token),
+            "{extra:?} echoed a token"
+        );
+        assert_eq!(
+            diff(&before, &snapshot(Path::new(&f.root))),
+            Vec::<String>::new(),
+            "{extra:?} changed the root"
+        );
     }
 
     let missing_flag = kprov(&["provision", "--phase", "base", "--root", &f.root], &[]);
-    assert!(missing_flag.stderr.contains("--artifacts-dir is required"), "{}", missing_flag.stderr);
+    assert!(
+        missing_flag.stderr.contains("--artifacts-dir is required"),
+        "{}",
+        missing_flag.stderr
+    );
 }
 
 #[test]
@@ -151,10 +200,18 @@ fn a_corrupted_artifact_is_named_with_both_sums_and_nothing_is_installed() {
     let f = fixture(DEBIAN_12);
     let kubelet = Path::new(&f.artifacts).join("kubelet");
     let expected = common::sh(std::process::Command::new("sha256sum").arg(&kubelet)).stdout;
-    let expected = String::from_utf8_lossy(&expected).split_whitespace().next().unwrap().to_string();
+    let expected = String::from_utf8_lossy(&expected)
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string();
     std::fs::write(&kubelet, "#!/bin/sh\necho tampered\n").unwrap();
     let actual = common::sh(std::process::Command::new("sha256sum").arg(&kubelet)).stdout;
-    let actual = String::from_utf8_lossy(&actual).split_whitespace().next().unwrap().to_string();
+    let actual = String::from_utf8_lossy(&actual)
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string();
 
     let before = snapshot(Path::new(&f.root));
     let run = kprov(&base_args(&f.root, &f.artifacts), &[]);
@@ -163,8 +220,15 @@ fn a_corrupted_artifact_is_named_with_both_sums_and_nothing_is_installed() {
         "binary:/usr/local/bin/kubelet: artifact kubelet v1.20.2 (amd64): sha256 mismatch for {}: expected {expected}, got {actual}",
         kubelet.display()
     );
-    assert!(run.stderr.contains(&want), "expected {want:?} in:\n{}", run.stderr);
-    assert_eq!(diff(&before, &snapshot(Path::new(&f.root))), Vec::<String>::new());
+    assert!(
+        run.stderr.contains(&want),
+        "expected {want:?} in:\n{}",
+        run.stderr
+    );
+    assert_eq!(
+        diff(&before, &snapshot(Path::new(&f.root))),
+        Vec::<String>::new()
+    );
 }
 
 #[test]
@@ -175,12 +239,23 @@ fn a_dry_run_lists_what_would_change_and_changes_nothing() {
     args.push("--dry-run");
     let run = kprov(&args, &[]);
     assert!(run.ok(), "{}", run.stderr);
-    assert!(run.stdout.contains("# plan: base phase for Debian GNU/Linux 12 (bookworm) [apt], kubelet v1.20.2"));
-    assert!(run.stdout.contains("would create file /etc/sysctl.d/90-kprov-kubernetes.conf (0644) (does not exist)"));
-    assert!(run.stdout.contains("would change swap lines of /etc/fstab commented out (has active swap lines)"));
+    assert!(run
+        .stdout
+        .contains("# plan: base phase for Debian GNU/Linux 12 (bookworm) [apt], kubelet v1.20.2"));
+    assert!(run.stdout.contains(
+        "would create file /etc/sysctl.d/90-kprov-kubernetes.conf (0644) (does not exist)"
+    ));
+    assert!(run
+        .stdout
+        .contains("would change swap lines of /etc/fstab commented out (has active swap lines)"));
     assert!(run.stdout.contains("unchanged    packages (apt)"));
-    assert!(run.stdout.contains("dry run, nothing changed: 19 resources:"));
-    assert_eq!(diff(&before, &snapshot(Path::new(&f.root))), Vec::<String>::new());
+    assert!(run
+        .stdout
+        .contains("dry run, nothing changed: 19 resources:"));
+    assert_eq!(
+        diff(&before, &snapshot(Path::new(&f.root))),
+        Vec::<String>::new()
+    );
 
     args.extend(["--output", "json"]);
     let json = kprov(&args, &[]).json();
@@ -196,28 +271,50 @@ fn an_apply_writes_the_plan_and_a_second_run_changes_nothing() {
     let first = kprov(&args, &[]);
     assert!(first.ok(), "{}", first.stderr);
     let report = first.json();
-    assert_eq!(report["report"]["summary"]["unchanged"], 1, "only the packages were already there");
-    assert!(!first.stdout.contains("r4t5y6u7i8o9p0as") && !first.stderr.contains("r4t5y6u7i8o9p0as"));
+    assert_eq!(
+        report["report"]["summary"]["unchanged"], 1,
+        "only the packages were already there"
+    );
+    assert!(
+        !first.stdout.contains("r4t5y6u7i8o9p0as") && !first.stderr.contains("r4t5y6u7i8o9p0as")
+    );
 
     let root = Path::new(&f.root);
     let fstab = std::fs::read_to_string(root.join("etc/fstab")).unwrap();
-    assert!(fstab.contains("#kprov-swap-off# /swapfile none swap sw 0 0"), "{fstab}");
+    assert!(
+        fstab.contains("#kprov-swap-off# /swapfile none swap sw 0 0"),
+        "{fstab}"
+    );
     assert!(root.join("opt/cni/bin/bridge").is_file());
     assert_eq!(
-        std::fs::read_link(root.join("etc/systemd/system/multi-user.target.wants/containerd.service")).unwrap(),
+        std::fs::read_link(
+            root.join("etc/systemd/system/multi-user.target.wants/containerd.service")
+        )
+        .unwrap(),
         Path::new("/lib/systemd/system/containerd.service")
     );
-    assert_eq!(std::fs::read_link(root.join("etc/systemd/system/swap.target")).unwrap(), Path::new("/dev/null"));
+    assert_eq!(
+        std::fs::read_link(root.join("etc/systemd/system/swap.target")).unwrap(),
+        Path::new("/dev/null")
+    );
 
     let after_first = snapshot(root);
     let second = kprov(&args, &[]);
     assert!(second.ok(), "{}", second.stderr);
     let summary = &second.json()["report"]["summary"];
-    assert_eq!((summary["created"].as_u64(), summary["changed"].as_u64()), (Some(0), Some(0)), "{summary}");
+    assert_eq!(
+        (summary["created"].as_u64(), summary["changed"].as_u64()),
+        (Some(0), Some(0)),
+        "{summary}"
+    );
     assert_eq!(diff(&after_first, &snapshot(root)), Vec::<String>::new());
 
     // Drift is repaired: a changed file is put back, and only it.
-    std::fs::write(root.join("etc/sysctl.d/90-kprov-kubernetes.conf"), "net.ipv4.ip_forward = 0\n").unwrap();
+    std::fs::write(
+        root.join("etc/sysctl.d/90-kprov-kubernetes.conf"),
+        "net.ipv4.ip_forward = 0\n",
+    )
+    .unwrap();
     let third = kprov(&args, &[]).json();
     assert_eq!(third["report"]["summary"]["changed"], 1);
     assert_eq!(diff(&after_first, &snapshot(root)), Vec::<String>::new());
@@ -228,7 +325,10 @@ fn the_os_command_names_the_detected_system() {
     let f = fixture(DEBIAN_12);
     let run = kprov(&["os", "--root", &f.root], &[]);
     assert!(run.ok(), "{}", run.stderr);
-    assert_eq!(run.stdout.trim(), "Debian GNU/Linux 12 (bookworm) (ID Debian, VERSION_ID 12, family apt)");
+    assert_eq!(
+        run.stdout.trim(),
+        "Debian GNU/Linux 12 (bookworm) (ID Debian, VERSION_ID 12, family apt)"
+    );
     let empty = tempfile::tempdir().unwrap();
     let run = kprov(&["os", "--root", &empty.path().display().to_string()], &[]);
     assert!(run.stderr.contains("neither"), "{}", run.stderr);

@@ -6,6 +6,8 @@
 //! These need root, network access to the Debian archive and minutes, so
 //! they are `#[ignore]`d; `tools/test.sh` runs them (`--include-ignored`).
 
+#![allow(clippy::unwrap_used, clippy::print_stdout)]
+
 mod common;
 
 use std::path::{Path, PathBuf};
@@ -13,7 +15,10 @@ use std::process::Command;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use common::{artifacts_dir, base_args, copy_tree, diff, extract_debian_root, kprov, link_tree, scratch, sh, snapshot};
+use common::{
+    artifacts_dir, base_args, copy_tree, diff, extract_debian_root, kprov, link_tree, scratch, sh,
+    snapshot,
+};
 
 /// A Debian root in which kprov has run only its first resource (the
 /// package install), shared by the tests that start after the packages.
@@ -25,17 +30,28 @@ fn root_with_packages() -> &'static Path {
             let root = dir.path().join("root");
             extract_debian_root(&root);
             let run = kprov(
-                &base_args(&root.display().to_string(), &artifacts_dir().display().to_string()),
+                &base_args(
+                    &root.display().to_string(),
+                    &artifacts_dir().display().to_string(),
+                ),
                 &[("KPROV_FAILPOINTS", "resource.applied=1")],
             );
-            assert_eq!(run.code, Some(86), "the failpoint after the packages did not fire:\n{}", run.stderr);
+            assert_eq!(
+                run.code,
+                Some(86),
+                "the failpoint after the packages did not fire:\n{}",
+                run.stderr
+            );
             (dir, root)
         })
         .1
 }
 
 fn chroot(root: &Path, args: &[&str]) -> String {
-    let out = sh(Command::new("chroot").arg(root).args(args).env("PATH", "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin"));
+    let out = sh(Command::new("chroot")
+        .arg(root)
+        .args(args)
+        .env("PATH", "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin"));
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
@@ -63,12 +79,30 @@ fn prebaking_a_debian_root_installs_everything_and_a_second_run_changes_nothing(
         .filter(|r| r["outcome"] == "unchanged")
         .map(|r| r["id"].as_str().unwrap())
         .collect();
-    assert_eq!(unchanged, ["unit-enabled:containerd.service@multi-user.target"], "{first}");
+    assert_eq!(
+        unchanged,
+        ["unit-enabled:containerd.service@multi-user.target"],
+        "{first}"
+    );
 
     // Packages, by dpkg inside the root.
     let status = chroot(
         &root,
-        &["dpkg-query", "-W", "-f=${Package} ${db:Status-Abbrev}\n", "containerd", "conntrack", "socat", "ebtables", "ethtool", "iptables", "ipset", "ipvsadm", "curl", "ca-certificates"],
+        &[
+            "dpkg-query",
+            "-W",
+            "-f=${Package} ${db:Status-Abbrev}\n",
+            "containerd",
+            "conntrack",
+            "socat",
+            "ebtables",
+            "ethtool",
+            "iptables",
+            "ipset",
+            "ipvsadm",
+            "curl",
+            "ca-certificates",
+        ],
     );
     for line in status.lines() {
         assert!(line.ends_with(" ii "), "not installed: {line}");
@@ -76,52 +110,134 @@ fn prebaking_a_debian_root_installs_everything_and_a_second_run_changes_nothing(
     assert_eq!(status.lines().count(), 10, "{status}");
 
     // Kernel settings and swap.
-    let sysctl = std::fs::read_to_string(root.join("etc/sysctl.d/90-kprov-kubernetes.conf")).unwrap();
-    for kv in ["net.ipv4.ip_forward = 1", "net.bridge.bridge-nf-call-iptables = 1", "net.bridge.bridge-nf-call-ip6tables = 1", "kernel.panic = 10", "kernel.panic_on_oops = 1", "vm.overcommit_memory = 1"] {
-        assert!(sysctl.lines().any(|l| l == kv), "{kv} missing from\n{sysctl}");
+    let sysctl =
+        std::fs::read_to_string(root.join("etc/sysctl.d/90-kprov-kubernetes.conf")).unwrap();
+    for kv in [
+        "net.ipv4.ip_forward = 1",
+        "net.bridge.bridge-nf-call-iptables = 1",
+        "net.bridge.bridge-nf-call-ip6tables = 1",
+        "kernel.panic = 10",
+        "kernel.panic_on_oops = 1",
+        "vm.overcommit_memory = 1",
+    ] {
+        assert!(
+            sysctl.lines().any(|l| l == kv),
+            "{kv} missing from\n{sysctl}"
+        );
     }
-    let modules = std::fs::read_to_string(root.join("etc/modules-load.d/kprov-kubernetes.conf")).unwrap();
-    assert!(modules.lines().any(|l| l == "overlay") && modules.lines().any(|l| l == "br_netfilter"));
+    let modules =
+        std::fs::read_to_string(root.join("etc/modules-load.d/kprov-kubernetes.conf")).unwrap();
+    assert!(
+        modules.lines().any(|l| l == "overlay") && modules.lines().any(|l| l == "br_netfilter")
+    );
     let fstab = std::fs::read_to_string(root.join("etc/fstab")).unwrap();
-    assert!(fstab.contains("#kprov-swap-off# /swapfile none swap sw 0 0"), "{fstab}");
+    assert!(
+        fstab.contains("#kprov-swap-off# /swapfile none swap sw 0 0"),
+        "{fstab}"
+    );
     assert!(!fstab.lines().any(|l| l.starts_with("/swapfile")));
 
     // containerd accepts the config; the values kubelet depends on are in effect.
-    let dump = chroot(&root, &["containerd", "--config", "/etc/containerd/config.toml", "config", "dump"]);
-    for want in ["SystemdCgroup = true", "sandbox_image = \"k8s.gcr.io/pause:3.2\"", "bin_dir = \"/opt/cni/bin\"", "conf_dir = \"/etc/cni/net.d\""] {
-        assert!(dump.contains(want), "{want} not in containerd's config dump");
+    let dump = chroot(
+        &root,
+        &[
+            "containerd",
+            "--config",
+            "/etc/containerd/config.toml",
+            "config",
+            "dump",
+        ],
+    );
+    for want in [
+        "SystemdCgroup = true",
+        "sandbox_image = \"k8s.gcr.io/pause:3.2\"",
+        "bin_dir = \"/opt/cni/bin\"",
+        "conf_dir = \"/etc/cni/net.d\"",
+    ] {
+        assert!(
+            dump.contains(want),
+            "{want} not in containerd's config dump"
+        );
     }
     assert!(!dump.contains("disabled_plugins = [\"cri\"]"));
 
     // Binaries run.
-    assert_eq!(chroot(&root, &["/usr/local/bin/kubelet", "--version"]).trim(), "Kubernetes v1.20.2");
-    assert!(chroot(&root, &["/usr/local/bin/kubectl", "version", "--client", "--short"]).contains("v1.20.2"));
-    assert!(root.join("opt/cni/bin/bridge").is_file() && root.join("opt/cni/bin/host-local").is_file());
+    assert_eq!(
+        chroot(&root, &["/usr/local/bin/kubelet", "--version"]).trim(),
+        "Kubernetes v1.20.2"
+    );
+    assert!(chroot(
+        &root,
+        &["/usr/local/bin/kubectl", "version", "--client", "--short"]
+    )
+    .contains("v1.20.2"));
+    assert!(
+        root.join("opt/cni/bin/bridge").is_file() && root.join("opt/cni/bin/host-local").is_file()
+    );
     assert!(chroot(&root, &["/usr/local/bin/kprov", "--version"]).starts_with("kprov "));
 
     // Units present, enabled by symlink, valid for systemd.
     for (link, target) in [
-        ("etc/systemd/system/multi-user.target.wants/kubelet.service", "/etc/systemd/system/kubelet.service"),
-        ("etc/systemd/system/multi-user.target.wants/containerd.service", "/lib/systemd/system/containerd.service"),
-        ("etc/systemd/system/timers.target.wants/kprov-healthcheck.timer", "/etc/systemd/system/kprov-healthcheck.timer"),
+        (
+            "etc/systemd/system/multi-user.target.wants/kubelet.service",
+            "/etc/systemd/system/kubelet.service",
+        ),
+        (
+            "etc/systemd/system/multi-user.target.wants/containerd.service",
+            "/lib/systemd/system/containerd.service",
+        ),
+        (
+            "etc/systemd/system/timers.target.wants/kprov-healthcheck.timer",
+            "/etc/systemd/system/kprov-healthcheck.timer",
+        ),
         ("etc/systemd/system/swap.target", "/dev/null"),
     ] {
-        assert_eq!(std::fs::read_link(root.join(link)).unwrap(), Path::new(target), "{link}");
+        assert_eq!(
+            std::fs::read_link(root.join(link)).unwrap(),
+            Path::new(target),
+            "{link}"
+        );
     }
     let verify = Command::new("chroot")
         .arg(&root)
-        .args(["systemd-analyze", "verify", "/etc/systemd/system/kubelet.service", "/etc/systemd/system/kprov-healthcheck.service", "/etc/systemd/system/kprov-healthcheck.timer"])
+        .args([
+            "systemd-analyze",
+            "verify",
+            "/etc/systemd/system/kubelet.service",
+            "/etc/systemd/system/kprov-healthcheck.service",
+            "/etc/systemd/system/kprov-healthcheck.timer",
+        ])
         .output()
         .unwrap();
-    assert!(verify.status.success() && verify.stderr.is_empty(), "systemd-analyze verify: {}", String::from_utf8_lossy(&verify.stderr));
-    let enabled = chroot(&root, &["systemctl", "is-enabled", "kubelet.service", "containerd.service", "kprov-healthcheck.timer"]);
-    assert_eq!(enabled.lines().collect::<Vec<_>>(), ["enabled", "enabled", "enabled"]);
+    assert!(
+        verify.status.success() && verify.stderr.is_empty(),
+        "systemd-analyze verify: {}",
+        String::from_utf8_lossy(&verify.stderr)
+    );
+    let enabled = chroot(
+        &root,
+        &[
+            "systemctl",
+            "is-enabled",
+            "kubelet.service",
+            "containerd.service",
+            "kprov-healthcheck.timer",
+        ],
+    );
+    assert_eq!(
+        enabled.lines().collect::<Vec<_>>(),
+        ["enabled", "enabled", "enabled"]
+    );
 
     // A second run changes nothing, in its report and on disk.
     let before = snapshot(&root);
     let second = prebake(&root).json();
     let s = &second["report"]["summary"];
-    assert_eq!((s["created"].as_u64(), s["changed"].as_u64()), (Some(0), Some(0)), "{second}");
+    assert_eq!(
+        (s["created"].as_u64(), s["changed"].as_u64()),
+        (Some(0), Some(0)),
+        "{second}"
+    );
     assert_eq!(diff(&before, &snapshot(&root)), Vec::<String>::new());
 }
 
@@ -133,25 +249,40 @@ fn a_run_killed_at_any_point_ends_like_an_uninterrupted_run() {
     let reference = dir.path().join("reference");
     link_tree(base, &reference);
     let full = prebake(&reference).json();
-    let changed = full["report"]["summary"]["created"].as_u64().unwrap() + full["report"]["summary"]["changed"].as_u64().unwrap();
-    assert!(changed >= 15, "expected most resources to change after the packages: {full}");
+    let changed = full["report"]["summary"]["created"].as_u64().unwrap()
+        + full["report"]["summary"]["changed"].as_u64().unwrap();
+    assert!(
+        changed >= 15,
+        "expected most resources to change after the packages: {full}"
+    );
     let want = snapshot(&reference);
     std::fs::remove_dir_all(&reference).unwrap();
 
     // Kill after each changed resource, and in the middle of a few writes
     // (temp file written, not yet renamed).
-    let mut points: Vec<String> = (1..=changed).map(|n| format!("resource.applied={n}")).collect();
+    let mut points: Vec<String> = (1..=changed)
+        .map(|n| format!("resource.applied={n}"))
+        .collect();
     points.extend([1, 3, 7, 12].map(|n| format!("write.before-rename={n}")));
     for point in points {
         let root = dir.path().join("root");
         link_tree(base, &root);
         let args = base_args(root.to_str().unwrap(), artifacts_dir().to_str().unwrap());
         let killed = kprov(&args, &[("KPROV_FAILPOINTS", point.as_str())]);
-        assert_eq!(killed.code, Some(86), "{point}: the failpoint did not fire:\n{}", killed.stderr);
+        assert_eq!(
+            killed.code,
+            Some(86),
+            "{point}: the failpoint did not fire:\n{}",
+            killed.stderr
+        );
         let rerun = kprov(&args, &[]);
         assert!(rerun.ok(), "{point}: re-run failed:\n{}", rerun.stderr);
         let differences = diff(&want, &snapshot(&root));
-        assert!(differences.is_empty(), "{point}: end state differs from an uninterrupted run:\n{}", differences.join("\n"));
+        assert!(
+            differences.is_empty(),
+            "{point}: end state differs from an uninterrupted run:\n{}",
+            differences.join("\n")
+        );
         std::fs::remove_dir_all(&root).unwrap();
     }
 }
@@ -162,7 +293,10 @@ fn boot_nspawn(root: &Path, limit: Duration) -> String {
     let log = root.with_extension("console.log");
     let mut child = Command::new("script")
         .args(["-qfec"])
-        .arg(format!("systemd-nspawn -b -D {} --register=no --keep-unit -q", root.display()))
+        .arg(format!(
+            "systemd-nspawn -b -D {} --register=no --keep-unit -q",
+            root.display()
+        ))
         .arg(&log)
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
@@ -176,7 +310,10 @@ fn boot_nspawn(root: &Path, limit: Duration) -> String {
         }
         if start.elapsed() > limit {
             // SIGTERM, not SIGKILL: nspawn then shuts the container down.
-            let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+            let _ = Command::new("kill")
+                .arg("-TERM")
+                .arg(child.id().to_string())
+                .status();
             let _ = child.wait();
             let console = std::fs::read_to_string(&log).unwrap_or_default();
             panic!("the container did not power off within {limit:?}; console:\n{console}");
@@ -213,12 +350,19 @@ fn the_prebaked_root_boots_with_containerd_and_the_health_checks_active() {
     .unwrap();
 
     let console = boot_nspawn(&root, Duration::from_secs(180));
-    let probe: Vec<&str> = console.lines().filter(|l| l.starts_with("PROBE ")).map(str::trim_end).collect();
+    let probe: Vec<&str> = console
+        .lines()
+        .filter(|l| l.starts_with("PROBE "))
+        .map(str::trim_end)
+        .collect();
     assert!(
         probe.contains(&"PROBE containerd=active timer=active kubelet=enabled/inactive"),
         "unexpected probe output {probe:?}; console:\n{console}"
     );
-    assert!(probe.contains(&"PROBE health: containerd.service ok"), "{probe:?}; console:\n{console}");
+    assert!(
+        probe.contains(&"PROBE health: containerd.service ok"),
+        "{probe:?}; console:\n{console}"
+    );
 }
 
 #[test]
@@ -226,7 +370,9 @@ fn the_prebaked_root_boots_with_containerd_and_the_health_checks_active() {
 fn benchmark_noop_rerun_and_offline_apply() {
     // KPROV_BENCH_BIN points at a release build (tools/test.sh sets it);
     // otherwise the debug binary under test is timed.
-    let bin = std::env::var("KPROV_BENCH_BIN").map(PathBuf::from).unwrap_or_else(|_| common::kprov_bin());
+    let bin = std::env::var("KPROV_BENCH_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| common::kprov_bin());
     let dir = scratch("bench-");
     let root = dir.path().join("root");
     link_tree(root_with_packages(), &root);
@@ -234,14 +380,21 @@ fn benchmark_noop_rerun_and_offline_apply() {
     let timed = || {
         let start = Instant::now();
         let out = Command::new(&bin).args(&args).output().unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         start.elapsed()
     };
     let apply = timed();
     let mut noop: Vec<Duration> = (0..5).map(|_| timed()).collect();
     noop.sort();
     println!("BENCH binary: {}", bin.display());
-    println!("BENCH offline apply (packages already installed, 18 resources): {:.3} s", apply.as_secs_f64());
+    println!(
+        "BENCH offline apply (packages already installed, 18 resources): {:.3} s",
+        apply.as_secs_f64()
+    );
     println!(
         "BENCH no-op re-run on the prebaked root: median {:.3} s, min {:.3} s, max {:.3} s (goal < 1 s)",
         noop[2].as_secs_f64(),

@@ -32,11 +32,17 @@ fn stamp_path(artifact: &ArtifactId, dir: &str) -> String {
     format!("{STATE_DIR}/archives/{}@{dir_key}.json", artifact.name)
 }
 
-fn fetch(resource: &Resource, artifact: &ArtifactId, ctx: &ApplyContext<'_>) -> Result<FetchedArtifact, ApplyError> {
-    ctx.artifacts.fetch(artifact).map_err(|source| ApplyError::Artifact {
-        resource: resource.id(),
-        source,
-    })
+fn fetch(
+    resource: &Resource,
+    artifact: &ArtifactId,
+    ctx: &ApplyContext<'_>,
+) -> Result<FetchedArtifact, ApplyError> {
+    ctx.artifacts
+        .fetch(artifact)
+        .map_err(|source| ApplyError::Artifact {
+            resource: resource.id(),
+            source,
+        })
 }
 
 fn host(resource: &Resource) -> impl FnOnce(HostError) -> ApplyError + '_ {
@@ -53,7 +59,9 @@ pub(super) fn check(
     ctx: &ApplyContext<'_>,
 ) -> Result<Status, ApplyError> {
     let fetched = fetch(resource, artifact, ctx)?;
-    let Some(bytes) = fs::read(ctx.root, Path::new(&stamp_path(artifact, dir))).map_err(host(resource))? else {
+    let Some(bytes) =
+        fs::read(ctx.root, Path::new(&stamp_path(artifact, dir))).map_err(host(resource))?
+    else {
         return Ok(Status::Missing("not extracted yet".into()));
     };
     let Ok(stamp) = serde_json::from_slice::<Stamp>(&bytes) else {
@@ -65,8 +73,14 @@ pub(super) fn check(
     for (name, (mode, sum)) in &stamp.files {
         let path = Path::new(dir).join(name);
         match fs::state(ctx.root, &path).map_err(host(resource))? {
-            FileState::File { attrs, sha256 } if attrs == FileAttrs::root(*mode) && hex::encode(sha256) == *sum => {}
-            _ => return Ok(Status::Differs(format!("{} differs from the archive", path.display()))),
+            FileState::File { attrs, sha256 }
+                if attrs == FileAttrs::root(*mode) && hex::encode(sha256) == *sum => {}
+            _ => {
+                return Ok(Status::Differs(format!(
+                    "{} differs from the archive",
+                    path.display()
+                )))
+            }
         }
     }
     Ok(Status::Ok)
@@ -109,10 +123,12 @@ pub(super) fn extract(
     let fetched = fetch(resource, artifact, ctx)?;
     // Verify the whole tarball first: tar stops reading at its end marker,
     // so a streaming check could miss trailing corruption.
-    let mut verified = fetched.open_verified().map_err(|source| ApplyError::Artifact {
-        resource: resource.id(),
-        source,
-    })?;
+    let mut verified = fetched
+        .open_verified()
+        .map_err(|source| ApplyError::Artifact {
+            resource: resource.id(),
+            source,
+        })?;
     std::io::copy(&mut verified, &mut std::io::sink())
         .map_err(|e| host(resource)(HostError::io("verifying", &fetched.path, e)))?;
 
@@ -124,11 +140,15 @@ pub(super) fn extract(
         .map_err(|e| host(resource)(HostError::io("reading archive", &fetched.path, e)))?;
     let mut files = BTreeMap::new();
     for entry in entries {
-        let entry = entry.map_err(|e| host(resource)(HostError::io("reading archive", &fetched.path, e)))?;
+        let entry = entry
+            .map_err(|e| host(resource)(HostError::io("reading archive", &fetched.path, e)))?;
         if !entry.header().entry_type().is_file() {
             continue;
         }
-        let raw = entry.path().map(|p| p.to_string_lossy().into_owned()).unwrap_or_default();
+        let raw = entry
+            .path()
+            .map(|p| p.to_string_lossy().into_owned())
+            .unwrap_or_default();
         let Some(name) = member_name(&raw, strip_prefix) else {
             continue;
         };
@@ -138,7 +158,8 @@ pub(super) fn extract(
             hasher: Sha256::new(),
         };
         let path = Path::new(dir).join(&name);
-        fs::write_atomic_from(ctx.root, &path, &mut reader, FileAttrs::root(mode)).map_err(host(resource))?;
+        fs::write_atomic_from(ctx.root, &path, &mut reader, FileAttrs::root(mode))
+            .map_err(host(resource))?;
         files.insert(name, (mode, hex::encode(reader.hasher.finalize())));
     }
     if files.is_empty() {
@@ -156,8 +177,13 @@ pub(super) fn extract(
         resource: resource.id(),
         message: format!("encoding extraction record: {e}"),
     })?;
-    fs::write_atomic(ctx.root, Path::new(&stamp_path(artifact, dir)), &text, FileAttrs::root(0o644))
-        .map_err(host(resource))
+    fs::write_atomic(
+        ctx.root,
+        Path::new(&stamp_path(artifact, dir)),
+        &text,
+        FileAttrs::root(0o644),
+    )
+    .map_err(host(resource))
 }
 
 #[cfg(test)]
@@ -167,7 +193,10 @@ mod tests {
     #[test]
     fn member_names_are_flattened_and_never_climb() {
         assert_eq!(member_name("./bridge", None).as_deref(), Some("bridge"));
-        assert_eq!(member_name("bin/containerd", Some("bin/")).as_deref(), Some("containerd"));
+        assert_eq!(
+            member_name("bin/containerd", Some("bin/")).as_deref(),
+            Some("containerd")
+        );
         assert_eq!(member_name("README.md", Some("bin/")), None);
         assert_eq!(member_name("../etc/passwd", None), None);
         assert_eq!(member_name("a/b", None), None);

@@ -103,7 +103,11 @@ pub enum Event<'a> {
 /// artifact leaves the node unchanged; then resources are converged in
 /// order, re-checking those after the first change (an earlier change, such
 /// as a package install, can change a later resource's state).
-pub fn apply(plan: &Plan, ctx: &ApplyContext<'_>, on_event: &mut dyn FnMut(Event<'_>)) -> Result<Report, ApplyError> {
+pub fn apply(
+    plan: &Plan,
+    ctx: &ApplyContext<'_>,
+    on_event: &mut dyn FnMut(Event<'_>),
+) -> Result<Report, ApplyError> {
     let mut report = Report {
         plan: plan.headline(),
         root: ctx.root.to_string(),
@@ -111,7 +115,11 @@ pub fn apply(plan: &Plan, ctx: &ApplyContext<'_>, on_event: &mut dyn FnMut(Event
         resources: Vec::new(),
         summary: Default::default(),
     };
-    let first_pass: Vec<Status> = plan.resources.iter().map(|r| check(r, ctx)).collect::<Result<_, _>>()?;
+    let first_pass: Vec<Status> = plan
+        .resources
+        .iter()
+        .map(|r| check(r, ctx))
+        .collect::<Result<_, _>>()?;
     if !ctx.dry_run {
         verify_artifacts(plan, &first_pass, ctx)?;
     }
@@ -122,8 +130,16 @@ pub fn apply(plan: &Plan, ctx: &ApplyContext<'_>, on_event: &mut dyn FnMut(Event
         let id = resource.id();
         let span = tracing::info_span!("resource", id = %id);
         let _guard = span.enter();
-        on_event(Event::Started { index, total, resource });
-        let status = if changed_anything { check(resource, ctx)? } else { first_status };
+        on_event(Event::Started {
+            index,
+            total,
+            resource,
+        });
+        let status = if changed_anything {
+            check(resource, ctx)?
+        } else {
+            first_status
+        };
         let (outcome, detail) = match status {
             Status::Ok => (Outcome::Unchanged, None),
             Status::Missing(d) => (Outcome::Created, Some(d)),
@@ -152,7 +168,11 @@ pub fn apply(plan: &Plan, ctx: &ApplyContext<'_>, on_event: &mut dyn FnMut(Event
 }
 
 /// Hashes, in full, every artifact a pending change will install.
-fn verify_artifacts(plan: &Plan, statuses: &[Status], ctx: &ApplyContext<'_>) -> Result<(), ApplyError> {
+fn verify_artifacts(
+    plan: &Plan,
+    statuses: &[Status],
+    ctx: &ApplyContext<'_>,
+) -> Result<(), ApplyError> {
     for (resource, status) in plan.resources.iter().zip(statuses) {
         let artifact = match resource {
             Resource::Binary { artifact, .. } | Resource::Archive { artifact, .. } => artifact,
@@ -165,7 +185,11 @@ fn verify_artifacts(plan: &Plan, statuses: &[Status], ctx: &ApplyContext<'_>) ->
             resource: resource.id(),
             source,
         };
-        ctx.artifacts.fetch(artifact).map_err(err)?.verify(artifact).map_err(err)?;
+        ctx.artifacts
+            .fetch(artifact)
+            .map_err(err)?
+            .verify(artifact)
+            .map_err(err)?;
     }
     Ok(())
 }

@@ -38,26 +38,45 @@ fn missing_list(missing: Vec<&String>) -> Status {
 }
 
 /// Which of `names` are not installed.
-pub fn check(manager: OsFamily, names: &[String], ctx: &ApplyContext<'_>) -> Result<Status, HostError> {
+pub fn check(
+    manager: OsFamily,
+    names: &[String],
+    ctx: &ApplyContext<'_>,
+) -> Result<Status, HostError> {
     match manager {
         OsFamily::Apt => {
             let status = fs::read(ctx.root, Path::new("/var/lib/dpkg/status"))?.unwrap_or_default();
             let installed = dpkg_installed(&String::from_utf8_lossy(&status));
-            Ok(missing_list(names.iter().filter(|n| !installed.contains(*n)).collect()))
+            Ok(missing_list(
+                names.iter().filter(|n| !installed.contains(*n)).collect(),
+            ))
         }
         OsFamily::Yum | OsFamily::Dnf => {
-            let mut args = vec!["-q".to_string(), "--qf".to_string(), "%{NAME}\\n".to_string()];
+            let mut args = vec![
+                "-q".to_string(),
+                "--qf".to_string(),
+                "%{NAME}\\n".to_string(),
+            ];
             args.extend(names.iter().cloned());
             let out = ctx.runner.run(&Command::new("rpm", args))?;
             let installed: BTreeSet<&str> = out.stdout.lines().map(str::trim).collect();
-            Ok(missing_list(names.iter().filter(|n| !installed.contains(n.as_str())).collect()))
+            Ok(missing_list(
+                names
+                    .iter()
+                    .filter(|n| !installed.contains(n.as_str()))
+                    .collect(),
+            ))
         }
         OsFamily::Flatcar => Ok(Status::Ok),
     }
 }
 
 /// Installs `names`; recovers an interrupted dpkg run first.
-pub fn install(manager: OsFamily, names: &[String], ctx: &ApplyContext<'_>) -> Result<(), HostError> {
+pub fn install(
+    manager: OsFamily,
+    names: &[String],
+    ctx: &ApplyContext<'_>,
+) -> Result<(), HostError> {
     let runner: &dyn Runner = ctx.runner;
     match manager {
         OsFamily::Apt => {
@@ -66,7 +85,10 @@ pub fn install(manager: OsFamily, names: &[String], ctx: &ApplyContext<'_>) -> R
                     .env("DEBIAN_FRONTEND", "noninteractive")
                     .env("APT_LISTCHANGES_FRONTEND", "none")
             };
-            runner.run_checked(&Command::new("dpkg", ["--configure", "-a"]).env("DEBIAN_FRONTEND", "noninteractive"))?;
+            runner.run_checked(
+                &Command::new("dpkg", ["--configure", "-a"])
+                    .env("DEBIAN_FRONTEND", "noninteractive"),
+            )?;
             runner.run_checked(&apt(vec!["update".into(), "-q".into()]))?;
             let mut args: Vec<String> = [
                 "install",
@@ -85,7 +107,11 @@ pub fn install(manager: OsFamily, names: &[String], ctx: &ApplyContext<'_>) -> R
             runner.run_checked(&apt(args))?;
         }
         OsFamily::Yum | OsFamily::Dnf => {
-            let tool = if manager == OsFamily::Yum { "yum" } else { "dnf" };
+            let tool = if manager == OsFamily::Yum {
+                "yum"
+            } else {
+                "dnf"
+            };
             let mut args = vec!["install".to_string(), "-y".to_string()];
             args.extend(names.iter().cloned());
             runner.run_checked(&Command::new(tool, args))?;

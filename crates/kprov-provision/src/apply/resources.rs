@@ -22,32 +22,51 @@ pub fn check(resource: &Resource, ctx: &ApplyContext<'_>) -> Result<Status, Appl
     let err = host_err(resource);
     match resource {
         Resource::Packages { manager, names } => packages::check(*manager, names, ctx).map_err(err),
-        Resource::Directory { path, mode } => match fs::state(root, Path::new(path)).map_err(err)? {
-            FileState::Missing => Ok(Status::Missing("does not exist".into())),
-            FileState::Dir { attrs } if attrs == FileAttrs::root(*mode) => Ok(Status::Ok),
-            FileState::Dir { attrs } => Ok(Status::Differs(format!(
-                "mode {:04o} owner {}:{}",
-                attrs.mode, attrs.uid, attrs.gid
-            ))),
-            other => Err(ApplyError::Other {
-                resource: resource.id(),
-                message: format!("{path} exists but is not a directory ({other:?}); remove it or move it away"),
-            }),
-        },
-        Resource::File { path, mode, contents } => {
-            Ok(file_status(&fs::state(root, Path::new(path)).map_err(err)?, *mode, &fs::sha256(contents.bytes())))
+        Resource::Directory { path, mode } => {
+            match fs::state(root, Path::new(path)).map_err(err)? {
+                FileState::Missing => Ok(Status::Missing("does not exist".into())),
+                FileState::Dir { attrs } if attrs == FileAttrs::root(*mode) => Ok(Status::Ok),
+                FileState::Dir { attrs } => Ok(Status::Differs(format!(
+                    "mode {:04o} owner {}:{}",
+                    attrs.mode, attrs.uid, attrs.gid
+                ))),
+                other => Err(ApplyError::Other {
+                    resource: resource.id(),
+                    message: format!(
+                    "{path} exists but is not a directory ({other:?}); remove it or move it away"
+                ),
+                }),
+            }
         }
-        Resource::Symlink { path, target } => Ok(match fs::state(root, Path::new(path)).map_err(err)? {
-            FileState::Missing => Status::Missing("does not exist".into()),
-            FileState::Symlink { target: t } if t == Path::new(target) => Status::Ok,
-            other => Status::Differs(format!("is {other:?}")),
-        }),
+        Resource::File {
+            path,
+            mode,
+            contents,
+        } => Ok(file_status(
+            &fs::state(root, Path::new(path)).map_err(err)?,
+            *mode,
+            &fs::sha256(contents.bytes()),
+        )),
+        Resource::Symlink { path, target } => {
+            Ok(match fs::state(root, Path::new(path)).map_err(err)? {
+                FileState::Missing => Status::Missing("does not exist".into()),
+                FileState::Symlink { target: t } if t == Path::new(target) => Status::Ok,
+                other => Status::Differs(format!("is {other:?}")),
+            })
+        }
         Resource::Binary { path, artifact } => {
-            let fetched = ctx.artifacts.fetch(artifact).map_err(|source| ApplyError::Artifact {
-                resource: resource.id(),
-                source,
-            })?;
-            Ok(file_status(&fs::state(root, Path::new(path)).map_err(err)?, 0o755, &fetched.sha256))
+            let fetched = ctx
+                .artifacts
+                .fetch(artifact)
+                .map_err(|source| ApplyError::Artifact {
+                    resource: resource.id(),
+                    source,
+                })?;
+            Ok(file_status(
+                &fs::state(root, Path::new(path)).map_err(err)?,
+                0o755,
+                &fetched.sha256,
+            ))
         }
         Resource::Archive { dir, artifact, .. } => archive::check(resource, dir, artifact, ctx),
         Resource::FstabSwapDisabled => {
@@ -65,7 +84,9 @@ pub fn check(resource: &Resource, ctx: &ApplyContext<'_>) -> Result<Status, Appl
             })
         }
         Resource::SwapUnitsMasked => systemd::check_swap_masked(ctx).map_err(err),
-        Resource::UnitEnabled { unit, wanted_by } => systemd::check_enabled(unit, wanted_by, ctx).map_err(err),
+        Resource::UnitEnabled { unit, wanted_by } => {
+            systemd::check_enabled(unit, wanted_by, ctx).map_err(err)
+        }
         Resource::SysctlActive { key, value } => {
             let current = fs::read(root, &sysctl_path(key)).map_err(err)?;
             Ok(match current {
@@ -75,32 +96,52 @@ pub fn check(resource: &Resource, ctx: &ApplyContext<'_>) -> Result<Status, Appl
             })
         }
         Resource::ModuleLoaded { name } => Ok(
-            if fs::state(root, &Path::new("/sys/module").join(name)).map_err(err)? == FileState::Missing {
+            if fs::state(root, &Path::new("/sys/module").join(name)).map_err(err)?
+                == FileState::Missing
+            {
                 Status::Missing("not loaded".into())
             } else {
                 Status::Ok
             },
         ),
         Resource::SwapOff => {
-            let swaps = fs::read(root, Path::new("/proc/swaps")).map_err(err)?.unwrap_or_default();
-            let active = String::from_utf8_lossy(&swaps).lines().skip(1).filter(|l| !l.trim().is_empty()).count();
-            Ok(if active == 0 { Status::Ok } else { Status::Differs(format!("{active} swap area(s) in use")) })
+            let swaps = fs::read(root, Path::new("/proc/swaps"))
+                .map_err(err)?
+                .unwrap_or_default();
+            let active = String::from_utf8_lossy(&swaps)
+                .lines()
+                .skip(1)
+                .filter(|l| !l.trim().is_empty())
+                .count();
+            Ok(if active == 0 {
+                Status::Ok
+            } else {
+                Status::Differs(format!("{active} swap area(s) in use"))
+            })
         }
         Resource::DaemonReloaded { units } => systemd::check_reloaded(units, ctx).map_err(err),
-        Resource::UnitActive { unit, config } => systemd::check_active(unit, config, ctx).map_err(err),
+        Resource::UnitActive { unit, config } => {
+            systemd::check_active(unit, config, ctx).map_err(err)
+        }
     }
 }
 
 fn file_status(state: &FileState, mode: u32, sha256: &[u8; 32]) -> Status {
     match state {
         FileState::Missing => Status::Missing("does not exist".into()),
-        FileState::File { attrs, sha256: current } => {
+        FileState::File {
+            attrs,
+            sha256: current,
+        } => {
             let mut diffs = Vec::new();
             if current != sha256 {
                 diffs.push("contents differ".to_string());
             }
             if *attrs != FileAttrs::root(mode) {
-                diffs.push(format!("mode {:04o} owner {}:{}", attrs.mode, attrs.uid, attrs.gid));
+                diffs.push(format!(
+                    "mode {:04o} owner {}:{}",
+                    attrs.mode, attrs.uid, attrs.gid
+                ));
             }
             if diffs.is_empty() {
                 Status::Ok
@@ -121,14 +162,24 @@ pub fn converge(resource: &Resource, ctx: &ApplyContext<'_>) -> Result<(), Apply
     let root = ctx.root;
     let err = host_err(resource);
     match resource {
-        Resource::Packages { manager, names } => packages::install(*manager, names, ctx).map_err(err),
+        Resource::Packages { manager, names } => {
+            packages::install(*manager, names, ctx).map_err(err)
+        }
         Resource::Directory { path, mode } => {
             fs::create_dir_all(root, Path::new(path)).map_err(host_err(resource))?;
             fs::set_attrs(root, Path::new(path), FileAttrs::root(*mode)).map_err(err)
         }
-        Resource::File { path, mode, contents } => {
-            fs::write_atomic(root, Path::new(path), contents.bytes(), FileAttrs::root(*mode)).map_err(err)
-        }
+        Resource::File {
+            path,
+            mode,
+            contents,
+        } => fs::write_atomic(
+            root,
+            Path::new(path),
+            contents.bytes(),
+            FileAttrs::root(*mode),
+        )
+        .map_err(err),
         Resource::Symlink { path, target } => {
             fs::symlink_atomic(root, Path::new(path), Path::new(target)).map_err(err)
         }
@@ -139,41 +190,56 @@ pub fn converge(resource: &Resource, ctx: &ApplyContext<'_>) -> Result<(), Apply
             };
             let fetched = ctx.artifacts.fetch(artifact).map_err(artifact_err)?;
             let mut reader = fetched.open_verified().map_err(artifact_err)?;
-            fs::write_atomic_from(root, Path::new(path), &mut reader, FileAttrs::root(0o755)).map_err(err)
+            fs::write_atomic_from(root, Path::new(path), &mut reader, FileAttrs::root(0o755))
+                .map_err(err)
         }
-        Resource::Archive { dir, artifact, strip_prefix } => {
-            archive::extract(resource, dir, artifact, strip_prefix.as_deref(), ctx)
-        }
+        Resource::Archive {
+            dir,
+            artifact,
+            strip_prefix,
+        } => archive::extract(resource, dir, artifact, strip_prefix.as_deref(), ctx),
         Resource::FstabSwapDisabled => {
             let path = Path::new("/etc/fstab");
             let attrs = match fs::state(root, path).map_err(host_err(resource))? {
                 FileState::File { attrs, .. } => attrs,
                 _ => FileAttrs::root(0o644),
             };
-            let text = fs::read(root, path).map_err(host_err(resource))?.unwrap_or_default();
+            let text = fs::read(root, path)
+                .map_err(host_err(resource))?
+                .unwrap_or_default();
             let new = fstab::disable_swap(&String::from_utf8_lossy(&text));
             fs::write_atomic(root, path, new.as_bytes(), attrs).map_err(err)
         }
         Resource::SwapUnitsMasked => systemd::mask_swap(ctx).map_err(err),
-        Resource::UnitEnabled { unit, wanted_by } => systemd::enable(unit, wanted_by, ctx).map_err(err),
+        Resource::UnitEnabled { unit, wanted_by } => {
+            systemd::enable(unit, wanted_by, ctx).map_err(err)
+        }
         Resource::SysctlActive { key, value } => {
             let path = root.resolve(sysctl_path(key)).map_err(host_err(resource))?;
             std::fs::write(&path, value).map_err(|e| err(HostError::io("writing", path, e)))
         }
         Resource::ModuleLoaded { name } => {
-            ctx.runner.run_checked(&Command::new("modprobe", [name.as_str()])).map_err(err)?;
+            ctx.runner
+                .run_checked(&Command::new("modprobe", [name.as_str()]))
+                .map_err(err)?;
             Ok(())
         }
         Resource::SwapOff => {
-            ctx.runner.run_checked(&Command::new("swapoff", ["-a"])).map_err(err)?;
+            ctx.runner
+                .run_checked(&Command::new("swapoff", ["-a"]))
+                .map_err(err)?;
             Ok(())
         }
         Resource::DaemonReloaded { .. } => {
-            ctx.runner.run_checked(&Command::new("systemctl", ["daemon-reload"])).map_err(err)?;
+            ctx.runner
+                .run_checked(&Command::new("systemctl", ["daemon-reload"]))
+                .map_err(err)?;
             Ok(())
         }
         Resource::UnitActive { unit, .. } => {
-            ctx.runner.run_checked(&Command::new("systemctl", ["restart", unit.as_str()])).map_err(err)?;
+            ctx.runner
+                .run_checked(&Command::new("systemctl", ["restart", unit.as_str()]))
+                .map_err(err)?;
             Ok(())
         }
     }

@@ -23,20 +23,36 @@ fn find_unit(unit: &str, ctx: &ApplyContext<'_>) -> Result<Option<PathBuf>, Host
 }
 
 fn wants_link(unit: &str, target: &str) -> PathBuf {
-    Path::new("/etc/systemd/system").join(format!("{target}.wants")).join(unit)
+    Path::new("/etc/systemd/system")
+        .join(format!("{target}.wants"))
+        .join(unit)
 }
 
-pub(super) fn check_enabled(unit: &str, wanted_by: &str, ctx: &ApplyContext<'_>) -> Result<Status, HostError> {
+pub(super) fn check_enabled(
+    unit: &str,
+    wanted_by: &str,
+    ctx: &ApplyContext<'_>,
+) -> Result<Status, HostError> {
     let Some(unit_path) = find_unit(unit, ctx)? else {
-        return Ok(Status::Missing(format!("unit file of {unit} not installed yet")));
+        return Ok(Status::Missing(format!(
+            "unit file of {unit} not installed yet"
+        )));
     };
     let unit_host = ctx.root.resolve_following(&unit_path)?;
     for target in wanted_by.split_whitespace() {
         let link = wants_link(unit, target);
         match fs::state(ctx.root, &link)? {
-            FileState::Missing => return Ok(Status::Missing(format!("{} missing", link.display()))),
+            FileState::Missing => {
+                return Ok(Status::Missing(format!("{} missing", link.display())))
+            }
             FileState::Symlink { .. } if ctx.root.resolve_following(&link)? == unit_host => {}
-            _ => return Ok(Status::Differs(format!("{} does not point at {}", link.display(), unit_path.display()))),
+            _ => {
+                return Ok(Status::Differs(format!(
+                    "{} does not point at {}",
+                    link.display(),
+                    unit_path.display()
+                )))
+            }
         }
     }
     Ok(Status::Ok)
@@ -100,14 +116,26 @@ pub(super) fn mask_swap(ctx: &ApplyContext<'_>) -> Result<(), HostError> {
 
 /// Parses `systemctl show` output (`Key=value` lines) for one key.
 fn show_value<'a>(output: &'a str, key: &str) -> Option<&'a str> {
-    output.lines().find_map(|l| l.strip_prefix(key)?.strip_prefix('='))
+    output
+        .lines()
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix('='))
 }
 
-pub(super) fn check_reloaded(units: &[String], ctx: &ApplyContext<'_>) -> Result<Status, HostError> {
+pub(super) fn check_reloaded(
+    units: &[String],
+    ctx: &ApplyContext<'_>,
+) -> Result<Status, HostError> {
     for unit in units {
         let out = ctx.runner.run_checked(&Command::new(
             "systemctl",
-            ["show", "-p", "NeedDaemonReload", "-p", "LoadState", unit.as_str()],
+            [
+                "show",
+                "-p",
+                "NeedDaemonReload",
+                "-p",
+                "LoadState",
+                unit.as_str(),
+            ],
         ))?;
         if show_value(&out.stdout, "NeedDaemonReload") == Some("yes") {
             return Ok(Status::Differs(format!("{unit} changed on disk")));
@@ -126,14 +154,28 @@ fn boot_time_secs(ctx: &ApplyContext<'_>) -> Result<f64, HostError> {
         .next()
         .and_then(|s| s.parse().ok())
         .unwrap_or(0.0);
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0);
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0);
     Ok(now - up)
 }
 
-pub(super) fn check_active(unit: &str, config: &[String], ctx: &ApplyContext<'_>) -> Result<Status, HostError> {
+pub(super) fn check_active(
+    unit: &str,
+    config: &[String],
+    ctx: &ApplyContext<'_>,
+) -> Result<Status, HostError> {
     let out = ctx.runner.run_checked(&Command::new(
         "systemctl",
-        ["show", "-p", "ActiveState", "-p", "ActiveEnterTimestampMonotonic", unit],
+        [
+            "show",
+            "-p",
+            "ActiveState",
+            "-p",
+            "ActiveEnterTimestampMonotonic",
+            unit,
+        ],
     ))?;
     if show_value(&out.stdout, "ActiveState") != Some("active") {
         return Ok(Status::Missing(format!(
@@ -155,7 +197,9 @@ pub(super) fn check_active(unit: &str, config: &[String], ctx: &ApplyContext<'_>
             .map(|d| d.as_secs_f64())
             .unwrap_or(0.0);
         if modified > started {
-            return Ok(Status::Differs(format!("{path} changed after {unit} started")));
+            return Ok(Status::Differs(format!(
+                "{path} changed after {unit} started"
+            )));
         }
     }
     Ok(Status::Ok)
@@ -169,7 +213,10 @@ mod tests {
     fn show_values_are_found_by_exact_key() {
         let out = "ActiveState=active\nActiveEnterTimestampMonotonic=123\n";
         assert_eq!(show_value(out, "ActiveState"), Some("active"));
-        assert_eq!(show_value(out, "ActiveEnterTimestampMonotonic"), Some("123"));
+        assert_eq!(
+            show_value(out, "ActiveEnterTimestampMonotonic"),
+            Some("123")
+        );
         assert_eq!(show_value(out, "Active"), None);
     }
 }

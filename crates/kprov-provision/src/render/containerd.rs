@@ -75,7 +75,12 @@ pub struct CriCni {
 
 impl ContainerdConfig {
     /// The configuration kprov installs.
-    pub fn for_node(sandbox_image: &str, cni_bin_dir: &str, cni_conf_dir: &str, runc: Option<&str>) -> Self {
+    pub fn for_node(
+        sandbox_image: &str,
+        cni_bin_dir: &str,
+        cni_conf_dir: &str,
+        runc: Option<&str>,
+    ) -> Self {
         let runc_runtime = Runtime {
             runtime_type: "io.containerd.runc.v2".into(),
             options: RuncOptions {
@@ -117,13 +122,21 @@ mod tests {
 
     #[test]
     fn the_config_enables_cri_with_systemd_cgroups() {
-        let text = ContainerdConfig::for_node("k8s.gcr.io/pause:3.2", "/opt/cni/bin", "/etc/cni/net.d", None)
-            .render()
-            .unwrap();
+        let text = ContainerdConfig::for_node(
+            "k8s.gcr.io/pause:3.2",
+            "/opt/cni/bin",
+            "/etc/cni/net.d",
+            None,
+        )
+        .render()
+        .unwrap();
         let parsed: toml::Value = text.parse().unwrap();
         let cri = &parsed["plugins"]["io.containerd.grpc.v1.cri"];
         assert_eq!(cri["sandbox_image"].as_str(), Some("k8s.gcr.io/pause:3.2"));
-        assert_eq!(cri["containerd"]["runtimes"]["runc"]["options"]["SystemdCgroup"].as_bool(), Some(true));
+        assert_eq!(
+            cri["containerd"]["runtimes"]["runc"]["options"]["SystemdCgroup"].as_bool(),
+            Some(true)
+        );
         assert_eq!(cri["cni"]["bin_dir"].as_str(), Some("/opt/cni/bin"));
         assert_eq!(parsed["disabled_plugins"].as_array().map(Vec::len), Some(0));
     }

@@ -18,7 +18,10 @@ impl UnitFile {
     pub fn section(mut self, name: &str, entries: &[(&str, &str)]) -> Self {
         self.sections.push((
             name.to_string(),
-            entries.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            entries
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
         ));
         self
     }
@@ -68,14 +71,22 @@ pub fn kubelet_unit(bin_dir: &str, runtime_unit: &str) -> UnitFile {
                 ("StartLimitIntervalSec", "0"),
             ],
         )
-        .section("Service", &[("ExecStart", &exec), ("Restart", "always"), ("RestartSec", "10")])
+        .section(
+            "Service",
+            &[
+                ("ExecStart", &exec),
+                ("Restart", "always"),
+                ("RestartSec", "10"),
+            ],
+        )
         .section("Install", &[("WantedBy", "multi-user.target")])
 }
 
 /// containerd's unit, for nodes where kprov installs the static release.
 pub fn containerd_unit(bin_dir: &str) -> UnitFile {
     let exec = format!("{bin_dir}/containerd");
-    let path = format!("PATH={bin_dir}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
+    let path =
+        format!("PATH={bin_dir}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
     UnitFile::new()
         .section(
             "Unit",
@@ -116,7 +127,10 @@ pub fn health_service(bin_dir: &str, runtime: &str) -> UnitFile {
         .section(
             "Unit",
             &[
-                ("Description", "kprov node health check (container runtime and kubelet)"),
+                (
+                    "Description",
+                    "kprov node health check (container runtime and kubelet)",
+                ),
                 ("After", "network-online.target"),
             ],
         )
@@ -126,10 +140,20 @@ pub fn health_service(bin_dir: &str, runtime: &str) -> UnitFile {
 /// The timer that runs the health check every 10 s.
 pub fn health_timer() -> UnitFile {
     UnitFile::new()
-        .section("Unit", &[("Description", "Run the kprov node health check every 10 seconds")])
+        .section(
+            "Unit",
+            &[(
+                "Description",
+                "Run the kprov node health check every 10 seconds",
+            )],
+        )
         .section(
             "Timer",
-            &[("OnBootSec", "30s"), ("OnUnitActiveSec", "10s"), ("AccuracySec", "1s")],
+            &[
+                ("OnBootSec", "30s"),
+                ("OnUnitActiveSec", "10s"),
+                ("AccuracySec", "1s"),
+            ],
         )
         .section("Install", &[("WantedBy", "timers.target")])
 }
@@ -146,6 +170,8 @@ mod tests {
         assert!(text.find("[Unit]") < text.find("[Service]"));
         assert_eq!(unit.wanted_by(), ["multi-user.target"]);
         assert_eq!(health_timer().wanted_by(), ["timers.target"]);
-        assert!(health_service("/opt/bin", "containerd").wanted_by().is_empty());
+        assert!(health_service("/opt/bin", "containerd")
+            .wanted_by()
+            .is_empty());
     }
 }

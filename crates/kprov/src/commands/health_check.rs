@@ -14,7 +14,11 @@ pub fn run(args: HealthCheckArgs) -> anyhow::Result<ExitCode> {
     for r in &results {
         match (&r.probe, &r.restarted) {
             (Ok(()), _) => eprintln!("health: {} ok", r.unit),
-            (Err(reason), Some(_)) => eprintln!("health: {} unhealthy: {reason}; restarted it after {} consecutive failed checks", r.unit, kprov_provision::health::FAILURE_THRESHOLD),
+            (Err(reason), Some(_)) => eprintln!(
+                "health: {} unhealthy: {reason}; restarted it after {} consecutive failed checks",
+                r.unit,
+                kprov_provision::health::FAILURE_THRESHOLD
+            ),
             (Err(reason), None) => eprintln!(
                 "health: {} unhealthy ({} of {} failed checks before a restart): {reason}",
                 r.unit,

@@ -17,13 +17,18 @@ fn node_spec(args: &ProvisionArgs, phase: Phase) -> anyhow::Result<NodeSpec> {
     let ca_cert = match &args.ca_cert {
         None => None,
         Some(path) => {
-            let bytes = std::fs::read(path).with_context(|| format!("--ca-cert {}: cannot read", path.display()))?;
-            Some(CaCertificate::from_pem(&bytes).with_context(|| format!("--ca-cert {}", path.display()))?)
+            let bytes = std::fs::read(path)
+                .with_context(|| format!("--ca-cert {}: cannot read", path.display()))?;
+            Some(
+                CaCertificate::from_pem(&bytes)
+                    .with_context(|| format!("--ca-cert {}", path.display()))?,
+            )
         }
     };
     let arch = match args.arch {
         Some(a) => a,
-        None => Arch::host().context("--arch: cannot tell this machine's architecture; pass amd64 or arm64")?,
+        None => Arch::host()
+            .context("--arch: cannot tell this machine's architecture; pass amd64 or arm64")?,
     };
     let spec = NodeSpec {
         kubelet_version: args.kubelet_version.clone(),
@@ -57,7 +62,8 @@ pub fn run(args: ProvisionArgs) -> anyhow::Result<ExitCode> {
         "--artifacts-dir is required: kubelet, kubectl and the CNI plugins are installed from a local artifact directory",
     )?;
     let artifacts = WithSelf::new(
-        LocalDirSource::open(artifacts_dir).with_context(|| format!("--artifacts-dir {}", artifacts_dir.display()))?,
+        LocalDirSource::open(artifacts_dir)
+            .with_context(|| format!("--artifacts-dir {}", artifacts_dir.display()))?,
     );
     let os = kprov_provision::facts::detect_os(&root)?;
     let plan = kprov_provision::plan::plan_base(&os, &spec, root.is_live())?;
@@ -72,16 +78,33 @@ pub fn run(args: ProvisionArgs) -> anyhow::Result<ExitCode> {
     eprintln!("kprov: {}", plan.headline());
     let width = plan.resources.len().to_string().len();
     let mut progress = |event: Event<'_>| match event {
-        Event::Started { index, total, resource } => {
-            if matches!(resource, Resource::Packages { .. } | Resource::Archive { .. }) && !args.dry_run {
+        Event::Started {
+            index,
+            total,
+            resource,
+        } => {
+            if matches!(
+                resource,
+                Resource::Packages { .. } | Resource::Archive { .. }
+            ) && !args.dry_run
+            {
                 eprintln!("[{index:>width$}/{total}] {resource} ...");
             }
         }
-        Event::Finished { index, total, entry } => {
-            eprintln!("[{index:>width$}/{total}] {:<12} {}", entry.outcome.word(args.dry_run), entry.description);
+        Event::Finished {
+            index,
+            total,
+            entry,
+        } => {
+            eprintln!(
+                "[{index:>width$}/{total}] {:<12} {}",
+                entry.outcome.word(args.dry_run),
+                entry.description
+            );
         }
     };
-    let report = apply::apply(&plan, &ctx, &mut progress).with_context(|| format!("provisioning {root}"))?;
+    let report =
+        apply::apply(&plan, &ctx, &mut progress).with_context(|| format!("provisioning {root}"))?;
 
     #[allow(clippy::print_stdout)]
     match args.output {

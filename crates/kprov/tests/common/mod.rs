@@ -1,7 +1,7 @@
 //! Shared test harness: the real kprov binary, scratch roots, the cached
 //! Debian root and artifact directory built by the scripts in tools/, and
 //! tree snapshots for comparing end states.
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used)]
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -13,7 +13,10 @@ use sha2::{Digest, Sha256};
 
 /// The repository's top directory.
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .unwrap()
 }
 
 /// Runs a script from tools/ and returns the path it prints on stdout.
@@ -47,7 +50,10 @@ pub fn artifacts_dir() -> &'static Path {
 /// A scratch directory on disk (not tmpfs: roots are hundreds of MB).
 pub fn scratch(prefix: &str) -> tempfile::TempDir {
     std::fs::create_dir_all("/var/tmp/kprov-tests").unwrap();
-    tempfile::Builder::new().prefix(prefix).tempdir_in("/var/tmp/kprov-tests").unwrap()
+    tempfile::Builder::new()
+        .prefix(prefix)
+        .tempdir_in("/var/tmp/kprov-tests")
+        .unwrap()
 }
 
 /// Runs a command and panics with its output if it fails.
@@ -66,7 +72,11 @@ pub fn sh(cmd: &mut Command) -> Output {
 /// Extracts the cached Debian root into `dest`.
 pub fn extract_debian_root(dest: &Path) {
     std::fs::create_dir_all(dest).unwrap();
-    sh(Command::new("tar").arg("-C").arg(dest).arg("-xf").arg(debian_root_tarball()));
+    sh(Command::new("tar")
+        .arg("-C")
+        .arg(dest)
+        .arg("-xf")
+        .arg(debian_root_tarball()));
 }
 
 /// Copies a root, preserving everything.
@@ -100,14 +110,17 @@ impl Run {
 
     /// Parses stdout as the JSON report.
     pub fn json(&self) -> serde_json::Value {
-        serde_json::from_str(&self.stdout).unwrap_or_else(|e| panic!("stdout is not JSON ({e}):\n{}", self.stdout))
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("stdout is not JSON ({e}):\n{}", self.stdout))
     }
 }
 
 /// Runs kprov with `args` and extra environment variables.
 pub fn kprov(args: &[&str], env: &[(&str, &str)]) -> Run {
     let mut cmd = Command::new(kprov_bin());
-    cmd.args(args).env_remove("KPROV_TOKEN").env_remove("KPROV_FAILPOINTS");
+    cmd.args(args)
+        .env_remove("KPROV_TOKEN")
+        .env_remove("KPROV_FAILPOINTS");
     for (k, v) in env {
         cmd.env(k, v);
     }
@@ -139,10 +152,23 @@ pub fn base_args<'a>(root: &'a str, artifacts: &'a str) -> Vec<&'a str> {
 /// One entry of a tree snapshot.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Entry {
-    File { mode: u32, uid: u32, gid: u32, content: String },
-    Dir { mode: u32, uid: u32, gid: u32 },
-    Symlink { target: PathBuf },
-    Other { mode: u32 },
+    File {
+        mode: u32,
+        uid: u32,
+        gid: u32,
+        content: String,
+    },
+    Dir {
+        mode: u32,
+        uid: u32,
+        gid: u32,
+    },
+    Symlink {
+        target: PathBuf,
+    },
+    Other {
+        mode: u32,
+    },
 }
 
 /// Every path under `dir` with its type, owner, mode and content
@@ -158,20 +184,33 @@ pub fn snapshot(dir: &Path) -> BTreeMap<String, Entry> {
 }
 
 fn walk(base: &Path, dir: &Path, out: &mut BTreeMap<String, Entry>) {
-    let mut entries: Vec<_> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).collect();
+    let mut entries: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
     entries.sort();
     for path in entries {
-        let rel = path.strip_prefix(base).unwrap().to_string_lossy().into_owned();
+        let rel = path
+            .strip_prefix(base)
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
         if ["proc", "sys", "dev", "run", "tmp"].contains(&rel.as_str()) {
             continue;
         }
         let meta = path.symlink_metadata().unwrap();
         let mode = meta.permissions().mode() & 0o7777;
         let entry = if meta.file_type().is_symlink() {
-            Entry::Symlink { target: std::fs::read_link(&path).unwrap() }
+            Entry::Symlink {
+                target: std::fs::read_link(&path).unwrap(),
+            }
         } else if meta.is_dir() {
             walk(base, &path, out);
-            Entry::Dir { mode, uid: meta.uid(), gid: meta.gid() }
+            Entry::Dir {
+                mode,
+                uid: meta.uid(),
+                gid: meta.gid(),
+            }
         } else if meta.is_file() {
             let content = if meta.nlink() > 1 {
                 format!("inode {}", meta.ino())
@@ -180,7 +219,12 @@ fn walk(base: &Path, dir: &Path, out: &mut BTreeMap<String, Entry>) {
                 std::io::copy(&mut std::fs::File::open(&path).unwrap(), &mut hasher).unwrap();
                 format!("sha256 {}", hex::encode(hasher.finalize()))
             };
-            Entry::File { mode, uid: meta.uid(), gid: meta.gid(), content }
+            Entry::File {
+                mode,
+                uid: meta.uid(),
+                gid: meta.gid(),
+                content,
+            }
         } else {
             Entry::Other { mode }
         };

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Runs the whole test suite, as CI does: formatting and lint gates, unit and
+# golden tests, CLI tests, and the tests that need root, a real Debian root,
+# the Kubernetes v1.20.2 build and systemd-nspawn; then the benchmarks,
+# which print figures. Installs what it needs (idempotently) first.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [[ $EUID -ne 0 ]]; then
+    echo "tools/test.sh: run as root: the tests build roots, chroot into them and boot containers" >&2
+    exit 2
+fi
+export PATH="$HOME/.cargo/bin:$PATH"
+
+step() { printf '\n== %s\n' "$*" >&2; }
+
+step "dependencies"
+tools/install-deps.sh build root test
+tools/build-kubernetes.sh >/dev/null
+tools/debian-root.sh >/dev/null
+tools/artifacts-dir.sh >/dev/null
+
+step "gates: cargo fmt --check, cargo clippy -D warnings"
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "tests (including the ones that need root)"
+cargo test --workspace --locked -- --include-ignored --skip benchmark_
+
+step "benchmarks (figures, not pass/fail on time)"
+cargo build --release --locked -p kprov
+KPROV_BENCH_BIN="$PWD/target/release/kprov" \
+    cargo test --locked -p kprov --test prebake -- --ignored --nocapture --test-threads 1 benchmark_ 2>&1 |
+    grep -E '^(BENCH|test result)'
