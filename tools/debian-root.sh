@@ -4,7 +4,7 @@
 # The root is what a freshly installed node looks like before kprov runs:
 # systemd as init, apt, no Kubernetes bits.
 #
-# Usage: tools/debian-root.sh [node]
+# Usage: tools/debian-root.sh [node|vm]
 # Env:   KPROV_DEV_CACHE (default /var/cache/kprov-dev)
 set -euo pipefail
 
@@ -16,7 +16,9 @@ revision=1
 
 case "$variant" in
 node) include=systemd-sysv,dbus,udev,iproute2,kmod,procps,ca-certificates,netbase ;;
-*) echo "debian-root: unknown variant '$variant' (expected: node)" >&2; exit 2 ;;
+# node + a kernel and initramfs, for booting under qemu (-kernel/-initrd).
+vm) include=systemd-sysv,dbus,udev,iproute2,kmod,procps,ca-certificates,netbase,linux-image-cloud-amd64,initramfs-tools ;;
+*) echo "debian-root: unknown variant '$variant' (expected: node or vm)" >&2; exit 2 ;;
 esac
 
 out="$cache/roots/$suite-$variant-r$revision.tar"

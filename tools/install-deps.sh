@@ -9,7 +9,8 @@ for set in "$@"; do
     build) want+=(golang-1.19-go rsync jq dpkg-dev make) ;;
     root) want+=(mmdebstrap) ;;
     test) want+=(systemd-container util-linux) ;;
-    *) echo "install-deps: unknown set '$set' (expected build, root or test)" >&2; exit 2 ;;
+    vm) want+=(qemu-system-x86 e2fsprogs) ;;
+    *) echo "install-deps: unknown set '$set' (expected build, root, test or vm)" >&2; exit 2 ;;
     esac
 done
 
@@ -21,4 +22,11 @@ done
 
 echo "install-deps: installing ${missing[*]}" >&2
 apt-get update -qq >&2 || true
-DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
+extra=()
+if [[ " ${missing[*]} " == *" qemu-system-x86 "* ]]; then
+    # A fresh machine may carry a newer qemu-utils that conflicts with the
+    # distro's qemu-system-x86: install both at the distro's version.
+    v=$(apt-cache policy qemu-system-x86 | awk '/Candidate:/ {print $2}')
+    extra=(--allow-downgrades "qemu-utils=$v" qemu-block-extra-)
+fi
+DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" "${extra[@]}" >&2

@@ -15,9 +15,10 @@ export PATH="$HOME/.cargo/bin:$PATH"
 step() { printf '\n== %s\n' "$*" >&2; }
 
 step "dependencies"
-tools/install-deps.sh build root test
+tools/install-deps.sh build root test vm
 tools/build-kubernetes.sh >/dev/null
-tools/debian-root.sh >/dev/null
+tools/debian-root.sh node >/dev/null
+tools/debian-root.sh vm >/dev/null
 tools/artifacts-dir.sh >/dev/null
 
 step "gates: cargo fmt --check, cargo clippy -D warnings"

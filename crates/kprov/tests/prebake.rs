@@ -325,7 +325,7 @@ fn boot_nspawn(root: &Path, limit: Duration) -> String {
 
 #[test]
 #[ignore = "needs root, systemd-nspawn and the cached Kubernetes build; run by tools/test.sh"]
-fn the_prebaked_root_boots_with_containerd_and_the_health_checks_active() {
+fn the_prebaked_root_boots_with_containerd_and_the_health_checks_restart_it() {
     let dir = scratch("nspawn-");
     let root = dir.path().join("root");
     copy_tree(root_with_packages(), &root);
@@ -339,7 +339,11 @@ fn the_prebaked_root_boots_with_containerd_and_the_health_checks_active() {
          [Service]\nType=oneshot\nStandardOutput=tty\nTTYPath=/dev/console\n\
          ExecStart=/bin/sh -c 'for i in $(seq 60); do systemctl is-active -q containerd kprov-healthcheck.timer && break; sleep 1; done; \
          echo \"PROBE containerd=$(systemctl is-active containerd) timer=$(systemctl is-active kprov-healthcheck.timer) kubelet=$(systemctl is-enabled kubelet)/$(systemctl is-active kubelet)\"; \
-         /usr/local/bin/kprov health-check --runtime containerd 2>&1 | sed \"s/^/PROBE /\"; systemctl poweroff'\n\
+         /usr/local/bin/kprov health-check --runtime containerd 2>&1 | sed \"s/^/PROBE /\"; \
+         systemctl stop containerd; echo \"PROBE stopped containerd=$(systemctl is-active containerd)\"; \
+         for i in $(seq 150); do sleep 1; systemctl is-active -q containerd && break; done; \
+         echo \"PROBE later containerd=$(systemctl is-active containerd)\"; \
+         journalctl -o cat -u kprov-healthcheck.service | grep -m1 restarted | sed \"s/^/PROBE /\"; systemctl poweroff'\n\
          [Install]\nWantedBy=multi-user.target\n",
     )
     .unwrap();
@@ -349,7 +353,9 @@ fn the_prebaked_root_boots_with_containerd_and_the_health_checks_active() {
     )
     .unwrap();
 
-    let console = boot_nspawn(&root, Duration::from_secs(180));
+    // The health timer first fires 30 s after boot and every 10 s after;
+    // three failed checks restart containerd: about a minute.
+    let console = boot_nspawn(&root, Duration::from_secs(240));
     let probe: Vec<&str> = console
         .lines()
         .filter(|l| l.starts_with("PROBE "))
@@ -361,6 +367,22 @@ fn the_prebaked_root_boots_with_containerd_and_the_health_checks_active() {
     );
     assert!(
         probe.contains(&"PROBE health: containerd.service ok"),
+        "{probe:?}; console:\n{console}"
+    );
+    // Stopped by hand, containerd is restarted by the health checker, which
+    // logs why.
+    assert!(
+        probe.contains(&"PROBE stopped containerd=inactive"),
+        "{probe:?}; console:\n{console}"
+    );
+    assert!(
+        probe.contains(&"PROBE later containerd=active"),
+        "{probe:?}; console:\n{console}"
+    );
+    assert!(
+        probe.iter().any(|l| l.starts_with(
+            "PROBE health: containerd.service unhealthy: cannot connect to /run/containerd/containerd.sock"
+        ) && l.ends_with("restarted it after 3 consecutive failed checks")),
         "{probe:?}; console:\n{console}"
     );
 }

@@ -19,10 +19,16 @@ pub fn repo_root() -> PathBuf {
         .unwrap()
 }
 
+pub mod vm;
+
 /// Runs a script from tools/ and returns the path it prints on stdout.
-fn dev_script(name: &str) -> PathBuf {
+fn dev_script(name: &str, args: &[&str]) -> PathBuf {
     let script = repo_root().join("tools").join(name);
-    let out = Command::new("bash").arg(&script).output().unwrap();
+    let out = Command::new("bash")
+        .arg(&script)
+        .args(args)
+        .output()
+        .unwrap();
     assert!(
         out.status.success(),
         "{} failed:\n{}",
@@ -36,7 +42,13 @@ fn dev_script(name: &str) -> PathBuf {
 /// The cached Debian 12 root tarball (tools/debian-root.sh).
 pub fn debian_root_tarball() -> &'static Path {
     static P: OnceLock<PathBuf> = OnceLock::new();
-    P.get_or_init(|| dev_script("debian-root.sh"))
+    P.get_or_init(|| dev_script("debian-root.sh", &["node"]))
+}
+
+/// The cached Debian 12 root with a kernel, for VMs (tools/debian-root.sh vm).
+pub fn debian_vm_root_tarball() -> &'static Path {
+    static P: OnceLock<PathBuf> = OnceLock::new();
+    P.get_or_init(|| dev_script("debian-root.sh", &["vm"]))
 }
 
 /// The cached artifact directory with the v1.20.2 kubelet and kubectl
@@ -44,7 +56,7 @@ pub fn debian_root_tarball() -> &'static Path {
 /// (tools/artifacts-dir.sh).
 pub fn artifacts_dir() -> &'static Path {
     static P: OnceLock<PathBuf> = OnceLock::new();
-    P.get_or_init(|| dev_script("artifacts-dir.sh"))
+    P.get_or_init(|| dev_script("artifacts-dir.sh", &[]))
 }
 
 /// A scratch directory on disk (not tmpfs: roots are hundreds of MB).
@@ -71,12 +83,17 @@ pub fn sh(cmd: &mut Command) -> Output {
 
 /// Extracts the cached Debian root into `dest`.
 pub fn extract_debian_root(dest: &Path) {
+    extract(debian_root_tarball(), dest);
+}
+
+/// Extracts a root tarball into `dest`.
+pub fn extract(tarball: &Path, dest: &Path) {
     std::fs::create_dir_all(dest).unwrap();
     sh(Command::new("tar")
         .arg("-C")
         .arg(dest)
         .arg("-xf")
-        .arg(debian_root_tarball()));
+        .arg(tarball));
 }
 
 /// Copies a root, preserving everything.
