@@ -336,7 +336,7 @@ fn the_prebaked_root_boots_with_containerd_and_the_health_checks_restart_it() {
     std::fs::write(
         root.join("etc/systemd/system/kprov-test-probe.service"),
         "[Unit]\nAfter=multi-user.target containerd.service kprov-healthcheck.timer\n\
-         [Service]\nType=oneshot\nStandardOutput=tty\nTTYPath=/dev/console\n\
+         [Service]\nType=oneshot\nTimeoutStartSec=300\nStandardOutput=append:/var/lib/kprov-probe.log\n\
          ExecStart=/bin/sh -c 'for i in $(seq 60); do systemctl is-active -q containerd kprov-healthcheck.timer && break; sleep 1; done; \
          echo \"PROBE containerd=$(systemctl is-active containerd) timer=$(systemctl is-active kprov-healthcheck.timer) kubelet=$(systemctl is-enabled kubelet)/$(systemctl is-active kubelet)\"; \
          /usr/local/bin/kprov health-check --runtime containerd 2>&1 | sed \"s/^/PROBE /\"; \
@@ -356,7 +356,12 @@ fn the_prebaked_root_boots_with_containerd_and_the_health_checks_restart_it() {
     // The health timer first fires 30 s after boot and every 10 s after;
     // three failed checks restart containerd: about a minute.
     let console = boot_nspawn(&root, Duration::from_secs(240));
-    let probe: Vec<&str> = console
+    // The probe writes to a file: a getty on the console would hang up
+    // its terminal and cut it off.
+    let probe_log =
+        std::fs::read_to_string(root.join("var/lib/kprov-probe.log")).unwrap_or_default();
+    let console = format!("{console}\n--- probe log ---\n{probe_log}");
+    let probe: Vec<&str> = probe_log
         .lines()
         .filter(|l| l.starts_with("PROBE "))
         .map(str::trim_end)
