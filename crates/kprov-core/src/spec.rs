@@ -102,6 +102,22 @@ pub enum SpecError {
 }
 
 impl NodeSpec {
+    /// A spec with kprov's defaults: containerd, iptables proxy mode, no
+    /// cloud provider, no join inputs.
+    pub fn new(kubelet_version: KubernetesVersion, arch: Arch) -> Self {
+        Self {
+            kubelet_version,
+            container_runtime: ContainerRuntime::Containerd,
+            proxy_mode: ProxyMode::Iptables,
+            arch,
+            cloud_provider: None,
+            cloud_config: None,
+            token: None,
+            ca_cert: None,
+            sandbox_image: None,
+        }
+    }
+
     /// Checks the spec as a whole for `phase`.
     pub fn validate(&self, phase: Phase) -> Result<(), SpecError> {
         self.container_runtime
@@ -159,17 +175,7 @@ mod tests {
     use super::*;
 
     fn spec() -> NodeSpec {
-        NodeSpec {
-            kubelet_version: "v1.20.2".parse().unwrap(),
-            container_runtime: ContainerRuntime::Containerd,
-            proxy_mode: ProxyMode::Iptables,
-            arch: Arch::Amd64,
-            cloud_provider: None,
-            cloud_config: None,
-            token: None,
-            ca_cert: None,
-            sandbox_image: None,
-        }
+        NodeSpec::new("v1.20.2".parse().unwrap(), Arch::Amd64)
     }
 
     #[test]

@@ -72,15 +72,9 @@ fn render(c: &Case) -> String {
     let text = std::fs::read_to_string(dir("fixtures/os-release").join(c.fixture)).unwrap();
     let os = detect(&text, c.fixture).unwrap();
     let spec = NodeSpec {
-        kubelet_version: c.version.parse().unwrap(),
         container_runtime: c.runtime,
         proxy_mode: c.proxy,
-        arch: Arch::Amd64,
-        cloud_provider: None,
-        cloud_config: None,
-        token: None,
-        ca_cert: None,
-        sandbox_image: None,
+        ..NodeSpec::new(c.version.parse().unwrap(), Arch::Amd64)
     };
     let plan = plan_base(&os, &spec, c.live).unwrap();
     let mut out = plan.render_text();

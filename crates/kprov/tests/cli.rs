@@ -17,20 +17,6 @@ use common::{base_args, diff, kprov, snapshot};
 
 const DEBIAN_12: &str =
     "PRETTY_NAME=\"Debian GNU/Linux 12 (bookworm)\"\nID=debian\nVERSION_ID=\"12\"\n";
-const PACKAGES: &[&str] = &[
-    "ca-certificates",
-    "conntrack",
-    "curl",
-    "ebtables",
-    "ethtool",
-    "ipset",
-    "iptables",
-    "ipvsadm",
-    "kmod",
-    "procps",
-    "socat",
-    "containerd",
-];
 
 fn write(path: &Path, contents: &str) {
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
@@ -43,7 +29,14 @@ fn synthetic_root(dir: &Path, os_release: &str) {
         &dir.join("etc/fstab"),
         "UUID=1 / ext4 defaults 0 1\n/swapfile none swap sw 0 0\n",
     );
-    let status: String = PACKAGES
+    // The packages the plan asks for, from kprov's own tables.
+    let os = kprov_provision::os::detect(DEBIAN_12, "os-release").unwrap();
+    let mut packages = kprov_provision::tables::base_packages(&os);
+    packages.extend(kprov_provision::tables::runtime_packages(
+        &os,
+        kprov_core::ContainerRuntime::Containerd,
+    ));
+    let status: String = packages
         .iter()
         .map(|p| format!("Package: {p}\nStatus: install ok installed\nVersion: 1\n\n"))
         .collect();
@@ -328,6 +321,22 @@ fn the_os_command_names_the_detected_system() {
     assert_eq!(
         run.stdout.trim(),
         "Debian GNU/Linux 12 (bookworm) (ID Debian, VERSION_ID 12, family apt)"
+    );
+    // Without /etc/os-release, /usr/lib/os-release is read.
+    let usr_lib = tempfile::tempdir().unwrap();
+    write(
+        &usr_lib.path().join("usr/lib/os-release"),
+        "ID=centos\nVERSION_ID=\"7\"\nPRETTY_NAME=\"CentOS Linux 7 (Core)\"\n",
+    );
+    let run = kprov(
+        &["os", "--root", &usr_lib.path().display().to_string()],
+        &[],
+    );
+    assert_eq!(
+        run.stdout.trim(),
+        "CentOS Linux 7 (Core) (ID Centos, VERSION_ID 7, family yum)",
+        "{}",
+        run.stderr
     );
     let empty = tempfile::tempdir().unwrap();
     let run = kprov(&["os", "--root", &empty.path().display().to_string()], &[]);

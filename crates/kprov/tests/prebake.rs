@@ -303,22 +303,16 @@ fn boot_nspawn(root: &Path, limit: Duration) -> String {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    let start = Instant::now();
-    loop {
-        if child.try_wait().unwrap().is_some() {
-            break;
-        }
-        if start.elapsed() > limit {
-            // SIGTERM, not SIGKILL: nspawn then shuts the container down.
-            let _ = Command::new("kill")
-                .arg("-TERM")
-                .arg(child.id().to_string())
-                .status();
-            let _ = child.wait();
-            let console = std::fs::read_to_string(&log).unwrap_or_default();
-            panic!("the container did not power off within {limit:?}; console:\n{console}");
-        }
-        std::thread::sleep(Duration::from_millis(200));
+    // SIGTERM, not SIGKILL: nspawn then shuts the container down.
+    let stopped_in_time = common::wait_bounded(&mut child, limit, |c| {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(c.id().to_string())
+            .status();
+    });
+    if !stopped_in_time {
+        let console = std::fs::read_to_string(&log).unwrap_or_default();
+        panic!("the container did not power off within {limit:?}; console:\n{console}");
     }
     std::fs::read_to_string(&log).unwrap_or_default()
 }

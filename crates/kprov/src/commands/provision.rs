@@ -31,10 +31,8 @@ fn node_spec(args: &ProvisionArgs, phase: Phase) -> anyhow::Result<NodeSpec> {
             .context("--arch: cannot tell this machine's architecture; pass amd64 or arm64")?,
     };
     let spec = NodeSpec {
-        kubelet_version: args.kubelet_version.clone(),
         container_runtime: args.container_runtime.into(),
         proxy_mode: args.proxy_mode.into(),
-        arch,
         cloud_provider: args.cloud_provider.clone(),
         cloud_config: args.cloud_config.clone(),
         token: match &args.token {
@@ -43,6 +41,7 @@ fn node_spec(args: &ProvisionArgs, phase: Phase) -> anyhow::Result<NodeSpec> {
         },
         ca_cert,
         sandbox_image: args.sandbox_image.clone(),
+        ..NodeSpec::new(args.kubelet_version.clone(), arch)
     };
     spec.validate(phase)?;
     Ok(spec)

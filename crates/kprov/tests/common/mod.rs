@@ -6,8 +6,9 @@
 use std::collections::BTreeMap;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Child, Command, Output};
 use std::sync::OnceLock;
+use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 
@@ -66,6 +67,21 @@ pub fn scratch(prefix: &str) -> tempfile::TempDir {
         .prefix(prefix)
         .tempdir_in("/var/tmp/kprov-tests")
         .unwrap()
+}
+
+/// Waits for `child` to exit. If it is still running after `limit`, calls
+/// `stop` on it, reaps it and returns false.
+pub fn wait_bounded(child: &mut Child, limit: Duration, stop: impl FnOnce(&mut Child)) -> bool {
+    let start = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if start.elapsed() > limit {
+            stop(child);
+            let _ = child.wait();
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    true
 }
 
 /// Runs a command and panics with its output if it fails.

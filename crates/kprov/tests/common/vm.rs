@@ -5,7 +5,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::sh;
 
@@ -89,18 +89,11 @@ pub fn boot(vm: &VmDisk, console: &Path, limit: Duration) -> String {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let start = Instant::now();
-    loop {
-        if child.try_wait().unwrap().is_some() {
-            break;
-        }
-        if start.elapsed() > limit {
-            let _ = child.kill();
-            let _ = child.wait();
-            let text = std::fs::read_to_string(console).unwrap_or_default();
-            panic!("the VM did not power off within {limit:?}; console:\n{text}");
-        }
-        std::thread::sleep(Duration::from_millis(500));
+    if !super::wait_bounded(&mut child, limit, |c| {
+        let _ = c.kill();
+    }) {
+        let text = std::fs::read_to_string(console).unwrap_or_default();
+        panic!("the VM did not power off within {limit:?}; console:\n{text}");
     }
     std::fs::read_to_string(console).unwrap_or_default()
 }
