@@ -57,13 +57,17 @@ pub fn render(spec: &BootSpec) -> String {
     let _ = writeln!(s, "source_path={}", quote(source_path));
     let _ = writeln!(s, "want_sha256={}", quote(spec.provision_sha256.as_hex()));
     s.push_str("# The flags of kprov provision; the token goes in its environment.\n");
+    // One flag and its value per line.
     let args: Vec<String> = spec
         .provision
         .args(spec.ca_cert.is_some())
-        .iter()
-        .map(|a| quote(a))
+        .chunks(2)
+        .map(|pair| {
+            let words: Vec<String> = pair.iter().map(|a| quote(a)).collect();
+            words.join(" ")
+        })
         .collect();
-    let _ = writeln!(s, "set -- {}", args.join(" "));
+    let _ = writeln!(s, "set -- \\\n    {}", args.join(" \\\n    "));
     s.push('\n');
     s.push_str("prefix=${KPROV_SETUP_PREFIX:-}\n");
     let _ = writeln!(s, "bin=$prefix{}", quote(paths::KPROV_BINARY));
