@@ -41,7 +41,10 @@ impl FromStr for Hostname {
         }
         for label in value.split('.') {
             if label.is_empty() {
-                return Err(refuse("it has an empty label (two dots in a row, or a dot at the start or end)".into()));
+                return Err(refuse(
+                    "it has an empty label (two dots in a row, or a dot at the start or end)"
+                        .into(),
+                ));
             }
             if label.len() > 63 {
                 return Err(refuse(format!(
@@ -63,9 +66,7 @@ impl FromStr for Hostname {
                 )));
             }
             if label.starts_with('-') || label.ends_with('-') {
-                return Err(refuse(format!(
-                    "label {label:?} starts or ends with '-'"
-                )));
+                return Err(refuse(format!("label {label:?} starts or ends with '-'")));
             }
         }
         Ok(Self(value.to_string()))

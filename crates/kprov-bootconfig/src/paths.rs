@@ -29,7 +29,9 @@ pub struct NodePath(String);
 
 /// Why a node path was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid {flag} {value:?}: {reason}; expected an absolute path on the node such as {example}")]
+#[error(
+    "invalid {flag} {value:?}: {reason}; expected an absolute path on the node such as {example}"
+)]
 pub struct NodePathError {
     /// The flag the value came from.
     pub flag: &'static str,
@@ -92,7 +94,9 @@ mod tests {
     fn node_paths_must_be_absolute_and_normalised() {
         for ok in ["/etc/kubernetes/cloud-config", "/a", "/opt/my dir/x"] {
             assert_eq!(
-                NodePath::parse("--cloud-config", ok, "/x").unwrap().as_str(),
+                NodePath::parse("--cloud-config", ok, "/x")
+                    .unwrap()
+                    .as_str(),
                 ok
             );
         }
@@ -107,8 +111,8 @@ mod tests {
             ("/etc/x/", "it has an empty component"),
             ("/etc/x\n", "it has control characters"),
         ] {
-            let err = NodePath::parse("--cloud-config", bad, "/etc/kubernetes/cloud-config")
-                .unwrap_err();
+            let err =
+                NodePath::parse("--cloud-config", bad, "/etc/kubernetes/cloud-config").unwrap_err();
             assert_eq!(
                 err.to_string(),
                 format!("invalid --cloud-config {bad:?}: {reason}; expected an absolute path on the node such as /etc/kubernetes/cloud-config")

@@ -136,7 +136,10 @@ impl FromStr for ProvisionSource {
                 }
                 c => format!("character {c:?} must be percent-encoded"),
             };
-            return Err(malformed(format!("{what} (at byte {})", authority.len() + i + scheme.len() + 3)));
+            return Err(malformed(format!(
+                "{what} (at byte {})",
+                authority.len() + i + scheme.len() + 3
+            )));
         }
         let decoded = percent_decode(path).map_err(malformed)?;
         let file_path = decoded.split('?').next().unwrap_or_default();
@@ -356,24 +359,51 @@ mod tests {
     fn unusable_urls_are_refused_with_the_reason() {
         for (text, want) in [
             ("kprov", "expected an http://, https:// or file:// URL"),
-            ("/opt/kprov/kprov", "expected an http://, https:// or file:// URL"),
+            (
+                "/opt/kprov/kprov",
+                "expected an http://, https:// or file:// URL",
+            ),
             ("s3://bucket/kprov", "unsupported scheme \"s3\""),
             ("https://", "expected the URL of the kprov binary itself"),
             ("https:///kprov", "expected a host after the scheme"),
-            ("https://example.com/", "expected the URL of the kprov binary itself, not of a directory"),
-            ("https://example.com", "expected the URL of the kprov binary itself"),
-            ("https://example.com:99999/kprov", "port \"99999\" is not a number from 1 to 65535"),
-            ("https://exa mple.com/kprov", "\"exa mple.com\" is not a host name or address"),
-            ("https://example.com/k prov", "character ' ' must be percent-encoded (at byte 21)"),
-            ("https://example.com/kprov#x", "a fragment ('#') is never sent to the server"),
+            (
+                "https://example.com/",
+                "expected the URL of the kprov binary itself, not of a directory",
+            ),
+            (
+                "https://example.com",
+                "expected the URL of the kprov binary itself",
+            ),
+            (
+                "https://example.com:99999/kprov",
+                "port \"99999\" is not a number from 1 to 65535",
+            ),
+            (
+                "https://exa mple.com/kprov",
+                "\"exa mple.com\" is not a host name or address",
+            ),
+            (
+                "https://example.com/k prov",
+                "character ' ' must be percent-encoded (at byte 21)",
+            ),
+            (
+                "https://example.com/kprov#x",
+                "a fragment ('#') is never sent to the server",
+            ),
             ("https://example.com/k%zzprov", "bad percent-escape"),
-            ("file://server/kprov", "expected file:///PATH, got host \"server\""),
+            (
+                "file://server/kprov",
+                "expected file:///PATH, got host \"server\"",
+            ),
             ("file:///opt/kprov%0a", "control characters"),
             ("http://[fd00::zz]/kprov", "is not an IPv6 address"),
         ] {
             let err = text.parse::<ProvisionSource>().unwrap_err().to_string();
             assert!(err.contains(want), "{text}: {err}");
-            assert!(err.starts_with("invalid --provision-source"), "{text}: {err}");
+            assert!(
+                err.starts_with("invalid --provision-source"),
+                "{text}: {err}"
+            );
         }
     }
 

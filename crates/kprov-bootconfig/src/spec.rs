@@ -62,7 +62,9 @@ pub enum BootSpecError {
     #[error(transparent)]
     Node(#[from] SpecError),
     /// Cloud config contents without a path to write them to.
-    #[error("--cloud-config-file needs --cloud-config (the path on the node) and --cloud-provider")]
+    #[error(
+        "--cloud-config-file needs --cloud-config (the path on the node) and --cloud-provider"
+    )]
     CloudConfigContentWithoutPath,
 }
 

@@ -147,17 +147,38 @@ mod tests {
         let ed = blob("ssh-ed25519");
         for (line, reason) in [
             ("".to_string(), "it is empty"),
-            ("-----BEGIN OPENSSH PRIVATE KEY-----".into(), "this is a private key"),
+            (
+                "-----BEGIN OPENSSH PRIVATE KEY-----".into(),
+                "this is a private key",
+            ),
             (format!("ssh-dss {ed}"), "unknown key type \"ssh-dss\""),
-            (format!("command=\"x\" ssh-ed25519 {ed}"), "unknown key type \"command=\\\"x\\\"\" (authorized_keys options"),
-            ("ssh-ed25519".into(), "the ssh-ed25519 key has no base64 key data"),
-            ("ssh-ed25519 !!!!".into(), "the ssh-ed25519 key data is not valid base64"),
-            (format!("ssh-rsa {ed}"), "the key data does not hold a ssh-rsa key"),
-            (format!("ssh-ed25519 {}", &ed[..8]), "the key data does not hold a ssh-ed25519 key"),
+            (
+                format!("command=\"x\" ssh-ed25519 {ed}"),
+                "unknown key type \"command=\\\"x\\\"\" (authorized_keys options",
+            ),
+            (
+                "ssh-ed25519".into(),
+                "the ssh-ed25519 key has no base64 key data",
+            ),
+            (
+                "ssh-ed25519 !!!!".into(),
+                "the ssh-ed25519 key data is not valid base64",
+            ),
+            (
+                format!("ssh-rsa {ed}"),
+                "the key data does not hold a ssh-rsa key",
+            ),
+            (
+                format!("ssh-ed25519 {}", &ed[..8]),
+                "the key data does not hold a ssh-ed25519 key",
+            ),
             (format!("ssh-ed25519 {ed} a\nb"), "it spans several lines"),
         ] {
             let err = line.parse::<SshPublicKey>().unwrap_err().to_string();
-            assert!(err.starts_with(&format!("invalid SSH public key: {reason}")), "{line:?}: {err}");
+            assert!(
+                err.starts_with(&format!("invalid SSH public key: {reason}")),
+                "{line:?}: {err}"
+            );
             assert!(!err.contains(&ed), "key material echoed: {err}");
         }
     }

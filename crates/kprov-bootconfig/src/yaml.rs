@@ -12,9 +12,7 @@
 //! quoting that keeps every character (double quotes for control
 //! characters), so no string can be misread by any YAML reader.
 
-use libyaml_safer::{
-    Emitter, Encoding, Event, MappingStyle, ScalarStyle, SequenceStyle,
-};
+use libyaml_safer::{Emitter, Encoding, Event, MappingStyle, ScalarStyle, SequenceStyle};
 use serde_yaml::Value;
 
 /// Why a model could not be emitted.
@@ -61,7 +59,10 @@ fn emit(e: &mut Emitter<'_>, value: &Value, is_key: bool) -> Result<(), YamlErro
     match value {
         Value::Null => return Err(YamlError::Unsupported("null")),
         Value::Tagged(_) => return Err(YamlError::Unsupported("tagged value")),
-        Value::Bool(b) => e.emit(scalar(if *b { "true" } else { "false" }, ScalarStyle::Plain))?,
+        Value::Bool(b) => e.emit(scalar(
+            if *b { "true" } else { "false" },
+            ScalarStyle::Plain,
+        ))?,
         Value::Number(n) => e.emit(scalar(&n.to_string(), ScalarStyle::Plain))?,
         Value::String(s) => {
             let style = if is_key && is_identifier(s) {
@@ -74,7 +75,12 @@ fn emit(e: &mut Emitter<'_>, value: &Value, is_key: bool) -> Result<(), YamlErro
             e.emit(scalar(s, style))?;
         }
         Value::Sequence(items) => {
-            e.emit(Event::sequence_start(None, None, true, SequenceStyle::Block))?;
+            e.emit(Event::sequence_start(
+                None,
+                None,
+                true,
+                SequenceStyle::Block,
+            ))?;
             for item in items {
                 emit(e, item, false)?;
             }
@@ -106,8 +112,29 @@ mod tests {
     #[test]
     fn strings_that_yaml_1_1_would_misread_are_quoted() {
         let tricky = [
-            "yes", "no", "on", "off", "y", "n", "true", "null", "~", "0b1010", "0600", "1_000",
-            "12345", "1.5", "1e3", "0x1f", "2001-12-14", "<<", "=", "-", "a: b", "#x", "",
+            "yes",
+            "no",
+            "on",
+            "off",
+            "y",
+            "n",
+            "true",
+            "null",
+            "~",
+            "0b1010",
+            "0600",
+            "1_000",
+            "12345",
+            "1.5",
+            "1e3",
+            "0x1f",
+            "2001-12-14",
+            "<<",
+            "=",
+            "-",
+            "a: b",
+            "#x",
+            "",
         ];
         let doc: BTreeMap<String, Vec<&str>> = [("values".to_string(), tricky.to_vec())].into();
         let text = to_string(&doc).unwrap();
@@ -158,8 +185,7 @@ mod tests {
 
     #[test]
     fn booleans_and_numbers_stay_plain() {
-        let doc: BTreeMap<&str, serde_yaml::Value> =
-            [("a", true.into()), ("b", 3.into())].into();
+        let doc: BTreeMap<&str, serde_yaml::Value> = [("a", true.into()), ("b", 3.into())].into();
         assert_eq!(to_string(&doc).unwrap(), "a: true\nb: 3\n");
     }
 }

@@ -152,7 +152,10 @@ fn broken_cloud_configs_fail_the_real_cloud_init_schema_check() {
     // plain, which cloud-init's YAML 1.1 reader takes for a boolean. This
     // is why kprov emits through libyaml with every string quoted.
     let serde_yaml_text = format!("#cloud-config\n{}", serde_yaml::to_string(&model).unwrap());
-    assert!(serde_yaml_text.contains("\nhostname: yes\n"), "{serde_yaml_text}");
+    assert!(
+        serde_yaml_text.contains("\nhostname: yes\n"),
+        "{serde_yaml_text}"
+    );
 
     let ours = model.to_yaml().unwrap();
     let mut runcmd_not_a_list: serde_yaml::Value = serde_yaml::from_str(&ours).unwrap();
@@ -201,10 +204,7 @@ fn broken_cloud_configs_fail_the_real_cloud_init_schema_check() {
 #[ignore = "needs root and the cached Debian 12 cloud root; run by tools/test.sh"]
 fn cloud_init_itself_decompresses_gzip_user_data_to_the_same_document() {
     let root = CloudRoot::new();
-    let case = common::cases()
-        .into_iter()
-        .find(|c| c.gzip)
-        .unwrap();
+    let case = common::cases().into_iter().find(|c| c.gzip).unwrap();
     let encoded = render(&case.spec, Format::CloudInit, true).unwrap();
     let gz = base64::engine::general_purpose::STANDARD
         .decode(&encoded)
@@ -224,5 +224,8 @@ fn cloud_init_itself_decompresses_gzip_user_data_to_the_same_document() {
         String::from_utf8_lossy(&out.stderr)
     );
     let plain = render(&case.spec, Format::CloudInit, false).unwrap();
-    assert_eq!(String::from_utf8(out.stdout).unwrap(), String::from_utf8(plain).unwrap());
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap(),
+        String::from_utf8(plain).unwrap()
+    );
 }

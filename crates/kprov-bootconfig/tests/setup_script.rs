@@ -216,7 +216,7 @@ fn a_verified_binary_runs_with_the_node_s_flags_and_the_token_only_in_its_enviro
             .any(|l| l == format!("KPROV_TOKEN={}", common::TOKEN)),
         "{env}"
     );
-    assert!(!run.stderr.contains("0123456789abcdef"), "token in the log");
+    assert!(!run.stderr.contains(common::SECRET), "token in the log");
 
     for step in 1..=5 {
         assert!(

@@ -7,8 +7,12 @@ use std::path::PathBuf;
 use kprov_bootconfig::{BootSpec, NodePath, ProvisionFlags, SshPublicKey};
 use kprov_core::{BootstrapToken, CaCertificate, Phase};
 
-/// The token of the cases: fake, but well formed.
-pub const TOKEN: &str = "abcdef.0123456789abcdef";
+/// The token of the cases: fake, but well formed, and not the example
+/// token of kprov's error messages, so that a leak shows.
+pub const TOKEN: &str = "kp7q2x.s3cr3tv4lu3xyz9w";
+
+/// The secret half of [`TOKEN`].
+pub const SECRET: &str = "s3cr3tv4lu3xyz9w";
 
 /// The pinned sha256 of the cases (of nothing in particular).
 pub const SHA256: &str = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08";
@@ -82,9 +86,8 @@ pub fn cases() -> Vec<Case> {
     let with_cloud_config = {
         let mut s = worker("worker-2.cluster.example.com", SOURCE, SHA256);
         s.provision.cloud_provider = Some("openstack".into());
-        s.provision.cloud_config = Some(
-            NodePath::parse("--cloud-config", "/etc/kubernetes/cloud-config", "/x").unwrap(),
-        );
+        s.provision.cloud_config =
+            Some(NodePath::parse("--cloud-config", "/etc/kubernetes/cloud-config", "/x").unwrap());
         s.cloud_config_content = Some(fixture("cloud-config.ini"));
         s.provision.kubelet_version = "v1.30.4".parse().unwrap();
         s

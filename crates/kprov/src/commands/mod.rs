@@ -4,3 +4,4 @@
 pub mod health_check;
 pub mod os;
 pub mod provision;
+pub mod userdata;
