@@ -3,6 +3,8 @@
 //! run by chroot in a Debian 12 root that has cloud-init
 //! (`tools/debian-root.sh cloud`, built once and cached). Broken documents
 //! must fail the same check, so the check is known to be able to fail.
+//! The Ignition config's setup unit goes through `systemd-analyze verify`
+//! in the same root.
 //!
 //! They need root and the Debian archive (for the first build of the
 //! root), so they are `#[ignore]`d; `tools/test.sh` runs them
@@ -228,4 +230,54 @@ fn cloud_init_itself_decompresses_gzip_user_data_to_the_same_document() {
         String::from_utf8(out.stdout).unwrap(),
         String::from_utf8(plain).unwrap()
     );
+}
+
+#[test]
+#[ignore = "needs root and the cached Debian 12 cloud root; run by tools/test.sh"]
+fn the_ignition_setup_unit_passes_systemd_analyze_verify() {
+    let root = CloudRoot::new();
+    let spec = &common::cases()[0].spec;
+    let script = root.path().join("opt/kprov/setup.sh");
+    std::fs::create_dir_all(script.parent().unwrap()).unwrap();
+    std::fs::write(&script, kprov_bootconfig::setup::render(spec)).unwrap();
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
+    let unit_path = root.path().join("etc/systemd/system/kprov-setup.service");
+    let verify = |contents: &str| {
+        std::fs::write(&unit_path, contents).unwrap();
+        let out = root.chroot(&[
+            "systemd-analyze",
+            "verify",
+            "/etc/systemd/system/kprov-setup.service",
+        ]);
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    // The unit as it is in the rendered Ignition config.
+    let doc: serde_json::Value =
+        serde_json::from_slice(&render(spec, Format::Ignition, false).unwrap()).unwrap();
+    let unit = doc["systemd"]["units"][0]["contents"].as_str().unwrap();
+    let (ok, stderr) = verify(unit);
+    assert!(ok && stderr.is_empty(), "systemd-analyze verify: {stderr}");
+
+    // The check can fail: a misspelt type, a relative ExecStart.
+    for (what, broken) in [
+        (
+            "Type=oneshoot",
+            unit.replace("Type=oneshot", "Type=oneshoot"),
+        ),
+        (
+            "relative ExecStart",
+            unit.replace("ExecStart=/opt/kprov/setup.sh", "ExecStart=setup.sh"),
+        ),
+    ] {
+        let (ok, stderr) = verify(&broken);
+        // systemd-analyze reports bad settings on stderr (exit status 0
+        // for settings it ignores).
+        assert!(
+            !ok || stderr.contains("kprov-setup.service:"),
+            "{what}: systemd-analyze accepted it: {stderr}"
+        );
+    }
 }
