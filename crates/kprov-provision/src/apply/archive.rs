@@ -58,7 +58,13 @@ pub(super) fn check(
     artifact: &ArtifactId,
     ctx: &ApplyContext<'_>,
 ) -> Result<Status, ApplyError> {
-    let fetched = fetch(resource, artifact, ctx)?;
+    let expected = ctx
+        .artifacts
+        .checksum(artifact)
+        .map_err(|source| ApplyError::Artifact {
+            resource: resource.id(),
+            source,
+        })?;
     let Some(bytes) =
         fs::read(ctx.root, Path::new(&stamp_path(artifact, dir))).map_err(host(resource))?
     else {
@@ -67,7 +73,7 @@ pub(super) fn check(
     let Ok(stamp) = serde_json::from_slice::<Stamp>(&bytes) else {
         return Ok(Status::Differs("extraction record unreadable".into()));
     };
-    if stamp.archive_sha256 != hex::encode(fetched.sha256) || stamp.dir != dir {
+    if stamp.archive_sha256 != hex::encode(expected) || stamp.dir != dir {
         return Ok(Status::Differs("extracted from another archive".into()));
     }
     for (name, (mode, sum)) in &stamp.files {

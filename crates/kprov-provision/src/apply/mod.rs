@@ -167,20 +167,37 @@ pub fn apply(
     Ok(report)
 }
 
-/// Hashes, in full, every artifact a pending change will install.
+/// Fetches and hashes, in full, every artifact a pending change will install.
 fn verify_artifacts(
     plan: &Plan,
     statuses: &[Status],
     ctx: &ApplyContext<'_>,
 ) -> Result<(), ApplyError> {
-    for (resource, status) in plan.resources.iter().zip(statuses) {
-        let artifact = match resource {
-            Resource::Binary { artifact, .. } | Resource::Archive { artifact, .. } => artifact,
-            _ => continue,
-        };
-        if *status == Status::Ok {
-            continue;
-        }
+    let pending: Vec<(&Resource, &kprov_artifacts::ArtifactId)> = plan
+        .resources
+        .iter()
+        .zip(statuses)
+        .filter(|(_, status)| **status != Status::Ok)
+        .filter_map(|(resource, _)| match resource {
+            Resource::Binary { artifact, .. } | Resource::Archive { artifact, .. } => {
+                Some((resource, artifact))
+            }
+            _ => None,
+        })
+        .collect();
+    if pending.is_empty() {
+        return Ok(());
+    }
+    // Downloading sources fetch everything at once, in parallel.
+    let ids: Vec<kprov_artifacts::ArtifactId> =
+        pending.iter().map(|(_, id)| (*id).clone()).collect();
+    ctx.artifacts
+        .prefetch(&ids)
+        .map_err(|source| ApplyError::Artifact {
+            resource: "artifacts".into(),
+            source,
+        })?;
+    for (resource, artifact) in pending {
         let err = |source| ApplyError::Artifact {
             resource: resource.id(),
             source,

@@ -55,9 +55,9 @@ pub fn check(resource: &Resource, ctx: &ApplyContext<'_>) -> Result<Status, Appl
             })
         }
         Resource::Binary { path, artifact } => {
-            let fetched = ctx
+            let sha256 = ctx
                 .artifacts
-                .fetch(artifact)
+                .checksum(artifact)
                 .map_err(|source| ApplyError::Artifact {
                     resource: resource.id(),
                     source,
@@ -65,7 +65,7 @@ pub fn check(resource: &Resource, ctx: &ApplyContext<'_>) -> Result<Status, Appl
             Ok(file_status(
                 &fs::state(root, Path::new(path)).map_err(err)?,
                 0o755,
-                &fetched.sha256,
+                &sha256,
             ))
         }
         Resource::Archive { dir, artifact, .. } => archive::check(resource, dir, artifact, ctx),
