@@ -152,7 +152,11 @@ pub struct BundleSpec {
 impl BundleSpec {
     /// The binaries and archives this bundle holds.
     pub fn names(&self) -> Vec<ArtifactName> {
-        let mut names = vec![ArtifactName::Kubelet, ArtifactName::Kubectl, ArtifactName::CniPlugins];
+        let mut names = vec![
+            ArtifactName::Kubelet,
+            ArtifactName::Kubectl,
+            ArtifactName::CniPlugins,
+        ];
         if self.upstream_runtime {
             names.extend([ArtifactName::Containerd, ArtifactName::Runc]);
         }
@@ -167,22 +171,38 @@ impl BundleSpec {
 
 fn kind_of(name: ArtifactName) -> EntryKind {
     match name {
-        ArtifactName::CniPlugins | ArtifactName::Containerd | ArtifactName::Crictl => EntryKind::Archive,
+        ArtifactName::CniPlugins | ArtifactName::Containerd | ArtifactName::Crictl => {
+            EntryKind::Archive
+        }
         _ => EntryKind::Binary,
     }
 }
 
-fn io(bundle: &Path, action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> BundleError {
+fn io(
+    bundle: &Path,
+    action: &'static str,
+    path: &Path,
+) -> impl FnOnce(std::io::Error) -> BundleError {
     let bundle = bundle.display().to_string();
     let path = path.to_path_buf();
-    move |source| BundleError::Io { bundle, action, path, source }
+    move |source| BundleError::Io {
+        bundle,
+        action,
+        path,
+        source,
+    }
 }
 
 /// Downloads (through the cache) everything `spec` asks for and writes the
 /// bundle to `output`: a directory, or a single file when the name ends in
 /// `.tar.zst`. The manifest is written last, so an interrupted create
 /// leaves no bundle that looks complete.
-pub async fn create(output: &Path, spec: &BundleSpec, bases: &Bases, downloader: &Downloader) -> Result<Manifest, BundleError> {
+pub async fn create(
+    output: &Path,
+    spec: &BundleSpec,
+    bases: &Bases,
+    downloader: &Downloader,
+) -> Result<Manifest, BundleError> {
     let names = spec.names();
     let downloads: Vec<catalog::Download> = names
         .iter()
@@ -193,7 +213,10 @@ pub async fn create(output: &Path, spec: &BundleSpec, bases: &Bases, downloader:
 
     let single_file = output.to_string_lossy().ends_with(".tar.zst");
     let staging = if single_file {
-        let parent = output.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        let parent = output
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
         tempfile::Builder::new()
             .prefix(".kprov-bundle-")
             .tempdir_in(parent)
@@ -204,9 +227,18 @@ pub async fn create(output: &Path, spec: &BundleSpec, bases: &Bases, downloader:
     };
     let mut artifacts = Vec::new();
     for (d, result) in downloads.iter().zip(fetched) {
-        let f = result.map_err(|e| BundleError::Fetch(format!("artifact {} {}: {e}", d.name, d.version)))?;
+        let f = result
+            .map_err(|e| BundleError::Fetch(format!("artifact {} {}: {e}", d.name, d.version)))?;
         let kind = kind_of(d.name);
-        let rel = format!("{}/{}", if kind == EntryKind::Binary { "bin" } else { "archives" }, d.file_name);
+        let rel = format!(
+            "{}/{}",
+            if kind == EntryKind::Binary {
+                "bin"
+            } else {
+                "archives"
+            },
+            d.file_name
+        );
         let dest = staging.join(&rel);
         if let Some(dir) = dest.parent() {
             std::fs::create_dir_all(dir).map_err(io(output, "creating", dir))?;
@@ -215,7 +247,9 @@ pub async fn create(output: &Path, spec: &BundleSpec, bases: &Bases, downloader:
         if std::fs::hard_link(&f.path, &dest).is_err() {
             std::fs::copy(&f.path, &dest).map_err(io(output, "copying into", &dest))?;
         }
-        let size = std::fs::metadata(&dest).map_err(io(output, "reading", &dest))?.len();
+        let size = std::fs::metadata(&dest)
+            .map_err(io(output, "reading", &dest))?
+            .len();
         artifacts.push(Entry {
             name: d.name.to_string(),
             kind,
@@ -233,10 +267,17 @@ pub async fn create(output: &Path, spec: &BundleSpec, bases: &Bases, downloader:
         control_plane: spec.control_plane,
         artifacts,
     };
-    let text = serde_json::to_vec_pretty(&manifest).map_err(|e| BundleError::Manifest { bundle: output.display().to_string(), reason: e.to_string() })?;
+    let text = serde_json::to_vec_pretty(&manifest).map_err(|e| BundleError::Manifest {
+        bundle: output.display().to_string(),
+        reason: e.to_string(),
+    })?;
     let tmp = staging.join(".manifest.json.tmp");
     std::fs::write(&tmp, &text).map_err(io(output, "writing", &tmp))?;
-    std::fs::rename(&tmp, staging.join(MANIFEST)).map_err(io(output, "writing", &staging.join(MANIFEST)))?;
+    std::fs::rename(&tmp, staging.join(MANIFEST)).map_err(io(
+        output,
+        "writing",
+        &staging.join(MANIFEST),
+    ))?;
 
     if single_file {
         let result = pack(&staging, output);
@@ -253,7 +294,9 @@ fn pack(dir: &Path, output: &Path) -> Result<(), BundleError> {
     let encoder = zstd::Encoder::new(file, 3).map_err(io(output, "compressing", &tmp))?;
     let mut builder = tar::Builder::new(encoder);
     builder.follow_symlinks(false);
-    builder.append_dir_all(".", dir).map_err(io(output, "archiving", dir))?;
+    builder
+        .append_dir_all(".", dir)
+        .map_err(io(output, "archiving", dir))?;
     let encoder = builder.into_inner().map_err(io(output, "archiving", dir))?;
     let file = encoder.finish().map_err(io(output, "compressing", &tmp))?;
     file.sync_all().map_err(io(output, "syncing", &tmp))?;
@@ -279,21 +322,45 @@ impl BundleSource {
     pub fn open(path: &Path) -> Result<Self, BundleError> {
         let shown = path.display().to_string();
         let (dir, unpacked) = if path.is_file() {
-            let tmp = tempfile::Builder::new().prefix("kprov-bundle-").tempdir().map_err(io(path, "creating a directory to unpack", Path::new("/tmp")))?;
+            let tmp = tempfile::Builder::new()
+                .prefix("kprov-bundle-")
+                .tempdir()
+                .map_err(io(
+                    path,
+                    "creating a directory to unpack",
+                    Path::new("/tmp"),
+                ))?;
             let file = std::fs::File::open(path).map_err(io(path, "opening", path))?;
             let decoder = zstd::Decoder::new(file).map_err(io(path, "decompressing", path))?;
-            tar::Archive::new(decoder).unpack(tmp.path()).map_err(io(path, "unpacking", path))?;
+            tar::Archive::new(decoder)
+                .unpack(tmp.path())
+                .map_err(io(path, "unpacking", path))?;
             (tmp.path().to_path_buf(), Some(tmp))
         } else {
             (path.to_path_buf(), None)
         };
         let manifest_path = dir.join(MANIFEST);
-        let text = std::fs::read(&manifest_path).map_err(|e| BundleError::Manifest { bundle: shown.clone(), reason: format!("cannot be read: {e}") })?;
-        let manifest: Manifest = serde_json::from_slice(&text).map_err(|e| BundleError::Manifest { bundle: shown.clone(), reason: format!("does not parse: {e}") })?;
+        let text = std::fs::read(&manifest_path).map_err(|e| BundleError::Manifest {
+            bundle: shown.clone(),
+            reason: format!("cannot be read: {e}"),
+        })?;
+        let manifest: Manifest =
+            serde_json::from_slice(&text).map_err(|e| BundleError::Manifest {
+                bundle: shown.clone(),
+                reason: format!("does not parse: {e}"),
+            })?;
         if let Some(bad) = manifest.artifacts.iter().find(|e| !safe_relative(&e.path)) {
-            return Err(BundleError::Manifest { bundle: shown, reason: format!("lists a path outside the bundle: {:?}", bad.path) });
+            return Err(BundleError::Manifest {
+                bundle: shown,
+                reason: format!("lists a path outside the bundle: {:?}", bad.path),
+            });
         }
-        Ok(Self { dir, shown, manifest, _unpacked: unpacked })
+        Ok(Self {
+            dir,
+            shown,
+            manifest,
+            _unpacked: unpacked,
+        })
     }
 
     /// The manifest.
@@ -316,7 +383,11 @@ impl BundleSource {
             artifact: e.name.clone(),
             path: e.path.clone(),
         })?;
-        let actual = crate::verify::sha256_of_file(&path).map_err(io(Path::new(&self.shown), "reading", &path))?;
+        let actual = crate::verify::sha256_of_file(&path).map_err(io(
+            Path::new(&self.shown),
+            "reading",
+            &path,
+        ))?;
         if hex::encode(actual) != e.sha256 || meta.len() != e.size {
             return Err(BundleError::Altered {
                 bundle: self.shown.clone(),
@@ -335,11 +406,21 @@ impl BundleSource {
         self.manifest
             .artifacts
             .iter()
-            .find(|e| e.name == id.name.as_str() && e.arch == id.arch && id.version.as_ref().is_none_or(|v| *v == e.version))
+            .find(|e| {
+                e.name == id.name.as_str()
+                    && e.arch == id.arch
+                    && id.version.as_ref().is_none_or(|v| *v == e.version)
+            })
             .ok_or_else(|| BundleError::NoSuchArtifact {
                 bundle: self.shown.clone(),
                 artifact: id.to_string(),
-                holds: self.manifest.artifacts.iter().map(|e| format!("{} {}", e.name, e.version)).collect::<Vec<_>>().join(", "),
+                holds: self
+                    .manifest
+                    .artifacts
+                    .iter()
+                    .map(|e| format!("{} {}", e.name, e.version))
+                    .collect::<Vec<_>>()
+                    .join(", "),
             })
     }
 }
@@ -366,9 +447,17 @@ impl ArtifactSource for BundleSource {
         let e = self.entry(id)?;
         let path = self.dir.join(&e.path);
         if !path.is_file() {
-            return Err(BundleError::Missing { bundle: self.shown.clone(), artifact: e.name.clone(), path: e.path.clone() }.into());
+            return Err(BundleError::Missing {
+                bundle: self.shown.clone(),
+                artifact: e.name.clone(),
+                path: e.path.clone(),
+            }
+            .into());
         }
-        Ok(FetchedArtifact { path, sha256: parse_sum(e, &self.shown)? })
+        Ok(FetchedArtifact {
+            path,
+            sha256: parse_sum(e, &self.shown)?,
+        })
     }
 }
 
@@ -378,7 +467,13 @@ mod tests {
 
     #[test]
     fn manifest_paths_must_stay_inside_the_bundle() {
-        for (p, ok) in [("bin/kubelet", true), ("../etc/passwd", false), ("/bin/kubelet", false), ("", false), ("bin/../x", false)] {
+        for (p, ok) in [
+            ("bin/kubelet", true),
+            ("../etc/passwd", false),
+            ("/bin/kubelet", false),
+            ("", false),
+            ("bin/../x", false),
+        ] {
             assert_eq!(safe_relative(p), ok, "{p}");
         }
     }

@@ -50,29 +50,74 @@ const fn row(
     runc: &'static str,
     crictl: &'static str,
 ) -> Companions {
-    Companions { minor, etcd, coredns, pause, cni_plugins, crictl, containerd, runc }
+    Companions {
+        minor,
+        etcd,
+        coredns,
+        pause,
+        cni_plugins,
+        crictl,
+        containerd,
+        runc,
+    }
 }
 
 /// One row per supported minor release.
 pub const COMPANIONS: &[Companions] = &[
-    row(20, "3.4.13-0", "1.7.0", "3.2", "v0.8.7", "1.4.13", "v1.0.3", "v1.20.0"),
-    row(21, "3.4.13-0", "v1.8.0", "3.4.1", "v0.9.1", "1.5.18", "v1.1.4", "v1.21.0"),
-    row(22, "3.5.0-0", "v1.8.4", "3.5", "v0.9.1", "1.5.18", "v1.1.4", "v1.22.0"),
-    row(23, "3.5.1-0", "v1.8.6", "3.6", "v1.1.1", "1.6.20", "v1.1.7", "v1.23.0"),
-    row(24, "3.5.3-0", "v1.8.6", "3.7", "v1.1.1", "1.6.20", "v1.1.7", "v1.24.2"),
-    row(25, "3.5.4-0", "v1.9.3", "3.8", "v1.1.1", "1.6.20", "v1.1.7", "v1.25.0"),
-    row(26, "3.5.6-0", "v1.9.3", "3.9", "v1.2.0", "1.7.11", "v1.1.12", "v1.26.1"),
-    row(27, "3.5.7-0", "v1.10.1", "3.9", "v1.3.0", "1.7.11", "v1.1.12", "v1.27.1"),
-    row(28, "3.5.9-0", "v1.10.1", "3.9", "v1.3.0", "1.7.11", "v1.1.12", "v1.28.0"),
-    row(29, "3.5.10-0", "v1.11.1", "3.9", "v1.4.0", "1.7.13", "v1.1.12", "v1.29.0"),
-    row(30, "3.5.12-0", "v1.11.1", "3.9", "v1.4.1", "1.7.16", "v1.1.13", "v1.30.0"),
-    row(31, "3.5.15-0", "v1.11.3", "3.10", "v1.5.1", "1.7.22", "v1.1.14", "v1.31.1"),
-    row(32, "3.5.16-0", "v1.11.3", "3.10", "v1.6.2", "2.0.4", "v1.2.5", "v1.32.0"),
-    row(33, "3.5.21-0", "v1.12.0", "3.10", "v1.7.1", "2.1.1", "v1.3.0", "v1.33.0"),
-    row(34, "3.6.4-0", "v1.12.1", "3.10.1", "v1.7.1", "2.1.4", "v1.3.0", "v1.34.0"),
-    row(35, "3.6.5-0", "v1.12.1", "3.10.1", "v1.8.0", "2.1.4", "v1.3.1", "v1.35.0"),
-    row(36, "3.6.5-0", "v1.13.1", "3.10.1", "v1.8.0", "2.2.0", "v1.3.3", "v1.36.0"),
-    row(37, "3.6.6-0", "v1.13.1", "3.10.1", "v1.9.0", "2.2.0", "v1.3.3", "v1.37.0"),
+    row(
+        20, "3.4.13-0", "1.7.0", "3.2", "v0.8.7", "1.4.13", "v1.0.3", "v1.20.0",
+    ),
+    row(
+        21, "3.4.13-0", "v1.8.0", "3.4.1", "v0.9.1", "1.5.18", "v1.1.4", "v1.21.0",
+    ),
+    row(
+        22, "3.5.0-0", "v1.8.4", "3.5", "v0.9.1", "1.5.18", "v1.1.4", "v1.22.0",
+    ),
+    row(
+        23, "3.5.1-0", "v1.8.6", "3.6", "v1.1.1", "1.6.20", "v1.1.7", "v1.23.0",
+    ),
+    row(
+        24, "3.5.3-0", "v1.8.6", "3.7", "v1.1.1", "1.6.20", "v1.1.7", "v1.24.2",
+    ),
+    row(
+        25, "3.5.4-0", "v1.9.3", "3.8", "v1.1.1", "1.6.20", "v1.1.7", "v1.25.0",
+    ),
+    row(
+        26, "3.5.6-0", "v1.9.3", "3.9", "v1.2.0", "1.7.11", "v1.1.12", "v1.26.1",
+    ),
+    row(
+        27, "3.5.7-0", "v1.10.1", "3.9", "v1.3.0", "1.7.11", "v1.1.12", "v1.27.1",
+    ),
+    row(
+        28, "3.5.9-0", "v1.10.1", "3.9", "v1.3.0", "1.7.11", "v1.1.12", "v1.28.0",
+    ),
+    row(
+        29, "3.5.10-0", "v1.11.1", "3.9", "v1.4.0", "1.7.13", "v1.1.12", "v1.29.0",
+    ),
+    row(
+        30, "3.5.12-0", "v1.11.1", "3.9", "v1.4.1", "1.7.16", "v1.1.13", "v1.30.0",
+    ),
+    row(
+        31, "3.5.15-0", "v1.11.3", "3.10", "v1.5.1", "1.7.22", "v1.1.14", "v1.31.1",
+    ),
+    row(
+        32, "3.5.16-0", "v1.11.3", "3.10", "v1.6.2", "2.0.4", "v1.2.5", "v1.32.0",
+    ),
+    row(
+        33, "3.5.21-0", "v1.12.0", "3.10", "v1.7.1", "2.1.1", "v1.3.0", "v1.33.0",
+    ),
+    row(
+        34, "3.6.4-0", "v1.12.1", "3.10.1", "v1.7.1", "2.1.4", "v1.3.0", "v1.34.0",
+    ),
+    row(
+        35, "3.6.5-0", "v1.12.1", "3.10.1", "v1.8.0", "2.1.4", "v1.3.1", "v1.35.0",
+    ),
+    row(
+        36, "3.6.5-0", "v1.13.1", "3.10.1", "v1.8.0", "2.2.0", "v1.3.3", "v1.36.0",
+    ),
+    row(
+        37, "3.6.6-0", "v1.13.1", "3.10.1", "v1.9.0", "2.2.0", "v1.3.3", "v1.37.0",
+    ),
 ];
 
 /// Why the catalog cannot serve a request.
@@ -152,18 +197,29 @@ pub struct Bases {
 impl Bases {
     /// The upstream sites.
     pub fn upstream() -> Self {
-        Self { kubernetes: KUBERNETES_BASE.into(), github: GITHUB_BASE.into() }
+        Self {
+            kubernetes: KUBERNETES_BASE.into(),
+            github: GITHUB_BASE.into(),
+        }
     }
 
     /// One mirror for everything, with upstream's paths under it.
     pub fn mirror(url: &str) -> Self {
         let base = url.trim_end_matches('/').to_string();
-        Self { kubernetes: base.clone(), github: base }
+        Self {
+            kubernetes: base.clone(),
+            github: base,
+        }
     }
 }
 
 /// The download of `name` for a node of `version` and `arch`.
-pub fn download(name: ArtifactName, version: &KubernetesVersion, arch: Arch, bases: &Bases) -> Result<Download, CatalogError> {
+pub fn download(
+    name: ArtifactName,
+    version: &KubernetesVersion,
+    arch: Arch,
+    bases: &Bases,
+) -> Result<Download, CatalogError> {
     let c = companions(version)?;
     let (k, gh) = (&bases.kubernetes, &bases.github);
     let a = arch.as_str();
@@ -180,7 +236,9 @@ pub fn download(name: ArtifactName, version: &KubernetesVersion, arch: Arch, bas
         }
     };
     Ok(match name {
-        ArtifactName::Kubelet | ArtifactName::Kubectl | ArtifactName::Kubeadm => release_binary(name.as_str()),
+        ArtifactName::Kubelet | ArtifactName::Kubectl | ArtifactName::Kubeadm => {
+            release_binary(name.as_str())
+        }
         ArtifactName::CniPlugins => {
             let v = c.cni_plugins;
             let file = format!("cni-plugins-linux-{a}-{v}.tgz");
@@ -286,7 +344,10 @@ pub fn default_registry(version: &KubernetesVersion) -> &'static str {
 
 /// The pause (sandbox) image of `version`, from `registry` (or kubeadm's
 /// default registry).
-pub fn pause_image(version: &KubernetesVersion, registry: Option<&str>) -> Result<ImageRef, CatalogError> {
+pub fn pause_image(
+    version: &KubernetesVersion,
+    registry: Option<&str>,
+) -> Result<ImageRef, CatalogError> {
     let c = companions(version)?;
     Ok(ImageRef {
         registry: registry.unwrap_or(default_registry(version)).to_string(),
@@ -297,18 +358,35 @@ pub fn pause_image(version: &KubernetesVersion, registry: Option<&str>) -> Resul
 
 /// The images of a node: the pause image, and for a control-plane node the
 /// control-plane components, etcd and CoreDNS.
-pub fn images(version: &KubernetesVersion, control_plane: bool, registry: Option<&str>) -> Result<Vec<ImageRef>, CatalogError> {
+pub fn images(
+    version: &KubernetesVersion,
+    control_plane: bool,
+    registry: Option<&str>,
+) -> Result<Vec<ImageRef>, CatalogError> {
     let c = companions(version)?;
     let registry = registry.unwrap_or(default_registry(version)).to_string();
-    let image = |repository: &str, tag: &str| ImageRef { registry: registry.clone(), repository: repository.into(), tag: tag.into() };
+    let image = |repository: &str, tag: &str| ImageRef {
+        registry: registry.clone(),
+        repository: repository.into(),
+        tag: tag.into(),
+    };
     let mut list = vec![image("pause", c.pause)];
     if control_plane {
-        for component in ["kube-apiserver", "kube-controller-manager", "kube-scheduler", "kube-proxy"] {
+        for component in [
+            "kube-apiserver",
+            "kube-controller-manager",
+            "kube-scheduler",
+            "kube-proxy",
+        ] {
             list.push(image(component, &version.to_string()));
         }
         list.push(image("etcd", c.etcd));
         // CoreDNS moved to coredns/coredns with tags prefixed by v in v1.21.
-        let coredns_repo = if c.coredns.starts_with('v') { "coredns/coredns" } else { "coredns" };
+        let coredns_repo = if c.coredns.starts_with('v') {
+            "coredns/coredns"
+        } else {
+            "coredns"
+        };
         list.push(image(coredns_repo, c.coredns));
     }
     Ok(list)
@@ -326,8 +404,14 @@ mod tests {
     fn urls_follow_the_upstream_layouts() {
         let up = Bases::upstream();
         let d = download(ArtifactName::Kubelet, &v("v1.20.2"), Arch::Amd64, &up).unwrap();
-        assert_eq!(d.url, "https://dl.k8s.io/release/v1.20.2/bin/linux/amd64/kubelet");
-        assert_eq!(d.checksum_url, "https://dl.k8s.io/release/v1.20.2/bin/linux/amd64/kubelet.sha256");
+        assert_eq!(
+            d.url,
+            "https://dl.k8s.io/release/v1.20.2/bin/linux/amd64/kubelet"
+        );
+        assert_eq!(
+            d.checksum_url,
+            "https://dl.k8s.io/release/v1.20.2/bin/linux/amd64/kubelet.sha256"
+        );
         let d = download(ArtifactName::CniPlugins, &v("v1.24.3"), Arch::Arm64, &up).unwrap();
         assert_eq!(
             d.url,
@@ -337,7 +421,10 @@ mod tests {
         assert_eq!(d.url, "https://github.com/containerd/containerd/releases/download/v1.7.16/containerd-1.7.16-linux-amd64.tar.gz");
         assert_eq!(d.checksum_url, format!("{}.sha256sum", d.url));
         let d = download(ArtifactName::Runc, &v("v1.30.0"), Arch::Amd64, &up).unwrap();
-        assert_eq!(d.checksum_url, "https://github.com/opencontainers/runc/releases/download/v1.1.13/runc.sha256sum");
+        assert_eq!(
+            d.checksum_url,
+            "https://github.com/opencontainers/runc/releases/download/v1.1.13/runc.sha256sum"
+        );
         let d = download(ArtifactName::Crictl, &v("v1.20.2"), Arch::Amd64, &up).unwrap();
         assert_eq!(d.url, "https://github.com/kubernetes-sigs/cri-tools/releases/download/v1.20.0/crictl-v1.20.0-linux-amd64.tar.gz");
     }
@@ -346,7 +433,10 @@ mod tests {
     fn a_mirror_keeps_the_upstream_paths() {
         let m = Bases::mirror("http://127.0.0.1:8080/mirror/");
         let d = download(ArtifactName::Kubectl, &v("v1.20.2"), Arch::Amd64, &m).unwrap();
-        assert_eq!(d.url, "http://127.0.0.1:8080/mirror/release/v1.20.2/bin/linux/amd64/kubectl");
+        assert_eq!(
+            d.url,
+            "http://127.0.0.1:8080/mirror/release/v1.20.2/bin/linux/amd64/kubectl"
+        );
         let d = download(ArtifactName::CniPlugins, &v("v1.20.2"), Arch::Amd64, &m).unwrap();
         assert_eq!(
             d.url,
@@ -356,25 +446,46 @@ mod tests {
 
     #[test]
     fn unknown_versions_name_the_known_range() {
-        let err = download(ArtifactName::Kubelet, &v("v1.99.0"), Arch::Amd64, &Bases::upstream()).unwrap_err();
+        let err = download(
+            ArtifactName::Kubelet,
+            &v("v1.99.0"),
+            Arch::Amd64,
+            &Bases::upstream(),
+        )
+        .unwrap_err();
         assert_eq!(err.to_string(), "Kubernetes version v1.99.0 is not in kprov's catalog: known releases are v1.20.x to v1.37.x");
     }
 
     #[test]
     fn checksum_files_parse_in_both_formats() {
         let sum = "ab".repeat(32);
-        assert_eq!(parse_checksum(&format!("{sum}\n"), &ChecksumFormat::FirstWord), Some([0xab; 32]));
-        assert_eq!(parse_checksum(&format!("{sum}  cni.tgz\n"), &ChecksumFormat::FirstWord), Some([0xab; 32]));
+        assert_eq!(
+            parse_checksum(&format!("{sum}\n"), &ChecksumFormat::FirstWord),
+            Some([0xab; 32])
+        );
+        assert_eq!(
+            parse_checksum(&format!("{sum}  cni.tgz\n"), &ChecksumFormat::FirstWord),
+            Some([0xab; 32])
+        );
         let listing = format!("{}  runc.arm64\n{sum}  runc.amd64\n", "cd".repeat(32));
-        let f = ChecksumFormat::Listing { file: "runc.amd64".into() };
+        let f = ChecksumFormat::Listing {
+            file: "runc.amd64".into(),
+        };
         assert_eq!(parse_checksum(&listing, &f), Some([0xab; 32]));
-        assert_eq!(parse_checksum("<html>404</html>", &ChecksumFormat::FirstWord), None);
+        assert_eq!(
+            parse_checksum("<html>404</html>", &ChecksumFormat::FirstWord),
+            None
+        );
     }
 
     #[test]
     fn images_follow_kubeadm_for_each_release() {
         let shown = |ver: &str, cp: bool| -> Vec<String> {
-            images(&v(ver), cp, None).unwrap().iter().map(ToString::to_string).collect()
+            images(&v(ver), cp, None)
+                .unwrap()
+                .iter()
+                .map(ToString::to_string)
+                .collect()
         };
         assert_eq!(shown("v1.20.2", false), ["k8s.gcr.io/pause:3.2"]);
         assert_eq!(
@@ -389,7 +500,14 @@ mod tests {
                 "k8s.gcr.io/coredns:1.7.0",
             ]
         );
-        assert!(shown("v1.30.1", true).contains(&"registry.k8s.io/coredns/coredns:v1.11.1".to_string()));
-        assert_eq!(pause_image(&v("v1.20.2"), Some("127.0.0.1:5000")).unwrap().to_string(), "127.0.0.1:5000/pause:3.2");
+        assert!(
+            shown("v1.30.1", true).contains(&"registry.k8s.io/coredns/coredns:v1.11.1".to_string())
+        );
+        assert_eq!(
+            pause_image(&v("v1.20.2"), Some("127.0.0.1:5000"))
+                .unwrap()
+                .to_string(),
+            "127.0.0.1:5000/pause:3.2"
+        );
     }
 }

@@ -76,7 +76,11 @@ pub enum DownloadError {
 
 fn io_err(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> DownloadError {
     let path = path.to_path_buf();
-    move |source| DownloadError::Io { action, path, source }
+    move |source| DownloadError::Io {
+        action,
+        path,
+        source,
+    }
 }
 
 /// Downloads into a sha256-keyed cache.
@@ -97,7 +101,11 @@ impl Downloader {
             .connect_timeout(Duration::from_secs(10))
             .read_timeout(Duration::from_secs(30))
             .build()
-            .map_err(|e| DownloadError::Transport { url: String::new(), reason: e.to_string(), attempts: 0 })?;
+            .map_err(|e| DownloadError::Transport {
+                url: String::new(),
+                reason: e.to_string(),
+                attempts: 0,
+            })?;
         Ok(Self {
             client,
             cache: cache.into(),
@@ -122,7 +130,11 @@ impl Downloader {
 
     /// Fetches a small text file (a checksum file), with retries, caching
     /// it by URL.
-    pub async fn fetch_checksum(&self, url: &str, format: &ChecksumFormat) -> Result<[u8; 32], DownloadError> {
+    pub async fn fetch_checksum(
+        &self,
+        url: &str,
+        format: &ChecksumFormat,
+    ) -> Result<[u8; 32], DownloadError> {
         let key = hex::encode(Sha256::digest(url.as_bytes()));
         let cached = self.cache.join("checksums").join(&key);
         if let Ok(text) = tokio::fs::read_to_string(&cached).await {
@@ -137,7 +149,8 @@ impl Downloader {
                 resp.text().await.map_err(Attempt::retry)
             })
             .await?;
-        let sum = catalog::parse_checksum(&text, format).ok_or_else(|| DownloadError::BadChecksumFile { url: url.into() })?;
+        let sum = catalog::parse_checksum(&text, format)
+            .ok_or_else(|| DownloadError::BadChecksumFile { url: url.into() })?;
         write_file(&cached, text.as_bytes()).await?;
         Ok(sum)
     }
@@ -163,22 +176,34 @@ impl Downloader {
                 }
             }
         }
-        Err(DownloadError::Transport { url: url.into(), reason: last, attempts: self.attempts })
+        Err(DownloadError::Transport {
+            url: url.into(),
+            reason: last,
+            attempts: self.attempts,
+        })
     }
 
     /// Downloads `url` into the cache unless a file with `expected` is
     /// already there; resumes a partial download; verifies the sum before
     /// the file enters the cache. Returns the cache path.
-    pub async fn fetch_verified(&self, url: &str, expected: [u8; 32], label: &str) -> Result<PathBuf, DownloadError> {
+    pub async fn fetch_verified(
+        &self,
+        url: &str,
+        expected: [u8; 32],
+        label: &str,
+    ) -> Result<PathBuf, DownloadError> {
         let done = self.cached_path(&expected);
         if tokio::fs::metadata(&done).await.is_ok() {
             return Ok(done);
         }
         let partial_dir = self.cache.join("partial");
-        tokio::fs::create_dir_all(&partial_dir).await.map_err(io_err("creating", &partial_dir))?;
+        tokio::fs::create_dir_all(&partial_dir)
+            .await
+            .map_err(io_err("creating", &partial_dir))?;
         let part = partial_dir.join(format!("{}.part", hex::encode(expected)));
         let bar = self.bar(label);
-        self.with_retries_async(url, || self.attempt_download(url, &part, &bar)).await?;
+        self.with_retries_async(url, || self.attempt_download(url, &part, &bar))
+            .await?;
         bar.finish_and_clear();
 
         let actual = hash_file(&part).await?;
@@ -191,8 +216,12 @@ impl Downloader {
             });
         }
         let dir = self.cache.join("sha256");
-        tokio::fs::create_dir_all(&dir).await.map_err(io_err("creating", &dir))?;
-        tokio::fs::rename(&part, &done).await.map_err(io_err("moving into the cache", &done))?;
+        tokio::fs::create_dir_all(&dir)
+            .await
+            .map_err(io_err("creating", &dir))?;
+        tokio::fs::rename(&part, &done)
+            .await
+            .map_err(io_err("moving into the cache", &done))?;
         tracing::info!(url, sha256 = %hex::encode(expected), "downloaded and verified");
         if self.progress.is_none() {
             eprintln!("downloaded {label} from {url}");
@@ -204,7 +233,9 @@ impl Downloader {
         match &self.progress {
             Some(multi) => {
                 let bar = multi.add(ProgressBar::new(0));
-                if let Ok(style) = ProgressStyle::with_template("{msg:24} {bytes:>10}/{total_bytes:10} {bytes_per_sec:>12} {wide_bar}") {
+                if let Ok(style) = ProgressStyle::with_template(
+                    "{msg:24} {bytes:>10}/{total_bytes:10} {bytes_per_sec:>12} {wide_bar}",
+                ) {
                     bar.set_style(style);
                 }
                 bar.set_message(label.to_string());
@@ -214,8 +245,16 @@ impl Downloader {
         }
     }
 
-    async fn attempt_download(&self, url: &str, part: &Path, bar: &ProgressBar) -> Result<(), Attempt> {
-        let have = tokio::fs::metadata(part).await.map(|m| m.len()).unwrap_or(0);
+    async fn attempt_download(
+        &self,
+        url: &str,
+        part: &Path,
+        bar: &ProgressBar,
+    ) -> Result<(), Attempt> {
+        let have = tokio::fs::metadata(part)
+            .await
+            .map(|m| m.len())
+            .unwrap_or(0);
         let mut request = self.client.get(url);
         if have > 0 {
             request = request.header(reqwest::header::RANGE, format!("bytes={have}-"));
@@ -247,19 +286,30 @@ impl Downloader {
         let mut stream = resp.bytes_stream();
         while let Some(chunk) = stream.next().await {
             let chunk = chunk.map_err(Attempt::retry)?;
-            file.write_all(&chunk).await.map_err(|e| Attempt::Fatal(io_err("writing", part)(e)))?;
+            file.write_all(&chunk)
+                .await
+                .map_err(|e| Attempt::Fatal(io_err("writing", part)(e)))?;
             bar.inc(chunk.len() as u64);
         }
-        file.flush().await.map_err(|e| Attempt::Fatal(io_err("writing", part)(e)))?;
-        file.sync_all().await.map_err(|e| Attempt::Fatal(io_err("syncing", part)(e)))?;
+        file.flush()
+            .await
+            .map_err(|e| Attempt::Fatal(io_err("writing", part)(e)))?;
+        file.sync_all()
+            .await
+            .map_err(|e| Attempt::Fatal(io_err("syncing", part)(e)))?;
         Ok(())
     }
 
     /// Resolves and downloads `downloads` in parallel (at most four at a
     /// time); returns the cache paths in the same order.
-    pub async fn fetch_all(&self, downloads: &[Download]) -> Vec<Result<FetchedArtifact, DownloadError>> {
+    pub async fn fetch_all(
+        &self,
+        downloads: &[Download],
+    ) -> Vec<Result<FetchedArtifact, DownloadError>> {
         futures_util::stream::iter(downloads.iter().map(|d| async move {
-            let sum = self.fetch_checksum(&d.checksum_url, &d.checksum_format).await?;
+            let sum = self
+                .fetch_checksum(&d.checksum_url, &d.checksum_format)
+                .await?;
             let path = self.fetch_verified(&d.url, sum, &d.file_name).await?;
             Ok(FetchedArtifact { path, sha256: sum })
         }))
@@ -292,24 +342,39 @@ fn check_status(url: &str, resp: reqwest::Response) -> Result<reqwest::Response,
     if status.is_server_error() || code == 429 || code == 408 {
         Err(Attempt::Retry(format!("server answered {code}")))
     } else {
-        Err(Attempt::Fatal(DownloadError::Status { url: url.into(), status: code }))
+        Err(Attempt::Fatal(DownloadError::Status {
+            url: url.into(),
+            status: code,
+        }))
     }
 }
 
 async fn hash_file(path: &Path) -> Result<[u8; 32], DownloadError> {
     let path = path.to_path_buf();
-    tokio::task::spawn_blocking(move || crate::verify::sha256_of_file(&path).map_err(|e| io_err("hashing", &path)(e)))
-        .await
-        .map_err(|e| DownloadError::Transport { url: String::new(), reason: e.to_string(), attempts: 0 })?
+    tokio::task::spawn_blocking(move || {
+        crate::verify::sha256_of_file(&path).map_err(|e| io_err("hashing", &path)(e))
+    })
+    .await
+    .map_err(|e| DownloadError::Transport {
+        url: String::new(),
+        reason: e.to_string(),
+        attempts: 0,
+    })?
 }
 
 async fn write_file(path: &Path, bytes: &[u8]) -> Result<(), DownloadError> {
     if let Some(dir) = path.parent() {
-        tokio::fs::create_dir_all(dir).await.map_err(io_err("creating", dir))?;
+        tokio::fs::create_dir_all(dir)
+            .await
+            .map_err(io_err("creating", dir))?;
     }
     let tmp = path.with_extension("tmp");
-    tokio::fs::write(&tmp, bytes).await.map_err(io_err("writing", &tmp))?;
-    tokio::fs::rename(&tmp, path).await.map_err(io_err("renaming", path))
+    tokio::fs::write(&tmp, bytes)
+        .await
+        .map_err(io_err("writing", &tmp))?;
+    tokio::fs::rename(&tmp, path)
+        .await
+        .map_err(io_err("renaming", path))
 }
 
 /// Artifacts downloaded from upstream or a mirror, for one Kubernetes
@@ -323,48 +388,88 @@ pub struct DownloadSource {
 
 impl DownloadSource {
     /// A source for the artifacts of `kubernetes_version`, from `bases`.
-    pub fn new(downloader: Downloader, kubernetes_version: kprov_core::KubernetesVersion, bases: Bases) -> Result<Self, ArtifactError> {
+    pub fn new(
+        downloader: Downloader,
+        kubernetes_version: kprov_core::KubernetesVersion,
+        bases: Bases,
+    ) -> Result<Self, ArtifactError> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
             .build()
-            .map_err(|source| ArtifactError::Io { path: PathBuf::from("<tokio runtime>"), source })?;
-        Ok(Self { runtime, downloader: Arc::new(downloader), kubernetes_version, bases })
+            .map_err(|source| ArtifactError::Io {
+                path: PathBuf::from("<tokio runtime>"),
+                source,
+            })?;
+        Ok(Self {
+            runtime,
+            downloader: Arc::new(downloader),
+            kubernetes_version,
+            bases,
+        })
     }
 
     fn plan(&self, id: &ArtifactId) -> Result<Download, ArtifactError> {
-        catalog::download(id.name, &self.kubernetes_version, id.arch, &self.bases)
-            .map_err(|source| ArtifactError::Catalog { artifact: id.to_string(), source })
+        catalog::download(id.name, &self.kubernetes_version, id.arch, &self.bases).map_err(
+            |source| ArtifactError::Catalog {
+                artifact: id.to_string(),
+                source,
+            },
+        )
     }
 }
 
 impl ArtifactSource for DownloadSource {
     fn describe(&self) -> String {
-        format!("downloads from {} and {}", self.bases.kubernetes, self.bases.github)
+        format!(
+            "downloads from {} and {}",
+            self.bases.kubernetes, self.bases.github
+        )
     }
 
     fn checksum(&self, id: &ArtifactId) -> Result<[u8; 32], ArtifactError> {
         let d = self.plan(id)?;
         self.runtime
-            .block_on(self.downloader.fetch_checksum(&d.checksum_url, &d.checksum_format))
-            .map_err(|source| ArtifactError::Download { artifact: id.to_string(), source })
+            .block_on(
+                self.downloader
+                    .fetch_checksum(&d.checksum_url, &d.checksum_format),
+            )
+            .map_err(|source| ArtifactError::Download {
+                artifact: id.to_string(),
+                source,
+            })
     }
 
     fn prefetch(&self, ids: &[ArtifactId]) -> Result<(), ArtifactError> {
-        let downloads: Vec<Download> = ids.iter().map(|id| self.plan(id)).collect::<Result<_, _>>()?;
+        let downloads: Vec<Download> = ids
+            .iter()
+            .map(|id| self.plan(id))
+            .collect::<Result<_, _>>()?;
         let results = self.runtime.block_on(self.downloader.fetch_all(&downloads));
         for (id, result) in ids.iter().zip(results) {
-            result.map_err(|source| ArtifactError::Download { artifact: id.to_string(), source })?;
+            result.map_err(|source| ArtifactError::Download {
+                artifact: id.to_string(),
+                source,
+            })?;
         }
         Ok(())
     }
 
     fn fetch(&self, id: &ArtifactId) -> Result<FetchedArtifact, ArtifactError> {
         let d = self.plan(id)?;
-        let mut results = self.runtime.block_on(self.downloader.fetch_all(std::slice::from_ref(&d)));
+        let mut results = self
+            .runtime
+            .block_on(self.downloader.fetch_all(std::slice::from_ref(&d)));
         results
             .pop()
-            .unwrap_or_else(|| Err(DownloadError::BadChecksumFile { url: d.checksum_url.clone() }))
-            .map_err(|source| ArtifactError::Download { artifact: id.to_string(), source })
+            .unwrap_or_else(|| {
+                Err(DownloadError::BadChecksumFile {
+                    url: d.checksum_url.clone(),
+                })
+            })
+            .map_err(|source| ArtifactError::Download {
+                artifact: id.to_string(),
+                source,
+            })
     }
 }

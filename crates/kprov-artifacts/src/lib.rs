@@ -214,6 +214,24 @@ pub trait ArtifactSource {
     fn fetch(&self, id: &ArtifactId) -> Result<FetchedArtifact, ArtifactError>;
 }
 
+impl<T: ArtifactSource + ?Sized> ArtifactSource for Box<T> {
+    fn describe(&self) -> String {
+        (**self).describe()
+    }
+
+    fn checksum(&self, id: &ArtifactId) -> Result<[u8; 32], ArtifactError> {
+        (**self).checksum(id)
+    }
+
+    fn prefetch(&self, ids: &[ArtifactId]) -> Result<(), ArtifactError> {
+        (**self).prefetch(ids)
+    }
+
+    fn fetch(&self, id: &ArtifactId) -> Result<FetchedArtifact, ArtifactError> {
+        (**self).fetch(id)
+    }
+}
+
 /// Adds the running kprov executable (as [`ArtifactName::Kprov`]) to another
 /// source.
 pub struct WithSelf<S> {
@@ -244,7 +262,11 @@ impl<S: ArtifactSource> ArtifactSource for WithSelf<S> {
     }
 
     fn prefetch(&self, ids: &[ArtifactId]) -> Result<(), ArtifactError> {
-        let others: Vec<ArtifactId> = ids.iter().filter(|id| id.name != ArtifactName::Kprov).cloned().collect();
+        let others: Vec<ArtifactId> = ids
+            .iter()
+            .filter(|id| id.name != ArtifactName::Kprov)
+            .cloned()
+            .collect();
         self.inner.prefetch(&others)
     }
 

@@ -233,7 +233,11 @@ pub fn pause_image(version: &KubernetesVersion) -> String {
         Ok(image) => image.to_string(),
         Err(_) => {
             let newest = catalog::COMPANIONS[catalog::COMPANIONS.len() - 1];
-            format!("{}/pause:{}", catalog::default_registry(version), newest.pause)
+            format!(
+                "{}/pause:{}",
+                catalog::default_registry(version),
+                newest.pause
+            )
         }
     }
 }

@@ -17,6 +17,7 @@ fn main() -> ExitCode {
         cli::Command::Provision(args) => commands::provision::run(*args),
         cli::Command::HealthCheck(args) => commands::health_check::run(args),
         cli::Command::Os(args) => commands::os::run(args),
+        cli::Command::Bundle(command) => commands::bundle::run(command),
     };
     match result {
         Ok(code) => code,

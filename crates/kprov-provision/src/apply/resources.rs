@@ -55,13 +55,13 @@ pub fn check(resource: &Resource, ctx: &ApplyContext<'_>) -> Result<Status, Appl
             })
         }
         Resource::Binary { path, artifact } => {
-            let sha256 = ctx
-                .artifacts
-                .checksum(artifact)
-                .map_err(|source| ApplyError::Artifact {
-                    resource: resource.id(),
-                    source,
-                })?;
+            let sha256 =
+                ctx.artifacts
+                    .checksum(artifact)
+                    .map_err(|source| ApplyError::Artifact {
+                        resource: resource.id(),
+                        source,
+                    })?;
             Ok(file_status(
                 &fs::state(root, Path::new(path)).map_err(err)?,
                 0o755,
