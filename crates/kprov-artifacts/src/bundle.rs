@@ -89,7 +89,7 @@ pub enum BundleError {
         path: String,
     },
     /// A file whose size or sum is not the manifest's.
-    #[error("bundle {bundle}: artifact {artifact}: {path} was altered: expected sha256 {expected} ({expected_size} bytes), got {actual} ({actual_size} bytes)")]
+    #[error("bundle {bundle}: artifact {artifact}: {path} was altered: {mismatch}")]
     Altered {
         /// The bundle.
         bundle: String,
@@ -97,14 +97,8 @@ pub enum BundleError {
         artifact: String,
         /// Its path in the bundle.
         path: String,
-        /// Expected sum.
-        expected: String,
-        /// Actual sum.
-        actual: String,
-        /// Expected size.
-        expected_size: u64,
-        /// Actual size.
-        actual_size: u64,
+        /// Expected and actual sums and sizes.
+        mismatch: String,
     },
     /// The bundle has no such artifact.
     #[error("bundle {bundle} has no artifact {artifact} (it holds: {holds})")]
@@ -393,10 +387,13 @@ impl BundleSource {
                 bundle: self.shown.clone(),
                 artifact: e.name.clone(),
                 path: e.path.clone(),
-                expected: e.sha256.clone(),
-                actual: hex::encode(actual),
-                expected_size: e.size,
-                actual_size: meta.len(),
+                mismatch: format!(
+                    "expected sha256 {} ({} bytes), got {} ({} bytes)",
+                    e.sha256,
+                    e.size,
+                    hex::encode(actual),
+                    meta.len()
+                ),
             });
         }
         Ok(path)
