@@ -39,10 +39,7 @@ fn fetch(
 ) -> Result<FetchedArtifact, ApplyError> {
     ctx.artifacts
         .fetch(artifact)
-        .map_err(|source| ApplyError::Artifact {
-            resource: resource.id(),
-            source,
-        })
+        .map_err(|source| ApplyError::artifact(resource.id(), source))
 }
 
 fn host(resource: &Resource) -> impl FnOnce(HostError) -> ApplyError + '_ {
@@ -61,10 +58,7 @@ pub(super) fn check(
     let expected = ctx
         .artifacts
         .checksum(artifact)
-        .map_err(|source| ApplyError::Artifact {
-            resource: resource.id(),
-            source,
-        })?;
+        .map_err(|source| ApplyError::artifact(resource.id(), source))?;
     let Some(bytes) =
         fs::read(ctx.root, Path::new(&stamp_path(artifact, dir))).map_err(host(resource))?
     else {
@@ -131,10 +125,7 @@ pub(super) fn extract(
     // so a streaming check could miss trailing corruption.
     let mut verified = fetched
         .open_verified()
-        .map_err(|source| ApplyError::Artifact {
-            resource: resource.id(),
-            source,
-        })?;
+        .map_err(|source| ApplyError::artifact(resource.id(), source))?;
     std::io::copy(&mut verified, &mut std::io::sink())
         .map_err(|e| host(resource)(HostError::io("verifying", &fetched.path, e)))?;
 

@@ -60,8 +60,8 @@ pub enum ApplyError {
     Artifact {
         /// The resource id.
         resource: String,
-        /// The failure.
-        source: kprov_artifacts::ArtifactError,
+        /// The failure (boxed: artifact errors carry several URLs and sums).
+        source: Box<kprov_artifacts::ArtifactError>,
     },
     /// Anything else, described.
     #[error("{resource}: {message}")]
@@ -71,6 +71,16 @@ pub enum ApplyError {
         /// What went wrong.
         message: String,
     },
+}
+
+impl ApplyError {
+    /// An [`ApplyError::Artifact`] for `resource`.
+    pub fn artifact(resource: impl Into<String>, source: kprov_artifacts::ArtifactError) -> Self {
+        Self::Artifact {
+            resource: resource.into(),
+            source: Box::new(source),
+        }
+    }
 }
 
 /// Progress events, for a caller that shows progress.
@@ -193,15 +203,9 @@ fn verify_artifacts(
         pending.iter().map(|(_, id)| (*id).clone()).collect();
     ctx.artifacts
         .prefetch(&ids)
-        .map_err(|source| ApplyError::Artifact {
-            resource: "artifacts".into(),
-            source,
-        })?;
+        .map_err(|source| ApplyError::artifact("artifacts", source))?;
     for (resource, artifact) in pending {
-        let err = |source| ApplyError::Artifact {
-            resource: resource.id(),
-            source,
-        };
+        let err = |source| ApplyError::artifact(resource.id(), source);
         ctx.artifacts
             .fetch(artifact)
             .map_err(err)?
