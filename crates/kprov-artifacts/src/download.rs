@@ -184,8 +184,10 @@ impl Downloader {
     }
 
     /// Downloads `url` into the cache unless a file with `expected` is
-    /// already there; resumes a partial download; verifies the sum before
-    /// the file enters the cache. Returns the cache path.
+    /// already there; resumes a partial download; verifies the sum (hashed
+    /// while streaming) before the file enters the cache. Returns the cache
+    /// path. The cache is not fsynced: every user re-verifies what it
+    /// installs, so a file damaged by a power cut is caught, not trusted.
     pub async fn fetch_verified(
         &self,
         url: &str,
@@ -202,11 +204,11 @@ impl Downloader {
             .map_err(io_err("creating", &partial_dir))?;
         let part = partial_dir.join(format!("{}.part", hex::encode(expected)));
         let bar = self.bar(label);
-        self.with_retries_async(url, || self.attempt_download(url, &part, &bar))
+        let actual = self
+            .with_retries_async(url, || self.attempt_download(url, &part, &bar))
             .await?;
         bar.finish_and_clear();
 
-        let actual = hash_file(&part).await?;
         if actual != expected {
             let _ = tokio::fs::remove_file(&part).await;
             return Err(DownloadError::ChecksumMismatch {
@@ -223,9 +225,6 @@ impl Downloader {
             .await
             .map_err(io_err("moving into the cache", &done))?;
         tracing::info!(url, sha256 = %hex::encode(expected), "downloaded and verified");
-        if self.progress.is_none() {
-            eprintln!("downloaded {label} from {url}");
-        }
         Ok(done)
     }
 
@@ -245,12 +244,14 @@ impl Downloader {
         }
     }
 
+    /// One attempt: resumes from the partial file when there is one and
+    /// the server honours the range; returns the SHA-256 of the whole file.
     async fn attempt_download(
         &self,
         url: &str,
         part: &Path,
         bar: &ProgressBar,
-    ) -> Result<(), Attempt> {
+    ) -> Result<[u8; 32], Attempt> {
         let have = tokio::fs::metadata(part)
             .await
             .map(|m| m.len())
@@ -260,14 +261,18 @@ impl Downloader {
             request = request.header(reqwest::header::RANGE, format!("bytes={have}-"));
         }
         let resp = request.send().await.map_err(Attempt::retry)?;
-        let status = resp.status().as_u16();
         // 416: the partial file is already complete.
-        if have > 0 && status == 416 {
-            return Ok(());
+        if have > 0 && resp.status().as_u16() == 416 {
+            return hash_file(part).await.map_err(Attempt::Fatal);
         }
         let resp = check_status(url, resp)?;
         let resumed = resp.status().as_u16() == 206;
-        let mut file = tokio::fs::OpenOptions::new()
+        let mut hasher = if resumed {
+            hash_prefix(part).await.map_err(Attempt::Fatal)?
+        } else {
+            Sha256::new()
+        };
+        let file = tokio::fs::OpenOptions::new()
             .create(true)
             .write(true)
             .append(resumed)
@@ -275,6 +280,7 @@ impl Downloader {
             .open(part)
             .await
             .map_err(|e| Attempt::Fatal(io_err("opening", part)(e)))?;
+        let mut file = tokio::io::BufWriter::with_capacity(1 << 20, file);
         let start = if resumed { have } else { 0 };
         if let Some(len) = resp.content_length() {
             bar.set_length(start + len);
@@ -285,7 +291,16 @@ impl Downloader {
         }
         let mut stream = resp.bytes_stream();
         while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(Attempt::retry)?;
+            let chunk = match chunk {
+                Ok(c) => c,
+                Err(e) => {
+                    // Keep every byte received, so the next attempt resumes
+                    // exactly where this one stopped.
+                    let _ = file.flush().await;
+                    return Err(Attempt::retry(e));
+                }
+            };
+            hasher.update(&chunk);
             file.write_all(&chunk)
                 .await
                 .map_err(|e| Attempt::Fatal(io_err("writing", part)(e)))?;
@@ -294,10 +309,7 @@ impl Downloader {
         file.flush()
             .await
             .map_err(|e| Attempt::Fatal(io_err("writing", part)(e)))?;
-        file.sync_all()
-            .await
-            .map_err(|e| Attempt::Fatal(io_err("syncing", part)(e)))?;
-        Ok(())
+        Ok(hasher.finalize().into())
     }
 
     /// Resolves and downloads `downloads` in parallel (at most four at a
@@ -347,6 +359,23 @@ fn check_status(url: &str, resp: reqwest::Response) -> Result<reqwest::Response,
             status: code,
         }))
     }
+}
+
+/// A hasher fed with the bytes already in a partial file.
+async fn hash_prefix(path: &Path) -> Result<Sha256, DownloadError> {
+    let path = path.to_path_buf();
+    tokio::task::spawn_blocking(move || {
+        let mut hasher = Sha256::new();
+        let mut file = std::fs::File::open(&path).map_err(io_err("reading", &path))?;
+        std::io::copy(&mut file, &mut hasher).map_err(io_err("reading", &path))?;
+        Ok(hasher)
+    })
+    .await
+    .map_err(|e| DownloadError::Transport {
+        url: String::new(),
+        reason: e.to_string(),
+        attempts: 0,
+    })?
 }
 
 async fn hash_file(path: &Path) -> Result<[u8; 32], DownloadError> {
