@@ -53,6 +53,10 @@ pub struct ProvisionFlags {
     pub cloud_config: Option<NodePath>,
     /// Artifact directory on the node (baked into the image or mounted).
     pub artifacts_dir: Option<NodePath>,
+    /// Offline bundle on the node.
+    pub bundle: Option<NodePath>,
+    /// Mirror (upstream layout) the node downloads from.
+    pub mirror: Option<String>,
 }
 
 /// A boot spec that is inconsistent as a whole.
@@ -80,6 +84,8 @@ impl ProvisionFlags {
             cloud_provider: None,
             cloud_config: None,
             artifacts_dir: None,
+            bundle: None,
+            mirror: None,
         }
     }
 
@@ -111,6 +117,8 @@ impl ProvisionFlags {
             "--artifacts-dir",
             self.artifacts_dir.as_ref().map(NodePath::as_str),
         );
+        opt("--bundle", self.bundle.as_ref().map(NodePath::as_str));
+        opt("--mirror", self.mirror.as_deref());
         opt("--cloud-provider", self.cloud_provider.as_deref());
         opt(
             "--cloud-config",
@@ -144,5 +152,20 @@ impl BootSpec {
             return Err(BootSpecError::CloudConfigContentWithoutPath);
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod source_flag_tests {
+    use super::*;
+
+    #[test]
+    fn the_artifact_source_reaches_kprov_provision() {
+        let mut flags = ProvisionFlags::new(Phase::Base, "v1.20.2".parse().unwrap());
+        flags.mirror = Some("http://10.0.0.1:8080/mirror".into());
+        let args = flags.args(false);
+        let at = args.iter().position(|a| a == "--mirror").unwrap();
+        assert_eq!(args[at + 1], "http://10.0.0.1:8080/mirror");
+        assert!(!args.iter().any(|a| a == "--bundle" || a == "--ca-cert"));
     }
 }

@@ -433,8 +433,18 @@ pub struct UserdataArgs {
 
     /// Artifact directory on the node (baked into the image or mounted)
     /// that kprov provision installs from.
-    #[arg(long, value_name = "PATH")]
+    #[arg(long, value_name = "PATH", conflicts_with_all = ["bundle", "mirror"])]
     pub artifacts_dir: Option<String>,
+
+    /// Offline bundle on the node (baked into the image or mounted) that
+    /// kprov provision installs from.
+    #[arg(long, value_name = "PATH", conflicts_with = "mirror")]
+    pub bundle: Option<String>,
+
+    /// Mirror with upstream's layout that kprov provision downloads from on
+    /// the node.
+    #[arg(long, value_name = "URL")]
+    pub mirror: Option<String>,
 
     /// cloud-init: gzip the whole document and print it base64-encoded,
     /// for platforms that take base64 user-data (cloud-init decompresses
@@ -474,6 +484,8 @@ impl UserdataArgs {
             proxy_mode,
             sandbox_image,
             artifacts_dir,
+            bundle,
+            mirror,
             gzip,
             output,
         } = self;
@@ -499,6 +511,8 @@ impl UserdataArgs {
             proxy_mode: proxy_mode.or(file.proxy_mode),
             sandbox_image: sandbox_image.or(file.sandbox_image),
             artifacts_dir: artifacts_dir.or(file.artifacts_dir),
+            bundle: bundle.or(file.bundle),
+            mirror: mirror.or(file.mirror),
             gzip: gzip || file.gzip,
             output,
         }

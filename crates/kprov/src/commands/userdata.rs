@@ -172,6 +172,14 @@ fn boot_spec(args: &UserdataArgs) -> anyhow::Result<BootSpec> {
     provision.cloud_provider = args.cloud_provider.clone();
     provision.cloud_config = cloud_config;
     provision.artifacts_dir = artifacts_dir;
+    provision.bundle = match &args.bundle {
+        Some(p) => Some(NodePath::parse("--bundle", p, "/opt/kprov/node.tar.zst")?),
+        None => None,
+    };
+    provision.mirror = match &args.mirror {
+        Some(url) => Some(super::provision::parse_mirror(url)?),
+        None => None,
+    };
 
     let spec = BootSpec {
         hostname,
