@@ -11,47 +11,16 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::time::Instant;
 
 use common::{
-    artifacts_dir, diff, kprov, kubernetes_bin, link_tree, root_with_packages, scratch, sh,
-    snapshot,
+    build_mirror, diff, kprov, link_tree, root_with_packages, scratch, sh, sha256_hex, snapshot,
 };
 use kprov_testkit::http::{Fault, FileServer};
 
 const KUBELET: &str = "/release/v1.20.2/bin/linux/amd64/kubelet";
-
-fn sha256_hex(path: &Path) -> String {
-    let out = sh(Command::new("sha256sum").arg(path));
-    String::from_utf8_lossy(&out.stdout)
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .to_string()
-}
-
-/// Builds the mirror under `dir`. The CNI tarball holds Debian's plugins
-/// (v1.1.1) under the file name the catalog expects for v1.20 (v0.8.7).
-fn build_mirror(dir: &Path) {
-    let release = dir.join("release/v1.20.2/bin/linux/amd64");
-    std::fs::create_dir_all(&release).unwrap();
-    for bin in ["kubelet", "kubectl", "kubeadm"] {
-        let dest = release.join(bin);
-        std::fs::hard_link(kubernetes_bin().join(bin), &dest).unwrap();
-        std::fs::write(release.join(format!("{bin}.sha256")), sha256_hex(&dest)).unwrap();
-    }
-    let cni = dir.join("containernetworking/plugins/releases/download/v0.8.7");
-    std::fs::create_dir_all(&cni).unwrap();
-    let tgz = cni.join("cni-plugins-linux-amd64-v0.8.7.tgz");
-    std::fs::hard_link(artifacts_dir().join("cni-plugins.tgz"), &tgz).unwrap();
-    std::fs::write(
-        cni.join("cni-plugins-linux-amd64-v0.8.7.tgz.sha256"),
-        format!("{}  cni-plugins-linux-amd64-v0.8.7.tgz\n", sha256_hex(&tgz)),
-    )
-    .unwrap();
-}
 
 fn provision_args<'a>(root: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
     let mut args = vec![

@@ -20,6 +20,7 @@ pub fn repo_root() -> PathBuf {
         .unwrap()
 }
 
+pub mod netns;
 pub mod vm;
 
 /// Runs a script from tools/ and returns the path it prints on stdout.
@@ -313,4 +314,36 @@ pub fn root_with_packages() -> &'static Path {
             (dir, root)
         })
         .1
+}
+
+pub fn sha256_hex(path: &Path) -> String {
+    let out = sh(Command::new("sha256sum").arg(path));
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string()
+}
+
+/// Builds a mirror with upstream's layout for v1.20.2/amd64 under `dir`:
+/// the Kubernetes binaries built from Debian's source with their .sha256
+/// files, and the CNI plugins tarball. The CNI tarball holds Debian's plugins
+/// (v1.1.1) under the file name the catalog expects for v1.20 (v0.8.7).
+pub fn build_mirror(dir: &Path) {
+    let release = dir.join("release/v1.20.2/bin/linux/amd64");
+    std::fs::create_dir_all(&release).unwrap();
+    for bin in ["kubelet", "kubectl", "kubeadm"] {
+        let dest = release.join(bin);
+        std::fs::hard_link(kubernetes_bin().join(bin), &dest).unwrap();
+        std::fs::write(release.join(format!("{bin}.sha256")), sha256_hex(&dest)).unwrap();
+    }
+    let cni = dir.join("containernetworking/plugins/releases/download/v0.8.7");
+    std::fs::create_dir_all(&cni).unwrap();
+    let tgz = cni.join("cni-plugins-linux-amd64-v0.8.7.tgz");
+    std::fs::hard_link(artifacts_dir().join("cni-plugins.tgz"), &tgz).unwrap();
+    std::fs::write(
+        cni.join("cni-plugins-linux-amd64-v0.8.7.tgz.sha256"),
+        format!("{}  cni-plugins-linux-amd64-v0.8.7.tgz\n", sha256_hex(&tgz)),
+    )
+    .unwrap();
 }

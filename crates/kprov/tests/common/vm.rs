@@ -53,8 +53,73 @@ pub fn make_disk(root: &Path, dir: &Path, size: &str) -> VmDisk {
 /// -no-reboot) and returns its console output. Kills it and panics,
 /// printing the console, if it is still running after `limit`.
 pub fn boot(vm: &VmDisk, console: &Path, limit: Duration) -> String {
+    let mut child = qemu(
+        Command::new("qemu-system-x86_64"),
+        vm,
+        console,
+        &Network::None,
+        "",
+    );
+    if !super::wait_bounded(&mut child, limit, |c| {
+        let _ = c.kill();
+    }) {
+        let text = std::fs::read_to_string(console).unwrap_or_default();
+        panic!("the VM did not power off within {limit:?}; console:\n{text}");
+    }
+    std::fs::read_to_string(console).unwrap_or_default()
+}
+
+/// How a VM is networked.
+pub enum Network {
+    /// No network device.
+    None,
+    /// A virtio NIC on an existing tap device, with this MAC.
+    Tap { tap: String, mac: String },
+}
+
+/// Boots the VM (qemu started through `launcher`, e.g. `ip netns exec NS
+/// qemu-system-x86_64`) and watches its console until a line contains one
+/// of `markers`; then stops it and returns the console and the marker
+/// seen. Kills it and panics, printing the console, after `limit`.
+pub fn boot_until(
+    launcher: Command,
+    vm: &VmDisk,
+    console: &Path,
+    network: &Network,
+    extra_cmdline: &str,
+    markers: &[&str],
+    limit: Duration,
+) -> (String, String) {
+    let mut child = qemu(launcher, vm, console, network, extra_cmdline);
+    let start = std::time::Instant::now();
+    loop {
+        let text = std::fs::read_to_string(console).unwrap_or_default();
+        if let Some(m) = markers.iter().find(|m| text.contains(*m)) {
+            let _ = child.kill();
+            let _ = child.wait();
+            return (text, m.to_string());
+        }
+        if child.try_wait().unwrap().is_some() || start.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "the VM showed none of {markers:?} within {limit:?} (or stopped); console:\n{text}"
+            );
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+fn qemu(
+    mut launcher: Command,
+    vm: &VmDisk,
+    console: &Path,
+    network: &Network,
+    extra_cmdline: &str,
+) -> std::process::Child {
     let _ = std::fs::remove_file(console);
-    let mut child = Command::new("qemu-system-x86_64")
+    let cmdline = format!("root=/dev/vda rw console=ttyS0 panic=-1 quiet {extra_cmdline}");
+    let child = launcher
         .args([
             "-accel",
             "tcg,tb-size=128",
@@ -78,24 +143,28 @@ pub fn boot(vm: &VmDisk, console: &Path, limit: Duration) -> String {
         .arg(&vm.kernel)
         .arg("-initrd")
         .arg(&vm.initrd)
-        .args(["-append", "root=/dev/vda rw console=ttyS0 panic=-1 quiet"])
+        .arg("-append")
+        .arg(cmdline.trim())
         .arg("-drive")
         .arg(format!("file={},format=raw,if=virtio", vm.disk.display()))
         .arg("-serial")
         .arg(format!("file:{}", console.display()))
-        .args(["-nic", "none"])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    if !super::wait_bounded(&mut child, limit, |c| {
-        let _ = c.kill();
-    }) {
-        let text = std::fs::read_to_string(console).unwrap_or_default();
-        panic!("the VM did not power off within {limit:?}; console:\n{text}");
+        .stderr(Stdio::null());
+    match network {
+        Network::None => {
+            child.args(["-nic", "none"]);
+        }
+        Network::Tap { tap, mac } => {
+            child
+                .arg("-netdev")
+                .arg(format!("tap,id=n0,ifname={tap},script=no,downscript=no"))
+                .arg("-device")
+                .arg(format!("virtio-net-pci,netdev=n0,mac={mac}"));
+        }
     }
-    std::fs::read_to_string(console).unwrap_or_default()
+    child.spawn().unwrap()
 }
 
 /// The console lines that start with `prefix`.

@@ -1,0 +1,154 @@
+//! A network namespace for tests: a bridge with an address, tap devices
+//! for VMs, and processes started inside it. No uplink, no NAT: traffic
+//! stays between the namespace's own addresses. Everything is removed on
+//! drop (processes killed by PID, then the namespace deleted, which takes
+//! its devices with it).
+
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use super::sh;
+
+/// A namespace with bridge `br0` at `<prefix>.1/24`.
+pub struct Netns {
+    pub name: String,
+    pub prefix: String,
+    children: Vec<Child>,
+}
+
+impl Netns {
+    /// Creates the namespace, its loopback and bridge; `prefix` is the
+    /// first three octets of its /24, e.g. `10.77.0`.
+    pub fn new(prefix: &str) -> Self {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let name = format!(
+            "kprov-t{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::SeqCst)
+        );
+        sh(Command::new("ip").args(["netns", "add", &name]));
+        let ns = Self {
+            name,
+            prefix: prefix.to_string(),
+            children: Vec::new(),
+        };
+        ns.ip(&["link", "set", "lo", "up"]);
+        ns.ip(&["link", "add", "br0", "type", "bridge"]);
+        ns.ip(&["addr", "add", &format!("{prefix}.1/24"), "dev", "br0"]);
+        ns.ip(&["link", "set", "br0", "up"]);
+        ns
+    }
+
+    /// The bridge's address.
+    pub fn gateway(&self) -> String {
+        format!("{}.1", self.prefix)
+    }
+
+    /// Runs `ip ARGS` inside the namespace.
+    pub fn ip(&self, args: &[&str]) {
+        sh(Command::new("ip")
+            .args(["netns", "exec", &self.name, "ip"])
+            .args(args));
+    }
+
+    /// Adds a tap device on the bridge, for a VM.
+    pub fn add_tap(&self, tap: &str) {
+        self.ip(&["tuntap", "add", "dev", tap, "mode", "tap"]);
+        self.ip(&["link", "set", tap, "master", "br0"]);
+        self.ip(&["link", "set", tap, "up"]);
+    }
+
+    /// A command that runs inside the namespace.
+    pub fn command(&self, program: &str) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.name, program]);
+        c
+    }
+
+    /// Starts a long-running process inside the namespace; it is killed
+    /// when the namespace is dropped.
+    pub fn spawn(&mut self, program: &str, args: &[&str]) -> u32 {
+        let child = self
+            .command(program)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {program} in {}: {e}", self.name));
+        let pid = child.id();
+        self.children.push(child);
+        pid
+    }
+
+    /// Serves `dir` over HTTP on `<gateway>:port` (Python's http.server).
+    pub fn serve_http(&mut self, dir: &std::path::Path, port: u16) {
+        let bind = self.gateway();
+        let port = port.to_string();
+        self.spawn(
+            "python3",
+            &[
+                "-m",
+                "http.server",
+                &port,
+                "--bind",
+                &bind,
+                "--directory",
+                dir.to_str().unwrap(),
+            ],
+        );
+        // Wait until it accepts connections (bounded).
+        for _ in 0..100 {
+            let ok = self
+                .command("python3")
+                .args([
+                    "-c",
+                    &format!("import socket; socket.create_connection(('{bind}', {port}), 1)"),
+                ])
+                .stderr(Stdio::null())
+                .status()
+                .map(|s| s.success())
+                .unwrap_or(false);
+            if ok {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        panic!(
+            "the HTTP server on {bind}:{port} in {} did not start",
+            self.name
+        );
+    }
+
+    /// Runs dnsmasq as the DHCP server of the bridge (no DNS, no ping
+    /// check), handing out `<prefix>.50`-`.99`.
+    pub fn serve_dhcp(&mut self, lease_file: &std::path::Path) {
+        let range = format!("--dhcp-range={0}.50,{0}.99,255.255.255.0,1h", self.prefix);
+        let leases = format!("--dhcp-leasefile={}", lease_file.display());
+        self.spawn(
+            "dnsmasq",
+            &[
+                "--no-daemon",
+                "--conf-file=/dev/null",
+                "--port=0",
+                "--interface=br0",
+                "--bind-interfaces",
+                "--no-ping",
+                &range,
+                &leases,
+            ],
+        );
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        for child in &mut self.children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+    }
+}
