@@ -11,7 +11,7 @@ for set in "$@"; do
     # shellcheck for setup.sh; curl, wget and python3 (a loopback HTTP
     # server) for the setup.sh runs.
     test) want+=(systemd-container util-linux shellcheck curl wget python3) ;;
-    vm) want+=(qemu-system-x86 e2fsprogs) ;;
+    vm) want+=(qemu-system-x86 e2fsprogs dnsmasq-base openssh-client binutils) ;;
     *) echo "install-deps: unknown set '$set' (expected build, root, test or vm)" >&2; exit 2 ;;
     esac
 done

@@ -47,6 +47,29 @@ pub fn debian_root_tarball() -> &'static Path {
     P.get_or_init(|| dev_script("debian-root.sh", &["node"]))
 }
 
+/// The cached Debian 12 root with a kernel and cloud-init, for VMs that
+/// boot with user-data (tools/debian-root.sh cloud).
+pub fn debian_cloud_root_tarball() -> &'static Path {
+    static P: OnceLock<PathBuf> = OnceLock::new();
+    P.get_or_init(|| dev_script("debian-root.sh", &["cloud"]))
+}
+
+/// Reports a benchmark figure: on stderr, and appended to the file named
+/// by KPROV_BENCH_LOG (tools/test.sh prints it at the end).
+pub fn bench(line: &str) {
+    eprintln!("BENCH {line}");
+    if let Ok(path) = std::env::var("KPROV_BENCH_LOG") {
+        use std::io::Write;
+        if let Ok(mut f) = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+        {
+            let _ = writeln!(f, "BENCH {line}");
+        }
+    }
+}
+
 /// The cached Debian 12 root with a kernel, for VMs (tools/debian-root.sh vm).
 pub fn debian_vm_root_tarball() -> &'static Path {
     static P: OnceLock<PathBuf> = OnceLock::new();
