@@ -1,0 +1,4 @@
+//! The control plane's PKI, as kubeadm builds it.
+pub mod keys;
+pub mod spec;
+pub mod table;
