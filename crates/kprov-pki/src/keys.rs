@@ -11,8 +11,8 @@ use std::fmt;
 use rsa::pkcs1::{DecodeRsaPrivateKey, EncodeRsaPrivateKey};
 use rsa::pkcs8::{DecodePrivateKey, DecodePublicKey, EncodePrivateKey, EncodePublicKey};
 use rsa::{RsaPrivateKey, RsaPublicKey};
-use sec1::der::Encode;
 use sec1::der::pem::LineEnding;
+use sec1::der::Encode;
 use x509_parser::pem::Pem;
 
 use crate::spec::KeyType;
@@ -238,13 +238,19 @@ mod tests {
             let key = PrivateKey::generate(key_type).unwrap();
             assert_eq!(key.describe(), describe);
             let pem = key.to_pem().unwrap();
-            assert!(pem.starts_with(&format!("-----BEGIN {label}-----\n")), "{label}");
+            assert!(
+                pem.starts_with(&format!("-----BEGIN {label}-----\n")),
+                "{label}"
+            );
             let back = PrivateKey::from_pem(pem.as_bytes()).unwrap();
             assert_eq!(back.public_key(), key.public_key());
             // rcgen (ring) accepts it for signing.
             key.signer().unwrap();
             let public = key.public_key().to_pem().unwrap();
-            assert_eq!(PublicKey::from_pem(public.as_bytes()).unwrap(), key.public_key());
+            assert_eq!(
+                PublicKey::from_pem(public.as_bytes()).unwrap(),
+                key.public_key()
+            );
         }
     }
 

@@ -575,9 +575,18 @@ mod tests {
             ("10.96.0.0", shape),
             ("10.96.0.0/", shape),
             ("10.96.0.0/+1", shape),
-            ("10.96.0.0/33", "the prefix leaves no room for the API server's service IP: at most /31 for IPv4"),
-            ("10.96.0.1/32", "the prefix leaves no room for the API server's service IP: at most /31 for IPv4"),
-            ("fd00::/128", "the prefix leaves no room for the API server's service IP: at most /127 for IPv6"),
+            (
+                "10.96.0.0/33",
+                "the prefix leaves no room for the API server's service IP: at most /31 for IPv4",
+            ),
+            (
+                "10.96.0.1/32",
+                "the prefix leaves no room for the API server's service IP: at most /31 for IPv4",
+            ),
+            (
+                "fd00::/128",
+                "the prefix leaves no room for the API server's service IP: at most /127 for IPv6",
+            ),
             ("10.96.0.0/12,nope", shape),
             ("", shape),
         ] {
@@ -592,7 +601,10 @@ mod tests {
     #[test]
     fn advertise_addresses_must_be_specified_ips() {
         assert_eq!(
-            "192.0.2.10".parse::<AdvertiseAddress>().unwrap().to_string(),
+            "192.0.2.10"
+                .parse::<AdvertiseAddress>()
+                .unwrap()
+                .to_string(),
             "192.0.2.10"
         );
         assert_eq!(
@@ -622,7 +634,15 @@ mod tests {
         for ok in ["master-1", "a", "node.example.com", "0node"] {
             assert!(ok.parse::<NodeName>().is_ok(), "{ok}");
         }
-        for bad in ["Master", "node_1", "-node", "node-", "a..b", "", &"a".repeat(64)] {
+        for bad in [
+            "Master",
+            "node_1",
+            "-node",
+            "node-",
+            "a..b",
+            "",
+            &"a".repeat(64),
+        ] {
             let err = bad.parse::<NodeName>().unwrap_err();
             assert_eq!(
                 err.to_string(),
@@ -635,12 +655,24 @@ mod tests {
     fn endpoints_split_host_and_port() {
         for (text, host, port) in [
             ("cp.example.test", Host::Dns("cp.example.test".into()), None),
-            ("cp.example.test:8443", Host::Dns("cp.example.test".into()), Some(8443)),
+            (
+                "cp.example.test:8443",
+                Host::Dns("cp.example.test".into()),
+                Some(8443),
+            ),
             ("192.0.2.1", Host::Ip("192.0.2.1".parse().unwrap()), None),
-            ("192.0.2.1:443", Host::Ip("192.0.2.1".parse().unwrap()), Some(443)),
+            (
+                "192.0.2.1:443",
+                Host::Ip("192.0.2.1".parse().unwrap()),
+                Some(443),
+            ),
             ("fd00::1", Host::Ip("fd00::1".parse().unwrap()), None),
             ("[fd00::1]", Host::Ip("fd00::1".parse().unwrap()), None),
-            ("[fd00::1]:6443", Host::Ip("fd00::1".parse().unwrap()), Some(6443)),
+            (
+                "[fd00::1]:6443",
+                Host::Ip("fd00::1".parse().unwrap()),
+                Some(6443),
+            ),
         ] {
             let ep: ControlPlaneEndpoint = text.parse().unwrap();
             assert_eq!((ep.host(), ep.port()), (&host, port), "{text}");
@@ -651,9 +683,15 @@ mod tests {
             ("cp:+1", "the port must be a number from 1 to 65535"),
             ("[fd00::1", "an IPv6 address in brackets lacks its ']'"),
             ("[fd00::1]x", "expected [IPv6]:PORT"),
-            ("Bad_Host", "expected HOST or HOST:PORT, HOST an IP address or a DNS-1123 subdomain"),
+            (
+                "Bad_Host",
+                "expected HOST or HOST:PORT, HOST an IP address or a DNS-1123 subdomain",
+            ),
             ("https://cp", "expected HOST or HOST:PORT, without a scheme"),
-            ("cp.example.test:", "the port must be a number from 1 to 65535"),
+            (
+                "cp.example.test:",
+                "the port must be a number from 1 to 65535",
+            ),
         ] {
             let err = text.parse::<ControlPlaneEndpoint>().unwrap_err();
             assert_eq!(

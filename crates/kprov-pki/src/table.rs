@@ -123,7 +123,8 @@ pub const CERTIFICATES: &[CertDef] = &[
     CertDef {
         name: "ca",
         base_name: "ca",
-        purpose: "self-signed Kubernetes CA to provision identities for other Kubernetes components",
+        purpose:
+            "self-signed Kubernetes CA to provision identities for other Kubernetes components",
         ca: None,
         common_name: CommonName::Fixed("kubernetes"),
         organizations: &[],
@@ -499,14 +500,24 @@ mod tests {
             .collect();
         let want = [
             ("ca", "ca", "CN = kubernetes", ""),
-            ("apiserver", "apiserver", "CN = kube-apiserver", "serverAuth"),
+            (
+                "apiserver",
+                "apiserver",
+                "CN = kube-apiserver",
+                "serverAuth",
+            ),
             (
                 "apiserver-kubelet-client",
                 "apiserver-kubelet-client",
                 "O = system:masters, CN = kube-apiserver-kubelet-client",
                 "clientAuth",
             ),
-            ("front-proxy-ca", "front-proxy-ca", "CN = front-proxy-ca", ""),
+            (
+                "front-proxy-ca",
+                "front-proxy-ca",
+                "CN = front-proxy-ca",
+                "",
+            ),
             (
                 "front-proxy-client",
                 "front-proxy-client",
@@ -514,8 +525,18 @@ mod tests {
                 "clientAuth",
             ),
             ("etcd-ca", "etcd/ca", "CN = etcd-ca", ""),
-            ("etcd-server", "etcd/server", "CN = master-1", "serverAuth,clientAuth"),
-            ("etcd-peer", "etcd/peer", "CN = master-1", "serverAuth,clientAuth"),
+            (
+                "etcd-server",
+                "etcd/server",
+                "CN = master-1",
+                "serverAuth,clientAuth",
+            ),
+            (
+                "etcd-peer",
+                "etcd/peer",
+                "CN = master-1",
+                "serverAuth,clientAuth",
+            ),
             (
                 "etcd-healthcheck-client",
                 "etcd/healthcheck-client",
@@ -577,8 +598,14 @@ mod tests {
                 "v1.20.2",
                 vec![
                     ("admin.conf", "O = system:masters, CN = kubernetes-admin"),
-                    ("kubelet.conf", "O = system:nodes, CN = system:node:master-1"),
-                    ("controller-manager.conf", "CN = system:kube-controller-manager"),
+                    (
+                        "kubelet.conf",
+                        "O = system:nodes, CN = system:node:master-1",
+                    ),
+                    (
+                        "controller-manager.conf",
+                        "CN = system:kube-controller-manager",
+                    ),
                     ("scheduler.conf", "CN = system:kube-scheduler"),
                 ],
             ),
@@ -586,18 +613,36 @@ mod tests {
                 "v1.28.9",
                 vec![
                     ("admin.conf", "O = system:masters, CN = kubernetes-admin"),
-                    ("kubelet.conf", "O = system:nodes, CN = system:node:master-1"),
-                    ("controller-manager.conf", "CN = system:kube-controller-manager"),
+                    (
+                        "kubelet.conf",
+                        "O = system:nodes, CN = system:node:master-1",
+                    ),
+                    (
+                        "controller-manager.conf",
+                        "CN = system:kube-controller-manager",
+                    ),
                     ("scheduler.conf", "CN = system:kube-scheduler"),
                 ],
             ),
             (
                 "v1.29.0",
                 vec![
-                    ("admin.conf", "O = kubeadm:cluster-admins, CN = kubernetes-admin"),
-                    ("super-admin.conf", "O = system:masters, CN = kubernetes-super-admin"),
-                    ("kubelet.conf", "O = system:nodes, CN = system:node:master-1"),
-                    ("controller-manager.conf", "CN = system:kube-controller-manager"),
+                    (
+                        "admin.conf",
+                        "O = kubeadm:cluster-admins, CN = kubernetes-admin",
+                    ),
+                    (
+                        "super-admin.conf",
+                        "O = system:masters, CN = kubernetes-super-admin",
+                    ),
+                    (
+                        "kubelet.conf",
+                        "O = system:nodes, CN = system:node:master-1",
+                    ),
+                    (
+                        "controller-manager.conf",
+                        "CN = system:kube-controller-manager",
+                    ),
                     ("scheduler.conf", "CN = system:kube-scheduler"),
                 ],
             ),
