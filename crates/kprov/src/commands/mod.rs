@@ -2,5 +2,7 @@
 //! format the results.
 
 pub mod health_check;
+pub mod kubeconfig;
 pub mod os;
+pub mod pki;
 pub mod provision;
