@@ -30,6 +30,8 @@ cargo test --workspace --locked -- --include-ignored --skip benchmark_
 
 step "benchmarks (figures, not pass/fail on time)"
 cargo build --release --locked -p kprov
-KPROV_BENCH_BIN="$PWD/target/release/kprov" \
-    cargo test --locked -p kprov --test prebake -- --ignored --nocapture --test-threads 1 benchmark_ 2>&1 |
-    grep -E '^(BENCH|test result)'
+for t in prebake pki_kubeadm; do
+    KPROV_BENCH_BIN="$PWD/target/release/kprov" \
+        cargo test --locked -p kprov --test "$t" -- --ignored --nocapture --test-threads 1 benchmark_ 2>&1 |
+        grep -E '^(BENCH|test result)'
+done
