@@ -559,8 +559,8 @@ fn side_by_side(key_type: &str) {
     for ca in ["ca", "etcd-ca", "front-proxy-ca"] {
         let line = table
             .lines()
-            .filter(|l| l.split_whitespace().next() == Some(ca))
-            .last()
+            .rev()
+            .find(|l| l.split_whitespace().next() == Some(ca))
             .unwrap_or_else(|| panic!("kubeadm does not list CA {ca}:\n{table}"));
         assert!(line.contains(" 9y "), "{line}");
         assert!(line.trim_end().ends_with("no"), "{line}");
