@@ -265,3 +265,67 @@ fn ca_hash_is_what_openssl_computes() {
         "kprov: error: /etc/kubernetes/pki/ca.crt does not exist: run `kprov pki` first to make the cluster CA"
     );
 }
+
+/// Every file under `dir`, relative.
+fn file_names(dir: &Path) -> Vec<String> {
+    let mut out: Vec<String> = snapshot(dir)
+        .into_iter()
+        .filter(|(_, e)| matches!(e, common::Entry::File { .. }))
+        .map(|(k, _)| k)
+        .collect();
+    out.sort();
+    out
+}
+
+#[test]
+fn a_run_killed_at_any_write_and_run_again_ends_with_a_complete_valid_pki() {
+    let reference = tempfile::tempdir().unwrap();
+    let root = reference.path().to_str().unwrap();
+    assert!(kprov(&pki_args(root, &[]), &[]).ok());
+    assert!(kprov(&kubeconfig_args(root), &[]).ok());
+    let want = file_names(reference.path());
+    assert_eq!(want.len(), 22 + 4);
+
+    for (phase, writes) in [("pki", 22), ("kubeconfig", 4)] {
+        for n in 1..=writes {
+            let dir = tempfile::tempdir().unwrap();
+            let root = dir.path().to_str().unwrap();
+            if phase == "kubeconfig" {
+                assert!(kprov(&pki_args(root, &[]), &[]).ok());
+            }
+            let args = if phase == "pki" {
+                pki_args(root, &[])
+            } else {
+                kubeconfig_args(root)
+            };
+            let failpoint = format!("write.before-rename={n}");
+            let run = kprov(&args, &[("KPROV_FAILPOINTS", &failpoint)]);
+            assert_eq!(run.code, Some(86), "{phase} {failpoint}: {}", run.stderr);
+            // Run again, then the other phase if it was not run yet.
+            let run = kprov(&args, &[]);
+            assert!(run.ok(), "{phase} after {failpoint}: {}", run.stderr);
+            if phase == "pki" {
+                assert!(kprov(&kubeconfig_args(root), &[]).ok());
+            }
+            assert_eq!(file_names(dir.path()), want, "{phase} after {failpoint}");
+            let check = kprov(
+                &[
+                    "pki",
+                    "check",
+                    "--root",
+                    root,
+                    "--kubeconfig-dir",
+                    "/etc/kubernetes",
+                ],
+                &[],
+            );
+            assert!(check.ok(), "{phase} after {failpoint}: {}", check.stdout);
+            let again = kprov(&args, &[]);
+            assert!(
+                again.stderr.contains("nothing changed"),
+                "{phase} after {failpoint}: {}",
+                again.stderr
+            );
+        }
+    }
+}
