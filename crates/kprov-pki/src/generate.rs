@@ -103,12 +103,16 @@ pub enum Outcome {
 }
 
 impl Outcome {
-    /// The word shown in reports.
-    pub fn word(self) -> &'static str {
-        match self {
-            Outcome::Created => "created",
-            Outcome::Reused => "reused",
-            Outcome::Completed => "completed",
+    /// The word shown in reports: what was done, or with `dry_run` what
+    /// would be.
+    pub fn word(self, dry_run: bool) -> &'static str {
+        match (self, dry_run) {
+            (Outcome::Created, false) => "created",
+            (Outcome::Reused, false) => "reused",
+            (Outcome::Completed, false) => "completed",
+            (Outcome::Created, true) => "create",
+            (Outcome::Reused, true) => "reuse",
+            (Outcome::Completed, true) => "complete",
         }
     }
 }

@@ -27,6 +27,9 @@ pub struct Report {
     pub written: Vec<String>,
     /// Existing files whose owner or mode was corrected.
     pub attrs_fixed: Vec<String>,
+    /// True when nothing was written: `written` and `attrs_fixed` say
+    /// what would have been.
+    pub dry_run: bool,
 }
 
 impl Report {
@@ -55,17 +58,24 @@ pub fn read_dir_files(
 }
 
 /// Writes what a phase made: new files atomically, and the owner and mode
-/// of kept files.
-pub fn write(root: &Root, dir: &Path, generated: Generated) -> Result<Report, PkiError> {
+/// of kept files. With `dry_run`, only reports what it would do.
+pub fn write(
+    root: &Root,
+    dir: &Path,
+    generated: Generated,
+    dry_run: bool,
+) -> Result<Report, PkiError> {
     let mut report = Report {
         dir: dir.to_path_buf(),
         entries: generated.entries,
+        dry_run,
         ..Report::default()
     };
     for file in generated.files {
         let path = dir.join(&file.rel_path);
         let attrs = FileAttrs::root(file.mode);
         match file.contents {
+            Some(_) if dry_run => report.written.push(file.rel_path),
             Some(contents) => {
                 hostfs::write_atomic(root, &path, &contents, attrs).map_err(|source| {
                     PkiError::Write {
@@ -84,7 +94,9 @@ pub fn write(root: &Root, dir: &Path, generated: Generated) -> Result<Report, Pk
                     FileState::File { attrs, .. } => Some(attrs),
                     _ => None,
                 };
-                if current != Some(attrs) {
+                if current != Some(attrs) && dry_run {
+                    report.attrs_fixed.push(file.rel_path);
+                } else if current != Some(attrs) {
                     hostfs::set_attrs(root, &path, attrs).map_err(|source| PkiError::Write {
                         path: path.clone(),
                         source,
@@ -98,16 +110,18 @@ pub fn write(root: &Root, dir: &Path, generated: Generated) -> Result<Report, Pk
 }
 
 /// The certificate phase on a node: makes what is missing under
-/// `cert_dir`, reuses what is valid, and refuses what conflicts.
+/// `cert_dir`, reuses what is valid, and refuses what conflicts. With
+/// `dry_run`, reports what it would do and writes nothing.
 pub fn write_certificates(
     root: &Root,
     cert_dir: &Path,
     spec: &PkiSpec,
     now: OffsetDateTime,
+    dry_run: bool,
 ) -> Result<Report, PkiError> {
     let found = read_dir_files(root, cert_dir, certificate_files())?;
     let generated = generate::generate_certificates(spec, cert_dir, &found, now)?;
-    write(root, cert_dir, generated)
+    write(root, cert_dir, generated, dry_run)
 }
 
 /// The files of the cluster CA in the cert dir.
@@ -118,13 +132,15 @@ fn ca_files() -> Vec<String> {
 }
 
 /// The kubeconfig phase on a node: the kubeconfigs of `node` under
-/// `kubeconfig_dir`, signed by the CA in `cert_dir`.
+/// `kubeconfig_dir`, signed by the CA in `cert_dir`. With `dry_run`,
+/// reports what it would do and writes nothing.
 pub fn write_kubeconfigs(
     root: &Root,
     cert_dir: &Path,
     kubeconfig_dir: &Path,
     node: &ControlPlaneNode,
     now: OffsetDateTime,
+    dry_run: bool,
 ) -> Result<Report, PkiError> {
     let cert_found = read_dir_files(root, cert_dir, ca_files())?;
     let found = read_dir_files(
@@ -134,7 +150,7 @@ pub fn write_kubeconfigs(
     )?;
     let generated =
         generate::generate_kubeconfigs(node, cert_dir, &cert_found, kubeconfig_dir, &found, now)?;
-    write(root, kubeconfig_dir, generated)
+    write(root, kubeconfig_dir, generated, dry_run)
 }
 
 /// Every certificate under `cert_dir` (and in the kubeconfigs under

@@ -57,6 +57,7 @@ impl Scratch {
             Path::new(CERT_DIR),
             spec,
             OffsetDateTime::now_utc(),
+            false,
         )
     }
 
@@ -67,6 +68,7 @@ impl Scratch {
             Path::new(KUBECONFIG_DIR),
             &spec.node,
             OffsetDateTime::now_utc(),
+            false,
         )
     }
 
@@ -175,6 +177,42 @@ fn a_second_run_changes_nothing() {
             "scheduler.conf"
         ]
     );
+    assert_eq!(s.snapshot(), before);
+}
+
+#[test]
+fn a_dry_run_reports_what_it_would_write_and_writes_nothing() {
+    let s = Scratch::new();
+    let spec = spec(KeyType::Ecdsa, "v1.20.2");
+    let report = write_certificates(
+        &s.root,
+        Path::new(CERT_DIR),
+        &spec,
+        OffsetDateTime::now_utc(),
+        true,
+    )
+    .unwrap();
+    assert!(report.dry_run);
+    assert_eq!(report.written.len(), 22);
+    assert_eq!(names(&report, Outcome::Created), ALL_CERTS);
+    assert!(s.snapshot().is_empty());
+    s.certs(&spec).unwrap();
+    std::fs::set_permissions(
+        s.host("/etc/kubernetes/pki/ca.key"),
+        std::fs::Permissions::from_mode(0o640),
+    )
+    .unwrap();
+    let before = s.snapshot();
+    let report = write_certificates(
+        &s.root,
+        Path::new(CERT_DIR),
+        &spec,
+        OffsetDateTime::now_utc(),
+        true,
+    )
+    .unwrap();
+    assert_eq!(report.attrs_fixed, ["ca.key"]);
+    assert!(report.written.is_empty());
     assert_eq!(s.snapshot(), before);
 }
 

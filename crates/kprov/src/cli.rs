@@ -309,6 +309,11 @@ pub struct PkiArgs {
     #[arg(long, value_name = "DOMAIN", default_value = kprov_pki::spec::DEFAULT_CLUSTER_DOMAIN, value_parser = parse_with::<kprov_pki::spec::ClusterDomain>)]
     pub cluster_domain: kprov_pki::spec::ClusterDomain,
 
+    /// Make and check everything in memory and report what would be
+    /// written; write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+
     /// Report format on stdout.
     #[arg(long, value_enum, default_value_t = OutputArg::Text)]
     pub output: OutputArg,
@@ -366,6 +371,11 @@ pub struct KubeconfigArgs {
 
     #[command(flatten)]
     pub node: ControlPlaneNodeArgs,
+
+    /// Make and check everything in memory and report what would be
+    /// written; write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
 
     /// Report format on stdout.
     #[arg(long, value_enum, default_value_t = OutputArg::Text)]

@@ -119,6 +119,16 @@ fn bad_input_is_refused_before_anything_is_written() {
 fn the_pki_and_kubeconfigs_are_made_once_and_a_second_run_changes_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().to_str().unwrap();
+    let run = kprov(&pki_args(root, &["--dry-run"]), &[]);
+    assert!(run.ok(), "{}", run.stderr);
+    assert!(run.stdout.starts_with("create     ca "), "{}", run.stdout);
+    assert!(
+        run.stderr
+            .contains("kprov: would write 22 file(s) to /etc/kubernetes/pki"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
     let run = kprov(&pki_args(root, &["--output", "json"]), &[]);
     assert!(run.ok(), "{}", run.stderr);
     let report = run.json();

@@ -20,6 +20,7 @@ pub fn run(args: KubeconfigArgs) -> anyhow::Result<ExitCode> {
         &kubeconfig_dir,
         &node,
         time::OffsetDateTime::now_utc(),
+        args.dry_run,
     )
     .with_context(|| format!("making the kubeconfigs in {}", kubeconfig_dir.display()))?;
     print_report(&report, args.output, "kubeconfigs")?;

@@ -63,9 +63,14 @@ fn run_create(args: PkiArgs) -> anyhow::Result<ExitCode> {
         extra_sans: args.san.clone(),
     };
     let (root, cert_dir) = root_and_dir(root, cert_dir, "--cert-dir")?;
-    let report =
-        kprov_pki::write_certificates(&root, &cert_dir, &spec, time::OffsetDateTime::now_utc())
-            .with_context(|| format!("making the PKI in {}", cert_dir.display()))?;
+    let report = kprov_pki::write_certificates(
+        &root,
+        &cert_dir,
+        &spec,
+        time::OffsetDateTime::now_utc(),
+        args.dry_run,
+    )
+    .with_context(|| format!("making the PKI in {}", cert_dir.display()))?;
     print_report(&report, args.output, "certificates")?;
     Ok(ExitCode::SUCCESS)
 }
@@ -84,7 +89,7 @@ pub fn print_report(report: &Report, output: OutputArg, what: &str) -> anyhow::R
                 };
                 println!(
                     "{:<10} {:<26} {}{}",
-                    e.outcome.word(),
+                    e.outcome.word(report.dry_run),
                     e.name,
                     e.files.join(" "),
                     subject
@@ -95,20 +100,30 @@ pub fn print_report(report: &Report, output: OutputArg, what: &str) -> anyhow::R
             }
         }
     }
+    let (corrected, wrote) = if report.dry_run {
+        ("would correct", "would write")
+    } else {
+        ("corrected", "wrote")
+    };
     if !report.attrs_fixed.is_empty() {
         eprintln!(
-            "kprov: corrected owner or mode of {}",
+            "kprov: {corrected} owner or mode of {}",
             report.attrs_fixed.join(", ")
         );
     }
     if report.unchanged() {
         eprintln!(
-            "kprov: {what} in {} are valid; nothing changed",
-            report.dir.display()
+            "kprov: {what} in {} are valid; nothing {}",
+            report.dir.display(),
+            if report.dry_run {
+                "would change"
+            } else {
+                "changed"
+            }
         );
-    } else {
+    } else if !report.written.is_empty() {
         eprintln!(
-            "kprov: wrote {} file(s) to {}",
+            "kprov: {wrote} {} file(s) to {}",
             report.written.len(),
             report.dir.display()
         );
