@@ -5,6 +5,11 @@
 //! kubeadm itself reads them.
 //!
 //! Key material never appears in `Debug` output or error messages.
+//!
+//! RSA keys are generated and encoded with the RustCrypto `rsa` crate
+//! (ring cannot generate RSA keys); all signing is done by ring through
+//! rcgen. The `rsa` crate's timing advisory (RUSTSEC-2023-0071) concerns
+//! its private-key decryption and signing, which kprov does not use.
 
 use std::fmt;
 

@@ -92,6 +92,9 @@ pub fn write(
                 })?;
                 let current = match state {
                     FileState::File { attrs, .. } => Some(attrs),
+                    // A link put there on purpose (say, to a file another
+                    // tool manages) is not ours to chmod.
+                    FileState::Symlink { .. } => continue,
                     _ => None,
                 };
                 if current != Some(attrs) && dry_run {

@@ -181,6 +181,26 @@ fn a_second_run_changes_nothing() {
 }
 
 #[test]
+fn a_symlinked_certificate_is_reused_without_touching_its_target() {
+    let s = Scratch::new();
+    let spec = spec(KeyType::Ecdsa, "v1.20.2");
+    s.certs(&spec).unwrap();
+    // front-proxy-client.crt moved elsewhere (mode 0640) and linked back.
+    let elsewhere = s.host("/srv/front-proxy-client.crt");
+    std::fs::create_dir_all(elsewhere.parent().unwrap()).unwrap();
+    let link = s.host("/etc/kubernetes/pki/front-proxy-client.crt");
+    std::fs::rename(&link, &elsewhere).unwrap();
+    std::fs::set_permissions(&elsewhere, std::fs::Permissions::from_mode(0o640)).unwrap();
+    std::os::unix::fs::symlink("/srv/front-proxy-client.crt", &link).unwrap();
+    let report = s.certs(&spec).unwrap();
+    assert!(report.unchanged(), "{report:?}");
+    assert_eq!(
+        elsewhere.metadata().unwrap().permissions().mode() & 0o777,
+        0o640
+    );
+}
+
+#[test]
 fn a_dry_run_reports_what_it_would_write_and_writes_nothing() {
     let s = Scratch::new();
     let spec = spec(KeyType::Ecdsa, "v1.20.2");
