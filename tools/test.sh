@@ -30,8 +30,6 @@ cargo test --workspace --locked -- --include-ignored --skip benchmark_
 
 step "benchmarks (figures, not pass/fail on time)"
 cargo build --release --locked -p kprov
-for t in prebake pki_kubeadm; do
-    KPROV_BENCH_BIN="$PWD/target/release/kprov" \
-        cargo test --locked -p kprov --test "$t" -- --ignored --nocapture --test-threads 1 benchmark_ 2>&1 |
-        grep -E '^(BENCH|test result)'
-done
+KPROV_BENCH_BIN="$PWD/target/release/kprov" \
+    cargo test --locked -p kprov -- --ignored --nocapture --test-threads 1 benchmark_ 2>&1 |
+    grep -E '^(BENCH|test result)'

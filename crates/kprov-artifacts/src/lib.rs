@@ -9,6 +9,9 @@
 //! `SHA256SUMS` list) and [`WithSelf`], which adds the running kprov binary
 //! itself. Verified downloads, mirrors and bundles implement the same trait.
 
+pub mod bundle;
+pub mod catalog;
+pub mod download;
 mod local;
 mod verify;
 
@@ -27,6 +30,10 @@ pub enum ArtifactName {
     Kubelet,
     /// The kubectl binary.
     Kubectl,
+    /// The kubeadm binary (optional extra).
+    Kubeadm,
+    /// The crictl release tarball (optional extra).
+    Crictl,
     /// The CNI plugins release tarball (`./bridge`, `./host-local`, ...).
     CniPlugins,
     /// The containerd static release tarball (`bin/containerd`, ...).
@@ -43,6 +50,8 @@ impl ArtifactName {
         match self {
             Self::Kubelet => "kubelet",
             Self::Kubectl => "kubectl",
+            Self::Kubeadm => "kubeadm",
+            Self::Crictl => "crictl",
             Self::CniPlugins => "cni-plugins",
             Self::Containerd => "containerd",
             Self::Runc => "runc",
@@ -146,6 +155,25 @@ pub enum ArtifactError {
         /// The actual sum (hex).
         actual: String,
     },
+    /// A download failed.
+    #[error("artifact {artifact}: {source}")]
+    Download {
+        /// The artifact.
+        artifact: String,
+        /// What went wrong.
+        source: download::DownloadError,
+    },
+    /// The catalog cannot place the artifact.
+    #[error("artifact {artifact}: {source}")]
+    Catalog {
+        /// The artifact.
+        artifact: String,
+        /// What is wrong.
+        source: catalog::CatalogError,
+    },
+    /// A bundle that is incomplete, altered or unreadable.
+    #[error("{0}")]
+    Bundle(#[from] bundle::BundleError),
     /// A sums list that does not parse.
     #[error("{path}: line {line}: expected \"<64 hex digits>  <file name>\"")]
     BadSums {
@@ -169,8 +197,39 @@ pub trait ArtifactSource {
     /// A description for messages, e.g. `artifact directory /srv/artifacts`.
     fn describe(&self) -> String;
 
+    /// The SHA-256 `id` must have. Cheap: enough to tell whether an
+    /// installed file is current without fetching the artifact.
+    fn checksum(&self, id: &ArtifactId) -> Result<[u8; 32], ArtifactError> {
+        Ok(self.fetch(id)?.sha256)
+    }
+
+    /// Makes the artifacts available locally, all at once where the source
+    /// can work in parallel (downloads). The default does nothing.
+    fn prefetch(&self, ids: &[ArtifactId]) -> Result<(), ArtifactError> {
+        let _ = ids;
+        Ok(())
+    }
+
     /// Provides `id` as a local file with its expected sum.
     fn fetch(&self, id: &ArtifactId) -> Result<FetchedArtifact, ArtifactError>;
+}
+
+impl<T: ArtifactSource + ?Sized> ArtifactSource for Box<T> {
+    fn describe(&self) -> String {
+        (**self).describe()
+    }
+
+    fn checksum(&self, id: &ArtifactId) -> Result<[u8; 32], ArtifactError> {
+        (**self).checksum(id)
+    }
+
+    fn prefetch(&self, ids: &[ArtifactId]) -> Result<(), ArtifactError> {
+        (**self).prefetch(ids)
+    }
+
+    fn fetch(&self, id: &ArtifactId) -> Result<FetchedArtifact, ArtifactError> {
+        (**self).fetch(id)
+    }
 }
 
 /// Adds the running kprov executable (as [`ArtifactName::Kprov`]) to another
@@ -193,6 +252,22 @@ impl<S: ArtifactSource> WithSelf<S> {
 impl<S: ArtifactSource> ArtifactSource for WithSelf<S> {
     fn describe(&self) -> String {
         self.inner.describe()
+    }
+
+    fn checksum(&self, id: &ArtifactId) -> Result<[u8; 32], ArtifactError> {
+        if id.name != ArtifactName::Kprov {
+            return self.inner.checksum(id);
+        }
+        Ok(self.fetch(id)?.sha256)
+    }
+
+    fn prefetch(&self, ids: &[ArtifactId]) -> Result<(), ArtifactError> {
+        let others: Vec<ArtifactId> = ids
+            .iter()
+            .filter(|id| id.name != ArtifactName::Kprov)
+            .cloned()
+            .collect();
+        self.inner.prefetch(&others)
     }
 
     fn fetch(&self, id: &ArtifactId) -> Result<FetchedArtifact, ArtifactError> {

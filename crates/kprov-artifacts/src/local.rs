@@ -47,6 +47,8 @@ impl LocalDirSource {
         match name {
             ArtifactName::Kubelet => "kubelet",
             ArtifactName::Kubectl => "kubectl",
+            ArtifactName::Kubeadm => "kubeadm",
+            ArtifactName::Crictl => "crictl.tar.gz",
             ArtifactName::CniPlugins => "cni-plugins.tgz",
             ArtifactName::Containerd => "containerd.tar.gz",
             ArtifactName::Runc => "runc",

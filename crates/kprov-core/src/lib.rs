@@ -14,7 +14,7 @@ pub mod version;
 
 pub use arch::Arch;
 pub use ca::CaCertificate;
-pub use runtime::{ContainerRuntime, ProxyMode};
+pub use runtime::{ContainerRuntime, ProxyMode, RuntimeSource};
 pub use spec::{NodeSpec, Phase, SpecError};
 pub use token::BootstrapToken;
 pub use version::KubernetesVersion;

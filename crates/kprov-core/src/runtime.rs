@@ -59,6 +59,20 @@ impl fmt::Display for ContainerRuntime {
     }
 }
 
+/// Where the container runtime comes from.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum RuntimeSource {
+    /// The distribution's package (apt/yum/dnf families).
+    #[default]
+    Distro,
+    /// The upstream static releases of containerd and runc (always on
+    /// Flatcar, which has no package manager).
+    Upstream,
+}
+
 /// How kube-proxy programs service routing; ipvs needs extra kernel modules.
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize,

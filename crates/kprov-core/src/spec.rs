@@ -4,7 +4,10 @@
 use std::fmt;
 use std::path::PathBuf;
 
-use crate::{Arch, BootstrapToken, CaCertificate, ContainerRuntime, KubernetesVersion, ProxyMode};
+use crate::{
+    Arch, BootstrapToken, CaCertificate, ContainerRuntime, KubernetesVersion, ProxyMode,
+    RuntimeSource,
+};
 
 /// Which part of provisioning to run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
@@ -49,6 +52,8 @@ pub struct NodeSpec {
     pub container_runtime: ContainerRuntime,
     /// kube-proxy mode; ipvs adds kernel modules.
     pub proxy_mode: ProxyMode,
+    /// Where the runtime comes from where there is a choice.
+    pub runtime_source: RuntimeSource,
     /// Architecture of the node's binaries.
     pub arch: Arch,
     /// In-tree cloud provider name, if any (e.g. `openstack`).
@@ -109,6 +114,7 @@ impl NodeSpec {
             kubelet_version,
             container_runtime: ContainerRuntime::Containerd,
             proxy_mode: ProxyMode::Iptables,
+            runtime_source: RuntimeSource::Distro,
             arch,
             cloud_provider: None,
             cloud_config: None,

@@ -3,7 +3,7 @@
 use std::fmt::Write;
 
 use kprov_artifacts::{ArtifactId, ArtifactName};
-use kprov_core::{ContainerRuntime, NodeSpec, Phase};
+use kprov_core::{ContainerRuntime, NodeSpec, Phase, RuntimeSource};
 use serde::Serialize;
 
 use crate::os::{OsFacts, OsFamily};
@@ -72,18 +72,26 @@ pub fn plan_base(os: &OsFacts, spec: &NodeSpec, live: bool) -> Result<Plan, Plan
     let mut r = Vec::new();
 
     // Packages (and the repository that provides the runtime on RHEL-likes).
-    if let Some((path, repo)) = tables::docker_repo(os) {
-        r.push(file(path, 0o644, repo));
+    // containerd from its static release: always on Flatcar, on request
+    // elsewhere. Docker always comes from the distribution.
+    let upstream_containerd = runtime == ContainerRuntime::Containerd
+        && (os.family == OsFamily::Flatcar || spec.runtime_source == RuntimeSource::Upstream);
+    if !upstream_containerd {
+        if let Some((path, repo)) = tables::docker_repo(os) {
+            r.push(file(path, 0o644, repo));
+        }
     }
     let mut packages: Vec<String> = tables::base_packages(os)
         .into_iter()
         .map(str::to_string)
         .collect();
-    packages.extend(
-        tables::runtime_packages(os, runtime)
-            .into_iter()
-            .map(str::to_string),
-    );
+    if !upstream_containerd {
+        packages.extend(
+            tables::runtime_packages(os, runtime)
+                .into_iter()
+                .map(str::to_string),
+        );
+    }
     if !packages.is_empty() {
         r.push(Resource::Packages {
             manager: os.family,
@@ -115,7 +123,7 @@ pub fn plan_base(os: &OsFacts, spec: &NodeSpec, live: bool) -> Result<Plan, Plan
     match runtime {
         ContainerRuntime::Containerd => {
             let mut runc = None;
-            if os.family == OsFamily::Flatcar {
+            if upstream_containerd {
                 r.push(Resource::Archive {
                     dir: layout.bin_dir.to_string(),
                     artifact: artifact(ArtifactName::Containerd, None),

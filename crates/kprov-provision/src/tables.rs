@@ -225,25 +225,21 @@ pub fn kernel_modules(proxy_mode: ProxyMode) -> Vec<&'static str> {
     m
 }
 
-/// The pause (sandbox) image kubeadm uses for each release.
+/// The pause (sandbox) image kubeadm uses for `version`, from the artifact
+/// catalog; releases newer than the catalog get its newest pause image.
 pub fn pause_image(version: &KubernetesVersion) -> String {
-    let tag = match version.minor() {
-        0..=20 => "3.2",
-        21 => "3.4.1",
-        22 => "3.5",
-        23 => "3.6",
-        24 => "3.7",
-        25 => "3.8",
-        26..=30 => "3.9",
-        _ => "3.10",
-    };
-    // registry.k8s.io replaced k8s.gcr.io as kubeadm's default in v1.25.
-    let registry = if version.at_least(1, 25) {
-        "registry.k8s.io"
-    } else {
-        "k8s.gcr.io"
-    };
-    format!("{registry}/pause:{tag}")
+    use kprov_artifacts::catalog;
+    match catalog::pause_image(version, None) {
+        Ok(image) => image.to_string(),
+        Err(_) => {
+            let newest = catalog::COMPANIONS[catalog::COMPANIONS.len() - 1];
+            format!(
+                "{}/pause:{}",
+                catalog::default_registry(version),
+                newest.pause
+            )
+        }
+    }
 }
 
 #[cfg(test)]
@@ -255,7 +251,8 @@ mod tests {
         let v = |s: &str| s.parse::<KubernetesVersion>().unwrap();
         assert_eq!(pause_image(&v("v1.20.2")), "k8s.gcr.io/pause:3.2");
         assert_eq!(pause_image(&v("v1.25.0")), "registry.k8s.io/pause:3.8");
-        assert_eq!(pause_image(&v("v1.37.0")), "registry.k8s.io/pause:3.10");
+        assert_eq!(pause_image(&v("v1.37.0")), "registry.k8s.io/pause:3.10.1");
+        assert_eq!(pause_image(&v("v1.40.0")), "registry.k8s.io/pause:3.10.1");
     }
 
     #[test]

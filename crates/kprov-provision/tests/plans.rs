@@ -7,7 +7,7 @@
 
 use std::path::PathBuf;
 
-use kprov_core::{Arch, ContainerRuntime, NodeSpec, ProxyMode};
+use kprov_core::{Arch, ContainerRuntime, NodeSpec, ProxyMode, RuntimeSource};
 use kprov_provision::os::detect;
 use kprov_provision::plan::plan_base;
 
@@ -18,6 +18,7 @@ struct Case {
     runtime: ContainerRuntime,
     proxy: ProxyMode,
     live: bool,
+    upstream_runtime: bool,
 }
 
 const fn case(golden: &'static str, fixture: &'static str, version: &'static str) -> Case {
@@ -28,6 +29,7 @@ const fn case(golden: &'static str, fixture: &'static str, version: &'static str
         runtime: ContainerRuntime::Containerd,
         proxy: ProxyMode::Iptables,
         live: false,
+        upstream_runtime: false,
     }
 }
 
@@ -59,6 +61,10 @@ fn cases() -> Vec<Case> {
             ..case("flatcar-live", "flatcar", "v1.37.0")
         },
         case("container-linux-offline", "container-linux", "v1.20.2"),
+        Case {
+            upstream_runtime: true,
+            ..case("debian-12-upstream-runtime", "debian-12", "v1.20.2")
+        },
     ]
 }
 
@@ -74,6 +80,11 @@ fn render(c: &Case) -> String {
     let spec = NodeSpec {
         container_runtime: c.runtime,
         proxy_mode: c.proxy,
+        runtime_source: if c.upstream_runtime {
+            RuntimeSource::Upstream
+        } else {
+            RuntimeSource::Distro
+        },
         ..NodeSpec::new(c.version.parse().unwrap(), Arch::Amd64)
     };
     let plan = plan_base(&os, &spec, c.live).unwrap();

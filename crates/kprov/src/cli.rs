@@ -72,6 +72,88 @@ pub enum Command {
     ///
     /// Run `kprov pki` first. Existing valid kubeconfigs are reused.
     Kubeconfig(Box<KubeconfigArgs>),
+
+    /// Create and check offline bundles of everything a node needs.
+    #[command(subcommand)]
+    Bundle(BundleCommand),
+}
+
+/// `kprov bundle` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum BundleCommand {
+    /// Download (verified, through the cache) everything a node of one
+    /// release needs and write it with a manifest.json of sums.
+    ///
+    /// Example: kprov bundle create --kubernetes-version v1.20.2 --arch amd64
+    /// --output node-v1.20.2.tar.zst
+    Create(BundleCreateArgs),
+    /// Re-check every file of a bundle against its manifest.
+    Verify(BundleVerifyArgs),
+}
+
+/// Flags of `kprov bundle create`.
+#[derive(Debug, Args)]
+pub struct BundleCreateArgs {
+    /// Kubernetes release the bundle is for.
+    #[arg(long, value_name = "VERSION", value_parser = parse_version)]
+    pub kubernetes_version: KubernetesVersion,
+
+    /// Node architecture (amd64 or arm64).
+    #[arg(long, value_name = "ARCH")]
+    pub arch: Arch,
+
+    /// Download from a mirror that keeps upstream's layout under this base
+    /// URL (release/<version>/bin/linux/<arch>/..., <org>/<project>/releases/download/...).
+    #[arg(long, value_name = "URL")]
+    pub mirror: Option<String>,
+
+    /// Also include what a control-plane node needs.
+    #[arg(long)]
+    pub control_plane: bool,
+
+    /// Include containerd and runc static releases (for Flatcar, or nodes
+    /// provisioned with --runtime-source upstream).
+    #[arg(long)]
+    pub upstream_runtime: bool,
+
+    /// Extra artifacts to include: kubeadm, crictl.
+    #[arg(long, value_enum, value_delimiter = ',', value_name = "NAME")]
+    pub include: Vec<ExtraArg>,
+
+    /// Where to write the bundle: a directory, or a single file ending in
+    /// .tar.zst.
+    #[arg(long, value_name = "PATH")]
+    pub output: PathBuf,
+
+    /// Download cache, keyed by sha256.
+    #[arg(long, value_name = "DIR", default_value = "/var/cache/kprov")]
+    pub cache_dir: PathBuf,
+}
+
+/// Optional extras in a bundle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ExtraArg {
+    /// The kubeadm binary.
+    Kubeadm,
+    /// The crictl release tarball.
+    Crictl,
+}
+
+/// Flags of `kprov bundle verify`.
+#[derive(Debug, Args)]
+pub struct BundleVerifyArgs {
+    /// The bundle: a directory or a .tar.zst file.
+    #[arg(value_name = "BUNDLE")]
+    pub bundle: PathBuf,
+}
+
+/// Where the container runtime comes from on apt/yum/dnf systems.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum RuntimeSourceArg {
+    /// The distribution's package.
+    Distro,
+    /// containerd and runc static releases (always the case on Flatcar).
+    Upstream,
 }
 
 /// Which provisioning phase to run.
@@ -149,8 +231,27 @@ pub struct ProvisionArgs {
     /// Directory of artifacts to install from: kubelet, kubectl,
     /// cni-plugins.tgz (and on Flatcar containerd.tar.gz, runc), each listed
     /// with its sha256 in a SHA256SUMS file. Files not listed are refused.
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["bundle", "mirror"])]
     pub artifacts_dir: Option<PathBuf>,
+
+    /// Offline bundle (directory or .tar.zst, from `kprov bundle create`)
+    /// to install from; nothing is downloaded.
+    #[arg(long, value_name = "PATH", conflicts_with = "mirror")]
+    pub bundle: Option<PathBuf>,
+
+    /// Download from a mirror with upstream's layout instead of upstream
+    /// (dl.k8s.io and GitHub releases). Without --bundle or
+    /// --artifacts-dir, kprov downloads, verifying every file's sha256.
+    #[arg(long, value_name = "URL")]
+    pub mirror: Option<String>,
+
+    /// Download cache, keyed by sha256.
+    #[arg(long, value_name = "DIR", default_value = "/var/cache/kprov")]
+    pub cache_dir: PathBuf,
+
+    /// Where the container runtime comes from on apt/yum/dnf systems.
+    #[arg(long, value_enum, default_value_t = RuntimeSourceArg::Distro)]
+    pub runtime_source: RuntimeSourceArg,
 
     /// Sandbox (pause) image for containerd, e.g. one imported offline.
     /// Defaults to the image kubeadm uses for the kubelet version.
@@ -387,6 +488,24 @@ impl From<RuntimeArg> for kprov_core::ContainerRuntime {
         match r {
             RuntimeArg::Containerd => Self::Containerd,
             RuntimeArg::Docker => Self::Docker,
+        }
+    }
+}
+
+impl From<RuntimeSourceArg> for kprov_core::RuntimeSource {
+    fn from(r: RuntimeSourceArg) -> Self {
+        match r {
+            RuntimeSourceArg::Distro => Self::Distro,
+            RuntimeSourceArg::Upstream => Self::Upstream,
+        }
+    }
+}
+
+impl From<ExtraArg> for kprov_artifacts::ArtifactName {
+    fn from(e: ExtraArg) -> Self {
+        match e {
+            ExtraArg::Kubeadm => Self::Kubeadm,
+            ExtraArg::Crictl => Self::Crictl,
         }
     }
 }

@@ -19,14 +19,28 @@ fn main() -> ExitCode {
         cli::Command::Os(args) => commands::os::run(args),
         cli::Command::Pki(args) => commands::pki::run(*args),
         cli::Command::Kubeconfig(args) => commands::kubeconfig::run(*args),
+        cli::Command::Bundle(command) => commands::bundle::run(command),
     };
     match result {
         Ok(code) => code,
         Err(err) => {
-            eprintln!("kprov: error: {err:#}");
+            eprintln!("kprov: error: {}", describe(&err));
             ExitCode::FAILURE
         }
     }
+}
+
+/// The error and its causes on one line. Library errors already include
+/// their cause's text, so a cause is added only when it says something new.
+fn describe(err: &anyhow::Error) -> String {
+    let mut text = err.to_string();
+    for cause in err.chain().skip(1) {
+        let cause = cause.to_string();
+        if !text.contains(&cause) {
+            text = format!("{text}: {cause}");
+        }
+    }
+    text
 }
 
 /// Logs go to stderr; stdout is for data.

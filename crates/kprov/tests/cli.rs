@@ -180,11 +180,21 @@ fn bad_input_is_refused_with_the_flag_named_and_the_root_untouched() {
         );
     }
 
-    let missing_flag = kprov(&["provision", "--phase", "base", "--root", &f.root], &[]);
-    assert!(
-        missing_flag.stderr.contains("--artifacts-dir is required"),
-        "{}",
-        missing_flag.stderr
+    // Sources that cannot be used: refused before any download.
+    for (args, expected) in [
+        (vec!["--mirror", "ftp://mirror.invalid/k8s"], "--mirror \"ftp://mirror.invalid/k8s\": expected an http:// or https:// base URL"),
+        (vec!["--kubelet-version", "v1.99.0", "--mirror", "http://127.0.0.1:9"], "Kubernetes version v1.99.0 is not in kprov's catalog: known releases are v1.20.x to v1.37.x"),
+        (vec!["--bundle", "/nonexistent/bundle"], "--bundle /nonexistent/bundle: bundle /nonexistent/bundle: manifest.json cannot be read"),
+    ] {
+        let mut all = vec!["provision", "--phase", "base", "--root", &f.root];
+        all.extend(args.iter().copied());
+        let run = kprov(&all, &[]);
+        assert_ne!(run.code, Some(0), "{args:?} was accepted");
+        assert!(run.stderr.contains(expected), "{args:?}: expected {expected:?} in:\n{}", run.stderr);
+    }
+    assert_eq!(
+        diff(&before, &snapshot(Path::new(&f.root))),
+        Vec::<String>::new()
     );
 }
 

@@ -12,40 +12,12 @@ mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use common::{
-    artifacts_dir, base_args, copy_tree, diff, extract_debian_root, kprov, link_tree, scratch, sh,
-    snapshot,
+    artifacts_dir, base_args, copy_tree, diff, extract_debian_root, kprov, link_tree,
+    root_with_packages, scratch, sh, snapshot,
 };
-
-/// A Debian root in which kprov has run only its first resource (the
-/// package install), shared by the tests that start after the packages.
-fn root_with_packages() -> &'static Path {
-    static ROOT: OnceLock<(tempfile::TempDir, PathBuf)> = OnceLock::new();
-    &ROOT
-        .get_or_init(|| {
-            let dir = scratch("with-packages-");
-            let root = dir.path().join("root");
-            extract_debian_root(&root);
-            let run = kprov(
-                &base_args(
-                    &root.display().to_string(),
-                    &artifacts_dir().display().to_string(),
-                ),
-                &[("KPROV_FAILPOINTS", "resource.applied=1")],
-            );
-            assert_eq!(
-                run.code,
-                Some(86),
-                "the failpoint after the packages did not fire:\n{}",
-                run.stderr
-            );
-            (dir, root)
-        })
-        .1
-}
 
 fn chroot(root: &Path, args: &[&str]) -> String {
     let out = sh(Command::new("chroot")

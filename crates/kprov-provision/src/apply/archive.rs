@@ -39,10 +39,7 @@ fn fetch(
 ) -> Result<FetchedArtifact, ApplyError> {
     ctx.artifacts
         .fetch(artifact)
-        .map_err(|source| ApplyError::Artifact {
-            resource: resource.id(),
-            source,
-        })
+        .map_err(|source| ApplyError::artifact(resource.id(), source))
 }
 
 fn host(resource: &Resource) -> impl FnOnce(HostError) -> ApplyError + '_ {
@@ -58,7 +55,10 @@ pub(super) fn check(
     artifact: &ArtifactId,
     ctx: &ApplyContext<'_>,
 ) -> Result<Status, ApplyError> {
-    let fetched = fetch(resource, artifact, ctx)?;
+    let expected = ctx
+        .artifacts
+        .checksum(artifact)
+        .map_err(|source| ApplyError::artifact(resource.id(), source))?;
     let Some(bytes) =
         fs::read(ctx.root, Path::new(&stamp_path(artifact, dir))).map_err(host(resource))?
     else {
@@ -67,7 +67,7 @@ pub(super) fn check(
     let Ok(stamp) = serde_json::from_slice::<Stamp>(&bytes) else {
         return Ok(Status::Differs("extraction record unreadable".into()));
     };
-    if stamp.archive_sha256 != hex::encode(fetched.sha256) || stamp.dir != dir {
+    if stamp.archive_sha256 != hex::encode(expected) || stamp.dir != dir {
         return Ok(Status::Differs("extracted from another archive".into()));
     }
     for (name, (mode, sum)) in &stamp.files {
@@ -125,10 +125,7 @@ pub(super) fn extract(
     // so a streaming check could miss trailing corruption.
     let mut verified = fetched
         .open_verified()
-        .map_err(|source| ApplyError::Artifact {
-            resource: resource.id(),
-            source,
-        })?;
+        .map_err(|source| ApplyError::artifact(resource.id(), source))?;
     std::io::copy(&mut verified, &mut std::io::sink())
         .map_err(|e| host(resource)(HostError::io("verifying", &fetched.path, e)))?;
 

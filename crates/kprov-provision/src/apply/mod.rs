@@ -60,8 +60,8 @@ pub enum ApplyError {
     Artifact {
         /// The resource id.
         resource: String,
-        /// The failure.
-        source: kprov_artifacts::ArtifactError,
+        /// The failure (boxed: artifact errors carry several URLs and sums).
+        source: Box<kprov_artifacts::ArtifactError>,
     },
     /// Anything else, described.
     #[error("{resource}: {message}")]
@@ -71,6 +71,16 @@ pub enum ApplyError {
         /// What went wrong.
         message: String,
     },
+}
+
+impl ApplyError {
+    /// An [`ApplyError::Artifact`] for `resource`.
+    pub fn artifact(resource: impl Into<String>, source: kprov_artifacts::ArtifactError) -> Self {
+        Self::Artifact {
+            resource: resource.into(),
+            source: Box::new(source),
+        }
+    }
 }
 
 /// Progress events, for a caller that shows progress.
@@ -167,24 +177,35 @@ pub fn apply(
     Ok(report)
 }
 
-/// Hashes, in full, every artifact a pending change will install.
+/// Fetches and hashes, in full, every artifact a pending change will install.
 fn verify_artifacts(
     plan: &Plan,
     statuses: &[Status],
     ctx: &ApplyContext<'_>,
 ) -> Result<(), ApplyError> {
-    for (resource, status) in plan.resources.iter().zip(statuses) {
-        let artifact = match resource {
-            Resource::Binary { artifact, .. } | Resource::Archive { artifact, .. } => artifact,
-            _ => continue,
-        };
-        if *status == Status::Ok {
-            continue;
-        }
-        let err = |source| ApplyError::Artifact {
-            resource: resource.id(),
-            source,
-        };
+    let pending: Vec<(&Resource, &kprov_artifacts::ArtifactId)> = plan
+        .resources
+        .iter()
+        .zip(statuses)
+        .filter(|(_, status)| **status != Status::Ok)
+        .filter_map(|(resource, _)| match resource {
+            Resource::Binary { artifact, .. } | Resource::Archive { artifact, .. } => {
+                Some((resource, artifact))
+            }
+            _ => None,
+        })
+        .collect();
+    if pending.is_empty() {
+        return Ok(());
+    }
+    // Downloading sources fetch everything at once, in parallel.
+    let ids: Vec<kprov_artifacts::ArtifactId> =
+        pending.iter().map(|(_, id)| (*id).clone()).collect();
+    ctx.artifacts
+        .prefetch(&ids)
+        .map_err(|source| ApplyError::artifact("artifacts", source))?;
+    for (resource, artifact) in pending {
+        let err = |source| ApplyError::artifact(resource.id(), source);
         ctx.artifacts
             .fetch(artifact)
             .map_err(err)?

@@ -55,17 +55,14 @@ pub fn check(resource: &Resource, ctx: &ApplyContext<'_>) -> Result<Status, Appl
             })
         }
         Resource::Binary { path, artifact } => {
-            let fetched = ctx
+            let sha256 = ctx
                 .artifacts
-                .fetch(artifact)
-                .map_err(|source| ApplyError::Artifact {
-                    resource: resource.id(),
-                    source,
-                })?;
+                .checksum(artifact)
+                .map_err(|source| ApplyError::artifact(resource.id(), source))?;
             Ok(file_status(
                 &fs::state(root, Path::new(path)).map_err(err)?,
                 0o755,
-                &fetched.sha256,
+                &sha256,
             ))
         }
         Resource::Archive { dir, artifact, .. } => archive::check(resource, dir, artifact, ctx),
@@ -184,10 +181,7 @@ pub fn converge(resource: &Resource, ctx: &ApplyContext<'_>) -> Result<(), Apply
             fs::symlink_atomic(root, Path::new(path), Path::new(target)).map_err(err)
         }
         Resource::Binary { path, artifact } => {
-            let artifact_err = |source| ApplyError::Artifact {
-                resource: resource.id(),
-                source,
-            };
+            let artifact_err = |source| ApplyError::artifact(resource.id(), source);
             let fetched = ctx.artifacts.fetch(artifact).map_err(artifact_err)?;
             let mut reader = fetched.open_verified().map_err(artifact_err)?;
             fs::write_atomic_from(root, Path::new(path), &mut reader, FileAttrs::root(0o755))

@@ -3,7 +3,10 @@
 use std::process::ExitCode;
 
 use anyhow::{bail, Context};
-use kprov_artifacts::{LocalDirSource, WithSelf};
+use kprov_artifacts::bundle::BundleSource;
+use kprov_artifacts::catalog::Bases;
+use kprov_artifacts::download::{DownloadSource, Downloader};
+use kprov_artifacts::{ArtifactSource, LocalDirSource, WithSelf};
 use kprov_core::{Arch, BootstrapToken, CaCertificate, NodeSpec, Phase};
 use kprov_host::{Root, SystemRunner};
 use kprov_provision::apply::{self, ApplyContext, Event};
@@ -41,10 +44,63 @@ fn node_spec(args: &ProvisionArgs, phase: Phase) -> anyhow::Result<NodeSpec> {
         },
         ca_cert,
         sandbox_image: args.sandbox_image.clone(),
+        runtime_source: args.runtime_source.into(),
         ..NodeSpec::new(args.kubelet_version.clone(), arch)
     };
     spec.validate(phase)?;
     Ok(spec)
+}
+
+/// Where binaries come from: a bundle, an artifact directory, or verified
+/// downloads from upstream or a mirror.
+fn artifact_source(
+    args: &ProvisionArgs,
+    spec: &NodeSpec,
+) -> anyhow::Result<Box<dyn ArtifactSource>> {
+    if let Some(bundle) = &args.bundle {
+        let source =
+            BundleSource::open(bundle).with_context(|| format!("--bundle {}", bundle.display()))?;
+        let m = source.manifest();
+        if m.kubernetes_version != spec.kubelet_version.to_string() || m.arch != spec.arch {
+            bail!(
+                "--bundle {}: holds Kubernetes {} for {}, but the node needs {} for {}",
+                bundle.display(),
+                m.kubernetes_version,
+                m.arch,
+                spec.kubelet_version,
+                spec.arch
+            );
+        }
+        return Ok(Box::new(source));
+    }
+    if let Some(dir) = &args.artifacts_dir {
+        let source = LocalDirSource::open(dir)
+            .with_context(|| format!("--artifacts-dir {}", dir.display()))?;
+        return Ok(Box::new(source));
+    }
+    let bases = match &args.mirror {
+        Some(url) => Bases::mirror(&parse_mirror(url)?),
+        None => Bases::upstream(),
+    };
+    kprov_artifacts::catalog::companions(&spec.kubelet_version).context("--kubelet-version")?;
+    let downloader = Downloader::new(&args.cache_dir)
+        .with_context(|| format!("--cache-dir {}", args.cache_dir.display()))?;
+    Ok(Box::new(DownloadSource::new(
+        downloader,
+        spec.kubelet_version.clone(),
+        bases,
+    )?))
+}
+
+/// Checks a --mirror value: an http(s) URL.
+pub fn parse_mirror(url: &str) -> anyhow::Result<String> {
+    let ok = (url.starts_with("http://") || url.starts_with("https://"))
+        && url.len() > "https://".len()
+        && !url.contains(char::is_whitespace);
+    if !ok {
+        bail!("--mirror {url:?}: expected an http:// or https:// base URL, e.g. https://mirror.example/k8s");
+    }
+    Ok(url.to_string())
 }
 
 /// Runs `kprov provision`.
@@ -57,13 +113,7 @@ pub fn run(args: ProvisionArgs) -> anyhow::Result<ExitCode> {
         );
     }
     let root = Root::new(&args.root).with_context(|| format!("--root {}", args.root.display()))?;
-    let artifacts_dir = args.artifacts_dir.as_ref().context(
-        "--artifacts-dir is required: kubelet, kubectl and the CNI plugins are installed from a local artifact directory",
-    )?;
-    let artifacts = WithSelf::new(
-        LocalDirSource::open(artifacts_dir)
-            .with_context(|| format!("--artifacts-dir {}", artifacts_dir.display()))?,
-    );
+    let artifacts = WithSelf::new(artifact_source(&args, &spec)?);
     let os = kprov_provision::facts::detect_os(&root)?;
     let plan = kprov_provision::plan::plan_base(&os, &spec, root.is_live())?;
     let runner = SystemRunner::new(root.clone());

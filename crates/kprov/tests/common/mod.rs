@@ -132,6 +132,13 @@ pub fn link_tree(from: &Path, to: &Path) {
     sh(Command::new("cp").arg("-al").arg(from).arg(to));
 }
 
+/// The cached Kubernetes v1.20.2 binaries built from Debian's source
+/// (tools/build-kubernetes.sh).
+pub fn kubernetes_bin() -> &'static Path {
+    static P: OnceLock<PathBuf> = OnceLock::new();
+    P.get_or_init(|| dev_script("build-kubernetes.sh", &[]))
+}
+
 /// The kprov binary under test.
 pub fn kprov_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_kprov"))
@@ -287,4 +294,31 @@ pub fn diff(want: &BTreeMap<String, Entry>, got: &BTreeMap<String, Entry>) -> Ve
         d.push(format!("extra: {k}"));
     }
     d
+}
+
+/// A Debian root in which kprov has run only its first resource (the
+/// package install), shared by the tests that start after the packages.
+pub fn root_with_packages() -> &'static Path {
+    static ROOT: OnceLock<(tempfile::TempDir, PathBuf)> = OnceLock::new();
+    &ROOT
+        .get_or_init(|| {
+            let dir = scratch("with-packages-");
+            let root = dir.path().join("root");
+            extract_debian_root(&root);
+            let run = kprov(
+                &base_args(
+                    &root.display().to_string(),
+                    &artifacts_dir().display().to_string(),
+                ),
+                &[("KPROV_FAILPOINTS", "resource.applied=1")],
+            );
+            assert_eq!(
+                run.code,
+                Some(86),
+                "the failpoint after the packages did not fire:\n{}",
+                run.stderr
+            );
+            (dir, root)
+        })
+        .1
 }

@@ -1,0 +1,3 @@
+//! Test harness pieces shared by kprov's crates (a dev-dependency only).
+
+pub mod http;
