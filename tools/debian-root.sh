@@ -4,7 +4,7 @@
 # The root is what a freshly installed node looks like before kprov runs:
 # systemd as init, apt, no Kubernetes bits.
 #
-# Usage: tools/debian-root.sh [node|vm]
+# Usage: tools/debian-root.sh [node|vm|cloud]
 # Env:   KPROV_DEV_CACHE (default /var/cache/kprov-dev)
 set -euo pipefail
 
@@ -18,7 +18,10 @@ case "$variant" in
 node) include=systemd-sysv,dbus,udev,iproute2,kmod,procps,ca-certificates,netbase ;;
 # node + a kernel and initramfs, for booting under qemu (-kernel/-initrd).
 vm) include=systemd-sysv,dbus,udev,iproute2,kmod,procps,ca-certificates,netbase,linux-image-cloud-amd64,initramfs-tools ;;
-*) echo "debian-root: unknown variant '$variant' (expected: node or vm)" >&2; exit 2 ;;
+# vm + cloud-init and what a cloud image boots with (sshd, DHCP via
+# ifupdown, curl for setup.sh); also where `cloud-init schema` runs.
+cloud) include=systemd-sysv,dbus,udev,iproute2,kmod,procps,ca-certificates,netbase,linux-image-cloud-amd64,initramfs-tools,cloud-init,openssh-server,ifupdown,isc-dhcp-client,curl ;;
+*) echo "debian-root: unknown variant '$variant' (expected: node, vm or cloud)" >&2; exit 2 ;;
 esac
 
 out="$cache/roots/$suite-$variant-r$revision.tar"

@@ -8,7 +8,9 @@ for set in "$@"; do
     case "$set" in
     build) want+=(golang-1.19-go rsync jq dpkg-dev make) ;;
     root) want+=(mmdebstrap) ;;
-    test) want+=(systemd-container util-linux) ;;
+    # shellcheck for setup.sh; curl, wget and python3 (a loopback HTTP
+    # server) for the setup.sh runs.
+    test) want+=(systemd-container util-linux shellcheck curl wget python3) ;;
     vm) want+=(qemu-system-x86 e2fsprogs) ;;
     *) echo "install-deps: unknown set '$set' (expected build, root, test or vm)" >&2; exit 2 ;;
     esac

@@ -19,6 +19,7 @@ tools/install-deps.sh build root test vm
 tools/build-kubernetes.sh >/dev/null
 tools/debian-root.sh node >/dev/null
 tools/debian-root.sh vm >/dev/null
+tools/debian-root.sh cloud >/dev/null
 tools/artifacts-dir.sh >/dev/null
 
 step "gates: cargo fmt --check, cargo clippy -D warnings"

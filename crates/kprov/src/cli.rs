@@ -73,6 +73,25 @@ pub enum Command {
     /// Run `kprov pki` first. Existing valid kubeconfigs are reused.
     Kubeconfig(Box<KubeconfigArgs>),
 
+    /// Render boot configs (user-data) that make a new machine a node.
+    ///
+    /// Prints a cloud-init #cloud-config document or an Ignition 3.4
+    /// config (Flatcar) that sets the host name, installs SSH keys, writes
+    /// the cluster CA, the cloud provider's config and the bootstrap token
+    /// (0600, never on a command line) and a setup.sh that, at first boot,
+    /// fetches kprov from --provision-source, checks its sha256 before
+    /// running it and runs `kprov provision` with the node's flags.
+    ///
+    /// Flags can also come from a YAML node spec (--config) whose keys are
+    /// the long flag names without "--"; flags given on the command line
+    /// win. The output holds the bootstrap token: --output writes it 0600.
+    ///
+    /// Example: kprov userdata --format cloud-init --hostname worker-1
+    /// --ssh-authorized-keys-file ~/.ssh/id_ed25519.pub --ca-cert ca.crt
+    /// --provision-source https://boot.example.com/kprov
+    /// --provision-binary ./kprov --phase base --output user-data
+    Userdata(Box<UserdataArgs>),
+
     /// Create and check offline bundles of everything a node needs.
     #[command(subcommand)]
     Bundle(BundleCommand),
@@ -157,7 +176,8 @@ pub enum RuntimeSourceArg {
 }
 
 /// Which provisioning phase to run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum PhaseArg {
     /// Packages, kernel settings, runtime, binaries, units, health checks.
     Base,
@@ -168,7 +188,8 @@ pub enum PhaseArg {
 }
 
 /// Container runtimes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum RuntimeArg {
     /// containerd with CRI (the default).
     Containerd,
@@ -177,7 +198,8 @@ pub enum RuntimeArg {
 }
 
 /// kube-proxy modes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum ProxyModeArg {
     /// iptables rules.
     Iptables,
@@ -310,6 +332,199 @@ pub struct OsArgs {
     /// Output format.
     #[arg(long, value_enum, default_value_t = OutputArg::Text)]
     pub output: OutputArg,
+}
+
+/// Boot config formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]
+pub enum FormatArg {
+    /// cloud-init #cloud-config YAML.
+    #[default]
+    CloudInit,
+    /// Ignition 3.4 JSON, for Flatcar.
+    Ignition,
+}
+
+/// Flags of `kprov userdata`, and the node spec YAML (--config) in one
+/// struct, so that the two cannot drift apart: a YAML key is the long
+/// flag name without "--". Every field is optional here; defaults are
+/// applied after the command line and the file are merged
+/// (`commands::userdata`).
+#[derive(Debug, Default, Args, serde::Deserialize)]
+#[serde(rename_all = "kebab-case", default, deny_unknown_fields)]
+pub struct UserdataArgs {
+    /// Boot config format: cloud-init (most distributions) or ignition
+    /// (Flatcar).
+    #[serde(skip)]
+    #[arg(long, value_enum)]
+    pub format: FormatArg,
+
+    /// YAML node spec with any of the flags below as keys (without
+    /// "--"); flags given on the command line take precedence (SSH keys
+    /// from both are kept). Relative file paths in it are relative to the
+    /// file.
+    #[serde(skip)]
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// The node's host name, which becomes its Kubernetes node name
+    /// (RFC 1123, lower case, e.g. worker-1 or worker-1.example.com).
+    #[arg(long, value_name = "NAME")]
+    pub hostname: Option<String>,
+
+    /// An SSH public key ("ssh-ed25519 AAAA... comment") allowed to log in
+    /// (the default user with cloud-init, `core` with Ignition).
+    /// Repeatable; in --config, a list under ssh-authorized-keys.
+    #[serde(rename = "ssh-authorized-key", alias = "ssh-authorized-keys")]
+    #[arg(long = "ssh-authorized-key", value_name = "KEY")]
+    pub ssh_authorized_keys: Vec<String>,
+
+    /// A file of SSH public keys, one per line (authorized_keys or
+    /// id_*.pub); added to --ssh-authorized-key.
+    #[arg(long, value_name = "FILE")]
+    pub ssh_authorized_keys_file: Option<PathBuf>,
+
+    /// PEM file of the cluster CA, written to /etc/kubernetes/pki/ca.crt
+    /// on the node and passed to kprov provision.
+    #[arg(long, value_name = "FILE")]
+    pub ca_cert: Option<PathBuf>,
+
+    /// In-tree cloud provider for the kubelet, e.g. openstack.
+    #[arg(long, value_name = "NAME")]
+    pub cloud_provider: Option<String>,
+
+    /// Local file with the cloud provider's config, embedded in the boot
+    /// config and written 0600 on the node at --cloud-config.
+    #[arg(long, value_name = "FILE")]
+    pub cloud_config_file: Option<PathBuf>,
+
+    /// Path on the node of the cloud provider's config (default with
+    /// --cloud-config-file: /etc/kubernetes/cloud-config).
+    #[arg(long, value_name = "PATH")]
+    pub cloud_config: Option<String>,
+
+    /// Bootstrap token the node joins with, [a-z0-9]{6}.[a-z0-9]{16}.
+    /// Written 0600 on the node and passed to kprov in its environment.
+    /// Prefer the KPROV_TOKEN environment variable: command lines are
+    /// visible to other users.
+    // Parsed after clap, so that a malformed token is never echoed back.
+    #[arg(
+        long,
+        env = "KPROV_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN"
+    )]
+    pub token: Option<String>,
+
+    /// Where setup.sh fetches kprov from on the node: an http://, https://
+    /// or file:// URL of the binary.
+    #[arg(long, value_name = "URL")]
+    pub provision_source: Option<String>,
+
+    /// sha256 (64 hex digits) the fetched kprov must have; setup.sh
+    /// refuses to run anything else.
+    #[arg(long, value_name = "HEX")]
+    pub provision_sha256: Option<String>,
+
+    /// Local copy of the kprov binary served at --provision-source; its
+    /// sha256 is computed and pinned (and must match --provision-sha256
+    /// if both are given).
+    #[arg(long, value_name = "FILE")]
+    pub provision_binary: Option<PathBuf>,
+
+    /// Kubernetes release the node installs (vMAJOR.MINOR.PATCH, at least
+    /// v1.20.0; default: the newest kprov knows).
+    #[arg(long, value_name = "VERSION")]
+    pub kubelet_version: Option<String>,
+
+    /// Which phase kprov provision runs on the node (default: all, which
+    /// needs --token and --ca-cert).
+    #[arg(long, value_enum)]
+    pub phase: Option<PhaseArg>,
+
+    /// Container runtime (default: containerd).
+    #[arg(long, value_enum)]
+    pub container_runtime: Option<RuntimeArg>,
+
+    /// kube-proxy mode (default: iptables).
+    #[arg(long, value_enum)]
+    pub proxy_mode: Option<ProxyModeArg>,
+
+    /// Sandbox (pause) image for containerd on the node.
+    #[arg(long, value_name = "IMAGE")]
+    pub sandbox_image: Option<String>,
+
+    /// Artifact directory on the node (baked into the image or mounted)
+    /// that kprov provision installs from.
+    #[arg(long, value_name = "PATH")]
+    pub artifacts_dir: Option<String>,
+
+    /// cloud-init: gzip the whole document and print it base64-encoded,
+    /// for platforms that take base64 user-data (cloud-init decompresses
+    /// it). Ignition: gzip each file's contents inside the config.
+    #[arg(long)]
+    pub gzip: bool,
+
+    /// Write the boot config to FILE (mode 0600: it holds the bootstrap
+    /// token) instead of stdout.
+    #[serde(skip)]
+    #[arg(long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+}
+
+impl UserdataArgs {
+    /// These flags over `file` (a parsed --config): a flag given on the
+    /// command line wins; SSH keys from both are kept; --gzip from either.
+    pub fn over(self, file: UserdataArgs) -> UserdataArgs {
+        // Destructured, so that a new field cannot be forgotten here.
+        let UserdataArgs {
+            format,
+            config,
+            hostname,
+            mut ssh_authorized_keys,
+            ssh_authorized_keys_file,
+            ca_cert,
+            cloud_provider,
+            cloud_config_file,
+            cloud_config,
+            token,
+            provision_source,
+            provision_sha256,
+            provision_binary,
+            kubelet_version,
+            phase,
+            container_runtime,
+            proxy_mode,
+            sandbox_image,
+            artifacts_dir,
+            gzip,
+            output,
+        } = self;
+        let mut keys = file.ssh_authorized_keys;
+        keys.append(&mut ssh_authorized_keys);
+        UserdataArgs {
+            format,
+            config,
+            hostname: hostname.or(file.hostname),
+            ssh_authorized_keys: keys,
+            ssh_authorized_keys_file: ssh_authorized_keys_file.or(file.ssh_authorized_keys_file),
+            ca_cert: ca_cert.or(file.ca_cert),
+            cloud_provider: cloud_provider.or(file.cloud_provider),
+            cloud_config_file: cloud_config_file.or(file.cloud_config_file),
+            cloud_config: cloud_config.or(file.cloud_config),
+            token: token.or(file.token),
+            provision_source: provision_source.or(file.provision_source),
+            provision_sha256: provision_sha256.or(file.provision_sha256),
+            provision_binary: provision_binary.or(file.provision_binary),
+            kubelet_version: kubelet_version.or(file.kubelet_version),
+            phase: phase.or(file.phase),
+            container_runtime: container_runtime.or(file.container_runtime),
+            proxy_mode: proxy_mode.or(file.proxy_mode),
+            sandbox_image: sandbox_image.or(file.sandbox_image),
+            artifacts_dir: artifacts_dir.or(file.artifacts_dir),
+            gzip: gzip || file.gzip,
+            output,
+        }
+    }
 }
 
 /// Key types for generated keys.

@@ -19,6 +19,7 @@ fn main() -> ExitCode {
         cli::Command::Os(args) => commands::os::run(args),
         cli::Command::Pki(args) => commands::pki::run(*args),
         cli::Command::Kubeconfig(args) => commands::kubeconfig::run(*args),
+        cli::Command::Userdata(args) => commands::userdata::run(*args),
         cli::Command::Bundle(command) => commands::bundle::run(command),
     };
     match result {

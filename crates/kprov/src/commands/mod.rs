@@ -7,3 +7,4 @@ pub mod kubeconfig;
 pub mod os;
 pub mod pki;
 pub mod provision;
+pub mod userdata;
