@@ -51,6 +51,28 @@ pub enum Command {
     /// Show the operating system detected in a root.
     Os(OsArgs),
 
+    /// Make the control plane's certificates and keys as kubeadm does
+    /// (`kubeadm init phase certs all`), or check them.
+    ///
+    /// Writes the cluster CA, the API server's serving and client
+    /// certificates, the front-proxy CA and client, the etcd CA, serving,
+    /// peer and client certificates, and the service-account key pair
+    /// under --cert-dir. Existing valid files are reused; a file that
+    /// differs from what would be made (other SANs, another CA, expired)
+    /// is an error that says what differs, and nothing is written.
+    ///
+    /// Example: kprov pki --node-name master-1 --advertise-address
+    /// 192.168.1.10 --san api.example.com
+    Pki(Box<PkiArgs>),
+
+    /// Make the control plane's kubeconfigs as kubeadm does (`kubeadm init
+    /// phase kubeconfig all`): admin.conf (and super-admin.conf from
+    /// v1.29), kubelet.conf, controller-manager.conf and scheduler.conf,
+    /// each with a client certificate signed by the cluster CA.
+    ///
+    /// Run `kprov pki` first. Existing valid kubeconfigs are reused.
+    Kubeconfig(Box<KubeconfigArgs>),
+
     /// Render boot configs (user-data) that make a new machine a node.
     ///
     /// Prints a cloud-init #cloud-config document or an Ignition 3.4
@@ -517,6 +539,177 @@ impl UserdataArgs {
             output,
         }
     }
+}
+
+/// Key types for generated keys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum KeyTypeArg {
+    /// RSA 2048 (kubeadm's default).
+    Rsa,
+    /// ECDSA on P-256 (kubeadm's PublicKeysECDSA feature gate).
+    Ecdsa,
+}
+
+impl From<KeyTypeArg> for kprov_pki::KeyType {
+    fn from(k: KeyTypeArg) -> Self {
+        match k {
+            KeyTypeArg::Rsa => Self::Rsa,
+            KeyTypeArg::Ecdsa => Self::Ecdsa,
+        }
+    }
+}
+
+fn parse_with<T: std::str::FromStr>(s: &str) -> Result<T, String>
+where
+    T::Err: std::fmt::Display,
+{
+    s.parse().map_err(|e: T::Err| e.to_string())
+}
+
+/// Where the PKI lives.
+#[derive(Debug, Args)]
+pub struct CertDirArgs {
+    /// The node's root: / for the running host, or a directory (a chroot,
+    /// a mounted disk image). Paths below are on the node.
+    #[arg(long, value_name = "DIR", default_value = "/")]
+    pub root: PathBuf,
+
+    /// Directory of the certificates and keys.
+    #[arg(long, value_name = "DIR", default_value = "/etc/kubernetes/pki")]
+    pub cert_dir: PathBuf,
+}
+
+/// The control-plane node the certificates and kubeconfigs are for.
+#[derive(Debug, Args)]
+pub struct ControlPlaneNodeArgs {
+    /// The node's name (lower-case DNS name); the API server's and etcd's
+    /// certificates name it, and kubelet.conf's identity is
+    /// system:node:NAME.
+    #[arg(long, value_name = "NAME", required = true, value_parser = parse_with::<kprov_pki::spec::NodeName>)]
+    pub node_name: Option<kprov_pki::spec::NodeName>,
+
+    /// The IP address the API server advertises (and etcd listens on).
+    #[arg(long, value_name = "IP", required = true, value_parser = parse_with::<kprov_pki::spec::AdvertiseAddress>)]
+    pub advertise_address: Option<kprov_pki::spec::AdvertiseAddress>,
+
+    /// A stable address for the control plane, HOST or HOST:PORT (a load
+    /// balancer or DNS name in front of several masters). Defaults to the
+    /// advertise address.
+    #[arg(long, value_name = "HOST[:PORT]", value_parser = parse_with::<kprov_pki::spec::ControlPlaneEndpoint>)]
+    pub control_plane_endpoint: Option<kprov_pki::spec::ControlPlaneEndpoint>,
+
+    /// The Kubernetes release of the control plane: subjects and files
+    /// follow what kubeadm of that release makes (from v1.29, admin.conf
+    /// is in kubeadm:cluster-admins and super-admin.conf is added).
+    #[arg(long, value_name = "VERSION", value_parser = parse_version, default_value_t = NEWEST_KNOWN)]
+    pub kubernetes_version: KubernetesVersion,
+
+    /// Type of the keys generated.
+    #[arg(long, value_enum, default_value_t = KeyTypeArg::Rsa)]
+    pub key_type: KeyTypeArg,
+}
+
+/// Flags of `kprov pki`.
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+pub struct PkiArgs {
+    /// Instead of making the PKI: check it, or print the CA hash.
+    #[command(subcommand)]
+    pub action: Option<PkiAction>,
+
+    #[command(flatten)]
+    pub dirs: CertDirArgs,
+
+    #[command(flatten)]
+    pub node: ControlPlaneNodeArgs,
+
+    /// An extra subject alternative name for the API server's
+    /// certificate: an IP address or a DNS name. Repeat for several, or
+    /// separate with commas.
+    #[arg(long, value_name = "NAME", value_delimiter = ',', value_parser = parse_with::<kprov_pki::spec::ExtraSan>)]
+    pub san: Vec<kprov_pki::spec::ExtraSan>,
+
+    /// The range of Service IPs; its first address (the `kubernetes`
+    /// Service) is a SAN of the API server's certificate.
+    #[arg(long, value_name = "CIDR", default_value = kprov_pki::spec::DEFAULT_SERVICE_CIDR, value_parser = parse_with::<kprov_pki::spec::ServiceCidr>)]
+    pub service_cidr: kprov_pki::spec::ServiceCidr,
+
+    /// The cluster's DNS domain; kubernetes.default.svc.DOMAIN is a SAN
+    /// of the API server's certificate.
+    #[arg(long, value_name = "DOMAIN", default_value = kprov_pki::spec::DEFAULT_CLUSTER_DOMAIN, value_parser = parse_with::<kprov_pki::spec::ClusterDomain>)]
+    pub cluster_domain: kprov_pki::spec::ClusterDomain,
+
+    /// Make and check everything in memory and report what would be
+    /// written; write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// Report format on stdout.
+    #[arg(long, value_enum, default_value_t = OutputArg::Text)]
+    pub output: OutputArg,
+}
+
+/// What `kprov pki` does instead of making the PKI.
+#[derive(Debug, Subcommand)]
+pub enum PkiAction {
+    /// List every certificate (and the kubeconfigs' client certificates
+    /// with --kubeconfig-dir) with subject, expiry and time left; exit
+    /// with status 1 if any is expired or invalid.
+    Check(PkiCheckArgs),
+
+    /// Print the CA's public-key hash, `sha256:<hex>`, which joining nodes
+    /// pin (kubeadm's --discovery-token-ca-cert-hash).
+    CaHash(CaHashArgs),
+}
+
+/// Flags of `kprov pki check`.
+#[derive(Debug, Args)]
+pub struct PkiCheckArgs {
+    #[command(flatten)]
+    pub dirs: CertDirArgs,
+
+    /// Also check the client certificates of the kubeconfigs in DIR.
+    #[arg(long, value_name = "DIR")]
+    pub kubeconfig_dir: Option<PathBuf>,
+
+    /// Report format on stdout.
+    #[arg(long, value_enum, default_value_t = OutputArg::Text)]
+    pub output: OutputArg,
+}
+
+/// Flags of `kprov pki ca-hash`.
+#[derive(Debug, Args)]
+pub struct CaHashArgs {
+    #[command(flatten)]
+    pub dirs: CertDirArgs,
+}
+
+/// Flags of `kprov kubeconfig`.
+#[derive(Debug, Args)]
+pub struct KubeconfigArgs {
+    #[command(flatten)]
+    pub dirs: CertDirArgs,
+
+    /// Directory to write the kubeconfigs to.
+    #[arg(
+        long,
+        visible_alias = "out-dir",
+        value_name = "DIR",
+        default_value = "/etc/kubernetes"
+    )]
+    pub kubeconfig_dir: PathBuf,
+
+    #[command(flatten)]
+    pub node: ControlPlaneNodeArgs,
+
+    /// Make and check everything in memory and report what would be
+    /// written; write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// Report format on stdout.
+    #[arg(long, value_enum, default_value_t = OutputArg::Text)]
+    pub output: OutputArg,
 }
 
 impl From<RuntimeArg> for kprov_core::ContainerRuntime {

@@ -17,6 +17,8 @@ fn main() -> ExitCode {
         cli::Command::Provision(args) => commands::provision::run(*args),
         cli::Command::HealthCheck(args) => commands::health_check::run(args),
         cli::Command::Os(args) => commands::os::run(args),
+        cli::Command::Pki(args) => commands::pki::run(*args),
+        cli::Command::Kubeconfig(args) => commands::kubeconfig::run(*args),
         cli::Command::Userdata(args) => commands::userdata::run(*args),
         cli::Command::Bundle(command) => commands::bundle::run(command),
     };

@@ -3,6 +3,8 @@
 
 pub mod bundle;
 pub mod health_check;
+pub mod kubeconfig;
 pub mod os;
+pub mod pki;
 pub mod provision;
 pub mod userdata;

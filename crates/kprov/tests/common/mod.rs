@@ -76,6 +76,14 @@ pub fn debian_vm_root_tarball() -> &'static Path {
     P.get_or_init(|| dev_script("debian-root.sh", &["vm"]))
 }
 
+/// The directory of the Kubernetes v1.20.2 binaries (kubeadm, kubectl,
+/// kube-apiserver, ...) built from Debian's source
+/// (tools/build-kubernetes.sh).
+pub fn kubernetes_bin_dir() -> &'static Path {
+    static P: OnceLock<PathBuf> = OnceLock::new();
+    P.get_or_init(|| dev_script("build-kubernetes.sh", &[]))
+}
+
 /// The cached artifact directory with the v1.20.2 kubelet and kubectl
 /// built from Debian's source and Debian's CNI plugins
 /// (tools/artifacts-dir.sh).
