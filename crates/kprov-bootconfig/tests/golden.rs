@@ -54,43 +54,18 @@ fn golden_name(c: &Case, format: Format) -> String {
 
 #[test]
 fn rendered_configs_match_their_golden_files() {
-    let update = std::env::var_os("KPROV_UPDATE_GOLDEN").is_some();
     let golden = common::dir("golden");
     let mut mismatches = Vec::new();
     for c in cases() {
         for format in [Format::CloudInit, Format::Ignition] {
             let got = String::from_utf8(render(&c.spec, format, c.gzip).unwrap()).unwrap();
             let path = golden.join(golden_name(&c, format));
-            if update {
-                std::fs::create_dir_all(&golden).unwrap();
-                std::fs::write(&path, &got).unwrap();
-                continue;
-            }
-            let want = std::fs::read_to_string(&path)
-                .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-            if got != want {
-                mismatches.push(format!(
-                    "{} differs:\n{}",
-                    path.display(),
-                    first_difference(&want, &got)
-                ));
+            if let Err(m) = kprov_testkit::golden::compare(&path, &got) {
+                mismatches.push(m);
             }
         }
     }
     assert!(mismatches.is_empty(), "{}", mismatches.join("\n"));
-}
-
-fn first_difference(want: &str, got: &str) -> String {
-    for (i, (w, g)) in want.lines().zip(got.lines()).enumerate() {
-        if w != g {
-            return format!("line {}:\n  want: {w}\n  got:  {g}", i + 1);
-        }
-    }
-    format!(
-        "lengths differ: want {} lines, got {}",
-        want.lines().count(),
-        got.lines().count()
-    )
 }
 
 fn schema_validator() -> jsonschema::Validator {

@@ -97,39 +97,14 @@ fn render(c: &Case) -> String {
 
 #[test]
 fn plans_match_their_golden_files() {
-    let update = std::env::var_os("KPROV_UPDATE_GOLDEN").is_some();
-    let mut mismatches = Vec::new();
-    for c in cases() {
-        let got = render(&c);
-        let path = dir("golden/plans").join(format!("{}.plan", c.golden));
-        if update {
-            std::fs::write(&path, &got).unwrap();
-            continue;
-        }
-        let want =
-            std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-        if got != want {
-            mismatches.push(format!(
-                "{} differs:\n{}",
-                path.display(),
-                first_difference(&want, &got)
-            ));
-        }
-    }
+    let mismatches: Vec<String> = cases()
+        .iter()
+        .filter_map(|c| {
+            let path = dir("golden/plans").join(format!("{}.plan", c.golden));
+            kprov_testkit::golden::compare(&path, &render(c)).err()
+        })
+        .collect();
     assert!(mismatches.is_empty(), "{}", mismatches.join("\n"));
-}
-
-fn first_difference(want: &str, got: &str) -> String {
-    for (i, (w, g)) in want.lines().zip(got.lines()).enumerate() {
-        if w != g {
-            return format!("line {}:\n  want: {w}\n  got:  {g}", i + 1);
-        }
-    }
-    format!(
-        "lengths differ: want {} lines, got {}",
-        want.lines().count(),
-        got.lines().count()
-    )
 }
 
 #[test]
