@@ -37,5 +37,5 @@ step "benchmarks (figures, not pass/fail on time)"
 cargo build --release --locked -p kprov
 KPROV_BENCH_BIN="$PWD/target/release/kprov" \
     cargo test --locked -p kprov -- --ignored --nocapture --test-threads 1 benchmark_ 2>&1 |
-    grep -E '^(BENCH|test result)'
+    grep -oE 'BENCH.*|test result.*'
 cat "$KPROV_BENCH_LOG"
