@@ -327,63 +327,52 @@ pub fn download(
     let c = companions(version)?;
     let (k, gh) = (&bases.kubernetes, &bases.github);
     let a = arch.as_str();
-    let release_binary = |bin: &str| {
-        let url = format!("{k}/release/{version}/bin/linux/{a}/{bin}");
+    // A release file with its checksum file next to it.
+    let with_sum = |version: String, dir: String, file: String, sum_suffix: &str| {
+        let url = format!("{dir}/{file}");
         Download {
             name,
-            version: version.to_string(),
+            version,
             arch,
-            checksum_url: format!("{url}.sha256"),
+            checksum_url: format!("{url}{sum_suffix}"),
             url,
             checksum_format: ChecksumFormat::FirstWord,
-            file_name: bin.to_string(),
+            file_name: file,
         }
     };
     Ok(match name {
-        ArtifactName::Kubelet | ArtifactName::Kubectl | ArtifactName::Kubeadm => {
-            release_binary(name.as_str())
-        }
+        ArtifactName::Kubelet | ArtifactName::Kubectl | ArtifactName::Kubeadm => with_sum(
+            version.to_string(),
+            format!("{k}/release/{version}/bin/linux/{a}"),
+            name.as_str().to_string(),
+            ".sha256",
+        ),
         ArtifactName::CniPlugins => {
             let v = c.cni_plugins;
-            let file = format!("cni-plugins-linux-{a}-{v}.tgz");
-            let url = format!("{gh}/containernetworking/plugins/releases/download/{v}/{file}");
-            Download {
-                name,
-                version: v.into(),
-                arch,
-                checksum_url: format!("{url}.sha256"),
-                url,
-                checksum_format: ChecksumFormat::FirstWord,
-                file_name: file,
-            }
+            with_sum(
+                v.into(),
+                format!("{gh}/containernetworking/plugins/releases/download/{v}"),
+                format!("cni-plugins-linux-{a}-{v}.tgz"),
+                ".sha256",
+            )
         }
         ArtifactName::Crictl => {
             let v = c.crictl;
-            let file = format!("crictl-{v}-linux-{a}.tar.gz");
-            let url = format!("{gh}/kubernetes-sigs/cri-tools/releases/download/{v}/{file}");
-            Download {
-                name,
-                version: v.into(),
-                arch,
-                checksum_url: format!("{url}.sha256"),
-                url,
-                checksum_format: ChecksumFormat::FirstWord,
-                file_name: file,
-            }
+            with_sum(
+                v.into(),
+                format!("{gh}/kubernetes-sigs/cri-tools/releases/download/{v}"),
+                format!("crictl-{v}-linux-{a}.tar.gz"),
+                ".sha256",
+            )
         }
         ArtifactName::Containerd => {
             let v = c.containerd;
-            let file = format!("containerd-{v}-linux-{a}.tar.gz");
-            let url = format!("{gh}/containerd/containerd/releases/download/v{v}/{file}");
-            Download {
-                name,
-                version: format!("v{v}"),
-                arch,
-                checksum_url: format!("{url}.sha256sum"),
-                url,
-                checksum_format: ChecksumFormat::FirstWord,
-                file_name: file,
-            }
+            with_sum(
+                format!("v{v}"),
+                format!("{gh}/containerd/containerd/releases/download/v{v}"),
+                format!("containerd-{v}-linux-{a}.tar.gz"),
+                ".sha256sum",
+            )
         }
         ArtifactName::Runc => {
             let v = c.runc;

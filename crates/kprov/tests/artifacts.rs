@@ -22,6 +22,28 @@ use kprov_testkit::http::{Fault, FileServer};
 
 const KUBELET: &str = "/release/v1.20.2/bin/linux/amd64/kubelet";
 
+/// `kprov bundle create` for v1.20.2/amd64 from `mirror`, with extras.
+fn create_bundle(mirror: &str, output: &str, cache: &str, extras: &[&str]) -> common::Run {
+    let mut args = vec![
+        "bundle",
+        "create",
+        "--kubernetes-version",
+        "v1.20.2",
+        "--arch",
+        "amd64",
+        "--mirror",
+        mirror,
+        "--output",
+        output,
+        "--cache-dir",
+        cache,
+    ];
+    for extra in extras {
+        args.extend(["--include", extra]);
+    }
+    kprov(&args, &[])
+}
+
 fn provision_args<'a>(root: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
     let mut args = vec![
         "provision",
@@ -64,24 +86,11 @@ fn a_bundle_from_a_local_mirror_provisions_a_root_with_no_network_at_all() {
     let bundle = dir.path().join("bundle");
     let server = FileServer::start(&site).unwrap();
     let start = Instant::now();
-    let created = kprov(
-        &[
-            "bundle",
-            "create",
-            "--kubernetes-version",
-            "v1.20.2",
-            "--arch",
-            "amd64",
-            "--mirror",
-            &server.url(),
-            "--include",
-            "kubeadm",
-            "--output",
-            bundle.to_str().unwrap(),
-            "--cache-dir",
-            cache.to_str().unwrap(),
-        ],
-        &[],
+    let created = create_bundle(
+        &server.url(),
+        bundle.to_str().unwrap(),
+        cache.to_str().unwrap(),
+        &["kubeadm"],
     );
     let took = start.elapsed();
     assert!(created.ok(), "{}", created.stderr);
@@ -145,21 +154,10 @@ fn a_bundle_from_a_local_mirror_provisions_a_root_with_no_network_at_all() {
     // The same as one .tar.zst file.
     let single = dir.path().join("node-v1.20.2.tar.zst");
     let server = FileServer::start(&site).unwrap();
-    let created = kprov(
-        &[
-            "bundle",
-            "create",
-            "--kubernetes-version",
-            "v1.20.2",
-            "--arch",
-            "amd64",
-            "--mirror",
-            &server.url(),
-            "--output",
-            single.to_str().unwrap(),
-            "--cache-dir",
-            cache.to_str().unwrap(),
-        ],
+    let created = create_bundle(
+        &server.url(),
+        single.to_str().unwrap(),
+        cache.to_str().unwrap(),
         &[],
     );
     assert!(created.ok(), "{}", created.stderr);
@@ -239,23 +237,7 @@ fn bad_sources_fail_naming_the_artifact_and_install_nothing() {
     let fixed = FileServer::start(&site).unwrap();
     let bundle = dir.path().join("bundle");
     let c3 = fresh_cache("c3");
-    let created = kprov(
-        &[
-            "bundle",
-            "create",
-            "--kubernetes-version",
-            "v1.20.2",
-            "--arch",
-            "amd64",
-            "--mirror",
-            &fixed.url(),
-            "--output",
-            bundle.to_str().unwrap(),
-            "--cache-dir",
-            &c3,
-        ],
-        &[],
-    );
+    let created = create_bundle(&fixed.url(), bundle.to_str().unwrap(), &c3, &[]);
     assert!(created.ok(), "{}", created.stderr);
     let kubectl = bundle.join("bin/kubectl");
     std::fs::remove_file(&kubectl).unwrap();
@@ -402,24 +384,11 @@ fn benchmark_bundle_creation() {
         let cache = dir.path().join(format!("cache-{output}"));
         let out = dir.path().join(output);
         let start = Instant::now();
-        let run = kprov(
-            &[
-                "bundle",
-                "create",
-                "--kubernetes-version",
-                "v1.20.2",
-                "--arch",
-                "amd64",
-                "--mirror",
-                &server.url(),
-                "--include",
-                "kubeadm",
-                "--output",
-                out.to_str().unwrap(),
-                "--cache-dir",
-                cache.to_str().unwrap(),
-            ],
-            &[],
+        let run = create_bundle(
+            &server.url(),
+            out.to_str().unwrap(),
+            cache.to_str().unwrap(),
+            &["kubeadm"],
         );
         assert!(run.ok(), "{}", run.stderr);
         println!(

@@ -8,3 +8,18 @@ pub mod os;
 pub mod pki;
 pub mod provision;
 pub mod userdata;
+
+/// Reads and parses the PEM file given with `--ca-cert`, if any.
+pub fn read_ca_cert(
+    path: Option<&std::path::Path>,
+) -> anyhow::Result<Option<kprov_core::CaCertificate>> {
+    use anyhow::Context;
+    let Some(path) = path else {
+        return Ok(None);
+    };
+    let bytes = std::fs::read(path)
+        .with_context(|| format!("--ca-cert {}: cannot read", path.display()))?;
+    let cert = kprov_core::CaCertificate::from_pem(&bytes)
+        .with_context(|| format!("--ca-cert {}", path.display()))?;
+    Ok(Some(cert))
+}

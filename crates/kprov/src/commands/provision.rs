@@ -7,7 +7,7 @@ use kprov_artifacts::bundle::BundleSource;
 use kprov_artifacts::catalog::Bases;
 use kprov_artifacts::download::{DownloadSource, Downloader};
 use kprov_artifacts::{ArtifactSource, LocalDirSource, WithSelf};
-use kprov_core::{Arch, BootstrapToken, CaCertificate, NodeSpec, Phase};
+use kprov_core::{Arch, BootstrapToken, NodeSpec, Phase};
 use kprov_host::{Root, SystemRunner};
 use kprov_provision::apply::{self, ApplyContext, Event};
 use kprov_provision::resource::Resource;
@@ -17,17 +17,7 @@ use crate::cli::{OutputArg, ProvisionArgs};
 /// Turns flags into a validated spec; reads --ca-cert. Nothing on the
 /// target is touched here.
 fn node_spec(args: &ProvisionArgs, phase: Phase) -> anyhow::Result<NodeSpec> {
-    let ca_cert = match &args.ca_cert {
-        None => None,
-        Some(path) => {
-            let bytes = std::fs::read(path)
-                .with_context(|| format!("--ca-cert {}: cannot read", path.display()))?;
-            Some(
-                CaCertificate::from_pem(&bytes)
-                    .with_context(|| format!("--ca-cert {}", path.display()))?,
-            )
-        }
-    };
+    let ca_cert = super::read_ca_cert(args.ca_cert.as_deref())?;
     let arch = match args.arch {
         Some(a) => a,
         None => Arch::host()

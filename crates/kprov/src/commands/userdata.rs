@@ -13,7 +13,7 @@ use kprov_bootconfig::{
     SshPublicKey, USER_DATA_LIMIT,
 };
 use kprov_core::version::NEWEST_KNOWN;
-use kprov_core::{BootstrapToken, CaCertificate, KubernetesVersion, Phase};
+use kprov_core::{BootstrapToken, KubernetesVersion, Phase};
 
 use crate::cli::{FormatArg, PhaseArg, UserdataArgs};
 
@@ -106,17 +106,7 @@ fn boot_spec(args: &UserdataArgs) -> anyhow::Result<BootSpec> {
         ssh_authorized_keys.extend(keys);
     }
 
-    let ca_cert = match &args.ca_cert {
-        None => None,
-        Some(path) => {
-            let bytes = std::fs::read(path)
-                .with_context(|| format!("--ca-cert {}: cannot read", path.display()))?;
-            Some(
-                CaCertificate::from_pem(&bytes)
-                    .with_context(|| format!("--ca-cert {}", path.display()))?,
-            )
-        }
-    };
+    let ca_cert = super::read_ca_cert(args.ca_cert.as_deref())?;
 
     let cloud_config_content = match &args.cloud_config_file {
         None => None,
