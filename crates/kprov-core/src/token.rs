@@ -71,6 +71,12 @@ impl BootstrapToken {
         &self.id
     }
 
+    /// The secret part alone: the HMAC key of cluster-info's signatures.
+    /// Callers must keep it out of logs.
+    pub fn expose_secret_part(&self) -> &str {
+        &self.secret
+    }
+
     /// The whole token, `id.secret`, for writing into files that need it.
     /// Callers must keep it out of logs and write it 0600.
     pub fn expose_secret(&self) -> String {

@@ -218,7 +218,7 @@ impl FromStr for ServiceCidr {
 
 /// Parses `ADDRESS/PREFIX` and masks the address to its network, as Go's
 /// `net.ParseCIDR` does.
-fn parse_cidr(text: &str) -> Result<(IpAddr, u8), &'static str> {
+pub fn parse_cidr(text: &str) -> Result<(IpAddr, u8), &'static str> {
     const SHAPE: &str = "expected ADDRESS/PREFIX, e.g. 10.96.0.0/12";
     let (addr, prefix) = text.split_once('/').ok_or(SHAPE)?;
     let addr: IpAddr = addr.parse().map_err(|_| SHAPE)?;

@@ -93,11 +93,36 @@ pub fn artifacts_dir() -> &'static Path {
 }
 
 /// A scratch directory on disk (not tmpfs: roots are hundreds of MB).
+/// It lives under a directory named after this test process; scratch
+/// dirs held in statics are never dropped, so each process first removes
+/// what processes that have exited left behind.
 pub fn scratch(prefix: &str) -> tempfile::TempDir {
-    std::fs::create_dir_all("/var/tmp/kprov-tests").unwrap();
+    static RUN_DIR: OnceLock<PathBuf> = OnceLock::new();
+    let run_dir = RUN_DIR.get_or_init(|| {
+        let base = Path::new("/var/tmp/kprov-tests");
+        std::fs::create_dir_all(base).unwrap();
+        for entry in std::fs::read_dir(base).unwrap().flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let exited = match name.strip_prefix("run-") {
+                Some(pid) => !Path::new("/proc").join(pid).exists(),
+                // Older layouts: only when clearly stale, another checkout's
+                // tests may be using it.
+                None => entry
+                    .metadata()
+                    .and_then(|m| m.modified())
+                    .is_ok_and(|t| t.elapsed().unwrap_or_default() > Duration::from_secs(6 * 3600)),
+            };
+            if exited {
+                let _ = std::fs::remove_dir_all(entry.path());
+            }
+        }
+        let dir = base.join(format!("run-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    });
     tempfile::Builder::new()
         .prefix(prefix)
-        .tempdir_in("/var/tmp/kprov-tests")
+        .tempdir_in(run_dir)
         .unwrap()
 }
 

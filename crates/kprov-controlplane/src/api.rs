@@ -1,0 +1,286 @@
+//! The thin layer that talks to the API server (kube-rs): bootstrap
+//! tokens, the bootstrap RBAC and cluster-info. Objects are built by the
+//! pure modules; here they are applied and read.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
+use kprov_core::BootstrapToken;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Client, Config, Resource};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::bootstrap::{self, CLUSTER_INFO, CLUSTER_INFO_NAMESPACE, KUBECONFIG_KEY};
+use crate::token::{self, TokenInfo, TokenSpec, NAMESPACE};
+
+/// The field manager kprov's server-side applies use.
+pub const FIELD_MANAGER: &str = "kprov";
+
+/// Why a call to the API server failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// The kubeconfig could not be read or used.
+    #[error("kubeconfig {path}: {reason}")]
+    Kubeconfig {
+        /// Its path.
+        path: String,
+        /// What went wrong.
+        reason: String,
+    },
+    /// A request failed.
+    #[error("{what}: {source}")]
+    Request {
+        /// What kprov was doing.
+        what: String,
+        /// The client's error.
+        source: kube::Error,
+    },
+    /// A token id already in use.
+    #[error(
+        "a bootstrap token with id {0} exists already; delete it first or choose another token"
+    )]
+    TokenExists(String),
+    /// cluster-info is missing or broken.
+    #[error("{0}")]
+    ClusterInfo(String),
+}
+
+fn request(what: impl Into<String>) -> impl FnOnce(kube::Error) -> ApiError {
+    let what = what.into();
+    move |source| ApiError::Request { what, source }
+}
+
+/// A client from a kubeconfig file (its current context).
+pub async fn client(kubeconfig: &Path) -> Result<Client, ApiError> {
+    let err = |reason: String| ApiError::Kubeconfig {
+        path: kubeconfig.display().to_string(),
+        reason,
+    };
+    let config = Kubeconfig::read_from(kubeconfig).map_err(|e| err(e.to_string()))?;
+    let config = Config::from_custom_kubeconfig(config, &KubeConfigOptions::default())
+        .await
+        .map_err(|e| err(e.to_string()))?;
+    Client::try_from(config).map_err(|e| err(e.to_string()))
+}
+
+/// What an apply did to one object.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Applied {
+    /// `Kind/namespace/name`.
+    pub object: String,
+    /// created, updated or unchanged.
+    pub outcome: &'static str,
+}
+
+/// Server-side applies `object` and says whether it changed (its
+/// resourceVersion moves only when it does).
+async fn apply<K>(api: &Api<K>, object: &K) -> Result<Applied, ApiError>
+where
+    K: Resource + Clone + DeserializeOwned + Serialize + std::fmt::Debug,
+    K::DynamicType: Default,
+{
+    let name = object.meta().name.clone().unwrap_or_default();
+    let label = format!(
+        "{}/{}{}",
+        K::kind(&K::DynamicType::default()),
+        object
+            .meta()
+            .namespace
+            .as_ref()
+            .map(|n| format!("{n}/"))
+            .unwrap_or_default(),
+        name
+    );
+    let before = api
+        .get_opt(&name)
+        .await
+        .map_err(request(format!("reading {label}")))?
+        .and_then(|o| o.meta().resource_version.clone());
+    let params = PatchParams::apply(FIELD_MANAGER).force();
+    let after = api
+        .patch(&name, &params, &Patch::Apply(object))
+        .await
+        .map_err(request(format!("applying {label}")))?;
+    let outcome = match (before, after.meta().resource_version.clone()) {
+        (None, _) => "created",
+        (Some(a), Some(b)) if a == b => "unchanged",
+        _ => "updated",
+    };
+    Ok(Applied {
+        object: label,
+        outcome,
+    })
+}
+
+/// Applies every object of a list through `api_for`.
+async fn apply_all<K>(
+    client: &Client,
+    objects: &[K],
+    report: &mut Vec<Applied>,
+) -> Result<(), ApiError>
+where
+    K: Resource<Scope = k8s_openapi::ClusterResourceScope>
+        + Clone
+        + DeserializeOwned
+        + Serialize
+        + std::fmt::Debug,
+    K::DynamicType: Default,
+{
+    let api: Api<K> = Api::all(client.clone());
+    for o in objects {
+        report.push(apply(&api, o).await?);
+    }
+    Ok(())
+}
+
+async fn apply_namespaced<K>(
+    client: &Client,
+    objects: &[K],
+    report: &mut Vec<Applied>,
+) -> Result<(), ApiError>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + DeserializeOwned
+        + Serialize
+        + std::fmt::Debug,
+    K::DynamicType: Default,
+{
+    for o in objects {
+        let ns = o
+            .meta()
+            .namespace
+            .clone()
+            .unwrap_or_else(|| "default".into());
+        let api: Api<K> = Api::namespaced(client.clone(), &ns);
+        report.push(apply(&api, o).await?);
+    }
+    Ok(())
+}
+
+/// Applies the bootstrap RBAC and cluster-info (its kubeconfig; the
+/// signatures are kept).
+pub async fn apply_bootstrap(
+    client: &Client,
+    server_url: &str,
+    ca_pem: &[u8],
+) -> Result<Vec<Applied>, ApiError> {
+    let rbac = bootstrap::bootstrap_rbac();
+    let mut report = Vec::new();
+    apply_all::<ClusterRole>(client, &rbac.cluster_roles, &mut report).await?;
+    apply_all::<ClusterRoleBinding>(client, &rbac.cluster_role_bindings, &mut report).await?;
+    apply_namespaced::<Role>(client, &rbac.roles, &mut report).await?;
+    apply_namespaced::<RoleBinding>(client, &rbac.role_bindings, &mut report).await?;
+    let kubeconfig = bootstrap::cluster_info_kubeconfig(server_url, ca_pem);
+    let cluster_info = bootstrap::cluster_info(&kubeconfig, &[]);
+    apply_namespaced::<ConfigMap>(client, &[cluster_info], &mut report).await?;
+    Ok(report)
+}
+
+/// Creates a token's Secret and, for a signing token, adds its signature
+/// to cluster-info right away (the controller manager's bootstrapsigner
+/// would add the same one, later).
+pub async fn create_token(
+    client: &Client,
+    spec: &TokenSpec,
+    now: time::OffsetDateTime,
+) -> Result<(), ApiError> {
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), NAMESPACE);
+    let name = token::secret_name(spec.token.id());
+    let exists = secrets
+        .get_opt(&name)
+        .await
+        .map_err(request(format!("reading Secret {NAMESPACE}/{name}")))?;
+    if exists.is_some() {
+        return Err(ApiError::TokenExists(spec.token.id().into()));
+    }
+    secrets
+        .create(&PostParams::default(), &token::secret(spec, now))
+        .await
+        .map_err(request(format!("creating Secret {NAMESPACE}/{name}")))?;
+    if spec.signs() {
+        sign_cluster_info(client, &spec.token).await?;
+    }
+    Ok(())
+}
+
+async fn sign_cluster_info(client: &Client, token: &BootstrapToken) -> Result<(), ApiError> {
+    let maps: Api<ConfigMap> = Api::namespaced(client.clone(), CLUSTER_INFO_NAMESPACE);
+    let what = format!("{CLUSTER_INFO_NAMESPACE}/{CLUSTER_INFO}");
+    let current = maps
+        .get_opt(CLUSTER_INFO)
+        .await
+        .map_err(request(format!("reading ConfigMap {what}")))?
+        .ok_or_else(|| {
+            ApiError::ClusterInfo(format!(
+                "ConfigMap {what} does not exist: run `kprov init phase bootstrap-token` first"
+            ))
+        })?;
+    let kubeconfig = current
+        .data
+        .as_ref()
+        .and_then(|d| d.get(KUBECONFIG_KEY))
+        .ok_or_else(|| ApiError::ClusterInfo(format!("ConfigMap {what} has no kubeconfig")))?;
+    let signature = crate::jws::sign_detached(kubeconfig, token);
+    let patch = serde_json::json!({
+        "data": { bootstrap::signature_key(token.id()): signature }
+    });
+    maps.patch(CLUSTER_INFO, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .map_err(request(format!("signing ConfigMap {what}")))?;
+    Ok(())
+}
+
+/// Every bootstrap token's public facts.
+pub async fn list_tokens(client: &Client) -> Result<Vec<TokenInfo>, ApiError> {
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), NAMESPACE);
+    let params = ListParams::default().fields(&format!("type={}", token::SECRET_TYPE));
+    let list = secrets
+        .list(&params)
+        .await
+        .map_err(request(format!("listing token Secrets in {NAMESPACE}")))?;
+    let mut tokens: Vec<TokenInfo> = list.items.iter().filter_map(token::token_info).collect();
+    tokens.sort_by(|a, b| a.id.cmp(&b.id));
+    Ok(tokens)
+}
+
+/// Deletes a token and its cluster-info signature; false if there was no
+/// such token.
+pub async fn delete_token(client: &Client, token_id: &str) -> Result<bool, ApiError> {
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), NAMESPACE);
+    let name = token::secret_name(token_id);
+    let found = match secrets.delete(&name, &DeleteParams::default()).await {
+        Ok(_) => true,
+        Err(kube::Error::Api(e)) if e.code == 404 => false,
+        Err(e) => return Err(request(format!("deleting Secret {NAMESPACE}/{name}"))(e)),
+    };
+    let maps: Api<ConfigMap> = Api::namespaced(client.clone(), CLUSTER_INFO_NAMESPACE);
+    let patch = serde_json::json!({ "data": { bootstrap::signature_key(token_id): null } });
+    match maps
+        .patch(CLUSTER_INFO, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+    {
+        Ok(_) => {}
+        Err(kube::Error::Api(e)) if e.code == 404 => {}
+        Err(e) => {
+            return Err(request(format!(
+                "removing token {token_id}'s signature from {CLUSTER_INFO_NAMESPACE}/{CLUSTER_INFO}"
+            ))(e))
+        }
+    }
+    Ok(found)
+}
+
+/// cluster-info's data, read as an anonymous client would (the caller
+/// supplies the client).
+pub async fn cluster_info_data(client: &Client) -> Result<BTreeMap<String, String>, ApiError> {
+    let maps: Api<ConfigMap> = Api::namespaced(client.clone(), CLUSTER_INFO_NAMESPACE);
+    let cm = maps.get(CLUSTER_INFO).await.map_err(request(format!(
+        "reading {CLUSTER_INFO_NAMESPACE}/{CLUSTER_INFO}"
+    )))?;
+    Ok(cm.data.unwrap_or_default())
+}

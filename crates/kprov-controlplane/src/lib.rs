@@ -1,0 +1,22 @@
+//! The control plane kprov bootstraps, the way kubeadm does: static pods
+//! for etcd and the Kubernetes control-plane components, bootstrap tokens,
+//! the RBAC and `cluster-info` that let nodes join with a token, and the
+//! phases of `kprov init`.
+//!
+//! Layout, pure first:
+//!
+//! - [`spec`]: validated inputs ([`spec::ClusterSpec`]): ranges that must
+//!   not overlap, the pod network, where images come from;
+//! - [`manifests`]: the static pods as typed Pod objects;
+//! - [`token`]: bootstrap token Secrets, TTLs, usages, groups;
+//! - [`jws`]: cluster-info's detached HS256 signatures;
+//! - [`bootstrap`]: the bootstrap RBAC and the cluster-info ConfigMap, and
+//!   its verification by a joining node;
+//! - [`api`]: the thin layer that applies and reads them (kube-rs).
+
+pub mod api;
+pub mod bootstrap;
+pub mod jws;
+pub mod manifests;
+pub mod spec;
+pub mod token;
