@@ -14,7 +14,10 @@ targets=(kubelet kubeadm kube-apiserver kube-controller-manager kube-scheduler k
 
 log() { printf 'build-kubernetes: %s\n' "$*" >&2; }
 
-if [[ -f "$out/.complete" ]]; then
+# Bumped whenever the build changes, so that caches rebuild.
+revision="reflect2-1.0.2"
+
+if [[ -f "$out/.complete" && "$(cat "$out/.complete")" == "$revision" ]]; then
     echo "$out/bin"
     exit 0
 fi
@@ -39,6 +42,21 @@ if ! compgen -G "kubernetes-*/" >/dev/null; then
 fi
 tree=$(ls -d kubernetes-*/ | head -n1)
 cd "$tree"
+# The vendored modern-go/reflect2 v1.0.1 walks Go maps through runtime
+# internals that changed in Go 1.18: built with Go 1.19, the API server
+# dies with "fatal error: fault" in mapiternext when it encodes a map
+# (a ConfigMap) to JSON. v1.0.2, from Debian's package, is the fix.
+if [[ "$(cat .kprov-patched 2>/dev/null)" != "$revision" ]]; then
+    log "replacing vendored reflect2 v1.0.1 with Debian's v1.0.2"
+    vendored=vendor/github.com/modern-go/reflect2
+    rm -rf "$vendored"
+    mkdir -p "$vendored"
+    cp -r /usr/share/gocode/src/github.com/modern-go/reflect2/. "$vendored/"
+    rm -rf "$vendored"/test* "$vendored"/*_test.go
+    sed -i 's|github.com/modern-go/reflect2 v1.0.1|github.com/modern-go/reflect2 v1.0.2|g' go.mod vendor/modules.txt
+    rm -rf _output/bin
+    echo "$revision" > .kprov-patched
+fi
 mkdir -p .go/src/k8s.io
 ln -sfn ../../.. .go/src/k8s.io/kubernetes
 
@@ -57,7 +75,7 @@ rm -rf "$tmp"
 mkdir -p "$tmp/bin"
 for t in "${targets[@]}"; do cp "_output/bin/$t" "$tmp/bin/"; done
 (cd "$tmp/bin" && sha256sum * > ../SHA256SUMS)
-touch "$tmp/.complete"
+echo "$revision" > "$tmp/.complete"
 rm -rf "$out"
 mv "$tmp" "$out"
 log "done: $out/bin"

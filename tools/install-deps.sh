@@ -6,11 +6,11 @@ set -euo pipefail
 want=()
 for set in "$@"; do
     case "$set" in
-    build) want+=(golang-1.19-go rsync jq dpkg-dev make) ;;
+    build) want+=(golang-1.19-go golang-github-modern-go-reflect2-dev rsync jq dpkg-dev make) ;;
     root) want+=(mmdebstrap) ;;
     # shellcheck for setup.sh; curl, wget and python3 (a loopback HTTP
     # server) for the setup.sh runs.
-    test) want+=(systemd-container util-linux shellcheck curl wget python3) ;;
+    test) want+=(systemd-container util-linux shellcheck curl wget python3 etcd-server openssl) ;;
     vm) want+=(qemu-system-x86 e2fsprogs dnsmasq-base openssh-client binutils) ;;
     *) echo "install-deps: unknown set '$set' (expected build, root, test or vm)" >&2; exit 2 ;;
     esac

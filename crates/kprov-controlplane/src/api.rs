@@ -10,7 +10,8 @@ use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBind
 use kprov_core::BootstrapToken;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
-use kube::{Client, Config, Resource};
+pub use kube::Client;
+use kube::{Config, Resource};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 

@@ -12,11 +12,13 @@
 //! - [`jws`]: cluster-info's detached HS256 signatures;
 //! - [`bootstrap`]: the bootstrap RBAC and the cluster-info ConfigMap, and
 //!   its verification by a joining node;
-//! - [`api`]: the thin layer that applies and reads them (kube-rs).
+//! - [`api`]: the thin layer that applies and reads them (kube-rs);
+//! - [`store`]: the thin layer that writes the manifests under a root.
 
 pub mod api;
 pub mod bootstrap;
 pub mod jws;
 pub mod manifests;
 pub mod spec;
+pub mod store;
 pub mod token;

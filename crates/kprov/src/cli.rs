@@ -95,6 +95,223 @@ pub enum Command {
     /// Create and check offline bundles of everything a node needs.
     #[command(subcommand)]
     Bundle(BundleCommand),
+
+    /// Bootstrap a control plane on this machine, as `kubeadm init` does:
+    /// certificates, kubeconfigs, static pods for etcd and the control
+    /// plane, the bootstrap-token RBAC and cluster-info.
+    ///
+    /// Each phase runs alone with `kprov init phase NAME`; re-running a
+    /// phase on a working control plane changes nothing and says so.
+    ///
+    /// Example: kprov init phase control-plane --node-name master-1
+    /// --advertise-address 192.168.1.10 --kubernetes-version v1.20.2
+    Init(Box<InitArgs>),
+
+    /// Create, list and delete bootstrap tokens, with which nodes join.
+    #[command(subcommand)]
+    Token(TokenCommand),
+}
+
+/// `kprov token` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Create a bootstrap token (a Secret in kube-system) and sign
+    /// cluster-info with it. Prints the token, or with
+    /// --print-join-command the `kprov provision` line a node joins with,
+    /// on stdout; --token-file writes it 0600 instead.
+    ///
+    /// Example: kprov token create --ttl 2h --print-join-command
+    Create(TokenCreateArgs),
+    /// List bootstrap tokens: id, expiry, usages, groups (never secrets).
+    List(TokenListArgs),
+    /// Delete bootstrap tokens by id (or whole token) and their
+    /// cluster-info signatures.
+    Delete(TokenDeleteArgs),
+}
+
+/// The kubeconfig `kprov token` talks to the API server with.
+#[derive(Debug, Args)]
+pub struct AdminKubeconfigArgs {
+    /// An administrator's kubeconfig.
+    #[arg(
+        long,
+        value_name = "FILE",
+        default_value = "/etc/kubernetes/admin.conf"
+    )]
+    pub kubeconfig: PathBuf,
+}
+
+/// Flags of `kprov token create`.
+#[derive(Debug, Args)]
+pub struct TokenCreateArgs {
+    #[command(flatten)]
+    pub admin: AdminKubeconfigArgs,
+
+    /// How long the token is valid: a positive duration such as 24h,
+    /// 1h30m or 90s.
+    #[arg(long, value_name = "DURATION", default_value = "24h", value_parser = parse_with::<kprov_controlplane::token::Ttl>)]
+    pub ttl: kprov_controlplane::token::Ttl,
+
+    /// What the token may be used for: authentication, signing.
+    #[arg(long, value_name = "USAGE", value_delimiter = ',', default_value = "signing,authentication", value_parser = parse_with::<kprov_controlplane::token::Usage>)]
+    pub usages: Vec<kprov_controlplane::token::Usage>,
+
+    /// Extra groups of the token's identity (system:bootstrappers:...).
+    #[arg(long, value_name = "GROUP", value_delimiter = ',', default_value = kprov_controlplane::token::DEFAULT_NODE_GROUP, value_parser = parse_with::<kprov_controlplane::token::TokenGroup>)]
+    pub groups: Vec<kprov_controlplane::token::TokenGroup>,
+
+    /// A note for humans, shown by `kprov token list`.
+    #[arg(
+        long,
+        value_name = "TEXT",
+        default_value = "made by kprov token create"
+    )]
+    pub description: String,
+
+    /// Print the command that joins a node with this token (API server
+    /// and CA hash from the kubeconfig).
+    #[arg(long)]
+    pub print_join_command: bool,
+
+    /// Write the token (or the join command) to FILE, 0600, instead of
+    /// stdout.
+    #[arg(long, value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
+}
+
+/// Flags of `kprov token list`.
+#[derive(Debug, Args)]
+pub struct TokenListArgs {
+    #[command(flatten)]
+    pub admin: AdminKubeconfigArgs,
+
+    /// Report format on stdout.
+    #[arg(long, value_enum, default_value_t = OutputArg::Text)]
+    pub output: OutputArg,
+}
+
+/// Flags of `kprov token delete`.
+#[derive(Debug, Args)]
+pub struct TokenDeleteArgs {
+    #[command(flatten)]
+    pub admin: AdminKubeconfigArgs,
+
+    /// Token ids (abcdef) or whole tokens (abcdef.0123456789abcdef).
+    #[arg(required = true, value_name = "TOKEN_ID")]
+    pub ids: Vec<String>,
+}
+
+/// Flags of `kprov init`.
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+pub struct InitArgs {
+    /// Run one phase alone.
+    #[command(subcommand)]
+    pub action: Option<InitAction>,
+
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+}
+
+/// What `kprov init` runs instead of every phase.
+#[derive(Debug, Subcommand)]
+pub enum InitAction {
+    /// Run one phase of `kprov init`.
+    Phase(InitPhaseArgs),
+}
+
+/// Flags of `kprov init phase`.
+#[derive(Debug, Args)]
+pub struct InitPhaseArgs {
+    /// The phase.
+    #[arg(value_enum)]
+    pub name: InitPhaseArg,
+
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+}
+
+/// The phases of `kprov init`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum InitPhaseArg {
+    /// Certificates and keys (as `kprov pki`).
+    Certs,
+    /// Kubeconfigs (as `kprov kubeconfig`).
+    Kubeconfig,
+    /// etcd's static pod.
+    Etcd,
+    /// The API server's, controller manager's and scheduler's static pods.
+    ControlPlane,
+    /// The bootstrap-token RBAC and cluster-info (needs a running API
+    /// server).
+    BootstrapToken,
+}
+
+/// Everything that describes the control plane being made.
+#[derive(Debug, Args)]
+pub struct ClusterArgs {
+    #[command(flatten)]
+    pub dirs: CertDirArgs,
+
+    /// Where kubeconfigs and manifests/ go.
+    #[arg(long, value_name = "DIR", default_value = "/etc/kubernetes")]
+    pub kubernetes_dir: PathBuf,
+
+    #[command(flatten)]
+    pub node: ControlPlaneNodeArgs,
+
+    /// An extra subject alternative name for the API server's
+    /// certificate. Repeat for several, or separate with commas.
+    #[arg(long, value_name = "NAME", value_delimiter = ',', value_parser = parse_with::<kprov_pki::spec::ExtraSan>)]
+    pub san: Vec<kprov_pki::spec::ExtraSan>,
+
+    /// The range of Service IPs.
+    #[arg(long, value_name = "CIDR", default_value = kprov_pki::spec::DEFAULT_SERVICE_CIDR, value_parser = parse_with::<kprov_pki::spec::ServiceCidr>)]
+    pub service_cidr: kprov_pki::spec::ServiceCidr,
+
+    /// The range of pod IPs; each node gets a /24 of it. Must not overlap
+    /// the service range.
+    #[arg(long, value_name = "CIDR", default_value = kprov_controlplane::spec::DEFAULT_POD_CIDR, value_parser = parse_with::<kprov_controlplane::spec::Cidr>)]
+    pub pod_cidr: kprov_controlplane::spec::Cidr,
+
+    /// The cluster's DNS domain.
+    #[arg(long, value_name = "DOMAIN", default_value = kprov_pki::spec::DEFAULT_CLUSTER_DOMAIN, value_parser = parse_with::<kprov_pki::spec::ClusterDomain>)]
+    pub cluster_domain: kprov_pki::spec::ClusterDomain,
+
+    /// How pods on different nodes reach each other.
+    #[arg(long, value_enum, default_value_t = PodNetworkArg::Flannel)]
+    pub pod_network: PodNetworkArg,
+
+    /// The registry control-plane images are named under (default: the
+    /// release's, k8s.gcr.io before v1.25, registry.k8s.io from v1.25).
+    #[arg(long, value_name = "REGISTRY")]
+    pub image_registry: Option<String>,
+
+    /// Report what would be written; write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// Report format on stdout.
+    #[arg(long, value_enum, default_value_t = OutputArg::Text)]
+    pub output: OutputArg,
+}
+
+/// Pod networks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PodNetworkArg {
+    /// flannel (VXLAN), for any topology.
+    Flannel,
+    /// bridge + host-local CNI with a route per node, for one L2 segment.
+    Bridge,
+}
+
+impl From<PodNetworkArg> for kprov_controlplane::spec::PodNetwork {
+    fn from(p: PodNetworkArg) -> Self {
+        match p {
+            PodNetworkArg::Flannel => Self::Flannel,
+            PodNetworkArg::Bridge => Self::Bridge,
+        }
+    }
 }
 
 /// `kprov bundle` subcommands.

@@ -21,6 +21,8 @@ fn main() -> ExitCode {
         cli::Command::Kubeconfig(args) => commands::kubeconfig::run(*args),
         cli::Command::Userdata(args) => commands::userdata::run(*args),
         cli::Command::Bundle(command) => commands::bundle::run(command),
+        cli::Command::Init(args) => commands::init::run(*args),
+        cli::Command::Token(command) => commands::token::run(command),
     };
     match result {
         Ok(code) => code,

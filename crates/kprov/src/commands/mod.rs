@@ -3,11 +3,21 @@
 
 pub mod bundle;
 pub mod health_check;
+pub mod init;
 pub mod kubeconfig;
 pub mod os;
 pub mod pki;
 pub mod provision;
+pub mod token;
 pub mod userdata;
+
+/// A small tokio runtime for the commands that talk to servers.
+pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?)
+}
 
 /// Reads and parses the PEM file given with `--ca-cert`, if any.
 pub fn read_ca_cert(

@@ -81,6 +81,22 @@ impl Netns {
         pid
     }
 
+    /// Like [`Netns::spawn`], with stdout and stderr appended to `log`.
+    pub fn spawn_logged(&mut self, program: &str, args: &[&str], log: &std::path::Path) -> u32 {
+        let file = std::fs::File::create(log).unwrap();
+        let child = self
+            .command(program)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(file.try_clone().unwrap())
+            .stderr(file)
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {program} in {}: {e}", self.name));
+        let pid = child.id();
+        self.children.push(child);
+        pid
+    }
+
     /// Serves `dir` over HTTP on `<gateway>:port` (Python's http.server).
     pub fn serve_http(&mut self, dir: &std::path::Path, port: u16) {
         let bind = self.gateway();

@@ -1,0 +1,510 @@
+#![allow(clippy::unwrap_used, clippy::print_stdout)]
+//! A real control plane from kprov's files: Debian's etcd and the v1.20.2
+//! kube-apiserver, kube-controller-manager and kube-scheduler (built from
+//! Debian's source), started as processes in a network namespace with
+//! kprov's certificates and the command lines of kprov's static pod
+//! manifests. Then bootstrap tokens against it: RBAC, cluster-info and its
+//! signature (checked against the one the controller manager's
+//! bootstrapsigner writes), a token that authenticates and gets a node
+//! client certificate approved and signed, and nothing broader.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use common::netns::Netns;
+use common::{kprov_bin, kubernetes_bin_dir, scratch, sh};
+
+const VERSION: &str = "v1.20.2";
+const PREFIX: &str = "10.78.0";
+
+/// The processes' logs, printed when the test fails.
+struct Logs(Vec<PathBuf>);
+
+impl Logs {
+    fn dump(&self) -> String {
+        let mut text = String::new();
+        for log in &self.0 {
+            let body = std::fs::read_to_string(log).unwrap_or_default();
+            // A Go crash ends in goroutine dumps; its cause comes first.
+            if let Some(at) = body.find("panic:").or_else(|| body.find("fatal error:")) {
+                let cause: String = body[at..].lines().take(15).collect::<Vec<_>>().join("\n");
+                text.push_str(&format!("==== {} crashed:\n{cause}\n", log.display()));
+                continue;
+            }
+            let tail: Vec<&str> = body.lines().rev().take(25).collect();
+            text.push_str(&format!("==== {} (last lines)\n", log.display()));
+            for line in tail.into_iter().rev() {
+                text.push_str(line);
+                text.push('\n');
+            }
+        }
+        text
+    }
+}
+
+fn run_in(ns: &Netns, program: &str, args: &[&str]) -> Output {
+    ns.command(program)
+        .args(args)
+        .env_remove("KPROV_TOKEN")
+        .output()
+        .unwrap()
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "status {:?}\nstdout:\n{}\nstderr:\n{}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// Starts each static pod's command as a process: the binary of the same
+/// name, every host path of the pod mapped under `root`.
+fn start_static_pods(ns: &mut Netns, root: &Path, logs_dir: &Path) -> Logs {
+    let manifests = root.join("etc/kubernetes/manifests");
+    let mut logs = Vec::new();
+    for component in [
+        "etcd",
+        "kube-apiserver",
+        "kube-controller-manager",
+        "kube-scheduler",
+    ] {
+        let text = std::fs::read_to_string(manifests.join(format!("{component}.yaml"))).unwrap();
+        let pod: serde_json::Value = serde_yaml::from_str(&text).unwrap();
+        let command: Vec<String> = pod["spec"]["containers"][0]["command"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap().to_string())
+            .collect();
+        let host_paths: Vec<String> = pod["spec"]["volumes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v["hostPath"]["path"].as_str().unwrap().to_string())
+            .filter(|p| p.starts_with("/etc/kubernetes") || p.starts_with("/var/lib/etcd"))
+            .collect();
+        let args: Vec<String> = command[1..]
+            .iter()
+            .map(|arg| {
+                let (flag, value) = arg.split_once('=').unwrap();
+                let mapped = host_paths
+                    .iter()
+                    .find(|p| value.starts_with(p.as_str()))
+                    .map(|_| format!("{}{value}", root.display()))
+                    .unwrap_or_else(|| value.to_string());
+                format!("{flag}={mapped}")
+            })
+            .collect();
+        let binary = if component == "etcd" {
+            "/usr/bin/etcd".to_string()
+        } else {
+            kubernetes_bin_dir().join(component).display().to_string()
+        };
+        let log = logs_dir.join(format!("{component}.log"));
+        let arg_refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        ns.spawn_logged(&binary, &arg_refs, &log);
+        logs.push(log);
+    }
+    Logs(logs)
+}
+
+/// Polls `check` every half second until it returns Some or `limit`
+/// passes.
+fn wait_for<T>(limit: Duration, mut check: impl FnMut() -> Option<T>) -> Option<T> {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if let Some(v) = check() {
+            return Some(v);
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    None
+}
+
+fn try_cluster_info(ns: &Netns, ca: &Path) -> Result<BTreeMap<String, String>, String> {
+    // Anonymous, as a joining node reads it.
+    let url =
+        format!("https://{PREFIX}.1:6443/api/v1/namespaces/kube-public/configmaps/cluster-info");
+    let o = run_in(
+        ns,
+        "curl",
+        &[
+            "-sS",
+            "--fail",
+            "--http1.1",
+            "--max-time",
+            "10",
+            "--cacert",
+            ca.to_str().unwrap(),
+            &url,
+        ],
+    );
+    if !o.status.success() {
+        return Err(format!("anonymous read of cluster-info: {}", text(&o)));
+    }
+    let cm: serde_json::Value = serde_json::from_slice(&o.stdout).map_err(|e| e.to_string())?;
+    serde_json::from_value(cm["data"].clone()).map_err(|e| e.to_string())
+}
+
+fn cluster_info(ns: &Netns, ca: &Path, logs: &Logs) -> BTreeMap<String, String> {
+    try_cluster_info(ns, ca).unwrap_or_else(|e| panic!("{e}\n{}", logs.dump()))
+}
+
+#[test]
+#[ignore = "starts etcd and the v1.20.2 control plane in a network namespace"]
+fn control_plane_from_kprov_files_runs_and_bootstraps_tokens() {
+    let dir = scratch("controlplane-");
+    let root = dir.path().join("root");
+    std::fs::create_dir_all(&root).unwrap();
+    let root_s = root.display().to_string();
+    let address = format!("{PREFIX}.1");
+
+    // Certificates, kubeconfigs, static pods: every file phase of init.
+    let o = Command::new(kprov_bin())
+        .args([
+            "init",
+            "--root",
+            &root_s,
+            "--node-name",
+            "master-1",
+            "--advertise-address",
+            &address,
+            "--kubernetes-version",
+            VERSION,
+            "--pod-network",
+            "bridge",
+        ])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "kprov init: {}", text(&o));
+
+    let mut ns = Netns::new(PREFIX);
+    let logs_dir = dir.path().join("logs");
+    std::fs::create_dir_all(&logs_dir).unwrap();
+    let logs = start_static_pods(&mut ns, &root, &logs_dir);
+
+    let kubectl = kubernetes_bin_dir().join("kubectl").display().to_string();
+    let admin = root.join("etc/kubernetes/admin.conf").display().to_string();
+    let ca = root.join("etc/kubernetes/pki/ca.crt");
+    let started = Instant::now();
+    let ready = wait_for(Duration::from_secs(180), || {
+        let o = run_in(
+            &ns,
+            &kubectl,
+            &["--kubeconfig", &admin, "get", "--raw", "/readyz"],
+        );
+        (o.status.success() && String::from_utf8_lossy(&o.stdout).trim() == "ok").then_some(())
+    });
+    assert!(
+        ready.is_some(),
+        "the API server never became ready\n{}",
+        logs.dump()
+    );
+    println!(
+        "API server ready {:.1} s after start",
+        started.elapsed().as_secs_f64()
+    );
+
+    // The bootstrap RBAC and cluster-info; a second run changes nothing.
+    let cert_dir = root.join("etc/kubernetes/pki").display().to_string();
+    let k8s_dir = root.join("etc/kubernetes").display().to_string();
+    let phase = |ns: &Netns| {
+        run_in(
+            ns,
+            kprov_bin().to_str().unwrap(),
+            &[
+                "init",
+                "phase",
+                "bootstrap-token",
+                "--cert-dir",
+                &cert_dir,
+                "--kubernetes-dir",
+                &k8s_dir,
+                "--node-name",
+                "master-1",
+                "--advertise-address",
+                &address,
+                "--kubernetes-version",
+                VERSION,
+            ],
+        )
+    };
+    let first = phase(&ns);
+    assert!(first.status.success(), "{}\n{}", text(&first), logs.dump());
+    assert!(
+        String::from_utf8_lossy(&first.stdout)
+            .contains("created    ClusterRoleBinding/kubeadm:kubelet-bootstrap"),
+        "{}",
+        text(&first)
+    );
+    let second = phase(&ns);
+    assert!(second.status.success(), "{}", text(&second));
+    assert!(
+        String::from_utf8_lossy(&second.stderr).contains("nothing changed"),
+        "{}",
+        text(&second)
+    );
+
+    // A token, with the join command.
+    let o = run_in(
+        &ns,
+        kprov_bin().to_str().unwrap(),
+        &[
+            "token",
+            "create",
+            "--kubeconfig",
+            &admin,
+            "--ttl",
+            "1h",
+            "--print-join-command",
+        ],
+    );
+    assert!(o.status.success(), "token create: {}", text(&o));
+    let join = String::from_utf8_lossy(&o.stdout).trim().to_string();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    let words: Vec<&str> = join.split_whitespace().collect();
+    let after = |flag: &str| words[words.iter().position(|w| *w == flag).unwrap() + 1];
+    let token_text = after("--token").to_string();
+    assert!(
+        !stderr.contains(&token_text),
+        "the token leaked to stderr: {stderr}"
+    );
+    assert_eq!(after("--api-server"), format!("https://{address}:6443"));
+    let hash = Command::new(kprov_bin())
+        .args(["pki", "ca-hash", "--root", &root_s])
+        .output()
+        .unwrap();
+    assert_eq!(
+        after("--discovery-token-ca-cert-hash"),
+        String::from_utf8_lossy(&hash.stdout).trim(),
+        "the join command's CA hash differs from kprov pki ca-hash"
+    );
+    let token: kprov_core::BootstrapToken = token_text.parse().unwrap();
+
+    // The token is listed without its secret.
+    let o = run_in(
+        &ns,
+        kprov_bin().to_str().unwrap(),
+        &["token", "list", "--kubeconfig", &admin],
+    );
+    let listed = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        listed.contains(token.id()) && !listed.contains(&token_text),
+        "{listed}"
+    );
+
+    // cluster-info, read anonymously, verifies with the token and not
+    // with a wrong one.
+    let data = cluster_info(&ns, &ca, &logs);
+    let kubeconfig = kprov_controlplane::bootstrap::verify_cluster_info(&data, &token)
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(kubeconfig.contains(&format!("server: https://{address}:6443")));
+    let wrong: kprov_core::BootstrapToken =
+        format!("{}.0000000000000000", token.id()).parse().unwrap();
+    assert!(kprov_controlplane::bootstrap::verify_cluster_info(&data, &wrong).is_err());
+
+    // The controller manager's bootstrapsigner computes the same
+    // signature: drop kprov's and wait for the controller to write one.
+    let key = format!("jws-kubeconfig-{}", token.id());
+    let ours = data[&key].clone();
+    let patch = format!(r#"[{{"op":"remove","path":"/data/{key}"}}]"#);
+    let o = run_in(
+        &ns,
+        &kubectl,
+        &[
+            "--kubeconfig",
+            &admin,
+            "-n",
+            "kube-public",
+            "patch",
+            "configmap",
+            "cluster-info",
+            "--type=json",
+            "-p",
+            &patch,
+        ],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let theirs = wait_for(Duration::from_secs(60), || {
+        try_cluster_info(&ns, &ca).ok()?.get(&key).cloned()
+    });
+    assert_eq!(
+        theirs.as_deref(),
+        Some(ours.as_str()),
+        "bootstrapsigner's signature differs\n{}",
+        logs.dump()
+    );
+
+    // The token authenticates, may create a node CSR, which the
+    // controller manager approves and signs; it may not read Secrets.
+    let token_config = dir.path().join("token.conf");
+    let server = format!("https://{address}:6443");
+    for args in [
+        vec![
+            "config",
+            "set-cluster",
+            "k",
+            "--server",
+            &server,
+            "--certificate-authority",
+            ca.to_str().unwrap(),
+        ],
+        vec!["config", "set-credentials", "t", "--token", &token_text],
+        vec![
+            "config",
+            "set-context",
+            "c",
+            "--cluster",
+            "k",
+            "--user",
+            "t",
+        ],
+        vec!["config", "use-context", "c"],
+    ] {
+        let o = Command::new(&kubectl)
+            .arg("--kubeconfig")
+            .arg(&token_config)
+            .args(&args)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", text(&o));
+    }
+    let tok = token_config.display().to_string();
+    let o = run_in(
+        &ns,
+        &kubectl,
+        &["--kubeconfig", &tok, "-n", "kube-system", "get", "secrets"],
+    );
+    assert!(
+        !o.status.success() && String::from_utf8_lossy(&o.stderr).contains("Forbidden"),
+        "a bootstrap token may read Secrets: {}",
+        text(&o)
+    );
+
+    let key_file = dir.path().join("node.key");
+    let csr_file = dir.path().join("node.csr");
+    sh(Command::new("openssl")
+        .args([
+            "ecparam",
+            "-name",
+            "prime256v1",
+            "-genkey",
+            "-noout",
+            "-out",
+        ])
+        .arg(&key_file));
+    sh(Command::new("openssl")
+        .args(["req", "-new", "-key"])
+        .arg(&key_file)
+        .args(["-subj", "/O=system:nodes/CN=system:node:worker-1", "-out"])
+        .arg(&csr_file));
+    use base64::Engine;
+    let request =
+        base64::engine::general_purpose::STANDARD.encode(std::fs::read(&csr_file).unwrap());
+    let csr = serde_json::json!({
+        "apiVersion": "certificates.k8s.io/v1",
+        "kind": "CertificateSigningRequest",
+        "metadata": {"name": "node-csr-worker-1"},
+        "spec": {
+            "request": request,
+            "signerName": "kubernetes.io/kube-apiserver-client-kubelet",
+            "usages": ["digital signature", "key encipherment", "client auth"]
+        }
+    });
+    let csr_path = dir.path().join("csr.json");
+    std::fs::write(&csr_path, csr.to_string()).unwrap();
+    let o = run_in(
+        &ns,
+        &kubectl,
+        &[
+            "--kubeconfig",
+            &tok,
+            "create",
+            "-f",
+            csr_path.to_str().unwrap(),
+        ],
+    );
+    assert!(
+        o.status.success(),
+        "the token may not create a CSR: {}",
+        text(&o)
+    );
+    let issued = wait_for(Duration::from_secs(60), || {
+        let o = run_in(
+            &ns,
+            &kubectl,
+            &[
+                "--kubeconfig",
+                &tok,
+                "get",
+                "csr",
+                "node-csr-worker-1",
+                "-o",
+                "jsonpath={.status.certificate}",
+            ],
+        );
+        let b64 = String::from_utf8_lossy(&o.stdout).trim().to_string();
+        (!b64.is_empty()).then_some(b64)
+    });
+    let issued =
+        issued.unwrap_or_else(|| panic!("the CSR was not approved and signed\n{}", logs.dump()));
+    let cert_pem = base64::engine::general_purpose::STANDARD
+        .decode(issued)
+        .unwrap();
+    let cert_path = dir.path().join("node.crt");
+    std::fs::write(&cert_path, &cert_pem).unwrap();
+    let o = Command::new("openssl")
+        .args(["verify", "-CAfile"])
+        .arg(&ca)
+        .arg(&cert_path)
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "the node certificate does not verify with the CA: {}",
+        text(&o)
+    );
+    let o = Command::new("openssl")
+        .args(["x509", "-noout", "-subject", "-in"])
+        .arg(&cert_path)
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("system:node:worker-1"),
+        "{}",
+        text(&o)
+    );
+
+    // Delete: the Secret and the signature go.
+    let o = run_in(
+        &ns,
+        kprov_bin().to_str().unwrap(),
+        &["token", "delete", "--kubeconfig", &admin, token.id()],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let gone = wait_for(Duration::from_secs(30), || {
+        (!try_cluster_info(&ns, &ca).ok()?.contains_key(&key)).then_some(())
+    });
+    assert!(
+        gone.is_some(),
+        "the deleted token's signature stayed in cluster-info"
+    );
+    let o = run_in(
+        &ns,
+        kprov_bin().to_str().unwrap(),
+        &["token", "delete", "--kubeconfig", &admin, token.id()],
+    );
+    assert!(
+        !o.status.success()
+            && String::from_utf8_lossy(&o.stderr).contains("no bootstrap token with id"),
+        "{}",
+        text(&o)
+    );
+    drop(ns);
+}
