@@ -15,7 +15,7 @@ targets=(kubelet kubeadm kube-apiserver kube-controller-manager kube-scheduler k
 log() { printf 'build-kubernetes: %s\n' "$*" >&2; }
 
 # Bumped whenever the build changes, so that caches rebuild.
-revision="reflect2-1.0.2"
+revision="reflect2-1.0.2-r3"
 
 if [[ -f "$out/.complete" && "$(cat "$out/.complete")" == "$revision" ]]; then
     echo "$out/bin"
@@ -54,7 +54,7 @@ if [[ "$(cat .kprov-patched 2>/dev/null)" != "$revision" ]]; then
     cp -r /usr/share/gocode/src/github.com/modern-go/reflect2/. "$vendored/"
     rm -rf "$vendored"/test* "$vendored"/*_test.go
     sed -i 's|github.com/modern-go/reflect2 v1.0.1|github.com/modern-go/reflect2 v1.0.2|g' go.mod vendor/modules.txt
-    rm -rf _output/bin
+    rm -rf _output/bin _output/local/bin _output/local/go/bin
     echo "$revision" > .kprov-patched
 fi
 mkdir -p .go/src/k8s.io

@@ -182,6 +182,22 @@ pub async fn apply_bootstrap(
     Ok(report)
 }
 
+/// Applies the add-ons (service accounts and RBAC first).
+pub async fn apply_addons(
+    client: &Client,
+    addons: &crate::addons::Addons,
+) -> Result<Vec<Applied>, ApiError> {
+    let mut report = Vec::new();
+    apply_namespaced(client, &addons.service_accounts, &mut report).await?;
+    apply_all(client, &addons.cluster_roles, &mut report).await?;
+    apply_all(client, &addons.cluster_role_bindings, &mut report).await?;
+    apply_namespaced(client, &addons.config_maps, &mut report).await?;
+    apply_namespaced(client, &addons.services, &mut report).await?;
+    apply_namespaced(client, &addons.deployments, &mut report).await?;
+    apply_namespaced(client, &addons.daemon_sets, &mut report).await?;
+    Ok(report)
+}
+
 /// Creates a token's Secret and, for a signing token, adds its signature
 /// to cluster-info right away (the controller manager's bootstrapsigner
 /// would add the same one, later).

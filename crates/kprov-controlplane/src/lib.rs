@@ -10,11 +10,13 @@
 //! - [`manifests`]: the static pods as typed Pod objects;
 //! - [`token`]: bootstrap token Secrets, TTLs, usages, groups;
 //! - [`jws`]: cluster-info's detached HS256 signatures;
+//! - [`addons`]: kube-proxy, CoreDNS and flannel as typed objects;
 //! - [`bootstrap`]: the bootstrap RBAC and the cluster-info ConfigMap, and
 //!   its verification by a joining node;
 //! - [`api`]: the thin layer that applies and reads them (kube-rs);
 //! - [`store`]: the thin layer that writes the manifests under a root.
 
+pub mod addons;
 pub mod api;
 pub mod bootstrap;
 pub mod jws;

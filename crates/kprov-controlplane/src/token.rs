@@ -128,6 +128,12 @@ impl FromStr for Ttl {
                 .ok_or_else(|| err("too long"))?;
             digits.clear();
         }
+        // Go reads a bare "0" as a zero duration.
+        if s.bytes().all(|b| b == b'0') && !s.is_empty() {
+            return Err(err(
+                "a token lifetime must be positive; a token that never expires is not offered",
+            ));
+        }
         if !digits.is_empty() || s.is_empty() {
             return Err(err("expected a duration such as 24h, 1h30m or 90s"));
         }

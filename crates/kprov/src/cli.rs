@@ -149,7 +149,7 @@ pub struct TokenCreateArgs {
 
     /// How long the token is valid: a positive duration such as 24h,
     /// 1h30m or 90s.
-    #[arg(long, value_name = "DURATION", default_value = "24h", value_parser = parse_with::<kprov_controlplane::token::Ttl>)]
+    #[arg(long, value_name = "DURATION", default_value = "24h", allow_hyphen_values = true, value_parser = parse_with::<kprov_controlplane::token::Ttl>)]
     pub ttl: kprov_controlplane::token::Ttl,
 
     /// What the token may be used for: authentication, signing.
@@ -245,6 +245,9 @@ pub enum InitPhaseArg {
     /// The bootstrap-token RBAC and cluster-info (needs a running API
     /// server).
     BootstrapToken,
+    /// kube-proxy, CoreDNS and the pod network's objects (needs a running
+    /// API server).
+    Addons,
 }
 
 /// Everything that describes the control plane being made.
@@ -286,6 +289,14 @@ pub struct ClusterArgs {
     /// release's, k8s.gcr.io before v1.25, registry.k8s.io from v1.25).
     #[arg(long, value_name = "REGISTRY")]
     pub image_registry: Option<String>,
+
+    /// kube-proxy's mode.
+    #[arg(long, value_enum, default_value_t = ProxyModeArg::Iptables)]
+    pub proxy_mode: ProxyModeArg,
+
+    /// flannel's image, with the flannel pod network.
+    #[arg(long, value_name = "IMAGE", default_value = kprov_controlplane::addons::DEFAULT_FLANNEL_IMAGE)]
+    pub flannel_image: String,
 
     /// Report what would be written; write nothing.
     #[arg(long)]

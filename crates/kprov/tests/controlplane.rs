@@ -31,7 +31,7 @@ impl Logs {
             let body = std::fs::read_to_string(log).unwrap_or_default();
             // A Go crash ends in goroutine dumps; its cause comes first.
             if let Some(at) = body.find("panic:").or_else(|| body.find("fatal error:")) {
-                let cause: String = body[at..].lines().take(15).collect::<Vec<_>>().join("\n");
+                let cause: String = body[at..].lines().take(40).collect::<Vec<_>>().join("\n");
                 text.push_str(&format!("==== {} crashed:\n{cause}\n", log.display()));
                 continue;
             }
@@ -249,6 +249,109 @@ fn control_plane_from_kprov_files_runs_and_bootstraps_tokens() {
         String::from_utf8_lossy(&second.stderr).contains("nothing changed"),
         "{}",
         text(&second)
+    );
+
+    // The add-ons; a second run changes nothing.
+    let addons = |ns: &Netns| {
+        run_in(
+            ns,
+            kprov_bin().to_str().unwrap(),
+            &[
+                "init",
+                "phase",
+                "addons",
+                "--cert-dir",
+                &cert_dir,
+                "--kubernetes-dir",
+                &k8s_dir,
+                "--node-name",
+                "master-1",
+                "--advertise-address",
+                &address,
+                "--kubernetes-version",
+                VERSION,
+                "--pod-network",
+                "bridge",
+            ],
+        )
+    };
+    let first = addons(&ns);
+    assert!(first.status.success(), "{}\n{}", text(&first), logs.dump());
+    let second = addons(&ns);
+    assert!(
+        String::from_utf8_lossy(&second.stderr).contains("nothing changed"),
+        "{}",
+        text(&second)
+    );
+    let o = run_in(
+        &ns,
+        &kubectl,
+        &[
+            "--kubeconfig",
+            &admin,
+            "-n",
+            "kube-system",
+            "get",
+            "service",
+            "kube-dns",
+            "-o",
+            "jsonpath={.spec.clusterIP}",
+        ],
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout),
+        "10.96.0.10",
+        "{}",
+        text(&o)
+    );
+    let o = run_in(
+        &ns,
+        &kubectl,
+        &[
+            "--kubeconfig",
+            &admin,
+            "-n",
+            "kube-system",
+            "get",
+            "daemonset",
+            "kube-proxy",
+            "-o",
+            "jsonpath={.spec.template.spec.containers[0].image}",
+        ],
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout),
+        "k8s.gcr.io/kube-proxy:v1.20.2",
+        "{}",
+        text(&o)
+    );
+    // The controller manager turned the Deployment into CoreDNS pods
+    // (Pending: this cluster has no nodes).
+    let pods = wait_for(Duration::from_secs(60), || {
+        let o = run_in(
+            &ns,
+            &kubectl,
+            &[
+                "--kubeconfig",
+                &admin,
+                "-n",
+                "kube-system",
+                "get",
+                "pods",
+                "-l",
+                "k8s-app=kube-dns",
+                "-o",
+                "name",
+            ],
+        );
+        let n = String::from_utf8_lossy(&o.stdout).lines().count();
+        (n == 2).then_some(n)
+    });
+    assert_eq!(
+        pods,
+        Some(2),
+        "CoreDNS's Deployment did not make 2 pods\n{}",
+        logs.dump()
     );
 
     // A token, with the join command.

@@ -1,6 +1,7 @@
 //! Pure renderers: typed models in, file contents out.
 
 pub mod containerd;
+pub mod kubelet;
 pub mod systemd;
 
 use crate::tables::{Sysctl, SYSCTLS};

@@ -10,7 +10,7 @@ use kprov_controlplane::{api, manifests, store};
 use kprov_host::Root;
 use kprov_pki::PkiSpec;
 
-use crate::cli::{ClusterArgs, InitAction, InitArgs, InitPhaseArg, OutputArg};
+use crate::cli::{ClusterArgs, InitAction, InitArgs, InitPhaseArg, OutputArg, ProxyModeArg};
 use crate::commands::pki::{control_plane_node, print_report, root_and_dir};
 use crate::commands::runtime;
 
@@ -42,6 +42,8 @@ pub fn run(args: InitArgs) -> anyhow::Result<ExitCode> {
 /// A validated spec and where it is written.
 struct InitContext {
     spec: ClusterSpec,
+    proxy_mode: &'static str,
+    flannel_image: String,
     root: Root,
     dry_run: bool,
     output: OutputArg,
@@ -70,6 +72,11 @@ impl InitContext {
         spec.validate()?;
         Ok(Self {
             spec,
+            proxy_mode: match args.proxy_mode {
+                ProxyModeArg::Iptables => "iptables",
+                ProxyModeArg::Ipvs => "ipvs",
+            },
+            flannel_image: args.flannel_image.clone(),
             root,
             dry_run: args.dry_run,
             output: args.output,
@@ -91,6 +98,16 @@ fn run_phase(ctx: &InitContext, phase: InitPhaseArg) -> anyhow::Result<()> {
             )
             .with_context(|| format!("making the PKI in {}", spec.cert_dir.display()))?;
             print_report(&report, ctx.output, "certificates")
+        }
+        InitPhaseArg::Kubeconfig
+            if ctx.dry_run && !ctx.root.resolve(spec.cert_dir.join("ca.crt"))?.exists() =>
+        {
+            // A dry run of init writes no CA for this phase to sign with.
+            eprintln!(
+                "kprov: would write the kubeconfigs to {} once the CA exists",
+                spec.kubernetes_dir.display()
+            );
+            Ok(())
         }
         InitPhaseArg::Kubeconfig => {
             let report = kprov_pki::write_kubeconfigs(
@@ -119,6 +136,7 @@ fn run_phase(ctx: &InitContext, phase: InitPhaseArg) -> anyhow::Result<()> {
             ],
         ),
         InitPhaseArg::BootstrapToken => bootstrap_token(ctx),
+        InitPhaseArg::Addons => addons(ctx),
     }
 }
 
@@ -145,17 +163,37 @@ fn write_pods(ctx: &InitContext, pods: Vec<manifests::StaticPod>) -> anyhow::Res
     Ok(())
 }
 
-fn bootstrap_token(ctx: &InitContext) -> anyhow::Result<()> {
+/// The admin kubeconfig and the API server URL of an API phase; these
+/// phases talk to the running API server and cannot target --root.
+fn api_target(ctx: &InitContext, phase: &str) -> anyhow::Result<std::path::PathBuf> {
     if !ctx.root.is_live() {
-        anyhow::bail!(
-            "phase bootstrap-token talks to the running API server; it cannot run with --root"
-        );
+        anyhow::bail!("phase {phase} talks to the running API server; it cannot run with --root");
     }
+    Ok(ctx.spec.kubernetes_dir.join("admin.conf"))
+}
+
+fn print_applied(ctx: &InitContext, report: &[api::Applied], what: &str) -> anyhow::Result<()> {
+    #[allow(clippy::print_stdout)]
+    match ctx.output {
+        OutputArg::Json => println!("{}", serde_json::to_string_pretty(report)?),
+        OutputArg::Text => {
+            for a in report {
+                println!("{:<10} {}", a.outcome, a.object);
+            }
+        }
+    }
+    if report.iter().all(|a| a.outcome == "unchanged") {
+        eprintln!("kprov: {what} are up to date; nothing changed");
+    }
+    Ok(())
+}
+
+fn bootstrap_token(ctx: &InitContext) -> anyhow::Result<()> {
+    let admin = api_target(ctx, "bootstrap-token")?;
     let spec = &ctx.spec;
     let ca_path = spec.cert_dir.join("ca.crt");
     let ca_pem =
         std::fs::read(&ca_path).with_context(|| format!("reading {}", ca_path.display()))?;
-    let admin = spec.kubernetes_dir.join("admin.conf");
     let server = spec.node().control_plane_url();
     if ctx.dry_run {
         eprintln!("kprov: would apply the bootstrap RBAC and cluster-info (server {server})");
@@ -167,17 +205,21 @@ fn bootstrap_token(ctx: &InitContext) -> anyhow::Result<()> {
             api::apply_bootstrap(&client, &server, &ca_pem).await
         })
         .context("applying the bootstrap RBAC and cluster-info")?;
-    #[allow(clippy::print_stdout)]
-    match ctx.output {
-        OutputArg::Json => println!("{}", serde_json::to_string_pretty(&report)?),
-        OutputArg::Text => {
-            for a in &report {
-                println!("{:<10} {}", a.outcome, a.object);
-            }
-        }
+    print_applied(ctx, &report, "bootstrap RBAC and cluster-info")
+}
+
+fn addons(ctx: &InitContext) -> anyhow::Result<()> {
+    let admin = api_target(ctx, "addons")?;
+    let addons = kprov_controlplane::addons::addons(&ctx.spec, ctx.proxy_mode, &ctx.flannel_image);
+    if ctx.dry_run {
+        eprintln!("kprov: would apply kube-proxy, CoreDNS and the pod network's objects");
+        return Ok(());
     }
-    if report.iter().all(|a| a.outcome == "unchanged") {
-        eprintln!("kprov: bootstrap RBAC and cluster-info are up to date; nothing changed");
-    }
-    Ok(())
+    let report = runtime()?
+        .block_on(async {
+            let client = api::client(&admin).await?;
+            api::apply_addons(&client, &addons).await
+        })
+        .context("applying the add-ons")?;
+    print_applied(ctx, &report, "add-ons")
 }

@@ -1,0 +1,269 @@
+//! The kubelet's configuration (a typed `KubeletConfiguration`) and the
+//! systemd drop-in that gives the base phase's kubelet unit its flags, for
+//! a joining node and for a control-plane node alike.
+
+use std::collections::BTreeMap;
+
+use kprov_core::KubernetesVersion;
+use serde::Serialize;
+
+use crate::render::systemd::UnitFile;
+
+/// Where the kubelet reads its configuration.
+pub const CONFIG_PATH: &str = "/var/lib/kubelet/config.yaml";
+/// The drop-in kprov writes for the kubelet unit.
+pub const DROPIN_PATH: &str = "/etc/systemd/system/kubelet.service.d/10-kprov.conf";
+/// The kubelet's credentials once it has them.
+pub const KUBECONFIG_PATH: &str = "/etc/kubernetes/kubelet.conf";
+/// The token kubeconfig the kubelet trades for its credentials.
+pub const BOOTSTRAP_KUBECONFIG_PATH: &str = "/etc/kubernetes/bootstrap-kubelet.conf";
+/// Static pods (the control plane's).
+pub const STATIC_POD_PATH: &str = "/etc/kubernetes/manifests";
+
+/// What the kubelet's configuration depends on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KubeletParams {
+    /// The kubelet's release (flags and fields differ by version).
+    pub version: KubernetesVersion,
+    /// The cluster CA on the node, which authenticates clients.
+    pub client_ca_file: String,
+    /// The cluster DNS Service's address.
+    pub cluster_dns: String,
+    /// The cluster's DNS domain.
+    pub cluster_domain: String,
+    /// containerd's (or cri-dockerd's) socket.
+    pub runtime_endpoint: String,
+    /// The node's address, when it must be pinned.
+    pub node_ip: Option<String>,
+    /// Labels the node registers with.
+    pub node_labels: BTreeMap<String, String>,
+    /// Taints the node registers with (`key=value:Effect`).
+    pub register_with_taints: Vec<String>,
+    /// An in-tree cloud provider, or `external`.
+    pub cloud_provider: Option<String>,
+    /// The cloud provider's config file on the node.
+    pub cloud_config: Option<String>,
+    /// Run static pods (control-plane nodes).
+    pub static_pods: bool,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct KubeletConfiguration {
+    api_version: &'static str,
+    kind: &'static str,
+    authentication: Authentication,
+    authorization: Authorization,
+    cgroup_driver: &'static str,
+    cluster_dns: Vec<String>,
+    cluster_domain: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    container_runtime_endpoint: Option<String>,
+    fail_swap_on: bool,
+    protect_kernel_defaults: bool,
+    rotate_certificates: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    static_pod_path: Option<&'static str>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Authentication {
+    anonymous: Enabled,
+    webhook: WebhookAuthn,
+    x509: X509,
+}
+
+#[derive(Serialize)]
+struct Enabled {
+    enabled: bool,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct WebhookAuthn {
+    enabled: bool,
+    #[serde(rename = "cacheTTL")]
+    cache_ttl: &'static str,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct X509 {
+    #[serde(rename = "clientCAFile")]
+    client_ca_file: String,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Authorization {
+    mode: &'static str,
+    webhook: WebhookAuthz,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct WebhookAuthz {
+    #[serde(rename = "cacheAuthorizedTTL")]
+    cache_authorized_ttl: &'static str,
+    #[serde(rename = "cacheUnauthorizedTTL")]
+    cache_unauthorized_ttl: &'static str,
+}
+
+/// The KubeletConfiguration YAML: systemd cgroups, webhook authentication
+/// and authorization (no anonymous access), client certificate rotation,
+/// and `protectKernelDefaults`, which the base phase's sysctls satisfy.
+pub fn kubelet_config(p: &KubeletParams) -> String {
+    let config = KubeletConfiguration {
+        api_version: "kubelet.config.k8s.io/v1beta1",
+        kind: "KubeletConfiguration",
+        authentication: Authentication {
+            anonymous: Enabled { enabled: false },
+            webhook: WebhookAuthn {
+                enabled: true,
+                cache_ttl: "0s",
+            },
+            x509: X509 {
+                client_ca_file: p.client_ca_file.clone(),
+            },
+        },
+        authorization: Authorization {
+            mode: "Webhook",
+            webhook: WebhookAuthz {
+                cache_authorized_ttl: "0s",
+                cache_unauthorized_ttl: "0s",
+            },
+        },
+        cgroup_driver: "systemd",
+        cluster_dns: vec![p.cluster_dns.clone()],
+        cluster_domain: p.cluster_domain.clone(),
+        // A config field from v1.27; a flag before.
+        container_runtime_endpoint: p
+            .version
+            .at_least(1, 27)
+            .then(|| p.runtime_endpoint.clone()),
+        fail_swap_on: true,
+        protect_kernel_defaults: true,
+        rotate_certificates: true,
+        static_pod_path: p.static_pods.then_some(STATIC_POD_PATH),
+    };
+    serde_yaml::to_string(&config).unwrap_or_else(|_| unreachable!("plain data serializes"))
+}
+
+/// The kubelet's command-line flags, by version.
+pub fn kubelet_flags(p: &KubeletParams) -> Vec<String> {
+    let mut flags = vec![
+        format!("--bootstrap-kubeconfig={BOOTSTRAP_KUBECONFIG_PATH}"),
+        format!("--kubeconfig={KUBECONFIG_PATH}"),
+        format!("--config={CONFIG_PATH}"),
+    ];
+    // dockershim's selector, removed with it in v1.24.
+    if !p.version.at_least(1, 24) {
+        flags.push("--container-runtime=remote".into());
+    }
+    if !p.version.at_least(1, 27) {
+        flags.push(format!(
+            "--container-runtime-endpoint={}",
+            p.runtime_endpoint
+        ));
+    }
+    if let Some(ip) = &p.node_ip {
+        flags.push(format!("--node-ip={ip}"));
+    }
+    if !p.node_labels.is_empty() {
+        let labels: Vec<String> = p
+            .node_labels
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        flags.push(format!("--node-labels={}", labels.join(",")));
+    }
+    if !p.register_with_taints.is_empty() {
+        flags.push(format!(
+            "--register-with-taints={}",
+            p.register_with_taints.join(",")
+        ));
+    }
+    if let Some(provider) = &p.cloud_provider {
+        // In-tree providers left the kubelet in v1.29: only `external`
+        // remains.
+        let provider = if p.version.at_least(1, 29) {
+            "external"
+        } else {
+            provider.as_str()
+        };
+        flags.push(format!("--cloud-provider={provider}"));
+        if provider != "external" {
+            if let Some(config) = &p.cloud_config {
+                flags.push(format!("--cloud-config={config}"));
+            }
+        }
+    }
+    flags
+}
+
+/// The drop-in that replaces the base unit's bare ExecStart with the
+/// flags.
+pub fn kubelet_dropin(bin_dir: &str, p: &KubeletParams) -> UnitFile {
+    let exec = format!("{bin_dir}/kubelet {}", kubelet_flags(p).join(" "));
+    UnitFile::new().section("Service", &[("ExecStart", ""), ("ExecStart", &exec)])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn params(version: &str) -> KubeletParams {
+        KubeletParams {
+            version: version.parse().unwrap(),
+            client_ca_file: "/etc/kubernetes/pki/ca.crt".into(),
+            cluster_dns: "10.96.0.10".into(),
+            cluster_domain: "cluster.local".into(),
+            runtime_endpoint: "unix:///run/containerd/containerd.sock".into(),
+            node_ip: Some("10.0.0.5".into()),
+            node_labels: BTreeMap::from([("role".into(), "worker".into())]),
+            register_with_taints: vec![],
+            cloud_provider: Some("aws".into()),
+            cloud_config: Some("/etc/kubernetes/cloud.conf".into()),
+            static_pods: false,
+        }
+    }
+
+    #[test]
+    fn v1_20_uses_flags_for_the_runtime_and_keeps_in_tree_clouds() {
+        let f = kubelet_flags(&params("v1.20.2"));
+        assert!(f.contains(&"--container-runtime=remote".to_string()));
+        assert!(f.contains(
+            &"--container-runtime-endpoint=unix:///run/containerd/containerd.sock".to_string()
+        ));
+        assert!(f.contains(&"--cloud-provider=aws".to_string()));
+        assert!(f.contains(&"--cloud-config=/etc/kubernetes/cloud.conf".to_string()));
+        assert!(f.contains(&"--node-labels=role=worker".to_string()));
+        let c = kubelet_config(&params("v1.20.2"));
+        assert!(c.contains("cgroupDriver: systemd"), "{c}");
+        assert!(c.contains("protectKernelDefaults: true"));
+        assert!(c.contains("clientCAFile: /etc/kubernetes/pki/ca.crt"));
+        assert!(!c.contains("containerRuntimeEndpoint"));
+        assert!(!c.contains("staticPodPath"));
+    }
+
+    #[test]
+    fn newer_kubelets_take_the_endpoint_in_config_and_only_external_clouds() {
+        let f = kubelet_flags(&params("v1.30.0"));
+        assert!(!f.iter().any(|x| x.starts_with("--container-runtime")));
+        assert!(f.contains(&"--cloud-provider=external".to_string()));
+        assert!(!f.iter().any(|x| x.starts_with("--cloud-config")));
+        let c = kubelet_config(&params("v1.30.0"));
+        assert!(c.contains("containerRuntimeEndpoint: unix:///run/containerd/containerd.sock"));
+    }
+
+    #[test]
+    fn dropin_clears_the_base_exec_start() {
+        let d = kubelet_dropin("/usr/local/bin", &params("v1.20.2")).render();
+        let first = d.find("ExecStart=\n").unwrap();
+        let second = d
+            .find("ExecStart=/usr/local/bin/kubelet --bootstrap-kubeconfig")
+            .unwrap();
+        assert!(first < second, "{d}");
+    }
+}

@@ -1,0 +1,208 @@
+//! `kprov init` (its file phases) and `kprov token` on the command line:
+//! bad input is refused before anything is written, a second run changes
+//! nothing, manifests are private, API phases refuse --root. The real
+//! control plane built from these files runs in controlplane.rs.
+
+#![allow(clippy::unwrap_used, clippy::print_stdout)]
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+
+use common::{diff, kprov, snapshot};
+
+fn init_args<'a>(root: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec![
+        "init",
+        "--root",
+        root,
+        "--node-name",
+        "master-1",
+        "--advertise-address",
+        "192.0.2.10",
+        "--kubernetes-version",
+        "v1.20.2",
+        "--key-type",
+        "ecdsa",
+    ];
+    args.extend_from_slice(extra);
+    args
+}
+
+#[test]
+fn bad_input_is_refused_and_nothing_is_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().to_str().unwrap();
+    for (args, code, message) in [
+        (
+            vec!["--pod-cidr", "10.96.0.0/16"],
+            1,
+            "--pod-cidr 10.96.0.0/16 overlaps --service-cidr 10.96.0.0/12",
+        ),
+        (
+            vec!["--pod-cidr", "10.244.0.0/25"],
+            1,
+            "--pod-cidr 10.244.0.0/25: too small to give each node a /24",
+        ),
+        (
+            vec!["--advertise-address", "10.244.1.1"],
+            1,
+            "--advertise-address 10.244.1.1 lies in --pod-cidr 10.244.0.0/16",
+        ),
+        (
+            vec!["--advertise-address", "master-1"],
+            2,
+            "expected an IPv4 or IPv6 address",
+        ),
+        (
+            vec!["--pod-cidr", "10.244.0.0"],
+            2,
+            "expected ADDRESS/PREFIX",
+        ),
+    ] {
+        let run = kprov(&init_args(root, &args), &[]);
+        assert_eq!(run.code, Some(code), "{args:?}: {}", run.stderr);
+        assert!(
+            run.stderr.contains(message),
+            "{args:?}: stderr lacks {message:?}:\n{}",
+            run.stderr
+        );
+        assert_eq!(
+            std::fs::read_dir(dir.path()).unwrap().count(),
+            0,
+            "{args:?} wrote files"
+        );
+    }
+}
+
+#[test]
+fn an_unreadable_ca_stops_init_before_any_other_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().to_str().unwrap();
+    let pki = dir.path().join("etc/kubernetes/pki");
+    std::fs::create_dir_all(&pki).unwrap();
+    std::fs::write(pki.join("ca.crt"), "not a certificate\n").unwrap();
+    std::fs::write(pki.join("ca.key"), "not a key\n").unwrap();
+    let before = snapshot(dir.path());
+    let run = kprov(&init_args(root, &[]), &[]);
+    assert_eq!(run.code, Some(1), "{}", run.stderr);
+    assert!(run.stderr.contains("ca.crt"), "{}", run.stderr);
+    assert_eq!(diff(&before, &snapshot(dir.path())), Vec::<String>::new());
+}
+
+#[test]
+fn init_writes_private_manifests_once_and_a_rerun_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().to_str().unwrap();
+    let dry = kprov(&init_args(root, &["--dry-run"]), &[]);
+    assert!(dry.ok(), "{}", dry.stderr);
+    assert_eq!(
+        std::fs::read_dir(dir.path()).unwrap().count(),
+        0,
+        "--dry-run wrote files"
+    );
+
+    let first = kprov(&init_args(root, &[]), &[]);
+    assert!(first.ok(), "{}", first.stderr);
+    let manifests = dir.path().join("etc/kubernetes/manifests");
+    for name in [
+        "etcd",
+        "kube-apiserver",
+        "kube-controller-manager",
+        "kube-scheduler",
+    ] {
+        let path = manifests.join(format!("{name}.yaml"));
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{}", path.display());
+        let pod: serde_json::Value =
+            serde_yaml::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        assert_eq!(pod["kind"], "Pod");
+        assert_eq!(pod["spec"]["containers"][0]["command"][0], name);
+    }
+    let etcd_dir = dir.path().join("var/lib/etcd");
+    assert_eq!(
+        std::fs::metadata(&etcd_dir).unwrap().permissions().mode() & 0o777,
+        0o700
+    );
+
+    let after_first = snapshot(dir.path());
+    let second = kprov(&init_args(root, &[]), &[]);
+    assert!(second.ok(), "{}", second.stderr);
+    assert!(
+        second
+            .stderr
+            .contains("static pods are up to date; nothing changed"),
+        "{}",
+        second.stderr
+    );
+    assert_eq!(
+        diff(&after_first, &snapshot(dir.path())),
+        Vec::<String>::new()
+    );
+
+    let run = kprov(
+        &init_args(root, &[])
+            .into_iter()
+            .take(1)
+            .chain(["phase", "bootstrap-token"])
+            .chain(init_args(root, &[]).into_iter().skip(1))
+            .collect::<Vec<_>>(),
+        &[],
+    );
+    assert_eq!(run.code, Some(1));
+    assert!(
+        run.stderr.contains("cannot run with --root"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn token_ttl_must_be_positive_and_checked_before_any_request() {
+    for (ttl, message) in [
+        ("0", "--ttl 0: a token lifetime must be positive"),
+        ("-1h", "--ttl -1h: a token lifetime must be positive"),
+        ("1d", "--ttl 1d: expected a duration such as 24h"),
+    ] {
+        // The kubeconfig does not exist: the TTL is refused first.
+        let run = kprov(
+            &[
+                "token",
+                "create",
+                "--kubeconfig",
+                "/nonexistent/admin.conf",
+                "--ttl",
+                ttl,
+            ],
+            &[],
+        );
+        assert_eq!(run.code, Some(2), "{ttl}: {}", run.stderr);
+        assert!(run.stderr.contains(message), "{ttl}: {}", run.stderr);
+    }
+    let run = kprov(
+        &["token", "create", "--kubeconfig", "/nonexistent/admin.conf"],
+        &[],
+    );
+    assert_eq!(run.code, Some(1));
+    assert!(
+        run.stderr.contains("/nonexistent/admin.conf"),
+        "{}",
+        run.stderr
+    );
+    let run = kprov(
+        &[
+            "token",
+            "delete",
+            "--kubeconfig",
+            "/nonexistent/admin.conf",
+            "ABC",
+        ],
+        &[],
+    );
+    assert_eq!(run.code, Some(1));
+    assert!(
+        run.stderr.contains("expected a token id of 6 characters"),
+        "{}",
+        run.stderr
+    );
+}
