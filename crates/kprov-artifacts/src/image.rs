@@ -335,7 +335,7 @@ impl ImagePuller {
             self.client
                 .pull_blob(&reference, &descriptor, &mut writer)
                 .await
-                .map_err(|e| fail(format!("blob {}: {e}", d.digest)))?;
+                .map_err(|e| fail(blob_error(&d.digest, &e)))?;
             tokio::io::AsyncWriteExt::flush(&mut writer)
                 .await
                 .map_err(|e| fail(format!("writing {}: {e}", path.display())))?;
@@ -385,6 +385,17 @@ impl ImagePuller {
             sha256: sum,
             size,
         })
+    }
+}
+
+/// Words a failed blob pull; a digest that does not verify says so plainly.
+fn blob_error(digest: &str, e: &oci_client::errors::OciDistributionError) -> String {
+    use oci_client::errors::{DigestError, OciDistributionError};
+    match e {
+        OciDistributionError::DigestError(DigestError::VerificationError { expected, actual }) => {
+            format!("blob digest mismatch: expected {expected}, got {actual}; nothing was written")
+        }
+        other => format!("blob {digest}: {other}"),
     }
 }
 

@@ -7,7 +7,7 @@ use kprov_host::{Command, HostError};
 
 use super::{archive, packages, systemd, ApplyContext, ApplyError, Status};
 use crate::fstab;
-use crate::resource::Resource;
+use crate::resource::{ImageImport, Resource};
 
 fn host_err(resource: &Resource) -> impl FnOnce(HostError) -> ApplyError + '_ {
     move |source| ApplyError::Host {
@@ -54,14 +54,14 @@ pub fn check(resource: &Resource, ctx: &ApplyContext<'_>) -> Result<Status, Appl
                 other => Status::Differs(format!("is {other:?}")),
             })
         }
-        Resource::Binary { path, artifact } => {
+        Resource::Binary { path, artifact } | Resource::ImageArchive { path, artifact } => {
             let sha256 = ctx
                 .artifacts
                 .checksum(artifact)
                 .map_err(|source| ApplyError::artifact(resource.id(), source))?;
             Ok(file_status(
                 &fs::state(root, Path::new(path)).map_err(err)?,
-                0o755,
+                installed_mode(resource),
                 &sha256,
             ))
         }
@@ -120,7 +120,46 @@ pub fn check(resource: &Resource, ctx: &ApplyContext<'_>) -> Result<Status, Appl
         Resource::UnitActive { unit, config } => {
             systemd::check_active(unit, config, ctx).map_err(err)
         }
+        Resource::ImagesImported { ctr, images } => {
+            let missing = missing_images(ctr, images, ctx).map_err(err)?;
+            Ok(if missing.is_empty() {
+                Status::Ok
+            } else {
+                Status::Missing(format!(
+                    "not in containerd: {}",
+                    missing
+                        .iter()
+                        .map(|i| i.reference.as_str())
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                ))
+            })
+        }
     }
+}
+
+/// Executables 0755, staged image archives 0644.
+fn installed_mode(resource: &Resource) -> u32 {
+    match resource {
+        Resource::ImageArchive { .. } => 0o644,
+        _ => 0o755,
+    }
+}
+
+/// The images `ctr -n k8s.io images ls -q` does not list.
+fn missing_images<'a>(
+    ctr: &str,
+    images: &'a [ImageImport],
+    ctx: &ApplyContext<'_>,
+) -> Result<Vec<&'a ImageImport>, HostError> {
+    let out = ctx
+        .runner
+        .run_checked(&Command::new(ctr, ["-n", "k8s.io", "images", "ls", "-q"]))?;
+    let present: std::collections::BTreeSet<&str> = out.stdout.lines().map(str::trim).collect();
+    Ok(images
+        .iter()
+        .filter(|i| !present.contains(i.reference.as_str()))
+        .collect())
 }
 
 fn file_status(state: &FileState, mode: u32, sha256: &[u8; 32]) -> Status {
@@ -180,12 +219,12 @@ pub fn converge(resource: &Resource, ctx: &ApplyContext<'_>) -> Result<(), Apply
         Resource::Symlink { path, target } => {
             fs::symlink_atomic(root, Path::new(path), Path::new(target)).map_err(err)
         }
-        Resource::Binary { path, artifact } => {
+        Resource::Binary { path, artifact } | Resource::ImageArchive { path, artifact } => {
             let artifact_err = |source| ApplyError::artifact(resource.id(), source);
             let fetched = ctx.artifacts.fetch(artifact).map_err(artifact_err)?;
             let mut reader = fetched.open_verified().map_err(artifact_err)?;
-            fs::write_atomic_from(root, Path::new(path), &mut reader, FileAttrs::root(0o755))
-                .map_err(err)
+            let attrs = FileAttrs::root(installed_mode(resource));
+            fs::write_atomic_from(root, Path::new(path), &mut reader, attrs).map_err(err)
         }
         Resource::Archive {
             dir,
@@ -234,6 +273,19 @@ pub fn converge(resource: &Resource, ctx: &ApplyContext<'_>) -> Result<(), Apply
             ctx.runner
                 .run_checked(&Command::new("systemctl", ["restart", unit.as_str()]))
                 .map_err(err)?;
+            Ok(())
+        }
+        Resource::ImagesImported { ctr, images } => {
+            // The archives were verified when they were staged (earlier
+            // ImageArchive resources); import only what containerd lacks.
+            for image in missing_images(ctr, images, ctx).map_err(host_err(resource))? {
+                ctx.runner
+                    .run_checked(&Command::new(
+                        ctr.as_str(),
+                        ["-n", "k8s.io", "images", "import", image.archive.as_str()],
+                    ))
+                    .map_err(host_err(resource))?;
+            }
             Ok(())
         }
     }
