@@ -317,7 +317,11 @@ fn control_plane_images_from_a_registry_mirror_end_up_in_a_prebaked_roots_contai
         .filter(|r| r["outcome"] != "unchanged")
         .map(|r| r["id"].to_string())
         .collect();
-    assert_eq!(changed, Vec::<String>::new(), "a second run changed something");
+    assert_eq!(
+        changed,
+        Vec::<String>::new(),
+        "a second run changed something"
+    );
 
     // Boot it: a probe waits for kprov-images.service and lists what
     // containerd holds.

@@ -290,3 +290,82 @@ pub fn converge(resource: &Resource, ctx: &ApplyContext<'_>) -> Result<(), Apply
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The live image import against a scripted `ctr` (a stand-in Runner:
+    //! the real import is exercised by crates/kprov/tests/images.rs, where
+    //! containerd in a booted root imports the staged archives).
+
+    use std::cell::RefCell;
+
+    use kprov_artifacts::LocalDirSource;
+    use kprov_host::{CommandOutput, Root, Runner};
+
+    use super::*;
+
+    /// Answers `ctr images ls -q` with the images it holds; an import adds
+    /// the image whose archive it was given.
+    struct FakeCtr {
+        held: RefCell<Vec<String>>,
+        imports: RefCell<Vec<String>>,
+    }
+
+    impl Runner for FakeCtr {
+        fn run(&self, cmd: &Command) -> Result<CommandOutput, HostError> {
+            let args: Vec<&str> = cmd.args.iter().map(String::as_str).collect();
+            let stdout = match args.as_slice() {
+                ["-n", "k8s.io", "images", "ls", "-q"] => self.held.borrow().join("\n"),
+                ["-n", "k8s.io", "images", "import", archive] => {
+                    self.imports.borrow_mut().push(archive.to_string());
+                    let name = archive.trim_end_matches(".tar").rsplit('/').next().unwrap();
+                    self.held.borrow_mut().push(name.to_string());
+                    String::new()
+                }
+                other => panic!("unexpected command {} {other:?}", cmd.program),
+            };
+            Ok(CommandOutput {
+                success: true,
+                status: "exit status 0".into(),
+                stdout,
+                stderr: String::new(),
+            })
+        }
+    }
+
+    #[test]
+    fn live_import_brings_in_only_the_images_containerd_lacks() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("SHA256SUMS"), "").unwrap();
+        let artifacts = LocalDirSource::open(dir.path()).unwrap();
+        let root = Root::new("/").unwrap();
+        let runner = FakeCtr {
+            held: RefCell::new(vec!["a".into(), "sha256:0123".into()]),
+            imports: RefCell::default(),
+        };
+        let ctx = ApplyContext {
+            root: &root,
+            runner: &runner,
+            artifacts: &artifacts,
+            dry_run: false,
+        };
+        let image = |name: &str| ImageImport {
+            reference: name.into(),
+            archive: format!("/var/lib/kprov/images/{name}.tar"),
+        };
+        let resource = Resource::ImagesImported {
+            ctr: "/usr/bin/ctr".into(),
+            images: vec![image("a"), image("b"), image("c")],
+        };
+        assert_eq!(
+            check(&resource, &ctx).unwrap(),
+            Status::Missing("not in containerd: b c".into())
+        );
+        converge(&resource, &ctx).unwrap();
+        assert_eq!(
+            *runner.imports.borrow(),
+            ["/var/lib/kprov/images/b.tar", "/var/lib/kprov/images/c.tar"]
+        );
+        assert_eq!(check(&resource, &ctx).unwrap(), Status::Ok);
+    }
+}
