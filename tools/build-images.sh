@@ -39,7 +39,9 @@ fi
 here=$(cd "$(dirname "$0")" && pwd)
 "$here/install-deps.sh" root images >&2
 bin=$("$here/build-kubernetes.sh")
-src=$(ls -d "$cache/kubernetes/src-$version"/kubernetes-*/ | head -n1)
+trees=("$cache/kubernetes/src-$version"/kubernetes-*/)
+src=${trees[0]}
+[[ -f $src/build/pause/linux/pause.c ]] || { log "no Kubernetes source tree under $cache/kubernetes/src-$version"; exit 1; }
 
 tmp="$out.tmp"
 rm -rf "$tmp"

@@ -8,7 +8,7 @@ for set in "$@"; do
     case "$set" in
     build) want+=(golang-1.19-go rsync jq dpkg-dev make) ;;
     root) want+=(mmdebstrap) ;;
-    # shellcheck for setup.sh; curl, wget and python3 (a loopback HTTP
+    # For setup.sh: shellcheck; curl, wget and python3 (a loopback HTTP
     # server) for the setup.sh runs.
     test) want+=(systemd-container util-linux shellcheck curl wget python3) ;;
     vm) want+=(qemu-system-x86 e2fsprogs dnsmasq-base openssh-client binutils) ;;

@@ -525,3 +525,60 @@ fn a_missing_image_or_a_tampered_blob_fails_naming_the_image_and_writes_nothing(
         run.stderr
     );
 }
+
+#[test]
+#[ignore = "benchmark: prints figures; run by tools/test.sh"]
+fn benchmark_control_plane_bundle_creation() {
+    // KPROV_BENCH_BIN points at a release build (tools/test.sh sets it).
+    let bin = std::env::var("KPROV_BENCH_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| common::kprov_bin());
+    let dir = scratch("bench-images-");
+    let site = dir.path().join("mirror");
+    build_mirror(&site);
+    let server = FileServer::start(&site).unwrap();
+    let registry = Registry::start(&dir.path().join("registry"), None);
+    registry.push_control_plane();
+    let output = dir.path().join("bundle");
+    let start = Instant::now();
+    let out = Command::new(&bin)
+        .args([
+            "bundle",
+            "create",
+            "--kubernetes-version",
+            "v1.20.2",
+            "--arch",
+            "amd64",
+            "--mirror",
+            &server.url(),
+            "--registry-mirror",
+            &registry.addr,
+            "--insecure-registry",
+            "--control-plane",
+            "--exclude-image",
+            COREDNS,
+            "--output",
+        ])
+        .arg(&output)
+        .arg("--cache-dir")
+        .arg(dir.path().join("cache"))
+        .output()
+        .unwrap();
+    let took = start.elapsed();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let manifest: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let (mut images, mut total) = (0, 0u64);
+    for a in manifest["artifacts"].as_array().unwrap() {
+        images += usize::from(a["kind"] == "image");
+        total += a["size"].as_u64().unwrap();
+    }
+    common::bench(&format!(
+        "bundle create --control-plane (binaries from the loopback mirror, {images} images from the loopback registry, {:.0} MiB verified): {:.2} s",
+        total as f64 / 1048576.0,
+        took.as_secs_f64()
+    ));
+}
