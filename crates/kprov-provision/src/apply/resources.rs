@@ -121,7 +121,17 @@ pub fn check(resource: &Resource, ctx: &ApplyContext<'_>) -> Result<Status, Appl
             systemd::check_active(unit, config, ctx).map_err(err)
         }
         Resource::ImagesImported { ctr, images } => {
-            let missing = missing_images(ctr, images, ctx).map_err(err)?;
+            // On a first run ctr may not be installed yet, or containerd not
+            // started: pass 1 checks before anything is converged. Then
+            // everything is to be imported; converge asks again.
+            let missing = match missing_images(ctr, images, ctx) {
+                Ok(missing) => missing,
+                Err(e) => {
+                    return Ok(Status::Missing(format!(
+                        "containerd's images cannot be listed yet: {e}"
+                    )))
+                }
+            };
             Ok(if missing.is_empty() {
                 Status::Ok
             } else {
@@ -331,6 +341,46 @@ mod tests {
                 stderr: String::new(),
             })
         }
+    }
+
+    /// A node where ctr does not run yet.
+    struct NoCtr;
+
+    impl Runner for NoCtr {
+        fn run(&self, cmd: &Command) -> Result<CommandOutput, HostError> {
+            Ok(CommandOutput {
+                success: false,
+                status: "exit status 1".into(),
+                stdout: String::new(),
+                stderr: format!("{}: connection refused", cmd.program),
+            })
+        }
+    }
+
+    #[test]
+    fn before_containerd_runs_every_image_is_missing_not_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("SHA256SUMS"), "").unwrap();
+        let artifacts = LocalDirSource::open(dir.path()).unwrap();
+        let root = Root::new("/").unwrap();
+        let ctx = ApplyContext {
+            root: &root,
+            runner: &NoCtr,
+            artifacts: &artifacts,
+            dry_run: true,
+        };
+        let resource = Resource::ImagesImported {
+            ctr: "/usr/bin/ctr".into(),
+            images: vec![ImageImport {
+                reference: "k8s.gcr.io/pause:3.2".into(),
+                archive: "/var/lib/kprov/images/k8s.gcr.io_pause_3.2.tar".into(),
+            }],
+        };
+        match check(&resource, &ctx).unwrap() {
+            Status::Missing(why) => assert!(why.contains("connection refused"), "{why}"),
+            other => panic!("{other:?}"),
+        }
+        assert!(converge(&resource, &ctx).is_err());
     }
 
     #[test]
