@@ -8,11 +8,15 @@ for set in "$@"; do
     case "$set" in
     build) want+=(golang-1.19-go golang-github-modern-go-reflect2-dev rsync jq dpkg-dev make) ;;
     root) want+=(mmdebstrap) ;;
-    # shellcheck for setup.sh; curl, wget and python3 (a loopback HTTP
+    # For setup.sh: shellcheck; curl, wget and python3 (a loopback HTTP
     # server) for the setup.sh runs.
     test) want+=(systemd-container util-linux shellcheck curl wget python3 etcd-server openssl) ;;
     vm) want+=(qemu-system-x86 e2fsprogs dnsmasq-base openssh-client binutils) ;;
-    *) echo "install-deps: unknown set '$set' (expected build, root, test or vm)" >&2; exit 2 ;;
+    # tools/build-images.sh: the pause program (gcc, static libc), etcd and
+    # busybox from Debian, python3 writes the OCI layout; the image tests
+    # run a registry, push with skopeo and make an htpasswd file.
+    images) want+=(gcc libc6-dev binutils python3 etcd-server etcd-client busybox-static docker-registry skopeo apache2-utils) ;;
+    *) echo "install-deps: unknown set '$set' (expected build, root, test, vm or images)" >&2; exit 2 ;;
     esac
 done
 

@@ -15,8 +15,9 @@ export PATH="$HOME/.cargo/bin:$PATH"
 step() { printf '\n== %s\n' "$*" >&2; }
 
 step "dependencies"
-tools/install-deps.sh build root test vm
+tools/install-deps.sh build root test vm images
 tools/build-kubernetes.sh >/dev/null
+tools/build-images.sh >/dev/null
 tools/debian-root.sh node >/dev/null
 tools/debian-root.sh vm >/dev/null
 tools/debian-root.sh cloud >/dev/null

@@ -5,6 +5,7 @@
 //! manifest.json            written last: a bundle without it is incomplete
 //! bin/kubelet ...          binaries
 //! archives/cni-plugins-linux-amd64-v1.1.1.tgz ...
+//! images/k8s.gcr.io_pause_3.2.tar ...   OCI image archives (kind "image")
 //! ```
 //!
 //! A bundle source opens no network connection: it only reads the bundle.
@@ -14,8 +15,9 @@ use std::path::{Component, Path, PathBuf};
 use kprov_core::{Arch, KubernetesVersion};
 use serde::{Deserialize, Serialize};
 
-use crate::catalog::{self, Bases};
+use crate::catalog::{self, Bases, ImageRef};
 use crate::download::Downloader;
+use crate::image::{archive_file_name, ImagePuller, PulledImage, RegistryOptions};
 use crate::{ArtifactError, ArtifactId, ArtifactName, ArtifactSource, FetchedArtifact};
 
 /// The manifest's file name.
@@ -65,6 +67,12 @@ pub struct Entry {
     pub sha256: String,
     /// Size in bytes.
     pub size: u64,
+    /// Images only: the full reference the image is imported under.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reference: Option<String>,
+    /// Images only: the digest of the image's manifest (`sha256:<hex>`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub manifest_digest: Option<String>,
 }
 
 /// Why a bundle is unusable.
@@ -141,6 +149,10 @@ pub struct BundleSpec {
     pub upstream_runtime: bool,
     /// Optional extras: kubeadm, crictl.
     pub extras: Vec<ArtifactName>,
+    /// Container images to pull (their canonical references).
+    pub images: Vec<ImageRef>,
+    /// Where and how to pull them.
+    pub registry: RegistryOptions,
 }
 
 impl BundleSpec {
@@ -204,13 +216,32 @@ pub async fn create(
         .collect::<Result<_, _>>()
         .map_err(|e| BundleError::Fetch(e.to_string()))?;
     let fetched = downloader.fetch_all(&downloads).await;
+    // Every download must have succeeded before images are pulled or
+    // anything is written.
+    let fetched: Vec<_> = downloads
+        .iter()
+        .zip(fetched)
+        .map(|(d, r)| {
+            r.map_err(|e| BundleError::Fetch(format!("artifact {} {}: {e}", d.name, d.version)))
+        })
+        .collect::<Result<_, _>>()?;
+
+    let parent = output
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let pulls = tempfile::Builder::new()
+        .prefix(".kprov-images-")
+        .tempdir_in(parent)
+        .map_err(io(
+            output,
+            "creating a directory for image pulls in",
+            parent,
+        ))?;
+    let pulled = pull_images(&spec.images, spec.arch, &spec.registry, pulls.path()).await?;
 
     let single_file = output.to_string_lossy().ends_with(".tar.zst");
     let staging = if single_file {
-        let parent = output
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
         tempfile::Builder::new()
             .prefix(".kprov-bundle-")
             .tempdir_in(parent)
@@ -220,9 +251,7 @@ pub async fn create(
         output.to_path_buf()
     };
     let mut artifacts = Vec::new();
-    for (d, result) in downloads.iter().zip(fetched) {
-        let f = result
-            .map_err(|e| BundleError::Fetch(format!("artifact {} {}: {e}", d.name, d.version)))?;
+    for (d, f) in downloads.iter().zip(fetched) {
         let kind = kind_of(d.name);
         let rel = format!(
             "{}/{}",
@@ -252,6 +281,27 @@ pub async fn create(
             path: rel,
             sha256: hex::encode(f.sha256),
             size,
+            reference: None,
+            manifest_digest: None,
+        });
+    }
+    for p in pulled {
+        let rel = format!("images/{}", archive_file_name(&p.image));
+        let dest = staging.join(&rel);
+        if let Some(dir) = dest.parent() {
+            std::fs::create_dir_all(dir).map_err(io(output, "creating", dir))?;
+        }
+        std::fs::rename(&p.archive, &dest).map_err(io(output, "moving into", &dest))?;
+        artifacts.push(Entry {
+            name: p.image.to_string(),
+            kind: EntryKind::Image,
+            version: p.image.tag.clone(),
+            arch: spec.arch,
+            path: rel,
+            sha256: hex::encode(p.sha256),
+            size: p.size,
+            reference: Some(p.image.to_string()),
+            manifest_digest: Some(p.manifest_digest),
         });
     }
     let manifest = Manifest {
@@ -279,6 +329,34 @@ pub async fn create(
         result?;
     }
     Ok(manifest)
+}
+
+/// Pulls `images` (two at a time) into archives under `work`; the first
+/// failure is the error.
+async fn pull_images(
+    images: &[ImageRef],
+    arch: Arch,
+    registry: &RegistryOptions,
+    work: &Path,
+) -> Result<Vec<PulledImage>, BundleError> {
+    use futures_util::StreamExt;
+    let puller = ImagePuller::new(registry.clone());
+    let puller = &puller;
+    let results: Vec<_> = futures_util::stream::iter(images.iter().enumerate())
+        .map(|(i, image)| async move {
+            let scratch = work.join(format!("pull-{i}"));
+            let archive = work.join(archive_file_name(image));
+            let result = puller.pull(image, arch, &scratch, &archive).await;
+            let _ = std::fs::remove_dir_all(&scratch);
+            result
+        })
+        .buffered(2)
+        .collect()
+        .await;
+    results
+        .into_iter()
+        .map(|r| r.map_err(|e| BundleError::Fetch(e.to_string())))
+        .collect()
 }
 
 /// Packs a bundle directory into `output` (.tar.zst), atomically.
@@ -362,6 +440,16 @@ impl BundleSource {
         &self.manifest
     }
 
+    /// The references of the images the bundle holds.
+    pub fn images(&self) -> Vec<String> {
+        self.manifest
+            .artifacts
+            .iter()
+            .filter(|e| e.kind == EntryKind::Image)
+            .filter_map(|e| e.reference.clone())
+            .collect()
+    }
+
     /// Re-checks every file's size and sha256.
     pub fn verify(&self) -> Result<(), BundleError> {
         for e in &self.manifest.artifacts {
@@ -404,6 +492,12 @@ impl BundleSource {
             .artifacts
             .iter()
             .find(|e| {
+                if id.name == ArtifactName::Image {
+                    return e.kind == EntryKind::Image
+                        && e.arch == id.arch
+                        && e.reference.is_some()
+                        && e.reference == id.version;
+                }
                 e.name == id.name.as_str()
                     && e.arch == id.arch
                     && id.version.as_ref().is_none_or(|v| *v == e.version)

@@ -237,7 +237,8 @@ pub enum CatalogError {
         /// The last known minor.
         last: u32,
     },
-    /// An artifact the catalog does not download (e.g. kprov itself).
+    /// An artifact the catalog does not download (kprov itself; images are
+    /// pulled from registries, see [`crate::image`]).
     #[error("artifact {name} is not downloadable from upstream")]
     NotDownloadable {
         /// The artifact.
@@ -388,7 +389,9 @@ pub fn download(
                 file_name: file,
             }
         }
-        ArtifactName::Kprov => return Err(CatalogError::NotDownloadable { name }),
+        ArtifactName::Kprov | ArtifactName::Image => {
+            return Err(CatalogError::NotDownloadable { name })
+        }
     })
 }
 

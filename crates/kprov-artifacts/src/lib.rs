@@ -7,11 +7,14 @@
 //!
 //! Sources today: [`LocalDirSource`] (a directory of files with a
 //! `SHA256SUMS` list) and [`WithSelf`], which adds the running kprov binary
-//! itself. Verified downloads, mirrors and bundles implement the same trait.
+//! itself. Verified downloads, mirrors and bundles implement the same trait;
+//! container images are pulled from registries into OCI archives
+//! ([`image`]) that bundles carry.
 
 pub mod bundle;
 pub mod catalog;
 pub mod download;
+pub mod image;
 mod local;
 mod verify;
 
@@ -42,6 +45,9 @@ pub enum ArtifactName {
     Runc,
     /// kprov itself, installed for the health checker.
     Kprov,
+    /// A container image as an OCI archive; the [`ArtifactId`]'s version
+    /// is the image's full reference (`k8s.gcr.io/pause:3.2`).
+    Image,
 }
 
 impl ArtifactName {
@@ -56,6 +62,7 @@ impl ArtifactName {
             Self::Containerd => "containerd",
             Self::Runc => "runc",
             Self::Kprov => "kprov",
+            Self::Image => "image",
         }
     }
 }
@@ -71,7 +78,8 @@ impl fmt::Display for ArtifactName {
 pub struct ArtifactId {
     /// Which artifact.
     pub name: ArtifactName,
-    /// Its release version (`v1.20.2`), or `None` for the source's default.
+    /// Its release version (`v1.20.2`), or `None` for the source's default;
+    /// for an [`ArtifactName::Image`], the image's full reference.
     pub version: Option<String>,
     /// The node architecture.
     pub arch: Arch,

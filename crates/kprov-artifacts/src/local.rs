@@ -53,6 +53,7 @@ impl LocalDirSource {
             ArtifactName::Containerd => "containerd.tar.gz",
             ArtifactName::Runc => "runc",
             ArtifactName::Kprov => "kprov",
+            ArtifactName::Image => "image",
         }
     }
 }

@@ -186,6 +186,8 @@ fn spec() -> BundleSpec {
         control_plane: false,
         upstream_runtime: true,
         extras: vec![ArtifactName::Kubeadm],
+        images: vec![],
+        registry: Default::default(),
     }
 }
 

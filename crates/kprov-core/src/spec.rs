@@ -66,6 +66,9 @@ pub struct NodeSpec {
     pub ca_cert: Option<CaCertificate>,
     /// Sandbox (pause) image override, e.g. an image imported offline.
     pub sandbox_image: Option<String>,
+    /// Container images (full references) to import into containerd from
+    /// the artifact source; a bundle's images.
+    pub images: Vec<String>,
 }
 
 /// A spec that is well formed field by field but inconsistent as a whole,
@@ -121,6 +124,7 @@ impl NodeSpec {
             token: None,
             ca_cert: None,
             sandbox_image: None,
+            images: Vec::new(),
         }
     }
 

@@ -10,11 +10,15 @@ use crate::os::{OsFacts, OsFamily};
 use crate::render::containerd::ContainerdConfig;
 use crate::render::systemd::{self, UnitFile, HEALTH_UNIT};
 use crate::render::{docker_daemon_json, modules_conf, sysctl_conf};
-use crate::resource::{Contents, Resource};
+use crate::resource::{Contents, ImageImport, Resource};
 use crate::tables::{self, SYSCTLS};
 
 /// Where kprov keeps its own state on a node.
 pub const STATE_DIR: &str = "/var/lib/kprov";
+/// Where image archives are staged on a node.
+pub const IMAGES_DIR: &str = "/var/lib/kprov/images";
+/// The unit that imports them at boot (offline roots).
+pub const IMAGES_UNIT: &str = "kprov-images.service";
 
 /// A computed plan.
 #[derive(Debug, Clone, Serialize)]
@@ -118,11 +122,17 @@ pub fn plan_base(os: &OsFacts, spec: &NodeSpec, live: bool) -> Result<Plan, Plan
     r.push(Resource::SwapUnitsMasked);
 
     // Container runtime.
+    let mut ctr = None;
     let mut runtime_config = Vec::new();
     let mut own_units = Vec::new();
     match runtime {
         ContainerRuntime::Containerd => {
             let mut runc = None;
+            ctr = Some(if upstream_containerd {
+                format!("{}/ctr", layout.bin_dir)
+            } else {
+                "/usr/bin/ctr".to_string()
+            });
             if upstream_containerd {
                 r.push(Resource::Archive {
                     dir: layout.bin_dir.to_string(),
@@ -183,6 +193,42 @@ pub fn plan_base(os: &OsFacts, spec: &NodeSpec, live: bool) -> Result<Plan, Plan
         });
     }
 
+    // Images, staged as verified archives. A live host imports them once
+    // containerd runs (below); an offline root imports them at first boot.
+    let mut images = Vec::new();
+    if let (Some(ctr), false) = (&ctr, spec.images.is_empty()) {
+        r.push(Resource::Directory {
+            path: IMAGES_DIR.to_string(),
+            mode: 0o700,
+        });
+        for reference in &spec.images {
+            let archive = format!(
+                "{IMAGES_DIR}/{}.tar",
+                reference.replace(['/', ':', '@'], "_")
+            );
+            r.push(Resource::ImageArchive {
+                path: archive.clone(),
+                artifact: artifact(ArtifactName::Image, Some(reference.clone())),
+            });
+            images.push(ImageImport {
+                reference: reference.clone(),
+                archive,
+            });
+        }
+        if !live {
+            let archives: Vec<String> = images.iter().map(|i| i.archive.clone()).collect();
+            r.push(unit_file(
+                layout.unit_dir,
+                IMAGES_UNIT,
+                &systemd::images_unit(ctr, runtime.unit(), &archives),
+            ));
+            r.push(Resource::UnitEnabled {
+                unit: IMAGES_UNIT.to_string(),
+                wanted_by: "multi-user.target".to_string(),
+            });
+        }
+    }
+
     // Units.
     let kubelet = systemd::kubelet_unit(layout.bin_dir, runtime.unit());
     let health_service = systemd::health_service(layout.bin_dir, &runtime.to_string());
@@ -236,6 +282,9 @@ pub fn plan_base(os: &OsFacts, spec: &NodeSpec, live: bool) -> Result<Plan, Plan
             unit: runtime.unit().to_string(),
             config: runtime_config,
         });
+        if let (Some(ctr), false) = (ctr, images.is_empty()) {
+            r.push(Resource::ImagesImported { ctr, images });
+        }
         r.push(Resource::UnitActive {
             unit: health_timer_name,
             config: vec![

@@ -101,6 +101,15 @@ pub enum Resource {
         /// A leading directory to drop from member names (`bin/`).
         strip_prefix: Option<String>,
     },
+    /// A container image's OCI archive staged on the node (0644), from an
+    /// [`kprov_artifacts::ArtifactName::Image`] artifact.
+    ImageArchive {
+        /// Node path.
+        path: String,
+        /// The artifact.
+        #[serde(serialize_with = "artifact_name")]
+        artifact: ArtifactId,
+    },
     /// Swap lines of /etc/fstab commented out.
     FstabSwapDisabled,
     /// `swap.target` and every `.swap` unit in /etc/systemd/system masked.
@@ -139,6 +148,24 @@ pub enum Resource {
         /// Node paths of its configuration.
         config: Vec<String>,
     },
+    /// Live only: images present in containerd's `k8s.io` namespace (as
+    /// `ctr -n k8s.io images ls -q` lists them); missing ones are imported
+    /// from their staged archives.
+    ImagesImported {
+        /// Node path of `ctr`.
+        ctr: String,
+        /// The images.
+        images: Vec<ImageImport>,
+    },
+}
+
+/// One image of [`Resource::ImagesImported`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ImageImport {
+    /// Full reference, as containerd lists it.
+    pub reference: String,
+    /// Node path of its OCI archive.
+    pub archive: String,
 }
 
 impl Resource {
@@ -151,6 +178,7 @@ impl Resource {
             Self::Symlink { path, .. } => format!("symlink:{path}"),
             Self::Binary { path, .. } => format!("binary:{path}"),
             Self::Archive { dir, artifact, .. } => format!("archive:{}->{dir}", artifact.name),
+            Self::ImageArchive { path, .. } => format!("image-archive:{path}"),
             Self::FstabSwapDisabled => "fstab-swap-disabled:/etc/fstab".into(),
             Self::SwapUnitsMasked => "swap-units-masked".into(),
             Self::UnitEnabled { unit, wanted_by } => format!("unit-enabled:{unit}@{wanted_by}"),
@@ -159,6 +187,7 @@ impl Resource {
             Self::SwapOff => "swap-off".into(),
             Self::DaemonReloaded { .. } => "daemon-reloaded".into(),
             Self::UnitActive { unit, .. } => format!("unit-active:{unit}"),
+            Self::ImagesImported { .. } => "images-imported:k8s.io".into(),
         }
     }
 
@@ -171,6 +200,7 @@ impl Resource {
                 | Self::SwapOff
                 | Self::DaemonReloaded { .. }
                 | Self::UnitActive { .. }
+                | Self::ImagesImported { .. }
         )
     }
 }
@@ -186,6 +216,9 @@ impl fmt::Display for Resource {
             Self::Symlink { path, target } => write!(f, "symlink {path} -> {target}"),
             Self::Binary { path, artifact } => write!(f, "binary {path} from {artifact}"),
             Self::Archive { dir, artifact, .. } => write!(f, "archive {artifact} into {dir}"),
+            Self::ImageArchive { path, artifact } => {
+                write!(f, "image archive {path} from {artifact}")
+            }
             Self::FstabSwapDisabled => f.write_str("swap lines of /etc/fstab commented out"),
             Self::SwapUnitsMasked => f.write_str("swap units masked"),
             Self::UnitEnabled { unit, wanted_by } => write!(f, "unit {unit} enabled ({wanted_by})"),
@@ -194,6 +227,15 @@ impl fmt::Display for Resource {
             Self::SwapOff => f.write_str("no swap in use"),
             Self::DaemonReloaded { .. } => f.write_str("systemd unit files reloaded"),
             Self::UnitActive { unit, .. } => write!(f, "unit {unit} active"),
+            Self::ImagesImported { images, .. } => write!(
+                f,
+                "images in containerd (k8s.io): {}",
+                images
+                    .iter()
+                    .map(|i| i.reference.as_str())
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            ),
         }
     }
 }

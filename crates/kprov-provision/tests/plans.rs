@@ -19,6 +19,8 @@ struct Case {
     proxy: ProxyMode,
     live: bool,
     upstream_runtime: bool,
+    /// Images from a bundle.
+    images: &'static [&'static str],
 }
 
 const fn case(golden: &'static str, fixture: &'static str, version: &'static str) -> Case {
@@ -30,8 +32,11 @@ const fn case(golden: &'static str, fixture: &'static str, version: &'static str
         proxy: ProxyMode::Iptables,
         live: false,
         upstream_runtime: false,
+        images: &[],
     }
 }
+
+const IMAGES: &[&str] = &["k8s.gcr.io/pause:3.2", "k8s.gcr.io/kube-proxy:v1.20.2"];
 
 fn cases() -> Vec<Case> {
     vec![
@@ -65,6 +70,19 @@ fn cases() -> Vec<Case> {
             upstream_runtime: true,
             ..case("debian-12-upstream-runtime", "debian-12", "v1.20.2")
         },
+        Case {
+            images: IMAGES,
+            ..case("debian-12-offline-images", "debian-12", "v1.20.2")
+        },
+        Case {
+            images: IMAGES,
+            live: true,
+            ..case("debian-12-live-images", "debian-12", "v1.20.2")
+        },
+        Case {
+            images: IMAGES,
+            ..case("flatcar-offline-images", "flatcar", "v1.20.2")
+        },
     ]
 }
 
@@ -85,6 +103,7 @@ fn render(c: &Case) -> String {
         } else {
             RuntimeSource::Distro
         },
+        images: c.images.iter().map(ToString::to_string).collect(),
         ..NodeSpec::new(c.version.parse().unwrap(), Arch::Amd64)
     };
     let plan = plan_base(&os, &spec, c.live).unwrap();

@@ -354,9 +354,37 @@ pub struct BundleCreateArgs {
     #[arg(long, value_name = "URL")]
     pub mirror: Option<String>,
 
-    /// Also include what a control-plane node needs.
+    /// Also include what a control-plane node needs: the kube-apiserver,
+    /// kube-controller-manager, kube-scheduler, kube-proxy, etcd and CoreDNS
+    /// images (the pause image is always included).
     #[arg(long)]
     pub control_plane: bool,
+
+    /// Pull images from this registry (HOST[:PORT]) instead of their own,
+    /// under the same repository and tag; they keep their canonical names
+    /// (e.g. k8s.gcr.io/pause:3.2) in the bundle and on the node.
+    #[arg(long, value_name = "HOST[:PORT]")]
+    pub registry_mirror: Option<String>,
+
+    /// Speak plain HTTP to the registry (for a registry without TLS on a
+    /// trusted network or loopback).
+    #[arg(long)]
+    pub insecure_registry: bool,
+
+    /// Log in to the registry with HTTP basic auth as this user; the
+    /// password is read from the KPROV_REGISTRY_PASSWORD environment
+    /// variable (never from the command line).
+    #[arg(long, value_name = "USER")]
+    pub registry_username: Option<String>,
+
+    /// Leave this image out (a full reference from the catalog, e.g.
+    /// k8s.gcr.io/coredns:1.7.0 when nodes pull it themselves). Repeatable.
+    #[arg(long, value_name = "IMAGE")]
+    pub exclude_image: Vec<String>,
+
+    /// Binaries only: no container images (nodes pull them themselves).
+    #[arg(long, conflicts_with_all = ["registry_mirror", "exclude_image"])]
+    pub no_images: bool,
 
     /// Include containerd and runc static releases (for Flatcar, or nodes
     /// provisioned with --runtime-source upstream).

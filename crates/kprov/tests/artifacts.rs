@@ -37,6 +37,8 @@ fn create_bundle(mirror: &str, output: &str, cache: &str, extras: &[&str]) -> co
         output,
         "--cache-dir",
         cache,
+        // Binaries only: the image tests (images.rs) run a registry.
+        "--no-images",
     ];
     for extra in extras {
         args.extend(["--include", extra]);

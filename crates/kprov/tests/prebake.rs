@@ -259,36 +259,6 @@ fn a_run_killed_at_any_point_ends_like_an_uninterrupted_run() {
     }
 }
 
-/// Boots `root` with systemd-nspawn until it powers itself off; returns
-/// the console output. Panics, printing the console, after `limit`.
-fn boot_nspawn(root: &Path, limit: Duration) -> String {
-    let log = root.with_extension("console.log");
-    let mut child = Command::new("script")
-        .args(["-qfec"])
-        .arg(format!(
-            "systemd-nspawn -b -D {} --register=no --keep-unit -q",
-            root.display()
-        ))
-        .arg(&log)
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    // SIGTERM, not SIGKILL: nspawn then shuts the container down.
-    let stopped_in_time = common::wait_bounded(&mut child, limit, |c| {
-        let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(c.id().to_string())
-            .status();
-    });
-    if !stopped_in_time {
-        let console = std::fs::read_to_string(&log).unwrap_or_default();
-        panic!("the container did not power off within {limit:?}; console:\n{console}");
-    }
-    std::fs::read_to_string(&log).unwrap_or_default()
-}
-
 #[test]
 #[ignore = "needs root, systemd-nspawn and the cached Kubernetes build; run by tools/test.sh"]
 fn the_prebaked_root_boots_with_containerd_and_the_health_checks_restart_it() {
@@ -321,7 +291,7 @@ fn the_prebaked_root_boots_with_containerd_and_the_health_checks_restart_it() {
 
     // The health timer first fires 30 s after boot and every 10 s after;
     // three failed checks restart containerd: about a minute.
-    let console = boot_nspawn(&root, Duration::from_secs(240));
+    let console = common::boot_nspawn(&root, Duration::from_secs(240));
     // The probe writes to a file: a getty on the console would hang up
     // its terminal and cut it off.
     let probe_log =

@@ -189,9 +189,9 @@ fn verify_artifacts(
         .zip(statuses)
         .filter(|(_, status)| **status != Status::Ok)
         .filter_map(|(resource, _)| match resource {
-            Resource::Binary { artifact, .. } | Resource::Archive { artifact, .. } => {
-                Some((resource, artifact))
-            }
+            Resource::Binary { artifact, .. }
+            | Resource::Archive { artifact, .. }
+            | Resource::ImageArchive { artifact, .. } => Some((resource, artifact)),
             _ => None,
         })
         .collect();

@@ -7,7 +7,7 @@ use kprov_host::{Command, HostError};
 
 use super::{archive, packages, systemd, ApplyContext, ApplyError, Status};
 use crate::fstab;
-use crate::resource::Resource;
+use crate::resource::{ImageImport, Resource};
 
 fn host_err(resource: &Resource) -> impl FnOnce(HostError) -> ApplyError + '_ {
     move |source| ApplyError::Host {
@@ -54,14 +54,14 @@ pub fn check(resource: &Resource, ctx: &ApplyContext<'_>) -> Result<Status, Appl
                 other => Status::Differs(format!("is {other:?}")),
             })
         }
-        Resource::Binary { path, artifact } => {
+        Resource::Binary { path, artifact } | Resource::ImageArchive { path, artifact } => {
             let sha256 = ctx
                 .artifacts
                 .checksum(artifact)
                 .map_err(|source| ApplyError::artifact(resource.id(), source))?;
             Ok(file_status(
                 &fs::state(root, Path::new(path)).map_err(err)?,
-                0o755,
+                installed_mode(resource),
                 &sha256,
             ))
         }
@@ -120,7 +120,56 @@ pub fn check(resource: &Resource, ctx: &ApplyContext<'_>) -> Result<Status, Appl
         Resource::UnitActive { unit, config } => {
             systemd::check_active(unit, config, ctx).map_err(err)
         }
+        Resource::ImagesImported { ctr, images } => {
+            // On a first run ctr may not be installed yet, or containerd not
+            // started: pass 1 checks before anything is converged. Then
+            // everything is to be imported; converge asks again.
+            let missing = match missing_images(ctr, images, ctx) {
+                Ok(missing) => missing,
+                Err(e) => {
+                    return Ok(Status::Missing(format!(
+                        "containerd's images cannot be listed yet: {e}"
+                    )))
+                }
+            };
+            Ok(if missing.is_empty() {
+                Status::Ok
+            } else {
+                Status::Missing(format!(
+                    "not in containerd: {}",
+                    missing
+                        .iter()
+                        .map(|i| i.reference.as_str())
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                ))
+            })
+        }
     }
+}
+
+/// Executables 0755, staged image archives 0644.
+fn installed_mode(resource: &Resource) -> u32 {
+    match resource {
+        Resource::ImageArchive { .. } => 0o644,
+        _ => 0o755,
+    }
+}
+
+/// The images `ctr -n k8s.io images ls -q` does not list.
+fn missing_images<'a>(
+    ctr: &str,
+    images: &'a [ImageImport],
+    ctx: &ApplyContext<'_>,
+) -> Result<Vec<&'a ImageImport>, HostError> {
+    let out = ctx
+        .runner
+        .run_checked(&Command::new(ctr, ["-n", "k8s.io", "images", "ls", "-q"]))?;
+    let present: std::collections::BTreeSet<&str> = out.stdout.lines().map(str::trim).collect();
+    Ok(images
+        .iter()
+        .filter(|i| !present.contains(i.reference.as_str()))
+        .collect())
 }
 
 fn file_status(state: &FileState, mode: u32, sha256: &[u8; 32]) -> Status {
@@ -180,12 +229,12 @@ pub fn converge(resource: &Resource, ctx: &ApplyContext<'_>) -> Result<(), Apply
         Resource::Symlink { path, target } => {
             fs::symlink_atomic(root, Path::new(path), Path::new(target)).map_err(err)
         }
-        Resource::Binary { path, artifact } => {
+        Resource::Binary { path, artifact } | Resource::ImageArchive { path, artifact } => {
             let artifact_err = |source| ApplyError::artifact(resource.id(), source);
             let fetched = ctx.artifacts.fetch(artifact).map_err(artifact_err)?;
             let mut reader = fetched.open_verified().map_err(artifact_err)?;
-            fs::write_atomic_from(root, Path::new(path), &mut reader, FileAttrs::root(0o755))
-                .map_err(err)
+            let attrs = FileAttrs::root(installed_mode(resource));
+            fs::write_atomic_from(root, Path::new(path), &mut reader, attrs).map_err(err)
         }
         Resource::Archive {
             dir,
@@ -236,5 +285,137 @@ pub fn converge(resource: &Resource, ctx: &ApplyContext<'_>) -> Result<(), Apply
                 .map_err(err)?;
             Ok(())
         }
+        Resource::ImagesImported { ctr, images } => {
+            // The archives were verified when they were staged (earlier
+            // ImageArchive resources); import only what containerd lacks.
+            for image in missing_images(ctr, images, ctx).map_err(host_err(resource))? {
+                ctx.runner
+                    .run_checked(&Command::new(
+                        ctr.as_str(),
+                        ["-n", "k8s.io", "images", "import", image.archive.as_str()],
+                    ))
+                    .map_err(host_err(resource))?;
+            }
+            Ok(())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The live image import against a scripted `ctr` (a stand-in Runner:
+    //! the real import is exercised by crates/kprov/tests/images.rs, where
+    //! containerd in a booted root imports the staged archives).
+
+    use std::cell::RefCell;
+
+    use kprov_artifacts::LocalDirSource;
+    use kprov_host::{CommandOutput, Root, Runner};
+
+    use super::*;
+
+    /// Answers `ctr images ls -q` with the images it holds; an import adds
+    /// the image whose archive it was given.
+    struct FakeCtr {
+        held: RefCell<Vec<String>>,
+        imports: RefCell<Vec<String>>,
+    }
+
+    impl Runner for FakeCtr {
+        fn run(&self, cmd: &Command) -> Result<CommandOutput, HostError> {
+            let args: Vec<&str> = cmd.args.iter().map(String::as_str).collect();
+            let stdout = match args.as_slice() {
+                ["-n", "k8s.io", "images", "ls", "-q"] => self.held.borrow().join("\n"),
+                ["-n", "k8s.io", "images", "import", archive] => {
+                    self.imports.borrow_mut().push(archive.to_string());
+                    let name = archive.trim_end_matches(".tar").rsplit('/').next().unwrap();
+                    self.held.borrow_mut().push(name.to_string());
+                    String::new()
+                }
+                other => panic!("unexpected command {} {other:?}", cmd.program),
+            };
+            Ok(CommandOutput {
+                success: true,
+                status: "exit status 0".into(),
+                stdout,
+                stderr: String::new(),
+            })
+        }
+    }
+
+    /// A node where ctr does not run yet.
+    struct NoCtr;
+
+    impl Runner for NoCtr {
+        fn run(&self, cmd: &Command) -> Result<CommandOutput, HostError> {
+            Ok(CommandOutput {
+                success: false,
+                status: "exit status 1".into(),
+                stdout: String::new(),
+                stderr: format!("{}: connection refused", cmd.program),
+            })
+        }
+    }
+
+    #[test]
+    fn before_containerd_runs_every_image_is_missing_not_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("SHA256SUMS"), "").unwrap();
+        let artifacts = LocalDirSource::open(dir.path()).unwrap();
+        let root = Root::new("/").unwrap();
+        let ctx = ApplyContext {
+            root: &root,
+            runner: &NoCtr,
+            artifacts: &artifacts,
+            dry_run: true,
+        };
+        let resource = Resource::ImagesImported {
+            ctr: "/usr/bin/ctr".into(),
+            images: vec![ImageImport {
+                reference: "k8s.gcr.io/pause:3.2".into(),
+                archive: "/var/lib/kprov/images/k8s.gcr.io_pause_3.2.tar".into(),
+            }],
+        };
+        match check(&resource, &ctx).unwrap() {
+            Status::Missing(why) => assert!(why.contains("connection refused"), "{why}"),
+            other => panic!("{other:?}"),
+        }
+        assert!(converge(&resource, &ctx).is_err());
+    }
+
+    #[test]
+    fn live_import_brings_in_only_the_images_containerd_lacks() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("SHA256SUMS"), "").unwrap();
+        let artifacts = LocalDirSource::open(dir.path()).unwrap();
+        let root = Root::new("/").unwrap();
+        let runner = FakeCtr {
+            held: RefCell::new(vec!["a".into(), "sha256:0123".into()]),
+            imports: RefCell::default(),
+        };
+        let ctx = ApplyContext {
+            root: &root,
+            runner: &runner,
+            artifacts: &artifacts,
+            dry_run: false,
+        };
+        let image = |name: &str| ImageImport {
+            reference: name.into(),
+            archive: format!("/var/lib/kprov/images/{name}.tar"),
+        };
+        let resource = Resource::ImagesImported {
+            ctr: "/usr/bin/ctr".into(),
+            images: vec![image("a"), image("b"), image("c")],
+        };
+        assert_eq!(
+            check(&resource, &ctx).unwrap(),
+            Status::Missing("not in containerd: b c".into())
+        );
+        converge(&resource, &ctx).unwrap();
+        assert_eq!(
+            *runner.imports.borrow(),
+            ["/var/lib/kprov/images/b.tar", "/var/lib/kprov/images/c.tar"]
+        );
+        assert_eq!(check(&resource, &ctx).unwrap(), Status::Ok);
     }
 }

@@ -117,6 +117,41 @@ pub fn containerd_unit(bin_dir: &str) -> UnitFile {
         .section("Install", &[("WantedBy", "multi-user.target")])
 }
 
+/// The oneshot unit that imports staged image archives into containerd at
+/// boot, for roots prebaked offline (no containerd runs while prebaking).
+/// Importing what containerd already holds only re-reads the archive.
+pub fn images_unit(ctr: &str, runtime_unit: &str, archives: &[String]) -> UnitFile {
+    let mut service = vec![
+        ("Type".to_string(), "oneshot".to_string()),
+        ("RemainAfterExit".to_string(), "yes".to_string()),
+    ];
+    for a in archives {
+        service.push((
+            "ExecStart".to_string(),
+            format!("{ctr} -n k8s.io images import {a}"),
+        ));
+    }
+    let service: Vec<(&str, &str)> = service
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    UnitFile::new()
+        .section(
+            "Unit",
+            &[
+                (
+                    "Description",
+                    "Import the container images staged by kprov into containerd",
+                ),
+                ("Requires", runtime_unit),
+                ("After", runtime_unit),
+                ("Before", "kubelet.service"),
+            ],
+        )
+        .section("Service", &service)
+        .section("Install", &[("WantedBy", "multi-user.target")])
+}
+
 /// The health check name shared by the service and its timer.
 pub const HEALTH_UNIT: &str = "kprov-healthcheck";
 

@@ -2,10 +2,11 @@
 
 use std::process::ExitCode;
 
-use anyhow::Context;
+use anyhow::{bail, Context};
 use kprov_artifacts::bundle::{self, BundleSource, BundleSpec};
-use kprov_artifacts::catalog::Bases;
+use kprov_artifacts::catalog::{Bases, ImageRef};
 use kprov_artifacts::download::Downloader;
+use kprov_artifacts::image::RegistryOptions;
 
 use crate::cli::{BundleCommand, BundleCreateArgs, BundleVerifyArgs};
 
@@ -30,6 +31,8 @@ fn create(args: BundleCreateArgs) -> anyhow::Result<ExitCode> {
         control_plane: args.control_plane,
         upstream_runtime: args.upstream_runtime,
         extras: args.include.iter().map(|e| (*e).into()).collect(),
+        images: images(&args)?,
+        registry: registry_options(&args)?,
     };
     let downloader = Downloader::new(&args.cache_dir)
         .with_context(|| format!("--cache-dir {}", args.cache_dir.display()))?;
@@ -54,6 +57,64 @@ fn create(args: BundleCreateArgs) -> anyhow::Result<ExitCode> {
         println!("{}", serde_json::to_string_pretty(&manifest)?);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The catalog's images for the bundle, less the excluded ones.
+fn images(args: &BundleCreateArgs) -> anyhow::Result<Vec<ImageRef>> {
+    if args.no_images {
+        return Ok(Vec::new());
+    }
+    let all = kprov_artifacts::catalog::images(&args.kubernetes_version, args.control_plane, None)
+        .context("--kubernetes-version")?;
+    for excluded in &args.exclude_image {
+        if !all.iter().any(|i| i.to_string() == *excluded) {
+            bail!(
+                "--exclude-image {excluded:?}: not an image of this bundle; expected one of: {}",
+                all.iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        }
+    }
+    Ok(all
+        .into_iter()
+        .filter(|i| !args.exclude_image.contains(&i.to_string()))
+        .collect())
+}
+
+/// Checks --registry-mirror (HOST[:PORT]) and reads the registry password.
+fn registry_options(args: &BundleCreateArgs) -> anyhow::Result<RegistryOptions> {
+    if let Some(m) = &args.registry_mirror {
+        let (host, port) = match m.rsplit_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (m.as_str(), None),
+        };
+        let host_ok = !host.is_empty()
+            && host
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-');
+        let port_ok = port.is_none_or(|p| p.parse::<u16>().is_ok_and(|p| p > 0));
+        if !host_ok || !port_ok {
+            bail!("--registry-mirror {m:?}: expected HOST or HOST:PORT, e.g. registry.example.com:5000 (no scheme, no path)");
+        }
+    }
+    let basic_auth = match &args.registry_username {
+        None => None,
+        Some(user) => {
+            let password = std::env::var("KPROV_REGISTRY_PASSWORD").map_err(|_| {
+                anyhow::anyhow!(
+                    "--registry-username {user}: set the password in KPROV_REGISTRY_PASSWORD"
+                )
+            })?;
+            Some((user.clone(), password))
+        }
+    };
+    Ok(RegistryOptions {
+        mirror: args.registry_mirror.clone(),
+        insecure: args.insecure_registry,
+        basic_auth,
+    })
 }
 
 fn verify(args: BundleVerifyArgs) -> anyhow::Result<ExitCode> {

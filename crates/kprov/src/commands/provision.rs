@@ -7,7 +7,7 @@ use kprov_artifacts::bundle::BundleSource;
 use kprov_artifacts::catalog::Bases;
 use kprov_artifacts::download::{DownloadSource, Downloader};
 use kprov_artifacts::{ArtifactSource, LocalDirSource, WithSelf};
-use kprov_core::{Arch, BootstrapToken, NodeSpec, Phase};
+use kprov_core::{Arch, BootstrapToken, ContainerRuntime, NodeSpec, Phase};
 use kprov_host::{Root, SystemRunner};
 use kprov_provision::apply::{self, ApplyContext, Event};
 use kprov_provision::resource::Resource;
@@ -42,10 +42,11 @@ fn node_spec(args: &ProvisionArgs, phase: Phase) -> anyhow::Result<NodeSpec> {
 }
 
 /// Where binaries come from: a bundle, an artifact directory, or verified
-/// downloads from upstream or a mirror.
+/// downloads from upstream or a mirror. A bundle's images are added to
+/// the spec, to be imported into containerd.
 fn artifact_source(
     args: &ProvisionArgs,
-    spec: &NodeSpec,
+    spec: &mut NodeSpec,
 ) -> anyhow::Result<Box<dyn ArtifactSource>> {
     if let Some(bundle) = &args.bundle {
         let source =
@@ -59,6 +60,15 @@ fn artifact_source(
                 m.arch,
                 spec.kubelet_version,
                 spec.arch
+            );
+        }
+        spec.images = source.images();
+        if !spec.images.is_empty() && spec.container_runtime != ContainerRuntime::Containerd {
+            eprintln!(
+                "kprov: note: --bundle {} holds {} images; they are imported into containerd only, not {}",
+                bundle.display(),
+                spec.images.len(),
+                spec.container_runtime
             );
         }
         return Ok(Box::new(source));
@@ -96,14 +106,14 @@ pub fn parse_mirror(url: &str) -> anyhow::Result<String> {
 /// Runs `kprov provision`.
 pub fn run(args: ProvisionArgs) -> anyhow::Result<ExitCode> {
     let phase: Phase = args.phase.into();
-    let spec = node_spec(&args, phase)?;
+    let mut spec = node_spec(&args, phase)?;
     if phase.includes_join() {
         bail!(
             "--phase {phase}: the join phase is not available in this version of kprov yet; run --phase base"
         );
     }
     let root = Root::new(&args.root).with_context(|| format!("--root {}", args.root.display()))?;
-    let artifacts = WithSelf::new(artifact_source(&args, &spec)?);
+    let artifacts = WithSelf::new(artifact_source(&args, &mut spec)?);
     let os = kprov_provision::facts::detect_os(&root)?;
     let plan = kprov_provision::plan::plan_base(&os, &spec, root.is_live())?;
     let runner = SystemRunner::new(root.clone());

@@ -403,3 +403,49 @@ pub fn build_mirror(dir: &Path) {
     )
     .unwrap();
 }
+
+/// Boots `root` with systemd-nspawn until it powers itself off; returns
+/// the console output. Panics, printing the console, after `limit`.
+pub fn boot_nspawn(root: &Path, limit: Duration) -> String {
+    let log = root.with_extension("console.log");
+    let mut child = Command::new("script")
+        .args(["-qfec"])
+        .arg(format!(
+            "systemd-nspawn -b -D {} --register=no --keep-unit -q",
+            root.display()
+        ))
+        .arg(&log)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // SIGTERM, not SIGKILL: nspawn then shuts the container down.
+    let stopped_in_time = wait_bounded(&mut child, limit, |c| {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(c.id().to_string())
+            .status();
+    });
+    if !stopped_in_time {
+        let console = std::fs::read_to_string(&log).unwrap_or_default();
+        panic!("the container did not power off within {limit:?}; console:\n{console}");
+    }
+    std::fs::read_to_string(&log).unwrap_or_default()
+}
+
+/// The container image archives built by tools/build-images.sh, and their
+/// references (the INDEX file: "FILE REFERENCE" per line).
+pub fn harness_images() -> &'static (PathBuf, Vec<(PathBuf, String)>) {
+    static P: OnceLock<(PathBuf, Vec<(PathBuf, String)>)> = OnceLock::new();
+    P.get_or_init(|| {
+        let dir = dev_script("build-images.sh", &[]);
+        let index = std::fs::read_to_string(dir.join("INDEX")).unwrap();
+        let images = index
+            .lines()
+            .filter_map(|l| l.split_once(' '))
+            .map(|(f, r)| (dir.join(f), r.to_string()))
+            .collect();
+        (dir, images)
+    })
+}

@@ -1,0 +1,584 @@
+//! Container images end to end with real parts: Debian's `docker-registry`
+//! on 127.0.0.1 (anonymous, and with htpasswd basic auth), the v1.20.2
+//! images built from real binaries by tools/build-images.sh pushed into it
+//! with `skopeo`, `kprov bundle create --control-plane --registry-mirror`
+//! pulling them, `bundle verify` and `provision --bundle` with no network,
+//! and containerd in the provisioned root (booted with systemd-nspawn)
+//! listing the images under their canonical names.
+//!
+//! CoreDNS has no Debian package and is not built: the control-plane
+//! bundle leaves it out explicitly with `--exclude-image`.
+//!
+//! Needs root and the cached builds: `#[ignore]`d, run by tools/test.sh.
+
+#![allow(clippy::unwrap_used, clippy::print_stdout)]
+
+mod common;
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{build_mirror, copy_tree, harness_images, kprov, root_with_packages, scratch, sh};
+use kprov_testkit::http::FileServer;
+
+const COREDNS: &str = "k8s.gcr.io/coredns:1.7.0";
+const CONTROL_PLANE_IMAGES: [&str; 6] = [
+    "k8s.gcr.io/pause:3.2",
+    "k8s.gcr.io/kube-apiserver:v1.20.2",
+    "k8s.gcr.io/kube-controller-manager:v1.20.2",
+    "k8s.gcr.io/kube-scheduler:v1.20.2",
+    "k8s.gcr.io/kube-proxy:v1.20.2",
+    "k8s.gcr.io/etcd:3.4.13-0",
+];
+
+/// A real registry (Debian's docker-registry) on 127.0.0.1, storage in a
+/// scratch directory; stopped by PID on drop.
+struct Registry {
+    child: Child,
+    addr: String,
+    storage: PathBuf,
+}
+
+impl Registry {
+    /// Starts a registry; with `htpasswd`, it asks for basic auth.
+    fn start(dir: &Path, htpasswd: Option<&Path>) -> Self {
+        let storage = dir.join("storage");
+        std::fs::create_dir_all(&storage).unwrap();
+        // A free port: bound and released; the registry binds it next.
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let addr = format!("127.0.0.1:{port}");
+        let auth = htpasswd
+            .map(|p| {
+                format!(
+                    "auth:\n  htpasswd:\n    realm: kprov-test\n    path: {}\n",
+                    p.display()
+                )
+            })
+            .unwrap_or_default();
+        let config = dir.join("config.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {addr}\n{auth}",
+                storage.display()
+            ),
+        )
+        .unwrap();
+        let child = Command::new("docker-registry")
+            .arg("serve")
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.join("registry.log")).unwrap())
+            .spawn()
+            .unwrap();
+        let registry = Self {
+            child,
+            addr,
+            storage,
+        };
+        let start = Instant::now();
+        while std::net::TcpStream::connect(&registry.addr).is_err() {
+            assert!(
+                start.elapsed() < Duration::from_secs(15),
+                "the registry did not listen on {} within 15 s: {}",
+                registry.addr,
+                std::fs::read_to_string(dir.join("registry.log")).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        registry
+    }
+
+    /// Pushes a harness archive as NAME:TAG (its reference without the
+    /// registry host).
+    fn push(&self, archive: &Path, reference: &str, creds: Option<&str>) {
+        let (_, path) = reference.split_once('/').unwrap();
+        let mut cmd = Command::new("skopeo");
+        cmd.args(["copy", "-q", "--dest-tls-verify=false"]);
+        if let Some(c) = creds {
+            cmd.arg(format!("--dest-creds={c}"));
+        }
+        sh(cmd
+            .arg(format!("oci-archive:{}", archive.display()))
+            .arg(format!("docker://{}/{path}", self.addr)));
+    }
+
+    /// Pushes every harness image the control-plane bundle needs.
+    fn push_control_plane(&self) {
+        for (archive, reference) in &harness_images().1 {
+            if CONTROL_PLANE_IMAGES.contains(&reference.as_str()) {
+                self.push(archive, reference, None);
+            }
+        }
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn harness_archive(reference: &str) -> &'static Path {
+    &harness_images()
+        .1
+        .iter()
+        .find(|(_, r)| r == reference)
+        .unwrap_or_else(|| panic!("tools/build-images.sh built no {reference}"))
+        .0
+}
+
+/// The manifest digest named in a harness archive's index.json.
+fn harness_manifest_digest(reference: &str) -> String {
+    let out = sh(Command::new("tar")
+        .arg("-xOf")
+        .arg(harness_archive(reference))
+        .arg("index.json"));
+    let index: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    index["manifests"][0]["digest"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+/// `kprov bundle create` for v1.20.2/amd64: binaries from `mirror`, images
+/// from the registry at `registry`.
+fn create_bundle(
+    mirror: &str,
+    registry: &str,
+    output: &Path,
+    cache: &Path,
+    extra: &[&str],
+    env: &[(&str, &str)],
+) -> common::Run {
+    let mut args = vec![
+        "bundle",
+        "create",
+        "--kubernetes-version",
+        "v1.20.2",
+        "--arch",
+        "amd64",
+        "--mirror",
+        mirror,
+        "--registry-mirror",
+        registry,
+        "--insecure-registry",
+        "--output",
+        output.to_str().unwrap(),
+        "--cache-dir",
+        cache.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    kprov(&args, env)
+}
+
+/// Runs kprov in a network namespace with no interfaces at all.
+fn kprov_offline(args: &[&str]) -> common::Run {
+    let out = Command::new("unshare")
+        .arg("--net")
+        .arg(common::kprov_bin())
+        .args(args)
+        .output()
+        .unwrap();
+    common::Run {
+        code: out.status.code(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+#[test]
+#[ignore = "needs root, docker-registry, skopeo, systemd-nspawn and the cached builds; run by tools/test.sh"]
+fn control_plane_images_from_a_registry_mirror_end_up_in_a_prebaked_roots_containerd() {
+    let dir = scratch("images-");
+    let site = dir.path().join("mirror");
+    build_mirror(&site);
+    let server = FileServer::start(&site).unwrap();
+    let registry = Registry::start(&dir.path().join("registry"), None);
+    registry.push_control_plane();
+
+    let bundle = dir.path().join("bundle");
+    let cache = dir.path().join("cache");
+    let created = create_bundle(
+        &server.url(),
+        &registry.addr,
+        &bundle,
+        &cache,
+        &["--control-plane", "--exclude-image", COREDNS],
+        &[],
+    );
+    assert!(created.ok(), "{}", created.stderr);
+    drop(server);
+    drop(registry);
+
+    // The manifest: every image with its canonical name, the manifest
+    // digest the harness built, and the archive's sum and size.
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(bundle.join("manifest.json")).unwrap())
+            .unwrap();
+    let images: Vec<&serde_json::Value> = manifest["artifacts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["kind"] == "image")
+        .collect();
+    let names: Vec<&str> = images
+        .iter()
+        .map(|a| a["reference"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, CONTROL_PLANE_IMAGES);
+    for image in &images {
+        let reference = image["reference"].as_str().unwrap();
+        assert_eq!(
+            image["manifest_digest"].as_str().unwrap(),
+            harness_manifest_digest(reference),
+            "{reference}"
+        );
+        let path = bundle.join(image["path"].as_str().unwrap());
+        assert_eq!(image["sha256"].as_str().unwrap(), common::sha256_hex(&path));
+        assert_eq!(
+            image["size"].as_u64().unwrap(),
+            std::fs::metadata(&path).unwrap().len()
+        );
+    }
+
+    let verified = kprov_offline(&["bundle", "verify", bundle.to_str().unwrap()]);
+    assert!(verified.ok(), "{}", verified.stderr);
+    assert!(
+        verified.stdout.contains("9 artifacts verified"),
+        "{}",
+        verified.stdout
+    );
+
+    // Provisioned with no network; the images are staged, and imported at
+    // boot by kprov-images.service, since no containerd runs while prebaking.
+    let root = dir.path().join("root");
+    copy_tree(root_with_packages(), &root);
+    let run = kprov_offline(&[
+        "provision",
+        "--phase",
+        "base",
+        "--root",
+        root.to_str().unwrap(),
+        "--kubelet-version",
+        "v1.20.2",
+        "--arch",
+        "amd64",
+        "--bundle",
+        bundle.to_str().unwrap(),
+    ]);
+    assert!(
+        run.ok(),
+        "provisioning from the bundle failed:\n{}",
+        run.stderr
+    );
+    for image in &images {
+        let staged = root.join("var/lib/kprov/images").join(
+            Path::new(image["path"].as_str().unwrap())
+                .file_name()
+                .unwrap(),
+        );
+        assert_eq!(
+            common::sha256_hex(&staged),
+            image["sha256"].as_str().unwrap()
+        );
+    }
+    assert!(root
+        .join("etc/systemd/system/multi-user.target.wants/kprov-images.service")
+        .symlink_metadata()
+        .is_ok());
+    let again = kprov_offline(&[
+        "provision",
+        "--phase",
+        "base",
+        "--root",
+        root.to_str().unwrap(),
+        "--kubelet-version",
+        "v1.20.2",
+        "--arch",
+        "amd64",
+        "--bundle",
+        bundle.to_str().unwrap(),
+        "--output",
+        "json",
+    ]);
+    assert!(again.ok(), "{}", again.stderr);
+    let changed: Vec<String> = again.json()["report"]["resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["outcome"] != "unchanged")
+        .map(|r| r["id"].to_string())
+        .collect();
+    assert_eq!(
+        changed,
+        Vec::<String>::new(),
+        "a second run changed something"
+    );
+
+    // Boot it: a probe waits for kprov-images.service and lists what
+    // containerd holds.
+    std::fs::write(
+        root.join("etc/systemd/system/kprov-test-probe.service"),
+        "[Unit]\nAfter=kprov-images.service\n\
+         [Service]\nType=oneshot\nTimeoutStartSec=200\nStandardOutput=append:/var/lib/kprov-probe.log\nStandardError=append:/var/lib/kprov-probe.log\n\
+         ExecStart=/bin/sh -c 'echo \"PROBE images-unit=$(systemctl is-active kprov-images.service)\"; \
+         ctr -n k8s.io images ls -q | sed \"s/^/PROBE image /\"; \
+         journalctl -o cat -u kprov-images.service | tail -n 20 | sed \"s/^/JOURNAL /\"; systemctl poweroff'\n\
+         [Install]\nWantedBy=multi-user.target\n",
+    )
+    .unwrap();
+    std::os::unix::fs::symlink(
+        "/etc/systemd/system/kprov-test-probe.service",
+        root.join("etc/systemd/system/multi-user.target.wants/kprov-test-probe.service"),
+    )
+    .unwrap();
+    let console = common::boot_nspawn(&root, Duration::from_secs(240));
+    let probe_log =
+        std::fs::read_to_string(root.join("var/lib/kprov-probe.log")).unwrap_or_default();
+    eprintln!("{probe_log}");
+    let context = format!("{console}\n--- probe log ---\n{probe_log}");
+    assert!(
+        probe_log.contains("PROBE images-unit=active"),
+        "kprov-images.service did not finish; {context}"
+    );
+    let listed: Vec<&str> = probe_log
+        .lines()
+        .filter_map(|l| l.strip_prefix("PROBE image "))
+        .map(str::trim)
+        .filter(|l| !l.starts_with("sha256:"))
+        .collect();
+    for name in CONTROL_PLANE_IMAGES {
+        assert!(
+            listed.contains(&name),
+            "containerd does not list {name}: {listed:?}; {context}"
+        );
+    }
+}
+
+#[test]
+#[ignore = "needs root, docker-registry, skopeo, htpasswd and the cached builds; run by tools/test.sh"]
+fn a_registry_with_basic_auth_needs_the_right_password() {
+    let dir = scratch("images-auth-");
+    let htpasswd = dir.path().join("htpasswd");
+    let out = sh(Command::new("htpasswd").args(["-Bbn", "kprov", "s3cret-pw"]));
+    std::fs::write(&htpasswd, &out.stdout).unwrap();
+    let site = dir.path().join("mirror");
+    build_mirror(&site);
+    let server = FileServer::start(&site).unwrap();
+    let registry = Registry::start(&dir.path().join("registry"), Some(&htpasswd));
+    registry.push(
+        harness_archive("k8s.gcr.io/pause:3.2"),
+        "k8s.gcr.io/pause:3.2",
+        Some("kprov:s3cret-pw"),
+    );
+    let cache = dir.path().join("cache");
+
+    let good = dir.path().join("good");
+    let run = create_bundle(
+        &server.url(),
+        &registry.addr,
+        &good,
+        &cache,
+        &["--registry-username", "kprov"],
+        &[("KPROV_REGISTRY_PASSWORD", "s3cret-pw")],
+    );
+    assert!(run.ok(), "{}", run.stderr);
+    assert!(!run.stderr.contains("s3cret-pw") && !run.stdout.contains("s3cret-pw"));
+    let manifest = std::fs::read_to_string(good.join("manifest.json")).unwrap();
+    assert!(manifest.contains("\"reference\": \"k8s.gcr.io/pause:3.2\""));
+
+    for (label, extra, env) in [
+        (
+            "a wrong password",
+            vec!["--registry-username", "kprov"],
+            vec![("KPROV_REGISTRY_PASSWORD", "wrong")],
+        ),
+        ("no credentials", vec![], vec![]),
+    ] {
+        let output = dir.path().join(format!("bad-{}", label.replace(' ', "-")));
+        let run = create_bundle(&server.url(), &registry.addr, &output, &cache, &extra, &env);
+        assert!(!run.ok(), "{label}: bundle create succeeded");
+        assert!(
+            run.stderr.contains(&format!(
+                "image k8s.gcr.io/pause:3.2 (pulled from {}/pause:3.2)",
+                registry.addr
+            )),
+            "{label}: {}",
+            run.stderr
+        );
+        assert!(!output.exists(), "{label}: the bundle was written");
+        assert!(!run.stderr.contains("s3cret-pw"));
+    }
+    // A username without a password in the environment: refused up front.
+    let run = create_bundle(
+        &server.url(),
+        &registry.addr,
+        &dir.path().join("nopw"),
+        &cache,
+        &["--registry-username", "kprov"],
+        &[],
+    );
+    assert!(!run.ok());
+    assert!(
+        run.stderr.contains("KPROV_REGISTRY_PASSWORD"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+#[ignore = "needs root, docker-registry, skopeo and the cached builds; run by tools/test.sh"]
+fn a_missing_image_or_a_tampered_blob_fails_naming_the_image_and_writes_nothing() {
+    let dir = scratch("images-bad-");
+    let site = dir.path().join("mirror");
+    build_mirror(&site);
+    let server = FileServer::start(&site).unwrap();
+    let registry = Registry::start(&dir.path().join("registry"), None);
+    let cache = dir.path().join("cache");
+
+    // Nothing pushed yet: the registry answers 404 for the pause image.
+    let output = dir.path().join("missing");
+    let run = create_bundle(&server.url(), &registry.addr, &output, &cache, &[], &[]);
+    assert!(
+        !run.ok(),
+        "bundle create succeeded against an empty registry"
+    );
+    assert!(
+        run.stderr.contains(&format!(
+            "image k8s.gcr.io/pause:3.2 (pulled from {}/pause:3.2): fetching the manifest",
+            registry.addr
+        )),
+        "{}",
+        run.stderr
+    );
+    assert!(!output.exists(), "a bundle was written");
+
+    // A layer altered in the registry's storage (same size, one byte
+    // flipped): the registry serves it, kprov refuses it.
+    registry.push(
+        harness_archive("k8s.gcr.io/pause:3.2"),
+        "k8s.gcr.io/pause:3.2",
+        None,
+    );
+    let out = sh(Command::new("tar")
+        .arg("-xOf")
+        .arg(harness_archive("k8s.gcr.io/pause:3.2"))
+        .arg(format!(
+            "blobs/sha256/{}",
+            harness_manifest_digest("k8s.gcr.io/pause:3.2").trim_start_matches("sha256:")
+        )));
+    let image_manifest: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let layer = image_manifest["layers"][0]["digest"].as_str().unwrap();
+    let hex = layer.trim_start_matches("sha256:");
+    let data = registry
+        .storage
+        .join("docker/registry/v2/blobs/sha256")
+        .join(&hex[..2])
+        .join(hex)
+        .join("data");
+    let mut bytes = std::fs::read(&data).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0xff;
+    std::fs::write(&data, &bytes).unwrap();
+
+    let output = dir.path().join("tampered.tar.zst");
+    let run = create_bundle(&server.url(), &registry.addr, &output, &cache, &[], &[]);
+    assert!(!run.ok(), "bundle create accepted a tampered layer");
+    assert!(
+        run.stderr.contains("image k8s.gcr.io/pause:3.2")
+            && run.stderr.contains(layer)
+            && run.stderr.contains("mismatch"),
+        "{}",
+        run.stderr
+    );
+    assert!(!output.exists(), "a bundle was written");
+    let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(".kprov-"))
+        .collect();
+    assert_eq!(leftovers, Vec::<String>::new(), "scratch files left behind");
+
+    // An image the catalog does not have cannot be excluded.
+    let run = create_bundle(
+        &server.url(),
+        &registry.addr,
+        &dir.path().join("unknown"),
+        &cache,
+        &["--exclude-image", "k8s.gcr.io/nope:1"],
+        &[],
+    );
+    assert!(!run.ok());
+    assert!(
+        run.stderr
+            .contains("--exclude-image \"k8s.gcr.io/nope:1\": not an image of this bundle"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+#[ignore = "benchmark: prints figures; run by tools/test.sh"]
+fn benchmark_control_plane_bundle_creation() {
+    // KPROV_BENCH_BIN points at a release build (tools/test.sh sets it).
+    let bin = std::env::var("KPROV_BENCH_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| common::kprov_bin());
+    let dir = scratch("bench-images-");
+    let site = dir.path().join("mirror");
+    build_mirror(&site);
+    let server = FileServer::start(&site).unwrap();
+    let registry = Registry::start(&dir.path().join("registry"), None);
+    registry.push_control_plane();
+    let output = dir.path().join("bundle");
+    let start = Instant::now();
+    let out = Command::new(&bin)
+        .args([
+            "bundle",
+            "create",
+            "--kubernetes-version",
+            "v1.20.2",
+            "--arch",
+            "amd64",
+            "--mirror",
+            &server.url(),
+            "--registry-mirror",
+            &registry.addr,
+            "--insecure-registry",
+            "--control-plane",
+            "--exclude-image",
+            COREDNS,
+            "--output",
+        ])
+        .arg(&output)
+        .arg("--cache-dir")
+        .arg(dir.path().join("cache"))
+        .output()
+        .unwrap();
+    let took = start.elapsed();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let manifest: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let (mut images, mut total) = (0, 0u64);
+    for a in manifest["artifacts"].as_array().unwrap() {
+        images += usize::from(a["kind"] == "image");
+        total += a["size"].as_u64().unwrap();
+    }
+    common::bench(&format!(
+        "bundle create --control-plane (binaries from the loopback mirror, {images} images from the loopback registry, {:.0} MiB verified): {:.2} s",
+        total as f64 / 1048576.0,
+        took.as_secs_f64()
+    ));
+}
