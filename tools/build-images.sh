@@ -31,14 +31,17 @@ revision=1
 
 log() { printf 'build-images: %s\n' "$*" >&2; }
 
-if [[ -f "$out/.complete-r$revision" ]]; then
+here=$(cd "$(dirname "$0")" && pwd)
+bin=$("$here/build-kubernetes.sh")
+# The images hold the Kubernetes binaries: a rebuild of those (another
+# build revision) must rebuild the images too.
+stamp="r$revision $(sha256sum <"$bin/../SHA256SUMS" | cut -c1-16)"
+if [[ -f "$out/.complete" && "$(cat "$out/.complete")" == "$stamp" ]]; then
     echo "$out"
     exit 0
 fi
 
-here=$(cd "$(dirname "$0")" && pwd)
 "$here/install-deps.sh" root images >&2
-bin=$("$here/build-kubernetes.sh")
 trees=("$cache/kubernetes/src-$version"/kubernetes-*/)
 src=${trees[0]}
 [[ -f $src/build/pause/linux/pause.c ]] || { log "no Kubernetes source tree under $cache/kubernetes/src-$version"; exit 1; }
@@ -106,7 +109,7 @@ image busybox_1.35.0.tar docker.io/library/busybox:1.35.0 --layer "$work/busybox
 
 rm -rf "$work"
 (cd "$tmp" && sha256sum ./*.tar >SHA256SUMS)
-touch "$tmp/.complete-r$revision"
+echo "$stamp" >"$tmp/.complete"
 rm -rf "$out"
 mv "$tmp" "$out"
 log "done: $out"
