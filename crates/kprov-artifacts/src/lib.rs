@@ -222,6 +222,25 @@ pub trait ArtifactSource {
     fn fetch(&self, id: &ArtifactId) -> Result<FetchedArtifact, ArtifactError>;
 }
 
+/// A source with no artifacts, for plans that install none (the kubelet's
+/// configuration): asking it for one is an error that says so.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoArtifacts;
+
+impl ArtifactSource for NoArtifacts {
+    fn describe(&self) -> String {
+        "no artifact source".into()
+    }
+
+    fn fetch(&self, id: &ArtifactId) -> Result<FetchedArtifact, ArtifactError> {
+        Err(ArtifactError::NotFound {
+            artifact: id.to_string(),
+            source_name: self.describe(),
+            reason: "this step installs no artifacts".into(),
+        })
+    }
+}
+
 impl<T: ArtifactSource + ?Sized> ArtifactSource for Box<T> {
     fn describe(&self) -> String {
         (**self).describe()

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use k8s_openapi::api::core::v1::{ConfigMap, Node, Secret};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
 use kprov_core::BootstrapToken;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
@@ -300,4 +300,126 @@ pub async fn cluster_info_data(client: &Client) -> Result<BTreeMap<String, Strin
         "reading {CLUSTER_INFO_NAMESPACE}/{CLUSTER_INFO}"
     )))?;
     Ok(cm.data.unwrap_or_default())
+}
+
+/// Whether the API server answers `/readyz` with ok; the error says what
+/// it answered instead.
+pub async fn readyz(client: &Client) -> Result<(), String> {
+    let request = http::Request::get("/readyz")
+        .body(Vec::new())
+        .map_err(|e| e.to_string())?;
+    match client.request_text(request).await {
+        Ok(text) if text.trim() == "ok" => Ok(()),
+        Ok(text) => Err(format!("/readyz answered {:?}", text.trim())),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// Labels and taints a registered Node as a control-plane node, the way
+/// kubeadm of `version` does; None while the Node is not registered yet.
+pub async fn mark_control_plane(
+    client: &Client,
+    node_name: &str,
+    version: &kprov_core::KubernetesVersion,
+) -> Result<Option<Applied>, ApiError> {
+    let nodes: Api<Node> = Api::all(client.clone());
+    let what = format!("Node/{node_name}");
+    let Some(node) = nodes
+        .get_opt(node_name)
+        .await
+        .map_err(request(format!("reading {what}")))?
+    else {
+        return Ok(None);
+    };
+    // The master label and taint gave way to control-plane ones in v1.24.
+    let (labels, taint_key): (&[&str], &str) = if version.at_least(1, 24) {
+        (
+            &["node-role.kubernetes.io/control-plane"],
+            "node-role.kubernetes.io/control-plane",
+        )
+    } else {
+        (
+            &[
+                "node-role.kubernetes.io/master",
+                "node-role.kubernetes.io/control-plane",
+            ],
+            "node-role.kubernetes.io/master",
+        )
+    };
+    let has_labels = labels.iter().all(|l| {
+        node.metadata
+            .labels
+            .as_ref()
+            .is_some_and(|m| m.contains_key(*l))
+    });
+    let mut taints = node
+        .spec
+        .as_ref()
+        .and_then(|s| s.taints.clone())
+        .unwrap_or_default();
+    let has_taint = taints
+        .iter()
+        .any(|t| t.key == taint_key && t.effect == "NoSchedule");
+    if has_labels && has_taint {
+        return Ok(Some(Applied {
+            object: what,
+            outcome: "unchanged",
+        }));
+    }
+    if !has_taint {
+        taints.push(k8s_openapi::api::core::v1::Taint {
+            key: taint_key.into(),
+            effect: "NoSchedule".into(),
+            ..Default::default()
+        });
+    }
+    let label_map: BTreeMap<&str, &str> = labels.iter().map(|l| (*l, "")).collect();
+    let patch = serde_json::json!({
+        "metadata": { "labels": label_map },
+        "spec": { "taints": taints },
+    });
+    nodes
+        .patch(node_name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .map_err(request(format!("labelling and tainting {what}")))?;
+    Ok(Some(Applied {
+        object: what,
+        outcome: "updated",
+    }))
+}
+
+/// A token `kprov init` made earlier that is still valid, with its secret,
+/// so that a re-run prints the same join command instead of making another.
+pub async fn find_token(
+    client: &Client,
+    description: &str,
+    now: time::OffsetDateTime,
+) -> Result<Option<BootstrapToken>, ApiError> {
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), NAMESPACE);
+    let params = ListParams::default().fields(&format!("type={}", token::SECRET_TYPE));
+    let list = secrets
+        .list(&params)
+        .await
+        .map_err(request(format!("listing token Secrets in {NAMESPACE}")))?;
+    for secret in &list.items {
+        let Some(info) = token::token_info(secret) else {
+            continue;
+        };
+        let valid = info.expires.as_deref().is_some_and(|e| {
+            time::OffsetDateTime::parse(e, &time::format_description::well_known::Rfc3339)
+                .is_ok_and(|t| t > now + std::time::Duration::from_secs(600))
+        });
+        if info.description != description || !valid {
+            continue;
+        }
+        let secret_part = secret
+            .data
+            .as_ref()
+            .and_then(|d| d.get("token-secret"))
+            .map(|v| String::from_utf8_lossy(&v.0).into_owned());
+        if let Some(Ok(t)) = secret_part.map(|s| format!("{}.{s}", info.id).parse()) {
+            return Ok(Some(t));
+        }
+    }
+    Ok(None)
 }

@@ -13,12 +13,14 @@
 //! - [`addons`]: kube-proxy, CoreDNS and flannel as typed objects;
 //! - [`bootstrap`]: the bootstrap RBAC and the cluster-info ConfigMap, and
 //!   its verification by a joining node;
+//! - [`diagnose`]: why a control plane did not come up, from node facts;
 //! - [`api`]: the thin layer that applies and reads them (kube-rs);
 //! - [`store`]: the thin layer that writes the manifests under a root.
 
 pub mod addons;
 pub mod api;
 pub mod bootstrap;
+pub mod diagnose;
 pub mod jws;
 pub mod manifests;
 pub mod spec;

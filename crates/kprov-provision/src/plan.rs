@@ -9,7 +9,7 @@ use serde::Serialize;
 use crate::os::{OsFacts, OsFamily};
 use crate::render::containerd::ContainerdConfig;
 use crate::render::systemd::{self, UnitFile, HEALTH_UNIT};
-use crate::render::{docker_daemon_json, modules_conf, sysctl_conf};
+use crate::render::{docker_daemon_json, kubelet, modules_conf, sysctl_conf};
 use crate::resource::{Contents, ImageImport, Resource};
 use crate::tables::{self, SYSCTLS};
 
@@ -61,6 +61,44 @@ fn file(path: &str, mode: u32, text: String) -> Resource {
 
 fn unit_file(dir: &str, name: &str, unit: &UnitFile) -> Resource {
     file(&format!("{dir}/{name}"), 0o644, unit.render())
+}
+
+/// Plans the kubelet's configuration for a node that joins or runs the
+/// control plane: its KubeletConfiguration and unit drop-in, and on a
+/// running host a daemon-reload and the kubelet (re)started on them.
+pub fn plan_kubelet(
+    os: &OsFacts,
+    params: &kubelet::KubeletParams,
+    live: bool,
+    phase: Phase,
+    container_runtime: ContainerRuntime,
+) -> Plan {
+    let layout = tables::layout(os.family);
+    let mut r = vec![
+        file(kubelet::CONFIG_PATH, 0o644, kubelet::kubelet_config(params)),
+        file(
+            kubelet::DROPIN_PATH,
+            0o644,
+            kubelet::kubelet_dropin(layout.bin_dir, params).render(),
+        ),
+    ];
+    if live {
+        r.push(Resource::DaemonReloaded {
+            units: vec!["kubelet.service".into()],
+        });
+        r.push(Resource::UnitActive {
+            unit: "kubelet.service".into(),
+            config: vec![kubelet::CONFIG_PATH.into(), kubelet::DROPIN_PATH.into()],
+        });
+    }
+    Plan {
+        phase,
+        os: os.clone(),
+        kubelet_version: params.version.to_string(),
+        container_runtime,
+        live,
+        resources: r,
+    }
 }
 
 /// Plans the base phase: everything a node needs before it can join.

@@ -201,6 +201,38 @@ pub struct TokenDeleteArgs {
     pub ids: Vec<String>,
 }
 
+/// Where binaries and images come from.
+#[derive(Debug, Args)]
+pub struct ArtifactSourceArgs {
+    /// Directory of artifacts to install from: kubelet, kubectl,
+    /// cni-plugins.tgz (and on Flatcar containerd.tar.gz, runc), each listed
+    /// with its sha256 in a SHA256SUMS file. Files not listed are refused.
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["bundle", "mirror"])]
+    pub artifacts_dir: Option<PathBuf>,
+
+    /// Offline bundle (directory or .tar.zst, from `kprov bundle create`)
+    /// to install from; nothing is downloaded.
+    #[arg(long, value_name = "PATH", conflicts_with = "mirror")]
+    pub bundle: Option<PathBuf>,
+
+    /// Download from a mirror with upstream's layout instead of upstream
+    /// (dl.k8s.io and GitHub releases). Without --bundle or
+    /// --artifacts-dir, kprov downloads, verifying every file's sha256.
+    #[arg(long, value_name = "URL")]
+    pub mirror: Option<String>,
+
+    /// Download cache, keyed by sha256.
+    #[arg(long, value_name = "DIR", default_value = "/var/cache/kprov")]
+    pub cache_dir: PathBuf,
+}
+
+impl ArtifactSourceArgs {
+    /// Whether any source was named (otherwise: downloads from upstream).
+    pub fn given(&self) -> bool {
+        self.artifacts_dir.is_some() || self.bundle.is_some() || self.mirror.is_some()
+    }
+}
+
 /// Flags of `kprov init`.
 #[derive(Debug, Args)]
 #[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
@@ -208,6 +240,11 @@ pub struct InitArgs {
     /// Run one phase alone.
     #[command(subcommand)]
     pub action: Option<InitAction>,
+
+    /// Phases to leave out of a full run, e.g. base (a prebaked node) or
+    /// base,kubelet-start (files only, for another machine's kubelet).
+    #[arg(long, value_enum, value_name = "PHASE", value_delimiter = ',')]
+    pub skip_phases: Vec<InitPhaseArg>,
 
     #[command(flatten)]
     pub cluster: ClusterArgs,
@@ -231,9 +268,12 @@ pub struct InitPhaseArgs {
     pub cluster: ClusterArgs,
 }
 
-/// The phases of `kprov init`.
+/// The phases of `kprov init`, in the order a full run takes them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum InitPhaseArg {
+    /// The base phase of `kprov provision` (packages, runtime, kubelet),
+    /// from --bundle, --artifacts-dir or --mirror.
+    Base,
     /// Certificates and keys (as `kprov pki`).
     Certs,
     /// Kubeconfigs (as `kprov kubeconfig`).
@@ -242,6 +282,13 @@ pub enum InitPhaseArg {
     Etcd,
     /// The API server's, controller manager's and scheduler's static pods.
     ControlPlane,
+    /// The kubelet's configuration and unit drop-in; on a running node,
+    /// the kubelet (re)started on them.
+    KubeletStart,
+    /// Wait for the API server to be ready; on failure, say why.
+    WaitControlPlane,
+    /// Label and taint this node as a control-plane node.
+    MarkControlPlane,
     /// The bootstrap-token RBAC and cluster-info (needs a running API
     /// server).
     BootstrapToken,
@@ -255,6 +302,13 @@ pub enum InitPhaseArg {
 pub struct ClusterArgs {
     #[command(flatten)]
     pub dirs: CertDirArgs,
+
+    #[command(flatten)]
+    pub source: ArtifactSourceArgs,
+
+    /// How long to wait for the API server and for this node to register.
+    #[arg(long, value_name = "SECONDS", default_value_t = 300)]
+    pub timeout: u64,
 
     /// Where kubeconfigs and manifests/ go.
     #[arg(long, value_name = "DIR", default_value = "/etc/kubernetes")]
@@ -506,26 +560,8 @@ pub struct ProvisionArgs {
     #[arg(long, value_name = "ARCH")]
     pub arch: Option<Arch>,
 
-    /// Directory of artifacts to install from: kubelet, kubectl,
-    /// cni-plugins.tgz (and on Flatcar containerd.tar.gz, runc), each listed
-    /// with its sha256 in a SHA256SUMS file. Files not listed are refused.
-    #[arg(long, value_name = "DIR", conflicts_with_all = ["bundle", "mirror"])]
-    pub artifacts_dir: Option<PathBuf>,
-
-    /// Offline bundle (directory or .tar.zst, from `kprov bundle create`)
-    /// to install from; nothing is downloaded.
-    #[arg(long, value_name = "PATH", conflicts_with = "mirror")]
-    pub bundle: Option<PathBuf>,
-
-    /// Download from a mirror with upstream's layout instead of upstream
-    /// (dl.k8s.io and GitHub releases). Without --bundle or
-    /// --artifacts-dir, kprov downloads, verifying every file's sha256.
-    #[arg(long, value_name = "URL")]
-    pub mirror: Option<String>,
-
-    /// Download cache, keyed by sha256.
-    #[arg(long, value_name = "DIR", default_value = "/var/cache/kprov")]
-    pub cache_dir: PathBuf,
+    #[command(flatten)]
+    pub source: ArtifactSourceArgs,
 
     /// Where the container runtime comes from on apt/yum/dnf systems.
     #[arg(long, value_enum, default_value_t = RuntimeSourceArg::Distro)]

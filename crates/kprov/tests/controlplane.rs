@@ -169,6 +169,8 @@ fn control_plane_from_kprov_files_runs_and_bootstraps_tokens() {
     let o = Command::new(kprov_bin())
         .args([
             "init",
+            "--skip-phases",
+            "base,kubelet-start",
             "--root",
             &root_s,
             "--node-name",

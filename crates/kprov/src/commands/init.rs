@@ -23,25 +23,55 @@ pub fn run(args: InitArgs) -> anyhow::Result<ExitCode> {
         }
         None => {
             let ctx = InitContext::new(&args.cluster)?;
-            for phase in [
+            let mut phases = vec![
+                InitPhaseArg::Base,
                 InitPhaseArg::Certs,
                 InitPhaseArg::Kubeconfig,
                 InitPhaseArg::Etcd,
                 InitPhaseArg::ControlPlane,
-            ] {
+                InitPhaseArg::KubeletStart,
+            ];
+            if ctx.root.is_live() && !ctx.dry_run {
+                phases.extend([
+                    InitPhaseArg::WaitControlPlane,
+                    InitPhaseArg::MarkControlPlane,
+                    InitPhaseArg::BootstrapToken,
+                    InitPhaseArg::Addons,
+                ]);
+            }
+            phases.retain(|p| !args.skip_phases.contains(p));
+            let start = std::time::Instant::now();
+            for phase in phases {
+                eprintln!("kprov: init phase {}", phase_name(phase));
                 run_phase(&ctx, phase)?;
             }
-            eprintln!(
-                "kprov: the control plane's files are in place; start the kubelet, then run `kprov init phase bootstrap-token`"
-            );
+            if ctx.root.is_live() && !ctx.dry_run {
+                print_join_command(&ctx)?;
+                eprintln!(
+                    "kprov: the control plane is up ({:.0} s)",
+                    start.elapsed().as_secs_f64()
+                );
+            } else {
+                eprintln!("kprov: the control plane's files are in place; the API phases run on the node itself");
+            }
         }
     }
     Ok(ExitCode::SUCCESS)
 }
 
+fn phase_name(phase: InitPhaseArg) -> String {
+    use clap::ValueEnum;
+    phase
+        .to_possible_value()
+        .map(|v| v.get_name().to_string())
+        .unwrap_or_default()
+}
+
 /// A validated spec and where it is written.
 struct InitContext {
     spec: ClusterSpec,
+    source: crate::cli::ArtifactSourceArgs,
+    timeout: std::time::Duration,
     proxy_mode: &'static str,
     flannel_image: String,
     root: Root,
@@ -71,6 +101,13 @@ impl InitContext {
         spec.kubernetes_dir = kubernetes_dir;
         spec.validate()?;
         Ok(Self {
+            source: crate::cli::ArtifactSourceArgs {
+                artifacts_dir: args.source.artifacts_dir.clone(),
+                bundle: args.source.bundle.clone(),
+                mirror: args.source.mirror.clone(),
+                cache_dir: args.source.cache_dir.clone(),
+            },
+            timeout: std::time::Duration::from_secs(args.timeout),
             spec,
             proxy_mode: match args.proxy_mode {
                 ProxyModeArg::Iptables => "iptables",
@@ -135,6 +172,10 @@ fn run_phase(ctx: &InitContext, phase: InitPhaseArg) -> anyhow::Result<()> {
                 manifests::kube_scheduler(spec),
             ],
         ),
+        InitPhaseArg::Base => base(ctx),
+        InitPhaseArg::KubeletStart => kubelet_start(ctx),
+        InitPhaseArg::WaitControlPlane => wait_control_plane(ctx),
+        InitPhaseArg::MarkControlPlane => mark_control_plane(ctx),
         InitPhaseArg::BootstrapToken => bootstrap_token(ctx),
         InitPhaseArg::Addons => addons(ctx),
     }
@@ -222,4 +263,250 @@ fn addons(ctx: &InitContext) -> anyhow::Result<()> {
         })
         .context("applying the add-ons")?;
     print_applied(ctx, &report, "add-ons")
+}
+
+/// The description of the token `kprov init` makes, by which a re-run
+/// finds it again.
+const INIT_TOKEN_DESCRIPTION: &str = "made by kprov init for joining nodes";
+
+fn node_spec(ctx: &InitContext) -> anyhow::Result<kprov_core::NodeSpec> {
+    let arch = kprov_core::Arch::host()
+        .context("cannot tell this machine's architecture (amd64 or arm64)")?;
+    let mut spec = kprov_core::NodeSpec::new(ctx.spec.node().kubernetes_version.clone(), arch);
+    spec.proxy_mode = match ctx.proxy_mode {
+        "ipvs" => kprov_core::ProxyMode::Ipvs,
+        _ => kprov_core::ProxyMode::Iptables,
+    };
+    Ok(spec)
+}
+
+fn base(ctx: &InitContext) -> anyhow::Result<()> {
+    let os = kprov_provision::facts::detect_os(&ctx.root)?;
+    if !ctx.source.given() {
+        // Without a source the base phase would download; a prebaked
+        // node needs none, so only check that it was prebaked.
+        let kubelet = std::path::Path::new(kprov_provision::tables::layout(os.family).bin_dir)
+            .join("kubelet");
+        if !ctx.root.resolve(&kubelet)?.exists() {
+            anyhow::bail!(
+                "the base phase is not in place ({} is missing): pass --bundle, --artifacts-dir or --mirror to install it, or run `kprov provision --phase base` first",
+                kubelet.display()
+            );
+        }
+        eprintln!("kprov: base phase: in place (no --bundle, --artifacts-dir or --mirror given; nothing installed)");
+        return Ok(());
+    }
+    let mut spec = node_spec(ctx)?;
+    spec.validate(kprov_core::Phase::Base)?;
+    let artifacts = kprov_artifacts::WithSelf::new(crate::commands::provision::artifact_source(
+        &ctx.source,
+        &mut spec,
+    )?);
+    let plan = kprov_provision::plan::plan_base(&os, &spec, ctx.root.is_live())?;
+    crate::commands::provision::apply_plan(&ctx.root, &plan, &artifacts, ctx.dry_run, ctx.output)?;
+    Ok(())
+}
+
+fn kubelet_start(ctx: &InitContext) -> anyhow::Result<()> {
+    let spec = &ctx.spec;
+    let os = kprov_provision::facts::detect_os(&ctx.root)?;
+    let params = kprov_provision::render::kubelet::KubeletParams {
+        version: spec.node().kubernetes_version.clone(),
+        client_ca_file: spec.cert_dir.join("ca.crt").display().to_string(),
+        cluster_dns: kprov_controlplane::addons::cluster_dns_ip(spec).to_string(),
+        cluster_domain: spec.cluster_domain().as_str().to_string(),
+        runtime_endpoint: "unix:///run/containerd/containerd.sock".into(),
+        node_ip: Some(spec.node().advertise_address.ip().to_string()),
+        node_labels: Default::default(),
+        register_with_taints: Vec::new(),
+        cloud_provider: None,
+        cloud_config: None,
+        static_pods: true,
+    };
+    let plan = kprov_provision::plan::plan_kubelet(
+        &os,
+        &params,
+        ctx.root.is_live(),
+        kprov_core::Phase::Join,
+        kprov_core::ContainerRuntime::Containerd,
+    );
+    crate::commands::provision::apply_plan(
+        &ctx.root,
+        &plan,
+        &kprov_artifacts::NoArtifacts,
+        ctx.dry_run,
+        ctx.output,
+    )?;
+    Ok(())
+}
+
+fn admin_client(
+    ctx: &InitContext,
+    phase: &str,
+) -> anyhow::Result<(tokio::runtime::Runtime, api::Client)> {
+    let admin = api_target(ctx, phase)?;
+    let rt = runtime()?;
+    let client = rt
+        .block_on(api::client(&admin))
+        .with_context(|| format!("phase {phase}"))?;
+    Ok((rt, client))
+}
+
+fn wait_control_plane(ctx: &InitContext) -> anyhow::Result<()> {
+    if ctx.dry_run {
+        eprintln!("kprov: would wait for the API server");
+        return Ok(());
+    }
+    let (rt, client) = admin_client(ctx, "wait-control-plane")?;
+    let url = ctx.spec.node().local_url();
+    let start = std::time::Instant::now();
+    let mut last_report = std::time::Instant::now();
+    let mut last_error;
+    loop {
+        match rt.block_on(api::readyz(&client)) {
+            Ok(()) => {
+                eprintln!(
+                    "kprov: the API server at {url} is ready ({:.0} s)",
+                    start.elapsed().as_secs_f64()
+                );
+                return Ok(());
+            }
+            Err(e) => last_error = e,
+        }
+        if start.elapsed() > ctx.timeout {
+            break;
+        }
+        if last_report.elapsed() > std::time::Duration::from_secs(10) {
+            eprintln!(
+                "kprov: waiting for the API server at {url} ({:.0} s of {} s): {last_error}",
+                start.elapsed().as_secs_f64(),
+                ctx.timeout.as_secs()
+            );
+            last_report = std::time::Instant::now();
+        }
+        std::thread::sleep(std::time::Duration::from_secs(1));
+    }
+    let diagnosis = kprov_controlplane::diagnose::diagnose(
+        &format!("the API server at {url}"),
+        &last_error,
+        &kubelet_facts(),
+        &component_facts(ctx),
+    );
+    anyhow::bail!("{diagnosis}")
+}
+
+fn kubelet_facts() -> kprov_controlplane::diagnose::KubeletFacts {
+    let active = std::process::Command::new("systemctl")
+        .args(["is-active", "--quiet", "kubelet"])
+        .status()
+        .is_ok_and(|s| s.success());
+    let journal = std::process::Command::new("journalctl")
+        .args(["-u", "kubelet", "-n", "15", "--no-pager", "-o", "cat"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    kprov_controlplane::diagnose::KubeletFacts {
+        active,
+        journal_tail: journal,
+    }
+}
+
+/// Each static pod's container logs as the kubelet keeps them:
+/// /var/log/pods/kube-system_<name>-<node>_<uid>/<name>/<restart>.log.
+fn component_facts(ctx: &InitContext) -> Vec<kprov_controlplane::diagnose::ComponentFacts> {
+    let node = ctx.spec.node().node_name.as_str();
+    manifests::COMPONENTS
+        .iter()
+        .map(|name| {
+            let prefix = format!("kube-system_{name}-{node}_");
+            let mut logs: Vec<std::path::PathBuf> = std::fs::read_dir("/var/log/pods")
+                .into_iter()
+                .flatten()
+                .flatten()
+                .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+                .flat_map(|e| {
+                    std::fs::read_dir(e.path().join(name))
+                        .into_iter()
+                        .flatten()
+                        .flatten()
+                })
+                .map(|e| e.path())
+                .collect();
+            logs.sort_by_key(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok());
+            let log_tail = logs.last().map(|p| {
+                let text = std::fs::read_to_string(p).unwrap_or_default();
+                kprov_host::runner::last_lines(&text, 10)
+            });
+            kprov_controlplane::diagnose::ComponentFacts {
+                name: name.to_string(),
+                log_tail,
+                attempts: logs.len(),
+            }
+        })
+        .collect()
+}
+
+fn mark_control_plane(ctx: &InitContext) -> anyhow::Result<()> {
+    if ctx.dry_run {
+        eprintln!("kprov: would label and taint this node as a control-plane node");
+        return Ok(());
+    }
+    let (rt, client) = admin_client(ctx, "mark-control-plane")?;
+    let node = ctx.spec.node().node_name.as_str();
+    let version = &ctx.spec.node().kubernetes_version;
+    let start = std::time::Instant::now();
+    loop {
+        if let Some(applied) = rt
+            .block_on(api::mark_control_plane(&client, node, version))
+            .context("marking the control-plane node")?
+        {
+            return print_applied(ctx, &[applied], "the control-plane node's labels and taint");
+        }
+        if start.elapsed() > ctx.timeout {
+            let diagnosis = kprov_controlplane::diagnose::diagnose(
+                &format!("the Node {node}"),
+                "not registered",
+                &kubelet_facts(),
+                &[],
+            );
+            anyhow::bail!("{diagnosis}");
+        }
+        std::thread::sleep(std::time::Duration::from_secs(1));
+    }
+}
+
+/// Prints the command that joins a node: with the token an earlier run
+/// made, or a new one.
+fn print_join_command(ctx: &InitContext) -> anyhow::Result<()> {
+    let (rt, client) = admin_client(ctx, "join command")?;
+    let now = time::OffsetDateTime::now_utc();
+    let token = match rt.block_on(api::find_token(&client, INIT_TOKEN_DESCRIPTION, now))? {
+        Some(token) => {
+            eprintln!(
+                "kprov: bootstrap token {} exists; nothing changed",
+                token.id()
+            );
+            token
+        }
+        None => {
+            let mut spec = kprov_controlplane::token::TokenSpec::for_joining(
+                kprov_controlplane::token::generate(),
+            );
+            spec.description = INIT_TOKEN_DESCRIPTION.into();
+            rt.block_on(api::create_token(&client, &spec, now))
+                .context("creating the first bootstrap token")?;
+            eprintln!("kprov: created bootstrap token {}", spec.token.id());
+            spec.token
+        }
+    };
+    let (server, hash) =
+        crate::commands::token::join_target(&ctx.spec.kubernetes_dir.join("admin.conf"))?;
+    #[allow(clippy::print_stdout)]
+    {
+        println!(
+            "kprov provision --phase all --api-server {server} --token {} --discovery-token-ca-cert-hash {hash}",
+            token.expose_secret()
+        );
+    }
+    Ok(())
 }

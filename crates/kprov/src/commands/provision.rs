@@ -10,9 +10,11 @@ use kprov_artifacts::{ArtifactSource, LocalDirSource, WithSelf};
 use kprov_core::{Arch, BootstrapToken, ContainerRuntime, NodeSpec, Phase};
 use kprov_host::{Root, SystemRunner};
 use kprov_provision::apply::{self, ApplyContext, Event};
+use kprov_provision::plan::Plan;
+use kprov_provision::report::Report;
 use kprov_provision::resource::Resource;
 
-use crate::cli::{OutputArg, ProvisionArgs};
+use crate::cli::{ArtifactSourceArgs, OutputArg, ProvisionArgs};
 
 /// Turns flags into a validated spec; reads --ca-cert. Nothing on the
 /// target is touched here.
@@ -44,8 +46,8 @@ fn node_spec(args: &ProvisionArgs, phase: Phase) -> anyhow::Result<NodeSpec> {
 /// Where binaries come from: a bundle, an artifact directory, or verified
 /// downloads from upstream or a mirror. A bundle's images are added to
 /// the spec, to be imported into containerd.
-fn artifact_source(
-    args: &ProvisionArgs,
+pub fn artifact_source(
+    args: &ArtifactSourceArgs,
     spec: &mut NodeSpec,
 ) -> anyhow::Result<Box<dyn ArtifactSource>> {
     if let Some(bundle) = &args.bundle {
@@ -113,17 +115,28 @@ pub fn run(args: ProvisionArgs) -> anyhow::Result<ExitCode> {
         );
     }
     let root = Root::new(&args.root).with_context(|| format!("--root {}", args.root.display()))?;
-    let artifacts = WithSelf::new(artifact_source(&args, &mut spec)?);
+    let artifacts = WithSelf::new(artifact_source(&args.source, &mut spec)?);
     let os = kprov_provision::facts::detect_os(&root)?;
     let plan = kprov_provision::plan::plan_base(&os, &spec, root.is_live())?;
+    apply_plan(&root, &plan, &artifacts, args.dry_run, args.output)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Applies `plan` with progress on stderr and the report on stdout.
+pub fn apply_plan(
+    root: &Root,
+    plan: &Plan,
+    artifacts: &dyn ArtifactSource,
+    dry_run: bool,
+    output: OutputArg,
+) -> anyhow::Result<Report> {
     let runner = SystemRunner::new(root.clone());
     let ctx = ApplyContext {
-        root: &root,
+        root,
         runner: &runner,
-        artifacts: &artifacts,
-        dry_run: args.dry_run,
+        artifacts,
+        dry_run,
     };
-
     eprintln!("kprov: {}", plan.headline());
     let width = plan.resources.len().to_string().len();
     let mut progress = |event: Event<'_>| match event {
@@ -135,7 +148,7 @@ pub fn run(args: ProvisionArgs) -> anyhow::Result<ExitCode> {
             if matches!(
                 resource,
                 Resource::Packages { .. } | Resource::Archive { .. }
-            ) && !args.dry_run
+            ) && !dry_run
             {
                 eprintln!("[{index:>width$}/{total}] {resource} ...");
             }
@@ -147,18 +160,18 @@ pub fn run(args: ProvisionArgs) -> anyhow::Result<ExitCode> {
         } => {
             eprintln!(
                 "[{index:>width$}/{total}] {:<12} {}",
-                entry.outcome.word(args.dry_run),
+                entry.outcome.word(dry_run),
                 entry.description
             );
         }
     };
     let report =
-        apply::apply(&plan, &ctx, &mut progress).with_context(|| format!("provisioning {root}"))?;
+        apply::apply(plan, &ctx, &mut progress).with_context(|| format!("provisioning {root}"))?;
 
     #[allow(clippy::print_stdout)]
-    match args.output {
+    match output {
         OutputArg::Json => {
-            let doc = if args.dry_run {
+            let doc = if dry_run {
                 serde_json::json!({ "plan": plan, "report": report })
             } else {
                 serde_json::json!({ "report": report })
@@ -166,11 +179,11 @@ pub fn run(args: ProvisionArgs) -> anyhow::Result<ExitCode> {
             println!("{}", serde_json::to_string_pretty(&doc)?);
         }
         OutputArg::Text => {
-            if args.dry_run {
+            if dry_run {
                 print!("{}", plan.render_text());
             }
             print!("{}", report.render_text());
         }
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(report)
 }

@@ -1,0 +1,148 @@
+//! Why a control plane did not come up: facts gathered from the node (the
+//! kubelet's state and journal, each static pod's container log) turned
+//! into a message that names the component at fault and shows its last
+//! log lines. Pure; the facts are read by the caller.
+
+use std::fmt::Write;
+
+/// What the node says about one static pod.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ComponentFacts {
+    /// etcd, kube-apiserver, ...
+    pub name: String,
+    /// The last lines of its newest container log, or None when the
+    /// kubelet never started a container for it.
+    pub log_tail: Option<String>,
+    /// The number of container logs (restarts + 1).
+    pub attempts: usize,
+}
+
+/// What the node says about the kubelet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KubeletFacts {
+    /// `systemctl is-active kubelet` said active.
+    pub active: bool,
+    /// The last journal lines.
+    pub journal_tail: String,
+}
+
+/// A diagnosis: the first cause found, then the evidence.
+pub fn diagnose(
+    waited_for: &str,
+    last_error: &str,
+    kubelet: &KubeletFacts,
+    components: &[ComponentFacts],
+) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{waited_for} did not become ready; last answer: {last_error}"
+    );
+    if !kubelet.active {
+        let _ = writeln!(
+            out,
+            "cause: the kubelet is not running, so no static pod starts. Its journal ends with:\n{}",
+            indent(&kubelet.journal_tail)
+        );
+        return out;
+    }
+    let never_started: Vec<&str> = components
+        .iter()
+        .filter(|c| c.log_tail.is_none())
+        .map(|c| c.name.as_str())
+        .collect();
+    for c in components {
+        match &c.log_tail {
+            None => {}
+            Some(tail) if c.attempts > 1 => {
+                let _ = writeln!(
+                    out,
+                    "cause: {} has been started {} times (it keeps exiting). Its last log lines:\n{}",
+                    c.name,
+                    c.attempts,
+                    indent(tail)
+                );
+            }
+            Some(_) => {}
+        }
+    }
+    if !never_started.is_empty() {
+        let _ = writeln!(
+            out,
+            "cause: the kubelet has not started {} (is the image in containerd? `ctr -n k8s.io images ls`). The kubelet's journal ends with:\n{}",
+            never_started.join(", "),
+            indent(&kubelet.journal_tail)
+        );
+    }
+    if !out.contains("cause:") {
+        let _ = writeln!(out, "every static pod is running; their last log lines:");
+        for c in components {
+            if let Some(tail) = &c.log_tail {
+                let _ = writeln!(out, "{}:\n{}", c.name, indent(tail));
+            }
+        }
+    }
+    out
+}
+
+fn indent(text: &str) -> String {
+    text.lines()
+        .map(|l| format!("    {l}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kubelet(active: bool) -> KubeletFacts {
+        KubeletFacts {
+            active,
+            journal_tail: "kubelet: something".into(),
+        }
+    }
+
+    fn facts(name: &str, tail: Option<&str>, attempts: usize) -> ComponentFacts {
+        ComponentFacts {
+            name: name.into(),
+            log_tail: tail.map(str::to_string),
+            attempts,
+        }
+    }
+
+    #[test]
+    fn a_stopped_kubelet_is_the_cause() {
+        let d = diagnose("the API server", "connection refused", &kubelet(false), &[]);
+        assert!(d.contains("the kubelet is not running"), "{d}");
+        assert!(d.contains("    kubelet: something"));
+    }
+
+    #[test]
+    fn a_crash_looping_component_is_named_with_its_log() {
+        let d = diagnose(
+            "the API server",
+            "connection refused",
+            &kubelet(true),
+            &[
+                facts("etcd", Some("ok"), 1),
+                facts("kube-apiserver", Some("Error: bad flag --foo"), 3),
+            ],
+        );
+        assert!(d.contains("kube-apiserver has been started 3 times"), "{d}");
+        assert!(d.contains("    Error: bad flag --foo"));
+        assert!(!d.contains("etcd has been started"));
+    }
+
+    #[test]
+    fn a_component_never_started_points_at_images() {
+        let d = diagnose(
+            "the API server",
+            "timed out",
+            &kubelet(true),
+            &[facts("etcd", None, 0), facts("kube-apiserver", None, 0)],
+        );
+        assert!(d.contains("has not started etcd, kube-apiserver"), "{d}");
+        assert!(d.contains("images ls"));
+    }
+}
