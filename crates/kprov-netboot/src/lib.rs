@@ -20,7 +20,11 @@
 pub mod config;
 pub mod dhcp;
 pub mod fuzz;
+pub mod http;
+pub mod ipxe;
 pub mod leases;
 pub mod machine;
+pub mod metrics;
 pub mod paths;
+pub mod server;
 pub mod tftp;

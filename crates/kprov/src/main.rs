@@ -12,7 +12,12 @@ use clap::Parser;
 
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
-    init_logging(cli.log_level.as_deref());
+    // A server's log is its record of what it did: info by default.
+    let default_level = match cli.command {
+        cli::Command::Netboot(_) => "info",
+        _ => "warn",
+    };
+    init_logging(cli.log_level.as_deref().or(Some(default_level)));
     let result = match cli.command {
         cli::Command::Provision(args) => commands::provision::run(*args),
         cli::Command::HealthCheck(args) => commands::health_check::run(args),
@@ -21,6 +26,7 @@ fn main() -> ExitCode {
         cli::Command::Kubeconfig(args) => commands::kubeconfig::run(*args),
         cli::Command::Userdata(args) => commands::userdata::run(*args),
         cli::Command::Bundle(command) => commands::bundle::run(command),
+        cli::Command::Netboot(command) => commands::netboot::run(command),
     };
     match result {
         Ok(code) => code,

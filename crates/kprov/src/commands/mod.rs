@@ -4,6 +4,7 @@
 pub mod bundle;
 pub mod health_check;
 pub mod kubeconfig;
+pub mod netboot;
 pub mod os;
 pub mod pki;
 pub mod provision;
