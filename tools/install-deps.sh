@@ -10,7 +10,9 @@ for set in "$@"; do
     root) want+=(mmdebstrap) ;;
     # shellcheck for setup.sh; curl, wget and python3 (a loopback HTTP
     # server) for the setup.sh runs.
-    test) want+=(systemd-container util-linux shellcheck curl wget python3) ;;
+    # busybox-static (udhcpc, and the netboot test initrd), tftp-hpa,
+    # ipxe (undionly.kpxe, ipxe.efi) for the netboot tests.
+    test) want+=(systemd-container util-linux shellcheck curl wget python3 busybox-static tftp-hpa ipxe) ;;
     vm) want+=(qemu-system-x86 e2fsprogs dnsmasq-base openssh-client binutils) ;;
     *) echo "install-deps: unknown set '$set' (expected build, root, test or vm)" >&2; exit 2 ;;
     esac
