@@ -13,7 +13,8 @@ for set in "$@"; do
     # busybox-static (udhcpc, and the netboot test initrd), tftp-hpa,
     # ipxe (undionly.kpxe, ipxe.efi) for the netboot tests.
     test) want+=(systemd-container util-linux shellcheck curl wget python3 busybox-static tftp-hpa ipxe) ;;
-    vm) want+=(qemu-system-x86 e2fsprogs dnsmasq-base openssh-client binutils) ;;
+    # ipxe-qemu: the iPXE ROMs of qemu's NICs (the netboot VM test boots from it).
+    vm) want+=(qemu-system-x86 ipxe-qemu e2fsprogs dnsmasq-base openssh-client binutils) ;;
     *) echo "install-deps: unknown set '$set' (expected build, root, test or vm)" >&2; exit 2 ;;
     esac
 done
