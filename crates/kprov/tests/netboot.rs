@@ -34,6 +34,10 @@ struct Server {
 
 impl Server {
     fn start(mode: &str, extra_config: &str) -> Self {
+        Self::start_with(&common::kprov_bin(), mode, extra_config, "info")
+    }
+
+    fn start_with(bin: &Path, mode: &str, extra_config: &str, log_level: &str) -> Self {
         let dir = common::scratch("netboot-");
         let d = dir.path();
         for sub in ["machines", "tftp", "http", "state"] {
@@ -70,12 +74,33 @@ impl Server {
         let log = d.join("server.log");
         let config = d.join("netboot.yaml");
         let pid = ns.spawn_logged(
-            &common::kprov_bin(),
-            &["netboot", "serve", "--config", config.to_str().unwrap()],
+            bin,
+            &[
+                "--log-level",
+                log_level,
+                "netboot",
+                "serve",
+                "--config",
+                config.to_str().unwrap(),
+            ],
             &log,
         );
         let server = Self { ns, dir, log, pid };
-        server.wait_log("netboot serving", Duration::from_secs(15));
+        // The readiness line is logged at info; at quieter levels, wait
+        // for the HTTP port instead.
+        if log_level == "info" {
+            server.wait_log("netboot serving", Duration::from_secs(15));
+        } else {
+            let start = Instant::now();
+            while server.curl("/metrics", &[]).0 != 200 {
+                assert!(
+                    start.elapsed() < Duration::from_secs(15),
+                    "the server did not start:\n{}",
+                    server.log_text()
+                );
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
         server
     }
 
@@ -717,4 +742,305 @@ fn http_serves_scripts_ranges_and_user_data_only_to_its_machine() {
         metrics.contains("kprov_netboot_bytes_served_total{proto=\"http\"} 101010"),
         "{metrics}"
     );
+}
+
+// ---------------------------------------------------------------------
+// Benchmarks (tools/test.sh runs them on a release build): each peer runs
+// in the same namespaces, one server at a time, a few seconds of load.
+
+fn bench_bin() -> PathBuf {
+    std::env::var("KPROV_BENCH_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| common::kprov_bin())
+}
+
+/// One perfdhcp run at `rate` for 3 s from `peer` (relayed, as perfdhcp
+/// does towards a server address): (achieved DORA/s, loss fraction).
+fn perfdhcp(peer: &Peer, rate: u32) -> (f64, f64) {
+    let out = peer
+        .command("timeout")
+        .args([
+            "30",
+            "perfdhcp",
+            "-4",
+            "-r",
+            &rate.to_string(),
+            "-p",
+            "3",
+            "-R",
+            "200",
+            "-l",
+            "10.77.0.2",
+            "10.77.0.1",
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let achieved = text
+        .lines()
+        .find_map(|l| l.strip_prefix("Rate: "))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|v| v.parse::<f64>().ok())
+        .unwrap_or_else(|| {
+            panic!(
+                "perfdhcp printed no rate:\n{text}\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
+    // Sent DISCOVERs against received ACKs.
+    let mut sent = None;
+    let mut acked = None;
+    let mut section = "";
+    for l in text.lines() {
+        if let Some(s) = l.strip_prefix("Statistics for: ") {
+            section = if s.starts_with("DISCOVER") {
+                "do"
+            } else if s.starts_with("REQUEST") {
+                "ra"
+            } else {
+                ""
+            };
+        }
+        let num = |p: &str| l.strip_prefix(p).and_then(|v| v.trim().parse::<f64>().ok());
+        if section == "do" {
+            if let Some(v) = num("sent packets: ") {
+                sent = Some(v);
+            }
+        }
+        if section == "ra" {
+            if let Some(v) = num("received packets: ") {
+                acked = Some(v);
+            }
+        }
+    }
+    let (sent, acked) = (sent.unwrap_or(0.0), acked.unwrap_or(0.0));
+    let loss = if sent > 0.0 { 1.0 - acked / sent } else { 1.0 };
+    (achieved, loss.max(0.0))
+}
+
+/// The best DORA/s at no more than 2.5% loss over a ladder of offered rates.
+fn dora_rate(peer: &Peer, name: &str) -> f64 {
+    let mut best = 0.0f64;
+    for rate in [200, 400, 800, 1600, 3200, 6400] {
+        let (achieved, loss) = perfdhcp(peer, rate);
+        eprintln!(
+            "perfdhcp {name}: offered {rate}/s -> {achieved:.0} DORA/s, loss {:.2}%",
+            loss * 100.0
+        );
+        if loss > 0.025 {
+            break;
+        }
+        best = best.max(achieved);
+    }
+    best
+}
+
+#[test]
+#[ignore = "benchmark: needs root, perfdhcp (kea-admin) and dnsmasq"]
+fn benchmark_dhcp_dora_rate_against_dnsmasq() {
+    let profile =
+        "pool: {start: 10.77.0.10, end: 10.77.0.250}\ndefaultProfile:\n  boot: {kernel: vmlinuz}\n";
+    let kprov_rate = {
+        let server = Server::start_with(&bench_bin(), "full", profile, "warn");
+        let peer = server.ns.add_peer("52:54:00:ee:00:01");
+        peer.ip(&["addr", "add", "10.77.0.2/24", "dev", "eth0"]);
+        dora_rate(&peer, "kprov")
+    };
+    let dnsmasq_rate = {
+        let mut ns = Netns::new("10.77.0");
+        let dir = common::scratch("netboot-dnsmasq-");
+        let leases = dir.path().join("leases");
+        ns.spawn(
+            "dnsmasq",
+            &[
+                "--no-daemon",
+                "--conf-file=/dev/null",
+                "--port=0",
+                "--interface=br0",
+                "--bind-interfaces",
+                "--no-ping",
+                "--quiet-dhcp",
+                "--dhcp-range=10.77.0.10,10.77.0.250,255.255.255.0,1h",
+                "--dhcp-lease-max=10000",
+                &format!("--dhcp-leasefile={}", leases.display()),
+            ],
+        );
+        std::thread::sleep(Duration::from_millis(500));
+        let peer = ns.add_peer("52:54:00:ee:00:02");
+        peer.ip(&["addr", "add", "10.77.0.2/24", "dev", "eth0"]);
+        dora_rate(&peer, "dnsmasq")
+    };
+    assert!(
+        kprov_rate > 0.0 && dnsmasq_rate > 0.0,
+        "a server answered nothing at the lowest rate"
+    );
+    common::bench(&format!(
+        "netboot_dhcp_dora_per_s kprov={kprov_rate:.0} dnsmasq={dnsmasq_rate:.0} ratio={:.2} (<=2.5% loss, perfdhcp)",
+        kprov_rate / dnsmasq_rate
+    ));
+}
+
+/// Seconds for `n` parallel curl TFTP downloads of `file` at blksize 1468.
+fn tftp_time(peer: &Peer, file: &str, n: usize, out: &Path) -> f64 {
+    let start = Instant::now();
+    let children: Vec<_> = (0..n)
+        .map(|i| {
+            peer.command("curl")
+                .args(["-sS", "--max-time", "300", "--tftp-blksize", "1468", "-o"])
+                .arg(out.join(format!("t{i}")))
+                .arg(format!("tftp://10.77.0.1/{file}"))
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for mut c in children {
+        assert!(c.wait().unwrap().success(), "a TFTP download failed");
+    }
+    start.elapsed().as_secs_f64()
+}
+
+#[test]
+#[ignore = "benchmark: needs root, tftpd-hpa, dnsmasq and curl"]
+fn benchmark_tftp_64mib_against_tftpd_hpa_and_dnsmasq() {
+    let server = Server::start_with(&bench_bin(), "full", "", "warn");
+    let big = server.path("tftp/big.img");
+    common::sh(
+        Command::new("dd")
+            .args(["if=/dev/urandom", "bs=1M", "count=64", "status=none"])
+            .arg(format!("of={}", big.display())),
+    );
+    let want = sha256(&big);
+    let peer = server.ns.add_peer("52:54:00:ee:00:03");
+    peer.ip(&["addr", "add", "10.77.0.2/24", "dev", "eth0"]);
+    let out = server.path("out");
+    std::fs::create_dir_all(&out).unwrap();
+    let measure = |name: &str, peer: &Peer| -> (f64, f64) {
+        let one = tftp_time(peer, "big.img", 1, &out);
+        assert_eq!(sha256(&out.join("t0")), want, "{name}: wrong bytes");
+        let eight = tftp_time(peer, "big.img", 8, &out);
+        assert_eq!(sha256(&out.join("t7")), want, "{name}: wrong bytes");
+        eprintln!("tftp {name}: 1 x 64 MiB in {one:.2} s, 8 x 64 MiB in {eight:.2} s");
+        (64.0 / one, 8.0 * 64.0 / eight)
+    };
+    let mut results = vec![measure("kprov", &peer)];
+    // The peers run in a namespace of their own (same addresses, same files).
+    let tftp_root = server.path("tftp");
+    let mut ns = Netns::new("10.77.0");
+    let other = ns.add_peer("52:54:00:ee:00:05");
+    other.ip(&["addr", "add", "10.77.0.2/24", "dev", "eth0"]);
+    let pid = ns.spawn(
+        "in.tftpd",
+        &[
+            "-L",
+            "-s",
+            "-a",
+            "10.77.0.1:69",
+            tftp_root.to_str().unwrap(),
+        ],
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    results.push(measure("tftpd-hpa", &other));
+    ns.stop(pid);
+    let pid = ns.spawn(
+        "dnsmasq",
+        &[
+            "--no-daemon",
+            "--conf-file=/dev/null",
+            "--port=0",
+            "--interface=br0",
+            "--bind-interfaces",
+            "--enable-tftp",
+            &format!("--tftp-root={}", tftp_root.display()),
+        ],
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    results.push(measure("dnsmasq", &other));
+    ns.stop(pid);
+    let results: Vec<(String, f64, f64)> = ["kprov", "tftpd-hpa", "dnsmasq"]
+        .iter()
+        .zip(results)
+        .map(|(n, (a, b))| (n.to_string(), a, b))
+        .collect();
+    let (k1, k8) = (results[0].1, results[0].2);
+    common::bench(&format!(
+        "netboot_tftp_64mib_blksize1468 MiB/s: kprov 1x={k1:.1} 8x={k8:.1}, tftpd-hpa 1x={:.1} 8x={:.1}, dnsmasq 1x={:.1} 8x={:.1}; ratio vs tftpd-hpa 1x={:.2} 8x={:.2}, vs dnsmasq 1x={:.2} 8x={:.2}",
+        results[1].1, results[1].2, results[2].1, results[2].2,
+        k1 / results[1].1, k8 / results[1].2, k1 / results[2].1, k8 / results[2].2
+    ));
+}
+
+/// Seconds for 16 parallel HTTP downloads of `url` (to /dev/null, sizes checked).
+fn http_time(peer: &Peer, url: &str, size: u64) -> f64 {
+    let start = Instant::now();
+    let children: Vec<_> = (0..16)
+        .map(|_| {
+            peer.command("curl")
+                .args([
+                    "-sS",
+                    "--max-time",
+                    "300",
+                    "-o",
+                    "/dev/null",
+                    "-w",
+                    "%{size_download}",
+                    url,
+                ])
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for c in children {
+        let out = c.wait_with_output().unwrap();
+        assert!(out.status.success(), "an HTTP download failed");
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).trim(),
+            size.to_string()
+        );
+    }
+    start.elapsed().as_secs_f64()
+}
+
+#[test]
+#[ignore = "benchmark: needs root, nginx and curl"]
+fn benchmark_http_1gib_to_16_clients_against_nginx() {
+    let mut server = Server::start_with(&bench_bin(), "full", "", "warn");
+    let image = server.path("http/image.raw");
+    common::sh(
+        Command::new("dd")
+            .args(["if=/dev/urandom", "bs=1M", "count=1024", "status=none"])
+            .arg(format!("of={}", image.display())),
+    );
+    let size = 1u64 << 30;
+    let peer = server.ns.add_peer("52:54:00:ee:00:06");
+    peer.ip(&["addr", "add", "10.77.0.2/24", "dev", "eth0"]);
+    // Warm the page cache once so neither server pays for the first read.
+    common::sh(
+        Command::new("cat")
+            .arg(&image)
+            .stdout(std::process::Stdio::null()),
+    );
+    let kprov = http_time(&peer, "http://10.77.0.1:8080/files/image.raw", size);
+    let conf = server.path("nginx.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "daemon off;\nuser root;\nworker_processes 2;\npid {0}/nginx.pid;\nerror_log {0}/nginx.err;\nevents {{ worker_connections 256; }}\n\
+             http {{ access_log off; sendfile on; tcp_nopush on; client_body_temp_path {0}; proxy_temp_path {0}; fastcgi_temp_path {0}; uwsgi_temp_path {0}; scgi_temp_path {0};\n\
+             server {{ listen 10.77.0.1:8081; root {0}/http; location /files/ {{ alias {0}/http/; }} }} }}\n",
+            server.dir.path().display()
+        ),
+    )
+    .unwrap();
+    let pid = server.ns.spawn("nginx", &["-c", conf.to_str().unwrap()]);
+    std::thread::sleep(Duration::from_millis(500));
+    let nginx = http_time(&peer, "http://10.77.0.1:8081/files/image.raw", size);
+    server.ns.stop(pid);
+    let gib = 16.0;
+    common::bench(&format!(
+        "netboot_http_1gib_16_clients GiB/s: kprov={:.2} nginx={:.2} ratio={:.2}",
+        gib / kprov,
+        gib / nginx,
+        nginx / kprov
+    ));
 }
