@@ -11,7 +11,6 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -324,15 +323,25 @@ fn file_body(file: std::fs::File, start: u64, len: u64, shared: Arc<Shared>) -> 
     const CHUNK: u64 = 512 * 1024;
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, std::io::Error>>(4);
     tokio::task::spawn_blocking(move || {
-        let mut offset = start;
-        let end = start + len;
-        while offset < end {
-            let want = (end - offset).min(CHUNK) as usize;
-            let mut buf = vec![0u8; want];
-            let item = match file.read_exact_at(&mut buf, offset) {
-                Ok(()) => {
-                    offset += want as u64;
-                    add(&shared.metrics.http_bytes, want as u64);
+        use std::io::{Read, Seek, SeekFrom};
+        let mut file = file;
+        if let Err(e) = file.seek(SeekFrom::Start(start)) {
+            let _ = tx.blocking_send(Err(e));
+            return;
+        }
+        let mut left = len;
+        while left > 0 {
+            let want = left.min(CHUNK);
+            // read_to_end fills spare capacity without zeroing it first.
+            let mut buf = Vec::with_capacity(want as usize);
+            let item = match (&mut file).take(want).read_to_end(&mut buf) {
+                Ok(0) => Err(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "file shorter than its size",
+                )),
+                Ok(n) => {
+                    left -= n as u64;
+                    add(&shared.metrics.http_bytes, n as u64);
                     Ok(Frame::data(Bytes::from(buf)))
                 }
                 Err(e) => Err(e),

@@ -389,7 +389,14 @@ async fn tftp_transfer(
     mode: String,
     options: Vec<(String, String)>,
 ) {
-    let result = tftp_send(&shared, peer, &file, &mode, &options).await;
+    // A transfer is a strict send/wait loop: a blocking thread with a
+    // plain socket costs three system calls per block and no wakeups of
+    // the async runtime, which keeps parallel transfers fast on few cores.
+    let s = shared.clone();
+    let name = file.clone();
+    let result = tokio::task::spawn_blocking(move || tftp_send(&s, peer, &name, &mode, &options))
+        .await
+        .unwrap_or_else(|e| Err(format!("transfer task: {e}")));
     match result {
         Ok(bytes) => {
             add(&shared.metrics.tftp_transfers, 1);
@@ -402,39 +409,34 @@ async fn tftp_transfer(
     }
 }
 
-async fn tftp_send(
+fn tftp_send(
     shared: &Shared,
     peer: SocketAddr,
     file: &str,
     mode: &str,
     options: &[(String, String)],
 ) -> Result<u64, String> {
-    let sock = UdpSocket::bind(SocketAddrV4::new(shared.config.server_address, 0))
-        .await
+    let sock = std::net::UdpSocket::bind(SocketAddrV4::new(shared.config.server_address, 0))
         .map_err(|e| format!("socket: {e}"))?;
-    sock.connect(peer)
-        .await
-        .map_err(|e| format!("connect: {e}"))?;
+    sock.connect(peer).map_err(|e| format!("connect: {e}"))?;
     let sock = &sock;
-    let refuse = |code: u16, message: String| async move {
-        let _ = sock_send(
-            sock,
+    let refuse = |code: u16, message: String| {
+        let _ = sock.send(
             &Packet::Error {
                 code,
                 message: message.clone(),
             }
             .encode(),
-        )
-        .await;
+        );
         Err::<u64, String>(message)
     };
     if mode != "octet" && mode != "netascii" {
-        return refuse(code::ILLEGAL, format!("unsupported mode {mode:?}")).await;
+        return refuse(code::ILLEGAL, format!("unsupported mode {mode:?}"));
     }
     let path = match resolve_under(&shared.tftp_root, file) {
         Ok(p) => p,
-        Err(e @ ResolveError::NotFound(_)) => return refuse(code::NOT_FOUND, e.to_string()).await,
-        Err(e) => return refuse(code::ACCESS, e.to_string()).await,
+        Err(e @ ResolveError::NotFound(_)) => return refuse(code::NOT_FOUND, e.to_string()),
+        Err(e) => return refuse(code::ACCESS, e.to_string()),
     };
     let f = std::fs::File::open(&path).map_err(|e| format!("open: {e}"))?;
     let size = f
@@ -442,6 +444,11 @@ async fn tftp_send(
         .map(|m| m.len())
         .map_err(|e| format!("stat: {e}"))?;
     let n = negotiate(options, size);
+    let send = |bytes: &[u8]| {
+        sock.send(bytes)
+            .map(|_| ())
+            .map_err(|e| format!("send: {e}"))
+    };
     let mut recv = vec![0u8; 1024];
     if !n.accepted.is_empty() {
         // OACK, then wait for ACK 0.
@@ -451,8 +458,8 @@ async fn tftp_send(
         .encode();
         let mut tries = 0;
         loop {
-            sock_send(sock, &oack).await?;
-            match recv_packet(sock, &mut recv, n.timeout).await {
+            send(&oack)?;
+            match recv_packet(sock, &mut recv, n.timeout) {
                 Some(Packet::Ack { block: 0 }) => break,
                 Some(Packet::Error { message, .. }) => {
                     return Err(format!("client ended the transfer: {message}"))
@@ -471,21 +478,19 @@ async fn tftp_send(
     let mut block = vec![0u8; n.blksize];
     let mut packet = Vec::with_capacity(n.blksize + 4);
     let mut tries = 0;
-    let mut sent_bytes = 0u64;
     while !sender.done() {
         let window: Vec<_> = sender.window(size).collect();
         for (b, offset, len) in window {
             f.read_exact_at(&mut block[..len], offset)
                 .map_err(|e| format!("read: {e}"))?;
             encode_data(&mut packet, b as u16, &block[..len]);
-            sock_send(sock, &packet).await?;
-            sent_bytes += len as u64;
+            send(&packet)?;
         }
         // Wait for an ACK that moves the window (duplicates are ignored).
-        let deadline = tokio::time::Instant::now() + n.timeout;
+        let deadline = std::time::Instant::now() + n.timeout;
         let advanced = loop {
-            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-            match recv_packet(sock, &mut recv, left).await {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match recv_packet(sock, &mut recv, left) {
                 Some(Packet::Ack { block }) => {
                     if sender.ack(block) {
                         break true;
@@ -508,29 +513,24 @@ async fn tftp_send(
         }
     }
     add(&shared.metrics.tftp_bytes, size);
-    let _ = sent_bytes;
     Ok(size)
 }
 
-async fn sock_send(sock: &UdpSocket, bytes: &[u8]) -> Result<(), String> {
-    sock.send(bytes)
-        .await
-        .map(|_| ())
-        .map_err(|e| format!("send: {e}"))
-}
-
 /// The next parseable packet within `wait`, or None on timeout.
-async fn recv_packet(sock: &UdpSocket, buf: &mut [u8], wait: Duration) -> Option<Packet> {
-    let deadline = tokio::time::Instant::now() + wait;
+fn recv_packet(sock: &std::net::UdpSocket, buf: &mut [u8], wait: Duration) -> Option<Packet> {
+    let deadline = std::time::Instant::now() + wait;
     loop {
-        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-        match tokio::time::timeout(left, sock.recv(buf)).await {
-            Ok(Ok(n)) => {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() || sock.set_read_timeout(Some(left)).is_err() {
+            return None;
+        }
+        match sock.recv(buf) {
+            Ok(n) => {
                 if let Ok(p) = Packet::parse(&buf[..n]) {
                     return Some(p);
                 }
             }
-            Ok(Err(_)) | Err(_) => return None,
+            Err(_) => return None,
         }
     }
 }

@@ -775,7 +775,12 @@ fn perfdhcp(peer: &Peer, rate: u32) -> (f64, f64) {
         ])
         .output()
         .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    // The rate is on stdout, the per-exchange statistics on stderr.
+    let text = format!(
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     let achieved = text
         .lines()
         .find_map(|l| l.strip_prefix("Rate: "))
@@ -792,10 +797,10 @@ fn perfdhcp(peer: &Peer, rate: u32) -> (f64, f64) {
     let mut acked = None;
     let mut section = "";
     for l in text.lines() {
-        if let Some(s) = l.strip_prefix("Statistics for: ") {
-            section = if s.starts_with("DISCOVER") {
+        if l.contains("Statistics for: ") {
+            section = if l.contains("DISCOVER-OFFER") {
                 "do"
-            } else if s.starts_with("REQUEST") {
+            } else if l.contains("REQUEST-ACK") {
                 "ra"
             } else {
                 ""
@@ -821,7 +826,7 @@ fn perfdhcp(peer: &Peer, rate: u32) -> (f64, f64) {
 /// The best DORA/s at no more than 2.5% loss over a ladder of offered rates.
 fn dora_rate(peer: &Peer, name: &str) -> f64 {
     let mut best = 0.0f64;
-    for rate in [200, 400, 800, 1600, 3200, 6400] {
+    for rate in [200, 400, 800, 1600, 3200, 6400, 12800] {
         let (achieved, loss) = perfdhcp(peer, rate);
         eprintln!(
             "perfdhcp {name}: offered {rate}/s -> {achieved:.0} DORA/s, loss {:.2}%",
@@ -915,7 +920,9 @@ fn benchmark_tftp_64mib_against_tftpd_hpa_and_dnsmasq() {
     let out = server.path("out");
     std::fs::create_dir_all(&out).unwrap();
     let measure = |name: &str, peer: &Peer| -> (f64, f64) {
-        let one = tftp_time(peer, "big.img", 1, &out);
+        // Single transfers are short: the better of two, against noise
+        // from other work on the machine.
+        let one = tftp_time(peer, "big.img", 1, &out).min(tftp_time(peer, "big.img", 1, &out));
         assert_eq!(sha256(&out.join("t0")), want, "{name}: wrong bytes");
         let eight = tftp_time(peer, "big.img", 8, &out);
         assert_eq!(sha256(&out.join("t7")), want, "{name}: wrong bytes");
