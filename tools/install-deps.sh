@@ -10,8 +10,9 @@ for set in "$@"; do
     root) want+=(mmdebstrap) ;;
     # For setup.sh: shellcheck; curl, wget and python3 (a loopback HTTP
     # server) for the setup.sh runs.
-    test) want+=(systemd-container util-linux shellcheck curl wget python3 etcd-server openssl) ;;
-    vm) want+=(qemu-system-x86 e2fsprogs dnsmasq-base openssh-client binutils) ;;
+    test) want+=(systemd-container util-linux shellcheck curl wget python3 etcd-server openssl busybox-static tftp-hpa ipxe) ;;
+    # ipxe-qemu: the iPXE ROMs of qemu's NICs (the netboot VM test boots from it).
+    vm) want+=(qemu-system-x86 ipxe-qemu e2fsprogs dnsmasq-base openssh-client binutils) ;;
     # tools/build-images.sh: the pause program (gcc, static libc), etcd and
     # busybox from Debian, python3 writes the OCI layout; the image tests
     # run a registry, push with skopeo and make an htpasswd file.

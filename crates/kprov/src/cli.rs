@@ -110,6 +110,37 @@ pub enum Command {
     /// Create, list and delete bootstrap tokens, with which nodes join.
     #[command(subcommand)]
     Token(TokenCommand),
+
+    /// Boot machines from the network: DHCP (full or proxy), TFTP and
+    /// HTTP with per-machine iPXE scripts and cloud-init NoCloud data,
+    /// driven by Machine resources.
+    #[command(subcommand)]
+    Netboot(NetbootCommand),
+}
+
+/// `kprov netboot` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum NetbootCommand {
+    /// Run the DHCP, TFTP and HTTP servers in one process until stopped.
+    ///
+    /// The config file (YAML) names the mode (full: hand out addresses;
+    /// proxy: PXE options only, next to another DHCP server), the
+    /// interface, the server's address, the subnet, the TFTP and HTTP
+    /// roots, the state directory (leases, token secret) and the
+    /// directory of Machine resources, which is reloaded when a file
+    /// changes. Logs go to stderr (info by default), with mac= on every
+    /// line about a machine; metrics are at http://SERVER/metrics.
+    ///
+    /// Example: kprov netboot serve --config /etc/kprov/netboot.yaml
+    Serve(NetbootServeArgs),
+}
+
+/// Flags of `kprov netboot serve`.
+#[derive(Debug, Args)]
+pub struct NetbootServeArgs {
+    /// The server's YAML config file.
+    #[arg(long, value_name = "FILE")]
+    pub config: PathBuf,
 }
 
 /// `kprov token` subcommands.

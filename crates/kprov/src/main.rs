@@ -12,7 +12,12 @@ use clap::Parser;
 
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
-    init_logging(cli.log_level.as_deref());
+    // A server's log is its record of what it did: info by default.
+    let default_level = match cli.command {
+        cli::Command::Netboot(_) => "info",
+        _ => "warn",
+    };
+    init_logging(cli.log_level.as_deref().or(Some(default_level)));
     let result = match cli.command {
         cli::Command::Provision(args) => commands::provision::run(*args),
         cli::Command::HealthCheck(args) => commands::health_check::run(args),
@@ -23,6 +28,7 @@ fn main() -> ExitCode {
         cli::Command::Bundle(command) => commands::bundle::run(command),
         cli::Command::Init(args) => commands::init::run(*args),
         cli::Command::Token(command) => commands::token::run(command),
+        cli::Command::Netboot(command) => commands::netboot::run(command),
     };
     match result {
         Ok(code) => code,
@@ -54,6 +60,8 @@ fn init_logging(level: Option<&str>) {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        // Colour codes only on a terminal: logs in files stay greppable.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false)
         .init();
 }

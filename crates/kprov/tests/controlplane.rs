@@ -108,7 +108,7 @@ fn start_static_pods(ns: &mut Netns, root: &Path, logs_dir: &Path) -> Logs {
         };
         let log = logs_dir.join(format!("{component}.log"));
         let arg_refs: Vec<&str> = args.iter().map(String::as_str).collect();
-        ns.spawn_logged(&binary, &arg_refs, &log);
+        ns.spawn_logged(Path::new(&binary), &arg_refs, &log);
         logs.push(log);
     }
     Logs(logs)

@@ -5,6 +5,7 @@ pub mod bundle;
 pub mod health_check;
 pub mod init;
 pub mod kubeconfig;
+pub mod netboot;
 pub mod os;
 pub mod pki;
 pub mod provision;

@@ -81,20 +81,69 @@ impl Netns {
         pid
     }
 
-    /// Like [`Netns::spawn`], with stdout and stderr appended to `log`.
-    pub fn spawn_logged(&mut self, program: &str, args: &[&str], log: &std::path::Path) -> u32 {
-        let file = std::fs::File::create(log).unwrap();
+    /// Starts a long-running process inside the namespace with its stdout
+    /// and stderr appended to `log`; killed when the namespace is dropped.
+    pub fn spawn_logged(
+        &mut self,
+        program: &std::path::Path,
+        args: &[&str],
+        log: &std::path::Path,
+    ) -> u32 {
+        let out = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .unwrap();
         let child = self
-            .command(program)
+            .command(program.to_str().unwrap())
             .args(args)
             .stdin(Stdio::null())
-            .stdout(file.try_clone().unwrap())
-            .stderr(file)
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
             .spawn()
-            .unwrap_or_else(|e| panic!("starting {program} in {}: {e}", self.name));
+            .unwrap_or_else(|e| panic!("starting {} in {}: {e}", program.display(), self.name));
         let pid = child.id();
         self.children.push(child);
         pid
+    }
+
+    /// Stops (SIGTERM, then SIGKILL after 5 s) a process started with
+    /// `spawn`/`spawn_logged`, by its PID.
+    pub fn stop(&mut self, pid: u32) {
+        if let Some(i) = self.children.iter().position(|c| c.id() == pid) {
+            let mut child = self.children.remove(i);
+            let _ = Command::new("kill").arg(pid.to_string()).status();
+            if !super::wait_bounded(&mut child, std::time::Duration::from_secs(5), |c| {
+                let _ = c.kill();
+            }) {
+                eprintln!("process {pid} needed SIGKILL");
+            }
+        }
+    }
+
+    /// A second namespace attached to this one's bridge through a veth
+    /// pair: its end is `eth0` (up, with `mac`, without an address), the
+    /// other end is on `br0`. For client programs (DHCP, TFTP) that must
+    /// run on their own link.
+    pub fn add_peer(&self, mac: &str) -> Peer {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let n = N.fetch_add(1, Ordering::SeqCst);
+        let name = format!("{}-p{n}", self.name);
+        sh(Command::new("ip").args(["netns", "add", &name]));
+        let host_end = format!("vp{n}");
+        self.ip(&[
+            "link", "add", &host_end, "type", "veth", "peer", "name", "eth0", "netns", &name,
+        ]);
+        self.ip(&["link", "set", &host_end, "master", "br0"]);
+        self.ip(&["link", "set", &host_end, "up"]);
+        let peer = Peer {
+            name,
+            children: Vec::new(),
+        };
+        peer.ip(&["link", "set", "lo", "up"]);
+        peer.ip(&["link", "set", "eth0", "address", mac]);
+        peer.ip(&["link", "set", "eth0", "up"]);
+        peer
     }
 
     /// Serves `dir` over HTTP on `<gateway>:port` (Python's http.server).
@@ -154,6 +203,56 @@ impl Netns {
                 &leases,
             ],
         );
+    }
+}
+
+/// A client namespace made by [`Netns::add_peer`]; deleted on drop,
+/// which removes its veth pair too.
+pub struct Peer {
+    pub name: String,
+    children: Vec<Child>,
+}
+
+impl Peer {
+    /// Runs `ip ARGS` inside the namespace.
+    pub fn ip(&self, args: &[&str]) {
+        sh(Command::new("ip")
+            .args(["netns", "exec", &self.name, "ip"])
+            .args(args));
+    }
+
+    /// A command that runs inside the namespace.
+    pub fn command(&self, program: &str) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.name, program]);
+        c
+    }
+
+    /// Starts a long-running process inside the namespace; killed on drop.
+    pub fn spawn(&mut self, program: &str, args: &[&str]) -> u32 {
+        let child = self
+            .command(program)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {program} in {}: {e}", self.name));
+        let pid = child.id();
+        self.children.push(child);
+        pid
+    }
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        for child in &mut self.children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
     }
 }
 

@@ -175,3 +175,49 @@ pub fn marked<'a>(console: &'a str, prefix: &str) -> Vec<&'a str> {
         .filter(|l| l.starts_with(prefix))
         .collect()
 }
+
+/// Starts a diskless VM that boots from the network: SeaBIOS hands over
+/// to the iPXE ROM of its virtio NIC (Debian's ipxe-qemu) on `tap` with
+/// `mac`. `-machine pc,graphics=off` puts SeaBIOS and iPXE output on the
+/// serial console, which goes to `console`. The caller watches the
+/// console and kills the VM (by the returned child).
+pub fn start_netboot(
+    mut launcher: Command,
+    tap: &str,
+    mac: &str,
+    console: &Path,
+) -> std::process::Child {
+    let _ = std::fs::remove_file(console);
+    launcher
+        .args([
+            "-accel",
+            "tcg,tb-size=128",
+            "-cpu",
+            "qemu64",
+            "-smp",
+            "1",
+            "-m",
+            "512",
+        ])
+        .args([
+            "-machine",
+            "pc,graphics=off",
+            "-display",
+            "none",
+            "-no-reboot",
+            "-nodefaults",
+            "-no-user-config",
+        ])
+        .args(["-boot", "order=n"])
+        .arg("-netdev")
+        .arg(format!("tap,id=n0,ifname={tap},script=no,downscript=no"))
+        .arg("-device")
+        .arg(format!("virtio-net-pci,netdev=n0,mac={mac}"))
+        .arg("-serial")
+        .arg(format!("file:{}", console.display()))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}

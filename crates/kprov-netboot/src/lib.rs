@@ -1,0 +1,30 @@
+//! Netboot: the servers that boot machines from the network, driven by
+//! Machine resources.
+//!
+//! Pure parts (no sockets, no clock, no filesystem unless named):
+//! - [`machine`]: Machine resources, validation, the registry by MAC/UUID,
+//!   loading a directory ([`machine::load_dir`] reads files);
+//! - [`config`]: the server's configuration file;
+//! - [`dhcp`]: DHCPv4 decisions (full and proxy mode, PXE/iPXE boot files)
+//!   over `dhcproto` messages, with [`dhcp::handle_datagram`] as the fuzz
+//!   entry;
+//! - [`leases`]: the pool's lease table;
+//! - [`tftp`]: TFTP packets, option negotiation and the sending window;
+//! - [`ipxe`]: per-machine iPXE scripts and the NoCloud documents;
+//! - [`paths`]: path safety for the served roots;
+//! - [`metrics`]: counters rendered in Prometheus text format.
+//!
+//! The thin side-effect layer is [`server`]: tokio UDP sockets for DHCP
+//! and TFTP, the HTTP server, the reload loop for the machines directory.
+
+pub mod config;
+pub mod dhcp;
+pub mod fuzz;
+pub mod http;
+pub mod ipxe;
+pub mod leases;
+pub mod machine;
+pub mod metrics;
+pub mod paths;
+pub mod server;
+pub mod tftp;

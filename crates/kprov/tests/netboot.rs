@@ -1,0 +1,1053 @@
+//! `kprov netboot serve` against real clients in network namespaces the
+//! tests create: busybox udhcpc (DHCP), a raw PXE DHCP client in Python
+//! next to Debian's dnsmasq (proxy mode), tftp-hpa and curl (TFTP), curl
+//! (HTTP). Each test runs the server in a namespace with bridge br0
+//! (10.77.0.1/24) and its clients in namespaces attached to that bridge
+//! through veth pairs.
+#![allow(clippy::unwrap_used, clippy::print_stdout)]
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use common::netns::{Netns, Peer};
+
+const NODE1_MAC: &str = "52:54:00:aa:00:01";
+const NODE2_MAC: &str = "52:54:00:aa:00:02";
+const UNKNOWN_MAC: &str = "52:54:00:aa:00:99";
+
+fn machine(name: &str, mac: &str, ip: &str) -> String {
+    format!(
+        "apiVersion: kprov.dev/v1alpha1\nkind: Machine\nmetadata:\n  name: {name}\nspec:\n  macAddress: {mac}\n  ipAddress: {ip}\n  hostname: {name}\n  role: worker\n  boot:\n    kernel: vmlinuz\n    initrd: initrd.img\n    cmdline: console=ttyS0\n  userData: |\n    #cloud-config\n    hostname: {name}\n"
+    )
+}
+
+/// A running `kprov netboot serve` in its own namespace.
+struct Server {
+    ns: Netns,
+    dir: tempfile::TempDir,
+    log: PathBuf,
+    pid: u32,
+}
+
+impl Server {
+    fn start(mode: &str, extra_config: &str) -> Self {
+        Self::start_with(&common::kprov_bin(), mode, extra_config, "info")
+    }
+
+    fn start_with(bin: &Path, mode: &str, extra_config: &str, log_level: &str) -> Self {
+        let dir = common::scratch("netboot-");
+        let d = dir.path();
+        for sub in ["machines", "tftp", "http", "state"] {
+            std::fs::create_dir_all(d.join(sub)).unwrap();
+        }
+        std::fs::write(
+            d.join("machines/node1.yaml"),
+            machine("node1", NODE1_MAC, "10.77.0.21"),
+        )
+        .unwrap();
+        std::fs::copy("/usr/lib/ipxe/undionly.kpxe", d.join("tftp/undionly.kpxe")).unwrap();
+        std::fs::write(
+            d.join("http/vmlinuz"),
+            (0..100_000u32).map(|i| (i % 251) as u8).collect::<Vec<_>>(),
+        )
+        .unwrap();
+        std::fs::write(d.join("secret.txt"), "outside the roots").unwrap();
+        std::os::unix::fs::symlink("../secret.txt", d.join("tftp/escape")).unwrap();
+        std::os::unix::fs::symlink("../secret.txt", d.join("http/escape")).unwrap();
+        let subnet = if mode == "full" {
+            "subnet: 10.77.0.0/24\nrouter: 10.77.0.1\n"
+        } else {
+            ""
+        };
+        std::fs::write(
+            d.join("netboot.yaml"),
+            format!(
+                "mode: {mode}\ninterface: br0\nserverAddress: 10.77.0.1\n{subnet}machinesDir: machines\n\
+                 tftpRoot: tftp\nhttpRoot: http\nstateDir: state\nports: {{http: 8080}}\n{extra_config}"
+            ),
+        )
+        .unwrap();
+        let mut ns = Netns::new("10.77.0");
+        let log = d.join("server.log");
+        let config = d.join("netboot.yaml");
+        let pid = ns.spawn_logged(
+            bin,
+            &[
+                "--log-level",
+                log_level,
+                "netboot",
+                "serve",
+                "--config",
+                config.to_str().unwrap(),
+            ],
+            &log,
+        );
+        let server = Self { ns, dir, log, pid };
+        // The readiness line is logged at info; at quieter levels, wait
+        // for the HTTP port instead.
+        if log_level == "info" {
+            server.wait_log("netboot serving", Duration::from_secs(15));
+        } else {
+            let start = Instant::now();
+            while server.curl("/metrics", &[]).0 != 200 {
+                assert!(
+                    start.elapsed() < Duration::from_secs(15),
+                    "the server did not start:\n{}",
+                    server.log_text()
+                );
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+        server
+    }
+
+    fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn wait_log(&self, needle: &str, limit: Duration) {
+        let start = Instant::now();
+        while !self.log_text().contains(needle) {
+            assert!(
+                start.elapsed() < limit,
+                "the server log did not show {needle:?} within {limit:?}:\n{}",
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// curl inside the server's namespace: (status, body).
+    fn curl(&self, url_path: &str, extra: &[&str]) -> (u16, Vec<u8>) {
+        let body = self.path("curl.out");
+        let out = self
+            .ns
+            .command("curl")
+            .args(["-s", "--path-as-is", "--max-time", "20", "-o"])
+            .arg(&body)
+            .args(["-w", "%{http_code}"])
+            .args(extra)
+            .arg(format!("http://10.77.0.1:8080{url_path}"))
+            .output()
+            .unwrap();
+        let code = String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse()
+            .unwrap_or(0);
+        (code, std::fs::read(&body).unwrap_or_default())
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let pid = self.pid;
+        self.ns.stop(pid);
+    }
+}
+
+/// Runs busybox udhcpc once in `peer`: the lease it got, as the line its
+/// script wrote, or None.
+fn udhcpc(server: &Server, peer: &Peer, extra: &[&str]) -> Option<String> {
+    let out_file = server.path(&format!("udhcpc-{}.out", peer.name));
+    let script = server.path("udhcpc.sh");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\n[ \"$1\" = bound ] && echo \"ip=$ip mask=$subnet hostname=$hostname router=$router boot_file=$boot_file siaddr=$siaddr\" > {}\nexit 0\n",
+            out_file.display()
+        ),
+    )
+    .unwrap();
+    common::sh(Command::new("chmod").arg("755").arg(&script));
+    let _ = std::fs::remove_file(&out_file);
+    let status = peer
+        .command("timeout")
+        .args([
+            "30", "busybox", "udhcpc", "-i", "eth0", "-n", "-q", "-f", "-t", "3", "-T", "1", "-A",
+            "1", "-s",
+        ])
+        .arg(&script)
+        .args(extra)
+        .output()
+        .unwrap();
+    let got = std::fs::read_to_string(&out_file).ok();
+    if status.status.success() {
+        assert!(got.is_some(), "udhcpc succeeded but its script did not run");
+    }
+    got.map(|s| s.trim().to_string())
+}
+
+#[test]
+#[ignore = "needs root, network namespaces and busybox"]
+fn dhcp_gives_known_macs_their_fixed_address_reloads_machines_and_ignores_unknown_macs() {
+    let server = Server::start("full", "");
+    let known = server.ns.add_peer(NODE1_MAC);
+    let lease = udhcpc(&server, &known, &[]).expect("the known MAC got no lease");
+    assert_eq!(
+        lease,
+        "ip=10.77.0.21 mask=255.255.255.0 hostname=node1 router=10.77.0.1 boot_file= siaddr="
+    );
+
+    // A client that says it is iPXE gets its script's URL as boot file.
+    let lease = udhcpc(&server, &known, &["-x", "0x4d:69505845"]).unwrap();
+    assert!(
+        lease.contains(
+            "boot_file=http://10.77.0.1:8080/boot/52-54-00-aa-00-01.ipxe siaddr=10.77.0.1"
+        ),
+        "{lease}"
+    );
+
+    let unknown = server.ns.add_peer(UNKNOWN_MAC);
+    assert_eq!(
+        udhcpc(&server, &unknown, &[]),
+        None,
+        "an unknown MAC got a lease"
+    );
+    server.wait_log(&format!("mac={UNKNOWN_MAC}"), Duration::from_secs(5));
+    assert!(server
+        .log_text()
+        .contains("unknown MAC and no default profile"));
+
+    // A new Machine file and a broken one, while running.
+    std::fs::write(
+        server.path("machines/node2.yaml"),
+        machine("node2", NODE2_MAC, "10.77.0.22"),
+    )
+    .unwrap();
+    std::fs::write(
+        server.path("machines/bad.yaml"),
+        machine("bad", "52:54:00:aa:00:zz", "10.77.0.23"),
+    )
+    .unwrap();
+    std::fs::write(
+        server.path("machines/outside.yaml"),
+        machine("outside", "52:54:00:aa:00:05", "10.99.0.5"),
+    )
+    .unwrap();
+    server.wait_log("machines loaded machines=2", Duration::from_secs(10));
+    let log = server.log_text();
+    assert!(log.contains("bad.yaml field=spec.macAddress"), "{log}");
+    assert!(
+        log.contains("outside.yaml field=spec.ipAddress")
+            && log
+                .contains("10.99.0.5 is not a host address of the configured subnet 10.77.0.0/24"),
+        "{log}"
+    );
+    let second = server.ns.add_peer(NODE2_MAC);
+    let lease = udhcpc(&server, &second, &[]).expect("the reloaded machine got no lease");
+    assert!(lease.starts_with("ip=10.77.0.22 "), "{lease}");
+
+    // Every log line about a machine carries its MAC.
+    for line in server.log_text().lines().filter(|l| l.contains("DHCP")) {
+        assert!(
+            line.contains("mac=") || !line.contains("machine="),
+            "{line}"
+        );
+    }
+    let (code, body) = server.curl("/metrics", &[]);
+    assert_eq!(code, 200);
+    let metrics = String::from_utf8(body).unwrap();
+    assert!(
+        metrics.contains("kprov_netboot_dhcp_replies_total{type=\"ack\"} 3"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("kprov_netboot_machines 2"), "{metrics}");
+}
+
+#[test]
+#[ignore = "needs root, network namespaces and busybox"]
+fn a_default_profile_gives_unknown_macs_pool_addresses_that_survive_a_restart() {
+    let mut server = Server::start("full", "pool: {start: 10.77.0.100, end: 10.77.0.110}\ndefaultProfile:\n  boot: {kernel: vmlinuz}\n");
+    let unknown = server.ns.add_peer(UNKNOWN_MAC);
+    let lease = udhcpc(&server, &unknown, &[]).expect("no pool lease");
+    assert!(lease.starts_with("ip=10.77.0.100 "), "{lease}");
+    // Restart: the lease table is read back and the client keeps its address.
+    std::thread::sleep(Duration::from_millis(1500));
+    let saved = std::fs::read_to_string(server.path("state/leases.json")).unwrap();
+    assert!(
+        saved.contains(UNKNOWN_MAC) && saved.contains("10.77.0.100"),
+        "{saved}"
+    );
+    let pid = server.pid;
+    server.ns.stop(pid);
+    let config = server.path("netboot.yaml");
+    let log = server.log.clone();
+    std::fs::write(&log, "").unwrap();
+    server.pid = server.ns.spawn_logged(
+        &common::kprov_bin(),
+        &["netboot", "serve", "--config", config.to_str().unwrap()],
+        &log,
+    );
+    server.wait_log("netboot serving", Duration::from_secs(15));
+    let other = server.ns.add_peer("52:54:00:aa:00:98");
+    let lease = udhcpc(&server, &other, &[]).unwrap();
+    assert!(
+        lease.starts_with("ip=10.77.0.101 "),
+        "the restarted server reused a leased address: {lease}"
+    );
+}
+
+/// A PXE client that shows every DHCP reply it receives: Python with
+/// raw UDP sockets, since udhcpc would take a proxy offer (no address)
+/// for a lease. Prints one JSON line per reply.
+const PXE_CLIENT: &str = r#"
+import json, socket, struct, sys, time
+mac = bytes.fromhex(sys.argv[1].replace(':', ''))
+pxe = sys.argv[2] == 'pxe'
+xid = 0x4b505256
+def packet(mtype, ciaddr=b'\0'*4):
+    p = struct.pack('!BBBBIHH', 1, 1, 6, 0, xid, 0, 0x8000) + ciaddr + b'\0'*12 + mac + b'\0'*10 + b'\0'*192
+    p += b'\x63\x82\x53\x63' + bytes([53, 1, mtype])
+    if pxe:
+        vc = b'PXEClient:Arch:00000:UNDI:002001'
+        p += bytes([60, len(vc)]) + vc + bytes([93, 2, 0, 0])
+    return p + b'\xff'
+def collect(sock, secs):
+    out, end = [], time.time() + secs
+    while time.time() < end:
+        sock.settimeout(max(0.01, end - time.time()))
+        try:
+            data, src = sock.recvfrom(2048)
+        except socket.timeout:
+            break
+        if len(data) < 240 or data[0] != 2 or data[28:34] != mac:
+            continue
+        opts, i = {}, 240
+        while i < len(data) and data[i] != 255:
+            if data[i] == 0:
+                i += 1; continue
+            opts[data[i]] = data[i+2:i+2+data[i+1]]; i += 2 + data[i+1]
+        out.append({'src': src[0], 'type': opts.get(53, b'\0')[0], 'yiaddr': socket.inet_ntoa(data[16:20]),
+                    'siaddr': socket.inet_ntoa(data[20:24]), 'file': data[108:236].rstrip(b'\0').decode(),
+                    'class': opts.get(60, b'').decode()})
+    return out
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, b'eth0')
+s.bind(('0.0.0.0', 68))
+s.sendto(packet(1), ('255.255.255.255', 67))
+for r in collect(s, 3):
+    print(json.dumps(r))
+if pxe:
+    b = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    b.bind(('10.77.0.200', 0))
+    b.sendto(packet(3, socket.inet_aton('10.77.0.200')), ('10.77.0.1', 4011))
+    for r in collect(b, 3):
+        r['port'] = 4011
+        print(json.dumps(r))
+"#;
+
+fn pxe_client(server: &Server, peer: &Peer, mac: &str, pxe: bool) -> Vec<serde_json::Value> {
+    let script = server.path("pxe_client.py");
+    std::fs::write(&script, PXE_CLIENT).unwrap();
+    let out: Output = peer
+        .command("timeout")
+        .args(["20", "python3"])
+        .arg(&script)
+        .args([mac, if pxe { "pxe" } else { "plain" }])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "pxe client: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[test]
+#[ignore = "needs root, network namespaces, dnsmasq and python3"]
+fn proxy_mode_next_to_dnsmasq_gives_pxe_options_only() {
+    let server = Server::start("proxy", "");
+    // dnsmasq, the address server, on its own link to the bridge.
+    let mut router = server.ns.add_peer("52:54:00:bb:00:01");
+    router.ip(&["addr", "add", "10.77.0.2/24", "dev", "eth0"]);
+    let leases = server.path("dnsmasq.leases");
+    router.spawn(
+        "dnsmasq",
+        &[
+            "--no-daemon",
+            "--conf-file=/dev/null",
+            "--port=0",
+            "--interface=eth0",
+            "--bind-interfaces",
+            "--no-ping",
+            "--dhcp-range=10.77.0.50,10.77.0.99,255.255.255.0,1h",
+            &format!("--dhcp-leasefile={}", leases.display()),
+        ],
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let client = server.ns.add_peer(NODE1_MAC);
+    client.ip(&["addr", "add", "10.77.0.200/24", "dev", "eth0"]);
+
+    let replies = pxe_client(&server, &client, NODE1_MAC, true);
+    let from = |src: &str, port: Option<u64>| -> Vec<&serde_json::Value> {
+        replies
+            .iter()
+            .filter(|r| r["src"] == src && r.get("port").and_then(|p| p.as_u64()) == port)
+            .collect()
+    };
+    let dnsmasq = from("10.77.0.2", None);
+    assert_eq!(dnsmasq.len(), 1, "{replies:?}");
+    let addr = dnsmasq[0]["yiaddr"].as_str().unwrap();
+    assert!(
+        addr.starts_with("10.77.0.")
+            && addr.rsplit('.').next().unwrap().parse::<u8>().unwrap() >= 50,
+        "{replies:?}"
+    );
+    let proxy = from("10.77.0.1", None);
+    assert_eq!(proxy.len(), 1, "{replies:?}");
+    assert_eq!(proxy[0]["type"], 2, "an offer");
+    assert_eq!(
+        proxy[0]["yiaddr"], "0.0.0.0",
+        "proxy mode hands out no address"
+    );
+    assert_eq!(proxy[0]["siaddr"], "10.77.0.1");
+    assert_eq!(proxy[0]["file"], "undionly.kpxe");
+    assert_eq!(proxy[0]["class"], "PXEClient");
+    let boot = from("10.77.0.1", Some(4011));
+    assert_eq!(boot.len(), 1, "{replies:?}");
+    assert_eq!(boot[0]["type"], 5, "an ack from the boot server");
+    assert_eq!(boot[0]["file"], "undionly.kpxe");
+
+    // A plain client hears only dnsmasq; an unknown PXE client too.
+    let plain = pxe_client(&server, &client, NODE1_MAC, false);
+    assert!(plain.iter().all(|r| r["src"] == "10.77.0.2"), "{plain:?}");
+    assert_eq!(plain.len(), 1, "{plain:?}");
+    let unknown = pxe_client(&server, &client, UNKNOWN_MAC, true);
+    assert!(
+        unknown.iter().all(|r| r["src"] == "10.77.0.2"),
+        "{unknown:?}"
+    );
+}
+
+fn sha256(path: &Path) -> String {
+    common::sha256_hex(path)
+}
+
+#[test]
+#[ignore = "needs root, network namespaces, tftp-hpa and curl"]
+fn tftp_serves_real_clients_with_options_and_refuses_escapes() {
+    let server = Server::start("full", "");
+    // 36 MiB: more than 65535 blocks of 512, so block numbers wrap.
+    let big = server.path("tftp/big.img");
+    common::sh(
+        Command::new("dd")
+            .args(["if=/dev/urandom", "bs=1M", "count=36", "status=none"])
+            .arg(format!("of={}", big.display())),
+    );
+    let client = server.ns.add_peer("52:54:00:cc:00:01");
+    client.ip(&["addr", "add", "10.77.0.200/24", "dev", "eth0"]);
+    let out = server.path("out");
+    std::fs::create_dir_all(&out).unwrap();
+
+    // tftp-hpa, default block size (wraps past block 65535).
+    let got = out.join("hpa.img");
+    let r = client
+        .command("timeout")
+        .args([
+            "120",
+            "tftp",
+            "-m",
+            "binary",
+            "10.77.0.1",
+            "-c",
+            "get",
+            "big.img",
+        ])
+        .arg(&got)
+        .output()
+        .unwrap();
+    assert!(
+        r.status.success(),
+        "tftp-hpa: {}{}",
+        String::from_utf8_lossy(&r.stdout),
+        String::from_utf8_lossy(&r.stderr)
+    );
+    assert_eq!(sha256(&got), sha256(&big));
+
+    // curl with blksize 1468.
+    let got = out.join("curl.img");
+    let r = client
+        .command("curl")
+        .args(["-sS", "--max-time", "120", "--tftp-blksize", "1468", "-o"])
+        .arg(&got)
+        .arg("tftp://10.77.0.1/big.img")
+        .output()
+        .unwrap();
+    assert!(
+        r.status.success(),
+        "curl: {}",
+        String::from_utf8_lossy(&r.stderr)
+    );
+    assert_eq!(sha256(&got), sha256(&big));
+
+    // The iPXE binary, as a PXE ROM would fetch it.
+    let got = out.join("undionly.kpxe");
+    let r = client
+        .command("curl")
+        .args(["-sS", "--max-time", "30", "-o"])
+        .arg(&got)
+        .arg("tftp://10.77.0.1/undionly.kpxe")
+        .output()
+        .unwrap();
+    assert!(r.status.success());
+    assert_eq!(
+        sha256(&got),
+        sha256(Path::new("/usr/lib/ipxe/undionly.kpxe"))
+    );
+
+    // Escapes: '..', an absolute path, a symlink out of the root.
+    for name in [
+        "../secret.txt",
+        "/../secret.txt",
+        "escape",
+        "sub/../../secret.txt",
+    ] {
+        let got = out.join("refused");
+        let _ = std::fs::remove_file(&got);
+        let r = client
+            .command("curl")
+            .args(["-sS", "--path-as-is", "--max-time", "10", "-o"])
+            .arg(&got)
+            .arg(format!("tftp://10.77.0.1/{name}"))
+            .output()
+            .unwrap();
+        assert!(!r.status.success(), "{name} was served");
+        assert!(
+            std::fs::read(&got).map(|b| b.is_empty()).unwrap_or(true),
+            "{name}: content leaked"
+        );
+    }
+    let r = client
+        .command("timeout")
+        .args([
+            "20",
+            "tftp",
+            "-m",
+            "binary",
+            "10.77.0.1",
+            "-c",
+            "get",
+            "/etc/passwd",
+        ])
+        .arg(out.join("passwd"))
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&r.stdout),
+        String::from_utf8_lossy(&r.stderr)
+    );
+    assert!(
+        text.contains("Error code") || text.contains("Transfer timed out"),
+        "tftp-hpa: {text}"
+    );
+    assert!(std::fs::read(out.join("passwd"))
+        .map(|b| b.is_empty())
+        .unwrap_or(true));
+    let log = server.log_text();
+    assert!(log.contains("leads outside the served root"), "{log}");
+
+    // windowsize (RFC 7440): neither tftp-hpa nor curl asks for it, so a
+    // small Python client does (blksize 1468, windowsize 8).
+    let py = server.path("tftp_window.py");
+    std::fs::write(&py, TFTP_WINDOW_CLIENT).unwrap();
+    let got = out.join("window.img");
+    let r = client
+        .command("timeout")
+        .args(["120", "python3"])
+        .arg(&py)
+        .args(["10.77.0.1", "big.img"])
+        .arg(&got)
+        .output()
+        .unwrap();
+    assert!(
+        r.status.success(),
+        "window client: {}",
+        String::from_utf8_lossy(&r.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&r.stdout).trim(),
+        "oack blksize=1468 windowsize=8 tsize=37748736"
+    );
+    assert_eq!(sha256(&got), sha256(&big));
+}
+
+/// A TFTP client that asks for windowsize 8: acknowledges each full
+/// window (and the last block), checks every block arrives in order.
+const TFTP_WINDOW_CLIENT: &str = r#"
+import socket, struct, sys
+server, name, dest = sys.argv[1], sys.argv[2], sys.argv[3]
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.settimeout(5)
+req = struct.pack('!H', 1) + name.encode() + b'\0octet\0blksize\x001468\0windowsize\x008\0tsize\x000\0'
+s.sendto(req, (server, 69))
+data, peer = s.recvfrom(70000)
+assert struct.unpack('!H', data[:2])[0] == 6, data
+parts = data[2:].split(b'\0')[:-1]
+opts = dict(zip(parts[::2], parts[1::2]))
+print('oack blksize=%s windowsize=%s tsize=%s' % (opts[b'blksize'].decode(), opts[b'windowsize'].decode(), opts[b'tsize'].decode()))
+s.sendto(struct.pack('!HH', 4, 0), peer)
+expect, got, out = 1, 0, open(dest, 'wb')
+while True:
+    data, _ = s.recvfrom(70000)
+    op, block = struct.unpack('!HH', data[:4])
+    assert op == 3, data
+    if block != expect & 0xffff:
+        s.sendto(struct.pack('!HH', 4, (expect - 1) & 0xffff), peer)
+        continue
+    out.write(data[4:]); got += 1; expect += 1
+    last = len(data) - 4 < 1468
+    if got % 8 == 0 or last:
+        s.sendto(struct.pack('!HH', 4, block), peer)
+    if last:
+        break
+"#;
+
+#[test]
+#[ignore = "needs root, network namespaces and curl"]
+fn http_serves_scripts_ranges_and_user_data_only_to_its_machine() {
+    let server = Server::start("full", "");
+    std::fs::write(
+        server.path("machines/node2.yaml"),
+        machine("node2", NODE2_MAC, "10.77.0.22"),
+    )
+    .unwrap();
+    server.wait_log("machines loaded machines=2", Duration::from_secs(10));
+
+    let (code, script) = server.curl("/boot/52-54-00-aa-00-01.ipxe", &[]);
+    assert_eq!(code, 200);
+    let script = String::from_utf8(script).unwrap();
+    assert!(script.starts_with("#!ipxe\n"), "{script}");
+    assert!(script.contains("kernel http://10.77.0.1:8080/files/vmlinuz initrd=initrd.img console=ttyS0 ds=nocloud-net;s=http://10.77.0.1:8080/machines/52-54-00-aa-00-01/"), "{script}");
+    assert!(
+        script.contains("initrd http://10.77.0.1:8080/files/initrd.img\nboot\n"),
+        "{script}"
+    );
+    let seed = script
+        .split("kprov.seed=")
+        .nth(1)
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap();
+    let path1 = seed.strip_prefix("http://10.77.0.1:8080").unwrap();
+    let token1 = path1
+        .trim_end_matches('/')
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .to_string();
+    assert_eq!(token1.len(), 32);
+
+    let (code, user_data) = server.curl(&format!("{path1}user-data"), &[]);
+    assert_eq!(code, 200);
+    assert_eq!(
+        String::from_utf8(user_data).unwrap(),
+        "#cloud-config\nhostname: node1\n"
+    );
+    let (code, meta) = server.curl(&format!("{path1}meta-data"), &[]);
+    assert_eq!(
+        (code, String::from_utf8(meta).unwrap().as_str()),
+        (200, "instance-id: node1\nlocal-hostname: node1\n")
+    );
+    assert_eq!(server.curl(&format!("{path1}vendor-data"), &[]).0, 200);
+
+    // node1's token does not open node2's data; unknown MACs get 404.
+    let (code, body) = server.curl(
+        &format!("/machines/52-54-00-aa-00-02/{token1}/user-data"),
+        &[],
+    );
+    assert_eq!(code, 403);
+    assert!(!String::from_utf8_lossy(&body).contains("node2"));
+    assert_eq!(
+        server
+            .curl(
+                "/machines/52-54-00-aa-00-01/00000000000000000000000000000000/user-data",
+                &[]
+            )
+            .0,
+        403
+    );
+    assert_eq!(
+        server
+            .curl(
+                &format!("/machines/52-54-00-aa-00-99/{token1}/user-data"),
+                &[]
+            )
+            .0,
+        404
+    );
+    assert_eq!(server.curl("/boot/52-54-00-aa-00-99.ipxe", &[]).0, 404);
+    server.wait_log(
+        "NoCloud request with a wrong token refused",
+        Duration::from_secs(5),
+    );
+    let log = server.log_text();
+    let refused: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("wrong token refused"))
+        .collect();
+    assert!(
+        refused.iter().all(|l| l.contains("mac=52:54:00:aa:00:0")),
+        "{refused:?}"
+    );
+    assert!(!log.contains(&token1), "a token was logged");
+
+    // Files, whole and by range.
+    let want = std::fs::read(server.path("http/vmlinuz")).unwrap();
+    let (code, whole) = server.curl("/files/vmlinuz", &[]);
+    assert_eq!((code, whole.len()), (200, want.len()));
+    assert!(whole == want);
+    let (code, part) = server.curl("/files/vmlinuz", &["-r", "1000-1999"]);
+    assert_eq!(code, 206);
+    assert!(part == want[1000..2000]);
+    let (code, tail) = server.curl("/files/vmlinuz", &["-H", "Range: bytes=-10"]);
+    assert_eq!(code, 206);
+    assert!(tail == want[want.len() - 10..]);
+    assert_eq!(
+        server
+            .curl("/files/vmlinuz", &["-H", "Range: bytes=100000-"])
+            .0,
+        416
+    );
+    // Escapes.
+    for path in [
+        "/files/../secret.txt",
+        "/files/escape",
+        "/files/%2e%2e/secret.txt",
+        "/files//etc/passwd",
+    ] {
+        let (code, body) = server.curl(path, &[]);
+        assert!(code == 403 || code == 404, "{path}: {code}");
+        assert!(
+            !String::from_utf8_lossy(&body).contains("outside the roots"),
+            "{path}"
+        );
+    }
+    let (_, metrics) = server.curl("/metrics", &[]);
+    let metrics = String::from_utf8(metrics).unwrap();
+    assert!(
+        metrics.contains("kprov_netboot_bytes_served_total{proto=\"http\"} 101010"),
+        "{metrics}"
+    );
+}
+
+// ---------------------------------------------------------------------
+// Benchmarks (tools/test.sh runs them on a release build): each peer runs
+// in the same namespaces, one server at a time, a few seconds of load.
+
+fn bench_bin() -> PathBuf {
+    std::env::var("KPROV_BENCH_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| common::kprov_bin())
+}
+
+/// One perfdhcp run at `rate` for 3 s from `peer` (relayed, as perfdhcp
+/// does towards a server address): (achieved DORA/s, loss fraction).
+fn perfdhcp(peer: &Peer, rate: u32) -> (f64, f64) {
+    let out = peer
+        .command("timeout")
+        .args([
+            "30",
+            "perfdhcp",
+            "-4",
+            "-r",
+            &rate.to_string(),
+            "-p",
+            "3",
+            "-R",
+            "200",
+            "-l",
+            "10.77.0.2",
+            "10.77.0.1",
+        ])
+        .output()
+        .unwrap();
+    // The rate is on stdout, the per-exchange statistics on stderr.
+    let text = format!(
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let achieved = text
+        .lines()
+        .find_map(|l| l.strip_prefix("Rate: "))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|v| v.parse::<f64>().ok())
+        .unwrap_or_else(|| {
+            panic!(
+                "perfdhcp printed no rate:\n{text}\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
+    // Sent DISCOVERs against received ACKs.
+    let mut sent = None;
+    let mut acked = None;
+    let mut section = "";
+    for l in text.lines() {
+        if l.contains("Statistics for: ") {
+            section = if l.contains("DISCOVER-OFFER") {
+                "do"
+            } else if l.contains("REQUEST-ACK") {
+                "ra"
+            } else {
+                ""
+            };
+        }
+        let num = |p: &str| l.strip_prefix(p).and_then(|v| v.trim().parse::<f64>().ok());
+        if section == "do" {
+            if let Some(v) = num("sent packets: ") {
+                sent = Some(v);
+            }
+        }
+        if section == "ra" {
+            if let Some(v) = num("received packets: ") {
+                acked = Some(v);
+            }
+        }
+    }
+    let (sent, acked) = (sent.unwrap_or(0.0), acked.unwrap_or(0.0));
+    let loss = if sent > 0.0 { 1.0 - acked / sent } else { 1.0 };
+    (achieved, loss.max(0.0))
+}
+
+/// The best DORA/s at no more than 2.5% loss over a ladder of offered rates.
+fn dora_rate(peer: &Peer, name: &str) -> f64 {
+    let mut best = 0.0f64;
+    for rate in [200, 400, 800, 1600, 3200, 6400, 12800] {
+        let (achieved, loss) = perfdhcp(peer, rate);
+        eprintln!(
+            "perfdhcp {name}: offered {rate}/s -> {achieved:.0} DORA/s, loss {:.2}%",
+            loss * 100.0
+        );
+        if loss > 0.025 {
+            break;
+        }
+        best = best.max(achieved);
+    }
+    best
+}
+
+#[test]
+#[ignore = "benchmark: needs root, perfdhcp (kea-admin) and dnsmasq"]
+fn benchmark_dhcp_dora_rate_against_dnsmasq() {
+    let profile =
+        "pool: {start: 10.77.0.10, end: 10.77.0.250}\ndefaultProfile:\n  boot: {kernel: vmlinuz}\n";
+    let kprov_rate = {
+        let server = Server::start_with(&bench_bin(), "full", profile, "warn");
+        let peer = server.ns.add_peer("52:54:00:ee:00:01");
+        peer.ip(&["addr", "add", "10.77.0.2/24", "dev", "eth0"]);
+        dora_rate(&peer, "kprov")
+    };
+    let dnsmasq_rate = {
+        let mut ns = Netns::new("10.77.0");
+        let dir = common::scratch("netboot-dnsmasq-");
+        let leases = dir.path().join("leases");
+        ns.spawn(
+            "dnsmasq",
+            &[
+                "--no-daemon",
+                "--conf-file=/dev/null",
+                "--port=0",
+                "--interface=br0",
+                "--bind-interfaces",
+                "--no-ping",
+                "--quiet-dhcp",
+                "--dhcp-range=10.77.0.10,10.77.0.250,255.255.255.0,1h",
+                "--dhcp-lease-max=10000",
+                &format!("--dhcp-leasefile={}", leases.display()),
+            ],
+        );
+        std::thread::sleep(Duration::from_millis(500));
+        let peer = ns.add_peer("52:54:00:ee:00:02");
+        peer.ip(&["addr", "add", "10.77.0.2/24", "dev", "eth0"]);
+        dora_rate(&peer, "dnsmasq")
+    };
+    assert!(
+        kprov_rate > 0.0 && dnsmasq_rate > 0.0,
+        "a server answered nothing at the lowest rate"
+    );
+    common::bench(&format!(
+        "netboot_dhcp_dora_per_s kprov={kprov_rate:.0} dnsmasq={dnsmasq_rate:.0} ratio={:.2} (<=2.5% loss, perfdhcp)",
+        kprov_rate / dnsmasq_rate
+    ));
+}
+
+/// Seconds for `n` parallel curl TFTP downloads of `file` at blksize 1468.
+fn tftp_time(peer: &Peer, file: &str, n: usize, out: &Path) -> f64 {
+    let start = Instant::now();
+    let children: Vec<_> = (0..n)
+        .map(|i| {
+            peer.command("curl")
+                .args(["-sS", "--max-time", "300", "--tftp-blksize", "1468", "-o"])
+                .arg(out.join(format!("t{i}")))
+                .arg(format!("tftp://10.77.0.1/{file}"))
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for mut c in children {
+        assert!(c.wait().unwrap().success(), "a TFTP download failed");
+    }
+    start.elapsed().as_secs_f64()
+}
+
+#[test]
+#[ignore = "benchmark: needs root, tftpd-hpa, dnsmasq and curl"]
+fn benchmark_tftp_64mib_against_tftpd_hpa_and_dnsmasq() {
+    let server = Server::start_with(&bench_bin(), "full", "", "warn");
+    let big = server.path("tftp/big.img");
+    common::sh(
+        Command::new("dd")
+            .args(["if=/dev/urandom", "bs=1M", "count=64", "status=none"])
+            .arg(format!("of={}", big.display())),
+    );
+    let want = sha256(&big);
+    let peer = server.ns.add_peer("52:54:00:ee:00:03");
+    peer.ip(&["addr", "add", "10.77.0.2/24", "dev", "eth0"]);
+    let out = server.path("out");
+    std::fs::create_dir_all(&out).unwrap();
+    let measure = |name: &str, peer: &Peer| -> (f64, f64) {
+        // Single transfers are short: the better of two, against noise
+        // from other work on the machine.
+        let one = tftp_time(peer, "big.img", 1, &out).min(tftp_time(peer, "big.img", 1, &out));
+        assert_eq!(sha256(&out.join("t0")), want, "{name}: wrong bytes");
+        let eight = tftp_time(peer, "big.img", 8, &out);
+        assert_eq!(sha256(&out.join("t7")), want, "{name}: wrong bytes");
+        eprintln!("tftp {name}: 1 x 64 MiB in {one:.2} s, 8 x 64 MiB in {eight:.2} s");
+        (64.0 / one, 8.0 * 64.0 / eight)
+    };
+    let mut results = vec![measure("kprov", &peer)];
+    // The peers run in a namespace of their own (same addresses, same files).
+    let tftp_root = server.path("tftp");
+    let mut ns = Netns::new("10.77.0");
+    let other = ns.add_peer("52:54:00:ee:00:05");
+    other.ip(&["addr", "add", "10.77.0.2/24", "dev", "eth0"]);
+    let pid = ns.spawn(
+        "in.tftpd",
+        &[
+            "-L",
+            "-s",
+            "-a",
+            "10.77.0.1:69",
+            tftp_root.to_str().unwrap(),
+        ],
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    results.push(measure("tftpd-hpa", &other));
+    ns.stop(pid);
+    let pid = ns.spawn(
+        "dnsmasq",
+        &[
+            "--no-daemon",
+            "--conf-file=/dev/null",
+            "--port=0",
+            "--interface=br0",
+            "--bind-interfaces",
+            "--enable-tftp",
+            &format!("--tftp-root={}", tftp_root.display()),
+        ],
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    results.push(measure("dnsmasq", &other));
+    ns.stop(pid);
+    let results: Vec<(String, f64, f64)> = ["kprov", "tftpd-hpa", "dnsmasq"]
+        .iter()
+        .zip(results)
+        .map(|(n, (a, b))| (n.to_string(), a, b))
+        .collect();
+    let (k1, k8) = (results[0].1, results[0].2);
+    common::bench(&format!(
+        "netboot_tftp_64mib_blksize1468 MiB/s: kprov 1x={k1:.1} 8x={k8:.1}, tftpd-hpa 1x={:.1} 8x={:.1}, dnsmasq 1x={:.1} 8x={:.1}; ratio vs tftpd-hpa 1x={:.2} 8x={:.2}, vs dnsmasq 1x={:.2} 8x={:.2}",
+        results[1].1, results[1].2, results[2].1, results[2].2,
+        k1 / results[1].1, k8 / results[1].2, k1 / results[2].1, k8 / results[2].2
+    ));
+}
+
+/// Seconds for 16 parallel HTTP downloads of `url` (to /dev/null, sizes checked).
+fn http_time(peer: &Peer, url: &str, size: u64) -> f64 {
+    let start = Instant::now();
+    let children: Vec<_> = (0..16)
+        .map(|_| {
+            peer.command("curl")
+                .args([
+                    "-sS",
+                    "--max-time",
+                    "300",
+                    "-o",
+                    "/dev/null",
+                    "-w",
+                    "%{size_download}",
+                    url,
+                ])
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for c in children {
+        let out = c.wait_with_output().unwrap();
+        assert!(out.status.success(), "an HTTP download failed");
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).trim(),
+            size.to_string()
+        );
+    }
+    start.elapsed().as_secs_f64()
+}
+
+#[test]
+#[ignore = "benchmark: needs root, nginx and curl"]
+fn benchmark_http_1gib_to_16_clients_against_nginx() {
+    let mut server = Server::start_with(&bench_bin(), "full", "", "warn");
+    let image = server.path("http/image.raw");
+    common::sh(
+        Command::new("dd")
+            .args(["if=/dev/urandom", "bs=1M", "count=1024", "status=none"])
+            .arg(format!("of={}", image.display())),
+    );
+    let size = 1u64 << 30;
+    let peer = server.ns.add_peer("52:54:00:ee:00:06");
+    peer.ip(&["addr", "add", "10.77.0.2/24", "dev", "eth0"]);
+    // Warm the page cache once so neither server pays for the first read.
+    common::sh(
+        Command::new("cat")
+            .arg(&image)
+            .stdout(std::process::Stdio::null()),
+    );
+    let kprov = http_time(&peer, "http://10.77.0.1:8080/files/image.raw", size);
+    let conf = server.path("nginx.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "daemon off;\nuser root;\nworker_processes 2;\npid {0}/nginx.pid;\nerror_log {0}/nginx.err;\nevents {{ worker_connections 256; }}\n\
+             http {{ access_log off; sendfile on; tcp_nopush on; client_body_temp_path {0}; proxy_temp_path {0}; fastcgi_temp_path {0}; uwsgi_temp_path {0}; scgi_temp_path {0};\n\
+             server {{ listen 10.77.0.1:8081; root {0}/http; location /files/ {{ alias {0}/http/; }} }} }}\n",
+            server.dir.path().display()
+        ),
+    )
+    .unwrap();
+    let pid = server.ns.spawn("nginx", &["-c", conf.to_str().unwrap()]);
+    std::thread::sleep(Duration::from_millis(500));
+    let nginx = http_time(&peer, "http://10.77.0.1:8081/files/image.raw", size);
+    server.ns.stop(pid);
+    let gib = 16.0;
+    common::bench(&format!(
+        "netboot_http_1gib_16_clients GiB/s: kprov={:.2} nginx={:.2} ratio={:.2}",
+        gib / kprov,
+        gib / nginx,
+        nginx / kprov
+    ));
+}
