@@ -548,6 +548,17 @@ async fn http_loop(shared: Arc<Shared>, listener: TcpListener) {
         let _ = stream.set_nodelay(true);
         let shared = shared.clone();
         tokio::spawn(async move {
+            // Plain file downloads go to the sendfile path; a peek that
+            // sees too little to tell leaves the request to hyper.
+            let mut first = [0u8; 11];
+            if let Ok(Ok(n)) =
+                tokio::time::timeout(Duration::from_secs(5), stream.peek(&mut first)).await
+            {
+                if crate::http::is_file_download(&first[..n]) {
+                    crate::http::serve_file_connection(shared, stream, peer).await;
+                    return;
+                }
+            }
             let io = hyper_util::rt::TokioIo::new(stream);
             let svc = hyper::service::service_fn(move |req| {
                 crate::http::handle(shared.clone(), peer, req)
