@@ -268,6 +268,13 @@ fn a_default_profile_gives_unknown_macs_pool_addresses_that_survive_a_restart() 
     let unknown = server.ns.add_peer(UNKNOWN_MAC);
     let lease = udhcpc(&server, &unknown, &[]).expect("no pool lease");
     assert!(lease.starts_with("ip=10.77.0.100 "), "{lease}");
+    use std::os::unix::fs::PermissionsExt;
+    let secret = std::fs::metadata(server.path("state/token-secret")).unwrap();
+    assert_eq!(
+        secret.permissions().mode() & 0o777,
+        0o600,
+        "the token secret must be 0600"
+    );
     // Restart: the lease table is read back and the client keeps its address.
     std::thread::sleep(Duration::from_millis(1500));
     let saved = std::fs::read_to_string(server.path("state/leases.json")).unwrap();
@@ -1050,4 +1057,48 @@ fn benchmark_http_1gib_to_16_clients_against_nginx() {
         gib / nginx,
         nginx / kprov
     ));
+}
+
+#[test]
+fn bad_configs_are_refused_before_anything_is_opened() {
+    let dir = common::scratch("netboot-cli-");
+    let missing = dir.path().join("missing.yaml");
+    let run = common::kprov(
+        &["netboot", "serve", "--config", missing.to_str().unwrap()],
+        &[],
+    );
+    assert_eq!(run.code, Some(1));
+    assert!(
+        run.stderr
+            .contains(&format!("--config {}: cannot read", missing.display())),
+        "{}",
+        run.stderr
+    );
+
+    let cases = [
+        ("subnet: 10.77.0.0/24\n", "subnet: 10.77.0.1/24\n", "subnet: invalid subnet \"10.77.0.1/24\": host bits are set"),
+        ("mode: full", "mode: both", "(document): mode: unknown variant `both`, expected `full` or `proxy`"),
+        ("interface: br0", "interface: br0/x", "interface: invalid interface name \"br0/x\""),
+        ("stateDir: state\n", "stateDir: state\ndefaultProfile: {boot: {kernel: ../vmlinuz}}\n", "defaultProfile.boot.kernel: \"../vmlinuz\": expected a relative path without '..' components"),
+    ];
+    let good = "mode: full\ninterface: br0\nserverAddress: 10.77.0.1\nsubnet: 10.77.0.0/24\nmachinesDir: m\ntftpRoot: t\nhttpRoot: h\nstateDir: state\n";
+    for (from, to, want) in cases {
+        let config = dir.path().join("netboot.yaml");
+        std::fs::write(&config, good.replace(from, to)).unwrap();
+        let run = common::kprov(
+            &["netboot", "serve", "--config", config.to_str().unwrap()],
+            &[],
+        );
+        assert_eq!(run.code, Some(1), "{to}");
+        assert!(
+            run.stderr
+                .contains(&format!("{}: {want}", config.display())),
+            "{to}: {}",
+            run.stderr
+        );
+        assert!(
+            !dir.path().join("state").exists(),
+            "{to}: the state directory was created"
+        );
+    }
 }
