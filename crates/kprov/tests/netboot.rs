@@ -834,7 +834,16 @@ fn perfdhcp(peer: &Peer, rate: u32) -> (f64, f64) {
 fn dora_rate(peer: &Peer, name: &str) -> f64 {
     let mut best = 0.0f64;
     for rate in [200, 400, 800, 1600, 3200, 6400, 12800] {
-        let (achieved, loss) = perfdhcp(peer, rate);
+        // One retry per rate: a 3 s sample on a shared machine can lose
+        // a few packets to other work.
+        let (mut achieved, mut loss) = perfdhcp(peer, rate);
+        if loss > 0.025 {
+            eprintln!(
+                "perfdhcp {name}: offered {rate}/s, loss {:.2}%: once more",
+                loss * 100.0
+            );
+            (achieved, loss) = perfdhcp(peer, rate);
+        }
         eprintln!(
             "perfdhcp {name}: offered {rate}/s -> {achieved:.0} DORA/s, loss {:.2}%",
             loss * 100.0
@@ -1034,7 +1043,8 @@ fn benchmark_http_1gib_to_16_clients_against_nginx() {
             .arg(&image)
             .stdout(std::process::Stdio::null()),
     );
-    let kprov = http_time(&peer, "http://10.77.0.1:8080/files/image.raw", size);
+    let kprov_url = "http://10.77.0.1:8080/files/image.raw";
+    let mut kprov = http_time(&peer, kprov_url, size);
     let conf = server.path("nginx.conf");
     std::fs::write(
         &conf,
@@ -1048,7 +1058,14 @@ fn benchmark_http_1gib_to_16_clients_against_nginx() {
     .unwrap();
     let pid = server.ns.spawn("nginx", &["-c", conf.to_str().unwrap()]);
     std::thread::sleep(Duration::from_millis(500));
-    let nginx = http_time(&peer, "http://10.77.0.1:8081/files/image.raw", size);
+    // Alternate and keep the best of three runs each, against noise from
+    // other work on the machine.
+    let nginx_url = "http://10.77.0.1:8081/files/image.raw";
+    let mut nginx = http_time(&peer, nginx_url, size);
+    for _ in 0..2 {
+        kprov = kprov.min(http_time(&peer, kprov_url, size));
+        nginx = nginx.min(http_time(&peer, nginx_url, size));
+    }
     server.ns.stop(pid);
     let gib = 16.0;
     common::bench(&format!(
