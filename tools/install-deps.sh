@@ -10,7 +10,11 @@ for set in "$@"; do
     root) want+=(mmdebstrap) ;;
     # For setup.sh: shellcheck; curl, wget and python3 (a loopback HTTP
     # server) for the setup.sh runs.
-    test) want+=(systemd-container util-linux shellcheck curl wget python3 etcd-server openssl busybox-static tftp-hpa ipxe) ;;
+    # busybox-static (udhcpc, and the netboot test initrd), tftp-hpa,
+    # ipxe (undionly.kpxe, ipxe.efi) for the netboot tests.
+    # tftpd-hpa, nginx-light and kea-admin (perfdhcp) are the peers of the
+    # netboot benchmarks; their services are not started (see below).
+    test) want+=(systemd-container util-linux shellcheck curl wget python3 busybox-static tftp-hpa ipxe tftpd-hpa nginx-light kea-admin etcd-server openssl) ;;
     # ipxe-qemu: the iPXE ROMs of qemu's NICs (the netboot VM test boots from it).
     vm) want+=(qemu-system-x86 ipxe-qemu e2fsprogs dnsmasq-base openssh-client binutils) ;;
     # tools/build-images.sh: the pause program (gcc, static libc), etcd and
@@ -36,4 +40,17 @@ if [[ " ${missing[*]} " == *" qemu-system-x86 "* ]]; then
     v=$(apt-cache policy qemu-system-x86 | awk '/Candidate:/ {print $2}')
     extra=(--allow-downgrades "qemu-utils=$v" qemu-block-extra-)
 fi
-DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" "${extra[@]}" >&2
+# Benchmark peers are run by the tests inside their own namespaces: keep
+# their packaged services from starting on the host (policy-rc.d 101 =
+# action forbidden), unless the host already has a policy of its own.
+policy=/usr/sbin/policy-rc.d
+own_policy=0
+if [[ ! -e $policy ]]; then
+    printf '#!/bin/sh\ncase "$1" in tftpd-hpa|nginx) exit 101 ;; esac\nexit 0\n' > "$policy"
+    chmod 755 "$policy"
+    own_policy=1
+fi
+status=0
+DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" "${extra[@]}" >&2 || status=$?
+[[ $own_policy -eq 1 ]] && rm -f "$policy"
+exit "$status"

@@ -196,6 +196,8 @@ struct RawConfig {
     boot_files: BootFiles,
     #[serde(default)]
     default_profile: Option<RawProfile>,
+    #[serde(default)]
+    ipv6_ra_lifetime_zero: Option<bool>,
 }
 
 fn default_lease() -> u32 {
@@ -236,6 +238,11 @@ pub struct Config {
     pub boot_files: BootFiles,
     /// What unknown MACs boot, if anything.
     pub default_profile: Option<Profile>,
+    /// Send IPv6 router advertisements with lifetime 0 every 2 s on the
+    /// interface, so that iPXE does not wait for IPv6 (default: on in
+    /// full mode, off in proxy mode, where the network has its own
+    /// routers).
+    pub ipv6_ra_lifetime_zero: bool,
 }
 
 /// A refused configuration: the file, the key and why.
@@ -322,6 +329,7 @@ impl Config {
             ports: raw.ports,
             boot_files: raw.boot_files,
             default_profile,
+            ipv6_ra_lifetime_zero: raw.ipv6_ra_lifetime_zero.unwrap_or(raw.mode == Mode::Full),
         })
     }
 

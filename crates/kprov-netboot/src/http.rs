@@ -358,6 +358,162 @@ fn file_body(file: std::fs::File, start: u64, len: u64, shared: Arc<Shared>) -> 
     StreamBody::new(stream).boxed()
 }
 
+/// Whether a connection's first bytes are a plain file download, which
+/// [`serve_file_connection`] answers with sendfile(2) (the kernel copies
+/// from the page cache to the socket). Anything else, or too few bytes to
+/// tell, goes to hyper, which serves files too, through user space.
+pub fn is_file_download(first_bytes: &[u8]) -> bool {
+    first_bytes.starts_with(b"GET /files/")
+}
+
+/// The response head of the sendfile path (one request per connection).
+pub fn file_response_head(status: StatusCode, start: u64, len: u64, size: u64) -> String {
+    let mut h = format!(
+        "HTTP/1.1 {} {}\r\nContent-Length: {len}\r\nAccept-Ranges: bytes\r\nConnection: close\r\n",
+        status.as_u16(),
+        status.canonical_reason().unwrap_or("")
+    );
+    if status == StatusCode::PARTIAL_CONTENT {
+        h.push_str(&format!(
+            "Content-Range: bytes {start}-{}/{size}\r\n",
+            start + len - 1
+        ));
+    } else if status == StatusCode::RANGE_NOT_SATISFIABLE {
+        h.push_str(&format!("Content-Range: bytes */{size}\r\n"));
+    }
+    if status.is_success() {
+        h.push_str("Content-Type: application/octet-stream\r\n");
+    } else {
+        h.push_str("Content-Type: text/plain\r\n");
+    }
+    h.push_str("\r\n");
+    h
+}
+
+/// Answers one `GET /files/...` on `stream` with sendfile(2), then closes
+/// the connection. Same routing, path checks and ranges as the hyper path.
+pub async fn serve_file_connection(
+    shared: Arc<Shared>,
+    mut stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = Vec::with_capacity(2048);
+    // The request head, bounded in size and time.
+    let head_end = loop {
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+        if buf.len() > 16 * 1024 {
+            return;
+        }
+        let mut chunk = [0u8; 2048];
+        match tokio::time::timeout(std::time::Duration::from_secs(30), stream.read(&mut chunk))
+            .await
+        {
+            Ok(Ok(n)) if n > 0 => buf.extend_from_slice(&chunk[..n]),
+            _ => return,
+        }
+    };
+    let mut headers = [httparse::EMPTY_HEADER; 64];
+    let mut req = httparse::Request::new(&mut headers);
+    let (path, range) = match req.parse(&buf[..head_end]) {
+        Ok(httparse::Status::Complete(_)) => {
+            let path = req
+                .path
+                .unwrap_or("/")
+                .split('?')
+                .next()
+                .unwrap_or("/")
+                .to_string();
+            let range = req
+                .headers
+                .iter()
+                .find(|h| h.name.eq_ignore_ascii_case("range"))
+                .and_then(|h| std::str::from_utf8(h.value).ok())
+                .map(str::to_string);
+            (path, range)
+        }
+        _ => return,
+    };
+    let fail = |status: StatusCode, text: String| {
+        add(&shared.metrics.http_errors, 1);
+        format!(
+            "HTTP/1.1 {} {}\r\nContent-Length: {}\r\nContent-Type: text/plain\r\nConnection: close\r\n\r\n{text}",
+            status.as_u16(),
+            status.canonical_reason().unwrap_or(""),
+            text.len()
+        )
+    };
+    let Route::File(rel) = route(&path) else {
+        let _ = stream
+            .write_all(fail(StatusCode::NOT_FOUND, "not found\n".into()).as_bytes())
+            .await;
+        return;
+    };
+    let real = match resolve_under(&shared.http_root, &rel) {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::warn!(peer = %peer, "HTTP {e}");
+            let status = match e {
+                ResolveError::NotFound(_) => StatusCode::NOT_FOUND,
+                ResolveError::Refused(_) | ResolveError::Escapes(_) => StatusCode::FORBIDDEN,
+            };
+            let _ = stream
+                .write_all(fail(status, format!("{e}\n")).as_bytes())
+                .await;
+            return;
+        }
+    };
+    let Ok(file) = std::fs::File::open(&real) else {
+        let _ = stream
+            .write_all(fail(StatusCode::NOT_FOUND, "cannot open\n".into()).as_bytes())
+            .await;
+        return;
+    };
+    let size = file.metadata().map(|m| m.len()).unwrap_or(0);
+    let (status, start, len) = match parse_range(range.as_deref(), size) {
+        RangeReq::Full => (StatusCode::OK, 0, size),
+        RangeReq::Part(a, b) => (StatusCode::PARTIAL_CONTENT, a, b - a + 1),
+        RangeReq::Unsatisfiable => {
+            add(&shared.metrics.http_errors, 1);
+            let head = file_response_head(StatusCode::RANGE_NOT_SATISFIABLE, 0, 0, size);
+            let _ = stream.write_all(head.as_bytes()).await;
+            return;
+        }
+    };
+    tracing::debug!(peer = %peer, file = rel, start, len, "HTTP file (sendfile)");
+    if stream
+        .write_all(file_response_head(status, start, len, size).as_bytes())
+        .await
+        .is_err()
+    {
+        return;
+    }
+    let mut offset = start;
+    let end = start + len;
+    while offset < end {
+        let count = (end - offset).min(1 << 30) as usize;
+        let sent = stream
+            .async_io(tokio::io::Interest::WRITABLE, || {
+                rustix::fs::sendfile(&stream, &file, Some(&mut offset), count)
+                    .map_err(std::io::Error::from)
+            })
+            .await;
+        match sent {
+            Ok(0) => break,
+            Ok(n) => add(&shared.metrics.http_bytes, n as u64),
+            Err(e) => {
+                tracing::debug!(peer = %peer, "HTTP sendfile: {e}");
+                add(&shared.metrics.http_errors, 1);
+                return;
+            }
+        }
+    }
+    add(&shared.metrics.http_ok, 1);
+    let _ = stream.shutdown().await;
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -388,6 +544,25 @@ mod tests {
         );
         assert_eq!(route("/metrics"), Route::Metrics);
         assert_eq!(route("/"), Route::NotFound);
+    }
+
+    #[test]
+    fn only_plain_file_downloads_take_the_sendfile_path() {
+        assert!(is_file_download(b"GET /files/vmlinuz HTTP/1.1\r\n"));
+        for other in [
+            &b"GET /boot/x.ipxe"[..],
+            b"HEAD /files/x",
+            b"GET /fil",
+            b"POST /files/x",
+            b"",
+        ] {
+            assert!(!is_file_download(other), "{other:?}");
+        }
+        assert_eq!(
+            file_response_head(StatusCode::PARTIAL_CONTENT, 10, 5, 100),
+            "HTTP/1.1 206 Partial Content\r\nContent-Length: 5\r\nAccept-Ranges: bytes\r\nConnection: close\r\n\
+             Content-Range: bytes 10-14/100\r\nContent-Type: application/octet-stream\r\n\r\n"
+        );
     }
 
     #[test]

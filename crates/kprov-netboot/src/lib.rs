@@ -12,7 +12,8 @@
 //! - [`tftp`]: TFTP packets, option negotiation and the sending window;
 //! - [`ipxe`]: per-machine iPXE scripts and the NoCloud documents;
 //! - [`paths`]: path safety for the served roots;
-//! - [`metrics`]: counters rendered in Prometheus text format.
+//! - [`metrics`]: counters rendered in Prometheus text format;
+//! - [`ra`]: the IPv6 router advertisement that tells iPXE not to wait.
 //!
 //! The thin side-effect layer is [`server`]: tokio UDP sockets for DHCP
 //! and TFTP, the HTTP server, the reload loop for the machines directory.
@@ -26,5 +27,6 @@ pub mod leases;
 pub mod machine;
 pub mod metrics;
 pub mod paths;
+pub mod ra;
 pub mod server;
 pub mod tftp;

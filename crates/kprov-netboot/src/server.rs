@@ -234,6 +234,10 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
         tokio::spawn(dhcp_loop(shared.clone(), Arc::new(p), Listener::ProxyBoot));
     }
     tokio::spawn(tftp_loop(shared.clone(), tftp));
+    if c.ipv6_ra_lifetime_zero {
+        let interface = c.interface.clone();
+        std::thread::spawn(move || ra_loop(&interface));
+    }
     http_loop(shared, http).await;
     Ok(())
 }
@@ -255,6 +259,47 @@ async fn udp(
     s.bind_device(Some(c.interface.as_bytes())).map_err(err)?;
     s.set_broadcast(broadcast).map_err(err)?;
     Ok(s)
+}
+
+/// Sends a lifetime-0 router advertisement to all nodes on `interface`
+/// every 2 s. Failures (e.g. no IPv6 link-local address yet) are retried.
+fn ra_loop(interface: &str) {
+    use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+    let open = || -> std::io::Result<(Socket, SockAddr)> {
+        let index: u32 = std::fs::read_to_string(format!("/sys/class/net/{interface}/ifindex"))?
+            .trim()
+            .parse()
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
+        let sock = Socket::new(Domain::IPV6, Type::RAW, Some(Protocol::ICMPV6))?;
+        sock.bind_device(Some(interface.as_bytes()))?;
+        // RFC 4861: hosts drop advertisements with another hop limit.
+        sock.set_multicast_hops_v6(255)?;
+        sock.set_multicast_if_v6(index)?;
+        let all_nodes = std::net::SocketAddrV6::new(
+            std::net::Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 1),
+            0,
+            0,
+            index,
+        );
+        Ok((sock, SockAddr::from(all_nodes)))
+    };
+    let packet = crate::ra::lifetime_zero_advertisement();
+    let mut warned = false;
+    loop {
+        match open().and_then(|(sock, to)| loop {
+            sock.send_to(&packet, &to)?;
+            std::thread::sleep(Duration::from_secs(2));
+        }) {
+            Ok(()) => {}
+            Err(e) => {
+                if !warned {
+                    tracing::warn!(interface, "IPv6 router advertisement: {e} (retrying)");
+                    warned = true;
+                }
+                std::thread::sleep(Duration::from_secs(2));
+            }
+        }
+    }
 }
 
 async fn reload_loop(shared: Arc<Shared>) {
@@ -548,6 +593,17 @@ async fn http_loop(shared: Arc<Shared>, listener: TcpListener) {
         let _ = stream.set_nodelay(true);
         let shared = shared.clone();
         tokio::spawn(async move {
+            // Plain file downloads go to the sendfile path; a peek that
+            // sees too little to tell leaves the request to hyper.
+            let mut first = [0u8; 11];
+            if let Ok(Ok(n)) =
+                tokio::time::timeout(Duration::from_secs(5), stream.peek(&mut first)).await
+            {
+                if crate::http::is_file_download(&first[..n]) {
+                    crate::http::serve_file_connection(shared, stream, peer).await;
+                    return;
+                }
+            }
             let io = hyper_util::rt::TokioIo::new(stream);
             let svc = hyper::service::service_fn(move |req| {
                 crate::http::handle(shared.clone(), peer, req)

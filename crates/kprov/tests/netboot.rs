@@ -268,6 +268,13 @@ fn a_default_profile_gives_unknown_macs_pool_addresses_that_survive_a_restart() 
     let unknown = server.ns.add_peer(UNKNOWN_MAC);
     let lease = udhcpc(&server, &unknown, &[]).expect("no pool lease");
     assert!(lease.starts_with("ip=10.77.0.100 "), "{lease}");
+    use std::os::unix::fs::PermissionsExt;
+    let secret = std::fs::metadata(server.path("state/token-secret")).unwrap();
+    assert_eq!(
+        secret.permissions().mode() & 0o777,
+        0o600,
+        "the token secret must be 0600"
+    );
     // Restart: the lease table is read back and the client keeps its address.
     std::thread::sleep(Duration::from_millis(1500));
     let saved = std::fs::read_to_string(server.path("state/leases.json")).unwrap();
@@ -827,7 +834,16 @@ fn perfdhcp(peer: &Peer, rate: u32) -> (f64, f64) {
 fn dora_rate(peer: &Peer, name: &str) -> f64 {
     let mut best = 0.0f64;
     for rate in [200, 400, 800, 1600, 3200, 6400, 12800] {
-        let (achieved, loss) = perfdhcp(peer, rate);
+        // One retry per rate: a 3 s sample on a shared machine can lose
+        // a few packets to other work.
+        let (mut achieved, mut loss) = perfdhcp(peer, rate);
+        if loss > 0.025 {
+            eprintln!(
+                "perfdhcp {name}: offered {rate}/s, loss {:.2}%: once more",
+                loss * 100.0
+            );
+            (achieved, loss) = perfdhcp(peer, rate);
+        }
         eprintln!(
             "perfdhcp {name}: offered {rate}/s -> {achieved:.0} DORA/s, loss {:.2}%",
             loss * 100.0
@@ -1027,7 +1043,8 @@ fn benchmark_http_1gib_to_16_clients_against_nginx() {
             .arg(&image)
             .stdout(std::process::Stdio::null()),
     );
-    let kprov = http_time(&peer, "http://10.77.0.1:8080/files/image.raw", size);
+    let kprov_url = "http://10.77.0.1:8080/files/image.raw";
+    let mut kprov = http_time(&peer, kprov_url, size);
     let conf = server.path("nginx.conf");
     std::fs::write(
         &conf,
@@ -1041,7 +1058,14 @@ fn benchmark_http_1gib_to_16_clients_against_nginx() {
     .unwrap();
     let pid = server.ns.spawn("nginx", &["-c", conf.to_str().unwrap()]);
     std::thread::sleep(Duration::from_millis(500));
-    let nginx = http_time(&peer, "http://10.77.0.1:8081/files/image.raw", size);
+    // Alternate and keep the best of three runs each, against noise from
+    // other work on the machine.
+    let nginx_url = "http://10.77.0.1:8081/files/image.raw";
+    let mut nginx = http_time(&peer, nginx_url, size);
+    for _ in 0..2 {
+        kprov = kprov.min(http_time(&peer, kprov_url, size));
+        nginx = nginx.min(http_time(&peer, nginx_url, size));
+    }
     server.ns.stop(pid);
     let gib = 16.0;
     common::bench(&format!(
@@ -1050,4 +1074,48 @@ fn benchmark_http_1gib_to_16_clients_against_nginx() {
         gib / nginx,
         nginx / kprov
     ));
+}
+
+#[test]
+fn bad_configs_are_refused_before_anything_is_opened() {
+    let dir = common::scratch("netboot-cli-");
+    let missing = dir.path().join("missing.yaml");
+    let run = common::kprov(
+        &["netboot", "serve", "--config", missing.to_str().unwrap()],
+        &[],
+    );
+    assert_eq!(run.code, Some(1));
+    assert!(
+        run.stderr
+            .contains(&format!("--config {}: cannot read", missing.display())),
+        "{}",
+        run.stderr
+    );
+
+    let cases = [
+        ("subnet: 10.77.0.0/24\n", "subnet: 10.77.0.1/24\n", "subnet: invalid subnet \"10.77.0.1/24\": host bits are set"),
+        ("mode: full", "mode: both", "(document): mode: unknown variant `both`, expected `full` or `proxy`"),
+        ("interface: br0", "interface: br0/x", "interface: invalid interface name \"br0/x\""),
+        ("stateDir: state\n", "stateDir: state\ndefaultProfile: {boot: {kernel: ../vmlinuz}}\n", "defaultProfile.boot.kernel: \"../vmlinuz\": expected a relative path without '..' components"),
+    ];
+    let good = "mode: full\ninterface: br0\nserverAddress: 10.77.0.1\nsubnet: 10.77.0.0/24\nmachinesDir: m\ntftpRoot: t\nhttpRoot: h\nstateDir: state\n";
+    for (from, to, want) in cases {
+        let config = dir.path().join("netboot.yaml");
+        std::fs::write(&config, good.replace(from, to)).unwrap();
+        let run = common::kprov(
+            &["netboot", "serve", "--config", config.to_str().unwrap()],
+            &[],
+        );
+        assert_eq!(run.code, Some(1), "{to}");
+        assert!(
+            run.stderr
+                .contains(&format!("{}: {want}", config.display())),
+            "{to}: {}",
+            run.stderr
+        );
+        assert!(
+            !dir.path().join("state").exists(),
+            "{to}: the state directory was created"
+        );
+    }
 }
