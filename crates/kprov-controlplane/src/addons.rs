@@ -131,12 +131,13 @@ fn selector(labels: &BTreeMap<String, String>) -> LabelSelector {
     }
 }
 
-fn node_name_env() -> EnvVar {
+/// An environment variable set from a field of the pod (the downward API).
+fn field_env(name: &str, field_path: &str) -> EnvVar {
     EnvVar {
-        name: "NODE_NAME".into(),
+        name: name.into(),
         value_from: Some(EnvVarSource {
             field_ref: Some(ObjectFieldSelector {
-                field_path: "spec.nodeName".into(),
+                field_path: field_path.into(),
                 ..ObjectFieldSelector::default()
             }),
             ..EnvVarSource::default()
@@ -189,7 +190,7 @@ fn kube_proxy(spec: &ClusterSpec, out: &mut Addons, proxy_mode: &str) {
             "--config=/var/lib/kube-proxy/config.conf".into(),
             "--hostname-override=$(NODE_NAME)".into(),
         ]),
-        env: Some(vec![node_name_env()]),
+        env: Some(vec![field_env("NODE_NAME", "spec.nodeName")]),
         security_context: Some(SecurityContext {
             privileged: Some(true),
             ..SecurityContext::default()
@@ -455,28 +456,8 @@ fn flannel(spec: &ClusterSpec, out: &mut Addons, image: &str) {
         command: Some(vec!["/opt/bin/flanneld".into()]),
         args: Some(vec!["--ip-masq".into(), "--kube-subnet-mgr".into()]),
         env: Some(vec![
-            EnvVar {
-                name: "POD_NAME".into(),
-                value_from: Some(EnvVarSource {
-                    field_ref: Some(ObjectFieldSelector {
-                        field_path: "metadata.name".into(),
-                        ..ObjectFieldSelector::default()
-                    }),
-                    ..EnvVarSource::default()
-                }),
-                ..EnvVar::default()
-            },
-            EnvVar {
-                name: "POD_NAMESPACE".into(),
-                value_from: Some(EnvVarSource {
-                    field_ref: Some(ObjectFieldSelector {
-                        field_path: "metadata.namespace".into(),
-                        ..ObjectFieldSelector::default()
-                    }),
-                    ..EnvVarSource::default()
-                }),
-                ..EnvVar::default()
-            },
+            field_env("POD_NAME", "metadata.name"),
+            field_env("POD_NAMESPACE", "metadata.namespace"),
         ]),
         security_context: Some(SecurityContext {
             privileged: Some(false),

@@ -348,23 +348,13 @@ pub struct ClusterArgs {
     #[command(flatten)]
     pub node: ControlPlaneNodeArgs,
 
-    /// An extra subject alternative name for the API server's
-    /// certificate. Repeat for several, or separate with commas.
-    #[arg(long, value_name = "NAME", value_delimiter = ',', value_parser = parse_with::<kprov_pki::spec::ExtraSan>)]
-    pub san: Vec<kprov_pki::spec::ExtraSan>,
-
-    /// The range of Service IPs.
-    #[arg(long, value_name = "CIDR", default_value = kprov_pki::spec::DEFAULT_SERVICE_CIDR, value_parser = parse_with::<kprov_pki::spec::ServiceCidr>)]
-    pub service_cidr: kprov_pki::spec::ServiceCidr,
+    #[command(flatten)]
+    pub pki: PkiInputArgs,
 
     /// The range of pod IPs; each node gets a /24 of it. Must not overlap
     /// the service range.
     #[arg(long, value_name = "CIDR", default_value = kprov_controlplane::spec::DEFAULT_POD_CIDR, value_parser = parse_with::<kprov_controlplane::spec::Cidr>)]
     pub pod_cidr: kprov_controlplane::spec::Cidr,
-
-    /// The cluster's DNS domain.
-    #[arg(long, value_name = "DOMAIN", default_value = kprov_pki::spec::DEFAULT_CLUSTER_DOMAIN, value_parser = parse_with::<kprov_pki::spec::ClusterDomain>)]
-    pub cluster_domain: kprov_pki::spec::ClusterDomain,
 
     /// How pods on different nodes reach each other.
     #[arg(long, value_enum, default_value_t = PodNetworkArg::Flannel)]
@@ -889,6 +879,27 @@ where
     s.parse().map_err(|e: T::Err| e.to_string())
 }
 
+/// The cluster-wide inputs of the API server's certificate, shared by
+/// `kprov pki` and `kprov init`.
+#[derive(Debug, Args)]
+pub struct PkiInputArgs {
+    /// An extra subject alternative name for the API server's
+    /// certificate: an IP address or a DNS name. Repeat for several, or
+    /// separate with commas.
+    #[arg(long, value_name = "NAME", value_delimiter = ',', value_parser = parse_with::<kprov_pki::spec::ExtraSan>)]
+    pub san: Vec<kprov_pki::spec::ExtraSan>,
+
+    /// The range of Service IPs; its first address (the `kubernetes`
+    /// Service) is a SAN of the API server's certificate.
+    #[arg(long, value_name = "CIDR", default_value = kprov_pki::spec::DEFAULT_SERVICE_CIDR, value_parser = parse_with::<kprov_pki::spec::ServiceCidr>)]
+    pub service_cidr: kprov_pki::spec::ServiceCidr,
+
+    /// The cluster's DNS domain; kubernetes.default.svc.DOMAIN is a SAN
+    /// of the API server's certificate.
+    #[arg(long, value_name = "DOMAIN", default_value = kprov_pki::spec::DEFAULT_CLUSTER_DOMAIN, value_parser = parse_with::<kprov_pki::spec::ClusterDomain>)]
+    pub cluster_domain: kprov_pki::spec::ClusterDomain,
+}
+
 /// Where the PKI lives.
 #[derive(Debug, Args)]
 pub struct CertDirArgs {
@@ -946,21 +957,8 @@ pub struct PkiArgs {
     #[command(flatten)]
     pub node: ControlPlaneNodeArgs,
 
-    /// An extra subject alternative name for the API server's
-    /// certificate: an IP address or a DNS name. Repeat for several, or
-    /// separate with commas.
-    #[arg(long, value_name = "NAME", value_delimiter = ',', value_parser = parse_with::<kprov_pki::spec::ExtraSan>)]
-    pub san: Vec<kprov_pki::spec::ExtraSan>,
-
-    /// The range of Service IPs; its first address (the `kubernetes`
-    /// Service) is a SAN of the API server's certificate.
-    #[arg(long, value_name = "CIDR", default_value = kprov_pki::spec::DEFAULT_SERVICE_CIDR, value_parser = parse_with::<kprov_pki::spec::ServiceCidr>)]
-    pub service_cidr: kprov_pki::spec::ServiceCidr,
-
-    /// The cluster's DNS domain; kubernetes.default.svc.DOMAIN is a SAN
-    /// of the API server's certificate.
-    #[arg(long, value_name = "DOMAIN", default_value = kprov_pki::spec::DEFAULT_CLUSTER_DOMAIN, value_parser = parse_with::<kprov_pki::spec::ClusterDomain>)]
-    pub cluster_domain: kprov_pki::spec::ClusterDomain,
+    #[command(flatten)]
+    pub pki: PkiInputArgs,
 
     /// Make and check everything in memory and report what would be
     /// written; write nothing.

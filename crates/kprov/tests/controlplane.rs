@@ -54,6 +54,10 @@ fn run_in(ns: &Netns, program: &str, args: &[&str]) -> Output {
         .unwrap()
 }
 
+fn kprov_in(ns: &Netns, args: &[&str]) -> Output {
+    run_in(ns, kprov_bin().to_str().unwrap(), args)
+}
+
 fn text(o: &Output) -> String {
     format!(
         "status {:?}\nstdout:\n{}\nstderr:\n{}",
@@ -216,14 +220,13 @@ fn control_plane_from_kprov_files_runs_and_bootstraps_tokens() {
     // The bootstrap RBAC and cluster-info; a second run changes nothing.
     let cert_dir = root.join("etc/kubernetes/pki").display().to_string();
     let k8s_dir = root.join("etc/kubernetes").display().to_string();
-    let phase = |ns: &Netns| {
-        run_in(
+    let init_phase = |ns: &Netns, name: &str| {
+        kprov_in(
             ns,
-            kprov_bin().to_str().unwrap(),
             &[
                 "init",
                 "phase",
-                "bootstrap-token",
+                name,
                 "--cert-dir",
                 &cert_dir,
                 "--kubernetes-dir",
@@ -234,9 +237,12 @@ fn control_plane_from_kprov_files_runs_and_bootstraps_tokens() {
                 &address,
                 "--kubernetes-version",
                 VERSION,
+                "--pod-network",
+                "bridge",
             ],
         )
     };
+    let phase = |ns: &Netns| init_phase(ns, "bootstrap-token");
     let first = phase(&ns);
     assert!(first.status.success(), "{}\n{}", text(&first), logs.dump());
     assert!(
@@ -254,29 +260,7 @@ fn control_plane_from_kprov_files_runs_and_bootstraps_tokens() {
     );
 
     // The add-ons; a second run changes nothing.
-    let addons = |ns: &Netns| {
-        run_in(
-            ns,
-            kprov_bin().to_str().unwrap(),
-            &[
-                "init",
-                "phase",
-                "addons",
-                "--cert-dir",
-                &cert_dir,
-                "--kubernetes-dir",
-                &k8s_dir,
-                "--node-name",
-                "master-1",
-                "--advertise-address",
-                &address,
-                "--kubernetes-version",
-                VERSION,
-                "--pod-network",
-                "bridge",
-            ],
-        )
-    };
+    let addons = |ns: &Netns| init_phase(ns, "addons");
     let first = addons(&ns);
     assert!(first.status.success(), "{}\n{}", text(&first), logs.dump());
     let second = addons(&ns);
@@ -357,9 +341,8 @@ fn control_plane_from_kprov_files_runs_and_bootstraps_tokens() {
     );
 
     // A token, with the join command.
-    let o = run_in(
+    let o = kprov_in(
         &ns,
-        kprov_bin().to_str().unwrap(),
         &[
             "token",
             "create",
@@ -393,11 +376,7 @@ fn control_plane_from_kprov_files_runs_and_bootstraps_tokens() {
     let token: kprov_core::BootstrapToken = token_text.parse().unwrap();
 
     // The token is listed without its secret.
-    let o = run_in(
-        &ns,
-        kprov_bin().to_str().unwrap(),
-        &["token", "list", "--kubeconfig", &admin],
-    );
+    let o = kprov_in(&ns, &["token", "list", "--kubeconfig", &admin]);
     let listed = String::from_utf8_lossy(&o.stdout);
     assert!(
         listed.contains(token.id()) && !listed.contains(&token_text),
@@ -587,9 +566,8 @@ fn control_plane_from_kprov_files_runs_and_bootstraps_tokens() {
     );
 
     // Delete: the Secret and the signature go.
-    let o = run_in(
+    let o = kprov_in(
         &ns,
-        kprov_bin().to_str().unwrap(),
         &["token", "delete", "--kubeconfig", &admin, token.id()],
     );
     assert!(o.status.success(), "{}", text(&o));
@@ -600,9 +578,8 @@ fn control_plane_from_kprov_files_runs_and_bootstraps_tokens() {
         gone.is_some(),
         "the deleted token's signature stayed in cluster-info"
     );
-    let o = run_in(
+    let o = kprov_in(
         &ns,
-        kprov_bin().to_str().unwrap(),
         &["token", "delete", "--kubeconfig", &admin, token.id()],
     );
     assert!(

@@ -8,10 +8,9 @@ use anyhow::Context;
 use kprov_controlplane::spec::ClusterSpec;
 use kprov_controlplane::{api, manifests, store};
 use kprov_host::Root;
-use kprov_pki::PkiSpec;
 
 use crate::cli::{ClusterArgs, InitAction, InitArgs, InitPhaseArg, OutputArg, ProxyModeArg};
-use crate::commands::pki::{control_plane_node, print_report, root_and_dir};
+use crate::commands::pki::{pki_spec, print_report, root_and_dir};
 use crate::commands::runtime;
 
 /// Runs `kprov init`.
@@ -81,16 +80,10 @@ struct InitContext {
 
 impl InitContext {
     fn new(args: &ClusterArgs) -> anyhow::Result<Self> {
-        let node = control_plane_node(&args.node)?;
         let (root, cert_dir) = root_and_dir(&args.dirs.root, &args.dirs.cert_dir, "--cert-dir")?;
         let (_, kubernetes_dir) =
             root_and_dir(&args.dirs.root, &args.kubernetes_dir, "--kubernetes-dir")?;
-        let pki = PkiSpec {
-            node,
-            service_cidr: args.service_cidr.clone(),
-            cluster_domain: args.cluster_domain.clone(),
-            extra_sans: args.san.clone(),
-        };
+        let pki = pki_spec(&args.node, &args.pki)?;
         let mut spec = ClusterSpec::new(pki);
         spec.pod_cidr = args.pod_cidr.clone();
         spec.pod_network = args.pod_network.into();
@@ -230,7 +223,7 @@ fn print_applied(ctx: &InitContext, report: &[api::Applied], what: &str) -> anyh
 }
 
 fn bootstrap_token(ctx: &InitContext) -> anyhow::Result<()> {
-    let admin = api_target(ctx, "bootstrap-token")?;
+    api_target(ctx, "bootstrap-token")?;
     let spec = &ctx.spec;
     let ca_path = spec.cert_dir.join("ca.crt");
     let ca_pem =
@@ -240,27 +233,23 @@ fn bootstrap_token(ctx: &InitContext) -> anyhow::Result<()> {
         eprintln!("kprov: would apply the bootstrap RBAC and cluster-info (server {server})");
         return Ok(());
     }
-    let report = runtime()?
-        .block_on(async {
-            let client = api::client(&admin).await?;
-            api::apply_bootstrap(&client, &server, &ca_pem).await
-        })
+    let (rt, client) = admin_client(ctx, "bootstrap-token")?;
+    let report = rt
+        .block_on(api::apply_bootstrap(&client, &server, &ca_pem))
         .context("applying the bootstrap RBAC and cluster-info")?;
     print_applied(ctx, &report, "bootstrap RBAC and cluster-info")
 }
 
 fn addons(ctx: &InitContext) -> anyhow::Result<()> {
-    let admin = api_target(ctx, "addons")?;
+    api_target(ctx, "addons")?;
     let addons = kprov_controlplane::addons::addons(&ctx.spec, ctx.proxy_mode, &ctx.flannel_image);
     if ctx.dry_run {
         eprintln!("kprov: would apply kube-proxy, CoreDNS and the pod network's objects");
         return Ok(());
     }
-    let report = runtime()?
-        .block_on(async {
-            let client = api::client(&admin).await?;
-            api::apply_addons(&client, &addons).await
-        })
+    let (rt, client) = admin_client(ctx, "addons")?;
+    let report = rt
+        .block_on(api::apply_addons(&client, &addons))
         .context("applying the add-ons")?;
     print_applied(ctx, &report, "add-ons")
 }

@@ -13,6 +13,7 @@ use kprov_pki::{ControlPlaneNode, PkiSpec, Report};
 
 use crate::cli::{
     CaHashArgs, CertDirArgs, ControlPlaneNodeArgs, OutputArg, PkiAction, PkiArgs, PkiCheckArgs,
+    PkiInputArgs,
 };
 
 /// The root and a directory on it. A relative directory is taken from the
@@ -45,6 +46,16 @@ pub fn control_plane_node(args: &ControlPlaneNodeArgs) -> anyhow::Result<Control
     Ok(node)
 }
 
+/// The certificates' inputs, from the node's and the cluster's flags.
+pub fn pki_spec(node: &ControlPlaneNodeArgs, pki: &PkiInputArgs) -> anyhow::Result<PkiSpec> {
+    Ok(PkiSpec {
+        node: control_plane_node(node)?,
+        service_cidr: pki.service_cidr.clone(),
+        cluster_domain: pki.cluster_domain.clone(),
+        extra_sans: pki.san.clone(),
+    })
+}
+
 /// Runs `kprov pki` and its subcommands.
 pub fn run(args: PkiArgs) -> anyhow::Result<ExitCode> {
     match args.action {
@@ -56,12 +67,7 @@ pub fn run(args: PkiArgs) -> anyhow::Result<ExitCode> {
 
 fn run_create(args: PkiArgs) -> anyhow::Result<ExitCode> {
     let CertDirArgs { root, cert_dir } = &args.dirs;
-    let spec = PkiSpec {
-        node: control_plane_node(&args.node)?,
-        service_cidr: args.service_cidr.clone(),
-        cluster_domain: args.cluster_domain.clone(),
-        extra_sans: args.san.clone(),
-    };
+    let spec = pki_spec(&args.node, &args.pki)?;
     let (root, cert_dir) = root_and_dir(root, cert_dir, "--cert-dir")?;
     let report = kprov_pki::write_certificates(
         &root,

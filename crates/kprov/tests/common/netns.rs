@@ -68,12 +68,16 @@ impl Netns {
     /// Starts a long-running process inside the namespace; it is killed
     /// when the namespace is dropped.
     pub fn spawn(&mut self, program: &str, args: &[&str]) -> u32 {
+        self.spawn_with(program, args, Stdio::null(), Stdio::null())
+    }
+
+    fn spawn_with(&mut self, program: &str, args: &[&str], stdout: Stdio, stderr: Stdio) -> u32 {
         let child = self
             .command(program)
             .args(args)
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stdout(stdout)
+            .stderr(stderr)
             .spawn()
             .unwrap_or_else(|e| panic!("starting {program} in {}: {e}", self.name));
         let pid = child.id();
@@ -94,17 +98,8 @@ impl Netns {
             .append(true)
             .open(log)
             .unwrap();
-        let child = self
-            .command(program.to_str().unwrap())
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(out.try_clone().unwrap())
-            .stderr(out)
-            .spawn()
-            .unwrap_or_else(|e| panic!("starting {} in {}: {e}", program.display(), self.name));
-        let pid = child.id();
-        self.children.push(child);
-        pid
+        let stdout = Stdio::from(out.try_clone().unwrap());
+        self.spawn_with(program.to_str().unwrap(), args, stdout, Stdio::from(out))
     }
 
     /// Stops (SIGTERM, then SIGKILL after 5 s) a process started with
