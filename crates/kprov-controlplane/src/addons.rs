@@ -501,19 +501,61 @@ fn flannel(spec: &ClusterSpec, out: &mut Addons, image: &str) {
     });
 }
 
+/// The ConfigMap (in kube-system) that tells each node's kprov which pod
+/// network the cluster runs; `kprov pod-network sync` reads it with the
+/// node's own credentials.
+pub const POD_NETWORK_CONFIG_MAP: &str = "kprov-pod-network";
+
+/// The bridge network's objects: its ConfigMap, and the right of every
+/// node (group system:nodes) to read that one ConfigMap and the Nodes,
+/// whose pod ranges and addresses the routes come from.
+fn bridge(spec: &ClusterSpec, out: &mut Addons) {
+    let name = "kprov:pod-network";
+    let mut read_config = rule(&[""], &["configmaps"], &["get"]);
+    read_config.resource_names = Some(vec![POD_NETWORK_CONFIG_MAP.into()]);
+    out.cluster_roles.push(ClusterRole {
+        metadata: meta(name, None, &[]),
+        rules: Some(vec![read_config, rule(&[""], &["nodes"], &["get", "list"])]),
+        ..ClusterRole::default()
+    });
+    out.cluster_role_bindings.push(ClusterRoleBinding {
+        metadata: meta(name, None, &[]),
+        role_ref: RoleRef {
+            api_group: "rbac.authorization.k8s.io".into(),
+            kind: "ClusterRole".into(),
+            name: name.into(),
+        },
+        subjects: Some(vec![Subject {
+            kind: "Group".into(),
+            name: "system:nodes".into(),
+            namespace: None,
+            api_group: Some("rbac.authorization.k8s.io".into()),
+        }]),
+    });
+    out.config_maps.push(ConfigMap {
+        metadata: meta(POD_NETWORK_CONFIG_MAP, Some(NS), &[]),
+        data: Some(BTreeMap::from([
+            ("network".to_string(), "bridge".to_string()),
+            ("podCIDR".to_string(), spec.pod_cidr.to_string()),
+        ])),
+        ..ConfigMap::default()
+    });
+}
+
 /// flannel's image when none is given.
 pub const DEFAULT_FLANNEL_IMAGE: &str = "docker.io/flannel/flannel:v0.25.7";
 
 /// The add-ons for `spec`: kube-proxy in `proxy_mode` (iptables or
 /// ipvs), CoreDNS, and flannel (from `flannel_image`) when it is the pod
-/// network. The bridge network has no cluster objects: each node's kprov
-/// writes its CNI config and routes.
+/// network. With the bridge network, each node's kprov writes its CNI
+/// config and routes itself; the cluster only holds the choice.
 pub fn addons(spec: &ClusterSpec, proxy_mode: &str, flannel_image: &str) -> Addons {
     let mut out = Addons::default();
     kube_proxy(spec, &mut out, proxy_mode);
     coredns(spec, &mut out);
-    if spec.pod_network == PodNetwork::Flannel {
-        flannel(spec, &mut out, flannel_image);
+    match spec.pod_network {
+        PodNetwork::Flannel => flannel(spec, &mut out, flannel_image),
+        PodNetwork::Bridge => bridge(spec, &mut out),
     }
     out
 }
@@ -601,5 +643,42 @@ mod tests {
             .config_maps
             .iter()
             .any(|c| c.metadata.name.as_deref() == Some("kube-flannel-cfg")));
+    }
+
+    #[test]
+    fn the_bridge_network_lets_nodes_read_its_config_map_and_nothing_else() {
+        let mut s = spec();
+        s.pod_network = PodNetwork::Bridge;
+        let a = addons(&s, "iptables", "f:1");
+        let config = a
+            .config_maps
+            .iter()
+            .find(|c| c.metadata.name.as_deref() == Some(POD_NETWORK_CONFIG_MAP))
+            .unwrap();
+        assert_eq!(config.data.as_ref().unwrap()["network"], "bridge");
+        let role = a
+            .cluster_roles
+            .iter()
+            .find(|r| r.metadata.name.as_deref() == Some("kprov:pod-network"))
+            .unwrap();
+        for r in role.rules.as_ref().unwrap() {
+            assert!(!r.verbs.iter().any(|v| v != "get" && v != "list"), "{r:?}");
+            if r.resources.as_ref().unwrap() == &["configmaps".to_string()] {
+                assert_eq!(
+                    r.resource_names.as_deref(),
+                    Some(&[POD_NETWORK_CONFIG_MAP.to_string()][..])
+                );
+            }
+        }
+        let binding = a
+            .cluster_role_bindings
+            .iter()
+            .find(|b| b.metadata.name.as_deref() == Some("kprov:pod-network"))
+            .unwrap();
+        assert_eq!(binding.subjects.as_ref().unwrap()[0].name, "system:nodes");
+        assert!(addons(&spec(), "iptables", "f:1")
+            .config_maps
+            .iter()
+            .all(|c| c.metadata.name.as_deref() != Some(POD_NETWORK_CONFIG_MAP)));
     }
 }

@@ -68,6 +68,49 @@ pub async fn client(kubeconfig: &Path) -> Result<Client, ApiError> {
     Client::try_from(config).map_err(|e| err(e.to_string()))
 }
 
+/// The node a kubelet's kubeconfig authenticates as: the
+/// `system:node:NAME` common name of its client certificate (embedded, or
+/// the file it points at, as after TLS bootstrap).
+pub fn kubelet_node_name(kubeconfig: &Path) -> Result<String, ApiError> {
+    use base64::Engine;
+    let err = |reason: String| ApiError::Kubeconfig {
+        path: kubeconfig.display().to_string(),
+        reason,
+    };
+    let config = Kubeconfig::read_from(kubeconfig).map_err(|e| err(e.to_string()))?;
+    let user = config
+        .current_context
+        .as_ref()
+        .and_then(|c| config.contexts.iter().find(|n| &n.name == c))
+        .and_then(|c| c.context.as_ref())
+        .and_then(|c| c.user.clone())
+        .ok_or_else(|| err("no current context with a user".into()))?;
+    let auth = config
+        .auth_infos
+        .iter()
+        .find(|a| a.name == user)
+        .and_then(|a| a.auth_info.as_ref())
+        .ok_or_else(|| err(format!("no user {user:?}")))?;
+    let pem = match (&auth.client_certificate_data, &auth.client_certificate) {
+        (Some(data), _) => base64::engine::general_purpose::STANDARD
+            .decode(data.trim())
+            .map_err(|e| err(format!("client-certificate-data is not base64: {e}")))?,
+        (None, Some(file)) => std::fs::read(file)
+            .map_err(|e| err(format!("reading client-certificate {file}: {e}")))?,
+        (None, None) => return Err(err("the user has no client certificate".into())),
+    };
+    let cert = kprov_pki::cert::Certificate::from_pem(&pem)
+        .map_err(|e| err(format!("client certificate: {e}")))?;
+    let name = &cert.info().subject.common_name;
+    name.strip_prefix("system:node:")
+        .map(str::to_string)
+        .ok_or_else(|| {
+            err(format!(
+                "the client certificate is for {name:?}, not a node (system:node:NAME)"
+            ))
+        })
+}
+
 /// What an apply did to one object.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Applied {
@@ -196,6 +239,50 @@ pub async fn apply_addons(
     apply_namespaced(client, &addons.deployments, &mut report).await?;
     apply_namespaced(client, &addons.daemon_sets, &mut report).await?;
     Ok(report)
+}
+
+/// The pod network the cluster's kprov-pod-network ConfigMap names, or
+/// None when there is no such ConfigMap (the cluster runs a network that
+/// needs nothing from kprov on the nodes).
+pub async fn pod_network(client: &Client) -> Result<Option<String>, ApiError> {
+    let name = crate::addons::POD_NETWORK_CONFIG_MAP;
+    let maps: Api<ConfigMap> = Api::namespaced(client.clone(), "kube-system");
+    let map = maps
+        .get_opt(name)
+        .await
+        .map_err(request(format!("reading ConfigMap kube-system/{name}")))?;
+    Ok(map.map(|m| {
+        m.data
+            .and_then(|d| d.get("network").cloned())
+            .unwrap_or_default()
+    }))
+}
+
+/// Every node's name, pod range and InternalIP (as text).
+pub async fn node_pod_ranges(
+    client: &Client,
+) -> Result<Vec<(String, Option<String>, Option<String>)>, ApiError> {
+    let nodes: Api<Node> = Api::all(client.clone());
+    let list = nodes
+        .list(&ListParams::default())
+        .await
+        .map_err(request("listing Nodes"))?;
+    Ok(list
+        .items
+        .into_iter()
+        .map(|n| {
+            let name = n.metadata.name.unwrap_or_default();
+            let cidr = n.spec.and_then(|s| s.pod_cidr);
+            let ip = n
+                .status
+                .and_then(|s| s.addresses)
+                .unwrap_or_default()
+                .into_iter()
+                .find(|a| a.type_ == "InternalIP")
+                .map(|a| a.address);
+            (name, cidr, ip)
+        })
+        .collect())
 }
 
 /// Creates a token's Secret and, for a signing token, adds its signature

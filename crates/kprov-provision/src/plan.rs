@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use crate::os::{OsFacts, OsFamily};
 use crate::render::containerd::ContainerdConfig;
-use crate::render::systemd::{self, UnitFile, HEALTH_UNIT};
+use crate::render::systemd::{self, UnitFile, HEALTH_UNIT, POD_NETWORK_UNIT};
 use crate::render::{docker_daemon_json, kubelet, modules_conf, sysctl_conf};
 use crate::resource::{Contents, ImageImport, Resource};
 use crate::tables::{self, SYSCTLS};
@@ -269,34 +269,35 @@ pub fn plan_base(os: &OsFacts, spec: &NodeSpec, live: bool) -> Result<Plan, Plan
 
     // Units.
     let kubelet = systemd::kubelet_unit(layout.bin_dir, runtime.unit());
-    let health_service = systemd::health_service(layout.bin_dir, &runtime.to_string());
-    let health_timer = systemd::health_timer();
-    let health_service_name = format!("{HEALTH_UNIT}.service");
-    let health_timer_name = format!("{HEALTH_UNIT}.timer");
+    // kprov's own periodic units: the health check and the pod-network
+    // sync, each a oneshot service run by a timer.
+    let periodic = [
+        (
+            HEALTH_UNIT,
+            systemd::health_service(layout.bin_dir, &runtime.to_string()),
+            systemd::health_timer(),
+        ),
+        (
+            POD_NETWORK_UNIT,
+            systemd::pod_network_service(layout.bin_dir),
+            systemd::pod_network_timer(),
+        ),
+    ];
     r.push(unit_file(layout.unit_dir, "kubelet.service", &kubelet));
-    r.push(unit_file(
-        layout.unit_dir,
-        &health_service_name,
-        &health_service,
-    ));
-    r.push(unit_file(
-        layout.unit_dir,
-        &health_timer_name,
-        &health_timer,
-    ));
-    own_units.extend([
-        "kubelet.service".to_string(),
-        health_service_name,
-        health_timer_name.clone(),
-    ]);
-    for (unit, wanted_by) in [
+    own_units.push("kubelet.service".to_string());
+    let mut enabled = vec![
         (runtime.unit().to_string(), "multi-user.target".to_string()),
         ("kubelet.service".to_string(), kubelet.wanted_by().join(" ")),
-        (
-            health_timer_name.clone(),
-            health_timer.wanted_by().join(" "),
-        ),
-    ] {
+    ];
+    for (name, service, timer) in &periodic {
+        let service_name = format!("{name}.service");
+        let timer_name = format!("{name}.timer");
+        r.push(unit_file(layout.unit_dir, &service_name, service));
+        r.push(unit_file(layout.unit_dir, &timer_name, timer));
+        enabled.push((timer_name.clone(), timer.wanted_by().join(" ")));
+        own_units.extend([service_name, timer_name]);
+    }
+    for (unit, wanted_by) in enabled {
         r.push(Resource::UnitEnabled { unit, wanted_by });
     }
 
@@ -323,13 +324,15 @@ pub fn plan_base(os: &OsFacts, spec: &NodeSpec, live: bool) -> Result<Plan, Plan
         if let (Some(ctr), false) = (ctr, images.is_empty()) {
             r.push(Resource::ImagesImported { ctr, images });
         }
-        r.push(Resource::UnitActive {
-            unit: health_timer_name,
-            config: vec![
-                format!("{}/{HEALTH_UNIT}.service", layout.unit_dir),
-                format!("{}/{HEALTH_UNIT}.timer", layout.unit_dir),
-            ],
-        });
+        for (name, _, _) in &periodic {
+            r.push(Resource::UnitActive {
+                unit: format!("{name}.timer"),
+                config: vec![
+                    format!("{}/{name}.service", layout.unit_dir),
+                    format!("{}/{name}.timer", layout.unit_dir),
+                ],
+            });
+        }
     }
 
     Ok(Plan {

@@ -48,6 +48,11 @@ pub enum Command {
     /// failed several checks in a row. Run by kprov-healthcheck.timer.
     HealthCheck(HealthCheckArgs),
 
+    /// The node side of kprov's `bridge` pod network (`kprov init
+    /// --pod-network bridge`): this node's CNI config from its pod range,
+    /// and a route to every other node's pod range via that node.
+    PodNetwork(PodNetworkArgs),
+
     /// Show the operating system detected in a root.
     Os(OsArgs),
 
@@ -633,6 +638,39 @@ pub struct HealthCheckArgs {
     /// The container runtime whose socket to probe.
     #[arg(long, value_enum, default_value_t = RuntimeArg::Containerd)]
     pub runtime: RuntimeArg,
+}
+
+/// `kprov pod-network` subcommands.
+#[derive(Debug, Args)]
+pub struct PodNetworkArgs {
+    #[command(subcommand)]
+    pub command: PodNetworkCommand,
+}
+
+/// What `kprov pod-network` does.
+#[derive(Debug, Subcommand)]
+pub enum PodNetworkCommand {
+    /// Bring this node's CNI config and pod routes in line with the
+    /// cluster, once. Does nothing on a node that has not joined or in a
+    /// cluster that runs another pod network. Run every 10 s by
+    /// kprov-pod-network.timer.
+    Sync(PodNetworkSyncArgs),
+}
+
+/// Flags of `kprov pod-network sync`.
+#[derive(Debug, Args)]
+pub struct PodNetworkSyncArgs {
+    /// The kubelet's kubeconfig: the node's own credentials, and its name.
+    #[arg(
+        long,
+        value_name = "FILE",
+        default_value = "/etc/kubernetes/kubelet.conf"
+    )]
+    pub kubeconfig: PathBuf,
+
+    /// Say what would change; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 /// Flags of `kprov os`.

@@ -21,6 +21,9 @@ fn main() -> ExitCode {
     let result = match cli.command {
         cli::Command::Provision(args) => commands::provision::run(*args),
         cli::Command::HealthCheck(args) => commands::health_check::run(args),
+        cli::Command::PodNetwork(args) => match args.command {
+            cli::PodNetworkCommand::Sync(args) => commands::pod_network::sync(args),
+        },
         cli::Command::Os(args) => commands::os::run(args),
         cli::Command::Pki(args) => commands::pki::run(*args),
         cli::Command::Kubeconfig(args) => commands::kubeconfig::run(*args),

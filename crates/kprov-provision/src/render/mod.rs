@@ -1,5 +1,6 @@
 //! Pure renderers: typed models in, file contents out.
 
+pub mod cni;
 pub mod containerd;
 pub mod kubelet;
 pub mod systemd;

@@ -174,14 +174,39 @@ pub fn health_service(bin_dir: &str, runtime: &str) -> UnitFile {
 
 /// The timer that runs the health check every 10 s.
 pub fn health_timer() -> UnitFile {
+    every_10_seconds("Run the kprov node health check every 10 seconds")
+}
+
+/// The pod-network sync name shared by the service and its timer.
+pub const POD_NETWORK_UNIT: &str = "kprov-pod-network";
+
+/// The oneshot service that syncs the node's pod network (CNI config and
+/// routes) once; it does nothing until the node has joined a cluster that
+/// runs kprov's bridge network.
+pub fn pod_network_service(bin_dir: &str) -> UnitFile {
+    let exec = format!("{bin_dir}/kprov pod-network sync");
     UnitFile::new()
         .section(
             "Unit",
-            &[(
-                "Description",
-                "Run the kprov node health check every 10 seconds",
-            )],
+            &[
+                (
+                    "Description",
+                    "kprov pod network sync (CNI config and routes to other nodes' pods)",
+                ),
+                ("After", "network-online.target"),
+            ],
         )
+        .section("Service", &[("Type", "oneshot"), ("ExecStart", &exec)])
+}
+
+/// The timer that runs the pod-network sync every 10 s.
+pub fn pod_network_timer() -> UnitFile {
+    every_10_seconds("Sync the kprov pod network every 10 seconds")
+}
+
+fn every_10_seconds(description: &str) -> UnitFile {
+    UnitFile::new()
+        .section("Unit", &[("Description", description)])
         .section(
             "Timer",
             &[

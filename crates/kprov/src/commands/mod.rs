@@ -8,6 +8,7 @@ pub mod kubeconfig;
 pub mod netboot;
 pub mod os;
 pub mod pki;
+pub mod pod_network;
 pub mod provision;
 pub mod token;
 pub mod userdata;

@@ -21,6 +21,7 @@ pub fn repo_root() -> PathBuf {
 }
 
 pub mod netns;
+pub mod registry;
 pub mod vm;
 
 /// Runs a script from tools/ and returns the path it prints on stdout.

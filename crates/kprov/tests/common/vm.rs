@@ -56,9 +56,10 @@ pub fn boot(vm: &VmDisk, console: &Path, limit: Duration) -> String {
     let mut child = qemu(
         Command::new("qemu-system-x86_64"),
         vm,
-        console,
-        &Network::None,
-        "",
+        &Options {
+            console,
+            ..Options::default()
+        },
     );
     if !super::wait_bounded(&mut child, limit, |c| {
         let _ = c.kill();
@@ -90,35 +91,124 @@ pub fn boot_until(
     markers: &[&str],
     limit: Duration,
 ) -> (String, String) {
-    let mut child = qemu(launcher, vm, console, network, extra_cmdline);
-    let start = std::time::Instant::now();
-    loop {
-        let text = std::fs::read_to_string(console).unwrap_or_default();
-        if let Some(m) = markers.iter().find(|m| text.contains(*m)) {
-            let _ = child.kill();
-            let _ = child.wait();
-            return (text, m.to_string());
+    let mut running = start(
+        launcher,
+        vm,
+        &Options {
+            console,
+            network,
+            extra_cmdline,
+            ..Options::default()
+        },
+    );
+    running.wait_for(markers, limit)
+}
+
+/// How a VM is started.
+pub struct Options<'a> {
+    /// Where the serial console (ttyS0) is written.
+    pub console: &'a Path,
+    pub network: &'a Network,
+    /// Appended to the kernel command line.
+    pub extra_cmdline: &'a str,
+    pub memory_mib: u32,
+    /// Where a second serial port (ttyS1) is written, for what must not go
+    /// to the console, such as credentials.
+    pub private_serial: Option<&'a Path>,
+}
+
+impl Default for Options<'_> {
+    fn default() -> Self {
+        Options {
+            console: Path::new("/dev/null"),
+            network: &Network::None,
+            extra_cmdline: "",
+            memory_mib: 1024,
+            private_serial: None,
         }
-        if child.try_wait().unwrap().is_some() || start.elapsed() > limit {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!(
-                "the VM showed none of {markers:?} within {limit:?} (or stopped); console:\n{text}"
-            );
-        }
-        std::thread::sleep(Duration::from_millis(500));
     }
 }
 
-fn qemu(
-    mut launcher: Command,
-    vm: &VmDisk,
-    console: &Path,
-    network: &Network,
-    extra_cmdline: &str,
-) -> std::process::Child {
+/// A VM that is running; killed when dropped.
+pub struct Running {
+    child: std::process::Child,
+    console: std::path::PathBuf,
+    started: std::time::Instant,
+}
+
+impl Running {
+    /// The console so far.
+    pub fn console(&self) -> String {
+        std::fs::read_to_string(&self.console).unwrap_or_default()
+    }
+
+    /// When qemu was started.
+    pub fn started(&self) -> std::time::Instant {
+        self.started
+    }
+
+    /// Waits until a console line contains one of `markers`; returns the
+    /// console and the marker. Panics, printing the console, if the VM
+    /// stops or `limit` passes first.
+    pub fn wait_for(&mut self, markers: &[&str], limit: Duration) -> (String, String) {
+        let start = std::time::Instant::now();
+        loop {
+            let text = self.console();
+            if let Some(m) = markers.iter().find(|m| text.contains(*m)) {
+                return (text, m.to_string());
+            }
+            let exited = self.child.try_wait().unwrap().is_some();
+            if exited || start.elapsed() > limit {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                panic!(
+                    "the VM showed none of {markers:?} within {limit:?} (exited: {exited}); console:\n{text}"
+                );
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+
+    /// Waits up to `limit` for the VM to power off; panics, printing the
+    /// console, if it does not.
+    pub fn wait_poweroff(mut self, limit: Duration) -> String {
+        if !super::wait_bounded(&mut self.child, limit, |c| {
+            let _ = c.kill();
+        }) {
+            panic!(
+                "the VM did not power off within {limit:?}; console:\n{}",
+                self.console()
+            );
+        }
+        self.console()
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts the VM through `launcher`.
+pub fn start(launcher: Command, vm: &VmDisk, options: &Options) -> Running {
+    let started = std::time::Instant::now();
+    let child = qemu(launcher, vm, options);
+    Running {
+        child,
+        console: options.console.to_path_buf(),
+        started,
+    }
+}
+
+fn qemu(mut launcher: Command, vm: &VmDisk, options: &Options) -> std::process::Child {
+    let console = options.console;
     let _ = std::fs::remove_file(console);
-    let cmdline = format!("root=/dev/vda rw console=ttyS0 panic=-1 quiet {extra_cmdline}");
+    let cmdline = format!(
+        "root=/dev/vda rw console=ttyS0 panic=-1 quiet {}",
+        options.extra_cmdline
+    );
     let child = launcher
         .args([
             "-accel",
@@ -128,7 +218,7 @@ fn qemu(
             "-smp",
             "1",
             "-m",
-            "1024",
+            &options.memory_mib.to_string(),
         ])
         .args([
             "-machine",
@@ -152,7 +242,12 @@ fn qemu(
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null());
-    match network {
+    if let Some(private) = options.private_serial {
+        child
+            .arg("-serial")
+            .arg(format!("file:{}", private.display()));
+    }
+    match options.network {
         Network::None => {
             child.args(["-nic", "none"]);
         }

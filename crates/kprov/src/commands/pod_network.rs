@@ -1,0 +1,137 @@
+//! `kprov pod-network sync`: the node side of the `bridge` pod network.
+//! Reads the cluster with the kubelet's own credentials and applies what
+//! `kprov_provision::render::cni` decides: the CNI config for this node's
+//! pod range, and kprov's routes (protocol 77) to the other nodes.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use kprov_controlplane::api;
+use kprov_host::fs::{self, FileAttrs};
+use kprov_host::{Command, Root, Runner, SystemRunner};
+use kprov_provision::render::cni::{self, NodeRoute, RouteChange};
+
+use crate::cli::PodNetworkSyncArgs;
+
+/// Runs one sync; every change is logged on stderr (the journal).
+pub fn sync(args: PodNetworkSyncArgs) -> anyhow::Result<ExitCode> {
+    if !args.kubeconfig.exists() {
+        eprintln!(
+            "pod-network: this node has not joined a cluster ({} does not exist); nothing to do",
+            args.kubeconfig.display()
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    let me = api::kubelet_node_name(&args.kubeconfig)?;
+    let (network, nodes) = super::runtime()?.block_on(async {
+        let client = api::client(&args.kubeconfig).await?;
+        let network = api::pod_network(&client).await?;
+        let nodes = match network.as_deref() {
+            Some("bridge") => api::node_pod_ranges(&client).await?,
+            _ => Vec::new(),
+        };
+        anyhow::Ok((network, nodes))
+    })?;
+    match network.as_deref() {
+        None => {
+            eprintln!("pod-network: the cluster runs no pod network that kprov manages; nothing to do");
+            return Ok(ExitCode::SUCCESS);
+        }
+        Some("bridge") => {}
+        Some(other) => anyhow::bail!(
+            "ConfigMap kube-system/{} names pod network {other:?}; this kprov knows only \"bridge\"",
+            kprov_controlplane::addons::POD_NETWORK_CONFIG_MAP
+        ),
+    }
+    let nodes: Vec<NodeRoute> = nodes
+        .into_iter()
+        .map(|(name, pod_cidr, ip)| NodeRoute {
+            name,
+            pod_cidr,
+            internal_ip: ip.and_then(|i| i.parse().ok()),
+        })
+        .collect();
+    let Some(pod_cidr) = nodes
+        .iter()
+        .find(|n| n.name == me)
+        .and_then(|n| n.pod_cidr.clone())
+    else {
+        eprintln!("pod-network: waiting for the controller manager to give node {me} a pod range");
+        return Ok(ExitCode::SUCCESS);
+    };
+
+    let root = Root::live();
+    write_conflist(&root, &pod_cidr, args.dry_run)?;
+    let runner = SystemRunner::new(root);
+    sync_routes(&runner, &cni::desired_routes(&nodes, &me), args.dry_run)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn write_conflist(root: &Root, pod_cidr: &str, dry_run: bool) -> anyhow::Result<()> {
+    let path = Path::new(cni::BRIDGE_CONFLIST);
+    let want = cni::bridge_conflist(pod_cidr);
+    if fs::read(root, path)?.as_deref() == Some(want.as_bytes()) {
+        return Ok(());
+    }
+    if !dry_run {
+        fs::write_atomic(root, path, want.as_bytes(), FileAttrs::root(0o644))
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    eprintln!(
+        "pod-network: {}wrote {} for pod range {pod_cidr}",
+        if dry_run { "would have " } else { "" },
+        path.display()
+    );
+    Ok(())
+}
+
+fn sync_routes(
+    runner: &dyn Runner,
+    desired: &std::collections::BTreeMap<String, std::net::IpAddr>,
+    dry_run: bool,
+) -> anyhow::Result<()> {
+    let proto = cni::ROUTE_PROTOCOL.to_string();
+    let shown = runner.run_checked(&Command::new(
+        "ip",
+        ["-j", "route", "show", "proto", proto.as_str()],
+    ))?;
+    let current = cni::parse_ip_routes(&shown.stdout).map_err(anyhow::Error::msg)?;
+    for change in cni::route_changes(&current, desired) {
+        let (args, what) = match &change {
+            RouteChange::Replace {
+                destination,
+                gateway,
+            } => (
+                vec![
+                    "route".to_string(),
+                    "replace".into(),
+                    destination.clone(),
+                    "via".into(),
+                    gateway.to_string(),
+                    "proto".into(),
+                    proto.clone(),
+                ],
+                format!("route to pod range {destination} via {gateway}"),
+            ),
+            RouteChange::Delete { destination } => (
+                vec![
+                    "route".to_string(),
+                    "del".into(),
+                    destination.clone(),
+                    "proto".into(),
+                    proto.clone(),
+                ],
+                format!("removed the route to {destination} (no node has that range now)"),
+            ),
+        };
+        if !dry_run {
+            runner.run_checked(&Command::new("ip", args))?;
+        }
+        eprintln!(
+            "pod-network: {}{what}",
+            if dry_run { "would set: " } else { "" }
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,410 @@
+//! `kprov init` for real: a Debian 12 VM (qemu, TCG) prebaked by
+//! `kprov provision --phase base --root` from a bundle whose control-plane
+//! images the harness built (v1.20.2 binaries, Debian's etcd, the pause
+//! program) and pushed through a loopback registry. The VM has no route to
+//! any registry: the images reach containerd through kprov-images.service.
+//! In the VM, `kprov init` brings etcd, the API server, the controller
+//! manager and the scheduler up as static pods; from the host (inside the
+//! test's network namespace) `kubectl get nodes` shows the master. A second
+//! VM from the same disk image runs kubeadm v1.20.2 `init` with the same
+//! images, for the benchmark.
+//!
+//! Needs root, qemu, docker-registry, skopeo and many minutes: `#[ignore]`d,
+//! run by tools/test.sh.
+
+#![allow(clippy::unwrap_used, clippy::print_stdout)]
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::netns::Netns;
+use common::registry::control_plane_bundle;
+use common::vm::{make_disk, marked, start, Network, Options, VmDisk};
+use common::{bench, debian_vm_root_tarball, extract, kprov, kubernetes_bin, scratch, sh};
+
+const PREFIX: &str = "10.79.0";
+const MASTER_IP: &str = "10.79.0.10";
+const NODE_NAME: &str = "master-1";
+
+/// Runs in the VM once it is up and the images are imported; what it does
+/// depends on `kprov.test=` on the kernel command line. Progress goes to
+/// the console (ttyS0), admin.conf to the private serial port (ttyS1).
+const TEST_SCRIPT: &str = r#"#!/bin/sh
+exec > /dev/ttyS0 2>&1
+mode=$(sed -n 's/.*kprov\.test=\([a-z]*\).*/\1/p' /proc/cmdline)
+ip link set eth0 up
+ip addr add @MASTER_IP@/24 dev eth0
+ip route add default via @GATEWAY@
+now() { date +%s.%N; }
+took() { echo "$1 $2" | awk '{printf "%.1f", $2 - $1}'; }
+fail() { echo "INITVM failed: $*"; systemctl poweroff; exit 1; }
+echo "INITVM images-unit=$(systemctl is-active kprov-images.service) images=$(ctr -n k8s.io images ls -q | grep -c k8s.gcr.io)"
+case "$mode" in
+kprov)
+    t0=$(now)
+    kprov init --node-name @NODE@ --advertise-address @MASTER_IP@ --kubernetes-version v1.20.2 \
+        --pod-network bridge --timeout 1200 > /root/init.out 2> /root/init.err
+    rc=$?
+    t1=$(now)
+    sed 's/^/INITLOG /' /root/init.err
+    [ $rc = 0 ] || { journalctl -u kubelet -n 30 --no-pager | sed 's/^/KUBELET /'; fail "kprov init exited $rc"; }
+    echo "INITVM kprov-init seconds=$(took $t0 $t1)"
+    echo "INITVM join-command-printed=$(grep -c 'kprov provision --phase join' /root/init.out)"
+    cat /etc/kubernetes/admin.conf > /dev/ttyS1
+    echo "INITVM ready"
+    # The host checks the cluster from outside, then leaves a ConfigMap.
+    until kubectl --kubeconfig /etc/kubernetes/admin.conf -n default get configmap kprov-test-host-done > /dev/null 2>&1; do sleep 2; done
+    kprov init --node-name @NODE@ --advertise-address @MASTER_IP@ --kubernetes-version v1.20.2 \
+        --pod-network bridge --timeout 600 > /root/rerun.out 2> /root/rerun.err
+    echo "INITVM rerun rc=$? $(tail -n 1 /root/rerun.err)"
+    ;;
+kubeadm)
+    # Both PKIs in the same VM, before anything else runs.
+    t0=$(now)
+    kprov pki --cert-dir /root/pki-kprov --node-name @NODE@ --advertise-address @MASTER_IP@ \
+        --kubernetes-version v1.20.2 > /dev/null || fail "kprov pki"
+    t1=$(now)
+    kubeadm init phase certs all --cert-dir /root/pki-kubeadm --apiserver-advertise-address @MASTER_IP@ \
+        --kubernetes-version v1.20.2 > /dev/null || fail "kubeadm init phase certs"
+    t2=$(now)
+    echo "INITVM pki kprov-seconds=$(took $t0 $t1) kubeadm-seconds=$(took $t1 $t2)"
+    t0=$(now)
+    kubeadm init --config /root/kubeadm.yaml --ignore-preflight-errors=all > /root/init.out 2>&1
+    rc=$?
+    t1=$(now)
+    grep -E '^\[(wait-control-plane|apiclient|addons|bootstrap-token)\]' /root/init.out | sed 's/^/INITLOG /'
+    [ $rc = 0 ] || { tail -n 30 /root/init.out; fail "kubeadm init exited $rc"; }
+    echo "INITVM kubeadm-init seconds=$(took $t0 $t1)"
+    ;;
+*) fail "no kprov.test= mode" ;;
+esac
+echo "INITVM done"
+systemctl poweroff
+"#;
+
+const TEST_UNIT: &str = "[Unit]\nDescription=kprov init VM test\n\
+After=multi-user.target kprov-images.service containerd.service\n\
+[Service]\nType=oneshot\nExecStart=/usr/local/sbin/kprov-init-vm-test\n\
+[Install]\nWantedBy=multi-user.target\n";
+
+/// kubeadm's settings for the same cluster: the systemd cgroup driver
+/// kprov configures containerd with, and room to wait under TCG.
+const KUBEADM_CONFIG: &str = "apiVersion: kubeadm.k8s.io/v1beta2
+kind: InitConfiguration
+localAPIEndpoint:
+  advertiseAddress: @MASTER_IP@
+  bindPort: 6443
+nodeRegistration:
+  name: @NODE@
+  criSocket: /run/containerd/containerd.sock
+---
+apiVersion: kubeadm.k8s.io/v1beta2
+kind: ClusterConfiguration
+kubernetesVersion: v1.20.2
+apiServer:
+  timeoutForControlPlane: 20m0s
+networking:
+  podSubnet: 10.244.0.0/16
+  serviceSubnet: 10.96.0.0/12
+---
+apiVersion: kubelet.config.k8s.io/v1beta1
+kind: KubeletConfiguration
+cgroupDriver: systemd
+";
+
+/// The drop-in kubeadm's Debian/RPM packages ship for the kubelet.
+const KUBEADM_DROPIN: &str = "[Service]
+Environment=\"KUBELET_KUBECONFIG_ARGS=--bootstrap-kubeconfig=/etc/kubernetes/bootstrap-kubelet.conf --kubeconfig=/etc/kubernetes/kubelet.conf\"
+Environment=\"KUBELET_CONFIG_ARGS=--config=/var/lib/kubelet/config.yaml\"
+EnvironmentFile=-/var/lib/kubelet/kubeadm-flags.env
+ExecStart=
+ExecStart=/usr/local/bin/kubelet $KUBELET_KUBECONFIG_ARGS $KUBELET_CONFIG_ARGS $KUBELET_KUBEADM_ARGS $KUBELET_EXTRA_ARGS
+";
+
+fn fill(template: &str, gateway: &str) -> String {
+    template
+        .replace("@MASTER_IP@", MASTER_IP)
+        .replace("@GATEWAY@", gateway)
+        .replace("@NODE@", NODE_NAME)
+}
+
+fn write(path: &Path, text: &str, mode: u32) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, text).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+/// The VM's disk: the Debian VM root, base phase from the bundle, kprov and
+/// kubeadm, the test script and, for kubeadm's run only, its drop-in.
+fn master_disk(dir: &Path, gateway: &str) -> VmDisk {
+    let bundle = control_plane_bundle(&dir.join("bundle-work"), &[]);
+    let root = dir.join("root");
+    extract(debian_vm_root_tarball(), &root);
+    let run = kprov(
+        &[
+            "provision",
+            "--phase",
+            "base",
+            "--root",
+            root.to_str().unwrap(),
+            "--kubelet-version",
+            "v1.20.2",
+            "--arch",
+            "amd64",
+            "--bundle",
+            bundle.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(run.ok(), "prebaking the master failed:\n{}", run.stderr);
+    std::fs::remove_dir_all(dir.join("bundle-work")).unwrap();
+
+    let bin = root.join("usr/local/bin");
+    sh(Command::new("objcopy")
+        .arg("--strip-debug")
+        .arg(common::kprov_bin())
+        .arg(bin.join("kprov")));
+    std::fs::copy(kubernetes_bin().join("kubeadm"), bin.join("kubeadm")).unwrap();
+    write(
+        &root.join("usr/local/sbin/kprov-init-vm-test"),
+        &fill(TEST_SCRIPT, gateway),
+        0o755,
+    );
+    write(
+        &root.join("root/kubeadm.yaml"),
+        &fill(KUBEADM_CONFIG, gateway),
+        0o600,
+    );
+    write(
+        &root.join("etc/systemd/system/kprov-init-vm-test.service"),
+        TEST_UNIT,
+        0o644,
+    );
+    std::os::unix::fs::symlink(
+        "/etc/systemd/system/kprov-init-vm-test.service",
+        root.join("etc/systemd/system/multi-user.target.wants/kprov-init-vm-test.service"),
+    )
+    .unwrap();
+    // No login prompt on the serial line: agetty's vhangup would cut the
+    // test script off the console.
+    std::os::unix::fs::symlink(
+        "/dev/null",
+        root.join("etc/systemd/system/serial-getty@ttyS0.service"),
+    )
+    .unwrap();
+    let vm = make_disk(&root, dir, "6G");
+    std::fs::remove_dir_all(&root).unwrap();
+    vm
+}
+
+/// A copy of `vm`'s disk for kubeadm's run, with kubeadm's kubelet drop-in.
+fn kubeadm_disk(vm: &VmDisk, dir: &Path) -> VmDisk {
+    let disk = dir.join("disk-kubeadm.raw");
+    sh(Command::new("cp")
+        .arg("--sparse=always")
+        .arg(&vm.disk)
+        .arg(&disk));
+    let dropin = dir.join("10-kubeadm.conf");
+    std::fs::write(&dropin, KUBEADM_DROPIN).unwrap();
+    // debugfs writes into the ext4 image without mounting it.
+    let script = dir.join("debugfs.cmd");
+    std::fs::write(
+        &script,
+        format!(
+            "mkdir /etc/systemd/system/kubelet.service.d\nwrite {} /etc/systemd/system/kubelet.service.d/10-kubeadm.conf\n",
+            dropin.display()
+        ),
+    )
+    .unwrap();
+    sh(Command::new("debugfs")
+        .arg("-w")
+        .arg("-f")
+        .arg(&script)
+        .arg(&disk));
+    VmDisk {
+        disk,
+        kernel: vm.kernel.clone(),
+        initrd: vm.initrd.clone(),
+    }
+}
+
+/// The figure after `key=` on the marker line starting with `prefix`.
+fn figure(console: &str, prefix: &str, key: &str) -> f64 {
+    let line = marked(console, prefix)
+        .into_iter()
+        .next()
+        .unwrap_or_else(|| panic!("no {prefix:?} line; console:\n{console}"));
+    let value = line
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix(&format!("{key}=")))
+        .unwrap_or_else(|| panic!("no {key}= in {line:?}"));
+    value.parse().unwrap()
+}
+
+fn kubectl(ns: &Netns, kubeconfig: &Path, args: &[&str]) -> std::process::Output {
+    ns.command(kubernetes_bin().join("kubectl").to_str().unwrap())
+        .arg("--kubeconfig")
+        .arg(kubeconfig)
+        .args(["--request-timeout", "20s"])
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+/// Polls `kubectl get nodes` until the master is listed Ready, within
+/// `limit`; returns the last listing.
+fn wait_for_ready_master(ns: &Netns, kubeconfig: &Path, limit: Duration) -> String {
+    let start = Instant::now();
+    loop {
+        let out = kubectl(ns, kubeconfig, &["get", "nodes", "-o", "wide"]);
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let ready = text
+            .lines()
+            .any(|l| l.starts_with(NODE_NAME) && l.split_whitespace().nth(1) == Some("Ready"));
+        if ready {
+            return text;
+        }
+        assert!(
+            start.elapsed() < limit,
+            "the master was not Ready within {limit:?}; last listing:\n{text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::thread::sleep(Duration::from_secs(3));
+    }
+}
+
+#[test]
+#[ignore = "needs root, qemu, docker-registry, skopeo and the cached builds; run by tools/test.sh"]
+fn kprov_init_runs_the_control_plane_as_static_pods_in_a_vm_and_kubeadm_is_measured_beside_it() {
+    let dir = scratch("init-vm-");
+    let ns = Netns::new(PREFIX);
+    let gateway = ns.gateway();
+    let vm = master_disk(dir.path(), &gateway);
+    let kubeadm_vm = kubeadm_disk(&vm, dir.path());
+    ns.add_tap("tap0");
+    let network = Network::Tap {
+        tap: "tap0".into(),
+        mac: "52:54:00:79:00:10".into(),
+    };
+
+    // kprov first.
+    let private: PathBuf = dir.path().join("ttyS1.log");
+    let mut running = start(
+        ns.command("qemu-system-x86_64"),
+        &vm,
+        &Options {
+            console: &dir.path().join("console-kprov.log"),
+            network: &network,
+            extra_cmdline: "net.ifnames=0 kprov.test=kprov",
+            memory_mib: 2048,
+            private_serial: Some(&private),
+        },
+    );
+    let (console, marker) = running.wait_for(
+        &["INITVM ready", "INITVM failed"],
+        Duration::from_secs(1500),
+    );
+    let vm_to_ready = running.started().elapsed();
+    assert_eq!(marker, "INITVM ready", "console:\n{console}");
+    assert!(
+        console.contains("INITVM images-unit=active images=6"),
+        "the images were not imported; console:\n{console}"
+    );
+    assert!(
+        console.contains("INITVM join-command-printed=1"),
+        "{console}"
+    );
+    for progress in ["INITLOG wait-control-plane: ", "INITLOG addons: "] {
+        assert!(
+            console.contains(progress),
+            "no {progress:?}; console:\n{console}"
+        );
+    }
+    let kprov_init = figure(&console, "INITVM kprov-init", "seconds");
+
+    let admin = dir.path().join("admin.conf");
+    std::fs::copy(&private, &admin).unwrap();
+    std::fs::set_permissions(&admin, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let nodes = wait_for_ready_master(&ns, &admin, Duration::from_secs(300));
+    println!("kubectl get nodes (from the host):\n{nodes}");
+    assert!(nodes.contains(MASTER_IP), "{nodes}");
+    let pods = kubectl(
+        &ns,
+        &admin,
+        &["-n", "kube-system", "get", "pods", "-o", "wide"],
+    );
+    let pods = String::from_utf8_lossy(&pods.stdout).into_owned();
+    println!("kube-system pods:\n{pods}");
+    for component in [
+        "etcd",
+        "kube-apiserver",
+        "kube-controller-manager",
+        "kube-scheduler",
+    ] {
+        let line = format!("{component}-{NODE_NAME} ");
+        assert!(
+            pods.lines()
+                .any(|l| l.starts_with(&line) && l.contains(" Running ")),
+            "{component} is not a running static pod:\n{pods}"
+        );
+    }
+    let done = kubectl(
+        &ns,
+        &admin,
+        &[
+            "-n",
+            "default",
+            "create",
+            "configmap",
+            "kprov-test-host-done",
+        ],
+    );
+    assert!(
+        done.status.success(),
+        "{}",
+        String::from_utf8_lossy(&done.stderr)
+    );
+    let console = running.wait_poweroff(Duration::from_secs(900));
+    let rerun = marked(&console, "INITVM rerun")
+        .into_iter()
+        .next()
+        .unwrap_or_else(|| panic!("no re-run; console:\n{console}"))
+        .to_string();
+    assert!(
+        rerun.starts_with("INITVM rerun rc=0 ") && rerun.contains("nothing changed"),
+        "a second kprov init on a working master changed something: {rerun}\nconsole:\n{console}"
+    );
+
+    // kubeadm on a copy of the same disk image.
+    let mut running = start(
+        ns.command("qemu-system-x86_64"),
+        &kubeadm_vm,
+        &Options {
+            console: &dir.path().join("console-kubeadm.log"),
+            network: &network,
+            extra_cmdline: "net.ifnames=0 kprov.test=kubeadm",
+            memory_mib: 2048,
+            private_serial: None,
+        },
+    );
+    let (console, marker) =
+        running.wait_for(&["INITVM done", "INITVM failed"], Duration::from_secs(1500));
+    assert_eq!(marker, "INITVM done", "console:\n{console}");
+    let kubeadm_init = figure(&console, "INITVM kubeadm-init", "seconds");
+    let pki_kprov = figure(&console, "INITVM pki", "kprov-seconds");
+    let pki_kubeadm = figure(&console, "INITVM pki", "kubeadm-seconds");
+
+    bench(&format!(
+        "init VM (TCG, 1 vCPU): kprov init {kprov_init:.1} s, kubeadm init {kubeadm_init:.1} s \
+         (ratio {:.2}; same images, same disk image); VM start to kprov's control plane ready {:.0} s",
+        kprov_init / kubeadm_init,
+        vm_to_ready.as_secs_f64()
+    ));
+    bench(&format!(
+        "init VM PKI (RSA 2048): kprov pki {pki_kprov:.1} s, kubeadm init phase certs all {pki_kubeadm:.1} s"
+    ));
+}
