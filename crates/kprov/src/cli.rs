@@ -462,8 +462,14 @@ pub struct BundleCreateArgs {
     #[arg(long, value_name = "IMAGE")]
     pub exclude_image: Vec<String>,
 
+    /// Also include this image (a full reference REGISTRY/REPOSITORY:TAG,
+    /// e.g. docker.io/library/busybox:1.35.0), for workloads that must run
+    /// without a registry. Repeatable.
+    #[arg(long = "image", value_name = "IMAGE")]
+    pub extra_images: Vec<String>,
+
     /// Binaries only: no container images (nodes pull them themselves).
-    #[arg(long, conflicts_with_all = ["registry_mirror", "exclude_image"])]
+    #[arg(long, conflicts_with_all = ["registry_mirror", "exclude_image", "extra_images"])]
     pub no_images: bool,
 
     /// Include containerd and runc static releases (for Flatcar, or nodes

@@ -15,7 +15,7 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -371,15 +371,30 @@ fn a_missing_image_or_a_tampered_blob_fails_naming_the_image_and_writes_nothing(
         "{}",
         run.stderr
     );
+    // An extra image must be a full reference; nothing is written.
+    let output = dir.path().join("bad-extra");
+    let run = create_bundle(
+        &server.url(),
+        &registry.addr,
+        &output,
+        &cache,
+        &["--image", "busybox"],
+        &[],
+    );
+    assert!(!run.ok());
+    assert!(
+        run.stderr
+            .contains("--image \"busybox\": expected REGISTRY/REPOSITORY:TAG"),
+        "{}",
+        run.stderr
+    );
+    assert!(!output.exists());
 }
 
 #[test]
 #[ignore = "benchmark: prints figures; run by tools/test.sh"]
 fn benchmark_control_plane_bundle_creation() {
-    // KPROV_BENCH_BIN points at a release build (tools/test.sh sets it).
-    let bin = std::env::var("KPROV_BENCH_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| common::kprov_bin());
+    let bin = common::kprov_bin_for_benchmarks();
     let dir = scratch("bench-images-");
     let site = dir.path().join("mirror");
     build_mirror(&site);

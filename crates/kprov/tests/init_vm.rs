@@ -46,11 +46,12 @@ echo "INITVM images-unit=$(systemctl is-active kprov-images.service) images=$(ct
 case "$mode" in
 kprov)
     t0=$(now)
-    kprov init --node-name @NODE@ --advertise-address @MASTER_IP@ --kubernetes-version v1.20.2 \
-        --pod-network bridge --timeout 1200 > /root/init.out 2> /root/init.err
-    rc=$?
+    # Progress (stderr) to the console as it comes; the join command
+    # (stdout, with the token) only to a file.
+    { kprov init --node-name @NODE@ --advertise-address @MASTER_IP@ --kubernetes-version v1.20.2 \
+        --pod-network bridge --timeout 1200 2>&1 > /root/init.out; echo $? > /root/init.rc; } | sed 's/^/INITLOG /'
+    rc=$(cat /root/init.rc)
     t1=$(now)
-    sed 's/^/INITLOG /' /root/init.err
     [ $rc = 0 ] || { journalctl -u kubelet -n 30 --no-pager | sed 's/^/KUBELET /'; fail "kprov init exited $rc"; }
     echo "INITVM kprov-init seconds=$(took $t0 $t1)"
     echo "INITVM join-command-printed=$(grep -c 'kprov provision --phase join' /root/init.out)"
@@ -166,7 +167,7 @@ fn master_disk(dir: &Path, gateway: &str) -> VmDisk {
     let bin = root.join("usr/local/bin");
     sh(Command::new("objcopy")
         .arg("--strip-debug")
-        .arg(common::kprov_bin())
+        .arg(common::kprov_bin_for_benchmarks())
         .arg(bin.join("kprov")));
     std::fs::copy(kubernetes_bin().join("kubeadm"), bin.join("kubeadm")).unwrap();
     write(

@@ -756,9 +756,7 @@ fn http_serves_scripts_ranges_and_user_data_only_to_its_machine() {
 // in the same namespaces, one server at a time, a few seconds of load.
 
 fn bench_bin() -> PathBuf {
-    std::env::var("KPROV_BENCH_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| common::kprov_bin())
+    common::kprov_bin_for_benchmarks()
 }
 
 /// One perfdhcp run at `rate` for 3 s from `peer` (relayed, as perfdhcp

@@ -596,11 +596,7 @@ fn median_time(runs: usize, mut run: impl FnMut(&Path)) -> Duration {
 #[test]
 #[ignore = "benchmark: needs the Kubernetes v1.20.2 build; tools/test.sh runs it on a release build"]
 fn benchmark_pki_generation_against_kubeadm() {
-    // KPROV_BENCH_BIN points at a release build (tools/test.sh sets it);
-    // otherwise the debug binary under test is timed.
-    let bin = std::env::var("KPROV_BENCH_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| common::kprov_bin());
+    let bin = common::kprov_bin_for_benchmarks();
     for key_type in ["rsa", "ecdsa"] {
         let kubeadm_time = median_time(5, |dir| {
             let config = dir.join("kubeadm.yaml");

@@ -10,7 +10,7 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -331,11 +331,7 @@ fn the_prebaked_root_boots_with_containerd_and_the_health_checks_restart_it() {
 #[test]
 #[ignore = "benchmark: prints figures; run by tools/test.sh"]
 fn benchmark_noop_rerun_and_offline_apply() {
-    // KPROV_BENCH_BIN points at a release build (tools/test.sh sets it);
-    // otherwise the debug binary under test is timed.
-    let bin = std::env::var("KPROV_BENCH_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| common::kprov_bin());
+    let bin = common::kprov_bin_for_benchmarks();
     let dir = scratch("bench-");
     let root = dir.path().join("root");
     link_tree(root_with_packages(), &root);

@@ -59,7 +59,8 @@ fn create(args: BundleCreateArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// The catalog's images for the bundle, less the excluded ones.
+/// The catalog's images for the bundle, less the excluded ones, plus the
+/// extra ones.
 fn images(args: &BundleCreateArgs) -> anyhow::Result<Vec<ImageRef>> {
     if args.no_images {
         return Ok(Vec::new());
@@ -77,10 +78,19 @@ fn images(args: &BundleCreateArgs) -> anyhow::Result<Vec<ImageRef>> {
             );
         }
     }
-    Ok(all
+    let mut images: Vec<ImageRef> = all
         .into_iter()
         .filter(|i| !args.exclude_image.contains(&i.to_string()))
-        .collect())
+        .collect();
+    for extra in &args.extra_images {
+        let image = kprov_artifacts::image::parse_image_ref(extra).with_context(|| {
+            format!("--image {extra:?}: expected REGISTRY/REPOSITORY:TAG, e.g. docker.io/library/busybox:1.35.0")
+        })?;
+        if !images.contains(&image) {
+            images.push(image);
+        }
+    }
+    Ok(images)
 }
 
 /// Checks --registry-mirror (HOST[:PORT]) and reads the registry password.

@@ -189,6 +189,14 @@ pub fn kubernetes_bin() -> &'static Path {
     P.get_or_init(|| dev_script("build-kubernetes.sh", &[]))
 }
 
+/// The kprov binary to measure: the release build tools/test.sh names in
+/// KPROV_BENCH_BIN, else the debug build (for runs by hand).
+pub fn kprov_bin_for_benchmarks() -> PathBuf {
+    std::env::var_os("KPROV_BENCH_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(kprov_bin)
+}
+
 /// The kprov binary under test.
 pub fn kprov_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_kprov"))

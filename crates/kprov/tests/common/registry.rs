@@ -174,13 +174,17 @@ pub fn create_bundle(
 /// A bundle for v1.20.2/amd64 built in `dir`: binaries from a loopback
 /// mirror, and the control-plane images (`--control-plane`, without
 /// CoreDNS) pushed into a loopback registry and pulled back by kprov.
-/// `extra` goes to `kprov bundle create` as is.
+/// `extra` goes to `kprov bundle create` as is (e.g. `--image` with
+/// another harness image).
 pub fn control_plane_bundle(dir: &Path, extra: &[&str]) -> PathBuf {
     let mirror = dir.join("mirror");
     build_mirror(&mirror);
     let server = FileServer::start(&mirror).unwrap();
     let registry = Registry::start(&dir.join("registry"), None);
-    registry.push_control_plane();
+    // Every harness image, so that `extra` may add any with --image.
+    for (archive, reference) in &harness_images().1 {
+        registry.push(archive, reference, None);
+    }
     let bundle = dir.join("bundle");
     let mut flags = vec!["--control-plane", "--exclude-image", COREDNS];
     flags.extend_from_slice(extra);
