@@ -44,6 +44,14 @@ pub enum Command {
     /// --artifacts-dir ./artifacts --kubelet-version v1.20.2
     Provision(Box<ProvisionArgs>),
 
+    /// Undo the join phase: stop the kubelet, remove its credentials,
+    /// configuration and state, the cluster CA, the pods' containers and
+    /// the CNI configuration and state. The base phase stays; the node
+    /// can join again.
+    ///
+    /// Example: kprov reset --dry-run
+    Reset(ResetArgs),
+
     /// Check the container runtime and kubelet once; restart a unit that
     /// failed several checks in a row. Run by kprov-healthcheck.timer.
     HealthCheck(HealthCheckArgs),
@@ -554,7 +562,9 @@ fn parse_version(s: &str) -> Result<KubernetesVersion, String> {
 /// Flags of `kprov provision`.
 #[derive(Debug, Args)]
 pub struct ProvisionArgs {
-    /// Which phase to run. The join phase needs --token and --ca-cert.
+    /// Which phase to run. The join phase needs --token, --api-server and
+    /// a way to trust the API server (--discovery-token-ca-cert-hash,
+    /// --ca-cert or --discovery-token-unsafe-skip-ca-verification).
     #[arg(long, value_enum, default_value_t = PhaseArg::All)]
     pub phase: PhaseArg,
 
@@ -614,9 +624,59 @@ pub struct ProvisionArgs {
     pub token: Option<String>,
 
     /// PEM file of the cluster CA that signed the API server's certificate
-    /// (join phase).
+    /// (join phase). Trusted as given; checked against
+    /// --discovery-token-ca-cert-hash when both are given.
     #[arg(long, value_name = "FILE")]
     pub ca_cert: Option<PathBuf>,
+
+    /// The API server to join (join phase): https://HOST:PORT.
+    #[arg(long, value_name = "URL")]
+    pub api_server: Option<String>,
+
+    /// Pin the cluster CA by its public-key hash (join phase):
+    /// sha256:<hex of the SHA-256 of its DER SubjectPublicKeyInfo>, as
+    /// `kprov pki ca-hash` prints it. The CA found by token discovery is
+    /// accepted only if it matches one. Repeatable.
+    #[arg(long, value_name = "sha256:HEX")]
+    pub discovery_token_ca_cert_hash: Vec<String>,
+
+    /// Trust whatever CA token discovery finds, without a pinned hash
+    /// (join phase). Anyone who can answer for the API server's address
+    /// can then take the node over.
+    #[arg(long)]
+    pub discovery_token_unsafe_skip_ca_verification: bool,
+
+    /// The node's name (join phase; the kubelet's --hostname-override).
+    /// Defaults to the host name.
+    #[arg(long, value_name = "NAME")]
+    pub node_name: Option<String>,
+
+    /// The node's address (join phase; the kubelet's --node-ip).
+    #[arg(long, value_name = "IP")]
+    pub node_ip: Option<String>,
+
+    /// Labels the node registers with (join phase): KEY=VALUE,...
+    #[arg(long, value_name = "KEY=VALUE,...")]
+    pub node_labels: Option<String>,
+
+    /// Taints the node registers with (join phase): KEY[=VALUE]:EFFECT,
+    /// comma-separated or repeated.
+    #[arg(long, value_name = "TAINT", value_delimiter = ',')]
+    pub register_with_taints: Vec<String>,
+
+    /// The cluster DNS Service's address the kubelet gives pods (join
+    /// phase).
+    #[arg(long, value_name = "IP", default_value = "10.96.0.10")]
+    pub cluster_dns: std::net::IpAddr,
+
+    /// The cluster's DNS domain (join phase).
+    #[arg(long, value_name = "DOMAIN", default_value = "cluster.local")]
+    pub cluster_domain: String,
+
+    /// Seconds the join phase may take in all: discovery, TLS bootstrap
+    /// and the Node's registration.
+    #[arg(long, value_name = "SECONDS", default_value_t = 300)]
+    pub timeout: u64,
 
     /// Print the plan and what would change; change nothing.
     #[arg(long)]
@@ -625,6 +685,18 @@ pub struct ProvisionArgs {
     /// Report format on stdout; progress always goes to stderr.
     #[arg(long, value_enum, default_value_t = OutputArg::Text)]
     pub output: OutputArg,
+}
+
+/// Flags of `kprov reset`.
+#[derive(Debug, Args)]
+pub struct ResetArgs {
+    /// The node's root: / for the running host, or a directory.
+    #[arg(long, value_name = "DIR", default_value = "/")]
+    pub root: PathBuf,
+
+    /// Print what would be removed; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 /// Flags of `kprov health-check`.

@@ -311,6 +311,7 @@ fn kubelet_start(ctx: &InitContext) -> anyhow::Result<()> {
         cloud_provider: None,
         cloud_config: None,
         static_pods: true,
+        hostname_override: None,
     };
     let plan = kprov_provision::plan::plan_kubelet(
         &os,

@@ -4,11 +4,13 @@
 pub mod bundle;
 pub mod health_check;
 pub mod init;
+pub mod join;
 pub mod kubeconfig;
 pub mod netboot;
 pub mod os;
 pub mod pki;
 pub mod provision;
+pub mod reset;
 pub mod token;
 pub mod userdata;
 
