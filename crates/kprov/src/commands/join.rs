@@ -57,6 +57,17 @@ pub fn run(root: &Root, os: &OsFacts, spec: &NodeSpec, args: &ProvisionArgs) -> 
     let (Some(server), Some(token)) = (&spec.api_server, &spec.token) else {
         unreachable!("NodeSpec::validate requires --api-server and --token for the join phase")
     };
+    let base_in_place = kprov_provision::tables::UNIT_SEARCH_PATH.iter().any(|dir| {
+        root.resolve_following(Path::new(dir).join("kubelet.service"))
+            .is_ok_and(|p| p.is_file())
+    });
+    // A dry run of --phase all has not installed the base phase yet.
+    let base_planned = args.dry_run && spec_includes_base(args);
+    if !(base_in_place || base_planned) {
+        bail!(
+            "the base phase is not in place on {root} (no kubelet.service unit): run `kprov provision --phase base` first, or --phase all"
+        );
+    }
     let timeout = Duration::from_secs(args.timeout);
     let join = Join {
         server,
@@ -116,6 +127,10 @@ pub fn run(root: &Root, os: &OsFacts, spec: &NodeSpec, args: &ProvisionArgs) -> 
         eprintln!("kprov: node {node} joined {}", join.server);
     }
     Ok(())
+}
+
+fn spec_includes_base(args: &ProvisionArgs) -> bool {
+    kprov_core::Phase::from(args.phase).includes_base()
 }
 
 /// The kubelet's parameters from the spec.
