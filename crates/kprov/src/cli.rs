@@ -773,6 +773,17 @@ pub struct UserdataArgs {
     #[arg(long, value_name = "FILE")]
     pub ca_cert: Option<PathBuf>,
 
+    /// The API server the node joins: https://HOST:PORT (passed to kprov
+    /// provision).
+    #[arg(long, value_name = "URL")]
+    pub api_server: Option<String>,
+
+    /// The cluster CA's public-key hash the node pins (sha256:HEX, passed
+    /// to kprov provision). Repeatable; in --config, a list.
+    #[serde(alias = "discovery-token-ca-cert-hashes")]
+    #[arg(long, value_name = "sha256:HEX")]
+    pub discovery_token_ca_cert_hash: Vec<String>,
+
     /// In-tree cloud provider for the kubelet, e.g. openstack.
     #[arg(long, value_name = "NAME")]
     pub cloud_provider: Option<String>,
@@ -822,7 +833,8 @@ pub struct UserdataArgs {
     pub kubelet_version: Option<String>,
 
     /// Which phase kprov provision runs on the node (default: all, which
-    /// needs --token and --ca-cert).
+    /// needs --token, --api-server and --discovery-token-ca-cert-hash or
+    /// --ca-cert).
     #[arg(long, value_enum)]
     pub phase: Option<PhaseArg>,
 
@@ -878,6 +890,8 @@ impl UserdataArgs {
             mut ssh_authorized_keys,
             ssh_authorized_keys_file,
             ca_cert,
+            api_server,
+            discovery_token_ca_cert_hash,
             cloud_provider,
             cloud_config_file,
             cloud_config,
@@ -905,6 +919,12 @@ impl UserdataArgs {
             ssh_authorized_keys: keys,
             ssh_authorized_keys_file: ssh_authorized_keys_file.or(file.ssh_authorized_keys_file),
             ca_cert: ca_cert.or(file.ca_cert),
+            api_server: api_server.or(file.api_server),
+            discovery_token_ca_cert_hash: if discovery_token_ca_cert_hash.is_empty() {
+                file.discovery_token_ca_cert_hash
+            } else {
+                discovery_token_ca_cert_hash
+            },
             cloud_provider: cloud_provider.or(file.cloud_provider),
             cloud_config_file: cloud_config_file.or(file.cloud_config_file),
             cloud_config: cloud_config.or(file.cloud_config),
