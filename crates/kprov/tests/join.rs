@@ -320,3 +320,233 @@ fn token_discovery_joins_with_the_right_token_and_hash_and_diagnoses_the_rest() 
     );
     drop(cp);
 }
+
+/// A self-signed CA made with openssl.
+fn openssl_ca(path: &Path) {
+    let made = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=kubernetes",
+            "-keyout",
+            "/dev/null",
+            "-out",
+        ])
+        .arg(path)
+        .output()
+        .unwrap();
+    assert!(made.status.success(), "{made:?}");
+}
+
+#[test]
+fn an_offline_join_with_a_ca_file_is_undone_by_reset_which_keeps_the_base_phase() {
+    let dir = scratch("join-reset-");
+    let root = dir.path().join("root");
+    base_root(&root);
+    let ca = dir.path().join("ca.pem");
+    openssl_ca(&ca);
+    let root_s = root.to_str().unwrap();
+    let ca_s = ca.to_str().unwrap();
+    let token = "abcdef.0123456789abcdef";
+    let offline_join = |extra: &[&str]| {
+        let mut args = vec![
+            "provision",
+            "--phase",
+            "join",
+            "--root",
+            root_s,
+            "--kubelet-version",
+            "v1.20.2",
+            "--api-server",
+            "https://127.0.0.1:1",
+            "--ca-cert",
+            ca_s,
+        ];
+        args.extend_from_slice(extra);
+        common::kprov(&args, &[("KPROV_TOKEN", token)])
+    };
+    let base = snapshot(&root);
+
+    // A dry run writes nothing.
+    let run = offline_join(&["--dry-run"]);
+    assert!(run.ok(), "{}", run.stderr);
+    assert_eq!(diff(&base, &snapshot(&root)), Vec::<String>::new());
+
+    let run = offline_join(&[]);
+    assert!(run.ok(), "{}", run.stderr);
+    assert!(!run.stdout.contains(token) && !run.stderr.contains(token));
+    assert_eq!(
+        std::fs::read(root.join("etc/kubernetes/pki/ca.crt")).unwrap(),
+        std::fs::read(&ca).unwrap()
+    );
+    // What TLS bootstrap and the cluster's pods would have left: a
+    // kubelet.conf whose client certificate is valid.
+    use base64::Engine;
+    let ca_b64 = base64::engine::general_purpose::STANDARD.encode(std::fs::read(&ca).unwrap());
+    let kubelet_conf = format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- cluster:\n    certificate-authority-data: {ca_b64}\n    server: https://127.0.0.1:1\n  name: default-cluster\ncontexts:\n- context:\n    cluster: default-cluster\n    user: default-auth\n  name: default-context\ncurrent-context: default-context\nusers:\n- name: default-auth\n  user:\n    client-certificate: /var/lib/kubelet/pki/kubelet-client-current.pem\n    client-key: /var/lib/kubelet/pki/kubelet-client-current.pem\n"
+    );
+    let client_cert = dir.path().join("client.pem");
+    openssl_ca(&client_cert);
+    let client_cert = std::fs::read_to_string(&client_cert).unwrap();
+    for (path, body) in [
+        ("etc/cni/net.d/10-flannel.conflist", "{}"),
+        ("var/lib/cni/networks/cbr0/10.244.1.2", "id"),
+        (
+            "var/lib/kubelet/pki/kubelet-client-current.pem",
+            client_cert.as_str(),
+        ),
+        ("etc/kubernetes/kubelet.conf", kubelet_conf.as_str()),
+    ] {
+        let p = root.join(path);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, body).unwrap();
+    }
+
+    // A joined node keeps its bootstrap kubeconfig: a re-run with another
+    // (say, expired) token changes nothing.
+    let joined = snapshot(&root);
+    let run = common::kprov(
+        &[
+            "provision",
+            "--phase",
+            "join",
+            "--root",
+            root_s,
+            "--kubelet-version",
+            "v1.20.2",
+            "--api-server",
+            "https://127.0.0.1:1",
+            "--ca-cert",
+            ca_s,
+        ],
+        &[("KPROV_TOKEN", "zzzzzz.0000000000000000")],
+    );
+    assert!(run.ok(), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("this node has joined already"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stdout.contains(" 0 created, 0 changed"),
+        "{}",
+        run.stdout
+    );
+    assert_eq!(diff(&joined, &snapshot(&root)), Vec::<String>::new());
+    // ... and refuses to be pointed at another cluster.
+    let other = dir.path().join("other.pem");
+    openssl_ca(&other);
+    let run = common::kprov(
+        &[
+            "provision",
+            "--phase",
+            "join",
+            "--root",
+            root_s,
+            "--kubelet-version",
+            "v1.20.2",
+            "--api-server",
+            "https://127.0.0.1:1",
+            "--ca-cert",
+            other.to_str().unwrap(),
+        ],
+        &[("KPROV_TOKEN", token)],
+    );
+    assert!(
+        !run.ok() && run.stderr.contains("run `kprov reset` first"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(diff(&joined, &snapshot(&root)), Vec::<String>::new());
+
+    // Reset: a dry run changes nothing; then the join is undone, the
+    // base phase (the unit, the CNI config directory) stays.
+    let run = common::kprov(&["reset", "--root", root_s, "--dry-run"], &[]);
+    assert!(run.ok(), "{}", run.stderr);
+    assert!(
+        run.stdout.contains("would change /var/lib/kubelet removed"),
+        "{}",
+        run.stdout
+    );
+    assert_eq!(diff(&joined, &snapshot(&root)), Vec::<String>::new());
+    let run = common::kprov(&["reset", "--root", root_s], &[]);
+    assert!(run.ok(), "{}", run.stderr);
+    for gone in [
+        "etc/kubernetes/kubelet.conf",
+        "etc/kubernetes/bootstrap-kubelet.conf",
+        "etc/kubernetes/pki/ca.crt",
+        "etc/systemd/system/kubelet.service.d/10-kprov.conf",
+        "var/lib/kubelet",
+        "var/lib/cni",
+        "etc/cni/net.d/10-flannel.conflist",
+    ] {
+        assert!(!root.join(gone).exists(), "{gone} is still there");
+    }
+    assert!(root.join("etc/systemd/system/kubelet.service").is_file());
+    assert!(root.join("etc/cni/net.d").is_dir());
+    let after = snapshot(&root);
+    let run = common::kprov(&["reset", "--root", root_s], &[]);
+    assert!(
+        run.ok() && run.stderr.contains("nothing changed"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(diff(&after, &snapshot(&root)), Vec::<String>::new());
+
+    // It joins again.
+    let run = offline_join(&[]);
+    assert!(run.ok(), "{}", run.stderr);
+    assert_eq!(
+        std::fs::metadata(root.join("etc/kubernetes/bootstrap-kubelet.conf"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o7777,
+        0o600
+    );
+}
+
+#[test]
+fn the_join_phase_needs_the_base_phase_in_place() {
+    let dir = scratch("join-nobase-");
+    let root = dir.path();
+    std::fs::create_dir_all(root.join("etc")).unwrap();
+    std::fs::write(
+        root.join("etc/os-release"),
+        "ID=debian\nVERSION_ID=\"12\"\n",
+    )
+    .unwrap();
+    let ca = root.join("ca.pem");
+    openssl_ca(&ca);
+    let before = snapshot(root);
+    let run = common::kprov(
+        &[
+            "provision",
+            "--phase",
+            "join",
+            "--root",
+            root.to_str().unwrap(),
+            "--api-server",
+            "https://127.0.0.1:1",
+            "--ca-cert",
+            ca.to_str().unwrap(),
+        ],
+        &[("KPROV_TOKEN", "abcdef.0123456789abcdef")],
+    );
+    assert!(!run.ok());
+    assert!(
+        run.stderr.contains("the base phase is not in place"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(diff(&before, &snapshot(root)), Vec::<String>::new());
+}
