@@ -40,8 +40,18 @@ pub enum Command {
     /// and kprov's health checks. With --root it prebakes a directory or a
     /// mounted disk image: nothing is started or loaded there.
     ///
+    /// The join phase trusts the API server (a pinned CA hash checked by
+    /// token discovery, or --ca-cert), writes the CA, the bootstrap
+    /// kubeconfig (0600) and the kubelet's configuration, starts the
+    /// kubelet and waits for TLS bootstrap and the Node; a failure is
+    /// diagnosed by cause. A joined node is left as it is.
+    ///
     /// Example (prebake): kprov provision --phase base --root /mnt/image
     /// --artifacts-dir ./artifacts --kubelet-version v1.20.2
+    ///
+    /// Example (join): KPROV_TOKEN=abcdef.0123456789abcdef kprov provision
+    /// --phase join --api-server https://10.0.0.1:6443
+    /// --discovery-token-ca-cert-hash sha256:<hex>
     Provision(Box<ProvisionArgs>),
 
     /// Undo the join phase: stop the kubelet, remove its credentials,
