@@ -78,8 +78,9 @@ impl fmt::Display for ApiServerUrl {
     }
 }
 
-/// A DNS name or IPv4 address of `[a-z0-9.-]` labels.
-fn is_dns_name(s: &str) -> bool {
+/// A lower-case DNS name (or IPv4 address): dot-separated labels of
+/// `[a-z0-9-]`, 1 to 63 long, not starting or ending with `-`.
+pub fn is_dns_name(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 253
         && s.split('.').all(|label| {

@@ -142,27 +142,7 @@ fn bad_input_is_refused_with_the_flag_named_and_the_root_untouched() {
     let token = "q1w2e3.r4t5y6u7i8o9p0as";
     let near_token = "q1w2e3.R4T5Y6U7I8O9P0AS";
     let ca_pem = format!("{}/ca.pem", f.artifacts);
-    let made = std::process::Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-days",
-            "1",
-            "-subj",
-            "/CN=kubernetes",
-            "-keyout",
-            "/dev/null",
-            "-out",
-            &ca_pem,
-        ])
-        .output()
-        .unwrap();
-    assert!(made.status.success(), "{made:?}");
+    common::openssl_ca(Path::new(&ca_pem));
     let other_hash = format!("sha256:{}", "ab".repeat(32));
     let join = |extra: &[&'static str]| -> Vec<&'static str> {
         let mut v = vec![

@@ -321,29 +321,25 @@ fn token_discovery_joins_with_the_right_token_and_hash_and_diagnoses_the_rest() 
     drop(cp);
 }
 
-/// A self-signed CA made with openssl.
-fn openssl_ca(path: &Path) {
-    let made = std::process::Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-days",
-            "1",
-            "-subj",
-            "/CN=kubernetes",
-            "-keyout",
-            "/dev/null",
-            "-out",
-        ])
-        .arg(path)
-        .output()
-        .unwrap();
-    assert!(made.status.success(), "{made:?}");
+/// `kprov provision --phase join --root ROOT --ca-cert CA` against an
+/// address nothing answers on (an offline prebake), token in the
+/// environment.
+fn offline_join(root: &Path, ca: &Path, token: &str, extra: &[&str]) -> common::Run {
+    let mut args = vec![
+        "provision",
+        "--phase",
+        "join",
+        "--root",
+        root.to_str().unwrap(),
+        "--kubelet-version",
+        "v1.20.2",
+        "--api-server",
+        "https://127.0.0.1:1",
+        "--ca-cert",
+        ca.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    common::kprov(&args, &[("KPROV_TOKEN", token)])
 }
 
 #[test]
@@ -352,35 +348,17 @@ fn an_offline_join_with_a_ca_file_is_undone_by_reset_which_keeps_the_base_phase(
     let root = dir.path().join("root");
     base_root(&root);
     let ca = dir.path().join("ca.pem");
-    openssl_ca(&ca);
+    common::openssl_ca(&ca);
     let root_s = root.to_str().unwrap();
-    let ca_s = ca.to_str().unwrap();
     let token = "abcdef.0123456789abcdef";
-    let offline_join = |extra: &[&str]| {
-        let mut args = vec![
-            "provision",
-            "--phase",
-            "join",
-            "--root",
-            root_s,
-            "--kubelet-version",
-            "v1.20.2",
-            "--api-server",
-            "https://127.0.0.1:1",
-            "--ca-cert",
-            ca_s,
-        ];
-        args.extend_from_slice(extra);
-        common::kprov(&args, &[("KPROV_TOKEN", token)])
-    };
     let base = snapshot(&root);
 
     // A dry run writes nothing.
-    let run = offline_join(&["--dry-run"]);
+    let run = offline_join(&root, &ca, token, &["--dry-run"]);
     assert!(run.ok(), "{}", run.stderr);
     assert_eq!(diff(&base, &snapshot(&root)), Vec::<String>::new());
 
-    let run = offline_join(&[]);
+    let run = offline_join(&root, &ca, token, &[]);
     assert!(run.ok(), "{}", run.stderr);
     assert!(!run.stdout.contains(token) && !run.stderr.contains(token));
     assert_eq!(
@@ -395,7 +373,7 @@ fn an_offline_join_with_a_ca_file_is_undone_by_reset_which_keeps_the_base_phase(
         "apiVersion: v1\nkind: Config\nclusters:\n- cluster:\n    certificate-authority-data: {ca_b64}\n    server: https://127.0.0.1:1\n  name: default-cluster\ncontexts:\n- context:\n    cluster: default-cluster\n    user: default-auth\n  name: default-context\ncurrent-context: default-context\nusers:\n- name: default-auth\n  user:\n    client-certificate: /var/lib/kubelet/pki/kubelet-client-current.pem\n    client-key: /var/lib/kubelet/pki/kubelet-client-current.pem\n"
     );
     let client_cert = dir.path().join("client.pem");
-    openssl_ca(&client_cert);
+    common::openssl_ca(&client_cert);
     let client_cert = std::fs::read_to_string(&client_cert).unwrap();
     for (path, body) in [
         ("etc/cni/net.d/10-flannel.conflist", "{}"),
@@ -414,22 +392,7 @@ fn an_offline_join_with_a_ca_file_is_undone_by_reset_which_keeps_the_base_phase(
     // A joined node keeps its bootstrap kubeconfig: a re-run with another
     // (say, expired) token changes nothing.
     let joined = snapshot(&root);
-    let run = common::kprov(
-        &[
-            "provision",
-            "--phase",
-            "join",
-            "--root",
-            root_s,
-            "--kubelet-version",
-            "v1.20.2",
-            "--api-server",
-            "https://127.0.0.1:1",
-            "--ca-cert",
-            ca_s,
-        ],
-        &[("KPROV_TOKEN", "zzzzzz.0000000000000000")],
-    );
+    let run = offline_join(&root, &ca, "zzzzzz.0000000000000000", &[]);
     assert!(run.ok(), "{}", run.stderr);
     assert!(
         run.stderr.contains("this node has joined already"),
@@ -444,23 +407,8 @@ fn an_offline_join_with_a_ca_file_is_undone_by_reset_which_keeps_the_base_phase(
     assert_eq!(diff(&joined, &snapshot(&root)), Vec::<String>::new());
     // ... and refuses to be pointed at another cluster.
     let other = dir.path().join("other.pem");
-    openssl_ca(&other);
-    let run = common::kprov(
-        &[
-            "provision",
-            "--phase",
-            "join",
-            "--root",
-            root_s,
-            "--kubelet-version",
-            "v1.20.2",
-            "--api-server",
-            "https://127.0.0.1:1",
-            "--ca-cert",
-            other.to_str().unwrap(),
-        ],
-        &[("KPROV_TOKEN", token)],
-    );
+    common::openssl_ca(&other);
+    let run = offline_join(&root, &other, token, &[]);
     assert!(
         !run.ok() && run.stderr.contains("run `kprov reset` first"),
         "{}",
@@ -503,7 +451,7 @@ fn an_offline_join_with_a_ca_file_is_undone_by_reset_which_keeps_the_base_phase(
     assert_eq!(diff(&after, &snapshot(&root)), Vec::<String>::new());
 
     // It joins again.
-    let run = offline_join(&[]);
+    let run = offline_join(&root, &ca, token, &[]);
     assert!(run.ok(), "{}", run.stderr);
     assert_eq!(
         std::fs::metadata(root.join("etc/kubernetes/bootstrap-kubelet.conf"))
@@ -526,22 +474,9 @@ fn the_join_phase_needs_the_base_phase_in_place() {
     )
     .unwrap();
     let ca = root.join("ca.pem");
-    openssl_ca(&ca);
+    common::openssl_ca(&ca);
     let before = snapshot(root);
-    let run = common::kprov(
-        &[
-            "provision",
-            "--phase",
-            "join",
-            "--root",
-            root.to_str().unwrap(),
-            "--api-server",
-            "https://127.0.0.1:1",
-            "--ca-cert",
-            ca.to_str().unwrap(),
-        ],
-        &[("KPROV_TOKEN", "abcdef.0123456789abcdef")],
-    );
+    let run = offline_join(root, &ca, "abcdef.0123456789abcdef", &[]);
     assert!(!run.ok());
     assert!(
         run.stderr.contains("the base phase is not in place"),

@@ -416,7 +416,8 @@ fn wait_joined(join: &Join<'_>, ca_pem: &[u8], node: &str) -> anyhow::Result<()>
 fn diagnose(join: &Join<'_>, token_probe: Probe, pending_csrs: Option<Vec<String>>) -> JoinCause {
     let kubelet_started = pending_csrs.is_some();
     let (kubelet_active, journal_tail) = if kubelet_started {
-        kubelet_state()
+        let k = super::kubelet_facts();
+        (k.active, k.journal_tail)
     } else {
         (true, String::new())
     };
@@ -428,18 +429,4 @@ fn diagnose(join: &Join<'_>, token_probe: Probe, pending_csrs: Option<Vec<String
         journal_tail,
         pending_csrs: pending_csrs.unwrap_or_default(),
     })
-}
-
-/// `systemctl is-active kubelet` and the last journal lines.
-fn kubelet_state() -> (bool, String) {
-    let active = std::process::Command::new("systemctl")
-        .args(["is-active", "--quiet", "kubelet"])
-        .status()
-        .is_ok_and(|s| s.success());
-    let journal = std::process::Command::new("journalctl")
-        .args(["-u", "kubelet", "-n", "15", "--no-pager", "-o", "cat"])
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-        .unwrap_or_default();
-    (active, journal)
 }

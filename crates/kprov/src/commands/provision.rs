@@ -67,7 +67,7 @@ fn node_spec(args: &ProvisionArgs, phase: Phase) -> anyhow::Result<NodeSpec> {
         if args.timeout == 0 {
             bail!("--timeout 0: expected a number of seconds above 0");
         }
-        if !is_dns_domain(&args.cluster_domain) {
+        if !kprov_core::join::is_dns_name(&args.cluster_domain) {
             bail!(
                 "invalid --cluster-domain {:?}: expected a DNS domain such as cluster.local",
                 args.cluster_domain
@@ -76,15 +76,6 @@ fn node_spec(args: &ProvisionArgs, phase: Phase) -> anyhow::Result<NodeSpec> {
         super::join::check_inputs(&spec)?;
     }
     Ok(spec)
-}
-
-fn is_dns_domain(s: &str) -> bool {
-    !s.is_empty()
-        && s.split('.').all(|l| {
-            !l.is_empty()
-                && l.bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        })
 }
 
 /// Where binaries come from: a bundle, an artifact directory, or verified
