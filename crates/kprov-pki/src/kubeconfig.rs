@@ -227,32 +227,6 @@ impl Kubeconfig {
         config
     }
 
-    /// The server and CA of the current context, without credentials.
-    pub fn current_cluster(&self) -> Result<(String, Vec<u8>), KubeconfigError> {
-        let context = self
-            .contexts
-            .iter()
-            .find(|c| c.name == self.current_context)
-            .ok_or_else(|| KubeconfigError::Missing {
-                what: "current context",
-                name: self.current_context.clone(),
-            })?;
-        let cluster = self
-            .clusters
-            .iter()
-            .find(|c| c.name == context.context.cluster)
-            .ok_or_else(|| KubeconfigError::Missing {
-                what: "cluster",
-                name: context.context.cluster.clone(),
-            })?;
-        let ca = BASE64
-            .decode(cluster.cluster.certificate_authority_data.trim())
-            .map_err(|_| KubeconfigError::Base64 {
-                field: "certificate-authority-data",
-            })?;
-        Ok((cluster.cluster.server.clone(), ca))
-    }
-
     /// The YAML text.
     pub fn to_yaml(&self) -> Result<String, KubeconfigError> {
         serde_yaml::to_string(self).map_err(|e| KubeconfigError::Render {
@@ -267,38 +241,33 @@ impl Kubeconfig {
         })
     }
 
-    /// The server, CA and client credentials of the current context.
-    pub fn current_credentials(&self) -> Result<Credentials, KubeconfigError> {
-        let missing = |what, name: &str| KubeconfigError::Missing {
-            what,
-            name: name.to_string(),
-        };
-        let context = self
-            .contexts
+    /// The current context's cluster and user names.
+    fn current_context(&self) -> Result<&Context, KubeconfigError> {
+        self.contexts
             .iter()
             .find(|c| c.name == self.current_context)
-            .ok_or_else(|| missing("current context", &self.current_context))?;
-        let cluster = self
-            .clusters
-            .iter()
-            .find(|c| c.name == context.context.cluster)
-            .ok_or_else(|| missing("cluster", &context.context.cluster))?;
+            .map(|c| &c.context)
+            .ok_or_else(|| KubeconfigError::Missing {
+                what: "current context",
+                name: self.current_context.clone(),
+            })
+    }
+
+    /// The server, CA and client credentials of the current context.
+    pub fn current_credentials(&self) -> Result<Credentials, KubeconfigError> {
+        let (server, ca_pem) = self.current_cluster()?;
+        let context = self.current_context()?;
         let user = self
             .users
             .iter()
-            .find(|u| u.name == context.context.user)
-            .ok_or_else(|| missing("user", &context.context.user))?;
-        let decode = |field, data: &str| {
-            BASE64
-                .decode(data.trim())
-                .map_err(|_| KubeconfigError::Base64 { field })
-        };
+            .find(|u| u.name == context.user)
+            .ok_or_else(|| KubeconfigError::Missing {
+                what: "user",
+                name: context.user.clone(),
+            })?;
         Ok(Credentials {
-            server: cluster.cluster.server.clone(),
-            ca_pem: decode(
-                "certificate-authority-data",
-                &cluster.cluster.certificate_authority_data,
-            )?,
+            server,
+            ca_pem,
             client_cert_pem: decode(
                 "client-certificate-data",
                 &user.user.client_certificate_data,
@@ -306,6 +275,32 @@ impl Kubeconfig {
             client_key_pem: decode("client-key-data", &user.user.client_key_data)?,
         })
     }
+
+    /// The server and CA of the current context, without credentials.
+    pub fn current_cluster(&self) -> Result<(String, Vec<u8>), KubeconfigError> {
+        let context = self.current_context()?;
+        let cluster = self
+            .clusters
+            .iter()
+            .find(|c| c.name == context.cluster)
+            .ok_or_else(|| KubeconfigError::Missing {
+                what: "cluster",
+                name: context.cluster.clone(),
+            })?;
+        Ok((
+            cluster.cluster.server.clone(),
+            decode(
+                "certificate-authority-data",
+                &cluster.cluster.certificate_authority_data,
+            )?,
+        ))
+    }
+}
+
+fn decode(field: &'static str, data: &str) -> Result<Vec<u8>, KubeconfigError> {
+    BASE64
+        .decode(data.trim())
+        .map_err(|_| KubeconfigError::Base64 { field })
 }
 
 #[cfg(test)]
