@@ -1,8 +1,8 @@
 //! The boot spec: everything a rendered boot config carries, validated.
 
 use kprov_core::{
-    Arch, BootstrapToken, CaCertificate, ContainerRuntime, KubernetesVersion, NodeSpec, Phase,
-    ProxyMode, SpecError,
+    ApiServerUrl, Arch, BootstrapToken, CaCertHash, CaCertificate, ContainerRuntime,
+    KubernetesVersion, NodeSpec, Phase, ProxyMode, SpecError,
 };
 
 use crate::paths::NodePath;
@@ -57,6 +57,11 @@ pub struct ProvisionFlags {
     pub bundle: Option<NodePath>,
     /// Mirror (upstream layout) the node downloads from.
     pub mirror: Option<String>,
+    /// The API server to join.
+    pub api_server: Option<ApiServerUrl>,
+    /// Pinned CA public-key hashes (not secret: they go on the command
+    /// line).
+    pub ca_cert_hashes: Vec<CaCertHash>,
 }
 
 /// A boot spec that is inconsistent as a whole.
@@ -86,6 +91,8 @@ impl ProvisionFlags {
             artifacts_dir: None,
             bundle: None,
             mirror: None,
+            api_server: None,
+            ca_cert_hashes: Vec::new(),
         }
     }
 
@@ -125,6 +132,11 @@ impl ProvisionFlags {
             self.cloud_config.as_ref().map(NodePath::as_str),
         );
         opt("--ca-cert", with_ca_cert.then_some(crate::paths::CA_CERT));
+        let server = self.api_server.as_ref().map(ToString::to_string);
+        opt("--api-server", server.as_deref());
+        for hash in &self.ca_cert_hashes {
+            opt("--discovery-token-ca-cert-hash", Some(hash.as_str()));
+        }
         args
     }
 }
@@ -145,6 +157,8 @@ impl BootSpec {
             token: self.token.clone(),
             ca_cert: self.ca_cert.clone(),
             sandbox_image: p.sandbox_image.clone(),
+            api_server: p.api_server.clone(),
+            ca_cert_hashes: p.ca_cert_hashes.clone(),
             ..NodeSpec::new(p.kubelet_version.clone(), Arch::Amd64)
         };
         node.validate(p.phase)?;
@@ -167,5 +181,20 @@ mod source_flag_tests {
         let at = args.iter().position(|a| a == "--mirror").unwrap();
         assert_eq!(args[at + 1], "http://10.0.0.1:8080/mirror");
         assert!(!args.iter().any(|a| a == "--bundle" || a == "--ca-cert"));
+    }
+
+    #[test]
+    fn the_join_target_and_pins_reach_kprov_provision() {
+        let mut flags = ProvisionFlags::new(Phase::All, "v1.20.2".parse().unwrap());
+        flags.api_server = Some("https://10.0.0.1:6443".parse().unwrap());
+        let hash = format!("sha256:{}", "ab".repeat(32));
+        flags.ca_cert_hashes = vec![hash.parse().unwrap()];
+        let args = flags.args(false).join(" ");
+        assert!(
+            args.ends_with(&format!(
+                "--api-server https://10.0.0.1:6443 --discovery-token-ca-cert-hash {hash}"
+            )),
+            "{args}"
+        );
     }
 }

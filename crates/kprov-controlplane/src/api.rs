@@ -510,3 +510,156 @@ pub async fn find_token(
     }
     Ok(None)
 }
+
+/// A client for `server` with no credentials and no server verification,
+/// for the one read whose answer is verified by its signature instead
+/// (cluster-info), or with `ca_pem` trusted and `token` as credentials.
+fn join_client(
+    server: &str,
+    trust: Option<(&[u8], &str)>,
+) -> Result<Client, crate::discovery::Probe> {
+    use crate::discovery::Probe;
+    let uri: http::Uri = server
+        .parse()
+        .map_err(|e: http::uri::InvalidUri| Probe::Unreachable(e.to_string()))?;
+    let mut config = Config::new(uri);
+    config.connect_timeout = Some(std::time::Duration::from_secs(5));
+    config.read_timeout = Some(std::time::Duration::from_secs(10));
+    match trust {
+        None => config.accept_invalid_certs = true,
+        Some((ca_pem, token)) => {
+            let ders = pem_certificates(ca_pem);
+            if ders.is_empty() {
+                return Err(Probe::Untrusted("the CA has no PEM certificate".into()));
+            }
+            config.root_cert = Some(ders);
+            config.auth_info.token = Some(token.to_string().into());
+        }
+    }
+    Client::try_from(config).map_err(|e| Probe::Unreachable(e.to_string()))
+}
+
+/// The DER bodies of the PEM certificates in `pem`.
+fn pem_certificates(pem: &[u8]) -> Vec<Vec<u8>> {
+    use base64::Engine;
+    let text = String::from_utf8_lossy(pem);
+    let mut out = Vec::new();
+    let mut body: Option<String> = None;
+    for line in text.lines() {
+        let line = line.trim();
+        if line == "-----BEGIN CERTIFICATE-----" {
+            body = Some(String::new());
+        } else if line == "-----END CERTIFICATE-----" {
+            if let Some(b) = body.take() {
+                if let Ok(der) = base64::engine::general_purpose::STANDARD.decode(b) {
+                    out.push(der);
+                }
+            }
+        } else if let Some(b) = body.as_mut() {
+            b.push_str(line);
+        }
+    }
+    out
+}
+
+/// A failed request as a probe result: 401, a TLS failure, or no answer.
+fn classify(e: &kube::Error) -> crate::discovery::Probe {
+    use crate::discovery::Probe;
+    if let kube::Error::Api(status) = e {
+        if status.code == 401 {
+            return Probe::Unauthorized(format!("401 {}", status.message));
+        }
+        return Probe::Ok;
+    }
+    let mut chain = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        chain.push_str(": ");
+        chain.push_str(&s.to_string());
+        source = s.source();
+    }
+    let lower = chain.to_lowercase();
+    if lower.contains("invalid peer certificate")
+        || lower.contains("unknownissuer")
+        || lower.contains("certificate verify")
+    {
+        Probe::Untrusted(chain)
+    } else {
+        Probe::Unreachable(chain)
+    }
+}
+
+/// Reads cluster-info anonymously, without verifying the server (its data
+/// are verified by the token's signature afterwards).
+pub async fn discover_cluster_info(
+    server: &str,
+) -> Result<BTreeMap<String, String>, crate::discovery::Probe> {
+    let client = join_client(server, None)?;
+    let maps: Api<ConfigMap> = Api::namespaced(client, CLUSTER_INFO_NAMESPACE);
+    match maps.get(CLUSTER_INFO).await {
+        Ok(cm) => Ok(cm.data.unwrap_or_default()),
+        Err(kube::Error::Api(status)) => Err(crate::discovery::Probe::Unreachable(format!(
+            "reading {CLUSTER_INFO_NAMESPACE}/{CLUSTER_INFO}: {} {}",
+            status.code, status.message
+        ))),
+        Err(e) => Err(classify(&e)),
+    }
+}
+
+/// Asks the API server for `/version` with `token`, trusting only
+/// `ca_pem`: Ok when the token authenticates, else why not.
+pub async fn probe_token(server: &str, ca_pem: &[u8], token: &str) -> crate::discovery::Probe {
+    let client = match join_client(server, Some((ca_pem, token))) {
+        Ok(c) => c,
+        Err(p) => return p,
+    };
+    match client.apiserver_version().await {
+        Ok(_) => crate::discovery::Probe::Ok,
+        Err(e) => classify(&e),
+    }
+}
+
+/// The node-client certificate requests the cluster holds, as (name,
+/// requestor, decided), read with a bootstrap token (which may list
+/// them).
+pub async fn list_csrs(
+    server: &str,
+    ca_pem: &[u8],
+    token: &str,
+) -> Result<Vec<(String, String, bool)>, crate::discovery::Probe> {
+    use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
+    let client = join_client(server, Some((ca_pem, token)))?;
+    let api: Api<CertificateSigningRequest> = Api::all(client);
+    let list = api
+        .list(&ListParams::default())
+        .await
+        .map_err(|e| classify(&e))?;
+    Ok(list
+        .items
+        .into_iter()
+        .map(|csr| {
+            let decided = csr
+                .status
+                .as_ref()
+                .and_then(|s| s.conditions.as_ref())
+                .is_some_and(|c| !c.is_empty());
+            (
+                csr.metadata.name.unwrap_or_default(),
+                csr.spec.username.unwrap_or_default(),
+                decided,
+            )
+        })
+        .collect())
+}
+
+/// Whether the Node `name` exists, asked with the kubelet's own
+/// credentials (`kubeconfig`).
+pub async fn node_registered(kubeconfig: &Path, name: &str) -> Result<bool, ApiError> {
+    let client = client(kubeconfig).await?;
+    let nodes: Api<Node> = Api::all(client);
+    Ok(nodes
+        .get_opt(name)
+        .await
+        .map_err(request(format!("reading Node/{name}")))?
+        .is_some())
+}

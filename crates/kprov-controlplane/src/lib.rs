@@ -14,6 +14,8 @@
 //! - [`bootstrap`]: the bootstrap RBAC and the cluster-info ConfigMap, and
 //!   its verification by a joining node;
 //! - [`diagnose`]: why a control plane did not come up, from node facts;
+//! - [`discovery`]: which CA a joining node trusts (pins, token
+//!   discovery) and why a join failed;
 //! - [`api`]: the thin layer that applies and reads them (kube-rs);
 //! - [`store`]: the thin layer that writes the manifests under a root.
 
@@ -21,6 +23,7 @@ pub mod addons;
 pub mod api;
 pub mod bootstrap;
 pub mod diagnose;
+pub mod discovery;
 pub mod jws;
 pub mod manifests;
 pub mod spec;

@@ -7,6 +7,7 @@
 
 pub mod arch;
 pub mod ca;
+pub mod join;
 pub mod runtime;
 pub mod spec;
 pub mod token;
@@ -14,6 +15,7 @@ pub mod version;
 
 pub use arch::Arch;
 pub use ca::CaCertificate;
+pub use join::{ApiServerUrl, CaCertHash, NodeName, Taint};
 pub use runtime::{ContainerRuntime, ProxyMode, RuntimeSource};
 pub use spec::{NodeSpec, Phase, SpecError};
 pub use token::BootstrapToken;

@@ -4,6 +4,7 @@
 use std::fmt;
 use std::path::PathBuf;
 
+use crate::join::{ApiServerUrl, CaCertHash, NodeName, Taint};
 use crate::{
     Arch, BootstrapToken, CaCertificate, ContainerRuntime, KubernetesVersion, ProxyMode,
     RuntimeSource,
@@ -69,6 +70,20 @@ pub struct NodeSpec {
     /// Container images (full references) to import into containerd from
     /// the artifact source; a bundle's images.
     pub images: Vec<String>,
+    /// The API server the node joins (`--api-server`).
+    pub api_server: Option<ApiServerUrl>,
+    /// CA public-key hashes, one of which the discovered CA must match.
+    pub ca_cert_hashes: Vec<CaCertHash>,
+    /// Trust whatever CA token discovery finds (no pin).
+    pub unsafe_skip_ca_verification: bool,
+    /// The node's name (the kubelet's `--hostname-override`).
+    pub node_name: Option<NodeName>,
+    /// The node's address (the kubelet's `--node-ip`).
+    pub node_ip: Option<std::net::IpAddr>,
+    /// Labels the node registers with.
+    pub node_labels: Vec<(String, String)>,
+    /// Taints the node registers with.
+    pub register_with_taints: Vec<Taint>,
 }
 
 /// A spec that is well formed field by field but inconsistent as a whole,
@@ -104,6 +119,12 @@ pub enum SpecError {
         /// The value given.
         value: String,
     },
+    /// The join phase has no way to trust the API server.
+    #[error("--phase {phase} needs a way to trust the API server: --discovery-token-ca-cert-hash sha256:... (the cluster CA's public-key hash, from `kprov pki ca-hash` or `kprov token create --print-join-command`), or --ca-cert FILE, or --discovery-token-unsafe-skip-ca-verification (trusts whatever CA answers)")]
+    NoTrust {
+        /// The phase asked for.
+        phase: Phase,
+    },
     /// The runtime cannot serve the kubelet version.
     #[error(transparent)]
     Runtime(#[from] crate::runtime::RuntimeVersionError),
@@ -125,6 +146,13 @@ impl NodeSpec {
             ca_cert: None,
             sandbox_image: None,
             images: Vec::new(),
+            api_server: None,
+            ca_cert_hashes: Vec::new(),
+            unsafe_skip_ca_verification: false,
+            node_name: None,
+            node_ip: None,
+            node_labels: Vec::new(),
+            register_with_taints: Vec::new(),
         }
     }
 
@@ -169,11 +197,17 @@ impl NodeSpec {
                     flag: "--token",
                 });
             }
-            if self.ca_cert.is_none() {
+            if self.api_server.is_none() {
                 return Err(SpecError::MissingForJoin {
                     phase,
-                    flag: "--ca-cert",
+                    flag: "--api-server",
                 });
+            }
+            if self.ca_cert.is_none()
+                && self.ca_cert_hashes.is_empty()
+                && !self.unsafe_skip_ca_verification
+            {
+                return Err(SpecError::NoTrust { phase });
             }
         }
         Ok(())
@@ -203,8 +237,27 @@ mod tests {
         s.token = Some("abcdef.0123456789abcdef".parse().unwrap());
         assert_eq!(
             s.validate(Phase::All).unwrap_err().to_string(),
-            "--phase all needs --ca-cert"
+            "--phase all needs --api-server"
         );
+        s.api_server = Some("https://10.0.0.1:6443".parse().unwrap());
+        let err = s.validate(Phase::Join).unwrap_err().to_string();
+        assert!(
+            err.starts_with(
+                "--phase join needs a way to trust the API server: --discovery-token-ca-cert-hash"
+            ) && err.contains("--ca-cert FILE")
+                && err.contains("--discovery-token-unsafe-skip-ca-verification"),
+            "{err}"
+        );
+        for trust in [
+            |s: &mut NodeSpec| s.unsafe_skip_ca_verification = true,
+            |s: &mut NodeSpec| {
+                s.ca_cert_hashes = vec![format!("sha256:{}", "a".repeat(64)).parse().unwrap()]
+            },
+        ] {
+            let mut s = s.clone();
+            trust(&mut s);
+            assert_eq!(s.validate(Phase::Join), Ok(()));
+        }
     }
 
     #[test]

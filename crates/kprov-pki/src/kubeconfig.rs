@@ -89,8 +89,9 @@ pub struct NamedUser {
     pub user: User,
 }
 
-/// Client-certificate credentials.
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// Credentials: a client certificate (embedded, or files as the kubelet
+/// writes them after TLS bootstrap), or a bearer token.
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub struct User {
     /// Base64 of the PEM client certificate.
@@ -99,6 +100,15 @@ pub struct User {
     /// Base64 of the PEM client key.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub client_key_data: String,
+    /// Path of the PEM client certificate.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub client_certificate: String,
+    /// Path of the PEM client key.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub client_key: String,
+    /// A bearer token (a bootstrap token in bootstrap-kubelet.conf).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub token: String,
 }
 
 impl std::fmt::Debug for User {
@@ -106,6 +116,9 @@ impl std::fmt::Debug for User {
         f.debug_struct("User")
             .field("client_certificate_data", &self.client_certificate_data)
             .field("client_key_data", &"<redacted>")
+            .field("client_certificate", &self.client_certificate)
+            .field("client_key", &self.client_key)
+            .field("token", &"<redacted>")
             .finish()
     }
 }
@@ -197,9 +210,21 @@ impl Kubeconfig {
                 user: User {
                     client_certificate_data: BASE64.encode(client_cert_pem),
                     client_key_data: BASE64.encode(client_key_pem),
+                    ..User::default()
                 },
             }],
         }
+    }
+
+    /// A kubeconfig that authenticates with a bearer token, as kubeadm
+    /// writes bootstrap-kubelet.conf (user `tls-bootstrap-token-user`).
+    pub fn with_token(server: &str, user: &str, ca_pem: &[u8], token: &str) -> Self {
+        let mut config = Self::with_client_certificate(server, user, ca_pem, b"", b"");
+        config.users[0].user = User {
+            token: token.to_string(),
+            ..User::default()
+        };
+        config
     }
 
     /// The YAML text.
@@ -216,38 +241,33 @@ impl Kubeconfig {
         })
     }
 
-    /// The server, CA and client credentials of the current context.
-    pub fn current_credentials(&self) -> Result<Credentials, KubeconfigError> {
-        let missing = |what, name: &str| KubeconfigError::Missing {
-            what,
-            name: name.to_string(),
-        };
-        let context = self
-            .contexts
+    /// The current context's cluster and user names.
+    fn current_context(&self) -> Result<&Context, KubeconfigError> {
+        self.contexts
             .iter()
             .find(|c| c.name == self.current_context)
-            .ok_or_else(|| missing("current context", &self.current_context))?;
-        let cluster = self
-            .clusters
-            .iter()
-            .find(|c| c.name == context.context.cluster)
-            .ok_or_else(|| missing("cluster", &context.context.cluster))?;
+            .map(|c| &c.context)
+            .ok_or_else(|| KubeconfigError::Missing {
+                what: "current context",
+                name: self.current_context.clone(),
+            })
+    }
+
+    /// The server, CA and client credentials of the current context.
+    pub fn current_credentials(&self) -> Result<Credentials, KubeconfigError> {
+        let (server, ca_pem) = self.current_cluster()?;
+        let context = self.current_context()?;
         let user = self
             .users
             .iter()
-            .find(|u| u.name == context.context.user)
-            .ok_or_else(|| missing("user", &context.context.user))?;
-        let decode = |field, data: &str| {
-            BASE64
-                .decode(data.trim())
-                .map_err(|_| KubeconfigError::Base64 { field })
-        };
+            .find(|u| u.name == context.user)
+            .ok_or_else(|| KubeconfigError::Missing {
+                what: "user",
+                name: context.user.clone(),
+            })?;
         Ok(Credentials {
-            server: cluster.cluster.server.clone(),
-            ca_pem: decode(
-                "certificate-authority-data",
-                &cluster.cluster.certificate_authority_data,
-            )?,
+            server,
+            ca_pem,
             client_cert_pem: decode(
                 "client-certificate-data",
                 &user.user.client_certificate_data,
@@ -255,6 +275,32 @@ impl Kubeconfig {
             client_key_pem: decode("client-key-data", &user.user.client_key_data)?,
         })
     }
+
+    /// The server and CA of the current context, without credentials.
+    pub fn current_cluster(&self) -> Result<(String, Vec<u8>), KubeconfigError> {
+        let context = self.current_context()?;
+        let cluster = self
+            .clusters
+            .iter()
+            .find(|c| c.name == context.cluster)
+            .ok_or_else(|| KubeconfigError::Missing {
+                what: "cluster",
+                name: context.cluster.clone(),
+            })?;
+        Ok((
+            cluster.cluster.server.clone(),
+            decode(
+                "certificate-authority-data",
+                &cluster.cluster.certificate_authority_data,
+            )?,
+        ))
+    }
+}
+
+fn decode(field: &'static str, data: &str) -> Result<Vec<u8>, KubeconfigError> {
+    BASE64
+        .decode(data.trim())
+        .map_err(|_| KubeconfigError::Base64 { field })
 }
 
 #[cfg(test)]
@@ -326,6 +372,30 @@ users:
         );
         let err = Kubeconfig::from_yaml(b"- a list").unwrap_err().to_string();
         assert!(err.starts_with("does not parse as a kubeconfig: "), "{err}");
+    }
+
+    #[test]
+    fn a_token_kubeconfig_carries_the_token_and_no_certificate() {
+        let kc = Kubeconfig::with_token(
+            "https://10.0.0.1:6443",
+            "tls-bootstrap-token-user",
+            b"CA",
+            "abcdef.0123456789abcdef",
+        );
+        let yaml = kc.to_yaml().unwrap();
+        assert!(
+            yaml.contains("    token: abcdef.0123456789abcdef\n"),
+            "{yaml}"
+        );
+        assert!(!yaml.contains("client-certificate"), "{yaml}");
+        assert!(!format!("{kc:?}").contains("0123456789abcdef"));
+        assert_eq!(
+            Kubeconfig::from_yaml(yaml.as_bytes())
+                .unwrap()
+                .current_cluster()
+                .unwrap(),
+            ("https://10.0.0.1:6443".to_string(), b"CA".to_vec())
+        );
     }
 
     #[test]

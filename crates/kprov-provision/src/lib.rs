@@ -5,8 +5,10 @@
 //! [`kprov_core::NodeSpec`] into a [`plan::Plan`] of typed
 //! [`resource::Resource`]s, with no side effects; [`apply::apply`] checks
 //! each resource on the target root and changes only what differs,
-//! returning a [`report::Report`]. Everything under `apply` is the thin
-//! layer that touches the node; everything else is pure.
+//! returning a [`report::Report`]. [`plan::plan_join`] plans the join
+//! phase's files the same way; [`reset`] undoes them. Everything under
+//! `apply` (and `reset::apply_reset`) is the thin layer that touches the
+//! node; everything else is pure.
 
 pub mod apply;
 pub mod facts;
@@ -16,5 +18,6 @@ pub mod os;
 pub mod plan;
 pub mod render;
 pub mod report;
+pub mod reset;
 pub mod resource;
 pub mod tables;

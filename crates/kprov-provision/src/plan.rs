@@ -101,6 +101,59 @@ pub fn plan_kubelet(
     }
 }
 
+/// Where a joining node keeps the cluster CA.
+pub const CA_CERT_PATH: &str = "/etc/kubernetes/pki/ca.crt";
+
+/// What the join phase writes besides the kubelet's configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JoinFiles {
+    /// The cluster CA (PEM), trusted by then.
+    pub ca_pem: String,
+    /// bootstrap-kubelet.conf (it holds the token), or None on a node that
+    /// has joined already, whose kubelet.conf must not be replaced by a
+    /// possibly expired token.
+    pub bootstrap_kubeconfig: Option<Vec<u8>>,
+}
+
+/// Plans the join phase: the CA, the bootstrap kubeconfig (0600), the
+/// kubelet's configuration and drop-in, the kubelet enabled; on a running
+/// host, (re)started on them.
+pub fn plan_join(
+    os: &OsFacts,
+    params: &kubelet::KubeletParams,
+    files: &JoinFiles,
+    live: bool,
+    container_runtime: ContainerRuntime,
+) -> Plan {
+    let mut plan = plan_kubelet(os, params, live, Phase::Join, container_runtime);
+    let mut front = vec![file(CA_CERT_PATH, 0o644, files.ca_pem.clone())];
+    if let Some(conf) = &files.bootstrap_kubeconfig {
+        front.push(Resource::File {
+            path: kubelet::BOOTSTRAP_KUBECONFIG_PATH.into(),
+            mode: 0o600,
+            contents: Contents::Secret(conf.clone()),
+        });
+    }
+    let files_end = front.len() + 2;
+    plan.resources.splice(0..0, front);
+    plan.resources.insert(
+        files_end,
+        Resource::UnitEnabled {
+            unit: "kubelet.service".into(),
+            wanted_by: "multi-user.target".into(),
+        },
+    );
+    for r in &mut plan.resources {
+        if let Resource::UnitActive { config, .. } = r {
+            config.push(CA_CERT_PATH.into());
+            if files.bootstrap_kubeconfig.is_some() {
+                config.push(kubelet::BOOTSTRAP_KUBECONFIG_PATH.into());
+            }
+        }
+    }
+    plan
+}
+
 /// Plans the base phase: everything a node needs before it can join.
 pub fn plan_base(os: &OsFacts, spec: &NodeSpec, live: bool) -> Result<Plan, PlanError> {
     let layout = tables::layout(os.family);

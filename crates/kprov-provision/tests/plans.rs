@@ -166,3 +166,76 @@ fn an_unsupported_os_is_refused_with_its_id_and_version() {
     let err = detect(&text, "/r/etc/os-release").unwrap_err().to_string();
     assert!(err.starts_with("unsupported operating system: ID=fedora VERSION_ID=40; supported: ubuntu 18.04/20.04/22.04/24.04"), "{err}");
 }
+
+fn join_plan(live: bool, joined: bool) -> kprov_provision::plan::Plan {
+    use kprov_provision::plan::{plan_join, JoinFiles};
+    use kprov_provision::render::kubelet::KubeletParams;
+    let text = std::fs::read_to_string(dir("fixtures/os-release").join("debian-12")).unwrap();
+    let os = detect(&text, "debian-12").unwrap();
+    let params = KubeletParams {
+        version: "v1.20.2".parse().unwrap(),
+        client_ca_file: "/etc/kubernetes/pki/ca.crt".into(),
+        cluster_dns: "10.96.0.10".into(),
+        cluster_domain: "cluster.local".into(),
+        runtime_endpoint: "unix:///run/containerd/containerd.sock".into(),
+        node_ip: Some("10.0.0.5".into()),
+        node_labels: [("role".to_string(), "worker".to_string())].into(),
+        register_with_taints: vec!["dedicated=gpu:NoSchedule".into()],
+        cloud_provider: None,
+        cloud_config: None,
+        static_pods: false,
+        hostname_override: Some("worker-1".into()),
+    };
+    let files = JoinFiles {
+        ca_pem: "-----BEGIN CERTIFICATE-----\nCA\n-----END CERTIFICATE-----\n".into(),
+        bootstrap_kubeconfig: (!joined).then(|| b"token: abcdef.0123456789abcdef".to_vec()),
+    };
+    plan_join(&os, &params, &files, live, ContainerRuntime::Containerd)
+}
+
+#[test]
+fn join_plans_match_their_golden_files() {
+    let mismatches: Vec<String> = [
+        ("join-debian-12-live", true),
+        ("join-debian-12-offline", false),
+    ]
+    .iter()
+    .filter_map(|(golden, live)| {
+        let path = dir("golden/plans").join(format!("{golden}.plan"));
+        kprov_testkit::golden::compare(&path, &join_plan(*live, false).render_text()).err()
+    })
+    .collect();
+    assert!(mismatches.is_empty(), "{}", mismatches.join("\n"));
+}
+
+#[test]
+fn a_join_plan_keeps_the_token_secret_0600_and_a_joined_node_gets_none() {
+    use kprov_provision::resource::{Contents, Resource};
+    let plan = join_plan(true, false);
+    let bootstrap = plan
+        .resources
+        .iter()
+        .find(|r| r.id() == "file:/etc/kubernetes/bootstrap-kubelet.conf")
+        .unwrap();
+    assert!(matches!(
+        bootstrap,
+        Resource::File {
+            mode: 0o600,
+            contents: Contents::Secret(_),
+            ..
+        }
+    ));
+    assert!(!plan.render_text().contains("0123456789abcdef"));
+    assert!(!serde_json::to_string(&plan)
+        .unwrap()
+        .contains("0123456789abcdef"));
+    let joined = join_plan(true, true);
+    assert!(!joined
+        .resources
+        .iter()
+        .any(|r| r.id().contains("bootstrap-kubelet.conf")));
+    assert!(join_plan(false, false)
+        .resources
+        .iter()
+        .all(|r| !r.is_live_only()));
+}

@@ -40,9 +40,27 @@ pub enum Command {
     /// and kprov's health checks. With --root it prebakes a directory or a
     /// mounted disk image: nothing is started or loaded there.
     ///
+    /// The join phase trusts the API server (a pinned CA hash checked by
+    /// token discovery, or --ca-cert), writes the CA, the bootstrap
+    /// kubeconfig (0600) and the kubelet's configuration, starts the
+    /// kubelet and waits for TLS bootstrap and the Node; a failure is
+    /// diagnosed by cause. A joined node is left as it is.
+    ///
     /// Example (prebake): kprov provision --phase base --root /mnt/image
     /// --artifacts-dir ./artifacts --kubelet-version v1.20.2
+    ///
+    /// Example (join): KPROV_TOKEN=abcdef.0123456789abcdef kprov provision
+    /// --phase join --api-server https://10.0.0.1:6443
+    /// --discovery-token-ca-cert-hash sha256:<hex>
     Provision(Box<ProvisionArgs>),
+
+    /// Undo the join phase: stop the kubelet, remove its credentials,
+    /// configuration and state, the cluster CA, the pods' containers and
+    /// the CNI configuration and state. The base phase stays; the node
+    /// can join again.
+    ///
+    /// Example: kprov reset --dry-run
+    Reset(ResetArgs),
 
     /// Check the container runtime and kubelet once; restart a unit that
     /// failed several checks in a row. Run by kprov-healthcheck.timer.
@@ -565,7 +583,9 @@ fn parse_version(s: &str) -> Result<KubernetesVersion, String> {
 /// Flags of `kprov provision`.
 #[derive(Debug, Args)]
 pub struct ProvisionArgs {
-    /// Which phase to run. The join phase needs --token and --ca-cert.
+    /// Which phase to run. The join phase needs --token, --api-server and
+    /// a way to trust the API server (--discovery-token-ca-cert-hash,
+    /// --ca-cert or --discovery-token-unsafe-skip-ca-verification).
     #[arg(long, value_enum, default_value_t = PhaseArg::All)]
     pub phase: PhaseArg,
 
@@ -625,9 +645,59 @@ pub struct ProvisionArgs {
     pub token: Option<String>,
 
     /// PEM file of the cluster CA that signed the API server's certificate
-    /// (join phase).
+    /// (join phase). Trusted as given; checked against
+    /// --discovery-token-ca-cert-hash when both are given.
     #[arg(long, value_name = "FILE")]
     pub ca_cert: Option<PathBuf>,
+
+    /// The API server to join (join phase): https://HOST:PORT.
+    #[arg(long, value_name = "URL")]
+    pub api_server: Option<String>,
+
+    /// Pin the cluster CA by its public-key hash (join phase):
+    /// sha256:<hex of the SHA-256 of its DER SubjectPublicKeyInfo>, as
+    /// `kprov pki ca-hash` prints it. The CA found by token discovery is
+    /// accepted only if it matches one. Repeatable.
+    #[arg(long, value_name = "sha256:HEX")]
+    pub discovery_token_ca_cert_hash: Vec<String>,
+
+    /// Trust whatever CA token discovery finds, without a pinned hash
+    /// (join phase). Anyone who can answer for the API server's address
+    /// can then take the node over.
+    #[arg(long)]
+    pub discovery_token_unsafe_skip_ca_verification: bool,
+
+    /// The node's name (join phase; the kubelet's --hostname-override).
+    /// Defaults to the host name.
+    #[arg(long, value_name = "NAME")]
+    pub node_name: Option<String>,
+
+    /// The node's address (join phase; the kubelet's --node-ip).
+    #[arg(long, value_name = "IP")]
+    pub node_ip: Option<String>,
+
+    /// Labels the node registers with (join phase): KEY=VALUE,...
+    #[arg(long, value_name = "KEY=VALUE,...")]
+    pub node_labels: Option<String>,
+
+    /// Taints the node registers with (join phase): KEY[=VALUE]:EFFECT,
+    /// comma-separated or repeated.
+    #[arg(long, value_name = "TAINT", value_delimiter = ',')]
+    pub register_with_taints: Vec<String>,
+
+    /// The cluster DNS Service's address the kubelet gives pods (join
+    /// phase).
+    #[arg(long, value_name = "IP", default_value = "10.96.0.10")]
+    pub cluster_dns: std::net::IpAddr,
+
+    /// The cluster's DNS domain (join phase).
+    #[arg(long, value_name = "DOMAIN", default_value = "cluster.local")]
+    pub cluster_domain: String,
+
+    /// Seconds the join phase may take in all: discovery, TLS bootstrap
+    /// and the Node's registration.
+    #[arg(long, value_name = "SECONDS", default_value_t = 300)]
+    pub timeout: u64,
 
     /// Print the plan and what would change; change nothing.
     #[arg(long)]
@@ -636,6 +706,18 @@ pub struct ProvisionArgs {
     /// Report format on stdout; progress always goes to stderr.
     #[arg(long, value_enum, default_value_t = OutputArg::Text)]
     pub output: OutputArg,
+}
+
+/// Flags of `kprov reset`.
+#[derive(Debug, Args)]
+pub struct ResetArgs {
+    /// The node's root: / for the running host, or a directory.
+    #[arg(long, value_name = "DIR", default_value = "/")]
+    pub root: PathBuf,
+
+    /// Print what would be removed; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 /// Flags of `kprov health-check`.
@@ -745,6 +827,17 @@ pub struct UserdataArgs {
     #[arg(long, value_name = "FILE")]
     pub ca_cert: Option<PathBuf>,
 
+    /// The API server the node joins: https://HOST:PORT (passed to kprov
+    /// provision).
+    #[arg(long, value_name = "URL")]
+    pub api_server: Option<String>,
+
+    /// The cluster CA's public-key hash the node pins (sha256:HEX, passed
+    /// to kprov provision). Repeatable; in --config, a list.
+    #[serde(alias = "discovery-token-ca-cert-hashes")]
+    #[arg(long, value_name = "sha256:HEX")]
+    pub discovery_token_ca_cert_hash: Vec<String>,
+
     /// In-tree cloud provider for the kubelet, e.g. openstack.
     #[arg(long, value_name = "NAME")]
     pub cloud_provider: Option<String>,
@@ -794,7 +887,8 @@ pub struct UserdataArgs {
     pub kubelet_version: Option<String>,
 
     /// Which phase kprov provision runs on the node (default: all, which
-    /// needs --token and --ca-cert).
+    /// needs --token, --api-server and --discovery-token-ca-cert-hash or
+    /// --ca-cert).
     #[arg(long, value_enum)]
     pub phase: Option<PhaseArg>,
 
@@ -850,6 +944,8 @@ impl UserdataArgs {
             mut ssh_authorized_keys,
             ssh_authorized_keys_file,
             ca_cert,
+            api_server,
+            discovery_token_ca_cert_hash,
             cloud_provider,
             cloud_config_file,
             cloud_config,
@@ -877,6 +973,12 @@ impl UserdataArgs {
             ssh_authorized_keys: keys,
             ssh_authorized_keys_file: ssh_authorized_keys_file.or(file.ssh_authorized_keys_file),
             ca_cert: ca_cert.or(file.ca_cert),
+            api_server: api_server.or(file.api_server),
+            discovery_token_ca_cert_hash: if discovery_token_ca_cert_hash.is_empty() {
+                file.discovery_token_ca_cert_hash
+            } else {
+                discovery_token_ca_cert_hash
+            },
             cloud_provider: cloud_provider.or(file.cloud_provider),
             cloud_config_file: cloud_config_file.or(file.cloud_config_file),
             cloud_config: cloud_config.or(file.cloud_config),

@@ -20,6 +20,7 @@ fn main() -> ExitCode {
     init_logging(cli.log_level.as_deref().or(Some(default_level)));
     let result = match cli.command {
         cli::Command::Provision(args) => commands::provision::run(*args),
+        cli::Command::Reset(args) => commands::reset::run(args),
         cli::Command::HealthCheck(args) => commands::health_check::run(args),
         cli::Command::PodNetwork(args) => match args.command {
             cli::PodNetworkCommand::Sync(args) => commands::pod_network::sync(args),

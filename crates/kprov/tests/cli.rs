@@ -141,6 +141,22 @@ fn bad_input_is_refused_with_the_flag_named_and_the_root_untouched() {
     let no_sums_dir = no_sums.path().display().to_string();
     let token = "q1w2e3.r4t5y6u7i8o9p0as";
     let near_token = "q1w2e3.R4T5Y6U7I8O9P0AS";
+    let ca_pem = format!("{}/ca.pem", f.artifacts);
+    common::openssl_ca(Path::new(&ca_pem));
+    let other_hash = format!("sha256:{}", "ab".repeat(32));
+    let join = |extra: &[&'static str]| -> Vec<&'static str> {
+        let mut v = vec![
+            "--phase",
+            "join",
+            "--token",
+            "q1w2e3.r4t5y6u7i8o9p0as",
+            "--api-server",
+            "https://10.0.0.1:6443",
+            "--discovery-token-unsafe-skip-ca-verification",
+        ];
+        v.extend_from_slice(extra);
+        v
+    };
 
     let cases: Vec<(Vec<&str>, &str)> = vec![
         (vec!["--kubelet-version", "1.x"], "invalid value '1.x' for '--kubelet-version <VERSION>': malformed Kubernetes version \"1.x\": expected vMAJOR.MINOR.PATCH"),
@@ -151,7 +167,17 @@ fn bad_input_is_refused_with_the_flag_named_and_the_root_untouched() {
         (vec!["--container-runtime", "podman"], "invalid value 'podman' for '--container-runtime <CONTAINER_RUNTIME>'"),
         (vec!["--container-runtime", "docker", "--kubelet-version", "v1.24.0"], "--container-runtime docker needs a kubelet older than v1.24"),
         (vec!["--phase", "join"], "--phase join needs --token"),
-        (vec!["--phase", "all", "--token", token], "--phase all needs --ca-cert"),
+        (vec!["--phase", "all", "--token", token], "--phase all needs --api-server"),
+        (vec!["--phase", "join", "--token", token, "--api-server", "https://10.0.0.1:6443"], "--phase join needs a way to trust the API server: --discovery-token-ca-cert-hash sha256:"),
+        (join(&["--api-server", "http://10.0.0.1:6443"]), "invalid --api-server \"http://10.0.0.1:6443\": expected https://HOST:PORT"),
+        (join(&["--discovery-token-ca-cert-hash", "sha256:123"]), "invalid --discovery-token-ca-cert-hash \"sha256:123\": expected sha256: and 64 hex digits"),
+        (join(&["--node-name", "Worker_1"]), "invalid --node-name \"Worker_1\""),
+        (join(&["--node-ip", "10.0.0.300"]), "invalid --node-ip \"10.0.0.300\": expected an IPv4 or IPv6 address"),
+        (join(&["--node-labels", "role"]), "invalid --node-labels \"role\": expected comma-separated KEY=VALUE"),
+        (join(&["--register-with-taints", "gpu=yes:Never"]), "invalid --register-with-taints \"gpu=yes:Never\""),
+        (join(&["--timeout", "0"]), "--timeout 0: expected a number of seconds above 0"),
+        (join(&["--cluster-domain", "Cluster Local"]), "invalid --cluster-domain \"Cluster Local\""),
+        (vec!["--phase", "join", "--token", token, "--api-server", "https://10.0.0.1:6443", "--ca-cert", &ca_pem, "--discovery-token-ca-cert-hash", &other_hash], "--ca-cert: CA mismatch: the cluster's CA has public-key hash sha256:"),
         (vec!["--cloud-config", "relative.conf", "--cloud-provider", "openstack"], "invalid --cloud-config \"relative.conf\""),
         (vec!["--root", "/nonexistent/root"], "--root /nonexistent/root: target root /nonexistent/root:"),
         (vec!["--root", &fedora_root], "unsupported operating system: ID=fedora VERSION_ID=40; supported: ubuntu 18.04/20.04/22.04/24.04"),

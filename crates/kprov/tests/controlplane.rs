@@ -11,125 +11,15 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
 
+use common::controlplane::{kprov_in, run_in, text, wait_for, ControlPlane, Logs};
 use common::netns::Netns;
-use common::{kprov_bin, kubernetes_bin_dir, scratch, sh};
+use common::{kprov_bin, sh};
 
-const VERSION: &str = "v1.20.2";
 const PREFIX: &str = "10.78.0";
-
-/// The processes' logs, printed when the test fails.
-struct Logs(Vec<PathBuf>);
-
-impl Logs {
-    fn dump(&self) -> String {
-        let mut text = String::new();
-        for log in &self.0 {
-            let body = std::fs::read_to_string(log).unwrap_or_default();
-            // A Go crash ends in goroutine dumps; its cause comes first.
-            if let Some(at) = body.find("panic:").or_else(|| body.find("fatal error:")) {
-                let cause: String = body[at..].lines().take(40).collect::<Vec<_>>().join("\n");
-                text.push_str(&format!("==== {} crashed:\n{cause}\n", log.display()));
-                continue;
-            }
-            let tail: Vec<&str> = body.lines().rev().take(25).collect();
-            text.push_str(&format!("==== {} (last lines)\n", log.display()));
-            for line in tail.into_iter().rev() {
-                text.push_str(line);
-                text.push('\n');
-            }
-        }
-        text
-    }
-}
-
-fn run_in(ns: &Netns, program: &str, args: &[&str]) -> Output {
-    ns.command(program)
-        .args(args)
-        .env_remove("KPROV_TOKEN")
-        .output()
-        .unwrap()
-}
-
-fn kprov_in(ns: &Netns, args: &[&str]) -> Output {
-    run_in(ns, kprov_bin().to_str().unwrap(), args)
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "status {:?}\nstdout:\n{}\nstderr:\n{}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
-/// Starts each static pod's command as a process: the binary of the same
-/// name, every host path of the pod mapped under `root`.
-fn start_static_pods(ns: &mut Netns, root: &Path, logs_dir: &Path) -> Logs {
-    let manifests = root.join("etc/kubernetes/manifests");
-    let mut logs = Vec::new();
-    for component in [
-        "etcd",
-        "kube-apiserver",
-        "kube-controller-manager",
-        "kube-scheduler",
-    ] {
-        let text = std::fs::read_to_string(manifests.join(format!("{component}.yaml"))).unwrap();
-        let pod: serde_json::Value = serde_yaml::from_str(&text).unwrap();
-        let command: Vec<String> = pod["spec"]["containers"][0]["command"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v.as_str().unwrap().to_string())
-            .collect();
-        let host_paths: Vec<String> = pod["spec"]["volumes"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v["hostPath"]["path"].as_str().unwrap().to_string())
-            .filter(|p| p.starts_with("/etc/kubernetes") || p.starts_with("/var/lib/etcd"))
-            .collect();
-        let args: Vec<String> = command[1..]
-            .iter()
-            .map(|arg| {
-                let (flag, value) = arg.split_once('=').unwrap();
-                let mapped = host_paths
-                    .iter()
-                    .find(|p| value.starts_with(p.as_str()))
-                    .map(|_| format!("{}{value}", root.display()))
-                    .unwrap_or_else(|| value.to_string());
-                format!("{flag}={mapped}")
-            })
-            .collect();
-        let binary = if component == "etcd" {
-            "/usr/bin/etcd".to_string()
-        } else {
-            kubernetes_bin_dir().join(component).display().to_string()
-        };
-        let log = logs_dir.join(format!("{component}.log"));
-        let arg_refs: Vec<&str> = args.iter().map(String::as_str).collect();
-        ns.spawn_logged(Path::new(&binary), &arg_refs, &log);
-        logs.push(log);
-    }
-    Logs(logs)
-}
-
-/// Polls `check` every half second until it returns Some or `limit`
-/// passes.
-fn wait_for<T>(limit: Duration, mut check: impl FnMut() -> Option<T>) -> Option<T> {
-    let start = Instant::now();
-    while start.elapsed() < limit {
-        if let Some(v) = check() {
-            return Some(v);
-        }
-        std::thread::sleep(Duration::from_millis(500));
-    }
-    None
-}
 
 fn try_cluster_info(ns: &Netns, ca: &Path) -> Result<BTreeMap<String, String>, String> {
     // Anonymous, as a joining node reads it.
@@ -163,87 +53,18 @@ fn cluster_info(ns: &Netns, ca: &Path, logs: &Logs) -> BTreeMap<String, String> 
 #[test]
 #[ignore = "starts etcd and the v1.20.2 control plane in a network namespace"]
 fn control_plane_from_kprov_files_runs_and_bootstraps_tokens() {
-    let dir = scratch("controlplane-");
-    let root = dir.path().join("root");
-    std::fs::create_dir_all(&root).unwrap();
+    let cp = ControlPlane::start(PREFIX);
+    let (ns, root, logs, dir) = (&cp.ns, &cp.root, &cp.logs, &cp.dir);
     let root_s = root.display().to_string();
-    let address = format!("{PREFIX}.1");
-
-    // Certificates, kubeconfigs, static pods: every file phase of init.
-    let o = Command::new(kprov_bin())
-        .args([
-            "init",
-            "--skip-phases",
-            "base,kubelet-start",
-            "--root",
-            &root_s,
-            "--node-name",
-            "master-1",
-            "--advertise-address",
-            &address,
-            "--kubernetes-version",
-            VERSION,
-            "--pod-network",
-            "bridge",
-        ])
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "kprov init: {}", text(&o));
-
-    let mut ns = Netns::new(PREFIX);
-    let logs_dir = dir.path().join("logs");
-    std::fs::create_dir_all(&logs_dir).unwrap();
-    let logs = start_static_pods(&mut ns, &root, &logs_dir);
-
-    let kubectl = kubernetes_bin_dir().join("kubectl").display().to_string();
-    let admin = root.join("etc/kubernetes/admin.conf").display().to_string();
-    let ca = root.join("etc/kubernetes/pki/ca.crt");
-    let started = Instant::now();
-    let ready = wait_for(Duration::from_secs(180), || {
-        let o = run_in(
-            &ns,
-            &kubectl,
-            &["--kubeconfig", &admin, "get", "--raw", "/readyz"],
-        );
-        (o.status.success() && String::from_utf8_lossy(&o.stdout).trim() == "ok").then_some(())
-    });
-    assert!(
-        ready.is_some(),
-        "the API server never became ready\n{}",
-        logs.dump()
-    );
-    println!(
-        "API server ready {:.1} s after start",
-        started.elapsed().as_secs_f64()
-    );
+    let address = cp.address.clone();
+    let kubectl = cp.kubectl_bin.clone();
+    let admin = cp.admin.clone();
+    let ca = cp.ca();
 
     // The bootstrap RBAC and cluster-info; a second run changes nothing.
-    let cert_dir = root.join("etc/kubernetes/pki").display().to_string();
-    let k8s_dir = root.join("etc/kubernetes").display().to_string();
-    let init_phase = |ns: &Netns, name: &str| {
-        kprov_in(
-            ns,
-            &[
-                "init",
-                "phase",
-                name,
-                "--cert-dir",
-                &cert_dir,
-                "--kubernetes-dir",
-                &k8s_dir,
-                "--node-name",
-                "master-1",
-                "--advertise-address",
-                &address,
-                "--kubernetes-version",
-                VERSION,
-                "--pod-network",
-                "bridge",
-            ],
-        )
-    };
+    let init_phase = |_: &Netns, name: &str| cp.init_phase(name);
     let phase = |ns: &Netns| init_phase(ns, "bootstrap-token");
-    let first = phase(&ns);
+    let first = phase(ns);
     assert!(first.status.success(), "{}\n{}", text(&first), logs.dump());
     assert!(
         String::from_utf8_lossy(&first.stdout)
@@ -251,7 +72,7 @@ fn control_plane_from_kprov_files_runs_and_bootstraps_tokens() {
         "{}",
         text(&first)
     );
-    let second = phase(&ns);
+    let second = phase(ns);
     assert!(second.status.success(), "{}", text(&second));
     assert!(
         String::from_utf8_lossy(&second.stderr).contains("nothing changed"),
@@ -261,16 +82,16 @@ fn control_plane_from_kprov_files_runs_and_bootstraps_tokens() {
 
     // The add-ons; a second run changes nothing.
     let addons = |ns: &Netns| init_phase(ns, "addons");
-    let first = addons(&ns);
+    let first = addons(ns);
     assert!(first.status.success(), "{}\n{}", text(&first), logs.dump());
-    let second = addons(&ns);
+    let second = addons(ns);
     assert!(
         String::from_utf8_lossy(&second.stderr).contains("nothing changed"),
         "{}",
         text(&second)
     );
     let o = run_in(
-        &ns,
+        ns,
         &kubectl,
         &[
             "--kubeconfig",
@@ -291,7 +112,7 @@ fn control_plane_from_kprov_files_runs_and_bootstraps_tokens() {
         text(&o)
     );
     let o = run_in(
-        &ns,
+        ns,
         &kubectl,
         &[
             "--kubeconfig",
@@ -315,7 +136,7 @@ fn control_plane_from_kprov_files_runs_and_bootstraps_tokens() {
     // (Pending: this cluster has no nodes).
     let pods = wait_for(Duration::from_secs(60), || {
         let o = run_in(
-            &ns,
+            ns,
             &kubectl,
             &[
                 "--kubeconfig",
@@ -342,7 +163,7 @@ fn control_plane_from_kprov_files_runs_and_bootstraps_tokens() {
 
     // A token, with the join command.
     let o = kprov_in(
-        &ns,
+        ns,
         &[
             "token",
             "create",
@@ -376,7 +197,7 @@ fn control_plane_from_kprov_files_runs_and_bootstraps_tokens() {
     let token: kprov_core::BootstrapToken = token_text.parse().unwrap();
 
     // The token is listed without its secret.
-    let o = kprov_in(&ns, &["token", "list", "--kubeconfig", &admin]);
+    let o = kprov_in(ns, &["token", "list", "--kubeconfig", &admin]);
     let listed = String::from_utf8_lossy(&o.stdout);
     assert!(
         listed.contains(token.id()) && !listed.contains(&token_text),
@@ -385,7 +206,7 @@ fn control_plane_from_kprov_files_runs_and_bootstraps_tokens() {
 
     // cluster-info, read anonymously, verifies with the token and not
     // with a wrong one.
-    let data = cluster_info(&ns, &ca, &logs);
+    let data = cluster_info(ns, &ca, logs);
     let kubeconfig = kprov_controlplane::bootstrap::verify_cluster_info(&data, &token)
         .unwrap_or_else(|e| panic!("{e}"));
     assert!(kubeconfig.contains(&format!("server: https://{address}:6443")));
@@ -399,7 +220,7 @@ fn control_plane_from_kprov_files_runs_and_bootstraps_tokens() {
     let ours = data[&key].clone();
     let patch = format!(r#"[{{"op":"remove","path":"/data/{key}"}}]"#);
     let o = run_in(
-        &ns,
+        ns,
         &kubectl,
         &[
             "--kubeconfig",
@@ -416,7 +237,7 @@ fn control_plane_from_kprov_files_runs_and_bootstraps_tokens() {
     );
     assert!(o.status.success(), "{}", text(&o));
     let theirs = wait_for(Duration::from_secs(60), || {
-        try_cluster_info(&ns, &ca).ok()?.get(&key).cloned()
+        try_cluster_info(ns, &ca).ok()?.get(&key).cloned()
     });
     assert_eq!(
         theirs.as_deref(),
@@ -461,7 +282,7 @@ fn control_plane_from_kprov_files_runs_and_bootstraps_tokens() {
     }
     let tok = token_config.display().to_string();
     let o = run_in(
-        &ns,
+        ns,
         &kubectl,
         &["--kubeconfig", &tok, "-n", "kube-system", "get", "secrets"],
     );
@@ -504,7 +325,7 @@ fn control_plane_from_kprov_files_runs_and_bootstraps_tokens() {
     let csr_path = dir.path().join("csr.json");
     std::fs::write(&csr_path, csr.to_string()).unwrap();
     let o = run_in(
-        &ns,
+        ns,
         &kubectl,
         &[
             "--kubeconfig",
@@ -521,7 +342,7 @@ fn control_plane_from_kprov_files_runs_and_bootstraps_tokens() {
     );
     let issued = wait_for(Duration::from_secs(60), || {
         let o = run_in(
-            &ns,
+            ns,
             &kubectl,
             &[
                 "--kubeconfig",
@@ -566,27 +387,21 @@ fn control_plane_from_kprov_files_runs_and_bootstraps_tokens() {
     );
 
     // Delete: the Secret and the signature go.
-    let o = kprov_in(
-        &ns,
-        &["token", "delete", "--kubeconfig", &admin, token.id()],
-    );
+    let o = kprov_in(ns, &["token", "delete", "--kubeconfig", &admin, token.id()]);
     assert!(o.status.success(), "{}", text(&o));
     let gone = wait_for(Duration::from_secs(30), || {
-        (!try_cluster_info(&ns, &ca).ok()?.contains_key(&key)).then_some(())
+        (!try_cluster_info(ns, &ca).ok()?.contains_key(&key)).then_some(())
     });
     assert!(
         gone.is_some(),
         "the deleted token's signature stayed in cluster-info"
     );
-    let o = kprov_in(
-        &ns,
-        &["token", "delete", "--kubeconfig", &admin, token.id()],
-    );
+    let o = kprov_in(ns, &["token", "delete", "--kubeconfig", &admin, token.id()]);
     assert!(
         !o.status.success()
             && String::from_utf8_lossy(&o.stderr).contains("no bootstrap token with id"),
         "{}",
         text(&o)
     );
-    drop(ns);
+    drop(cp);
 }

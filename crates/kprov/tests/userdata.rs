@@ -52,6 +52,8 @@ fn worker_args(dir: &Path) -> Vec<String> {
         s(&fixture("authorized_keys")),
         "--ca-cert",
         s(&fixture("ca.crt")),
+        "--api-server",
+        "https://10.0.0.1:6443",
         "--cloud-provider",
         "openstack",
         "--cloud-config-file",
@@ -103,12 +105,57 @@ fn a_worker_s_cloud_config_has_its_files_and_pins_the_binary_s_sha256() {
     assert!(setup.contains(&format!("want_sha256='{sha}'")), "{setup}");
     assert!(setup.contains("'--cloud-config' '/etc/kubernetes/cloud-config'"));
     assert!(setup.contains("'--phase' 'all'"));
+    assert!(
+        setup.contains("'--api-server' 'https://10.0.0.1:6443'"),
+        "{setup}"
+    );
+    assert!(!setup.contains(TOKEN));
     assert_eq!(
         out.stderr,
         format!(
             "kprov: rendered cloud-init user-data for worker-1 ({} bytes)\n",
             out.stdout.len()
         )
+    );
+}
+
+#[test]
+fn a_pinned_ca_hash_reaches_setup_sh_and_a_malformed_one_is_refused() {
+    let (dir, _) = scratch();
+    let hash = format!("sha256:{}", "ab".repeat(32));
+    let mut args = worker_args(dir.path());
+    let i = args.iter().position(|a| a == "--ca-cert").unwrap();
+    args.drain(i..i + 2);
+    args.extend(["--discovery-token-ca-cert-hash".to_string(), hash.clone()]);
+    let out = run(&args, &[("KPROV_TOKEN", TOKEN)]);
+    assert!(out.ok(), "{}", out.stderr);
+    let config = cloud_config(&out.stdout);
+    let setup = &config.write_files.last().unwrap().content;
+    assert!(
+        setup.contains(&format!("'--discovery-token-ca-cert-hash' '{hash}'")),
+        "{setup}"
+    );
+    let n = args.len();
+    args[n - 1] = "sha256:xyz".into();
+    let out = run(&args, &[("KPROV_TOKEN", TOKEN)]);
+    assert_eq!(out.code, Some(1));
+    assert!(
+        out.stderr
+            .starts_with("kprov: error: invalid --discovery-token-ca-cert-hash \"sha256:xyz\""),
+        "{}",
+        out.stderr
+    );
+    let i = args
+        .iter()
+        .position(|a| a == "--discovery-token-ca-cert-hash")
+        .unwrap();
+    args.drain(i..i + 2);
+    let out = run(&args, &[("KPROV_TOKEN", TOKEN)]);
+    assert!(
+        out.stderr
+            .contains("--phase all needs a way to trust the API server"),
+        "{}",
+        out.stderr
     );
 }
 
@@ -290,6 +337,7 @@ fn a_config_file_gives_the_same_user_data_as_the_flags_and_flags_override_it() {
             "hostname: worker-9\n\
              ssh-authorized-keys-file: authorized_keys\n\
              ca-cert: ca.crt\n\
+             api-server: https://10.0.0.1:6443\n\
              cloud-provider: openstack\n\
              cloud-config-file: cloud-config.ini\n\
              token: {TOKEN}\n\

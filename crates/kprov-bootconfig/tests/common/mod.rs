@@ -61,6 +61,7 @@ pub fn worker(hostname: &str, source: &str, sha256: &str) -> BootSpec {
     spec.ca_cert = Some(ca());
     spec.token = Some(TOKEN.parse::<BootstrapToken>().unwrap());
     spec.provision.phase = Phase::All;
+    spec.provision.api_server = Some("https://10.0.0.1:6443".parse().unwrap());
     spec
 }
 

@@ -45,6 +45,22 @@ pub struct KubeletParams {
     pub cloud_config: Option<String>,
     /// Run static pods (control-plane nodes).
     pub static_pods: bool,
+    /// The node's name when it is not the host name.
+    pub hostname_override: Option<String>,
+}
+
+/// Whether the kubelet of `version` still has `provider` in-tree. The
+/// providers were removed one by one: OpenStack in v1.26, AWS in v1.27,
+/// and from v1.29 the DisableCloudProviders gate is on by default, which
+/// leaves only `external` (the code of the rest went in v1.31).
+pub fn in_tree_cloud_provider(version: &KubernetesVersion, provider: &str) -> bool {
+    let removed_in = match provider {
+        "external" => return true,
+        "openstack" => (1, 26),
+        "aws" => (1, 27),
+        _ => (1, 29),
+    };
+    !version.at_least(removed_in.0, removed_in.1)
 }
 
 #[derive(Serialize)]
@@ -55,6 +71,8 @@ struct KubeletConfiguration {
     authentication: Authentication,
     authorization: Authorization,
     cgroup_driver: &'static str,
+    // The Go field is clusterDNS; "clusterDns" would be ignored silently.
+    #[serde(rename = "clusterDNS")]
     cluster_dns: Vec<String>,
     cluster_domain: String,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -184,13 +202,14 @@ pub fn kubelet_flags(p: &KubeletParams) -> Vec<String> {
             p.register_with_taints.join(",")
         ));
     }
+    if let Some(name) = &p.hostname_override {
+        flags.push(format!("--hostname-override={name}"));
+    }
     if let Some(provider) = &p.cloud_provider {
-        // In-tree providers left the kubelet in v1.29: only `external`
-        // remains.
-        let provider = if p.version.at_least(1, 29) {
-            "external"
-        } else {
+        let provider = if in_tree_cloud_provider(&p.version, provider) {
             provider.as_str()
+        } else {
+            "external"
         };
         flags.push(format!("--cloud-provider={provider}"));
         if provider != "external" {
@@ -226,6 +245,7 @@ mod tests {
             cloud_provider: Some("aws".into()),
             cloud_config: Some("/etc/kubernetes/cloud.conf".into()),
             static_pods: false,
+            hostname_override: Some("worker-1".into()),
         }
     }
 
@@ -239,8 +259,10 @@ mod tests {
         assert!(f.contains(&"--cloud-provider=aws".to_string()));
         assert!(f.contains(&"--cloud-config=/etc/kubernetes/cloud.conf".to_string()));
         assert!(f.contains(&"--node-labels=role=worker".to_string()));
+        assert!(f.contains(&"--hostname-override=worker-1".to_string()));
         let c = kubelet_config(&params("v1.20.2"));
         assert!(c.contains("cgroupDriver: systemd"), "{c}");
+        assert!(c.contains("clusterDNS:\n- 10.96.0.10\n"), "{c}");
         assert!(c.contains("protectKernelDefaults: true"));
         assert!(c.contains("clientCAFile: /etc/kubernetes/pki/ca.crt"));
         assert!(!c.contains("containerRuntimeEndpoint"));
@@ -255,6 +277,34 @@ mod tests {
         assert!(!f.iter().any(|x| x.starts_with("--cloud-config")));
         let c = kubelet_config(&params("v1.30.0"));
         assert!(c.contains("containerRuntimeEndpoint: unix:///run/containerd/containerd.sock"));
+    }
+
+    #[test]
+    fn in_tree_providers_go_by_version_and_name() {
+        let v = |s: &str| s.parse::<KubernetesVersion>().unwrap();
+        for (version, provider, in_tree) in [
+            ("v1.25.0", "openstack", true),
+            ("v1.26.0", "openstack", false),
+            ("v1.26.0", "aws", true),
+            ("v1.27.0", "aws", false),
+            ("v1.28.9", "gce", true),
+            ("v1.29.0", "gce", false),
+            ("v1.37.0", "external", true),
+        ] {
+            assert_eq!(
+                in_tree_cloud_provider(&v(version), provider),
+                in_tree,
+                "{version} {provider}"
+            );
+        }
+        let mut p = params("v1.26.0");
+        p.cloud_provider = Some("openstack".into());
+        let f = kubelet_flags(&p);
+        assert!(
+            f.contains(&"--cloud-provider=external".to_string()),
+            "{f:?}"
+        );
+        assert!(!f.iter().any(|x| x.starts_with("--cloud-config")));
     }
 
     #[test]

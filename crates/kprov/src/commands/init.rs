@@ -311,6 +311,7 @@ fn kubelet_start(ctx: &InitContext) -> anyhow::Result<()> {
         cloud_provider: None,
         cloud_config: None,
         static_pods: true,
+        hostname_override: None,
     };
     let plan = kprov_provision::plan::plan_kubelet(
         &os,
@@ -378,26 +379,10 @@ fn wait_control_plane(ctx: &InitContext) -> anyhow::Result<()> {
     let diagnosis = kprov_controlplane::diagnose::diagnose(
         &format!("the API server at {url}"),
         &last_error,
-        &kubelet_facts(),
+        &super::kubelet_facts(),
         &component_facts(ctx),
     );
     anyhow::bail!("{diagnosis}")
-}
-
-fn kubelet_facts() -> kprov_controlplane::diagnose::KubeletFacts {
-    let active = std::process::Command::new("systemctl")
-        .args(["is-active", "--quiet", "kubelet"])
-        .status()
-        .is_ok_and(|s| s.success());
-    let journal = std::process::Command::new("journalctl")
-        .args(["-u", "kubelet", "-n", "15", "--no-pager", "-o", "cat"])
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-        .unwrap_or_default();
-    kprov_controlplane::diagnose::KubeletFacts {
-        active,
-        journal_tail: journal,
-    }
 }
 
 /// Each static pod's container logs as the kubelet keeps them:
@@ -455,7 +440,7 @@ fn mark_control_plane(ctx: &InitContext) -> anyhow::Result<()> {
             let diagnosis = kprov_controlplane::diagnose::diagnose(
                 &format!("the Node {node}"),
                 "not registered",
-                &kubelet_facts(),
+                &super::kubelet_facts(),
                 &[],
             );
             anyhow::bail!("{diagnosis}");

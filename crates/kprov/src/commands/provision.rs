@@ -37,9 +37,44 @@ fn node_spec(args: &ProvisionArgs, phase: Phase) -> anyhow::Result<NodeSpec> {
         ca_cert,
         sandbox_image: args.sandbox_image.clone(),
         runtime_source: args.runtime_source.into(),
+        api_server: args.api_server.as_deref().map(str::parse).transpose()?,
+        ca_cert_hashes: args
+            .discovery_token_ca_cert_hash
+            .iter()
+            .map(|h| h.parse())
+            .collect::<Result<_, _>>()?,
+        unsafe_skip_ca_verification: args.discovery_token_unsafe_skip_ca_verification,
+        node_name: args.node_name.as_deref().map(str::parse).transpose()?,
+        node_ip: match &args.node_ip {
+            None => None,
+            Some(ip) => Some(ip.parse().map_err(|_| {
+                anyhow::anyhow!("invalid --node-ip {ip:?}: expected an IPv4 or IPv6 address")
+            })?),
+        },
+        node_labels: match &args.node_labels {
+            None => Vec::new(),
+            Some(l) => kprov_core::join::parse_node_labels(l)?,
+        },
+        register_with_taints: args
+            .register_with_taints
+            .iter()
+            .map(|t| t.parse())
+            .collect::<Result<_, _>>()?,
         ..NodeSpec::new(args.kubelet_version.clone(), arch)
     };
     spec.validate(phase)?;
+    if phase.includes_join() {
+        if args.timeout == 0 {
+            bail!("--timeout 0: expected a number of seconds above 0");
+        }
+        if !kprov_core::join::is_dns_name(&args.cluster_domain) {
+            bail!(
+                "invalid --cluster-domain {:?}: expected a DNS domain such as cluster.local",
+                args.cluster_domain
+            );
+        }
+        super::join::check_inputs(&spec)?;
+    }
     Ok(spec)
 }
 
@@ -109,16 +144,16 @@ pub fn parse_mirror(url: &str) -> anyhow::Result<String> {
 pub fn run(args: ProvisionArgs) -> anyhow::Result<ExitCode> {
     let phase: Phase = args.phase.into();
     let mut spec = node_spec(&args, phase)?;
-    if phase.includes_join() {
-        bail!(
-            "--phase {phase}: the join phase is not available in this version of kprov yet; run --phase base"
-        );
-    }
     let root = Root::new(&args.root).with_context(|| format!("--root {}", args.root.display()))?;
-    let artifacts = WithSelf::new(artifact_source(&args.source, &mut spec)?);
     let os = kprov_provision::facts::detect_os(&root)?;
-    let plan = kprov_provision::plan::plan_base(&os, &spec, root.is_live())?;
-    apply_plan(&root, &plan, &artifacts, args.dry_run, args.output)?;
+    if phase.includes_base() {
+        let artifacts = WithSelf::new(artifact_source(&args.source, &mut spec)?);
+        let plan = kprov_provision::plan::plan_base(&os, &spec, root.is_live())?;
+        apply_plan(&root, &plan, &artifacts, args.dry_run, args.output)?;
+    }
+    if phase.includes_join() {
+        super::join::run(&root, &os, &spec, &args)?;
+    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -170,6 +170,12 @@ fn boot_spec(args: &UserdataArgs) -> anyhow::Result<BootSpec> {
         Some(url) => Some(super::provision::parse_mirror(url)?),
         None => None,
     };
+    provision.api_server = args.api_server.as_deref().map(str::parse).transpose()?;
+    provision.ca_cert_hashes = args
+        .discovery_token_ca_cert_hash
+        .iter()
+        .map(|h| h.parse())
+        .collect::<Result<_, _>>()?;
 
     let spec = BootSpec {
         hostname,

@@ -20,6 +20,7 @@ pub fn repo_root() -> PathBuf {
         .unwrap()
 }
 
+pub mod controlplane;
 pub mod netns;
 pub mod registry;
 pub mod vm;
@@ -457,4 +458,29 @@ pub fn harness_images() -> &'static (PathBuf, Vec<(PathBuf, String)>) {
             .collect();
         (dir, images)
     })
+}
+
+/// A self-signed EC CA certificate made by openssl, written to `path`.
+pub fn openssl_ca(path: &Path) {
+    let made = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=kubernetes",
+            "-keyout",
+            "/dev/null",
+            "-out",
+        ])
+        .arg(path)
+        .output()
+        .unwrap();
+    assert!(made.status.success(), "openssl req: {made:?}");
 }
