@@ -58,8 +58,16 @@ fn describe(err: &anyhow::Error) -> String {
 
 /// Logs go to stderr; stdout is for data.
 fn init_logging(level: Option<&str>) {
+    // By default kube's client and its tower-http tracing stay quiet: they
+    // log every failed request at error level, while kprov reports
+    // failures itself, with context (a wait for the API server would
+    // print one line per second).
+    let default = level.map_or_else(
+        || "warn,kube_client=off,tower_http=off".to_string(),
+        str::to_string,
+    );
     let filter = tracing_subscriber::EnvFilter::try_from_env("KPROV_LOG")
-        .or_else(|_| tracing_subscriber::EnvFilter::try_new(level.unwrap_or("warn")))
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(&default))
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)

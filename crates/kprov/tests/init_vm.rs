@@ -23,7 +23,10 @@ use std::time::{Duration, Instant};
 
 use common::netns::Netns;
 use common::registry::control_plane_bundle;
-use common::vm::{make_disk, marked, start, Network, Options, VmDisk};
+use common::vm::{
+    derive_disk, install_boot_script, make_disk, marked, start, Network, Options, VmDisk,
+    KUBEADM_KUBELET_DROPIN,
+};
 use common::{bench, debian_vm_root_tarball, extract, kprov, kubernetes_bin, scratch, sh};
 
 const PREFIX: &str = "10.79.0";
@@ -49,7 +52,7 @@ kprov)
     # Progress (stderr) to the console as it comes; the join command
     # (stdout, with the token) only to a file.
     { kprov init --node-name @NODE@ --advertise-address @MASTER_IP@ --kubernetes-version v1.20.2 \
-        --pod-network bridge --timeout 1200 2>&1 > /root/init.out; echo $? > /root/init.rc; } | sed 's/^/INITLOG /'
+        --pod-network bridge --timeout 420 2>&1 > /root/init.out; echo $? > /root/init.rc; } | sed 's/^/INITLOG /'
     rc=$(cat /root/init.rc)
     t1=$(now)
     [ $rc = 0 ] || { journalctl -u kubelet -n 30 --no-pager | sed 's/^/KUBELET /'; fail "kprov init exited $rc"; }
@@ -87,11 +90,6 @@ echo "INITVM done"
 systemctl poweroff
 "#;
 
-const TEST_UNIT: &str = "[Unit]\nDescription=kprov init VM test\n\
-After=multi-user.target kprov-images.service containerd.service\n\
-[Service]\nType=oneshot\nExecStart=/usr/local/sbin/kprov-init-vm-test\n\
-[Install]\nWantedBy=multi-user.target\n";
-
 /// kubeadm's settings for the same cluster: the systemd cgroup driver
 /// kprov configures containerd with, and room to wait under TCG.
 const KUBEADM_CONFIG: &str = "apiVersion: kubeadm.k8s.io/v1beta2
@@ -115,15 +113,6 @@ networking:
 apiVersion: kubelet.config.k8s.io/v1beta1
 kind: KubeletConfiguration
 cgroupDriver: systemd
-";
-
-/// The drop-in kubeadm's Debian/RPM packages ship for the kubelet.
-const KUBEADM_DROPIN: &str = "[Service]
-Environment=\"KUBELET_KUBECONFIG_ARGS=--bootstrap-kubeconfig=/etc/kubernetes/bootstrap-kubelet.conf --kubeconfig=/etc/kubernetes/kubelet.conf\"
-Environment=\"KUBELET_CONFIG_ARGS=--config=/var/lib/kubelet/config.yaml\"
-EnvironmentFile=-/var/lib/kubelet/kubeadm-flags.env
-ExecStart=
-ExecStart=/usr/local/bin/kubelet $KUBELET_KUBECONFIG_ARGS $KUBELET_CONFIG_ARGS $KUBELET_KUBEADM_ARGS $KUBELET_EXTRA_ARGS
 ";
 
 fn fill(template: &str, gateway: &str) -> String {
@@ -170,67 +159,20 @@ fn master_disk(dir: &Path, gateway: &str) -> VmDisk {
         .arg(common::kprov_bin_for_benchmarks())
         .arg(bin.join("kprov")));
     std::fs::copy(kubernetes_bin().join("kubeadm"), bin.join("kubeadm")).unwrap();
-    write(
-        &root.join("usr/local/sbin/kprov-init-vm-test"),
+    install_boot_script(
+        &root,
+        "kprov-init-vm-test",
         &fill(TEST_SCRIPT, gateway),
-        0o755,
+        "kprov-images.service containerd.service",
     );
     write(
         &root.join("root/kubeadm.yaml"),
         &fill(KUBEADM_CONFIG, gateway),
         0o600,
     );
-    write(
-        &root.join("etc/systemd/system/kprov-init-vm-test.service"),
-        TEST_UNIT,
-        0o644,
-    );
-    std::os::unix::fs::symlink(
-        "/etc/systemd/system/kprov-init-vm-test.service",
-        root.join("etc/systemd/system/multi-user.target.wants/kprov-init-vm-test.service"),
-    )
-    .unwrap();
-    // No login prompt on the serial line: agetty's vhangup would cut the
-    // test script off the console.
-    std::os::unix::fs::symlink(
-        "/dev/null",
-        root.join("etc/systemd/system/serial-getty@ttyS0.service"),
-    )
-    .unwrap();
     let vm = make_disk(&root, dir, "6G");
     std::fs::remove_dir_all(&root).unwrap();
     vm
-}
-
-/// A copy of `vm`'s disk for kubeadm's run, with kubeadm's kubelet drop-in.
-fn kubeadm_disk(vm: &VmDisk, dir: &Path) -> VmDisk {
-    let disk = dir.join("disk-kubeadm.raw");
-    sh(Command::new("cp")
-        .arg("--sparse=always")
-        .arg(&vm.disk)
-        .arg(&disk));
-    let dropin = dir.join("10-kubeadm.conf");
-    std::fs::write(&dropin, KUBEADM_DROPIN).unwrap();
-    // debugfs writes into the ext4 image without mounting it.
-    let script = dir.join("debugfs.cmd");
-    std::fs::write(
-        &script,
-        format!(
-            "mkdir /etc/systemd/system/kubelet.service.d\nwrite {} /etc/systemd/system/kubelet.service.d/10-kubeadm.conf\n",
-            dropin.display()
-        ),
-    )
-    .unwrap();
-    sh(Command::new("debugfs")
-        .arg("-w")
-        .arg("-f")
-        .arg(&script)
-        .arg(&disk));
-    VmDisk {
-        disk,
-        kernel: vm.kernel.clone(),
-        initrd: vm.initrd.clone(),
-    }
 }
 
 /// The figure after `key=` on the marker line starting with `prefix`.
@@ -285,7 +227,7 @@ fn kprov_init_runs_the_control_plane_as_static_pods_in_a_vm_and_kubeadm_is_measu
     let ns = Netns::new(PREFIX);
     let gateway = ns.gateway();
     let vm = master_disk(dir.path(), &gateway);
-    let kubeadm_vm = kubeadm_disk(&vm, dir.path());
+    let kubeadm_vm = derive_disk(&vm, dir.path(), "kubeadm", &[KUBEADM_KUBELET_DROPIN]);
     ns.add_tap("tap0");
     let network = Network::Tap {
         tap: "tap0".into(),

@@ -42,29 +42,6 @@ fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
-/// Creates a token (with `ttl`) and returns it with the CA hash of the
-/// join command.
-fn new_token(cp: &ControlPlane, ttl: &str) -> (String, String) {
-    let o = kprov_in(
-        &cp.ns,
-        &[
-            "token",
-            "create",
-            "--kubeconfig",
-            &cp.admin,
-            "--ttl",
-            ttl,
-            "--print-join-command",
-        ],
-    );
-    assert!(o.status.success(), "token create: {}", text(&o));
-    let line = String::from_utf8_lossy(&o.stdout).trim().to_string();
-    let words: Vec<&str> = line.split_whitespace().collect();
-    let after = |flag: &str| words[words.iter().position(|w| *w == flag).unwrap() + 1].to_string();
-    assert_eq!(after("--api-server"), cp.server());
-    (after("--token"), after("--discovery-token-ca-cert-hash"))
-}
-
 /// `kprov provision --phase join --root ROOT` in the namespace with the
 /// token in the environment, timed.
 fn join(cp: &ControlPlane, root: &Path, token: &str, extra: &[&str]) -> (Output, Duration) {
@@ -133,7 +110,7 @@ fn token_discovery_joins_with_the_right_token_and_hash_and_diagnoses_the_rest() 
     let cp = ControlPlane::start(PREFIX);
     let o = cp.init_phase("bootstrap-token");
     assert!(o.status.success(), "{}\n{}", text(&o), cp.logs.dump());
-    let (token, hash) = new_token(&cp, "1h");
+    let (token, hash) = cp.new_token("1h");
     let server = cp.server();
 
     // The right token and hash: the node's files, with their modes.
@@ -290,7 +267,7 @@ fn token_discovery_joins_with_the_right_token_and_hash_and_diagnoses_the_rest() 
         Duration::from_secs(25),
     );
     // A deleted token: its signature leaves cluster-info.
-    let (deleted, _) = new_token(&cp, "1h");
+    let (deleted, _) = cp.new_token("1h");
     let o = kprov_in(
         &cp.ns,
         &["token", "delete", "--kubeconfig", &cp.admin, &deleted],
@@ -308,7 +285,7 @@ fn token_discovery_joins_with_the_right_token_and_hash_and_diagnoses_the_rest() 
     // An expired token: the bootstrapsigner drops its signature, or, if
     // that has not happened yet, the API server refuses the token after
     // its signature verified. Either way the token is named as expired.
-    let (expired, _) = new_token(&cp, "2s");
+    let (expired, _) = cp.new_token("2s");
     std::thread::sleep(Duration::from_secs(4));
     assert_fails(
         &cp,

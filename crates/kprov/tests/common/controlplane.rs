@@ -244,6 +244,30 @@ impl ControlPlane {
         )
     }
 
+    /// Creates a token (with `ttl`) and returns it with the CA hash of the
+    /// join command `kprov token create` prints.
+    pub fn new_token(&self, ttl: &str) -> (String, String) {
+        let o = kprov_in(
+            &self.ns,
+            &[
+                "token",
+                "create",
+                "--kubeconfig",
+                &self.admin,
+                "--ttl",
+                ttl,
+                "--print-join-command",
+            ],
+        );
+        assert!(o.status.success(), "token create: {}", text(&o));
+        let line = String::from_utf8_lossy(&o.stdout).trim().to_string();
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let after =
+            |flag: &str| words[words.iter().position(|w| *w == flag).unwrap() + 1].to_string();
+        assert_eq!(after("--api-server"), self.server());
+        (after("--token"), after("--discovery-token-ca-cert-hash"))
+    }
+
     /// Runs kubectl with admin.conf in the namespace.
     pub fn kubectl(&self, args: &[&str]) -> Output {
         let mut all = vec!["--kubeconfig", &self.admin];

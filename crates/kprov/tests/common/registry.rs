@@ -171,29 +171,25 @@ pub fn create_bundle(
     kprov(&args, env)
 }
 
-/// A bundle for v1.20.2/amd64 built in `dir`: binaries from a loopback
-/// mirror, and the control-plane images (`--control-plane`, without
-/// CoreDNS) pushed into a loopback registry and pulled back by kprov.
-/// `extra` goes to `kprov bundle create` as is (e.g. `--image` with
-/// another harness image).
-pub fn control_plane_bundle(dir: &Path, extra: &[&str]) -> PathBuf {
+/// A bundle for v1.20.2/amd64 built in `dir` by `kprov bundle create
+/// FLAGS`: binaries from a loopback mirror, images pulled from a loopback
+/// registry holding every harness image (so FLAGS may name any of them
+/// with --image).
+pub fn bundle(dir: &Path, flags: &[&str]) -> PathBuf {
     let mirror = dir.join("mirror");
     build_mirror(&mirror);
     let server = FileServer::start(&mirror).unwrap();
     let registry = Registry::start(&dir.join("registry"), None);
-    // Every harness image, so that `extra` may add any with --image.
     for (archive, reference) in &harness_images().1 {
         registry.push(archive, reference, None);
     }
     let bundle = dir.join("bundle");
-    let mut flags = vec!["--control-plane", "--exclude-image", COREDNS];
-    flags.extend_from_slice(extra);
     let created = create_bundle(
         &server.url(),
         &registry.addr,
         &bundle,
         &dir.join("cache"),
-        &flags,
+        flags,
         &[],
     );
     assert!(
@@ -202,4 +198,12 @@ pub fn control_plane_bundle(dir: &Path, extra: &[&str]) -> PathBuf {
         created.stderr
     );
     bundle
+}
+
+/// [`bundle`] with the control-plane images (`--control-plane`, without
+/// CoreDNS) and `extra` flags.
+pub fn control_plane_bundle(dir: &Path, extra: &[&str]) -> PathBuf {
+    let mut flags = vec!["--control-plane", "--exclude-image", COREDNS];
+    flags.extend_from_slice(extra);
+    bundle(dir, &flags)
 }

@@ -316,3 +316,77 @@ pub fn start_netboot(
         .spawn()
         .unwrap()
 }
+
+/// Installs `script` in `root` as /usr/local/sbin/NAME, run once at boot by
+/// NAME.service after `after`, and keeps agetty off the serial console
+/// (its vhangup would cut the script's output off).
+pub fn install_boot_script(root: &Path, name: &str, script: &str, after: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    let path = root.join("usr/local/sbin").join(name);
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(&path, script).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let unit = format!(
+        "[Unit]\nDescription=kprov test script {name}\nAfter=multi-user.target {after}\n\
+         [Service]\nType=oneshot\nExecStart=/usr/local/sbin/{name}\n\
+         [Install]\nWantedBy=multi-user.target\n"
+    );
+    let units = root.join("etc/systemd/system");
+    std::fs::write(units.join(format!("{name}.service")), unit).unwrap();
+    std::os::unix::fs::symlink(
+        format!("/etc/systemd/system/{name}.service"),
+        units.join(format!("multi-user.target.wants/{name}.service")),
+    )
+    .unwrap();
+    let getty = units.join("serial-getty@ttyS0.service");
+    if getty.symlink_metadata().is_err() {
+        std::os::unix::fs::symlink("/dev/null", getty).unwrap();
+    }
+}
+
+/// A sparse copy of `vm`'s disk at `dir/NAME.raw` with `files` (node path,
+/// contents) written into its ext4 filesystem by debugfs, unmounted.
+pub fn derive_disk(vm: &VmDisk, dir: &Path, name: &str, files: &[(&str, &str)]) -> VmDisk {
+    let disk = dir.join(format!("{name}.raw"));
+    sh(Command::new("cp")
+        .arg("--sparse=always")
+        .arg(&vm.disk)
+        .arg(&disk));
+    let mut commands = String::new();
+    for (i, (node_path, contents)) in files.iter().enumerate() {
+        let local = dir.join(format!("{name}.file{i}"));
+        std::fs::write(&local, contents).unwrap();
+        let parent = Path::new(node_path).parent().unwrap();
+        // mkdir fails harmlessly when the directory exists.
+        commands.push_str(&format!(
+            "mkdir {}\nwrite {} {node_path}\n",
+            parent.display(),
+            local.display()
+        ));
+    }
+    let script = dir.join(format!("{name}.debugfs"));
+    std::fs::write(&script, commands).unwrap();
+    sh(Command::new("debugfs")
+        .arg("-w")
+        .arg("-f")
+        .arg(&script)
+        .arg(&disk));
+    VmDisk {
+        disk,
+        kernel: vm.kernel.clone(),
+        initrd: vm.initrd.clone(),
+    }
+}
+
+/// The drop-in kubeadm's Debian/RPM packages ship for the kubelet, for
+/// VMs that run kubeadm beside kprov in benchmarks.
+pub const KUBEADM_KUBELET_DROPIN: (&str, &str) = (
+    "/etc/systemd/system/kubelet.service.d/10-kubeadm.conf",
+    "[Service]
+Environment=\"KUBELET_KUBECONFIG_ARGS=--bootstrap-kubeconfig=/etc/kubernetes/bootstrap-kubelet.conf --kubeconfig=/etc/kubernetes/kubelet.conf\"
+Environment=\"KUBELET_CONFIG_ARGS=--config=/var/lib/kubelet/config.yaml\"
+EnvironmentFile=-/var/lib/kubelet/kubeadm-flags.env
+ExecStart=
+ExecStart=/usr/local/bin/kubelet $KUBELET_KUBECONFIG_ARGS $KUBELET_CONFIG_ARGS $KUBELET_KUBEADM_ARGS $KUBELET_EXTRA_ARGS
+",
+);

@@ -1,0 +1,519 @@
+//! The join end to end, all real: a v1.20.2 control plane from `kprov init`
+//! (processes in a network namespace, common::controlplane, with the
+//! `bridge` pod network) and a worker VM (qemu, TCG, Debian 12 with
+//! cloud-init) prebaked by `kprov provision --phase base --root` from a
+//! bundle that also ships kube-proxy and busybox. `kprov userdata` gives it
+//! its join over NoCloud; it joins with the token and the pinned CA hash.
+//! Then: the node is Ready, a busybox pod runs on it, `kubectl logs` and
+//! `kubectl exec` work through its kubelet; containerd stopped in the VM
+//! is restarted by kprov's health check; `kprov reset` and a second join
+//! bring the node back. A second VM from the same disk image joins with
+//! kubeadm v1.20.2, for the benchmark.
+//!
+//! Needs root, qemu, dnsmasq, docker-registry, skopeo and many minutes:
+//! `#[ignore]`d, run by tools/test.sh.
+
+#![allow(clippy::unwrap_used, clippy::print_stdout)]
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use common::controlplane::{text, wait_for, ControlPlane};
+use common::registry::bundle;
+use common::vm::{
+    derive_disk, install_boot_script, make_disk, marked, start, Network, Options, VmDisk,
+    KUBEADM_KUBELET_DROPIN,
+};
+use common::{bench, debian_cloud_root_tarball, extract, kprov_bin_for_benchmarks, scratch, sh};
+
+const PREFIX: &str = "10.81.0";
+const WORKER: &str = "worker-1";
+const KUBEADM_WORKER: &str = "worker-kubeadm";
+const BUSYBOX: &str = "docker.io/library/busybox:1.35.0";
+const KUBE_PROXY: &str = "k8s.gcr.io/kube-proxy:v1.20.2";
+
+const SETUP_DONE: &str = "kprov-setup: done";
+const SETUP_FAILED: &str = "kprov-setup: error:";
+const JOIN_STARTS: &str = "kprov-setup: step 4/5: running kprov provision";
+
+/// Runs in the worker after cloud-init; with `kprov.test=kprov` on the
+/// kernel command line it reports on the join and then goes through the
+/// health check, reset and rejoin steps as the host signals them (files
+/// it serves under /signal/).
+const TEST_SCRIPT: &str = r#"#!/bin/sh
+exec > /dev/ttyS0 2>&1
+grep -q 'kprov.test=kprov' /proc/cmdline || exit 0
+site=http://@GATEWAY@:8080/signal
+wait_signal() {
+    i=0
+    until curl -sf "$site/$1" -o "/root/signal-$1"; do
+        i=$((i + 1))
+        if [ $i -gt 900 ]; then echo "JOINVM failed: no signal $1 from the host"; systemctl poweroff; exit 1; fi
+        sleep 1
+    done
+}
+present() { if [ -e "$1" ]; then echo present; else echo gone; fi; }
+echo "JOINVM joined kubelet-conf=$(present /etc/kubernetes/kubelet.conf) kubelet=$(systemctl is-active kubelet)"
+
+wait_signal health
+systemctl stop containerd
+t0=$(date +%s)
+until [ "$(systemctl is-active containerd)" = active ] || [ $(($(date +%s) - t0)) -gt 180 ]; do sleep 1; done
+echo "JOINVM containerd $(systemctl is-active containerd) after $(($(date +%s) - t0)) s"
+journalctl -o cat -u kprov-healthcheck.service --no-pager | grep 'containerd' | grep 'restarted' | tail -n 1 | sed 's/^/JOINVM-HEALTH /'
+
+wait_signal reset
+kprov reset > /root/reset.out 2>&1
+rc=$?
+sed 's/^/JOINVM-RESET /' /root/reset.out
+echo "JOINVM reset rc=$rc kubelet=$(systemctl is-active kubelet) kubelet-conf=$(present /etc/kubernetes/kubelet.conf) bootstrap=$(present /etc/kubernetes/bootstrap-kubelet.conf) kubelet-dir=$(present /var/lib/kubelet/config.yaml) cni-conf=$(ls /etc/cni/net.d | wc -l) kubelet-bin=$(present /usr/local/bin/kubelet) containerd=$(systemctl is-active containerd)"
+
+wait_signal rejoin
+. /root/signal-rejoin
+export KPROV_TOKEN
+kprov provision --phase join --kubelet-version v1.20.2 --api-server "$API_SERVER" \
+    --discovery-token-ca-cert-hash "$CA_HASH" > /root/rejoin.out 2>&1
+rc=$?
+tail -n 3 /root/rejoin.out | sed 's/^/JOINVM-REJOIN /'
+echo "JOINVM rejoin rc=$rc"
+
+wait_signal done
+systemctl poweroff
+"#;
+
+/// The worker's disk: Debian's cloud root, the base phase from the bundle
+/// (by the kprov that is measured, which installs itself), kubeadm for
+/// the benchmark, and the test script.
+fn worker_disk(dir: &Path, gateway: &str) -> VmDisk {
+    let work = dir.join("bundle-work");
+    let bundle = bundle(&work, &["--image", KUBE_PROXY, "--image", BUSYBOX]);
+    let root = dir.join("root");
+    extract(debian_cloud_root_tarball(), &root);
+    let out = Command::new(kprov_bin_for_benchmarks())
+        .args(["provision", "--phase", "base", "--root"])
+        .arg(&root)
+        .args([
+            "--kubelet-version",
+            "v1.20.2",
+            "--arch",
+            "amd64",
+            "--bundle",
+        ])
+        .arg(&bundle)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "prebaking the worker: {}", text(&out));
+    std::fs::remove_dir_all(&work).unwrap();
+    std::fs::copy(
+        common::kubernetes_bin().join("kubeadm"),
+        root.join("usr/local/bin/kubeadm"),
+    )
+    .unwrap();
+    install_boot_script(
+        &root,
+        "kprov-join-vm-test",
+        &TEST_SCRIPT.replace("@GATEWAY@", gateway),
+        "cloud-final.service",
+    );
+    let vm = make_disk(&root, dir, "6G");
+    std::fs::remove_dir_all(&root).unwrap();
+    vm
+}
+
+/// The NoCloud directory for one VM: meta-data, an empty vendor-data,
+/// and `user_data`.
+fn nocloud(site: &Path, name: &str, user_data: &str) {
+    let dir = site.join(name);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("meta-data"),
+        format!("instance-id: {name}\nlocal-hostname: {name}\n"),
+    )
+    .unwrap();
+    std::fs::write(dir.join("vendor-data"), "").unwrap();
+    std::fs::write(dir.join("user-data"), user_data).unwrap();
+}
+
+/// `kprov userdata` for the worker: join with the token and the pinned CA
+/// hash, with the kprov already in the image (pinned by its sha256).
+fn kprov_user_data(cp: &ControlPlane, token: &str, hash: &str, dir: &Path) -> String {
+    let key = dir.join("id_ed25519");
+    sh(Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-C", "kprov-test", "-f"])
+        .arg(&key));
+    let out = dir.join("user-data");
+    let run = Command::new(common::kprov_bin())
+        .args(["userdata", "--format", "cloud-init", "--hostname", WORKER])
+        .arg("--ssh-authorized-keys-file")
+        .arg(key.with_extension("pub"))
+        .args(["--provision-source", "file:///usr/local/bin/kprov"])
+        .arg("--provision-binary")
+        .arg(kprov_bin_for_benchmarks())
+        .args(["--phase", "join", "--kubelet-version", "v1.20.2"])
+        .args(["--api-server", &cp.server()])
+        .args(["--discovery-token-ca-cert-hash", hash])
+        .arg("--output")
+        .arg(&out)
+        .env("KPROV_TOKEN", token)
+        .output()
+        .unwrap();
+    assert!(run.status.success(), "kprov userdata: {}", text(&run));
+    std::fs::read_to_string(out).unwrap()
+}
+
+fn kubectl(cp: &ControlPlane, args: &[&str]) -> Output {
+    let mut all = vec!["--request-timeout", "20s"];
+    all.extend_from_slice(args);
+    cp.kubectl(&all)
+}
+
+fn node_ready(cp: &ControlPlane, node: &str) -> bool {
+    let o = kubectl(
+        cp,
+        &[
+            "get",
+            "node",
+            node,
+            "-o",
+            "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}",
+        ],
+    );
+    o.status.success() && String::from_utf8_lossy(&o.stdout).trim() == "True"
+}
+
+/// Polls every second until `node` is Ready; returns when it was seen.
+fn wait_ready(cp: &ControlPlane, node: &str, limit: Duration, console: &dyn Fn() -> String) {
+    let ready = wait_for(limit, || node_ready(cp, node).then_some(()));
+    if ready.is_none() {
+        let nodes = kubectl(cp, &["get", "nodes", "-o", "yaml"]);
+        panic!(
+            "{node} was not Ready within {limit:?}\nnodes: {}\ncontrol plane:\n{}\nconsole:\n{}",
+            text(&nodes),
+            cp.logs.dump(),
+            console()
+        );
+    }
+}
+
+/// The number of approved CSRs of `user`.
+fn approved_csrs(cp: &ControlPlane, user: &str) -> usize {
+    let o = kubectl(cp, &["get", "csr", "-o", "json"]);
+    let list: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_default();
+    list["items"]
+        .as_array()
+        .map(|items| {
+            items
+                .iter()
+                .filter(|c| c["spec"]["username"] == user)
+                .filter(|c| {
+                    c["status"]["conditions"]
+                        .as_array()
+                        .is_some_and(|cs| cs.iter().any(|x| x["type"] == "Approved"))
+                })
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+fn signal(site: &Path, name: &str, contents: &str) {
+    let dir = site.join("signal");
+    std::fs::create_dir_all(&dir).unwrap();
+    let temp = dir.join(format!(".{name}"));
+    std::fs::write(&temp, contents).unwrap();
+    std::fs::rename(temp, dir.join(name)).unwrap();
+}
+
+/// kubeadm join reads kubeadm-config and kubelet-config-1.20 from
+/// kube-system; `kprov init` makes neither, so the benchmark uploads them
+/// as `kubeadm init` would (the kubeadm ConfigMap by kubeadm itself; the
+/// kubelet one by hand, since kubeadm's phase also annotates a control
+/// plane Node this cluster of bare processes does not have).
+fn prepare_for_kubeadm(cp: &ControlPlane, dir: &Path) {
+    let config = dir.join("kubeadm.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "apiVersion: kubeadm.k8s.io/v1beta2\nkind: ClusterConfiguration\n\
+             kubernetesVersion: v1.20.2\ncontrolPlaneEndpoint: {}:6443\n\
+             networking:\n  podSubnet: 10.244.0.0/16\n  serviceSubnet: 10.96.0.0/12\n",
+            cp.address
+        ),
+    )
+    .unwrap();
+    let kubeadm = common::kubernetes_bin().join("kubeadm");
+    let o = cp
+        .ns
+        .command(kubeadm.to_str().unwrap())
+        .args(["init", "phase", "upload-config", "kubeadm", "--config"])
+        .arg(&config)
+        .args(["--kubeconfig", &cp.admin])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "kubeadm upload-config: {}", text(&o));
+    let kubelet = dir.join("kubelet");
+    std::fs::write(
+        &kubelet,
+        "apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\n\
+         cgroupDriver: systemd\nclusterDNS:\n- 10.96.0.10\nclusterDomain: cluster.local\n\
+         authentication:\n  x509:\n    clientCAFile: /etc/kubernetes/pki/ca.crt\n  webhook:\n    enabled: true\n\
+         authorization:\n  mode: Webhook\nrotateCertificates: true\n",
+    )
+    .unwrap();
+    let from = format!("--from-file=kubelet={}", kubelet.display());
+    for args in [
+        vec![
+            "-n",
+            "kube-system",
+            "create",
+            "configmap",
+            "kubelet-config-1.20",
+            &from,
+        ],
+        vec![
+            "-n",
+            "kube-system",
+            "create",
+            "role",
+            "kubeadm:kubelet-config-1.20",
+            "--verb=get",
+            "--resource=configmaps",
+            "--resource-name=kubelet-config-1.20",
+        ],
+        vec![
+            "-n",
+            "kube-system",
+            "create",
+            "rolebinding",
+            "kubeadm:kubelet-config-1.20",
+            "--role=kubeadm:kubelet-config-1.20",
+            "--group=system:nodes",
+            "--group=system:bootstrappers:kubeadm:default-node-token",
+        ],
+    ] {
+        let o = kubectl(cp, &args);
+        assert!(o.status.success(), "kubectl {args:?}: {}", text(&o));
+    }
+}
+
+#[test]
+#[ignore = "needs root, qemu, dnsmasq, docker-registry, skopeo and the cached builds; run by tools/test.sh"]
+fn a_prebaked_vm_joins_with_its_user_data_runs_a_pod_heals_resets_and_rejoins() {
+    let dir = scratch("join-vm-");
+    let mut cp = ControlPlane::start(PREFIX);
+    for phase in ["bootstrap-token", "addons"] {
+        let o = cp.init_phase(phase);
+        assert!(o.status.success(), "init phase {phase}: {}", text(&o));
+    }
+    let gateway = cp.address.clone();
+    let vm = worker_disk(dir.path(), &gateway);
+    let kubeadm_vm = derive_disk(&vm, dir.path(), "kubeadm", &[KUBEADM_KUBELET_DROPIN]);
+
+    let (token, hash) = cp.new_token("2h");
+    let site: PathBuf = dir.path().join("site");
+    nocloud(
+        &site,
+        WORKER,
+        &kprov_user_data(&cp, &token, &hash, dir.path()),
+    );
+    cp.ns.add_tap("tap0");
+    cp.ns.serve_dhcp(&dir.path().join("leases"));
+    cp.ns.serve_http(&site, 8080);
+    let network = Network::Tap {
+        tap: "tap0".into(),
+        mac: "52:54:00:81:00:11".into(),
+    };
+
+    let console_path = dir.path().join("console-kprov.log");
+    let mut running = start(
+        cp.ns.command("qemu-system-x86_64"),
+        &vm,
+        &Options {
+            console: &console_path,
+            network: &network,
+            extra_cmdline: &format!(
+                "kprov.test=kprov ds=nocloud-net;s=http://{gateway}:8080/{WORKER}/"
+            ),
+            memory_mib: 1536,
+            private_serial: None,
+        },
+    );
+    let console = || std::fs::read_to_string(&console_path).unwrap_or_default();
+    let (text_so_far, marker) =
+        running.wait_for(&[JOIN_STARTS, SETUP_FAILED], Duration::from_secs(900));
+    assert_eq!(marker, JOIN_STARTS, "console:\n{text_so_far}");
+    let join_started = Instant::now();
+    let vm_to_join = running.started().elapsed();
+    wait_ready(&cp, WORKER, Duration::from_secs(600), &console);
+    let join_to_ready = join_started.elapsed();
+    let vm_to_ready = running.started().elapsed();
+    let (text_so_far, marker) =
+        running.wait_for(&[SETUP_DONE, SETUP_FAILED], Duration::from_secs(300));
+    assert_eq!(marker, SETUP_DONE, "console:\n{text_so_far}");
+    let (text_so_far, _) = running.wait_for(&["JOINVM joined"], Duration::from_secs(300));
+    assert!(
+        text_so_far.contains("JOINVM joined kubelet-conf=present kubelet=active"),
+        "console:\n{text_so_far}"
+    );
+    let nodes = kubectl(&cp, &["get", "nodes", "-o", "wide"]);
+    println!("{}", String::from_utf8_lossy(&nodes.stdout));
+
+    // A pod from the bundle's busybox image, on the worker.
+    let o = kubectl(
+        &cp,
+        &[
+            "run",
+            "hello",
+            &format!("--image={BUSYBOX}"),
+            "--image-pull-policy=Never",
+            "--restart=Never",
+            "--command",
+            "--",
+            "sh",
+            "-c",
+            "echo hello from a kprov node; sleep 3600",
+        ],
+    );
+    assert!(o.status.success(), "kubectl run: {}", text(&o));
+    let running_pod = wait_for(Duration::from_secs(300), || {
+        let o = kubectl(
+            &cp,
+            &[
+                "get",
+                "pod",
+                "hello",
+                "-o",
+                "jsonpath={.status.phase} {.spec.nodeName}",
+            ],
+        );
+        (String::from_utf8_lossy(&o.stdout).trim() == format!("Running {WORKER}")).then_some(())
+    });
+    if running_pod.is_none() {
+        let o = kubectl(&cp, &["describe", "pod", "hello"]);
+        panic!("the pod did not run on {WORKER}: {}", text(&o));
+    }
+    let logs = kubectl(&cp, &["logs", "hello"]);
+    assert_eq!(
+        String::from_utf8_lossy(&logs.stdout).trim(),
+        "hello from a kprov node",
+        "kubectl logs: {}",
+        text(&logs)
+    );
+    let exec = kubectl(&cp, &["exec", "hello", "--", "cat", "/etc/hostname"]);
+    assert_eq!(
+        String::from_utf8_lossy(&exec.stdout).trim(),
+        "hello",
+        "kubectl exec: {}",
+        text(&exec)
+    );
+
+    // containerd stopped: kprov's health check brings it back.
+    signal(&site, "health", "");
+    let (text_so_far, _) = running.wait_for(&["JOINVM containerd"], Duration::from_secs(300));
+    let line = marked(&text_so_far, "JOINVM containerd")[0].to_string();
+    let seconds: u64 = line
+        .strip_prefix("JOINVM containerd active after ")
+        .and_then(|s| s.strip_suffix(" s"))
+        .unwrap_or_else(|| panic!("containerd did not come back: {line}\n{text_so_far}"))
+        .parse()
+        .unwrap();
+    assert!(
+        seconds <= 60,
+        "containerd back only after {seconds} s: {line}"
+    );
+    let (text_so_far, _) = running.wait_for(&["JOINVM-HEALTH "], Duration::from_secs(30));
+    let health = marked(&text_so_far, "JOINVM-HEALTH")[0].to_string();
+    assert!(health.contains("restarted"), "{health}");
+
+    // kprov reset, then the same join again.
+    let csrs_before = approved_csrs(&cp, &format!("system:bootstrap:{}", &token[..6]));
+    signal(&site, "reset", "");
+    let (text_so_far, _) = running.wait_for(&["JOINVM reset "], Duration::from_secs(300));
+    let reset = marked(&text_so_far, "JOINVM reset ")[0].to_string();
+    assert_eq!(
+        reset,
+        "JOINVM reset rc=0 kubelet=inactive kubelet-conf=gone bootstrap=gone kubelet-dir=gone cni-conf=0 kubelet-bin=present containerd=active",
+        "console:\n{text_so_far}"
+    );
+    signal(
+        &site,
+        "rejoin",
+        &format!(
+            "KPROV_TOKEN={token}\nAPI_SERVER={}\nCA_HASH={hash}\n",
+            cp.server()
+        ),
+    );
+    let (text_so_far, _) = running.wait_for(&["JOINVM rejoin "], Duration::from_secs(600));
+    assert!(
+        text_so_far.contains("JOINVM rejoin rc=0"),
+        "console:\n{text_so_far}"
+    );
+    let rejoined = wait_for(Duration::from_secs(120), || {
+        (approved_csrs(&cp, &format!("system:bootstrap:{}", &token[..6])) > csrs_before)
+            .then_some(())
+    });
+    assert!(
+        rejoined.is_some(),
+        "no new node certificate after the rejoin"
+    );
+    wait_ready(&cp, WORKER, Duration::from_secs(300), &console);
+    signal(&site, "done", "");
+    running.wait_poweroff(Duration::from_secs(300));
+
+    // kubeadm join on a copy of the same disk image.
+    prepare_for_kubeadm(&cp, dir.path());
+    let kubeadm_join = format!(
+        "kubeadm join {}:6443 --token {token} --discovery-token-ca-cert-hash {hash} \
+         --node-name {KUBEADM_WORKER} --cri-socket /run/containerd/containerd.sock \
+         --ignore-preflight-errors=all",
+        cp.address
+    );
+    nocloud(
+        &site,
+        KUBEADM_WORKER,
+        &format!(
+            "#cloud-config\nruncmd:\n  - [sh, -c, \"echo JOINVM kubeadm-start > /dev/ttyS0; \
+             {kubeadm_join} > /root/join.log 2>&1; echo JOINVM kubeadm rc=$? > /dev/ttyS0; \
+             tail -n 20 /root/join.log > /dev/ttyS0\"]\n"
+        ),
+    );
+    let console_path = dir.path().join("console-kubeadm.log");
+    let mut running = start(
+        cp.ns.command("qemu-system-x86_64"),
+        &kubeadm_vm,
+        &Options {
+            console: &console_path,
+            network: &network,
+            extra_cmdline: &format!(
+                "kprov.test=kubeadm ds=nocloud-net;s=http://{gateway}:8080/{KUBEADM_WORKER}/"
+            ),
+            memory_mib: 1536,
+            private_serial: None,
+        },
+    );
+    let console = || std::fs::read_to_string(&console_path).unwrap_or_default();
+    running.wait_for(&["JOINVM kubeadm-start"], Duration::from_secs(900));
+    let kubeadm_started = Instant::now();
+    let kubeadm_vm_to_join = running.started().elapsed();
+    wait_ready(&cp, KUBEADM_WORKER, Duration::from_secs(600), &console);
+    let kubeadm_join_to_ready = kubeadm_started.elapsed();
+    let kubeadm_vm_to_ready = running.started().elapsed();
+    drop(running);
+
+    bench(&format!(
+        "join VM (TCG, 1 vCPU): join start to node Ready: kprov {:.1} s, kubeadm {:.1} s (ratio {:.2}); \
+         VM start to Ready: kprov {:.0} s, kubeadm {:.0} s (VM start to join start: {:.0} s and {:.0} s)",
+        join_to_ready.as_secs_f64(),
+        kubeadm_join_to_ready.as_secs_f64(),
+        join_to_ready.as_secs_f64() / kubeadm_join_to_ready.as_secs_f64(),
+        vm_to_ready.as_secs_f64(),
+        kubeadm_vm_to_ready.as_secs_f64(),
+        vm_to_join.as_secs_f64(),
+        kubeadm_vm_to_join.as_secs_f64(),
+    ));
+    bench(&format!(
+        "join VM: containerd stopped, back after {seconds} s (health check every 10 s, restart after 3 failed checks)"
+    ));
+}
