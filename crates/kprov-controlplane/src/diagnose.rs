@@ -22,8 +22,44 @@ pub struct ComponentFacts {
 pub struct KubeletFacts {
     /// `systemctl is-active kubelet` said active.
     pub active: bool,
-    /// The last journal lines.
+    /// What the journal says about its end ([`journal_excerpt`]).
     pub journal_tail: String,
+}
+
+/// The part of a kubelet journal that says why it stopped. A Go program
+/// that dies prints its reason (a klog fatal line `F1121 10:15:54 ...`,
+/// `panic:` or `fatal error:`) and then pages of goroutine stacks, so the
+/// last lines alone show only stacks: the reason and the lines just
+/// before it are taken instead. Without such a line, the last 15 lines.
+pub fn journal_excerpt(journal: &str) -> String {
+    let lines: Vec<&str> = journal.lines().collect();
+    let is_fatal = |line: &&str| {
+        let text = line.trim_start();
+        let klog_fatal = text.len() > 5
+            && text.starts_with('F')
+            && text[1..5].bytes().all(|b| b.is_ascii_digit());
+        klog_fatal || text.starts_with("panic:") || text.starts_with("fatal error:")
+    };
+    let picked: &[&str] = match lines.iter().rposition(is_fatal) {
+        Some(at) => &lines[at.saturating_sub(3)..(at + 2).min(lines.len())],
+        None => &lines[lines.len().saturating_sub(15)..],
+    };
+    picked
+        .iter()
+        .map(|l| {
+            let mut line = l.to_string();
+            if line.len() > 400 {
+                let cut = (0..=400)
+                    .rev()
+                    .find(|i| line.is_char_boundary(*i))
+                    .unwrap_or(0);
+                line.truncate(cut);
+                line.push_str(" ...");
+            }
+            line
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// A diagnosis: the first cause found, then the evidence.
@@ -144,5 +180,30 @@ mod tests {
         );
         assert!(d.contains("has not started etcd, kube-apiserver"), "{d}");
         assert!(d.contains("images ls"));
+    }
+
+    #[test]
+    fn a_crashed_kubelet_is_shown_by_its_reason_not_its_stacks() {
+        let journal = "I1121 10:15:53 server.go:416] Version: v1.20.2\n\
+E1121 10:15:54 server.go:300] something before\n\
+F1121 10:15:54 server.go:269] failed to run Kubelet: invalid kernel flag: vm/overcommit_memory\n\
+goroutine 1 [running]:\n\
+k8s.io/klog/v2.stacks(0x1)\n\
+goroutine 2 [chan receive]:\n\
+k8s.io/x.loop()\n\
+kubelet.service: Main process exited, code=exited, status=255/EXCEPTION";
+        let excerpt = journal_excerpt(journal);
+        assert!(
+            excerpt.contains("failed to run Kubelet: invalid kernel flag"),
+            "{excerpt}"
+        );
+        assert!(excerpt.contains("something before"), "{excerpt}");
+        assert!(!excerpt.contains("chan receive"), "{excerpt}");
+        let plain: String = (0..40).map(|i| format!("line {i}\n")).collect();
+        let excerpt = journal_excerpt(&plain);
+        assert!(
+            excerpt.starts_with("line 25") && excerpt.ends_with("line 39"),
+            "{excerpt}"
+        );
     }
 }

@@ -16,7 +16,7 @@ use serde::Serialize;
 
 use crate::os::OsFacts;
 use crate::plan::CA_CERT_PATH;
-use crate::render::kubelet;
+use crate::render::{cni, kubelet};
 use crate::tables;
 
 /// The kubelet's state directory.
@@ -51,6 +51,9 @@ pub enum ResetStep {
         /// Node path.
         dir: String,
     },
+    /// Live only: the bridge pod network's routes (protocol 77) and its
+    /// bridge gone.
+    PodNetworkRemoved,
     /// Live only: systemd has re-read the unit files.
     DaemonReloaded,
 }
@@ -63,6 +66,12 @@ impl fmt::Display for ResetStep {
             Self::ContainersRemoved => f.write_str("pod containers removed (k8s.io)"),
             Self::Removed { path } => write!(f, "{path} removed"),
             Self::Emptied { dir } => write!(f, "{dir} emptied"),
+            Self::PodNetworkRemoved => write!(
+                f,
+                "pod routes (proto {}) and bridge {} removed",
+                cni::ROUTE_PROTOCOL,
+                cni::BRIDGE_NAME
+            ),
             Self::DaemonReloaded => f.write_str("systemd unit files reloaded"),
         }
     }
@@ -95,6 +104,7 @@ pub fn plan_reset(os: &OsFacts, live: bool) -> Vec<ResetStep> {
         dir: layout.cni_conf_dir.into(),
     });
     if live {
+        steps.push(ResetStep::PodNetworkRemoved);
         steps.push(ResetStep::DaemonReloaded);
     }
     steps
@@ -206,8 +216,42 @@ fn needed(
                 Some(entries.join(" ")).filter(|s| !s.is_empty()),
             )
         }
+        ResetStep::PodNetworkRemoved => {
+            let routes = pod_routes(runner);
+            let bridge = bridge_exists(runner);
+            let mut what = Vec::new();
+            if !routes.is_empty() {
+                what.push(format!("routes to {}", routes.join(" ")));
+            }
+            if bridge {
+                what.push(format!("bridge {}", cni::BRIDGE_NAME));
+            }
+            (
+                !what.is_empty(),
+                Some(what.join("; ")).filter(|s| !s.is_empty()),
+            )
+        }
         ResetStep::DaemonReloaded => (true, None),
     })
+}
+
+fn pod_routes(runner: &dyn Runner) -> Vec<String> {
+    let proto = cni::ROUTE_PROTOCOL.to_string();
+    runner
+        .run(&Command::new(
+            "ip",
+            ["-j", "route", "show", "proto", proto.as_str()],
+        ))
+        .ok()
+        .and_then(|o| cni::parse_ip_routes(&o.stdout).ok())
+        .map(|routes| routes.into_keys().collect())
+        .unwrap_or_default()
+}
+
+fn bridge_exists(runner: &dyn Runner) -> bool {
+    runner
+        .run(&Command::new("ip", ["link", "show", cni::BRIDGE_NAME]))
+        .is_ok_and(|o| o.success)
 }
 
 fn list_containers(runner: &dyn Runner) -> Vec<String> {
@@ -232,6 +276,16 @@ fn carry_out(
     step: &ResetStep,
 ) -> Result<Option<String>, HostError> {
     match step {
+        ResetStep::PodNetworkRemoved => {
+            let proto = cni::ROUTE_PROTOCOL.to_string();
+            runner.run_checked(&Command::new(
+                "ip",
+                ["route", "flush", "proto", proto.as_str()],
+            ))?;
+            if bridge_exists(runner) {
+                runner.run_checked(&Command::new("ip", ["link", "delete", cni::BRIDGE_NAME]))?;
+            }
+        }
         ResetStep::UnitStopped { unit } => {
             runner.run_checked(&Command::new("systemctl", ["stop", unit]))?;
         }

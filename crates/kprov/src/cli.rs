@@ -431,7 +431,7 @@ pub enum BundleCommand {
     ///
     /// Example: kprov bundle create --kubernetes-version v1.20.2 --arch amd64
     /// --output node-v1.20.2.tar.zst
-    Create(BundleCreateArgs),
+    Create(Box<BundleCreateArgs>),
     /// Re-check every file of a bundle against its manifest.
     Verify(BundleVerifyArgs),
 }

@@ -13,7 +13,7 @@ use crate::cli::{BundleCommand, BundleCreateArgs, BundleVerifyArgs};
 /// Runs a `kprov bundle` subcommand.
 pub fn run(command: BundleCommand) -> anyhow::Result<ExitCode> {
     match command {
-        BundleCommand::Create(args) => create(args),
+        BundleCommand::Create(args) => create(*args),
         BundleCommand::Verify(args) => verify(args),
     }
 }

@@ -46,12 +46,12 @@ pub fn kubelet_facts() -> kprov_controlplane::diagnose::KubeletFacts {
         .status()
         .is_ok_and(|s| s.success());
     let journal = std::process::Command::new("journalctl")
-        .args(["-u", "kubelet", "-n", "15", "--no-pager", "-o", "cat"])
+        .args(["-u", "kubelet", "-n", "400", "--no-pager", "-o", "cat"])
         .output()
         .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
         .unwrap_or_default();
     kprov_controlplane::diagnose::KubeletFacts {
         active,
-        journal_tail: journal,
+        journal_tail: kprov_controlplane::diagnose::journal_excerpt(&journal),
     }
 }
