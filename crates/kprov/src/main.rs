@@ -17,7 +17,7 @@ fn main() -> ExitCode {
         cli::Command::Netboot(_) => "info",
         _ => "warn",
     };
-    init_logging(cli.log_level.as_deref().or(Some(default_level)));
+    init_logging(cli.log_level.as_deref(), default_level);
     let result = match cli.command {
         cli::Command::Provision(args) => commands::provision::run(*args),
         cli::Command::Reset(args) => commands::reset::run(args),
@@ -57,17 +57,16 @@ fn describe(err: &anyhow::Error) -> String {
 }
 
 /// Logs go to stderr; stdout is for data.
-fn init_logging(level: Option<&str>) {
-    // By default kube's client and its tower-http tracing stay quiet: they
-    // log every failed request at error level, while kprov reports
-    // failures itself, with context (a wait for the API server would
-    // print one line per second).
-    let default = level.map_or_else(
-        || "warn,kube_client=off,tower_http=off".to_string(),
+fn init_logging(level: Option<&str>, default_level: &str) {
+    // Unless asked for a level, kube's client stays quiet: it logs every
+    // failed request at error level, while kprov reports failures itself,
+    // with context (a wait for the API server would print one per second).
+    let directives = level.map_or_else(
+        || format!("{default_level},kube_client=off"),
         str::to_string,
     );
     let filter = tracing_subscriber::EnvFilter::try_from_env("KPROV_LOG")
-        .or_else(|_| tracing_subscriber::EnvFilter::try_new(&default))
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(&directives))
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)

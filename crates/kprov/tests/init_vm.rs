@@ -52,7 +52,7 @@ kprov)
     # Progress (stderr) to the console as it comes; the join command
     # (stdout, with the token) only to a file.
     { kprov init --node-name @NODE@ --advertise-address @MASTER_IP@ --kubernetes-version v1.20.2 \
-        --pod-network bridge --timeout 150 2>&1 > /root/init.out; echo $? > /root/init.rc; } | sed 's/^/INITLOG /'
+        --pod-network bridge --timeout 420 2>&1 > /root/init.out; echo $? > /root/init.rc; } | sed 's/^/INITLOG /'
     rc=$(cat /root/init.rc)
     t1=$(now)
     [ $rc = 0 ] || { journalctl -u kubelet -n 30 --no-pager | sed 's/^/KUBELET /'; fail "kprov init exited $rc"; }

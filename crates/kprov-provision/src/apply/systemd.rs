@@ -134,6 +134,8 @@ pub(super) fn check_reloaded(
                 "NeedDaemonReload",
                 "-p",
                 "LoadState",
+                "-p",
+                "DropInPaths",
                 unit.as_str(),
             ],
         ))?;
@@ -143,8 +145,35 @@ pub(super) fn check_reloaded(
         if show_value(&out.stdout, "LoadState") == Some("not-found") {
             return Ok(Status::Missing(format!("{unit} not loaded")));
         }
+        // systemd's NeedDaemonReload misses a drop-in in a directory that
+        // did not exist when the unit was loaded: compare the files.
+        let loaded = show_value(&out.stdout, "DropInPaths").unwrap_or_default();
+        if let Some(missing) = unloaded_dropin(ctx, unit, loaded)? {
+            return Ok(Status::Differs(format!(
+                "drop-in {missing} not loaded for {unit}"
+            )));
+        }
     }
     Ok(Status::Ok)
+}
+
+/// A drop-in of `unit` under /etc/systemd/system that is not among the
+/// `loaded` ones (space-separated paths), if any.
+fn unloaded_dropin(
+    ctx: &ApplyContext<'_>,
+    unit: &str,
+    loaded: &str,
+) -> Result<Option<String>, HostError> {
+    let dir = PathBuf::from(format!("/etc/systemd/system/{unit}.d"));
+    if fs::state(ctx.root, &dir)? == FileState::Missing {
+        return Ok(None);
+    }
+    let loaded: Vec<&str> = loaded.split_whitespace().collect();
+    Ok(fs::list_dir(ctx.root, &dir)?
+        .into_iter()
+        .filter(|name| name.ends_with(".conf"))
+        .map(|name| dir.join(name).display().to_string())
+        .find(|path| !loaded.contains(&path.as_str())))
 }
 
 fn boot_time_secs(ctx: &ApplyContext<'_>) -> Result<f64, HostError> {
