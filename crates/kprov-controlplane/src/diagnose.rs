@@ -40,9 +40,9 @@ pub fn journal_excerpt(journal: &str) -> String {
             && text[1..5].bytes().all(|b| b.is_ascii_digit());
         klog_fatal || text.starts_with("panic:") || text.starts_with("fatal error:")
     };
-    let picked: &[&str] = match lines.iter().rposition(is_fatal) {
-        Some(at) => &lines[at.saturating_sub(3)..(at + 2).min(lines.len())],
-        None => &lines[lines.len().saturating_sub(15)..],
+    let picked: Vec<&str> = match lines.iter().rposition(is_fatal) {
+        Some(at) => lines[at.saturating_sub(3)..(at + 2).min(lines.len())].to_vec(),
+        None => last_distinct(&lines, 15),
     };
     picked
         .iter()
@@ -60,6 +60,23 @@ pub fn journal_excerpt(journal: &str) -> String {
         })
         .collect::<Vec<_>>()
         .join("\n")
+}
+
+/// The last `n` lines whose messages differ: a kubelet repeats one error
+/// many times a second, which would hide everything else. A klog line's
+/// message is what follows its `] `.
+fn last_distinct<'a>(lines: &[&'a str], n: usize) -> Vec<&'a str> {
+    let message = |l: &str| l.split_once("] ").map_or(l, |(_, m)| m).to_string();
+    let mut seen = std::collections::HashSet::new();
+    let mut picked: Vec<&str> = lines
+        .iter()
+        .rev()
+        .filter(|l| seen.insert(message(l)))
+        .take(n)
+        .copied()
+        .collect();
+    picked.reverse();
+    picked
 }
 
 /// A diagnosis: the first cause found, then the evidence.
@@ -199,6 +216,14 @@ kubelet.service: Main process exited, code=exited, status=255/EXCEPTION";
         );
         assert!(excerpt.contains("something before"), "{excerpt}");
         assert!(!excerpt.contains("chan receive"), "{excerpt}");
+        let repeated = "E1121 10:46:15 kubelet.go:2243] node \"x\" not found\n";
+        let journal = format!(
+            "E1121 10:46:01 pod_workers.go:191] sandbox failed\n{}",
+            repeated.repeat(30)
+        );
+        let excerpt = journal_excerpt(&journal);
+        assert_eq!(excerpt.lines().count(), 2, "{excerpt}");
+        assert!(excerpt.contains("sandbox failed"), "{excerpt}");
         let plain: String = (0..40).map(|i| format!("line {i}\n")).collect();
         let excerpt = journal_excerpt(&plain);
         assert!(

@@ -55,7 +55,7 @@ kprov)
         --pod-network bridge --timeout 420 2>&1 > /root/init.out; echo $? > /root/init.rc; } | sed 's/^/INITLOG /'
     rc=$(cat /root/init.rc)
     t1=$(now)
-    [ $rc = 0 ] || { journalctl -u kubelet -n 30 --no-pager | sed 's/^/KUBELET /'; fail "kprov init exited $rc"; }
+    [ $rc = 0 ] || { journalctl -u kubelet -o cat --no-pager | grep -E '^[EWF][0-9]{4}' | grep -v 'not found' | tail -n 25 | sed 's/^/KUBELET /'; ctr -n k8s.io containers ls | sed 's/^/CTR /'; fail "kprov init exited $rc"; }
     echo "INITVM kprov-init seconds=$(took $t0 $t1)"
     echo "INITVM join-command-printed=$(grep -c 'kprov provision --phase join' /root/init.out)"
     cat /etc/kubernetes/admin.conf > /dev/ttyS1

@@ -311,7 +311,9 @@ fn kubelet_start(ctx: &InitContext) -> anyhow::Result<()> {
         cloud_provider: None,
         cloud_config: None,
         static_pods: true,
-        hostname_override: None,
+        // The kubelet must register under the name its certificate and
+        // the control plane's pod names use, not the host name.
+        hostname_override: Some(spec.node().node_name.to_string()),
     };
     let plan = kprov_provision::plan::plan_kubelet(
         &os,
