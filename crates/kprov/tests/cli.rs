@@ -280,7 +280,7 @@ fn a_dry_run_lists_what_would_change_and_changes_nothing() {
     assert!(run.stdout.contains("unchanged    packages (apt)"));
     assert!(run
         .stdout
-        .contains("dry run, nothing changed: 19 resources:"));
+        .contains("dry run, nothing changed: 22 resources:"));
     assert_eq!(
         diff(&before, &snapshot(Path::new(&f.root))),
         Vec::<String>::new()

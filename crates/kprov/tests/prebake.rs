@@ -351,7 +351,7 @@ fn benchmark_noop_rerun_and_offline_apply() {
     noop.sort();
     println!("BENCH binary: {}", bin.display());
     println!(
-        "BENCH offline apply (packages already installed, 18 resources): {:.3} s",
+        "BENCH offline apply (packages already installed, the base plan): {:.3} s",
         apply.as_secs_f64()
     );
     println!(
