@@ -27,7 +27,7 @@ version=v1.20.2
 cache=${KPROV_DEV_CACHE:-/var/cache/kprov-dev}
 out="$cache/images/$version"
 # Bump when what goes into the images changes, so stale caches are rebuilt.
-revision=1
+revision=2
 
 log() { printf 'build-images: %s\n' "$*" >&2; }
 
@@ -90,7 +90,8 @@ image "kube-proxy_$version.tar" "k8s.gcr.io/kube-proxy:$version" \
 mkdir -p "$work/etcd/usr/local/bin"
 for b in etcd etcdctl; do
     cp "/usr/bin/$b" "$work/etcd/usr/local/bin/"
-    ldd "/usr/bin/$b" | awk '/=> \// {print $3} /^\s*\/lib/ {print $1}' | while read -r lib; do
+    # The loader line has no "=>"; [ \t] rather than \s, which mawk lacks.
+    ldd "/usr/bin/$b" | awk '/=> \// {print $3} /^[ \t]*\/lib/ {print $1}' | while read -r lib; do
         mkdir -p "$work/etcd$(dirname "$lib")"
         cp -L "$lib" "$work/etcd$lib"
     done
