@@ -61,6 +61,19 @@ fn service_account(name: &str) -> ServiceAccount {
 }
 
 fn bind_service_account(name: &str, role: &str, account: &str) -> ClusterRoleBinding {
+    bind(
+        name,
+        role,
+        Subject {
+            kind: "ServiceAccount".into(),
+            name: account.into(),
+            namespace: Some(NS.into()),
+            api_group: None,
+        },
+    )
+}
+
+fn bind(name: &str, role: &str, subject: Subject) -> ClusterRoleBinding {
     ClusterRoleBinding {
         metadata: meta(name, None, &[]),
         role_ref: RoleRef {
@@ -68,12 +81,7 @@ fn bind_service_account(name: &str, role: &str, account: &str) -> ClusterRoleBin
             kind: "ClusterRole".into(),
             name: role.into(),
         },
-        subjects: Some(vec![Subject {
-            kind: "ServiceAccount".into(),
-            name: account.into(),
-            namespace: Some(NS.into()),
-            api_group: None,
-        }]),
+        subjects: Some(vec![subject]),
     }
 }
 
@@ -518,20 +526,16 @@ fn bridge(spec: &ClusterSpec, out: &mut Addons) {
         rules: Some(vec![read_config, rule(&[""], &["nodes"], &["get", "list"])]),
         ..ClusterRole::default()
     });
-    out.cluster_role_bindings.push(ClusterRoleBinding {
-        metadata: meta(name, None, &[]),
-        role_ref: RoleRef {
-            api_group: "rbac.authorization.k8s.io".into(),
-            kind: "ClusterRole".into(),
-            name: name.into(),
-        },
-        subjects: Some(vec![Subject {
+    out.cluster_role_bindings.push(bind(
+        name,
+        name,
+        Subject {
             kind: "Group".into(),
             name: "system:nodes".into(),
             namespace: None,
             api_group: Some("rbac.authorization.k8s.io".into()),
-        }]),
-    });
+        },
+    ));
     out.config_maps.push(ConfigMap {
         metadata: meta(POD_NETWORK_CONFIG_MAP, Some(NS), &[]),
         data: Some(BTreeMap::from([

@@ -16,6 +16,7 @@ pub mod fstab;
 pub mod health;
 pub mod os;
 pub mod plan;
+pub mod pod_routes;
 pub mod render;
 pub mod report;
 pub mod reset;

@@ -16,6 +16,7 @@ use serde::Serialize;
 
 use crate::os::OsFacts;
 use crate::plan::CA_CERT_PATH;
+use crate::pod_routes;
 use crate::render::{cni, kubelet};
 use crate::tables;
 
@@ -217,8 +218,10 @@ fn needed(
             )
         }
         ResetStep::PodNetworkRemoved => {
-            let routes = pod_routes(runner);
-            let bridge = bridge_exists(runner);
+            let routes: Vec<String> = pod_routes::current(runner)
+                .map(|r| r.into_keys().collect())
+                .unwrap_or_default();
+            let bridge = pod_routes::bridge_exists(runner);
             let mut what = Vec::new();
             if !routes.is_empty() {
                 what.push(format!("routes to {}", routes.join(" ")));
@@ -233,25 +236,6 @@ fn needed(
         }
         ResetStep::DaemonReloaded => (true, None),
     })
-}
-
-fn pod_routes(runner: &dyn Runner) -> Vec<String> {
-    let proto = cni::ROUTE_PROTOCOL.to_string();
-    runner
-        .run(&Command::new(
-            "ip",
-            ["-j", "route", "show", "proto", proto.as_str()],
-        ))
-        .ok()
-        .and_then(|o| cni::parse_ip_routes(&o.stdout).ok())
-        .map(|routes| routes.into_keys().collect())
-        .unwrap_or_default()
-}
-
-fn bridge_exists(runner: &dyn Runner) -> bool {
-    runner
-        .run(&Command::new("ip", ["link", "show", cni::BRIDGE_NAME]))
-        .is_ok_and(|o| o.success)
 }
 
 fn list_containers(runner: &dyn Runner) -> Vec<String> {
@@ -276,16 +260,7 @@ fn carry_out(
     step: &ResetStep,
 ) -> Result<Option<String>, HostError> {
     match step {
-        ResetStep::PodNetworkRemoved => {
-            let proto = cni::ROUTE_PROTOCOL.to_string();
-            runner.run_checked(&Command::new(
-                "ip",
-                ["route", "flush", "proto", proto.as_str()],
-            ))?;
-            if bridge_exists(runner) {
-                runner.run_checked(&Command::new("ip", ["link", "delete", cni::BRIDGE_NAME]))?;
-            }
-        }
+        ResetStep::PodNetworkRemoved => pod_routes::remove_all(runner)?,
         ResetStep::UnitStopped { unit } => {
             runner.run_checked(&Command::new("systemctl", ["stop", unit]))?;
         }

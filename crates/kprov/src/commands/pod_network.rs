@@ -9,7 +9,8 @@ use std::process::ExitCode;
 use anyhow::Context;
 use kprov_controlplane::api;
 use kprov_host::fs::{self, FileAttrs};
-use kprov_host::{Command, Root, Runner, SystemRunner};
+use kprov_host::{Root, Runner, SystemRunner};
+use kprov_provision::pod_routes;
 use kprov_provision::render::cni::{self, NodeRoute, RouteChange};
 
 use crate::cli::PodNetworkSyncArgs;
@@ -91,43 +92,20 @@ fn sync_routes(
     desired: &std::collections::BTreeMap<String, std::net::IpAddr>,
     dry_run: bool,
 ) -> anyhow::Result<()> {
-    let proto = cni::ROUTE_PROTOCOL.to_string();
-    let shown = runner.run_checked(&Command::new(
-        "ip",
-        ["-j", "route", "show", "proto", proto.as_str()],
-    ))?;
-    let current = cni::parse_ip_routes(&shown.stdout).map_err(anyhow::Error::msg)?;
+    let current = pod_routes::current(runner)?;
     for change in cni::route_changes(&current, desired) {
-        let (args, what) = match &change {
+        if !dry_run {
+            pod_routes::apply(runner, &change)?;
+        }
+        let what = match &change {
             RouteChange::Replace {
                 destination,
                 gateway,
-            } => (
-                vec![
-                    "route".to_string(),
-                    "replace".into(),
-                    destination.clone(),
-                    "via".into(),
-                    gateway.to_string(),
-                    "proto".into(),
-                    proto.clone(),
-                ],
-                format!("route to pod range {destination} via {gateway}"),
-            ),
-            RouteChange::Delete { destination } => (
-                vec![
-                    "route".to_string(),
-                    "del".into(),
-                    destination.clone(),
-                    "proto".into(),
-                    proto.clone(),
-                ],
-                format!("removed the route to {destination} (no node has that range now)"),
-            ),
+            } => format!("route to pod range {destination} via {gateway}"),
+            RouteChange::Delete { destination } => {
+                format!("removed the route to {destination} (no node has that range now)")
+            }
         };
-        if !dry_run {
-            runner.run_checked(&Command::new("ip", args))?;
-        }
         eprintln!(
             "pod-network: {}{what}",
             if dry_run { "would set: " } else { "" }
