@@ -50,6 +50,22 @@ pub enum ApiError {
     ClusterInfo(String),
 }
 
+impl ApiError {
+    /// The API server could not be reached or is not serving yet (a
+    /// transport error or a 5xx answer), as opposed to refusing the
+    /// request: worth trying again later.
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            ApiError::Request {
+                source: kube::Error::Api(status),
+                ..
+            } => status.code >= 500,
+            ApiError::Request { .. } => true,
+            _ => false,
+        }
+    }
+}
+
 fn request(what: impl Into<String>) -> impl FnOnce(kube::Error) -> ApiError {
     let what = what.into();
     move |source| ApiError::Request { what, source }
@@ -397,8 +413,8 @@ pub async fn readyz(client: &Client) -> Result<(), String> {
         .map_err(|e| e.to_string())?;
     match client.request_text(request).await {
         Ok(text) if text.trim() == "ok" => Ok(()),
-        Ok(text) => Err(format!("/readyz answered {:?}", text.trim())),
-        Err(e) => Err(e.to_string()),
+        Ok(text) => Err(crate::diagnose::readyz_summary(&text)),
+        Err(e) => Err(crate::diagnose::readyz_summary(&e.to_string())),
     }
 }
 

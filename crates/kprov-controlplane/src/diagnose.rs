@@ -46,20 +46,23 @@ pub fn journal_excerpt(journal: &str) -> String {
     };
     picked
         .iter()
-        .map(|l| {
-            let mut line = l.to_string();
-            if line.len() > 400 {
-                let cut = (0..=400)
-                    .rev()
-                    .find(|i| line.is_char_boundary(*i))
-                    .unwrap_or(0);
-                line.truncate(cut);
-                line.push_str(" ...");
-            }
-            line
-        })
+        .map(|l| clip(l))
         .collect::<Vec<_>>()
         .join("\n")
+}
+
+/// One log line, cut at 400 bytes: a Go program can log a whole object.
+fn clip(line: &str) -> String {
+    let mut line = line.to_string();
+    if line.len() > 400 {
+        let cut = (0..=400)
+            .rev()
+            .find(|i| line.is_char_boundary(*i))
+            .unwrap_or(0);
+        line.truncate(cut);
+        line.push_str(" ...");
+    }
+    line
 }
 
 /// The last `n` lines whose messages differ: a kubelet repeats one error
@@ -77,6 +80,36 @@ fn last_distinct<'a>(lines: &[&'a str], n: usize) -> Vec<&'a str> {
         .collect();
     picked.reverse();
     picked
+}
+
+/// An API server's /readyz answer, which lists every check (`[+]ping ok`,
+/// `[-]etcd failed: reason withheld`, ...), shortened to the checks that
+/// failed; other answers unchanged.
+pub fn readyz_summary(answer: &str) -> String {
+    let failed: Vec<&str> = answer
+        .split(['\n', '\\'])
+        .filter_map(|line| line.trim_start_matches('n').strip_prefix("[-]"))
+        .filter_map(|check| check.split_whitespace().next())
+        .collect();
+    if failed.is_empty() {
+        answer.trim().to_string()
+    } else {
+        format!("checks failing: {}", failed.join(", "))
+    }
+}
+
+/// A container log line as the kubelet writes it
+/// (`2026-11-21T12:00:08.01Z stderr F message`), reduced to its message.
+fn cri_message(line: &str) -> &str {
+    let mut parts = line.splitn(4, ' ');
+    match (parts.next(), parts.next(), parts.next(), parts.next()) {
+        (Some(time), Some("stdout" | "stderr"), Some("F" | "P"), Some(message))
+            if time.contains('T') =>
+        {
+            message
+        }
+        _ => line,
+    }
 }
 
 /// A diagnosis: the first cause found, then the evidence.
@@ -115,6 +148,21 @@ pub fn diagnose(
                     c.attempts,
                     indent(tail)
                 );
+                // The API server exits when etcd does not answer: show
+                // etcd too, unless it is a cause of its own.
+                let etcd = components.iter().find(|e| e.name == "etcd");
+                if let Some(ComponentFacts {
+                    log_tail: Some(etcd_tail),
+                    attempts: 1,
+                    ..
+                }) = etcd.filter(|_| c.name == "kube-apiserver")
+                {
+                    let _ = writeln!(
+                        out,
+                        "etcd, which it needs, logged last:\n{}",
+                        indent(etcd_tail)
+                    );
+                }
             }
             Some(_) => {}
         }
@@ -140,7 +188,7 @@ pub fn diagnose(
 
 fn indent(text: &str) -> String {
     text.lines()
-        .map(|l| format!("    {l}"))
+        .map(|l| format!("    {}", clip(cri_message(l))))
         .collect::<Vec<_>>()
         .join("\n")
 }
@@ -185,6 +233,48 @@ mod tests {
         assert!(d.contains("kube-apiserver has been started 3 times"), "{d}");
         assert!(d.contains("    Error: bad flag --foo"));
         assert!(!d.contains("etcd has been started"));
+        assert!(
+            d.contains("etcd, which it needs, logged last:\n    ok"),
+            "{d}"
+        );
+    }
+
+    #[test]
+    fn container_log_lines_are_shown_by_their_message() {
+        let tail = "2026-11-21T12:00:08.01Z stderr F I1121 client.go:360] parsed scheme\n\
+                    2026-11-21T12:00:09.01Z stdout F W1121 etcd is slow";
+        let d = diagnose(
+            "the API server",
+            "refused",
+            &kubelet(true),
+            &[facts("kube-apiserver", Some(tail), 2)],
+        );
+        assert!(
+            d.contains("\n    I1121 client.go:360] parsed scheme\n    W1121 etcd is slow"),
+            "{d}"
+        );
+        assert!(!d.contains("stderr F"), "{d}");
+    }
+
+    #[test]
+    fn a_readyz_answer_is_shortened_to_its_failing_checks() {
+        let body = "[+]ping ok\n[+]log ok\n[-]etcd failed: reason withheld\n\
+                    [+]shutdown ok\n[-]poststarthook/rbac/bootstrap-roles failed: reason withheld\n\
+                    readyz check failed";
+        assert_eq!(
+            readyz_summary(body),
+            "checks failing: etcd, poststarthook/rbac/bootstrap-roles"
+        );
+        // kube's error for a 500 carries the body in its Debug form.
+        let debug = format!("ApiError: Failed to parse error data (message: {body:?})");
+        assert_eq!(
+            readyz_summary(&debug),
+            "checks failing: etcd, poststarthook/rbac/bootstrap-roles"
+        );
+        assert_eq!(
+            readyz_summary("client error (Connect)\n"),
+            "client error (Connect)"
+        );
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! `kprov pki` and `kprov kubeconfig` on the command line, on scratch
 //! roots: bad input is refused before anything is written, a second run
 //! changes nothing, `pki check` fails on an expired certificate, and the
-//! CA hash is what openssl computes. The comparison with kubeadm itself is
+//! CA hash is what openssl computes; `pod-network sync` with a kubelet.conf
+//! whose API server is down exits cleanly. The comparison with kubeadm itself is
 //! in pki_kubeadm.rs.
 
 #![allow(clippy::unwrap_used, clippy::print_stdout)]
@@ -338,4 +339,53 @@ fn a_run_killed_at_any_write_and_run_again_ends_with_a_complete_valid_pki() {
             );
         }
     }
+}
+
+/// The bridge network's timer runs `kprov pod-network sync` every 10 s,
+/// also while the node's API server is down: that is not a failure.
+#[test]
+fn pod_network_sync_exits_cleanly_before_a_join_and_while_the_api_server_is_down() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().to_str().unwrap();
+    let absent = dir.path().join("absent.conf");
+    let run = kprov(
+        &[
+            "pod-network",
+            "sync",
+            "--kubeconfig",
+            absent.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(run.ok(), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("has not joined a cluster"),
+        "{}",
+        run.stderr
+    );
+
+    assert!(kprov(&pki_args(root, &[]), &[]).ok());
+    assert!(kprov(&kubeconfig_args(root), &[]).ok());
+    let kubelet_conf = dir.path().join("etc/kubernetes/kubelet.conf");
+    // Port 1 on loopback: nothing listens, the connection is refused.
+    let text = std::fs::read_to_string(&kubelet_conf)
+        .unwrap()
+        .replace("https://192.0.2.10:6443", "https://127.0.0.1:1");
+    std::fs::write(&kubelet_conf, text).unwrap();
+    let run = kprov(
+        &[
+            "pod-network",
+            "sync",
+            "--dry-run",
+            "--kubeconfig",
+            kubelet_conf.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(run.ok(), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("the API server is not available yet"),
+        "{}",
+        run.stderr
+    );
 }

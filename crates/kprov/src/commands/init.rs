@@ -411,7 +411,8 @@ fn component_facts(ctx: &InitContext) -> Vec<kprov_controlplane::diagnose::Compo
             logs.sort_by_key(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok());
             let log_tail = logs.last().map(|p| {
                 let text = std::fs::read_to_string(p).unwrap_or_default();
-                kprov_host::runner::last_lines(&text, 10)
+                let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+                lines[lines.len().saturating_sub(10)..].join("\n")
             });
             kprov_controlplane::diagnose::ComponentFacts {
                 name: name.to_string(),

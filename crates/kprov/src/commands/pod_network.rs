@@ -25,15 +25,25 @@ pub fn sync(args: PodNetworkSyncArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     let me = api::kubelet_node_name(&args.kubeconfig)?;
-    let (network, nodes) = super::runtime()?.block_on(async {
+    let read = super::runtime()?.block_on(async {
         let client = api::client(&args.kubeconfig).await?;
         let network = api::pod_network(&client).await?;
         let nodes = match network.as_deref() {
             Some("bridge") => api::node_pod_ranges(&client).await?,
             _ => Vec::new(),
         };
-        anyhow::Ok((network, nodes))
-    })?;
+        Ok::<_, api::ApiError>((network, nodes))
+    });
+    let (network, nodes) = match read {
+        Ok(read) => read,
+        // While a control plane comes up (or is restarted) this runs every
+        // 10 s; an API server not answering yet is not a failure of the unit.
+        Err(e) if e.is_unavailable() => {
+            eprintln!("pod-network: the API server is not available yet ({e}); trying again on the next run");
+            return Ok(ExitCode::SUCCESS);
+        }
+        Err(e) => return Err(e.into()),
+    };
     match network.as_deref() {
         None => {
             eprintln!("pod-network: the cluster runs no pod network that kprov manages; nothing to do");
