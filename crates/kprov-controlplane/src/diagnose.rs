@@ -86,11 +86,17 @@ fn last_distinct<'a>(lines: &[&'a str], n: usize) -> Vec<&'a str> {
 /// `[-]etcd failed: reason withheld`, ...), shortened to the checks that
 /// failed; other answers unchanged.
 pub fn readyz_summary(answer: &str) -> String {
-    let failed: Vec<&str> = answer
+    let mut failed: Vec<&str> = Vec::new();
+    for check in answer
         .split(['\n', '\\'])
         .filter_map(|line| line.trim_start_matches('n').strip_prefix("[-]"))
         .filter_map(|check| check.split_whitespace().next())
-        .collect();
+    {
+        // kube's error repeats the body; each check once.
+        if !failed.contains(&check) {
+            failed.push(check);
+        }
+    }
     if failed.is_empty() {
         answer.trim().to_string()
     } else {
@@ -266,7 +272,7 @@ mod tests {
             "checks failing: etcd, poststarthook/rbac/bootstrap-roles"
         );
         // kube's error for a 500 carries the body in its Debug form.
-        let debug = format!("ApiError: Failed to parse error data (message: {body:?})");
+        let debug = format!("ApiError: {body:?}: Failed to parse error data (message: {body:?})");
         assert_eq!(
             readyz_summary(&debug),
             "checks failing: etcd, poststarthook/rbac/bootstrap-roles"

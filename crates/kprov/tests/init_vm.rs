@@ -52,7 +52,7 @@ kprov)
     # Progress (stderr) to the console as it comes; the join command
     # (stdout, with the token) only to a file.
     { kprov init --node-name @NODE@ --advertise-address @MASTER_IP@ --kubernetes-version v1.20.2 \
-        --pod-network bridge --timeout 420 2>&1 > /root/init.out; echo $? > /root/init.rc; } | sed 's/^/INITLOG /'
+        --pod-network bridge --timeout 900 2>&1 > /root/init.out; echo $? > /root/init.rc; } | sed 's/^/INITLOG /'
     rc=$(cat /root/init.rc)
     t1=$(now)
     [ $rc = 0 ] || { journalctl -u kubelet -o cat --no-pager | grep -E '^[EWF][0-9]{4}' | grep -v 'not found' | tail -n 25 | sed 's/^/KUBELET /'; ctr -n k8s.io containers ls | sed 's/^/CTR /'; fail "kprov init exited $rc"; }
@@ -242,6 +242,7 @@ fn kprov_init_runs_the_control_plane_as_static_pods_in_a_vm_and_kubeadm_is_measu
             extra_cmdline: "net.ifnames=0 kprov.test=kprov",
             memory_mib: 2048,
             private_serial: Some(&private),
+            full_cpu: true,
         },
     );
     let (console, marker) = running.wait_for(
@@ -329,6 +330,7 @@ fn kprov_init_runs_the_control_plane_as_static_pods_in_a_vm_and_kubeadm_is_measu
             extra_cmdline: "net.ifnames=0 kprov.test=kubeadm",
             memory_mib: 2048,
             private_serial: None,
+            full_cpu: true,
         },
     );
     let (console, marker) =

@@ -409,11 +409,22 @@ fn component_facts(ctx: &InitContext) -> Vec<kprov_controlplane::diagnose::Compo
                 .map(|e| e.path())
                 .collect();
             logs.sort_by_key(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok());
-            let log_tail = logs.last().map(|p| {
-                let text = std::fs::read_to_string(p).unwrap_or_default();
-                let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
-                lines[lines.len().saturating_sub(10)..].join("\n")
-            });
+            // The newest log with something in it: a container that was
+            // just restarted has not logged yet.
+            let tails: Vec<String> = logs
+                .iter()
+                .map(|p| {
+                    let text = std::fs::read_to_string(p).unwrap_or_default();
+                    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+                    lines[lines.len().saturating_sub(10)..].join("\n")
+                })
+                .collect();
+            let log_tail = tails
+                .iter()
+                .rev()
+                .find(|t| !t.is_empty())
+                .or(tails.last())
+                .cloned();
             kprov_controlplane::diagnose::ComponentFacts {
                 name: name.to_string(),
                 log_tail,
