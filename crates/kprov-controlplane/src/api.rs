@@ -64,6 +64,13 @@ impl ApiError {
             _ => false,
         }
     }
+
+    /// The API server refused the client (401 or 403): credentials it does
+    /// not accept, or RBAC that does not (yet) allow the request.
+    pub fn is_refused(&self) -> bool {
+        matches!(self, ApiError::Request { source: kube::Error::Api(status), .. }
+            if status.code == 401 || status.code == 403)
+    }
 }
 
 fn request(what: impl Into<String>) -> impl FnOnce(kube::Error) -> ApiError {

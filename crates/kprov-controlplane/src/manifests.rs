@@ -119,6 +119,10 @@ fn ca_mounts() -> Vec<Mount> {
     ]
 }
 
+/// Failed startup checks (10 s apart) before the kubelet restarts a
+/// component.
+const STARTUP_CHECKS: i32 = 60;
+
 fn probe(host: &str, port: i32, path: &str, scheme: &str, failures: i32, initial: i32) -> Probe {
     Probe {
         http_get: Some(HTTPGetAction {
@@ -152,8 +156,12 @@ fn pod(spec: &ClusterSpec, c: Component) -> StaticPod {
         ("component".to_string(), c.name.to_string()),
         ("tier".to_string(), "control-plane".to_string()),
     ]);
+    // kubeadm allows 24 failed checks (4 minutes). The first start of an
+    // API server on a slow machine (a small board, an emulated VM) can
+    // take longer, and every kill starts it over: allow 10 minutes. Once
+    // started, the liveness probe is kubeadm's.
     let mut startup = c.liveness.clone();
-    startup.failure_threshold = Some(24);
+    startup.failure_threshold = Some(STARTUP_CHECKS);
     let newer = spec.node().kubernetes_version.at_least(1, 22);
     let container = Container {
         name: c.name.into(),
@@ -511,6 +519,16 @@ mod tests {
         let mut sorted = api.command()[1..].to_vec();
         sorted.sort();
         assert_eq!(sorted, api.command()[1..].to_vec());
+    }
+
+    #[test]
+    fn a_slow_first_start_has_ten_minutes_before_a_restart() {
+        let yaml = kube_apiserver(&spec("v1.20.2")).to_yaml();
+        let startup = &yaml[yaml.find("startupProbe:").unwrap()..];
+        assert!(startup.contains("failureThreshold: 60"), "{startup}");
+        assert!(startup.contains("periodSeconds: 10"), "{startup}");
+        let liveness = &yaml[yaml.find("livenessProbe:").unwrap()..];
+        assert!(liveness.contains("failureThreshold: 8"), "{liveness}");
     }
 
     #[test]

@@ -5,9 +5,12 @@
 //! any registry: the images reach containerd through kprov-images.service.
 //! In the VM, `kprov init` brings etcd, the API server, the controller
 //! manager and the scheduler up as static pods; from the host (inside the
-//! test's network namespace) `kubectl get nodes` shows the master. A second
-//! VM from the same disk image runs kubeadm v1.20.2 `init` with the same
-//! images, for the benchmark.
+//! test's network namespace) `kubectl get nodes` shows the master. Then a
+//! worker VM (Debian's cloud image prebaked from a bundle) joins it with
+//! the user-data `kprov userdata` renders, and `kubectl get nodes` shows
+//! both Ready: kprov's main job, which tools/demo.sh shows by running
+//! this test. A third VM, from the master's disk image, runs kubeadm
+//! v1.20.2 `init` with the same images, for the benchmark.
 //!
 //! Needs root, qemu, docker-registry, skopeo and many minutes: `#[ignore]`d,
 //! run by tools/test.sh.
@@ -21,6 +24,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use common::cluster::{kprov_user_data, nocloud, worker_disk, Admin, SETUP_DONE, SETUP_FAILED};
 use common::netns::Netns;
 use common::registry::control_plane_bundle;
 use common::vm::{
@@ -32,6 +36,7 @@ use common::{bench, debian_vm_root_tarball, extract, kubernetes_bin, scratch};
 const PREFIX: &str = "10.79.0";
 const MASTER_IP: &str = "10.79.0.10";
 const NODE_NAME: &str = "master-1";
+const WORKER: &str = "worker-1";
 
 /// Runs in the VM once it is up and the images are imported; what it does
 /// depends on `kprov.test=` on the kernel command line. Progress goes to
@@ -57,7 +62,8 @@ kprov)
     t1=$(now)
     [ $rc = 0 ] || { journalctl -u kubelet -o cat --no-pager | grep -E '^[EWF][0-9]{4}' | grep -v 'not found' | tail -n 25 | sed 's/^/KUBELET /'; ctr -n k8s.io containers ls | sed 's/^/CTR /'; fail "kprov init exited $rc"; }
     echo "INITVM kprov-init seconds=$(took $t0 $t1)"
-    echo "INITVM join-command-printed=$(grep -c 'kprov provision --phase join' /root/init.out)"
+    journalctl -o cat -u kprov-pod-network.service --no-pager | grep '^pod-network' | tail -n 3 | sed 's/^/POD-NETWORK /'
+    echo "INITVM join-command-printed=$(grep -c 'kprov provision --phase all --api-server https://@MASTER_IP@:6443 --token ' /root/init.out)"
     cat /etc/kubernetes/admin.conf > /dev/ttyS1
     echo "INITVM ready"
     # The host checks the cluster from outside, then leaves a ConfigMap.
@@ -221,11 +227,17 @@ fn wait_for_ready_master(ns: &Netns, kubeconfig: &Path, limit: Duration) -> Stri
 #[ignore = "needs root, qemu, docker-registry, skopeo and the cached builds; run by tools/test.sh"]
 fn kprov_init_runs_the_control_plane_as_static_pods_in_a_vm_and_kubeadm_is_measured_beside_it() {
     let dir = scratch("init-vm-");
-    let ns = Netns::new(PREFIX);
+    let mut ns = Netns::new(PREFIX);
     let gateway = ns.gateway();
     let vm = master_disk(dir.path(), &gateway);
     let kubeadm_vm = derive_disk(&vm, dir.path(), "kubeadm", &[KUBEADM_KUBELET_DROPIN]);
+    let worker_vm = worker_disk(dir.path(), None);
+    let site = dir.path().join("site");
+    std::fs::create_dir_all(&site).unwrap();
+    ns.serve_dhcp(&dir.path().join("leases"));
+    ns.serve_http(&site, 8080);
     ns.add_tap("tap0");
+    ns.add_tap("tap1");
     let network = Network::Tap {
         tap: "tap0".into(),
         mac: "52:54:00:79:00:10".into(),
@@ -293,6 +305,56 @@ fn kprov_init_runs_the_control_plane_as_static_pods_in_a_vm_and_kubeadm_is_measu
             "{component} is not a running static pod:\n{pods}"
         );
     }
+    // A worker joins with the user-data `kprov userdata` renders.
+    let cluster = Admin {
+        ns: &ns,
+        kubeconfig: admin.clone(),
+    };
+    let join = cluster.new_token("1h");
+    nocloud(
+        &site,
+        WORKER,
+        &kprov_user_data(&join, WORKER, &dir.path().join("userdata")),
+    );
+    let worker_console = dir.path().join("console-worker.log");
+    let mut worker = start(
+        ns.command("qemu-system-x86_64"),
+        &worker_vm,
+        &Options {
+            console: &worker_console,
+            network: &Network::Tap {
+                tap: "tap1".into(),
+                mac: "52:54:00:79:00:21".into(),
+            },
+            extra_cmdline: &format!("ds=nocloud-net;s=http://{gateway}:8080/{WORKER}/"),
+            memory_mib: 1536,
+            private_serial: None,
+            full_cpu: true,
+        },
+    );
+    let (text_so_far, marker) =
+        worker.wait_for(&[SETUP_DONE, SETUP_FAILED], Duration::from_secs(1200));
+    assert_eq!(marker, SETUP_DONE, "worker console:\n{text_so_far}");
+    cluster.wait_ready(WORKER, Duration::from_secs(600), &|| {
+        format!(
+            "worker console:\n{}\nmaster console:\n{}",
+            std::fs::read_to_string(&worker_console).unwrap_or_default(),
+            running.console()
+        )
+    });
+    let worker_to_ready = worker.started().elapsed();
+    let nodes = cluster.nodes();
+    println!("kubectl get nodes (from the host):\n{nodes}");
+    for node in [NODE_NAME, WORKER] {
+        assert!(
+            nodes
+                .lines()
+                .any(|l| l.starts_with(node) && l.split_whitespace().nth(1) == Some("Ready")),
+            "{node} is not Ready:\n{nodes}"
+        );
+    }
+    drop(worker);
+
     let done = kubectl(
         &ns,
         &admin,
@@ -345,6 +407,10 @@ fn kprov_init_runs_the_control_plane_as_static_pods_in_a_vm_and_kubeadm_is_measu
          (ratio {:.2}; same images, same disk image); VM start to kprov's control plane ready {:.0} s",
         kprov_init / kubeadm_init,
         vm_to_ready.as_secs_f64()
+    ));
+    bench(&format!(
+        "cluster VMs (TCG, 1 vCPU each): worker VM start to Ready in the kprov init cluster {:.0} s",
+        worker_to_ready.as_secs_f64()
     ));
     bench(&format!(
         "init VM PKI (RSA 2048): kprov pki {pki_kprov:.1} s, kubeadm init phase certs all {pki_kubeadm:.1} s"

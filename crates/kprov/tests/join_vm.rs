@@ -18,26 +18,19 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use common::controlplane::{text, wait_for, ControlPlane};
-use common::registry::bundle;
-use common::vm::{
-    derive_disk, install_boot_script, make_disk, marked, start, Network, Options, VmDisk,
-    KUBEADM_KUBELET_DROPIN,
+use common::cluster::{
+    kprov_user_data, nocloud, worker_disk, Admin, JoinCommand, BUSYBOX, JOIN_STARTS, SETUP_DONE,
+    SETUP_FAILED,
 };
-use common::{bench, debian_cloud_root_tarball, extract, kprov_bin_for_benchmarks, scratch, sh};
+use common::controlplane::{text, wait_for, ControlPlane};
+use common::vm::{derive_disk, marked, start, Network, Options, KUBEADM_KUBELET_DROPIN};
+use common::{bench, scratch};
 
 const PREFIX: &str = "10.81.0";
 const WORKER: &str = "worker-1";
 const KUBEADM_WORKER: &str = "worker-kubeadm";
-const BUSYBOX: &str = "docker.io/library/busybox:1.35.0";
-const KUBE_PROXY: &str = "k8s.gcr.io/kube-proxy:v1.20.2";
-
-const SETUP_DONE: &str = "kprov-setup: done";
-const SETUP_FAILED: &str = "kprov-setup: error:";
-const JOIN_STARTS: &str = "kprov-setup: step 4/5: running kprov provision";
 
 /// Runs in the worker after cloud-init; with `kprov.test=kprov` on the
 /// kernel command line it reports on the join and then goes through the
@@ -84,123 +77,9 @@ wait_signal done
 systemctl poweroff
 "#;
 
-/// The worker's disk: Debian's cloud root, the base phase from the bundle
-/// (by the kprov that is measured, which installs itself), kubeadm for
-/// the benchmark, and the test script.
-fn worker_disk(dir: &Path, gateway: &str) -> VmDisk {
-    let work = dir.join("bundle-work");
-    let bundle = bundle(&work, &["--image", KUBE_PROXY, "--image", BUSYBOX]);
-    let root = dir.join("root");
-    extract(debian_cloud_root_tarball(), &root);
-    let out = Command::new(kprov_bin_for_benchmarks())
-        .args(["provision", "--phase", "base", "--root"])
-        .arg(&root)
-        .args([
-            "--kubelet-version",
-            "v1.20.2",
-            "--arch",
-            "amd64",
-            "--bundle",
-        ])
-        .arg(&bundle)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "prebaking the worker: {}", text(&out));
-    std::fs::remove_dir_all(&work).unwrap();
-    std::fs::copy(
-        common::kubernetes_bin().join("kubeadm"),
-        root.join("usr/local/bin/kubeadm"),
-    )
-    .unwrap();
-    install_boot_script(
-        &root,
-        "kprov-join-vm-test",
-        &TEST_SCRIPT.replace("@GATEWAY@", gateway),
-        "cloud-final.service",
-    );
-    let vm = make_disk(&root, dir, "6G");
-    std::fs::remove_dir_all(&root).unwrap();
-    vm
-}
-
-/// The NoCloud directory for one VM: meta-data, an empty vendor-data,
-/// and `user_data`.
-fn nocloud(site: &Path, name: &str, user_data: &str) {
-    let dir = site.join(name);
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(
-        dir.join("meta-data"),
-        format!("instance-id: {name}\nlocal-hostname: {name}\n"),
-    )
-    .unwrap();
-    std::fs::write(dir.join("vendor-data"), "").unwrap();
-    std::fs::write(dir.join("user-data"), user_data).unwrap();
-}
-
-/// `kprov userdata` for the worker: join with the token and the pinned CA
-/// hash, with the kprov already in the image (pinned by its sha256).
-fn kprov_user_data(cp: &ControlPlane, token: &str, hash: &str, dir: &Path) -> String {
-    let key = dir.join("id_ed25519");
-    sh(Command::new("ssh-keygen")
-        .args(["-q", "-t", "ed25519", "-N", "", "-C", "kprov-test", "-f"])
-        .arg(&key));
-    let out = dir.join("user-data");
-    let run = Command::new(common::kprov_bin())
-        .args(["userdata", "--format", "cloud-init", "--hostname", WORKER])
-        .arg("--ssh-authorized-keys-file")
-        .arg(key.with_extension("pub"))
-        .args(["--provision-source", "file:///usr/local/bin/kprov"])
-        .arg("--provision-binary")
-        .arg(kprov_bin_for_benchmarks())
-        .args(["--phase", "join", "--kubelet-version", "v1.20.2"])
-        .args(["--api-server", &cp.server()])
-        .args(["--discovery-token-ca-cert-hash", hash])
-        .arg("--output")
-        .arg(&out)
-        .env("KPROV_TOKEN", token)
-        .output()
-        .unwrap();
-    assert!(run.status.success(), "kprov userdata: {}", text(&run));
-    std::fs::read_to_string(out).unwrap()
-}
-
-fn kubectl(cp: &ControlPlane, args: &[&str]) -> Output {
-    let mut all = vec!["--request-timeout", "20s"];
-    all.extend_from_slice(args);
-    cp.kubectl(&all)
-}
-
-fn node_ready(cp: &ControlPlane, node: &str) -> bool {
-    let o = kubectl(
-        cp,
-        &[
-            "get",
-            "node",
-            node,
-            "-o",
-            "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}",
-        ],
-    );
-    o.status.success() && String::from_utf8_lossy(&o.stdout).trim() == "True"
-}
-
-/// Polls every second until `node` is Ready; returns when it was seen.
-fn wait_ready(cp: &ControlPlane, node: &str, limit: Duration, console: &dyn Fn() -> String) {
-    let ready = wait_for(limit, || node_ready(cp, node).then_some(()));
-    if ready.is_none() {
-        let nodes = kubectl(cp, &["get", "nodes", "-o", "yaml"]);
-        panic!(
-            "{node} was not Ready within {limit:?}\nnodes: {}\ncontrol plane:\n{}\nconsole:\n{}",
-            text(&nodes),
-            cp.logs.dump(),
-            console()
-        );
-    }
-}
-
 /// The number of approved CSRs of `user`.
-fn approved_csrs(cp: &ControlPlane, user: &str) -> usize {
-    let o = kubectl(cp, &["get", "csr", "-o", "json"]);
+fn approved_csrs(admin: &Admin, user: &str) -> usize {
+    let o = admin.kubectl(&["get", "csr", "-o", "json"]);
     let list: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_default();
     list["items"]
         .as_array()
@@ -218,6 +97,11 @@ fn approved_csrs(cp: &ControlPlane, user: &str) -> usize {
         .unwrap_or(0)
 }
 
+/// What a failed wait prints: the control plane's logs and a console.
+fn context(cp: &ControlPlane, console: &str) -> String {
+    format!("control plane:\n{}\nconsole:\n{console}", cp.logs.dump())
+}
+
 fn signal(site: &Path, name: &str, contents: &str) {
     let dir = site.join("signal");
     std::fs::create_dir_all(&dir).unwrap();
@@ -232,6 +116,7 @@ fn signal(site: &Path, name: &str, contents: &str) {
 /// kubelet one by hand, since kubeadm's phase also annotates a control
 /// plane Node this cluster of bare processes does not have).
 fn prepare_for_kubeadm(cp: &ControlPlane, dir: &Path) {
+    let admin = cp.admin();
     let config = dir.join("kubeadm.yaml");
     std::fs::write(
         &config,
@@ -293,7 +178,7 @@ fn prepare_for_kubeadm(cp: &ControlPlane, dir: &Path) {
             "--group=system:bootstrappers:kubeadm:default-node-token",
         ],
     ] {
-        let o = kubectl(cp, &args);
+        let o = admin.kubectl(&args);
         assert!(o.status.success(), "kubectl {args:?}: {}", text(&o));
     }
 }
@@ -308,19 +193,23 @@ fn a_prebaked_vm_joins_with_its_user_data_runs_a_pod_heals_resets_and_rejoins() 
         assert!(o.status.success(), "init phase {phase}: {}", text(&o));
     }
     let gateway = cp.address.clone();
-    let vm = worker_disk(dir.path(), &gateway);
+    let script = TEST_SCRIPT.replace("@GATEWAY@", &gateway);
+    let vm = worker_disk(dir.path(), Some(("kprov-join-vm-test", &script)));
     let kubeadm_vm = derive_disk(&vm, dir.path(), "kubeadm", &[KUBEADM_KUBELET_DROPIN]);
 
-    let (token, hash) = cp.new_token("2h");
     let site: PathBuf = dir.path().join("site");
-    nocloud(
-        &site,
-        WORKER,
-        &kprov_user_data(&cp, &token, &hash, dir.path()),
-    );
+    std::fs::create_dir_all(&site).unwrap();
     cp.ns.add_tap("tap0");
     cp.ns.serve_dhcp(&dir.path().join("leases"));
     cp.ns.serve_http(&site, 8080);
+    let admin = cp.admin();
+    let join: JoinCommand = admin.new_token("2h");
+    let (token, hash) = (&join.token, &join.ca_hash);
+    nocloud(
+        &site,
+        WORKER,
+        &kprov_user_data(&join, WORKER, &dir.path().join("userdata")),
+    );
     let network = Network::Tap {
         tap: "tap0".into(),
         mac: "52:54:00:81:00:11".into(),
@@ -347,7 +236,9 @@ fn a_prebaked_vm_joins_with_its_user_data_runs_a_pod_heals_resets_and_rejoins() 
     assert_eq!(marker, JOIN_STARTS, "console:\n{text_so_far}");
     let join_started = Instant::now();
     let vm_to_join = running.started().elapsed();
-    wait_ready(&cp, WORKER, Duration::from_secs(600), &console);
+    admin.wait_ready(WORKER, Duration::from_secs(600), &|| {
+        context(&cp, &console())
+    });
     let join_to_ready = join_started.elapsed();
     let vm_to_ready = running.started().elapsed();
     let (text_so_far, marker) =
@@ -358,51 +249,45 @@ fn a_prebaked_vm_joins_with_its_user_data_runs_a_pod_heals_resets_and_rejoins() 
         text_so_far.contains("JOINVM joined kubelet-conf=present kubelet=active"),
         "console:\n{text_so_far}"
     );
-    let nodes = kubectl(&cp, &["get", "nodes", "-o", "wide"]);
+    let nodes = admin.kubectl(&["get", "nodes", "-o", "wide"]);
     println!("{}", String::from_utf8_lossy(&nodes.stdout));
 
     // A pod from the bundle's busybox image, on the worker.
-    let o = kubectl(
-        &cp,
-        &[
-            "run",
-            "hello",
-            &format!("--image={BUSYBOX}"),
-            "--image-pull-policy=Never",
-            "--restart=Never",
-            "--command",
-            "--",
-            "sh",
-            "-c",
-            "echo hello from a kprov node; sleep 3600",
-        ],
-    );
+    let o = admin.kubectl(&[
+        "run",
+        "hello",
+        &format!("--image={BUSYBOX}"),
+        "--image-pull-policy=Never",
+        "--restart=Never",
+        "--command",
+        "--",
+        "sh",
+        "-c",
+        "echo hello from a kprov node; sleep 3600",
+    ]);
     assert!(o.status.success(), "kubectl run: {}", text(&o));
     let running_pod = wait_for(Duration::from_secs(300), || {
-        let o = kubectl(
-            &cp,
-            &[
-                "get",
-                "pod",
-                "hello",
-                "-o",
-                "jsonpath={.status.phase} {.spec.nodeName}",
-            ],
-        );
+        let o = admin.kubectl(&[
+            "get",
+            "pod",
+            "hello",
+            "-o",
+            "jsonpath={.status.phase} {.spec.nodeName}",
+        ]);
         (String::from_utf8_lossy(&o.stdout).trim() == format!("Running {WORKER}")).then_some(())
     });
     if running_pod.is_none() {
-        let o = kubectl(&cp, &["describe", "pod", "hello"]);
+        let o = admin.kubectl(&["describe", "pod", "hello"]);
         panic!("the pod did not run on {WORKER}: {}", text(&o));
     }
-    let logs = kubectl(&cp, &["logs", "hello"]);
+    let logs = admin.kubectl(&["logs", "hello"]);
     assert_eq!(
         String::from_utf8_lossy(&logs.stdout).trim(),
         "hello from a kprov node",
         "kubectl logs: {}",
         text(&logs)
     );
-    let exec = kubectl(&cp, &["exec", "hello", "--", "cat", "/etc/hostname"]);
+    let exec = admin.kubectl(&["exec", "hello", "--", "cat", "/etc/hostname"]);
     assert_eq!(
         String::from_utf8_lossy(&exec.stdout).trim(),
         "hello",
@@ -429,7 +314,7 @@ fn a_prebaked_vm_joins_with_its_user_data_runs_a_pod_heals_resets_and_rejoins() 
     assert!(health.contains("restarted"), "{health}");
 
     // kprov reset, then the same join again.
-    let csrs_before = approved_csrs(&cp, &format!("system:bootstrap:{}", &token[..6]));
+    let csrs_before = approved_csrs(&admin, &format!("system:bootstrap:{}", &token[..6]));
     signal(&site, "reset", "");
     let (text_so_far, _) = running.wait_for(&["JOINVM reset "], Duration::from_secs(300));
     let reset = marked(&text_so_far, "JOINVM reset ")[0].to_string();
@@ -452,14 +337,16 @@ fn a_prebaked_vm_joins_with_its_user_data_runs_a_pod_heals_resets_and_rejoins() 
         "console:\n{text_so_far}"
     );
     let rejoined = wait_for(Duration::from_secs(120), || {
-        (approved_csrs(&cp, &format!("system:bootstrap:{}", &token[..6])) > csrs_before)
+        (approved_csrs(&admin, &format!("system:bootstrap:{}", &token[..6])) > csrs_before)
             .then_some(())
     });
     assert!(
         rejoined.is_some(),
         "no new node certificate after the rejoin"
     );
-    wait_ready(&cp, WORKER, Duration::from_secs(300), &console);
+    admin.wait_ready(WORKER, Duration::from_secs(300), &|| {
+        context(&cp, &console())
+    });
     signal(&site, "done", "");
     running.wait_poweroff(Duration::from_secs(300));
 
@@ -499,7 +386,9 @@ fn a_prebaked_vm_joins_with_its_user_data_runs_a_pod_heals_resets_and_rejoins() 
     running.wait_for(&["JOINVM kubeadm-start"], Duration::from_secs(900));
     let kubeadm_started = Instant::now();
     let kubeadm_vm_to_join = running.started().elapsed();
-    wait_ready(&cp, KUBEADM_WORKER, Duration::from_secs(600), &console);
+    admin.wait_ready(KUBEADM_WORKER, Duration::from_secs(600), &|| {
+        context(&cp, &console())
+    });
     let kubeadm_join_to_ready = kubeadm_started.elapsed();
     let kubeadm_vm_to_ready = running.started().elapsed();
     drop(running);

@@ -42,6 +42,12 @@ pub fn sync(args: PodNetworkSyncArgs) -> anyhow::Result<ExitCode> {
             eprintln!("pod-network: the API server is not available yet ({e}); trying again on the next run");
             return Ok(ExitCode::SUCCESS);
         }
+        // `kprov init` grants nodes this read in its addons phase; the
+        // kubelet runs (and this timer with it) before that.
+        Err(e) if e.is_refused() => {
+            eprintln!("pod-network: the API server does not let this node read its pod network yet ({e}); trying again on the next run");
+            return Ok(ExitCode::SUCCESS);
+        }
         Err(e) => return Err(e.into()),
     };
     match network.as_deref() {

@@ -247,25 +247,17 @@ impl ControlPlane {
     /// Creates a token (with `ttl`) and returns it with the CA hash of the
     /// join command `kprov token create` prints.
     pub fn new_token(&self, ttl: &str) -> (String, String) {
-        let o = kprov_in(
-            &self.ns,
-            &[
-                "token",
-                "create",
-                "--kubeconfig",
-                &self.admin,
-                "--ttl",
-                ttl,
-                "--print-join-command",
-            ],
-        );
-        assert!(o.status.success(), "token create: {}", text(&o));
-        let line = String::from_utf8_lossy(&o.stdout).trim().to_string();
-        let words: Vec<&str> = line.split_whitespace().collect();
-        let after =
-            |flag: &str| words[words.iter().position(|w| *w == flag).unwrap() + 1].to_string();
-        assert_eq!(after("--api-server"), self.server());
-        (after("--token"), after("--discovery-token-ca-cert-hash"))
+        let join = self.admin().new_token(ttl);
+        assert_eq!(join.api_server, self.server());
+        (join.token, join.ca_hash)
+    }
+
+    /// The cluster's admin (admin.conf in the namespace).
+    pub fn admin(&self) -> super::cluster::Admin<'_> {
+        super::cluster::Admin {
+            ns: &self.ns,
+            kubeconfig: PathBuf::from(&self.admin),
+        }
     }
 
     /// Runs kubectl with admin.conf in the namespace.

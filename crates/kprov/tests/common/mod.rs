@@ -20,6 +20,7 @@ pub fn repo_root() -> PathBuf {
         .unwrap()
 }
 
+pub mod cluster;
 pub mod controlplane;
 pub mod netns;
 pub mod registry;

@@ -253,7 +253,10 @@ fn qemu(mut launcher: Command, vm: &VmDisk, options: &Options) -> std::process::
         .arg("-append")
         .arg(cmdline.trim())
         .arg("-drive")
-        .arg(format!("file={},format=raw,if=virtio", vm.disk.display()))
+        .arg(format!(
+            "file={},format=raw,if=virtio,cache=unsafe",
+            vm.disk.display()
+        ))
         .arg("-serial")
         .arg(format!("file:{}", console.display()))
         .stdin(Stdio::null())
