@@ -228,6 +228,7 @@ fn a_prebaked_vm_joins_with_its_user_data_runs_a_pod_heals_resets_and_rejoins() 
             memory_mib: 1536,
             private_serial: None,
             full_cpu: true,
+            vcpus: 1,
         },
     );
     let console = || std::fs::read_to_string(&console_path).unwrap_or_default();
@@ -380,6 +381,7 @@ fn a_prebaked_vm_joins_with_its_user_data_runs_a_pod_heals_resets_and_rejoins() 
             memory_mib: 1536,
             private_serial: None,
             full_cpu: true,
+            vcpus: 1,
         },
     );
     let console = || std::fs::read_to_string(&console_path).unwrap_or_default();

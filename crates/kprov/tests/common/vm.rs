@@ -120,6 +120,9 @@ pub struct Options<'a> {
     /// ADX paths instead of generic code) and a larger translation cache
     /// for the big Go binaries. Otherwise the plain `qemu64`.
     pub full_cpu: bool,
+    /// vCPUs (threads under multi-threaded TCG). A control-plane VM gets
+    /// 2: etcd, the API server and the kubelet starve each other on one.
+    pub vcpus: u32,
 }
 
 impl Default for Options<'_> {
@@ -131,6 +134,7 @@ impl Default for Options<'_> {
             memory_mib: 1024,
             private_serial: None,
             full_cpu: false,
+            vcpus: 1,
         }
     }
 }
@@ -197,8 +201,8 @@ impl Drop for Running {
     }
 }
 
-/// One vCPU under TCG (see DESIGN.md) with `memory_mib` of memory.
-fn tcg_args(memory_mib: u32, full_cpu: bool) -> Vec<String> {
+/// TCG (see DESIGN.md) with `vcpus` and `memory_mib` of memory.
+fn tcg_args(memory_mib: u32, full_cpu: bool, vcpus: u32) -> Vec<String> {
     let (tb_size, cpu) = if full_cpu {
         (512, "max")
     } else {
@@ -206,11 +210,15 @@ fn tcg_args(memory_mib: u32, full_cpu: bool) -> Vec<String> {
     };
     [
         "-accel".to_string(),
-        format!("tcg,tb-size={tb_size}"),
+        // One host thread per vCPU.
+        format!(
+            "tcg,tb-size={tb_size}{}",
+            if vcpus > 1 { ",thread=multi" } else { "" }
+        ),
         "-cpu".into(),
         cpu.into(),
         "-smp".into(),
-        "1".into(),
+        vcpus.to_string(),
         "-m".into(),
         memory_mib.to_string(),
     ]
@@ -236,7 +244,11 @@ fn qemu(mut launcher: Command, vm: &VmDisk, options: &Options) -> std::process::
         options.extra_cmdline
     );
     let child = launcher
-        .args(tcg_args(options.memory_mib, options.full_cpu))
+        .args(tcg_args(
+            options.memory_mib,
+            options.full_cpu,
+            options.vcpus,
+        ))
         .args([
             "-machine",
             "pc",
@@ -304,7 +316,7 @@ pub fn start_netboot(
 ) -> std::process::Child {
     let _ = std::fs::remove_file(console);
     launcher
-        .args(tcg_args(512, false))
+        .args(tcg_args(512, false, 1))
         .args([
             "-machine",
             "pc,graphics=off",
