@@ -25,6 +25,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::cluster::{kprov_user_data, nocloud, worker_disk, Admin, SETUP_DONE, SETUP_FAILED};
+use common::controlplane::wait_for;
 use common::netns::Netns;
 use common::registry::control_plane_bundle;
 use common::vm::{
@@ -289,26 +290,37 @@ fn kprov_init_runs_the_control_plane_as_static_pods_in_a_vm_and_kubeadm_is_measu
     let nodes = wait_for_ready_master(&ns, &admin, Duration::from_secs(300));
     println!("kubectl get nodes (from the host):\n{nodes}");
     assert!(nodes.contains(MASTER_IP), "{nodes}");
-    let pods = kubectl(
-        &ns,
-        &admin,
-        &["-n", "kube-system", "get", "pods", "-o", "wide"],
-    );
-    let pods = String::from_utf8_lossy(&pods.stdout).into_owned();
-    println!("kube-system pods:\n{pods}");
-    for component in [
+    // The kubelet posts its static pods' mirror pods to the API server
+    // once it answers; their status follows a few seconds later.
+    let components = [
         "etcd",
         "kube-apiserver",
         "kube-controller-manager",
         "kube-scheduler",
-    ] {
+    ];
+    let is_running = |pods: &str, component: &str| {
         let line = format!("{component}-{NODE_NAME} ");
-        assert!(
-            pods.lines()
-                .any(|l| l.starts_with(&line) && l.contains(" Running ")),
-            "{component} is not a running static pod:\n{pods}"
+        pods.lines()
+            .any(|l| l.starts_with(&line) && l.contains(" Running "))
+    };
+    let mut pods = String::new();
+    let all_running = wait_for(Duration::from_secs(180), || {
+        let o = kubectl(
+            &ns,
+            &admin,
+            &["-n", "kube-system", "get", "pods", "-o", "wide"],
         );
-    }
+        pods = String::from_utf8_lossy(&o.stdout).into_owned();
+        components
+            .iter()
+            .all(|c| is_running(&pods, c))
+            .then_some(())
+    });
+    println!("kube-system pods:\n{pods}");
+    assert!(
+        all_running.is_some(),
+        "not all of {components:?} are running static pods within 180 s:\n{pods}"
+    );
     // A worker joins with the user-data `kprov userdata` renders.
     let cluster = Admin {
         ns: &ns,
