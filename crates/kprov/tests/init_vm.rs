@@ -71,7 +71,9 @@ kprov)
     until kubectl --kubeconfig /etc/kubernetes/admin.conf -n default get configmap kprov-test-host-done > /dev/null 2>&1; do sleep 2; done
     kprov init --node-name @NODE@ --advertise-address @MASTER_IP@ --kubernetes-version v1.20.2 \
         --pod-network bridge --timeout 600 > /root/rerun.out 2> /root/rerun.err
-    echo "INITVM rerun rc=$? $(tail -n 1 /root/rerun.err)"
+    rc=$?
+    sed 's/^/RERUN /' /root/rerun.err
+    echo "INITVM rerun rc=$rc"
     ;;
 kubeadm)
     # Both PKIs in the same VM, before anything else runs.
@@ -395,8 +397,24 @@ fn kprov_init_runs_the_control_plane_as_static_pods_in_a_vm_and_kubeadm_is_measu
         .unwrap_or_else(|| panic!("no re-run; console:\n{console}"))
         .to_string();
     assert!(
-        rerun.starts_with("INITVM rerun rc=0 ") && rerun.contains("nothing changed"),
-        "a second kprov init on a working master changed something: {rerun}\nconsole:\n{console}"
+        rerun == "INITVM rerun rc=0",
+        "a second kprov init on a working master failed: {rerun}\nconsole:\n{console}"
+    );
+    let rerun_lines = marked(&console, "RERUN ");
+    let changes: Vec<&str> = rerun_lines
+        .iter()
+        .copied()
+        .filter(|l| !l.contains("nothing changed"))
+        .filter(|l| {
+            ["created", "changed", "updated", "wrote", "replaced"]
+                .iter()
+                .any(|w| l.contains(w))
+        })
+        .collect();
+    assert!(
+        changes.is_empty() && rerun_lines.iter().any(|l| l.contains("nothing changed")),
+        "a second kprov init on a working master changed something: {changes:?}\n{}",
+        rerun_lines.join("\n")
     );
 
     // kubeadm on a copy of the same disk image.
