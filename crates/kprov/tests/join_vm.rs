@@ -121,8 +121,11 @@ fn prepare_for_kubeadm(cp: &ControlPlane, dir: &Path) {
     std::fs::write(
         &config,
         format!(
-            "apiVersion: kubeadm.k8s.io/v1beta2\nkind: ClusterConfiguration\n\
-             kubernetesVersion: v1.20.2\ncontrolPlaneEndpoint: {}:6443\n\
+            "apiVersion: kubeadm.k8s.io/v1beta2\nkind: InitConfiguration\n\
+             localAPIEndpoint:\n  advertiseAddress: {0}\n  bindPort: 6443\n\
+             nodeRegistration:\n  criSocket: /run/containerd/containerd.sock\n---\n\
+             apiVersion: kubeadm.k8s.io/v1beta2\nkind: ClusterConfiguration\n\
+             kubernetesVersion: v1.20.2\ncontrolPlaneEndpoint: {0}:6443\n\
              networking:\n  podSubnet: 10.244.0.0/16\n  serviceSubnet: 10.96.0.0/12\n",
             cp.address
         ),
@@ -192,6 +195,9 @@ fn a_prebaked_vm_joins_with_its_user_data_runs_a_pod_heals_resets_and_rejoins() 
         let o = cp.init_phase(phase);
         assert!(o.status.success(), "init phase {phase}: {}", text(&o));
     }
+    // Up front, so that a problem with it shows in seconds; kprov's join
+    // reads neither ConfigMap.
+    prepare_for_kubeadm(&cp, dir.path());
     let gateway = cp.address.clone();
     let script = TEST_SCRIPT.replace("@GATEWAY@", &gateway);
     let vm = worker_disk(dir.path(), Some(("kprov-join-vm-test", &script)));
@@ -352,7 +358,6 @@ fn a_prebaked_vm_joins_with_its_user_data_runs_a_pod_heals_resets_and_rejoins() 
     running.wait_poweroff(Duration::from_secs(300));
 
     // kubeadm join on a copy of the same disk image.
-    prepare_for_kubeadm(&cp, dir.path());
     let kubeadm_join = format!(
         "kubeadm join {}:6443 --token {token} --discovery-token-ca-cert-hash {hash} \
          --node-name {KUBEADM_WORKER} --cri-socket /run/containerd/containerd.sock \
