@@ -101,6 +101,11 @@ pub fn plan_reset(os: &OsFacts, live: bool) -> Vec<ResetStep> {
     ] {
         steps.push(ResetStep::Removed { path: path.into() });
     }
+    // A count of the old kubelet's failed health checks must not count
+    // against the next join's kubelet.
+    steps.push(ResetStep::Removed {
+        path: crate::health::counter_path("kubelet.service"),
+    });
     steps.push(ResetStep::Emptied {
         dir: layout.cni_conf_dir.into(),
     });

@@ -62,6 +62,9 @@ wait_signal reset
 kprov reset > /root/reset.out 2>&1
 rc=$?
 sed 's/^/JOINVM-RESET /' /root/reset.out
+if [ "$(systemctl is-active kubelet)" != inactive ]; then
+    journalctl -o short-monotonic -n 8 --no-pager -u kubelet -u kprov-healthcheck.service | sed 's/^/JOINVM-DEBUG /'
+fi
 echo "JOINVM reset rc=$rc kubelet=$(systemctl is-active kubelet) kubelet-conf=$(present /etc/kubernetes/kubelet.conf) bootstrap=$(present /etc/kubernetes/bootstrap-kubelet.conf) kubelet-dir=$(present /var/lib/kubelet/config.yaml) cni-conf=$(ls /etc/cni/net.d | wc -l) kubelet-bin=$(present /usr/local/bin/kubelet) containerd=$(systemctl is-active containerd)"
 
 wait_signal rejoin

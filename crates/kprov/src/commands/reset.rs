@@ -14,6 +14,12 @@ pub fn run(args: ResetArgs) -> anyhow::Result<ExitCode> {
     let os = kprov_provision::facts::detect_os(&root)?;
     let steps = plan_reset(&os, root.is_live());
     let runner = SystemRunner::new(root.clone());
+    // No health-check round runs during the reset (it could start the
+    // kubelet again); the next one sees the join undone.
+    let _lock = match args.dry_run {
+        true => None,
+        false => Some(kprov_provision::health::lock_node(&root)?),
+    };
     let report = apply_reset(&root, &runner, &steps, args.dry_run)
         .with_context(|| format!("resetting {root}"))?;
     #[allow(clippy::print_stdout)]
