@@ -404,7 +404,7 @@ fn kprov_init_runs_the_control_plane_as_static_pods_in_a_vm_and_kubeadm_is_measu
     let changes: Vec<&str> = rerun_lines
         .iter()
         .copied()
-        .filter(|l| !l.contains("nothing changed"))
+        .filter(|l| !l.contains("nothing changed") && !l.contains(" unchanged "))
         .filter(|l| {
             ["created", "changed", "updated", "wrote", "replaced"]
                 .iter()
