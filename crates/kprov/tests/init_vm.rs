@@ -21,10 +21,11 @@ mod common;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::cluster::{kprov_user_data, nocloud, worker_disk, Admin, SETUP_DONE, SETUP_FAILED};
+use common::cluster::{
+    kprov_user_data, nocloud, prebake, worker_disk, Admin, SETUP_DONE, SETUP_FAILED,
+};
 use common::controlplane::wait_for;
 use common::netns::Netns;
 use common::registry::control_plane_bundle;
@@ -144,25 +145,7 @@ fn master_disk(dir: &Path, gateway: &str) -> VmDisk {
     let bundle = control_plane_bundle(&dir.join("bundle-work"), &[]);
     let root = dir.join("root");
     extract(debian_vm_root_tarball(), &root);
-    // The kprov that is measured installs itself into the root.
-    let out = Command::new(common::kprov_bin_for_benchmarks())
-        .args(["provision", "--phase", "base", "--root"])
-        .arg(&root)
-        .args([
-            "--kubelet-version",
-            "v1.20.2",
-            "--arch",
-            "amd64",
-            "--bundle",
-        ])
-        .arg(&bundle)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "prebaking the master failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    prebake(&root, &bundle, "master");
     std::fs::remove_dir_all(dir.join("bundle-work")).unwrap();
     let bin = root.join("usr/local/bin");
     std::fs::copy(kubernetes_bin().join("kubeadm"), bin.join("kubeadm")).unwrap();

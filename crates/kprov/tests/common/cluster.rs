@@ -124,20 +124,7 @@ pub fn worker_disk(dir: &Path, script: Option<(&str, &str)>) -> VmDisk {
     let bundle = bundle(&work, &["--image", KUBE_PROXY, "--image", BUSYBOX]);
     let root = dir.join("worker-root");
     extract(debian_cloud_root_tarball(), &root);
-    let out = Command::new(kprov_bin_for_benchmarks())
-        .args(["provision", "--phase", "base", "--root"])
-        .arg(&root)
-        .args([
-            "--kubelet-version",
-            "v1.20.2",
-            "--arch",
-            "amd64",
-            "--bundle",
-        ])
-        .arg(&bundle)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "prebaking the worker: {}", text(&out));
+    prebake(&root, &bundle, "worker");
     std::fs::remove_dir_all(&work).unwrap();
     std::fs::copy(
         kubernetes_bin().join("kubeadm"),
@@ -152,6 +139,26 @@ pub fn worker_disk(dir: &Path, script: Option<(&str, &str)>) -> VmDisk {
     let vm = make_disk(&root, &disk_dir, "6G");
     std::fs::remove_dir_all(&root).unwrap();
     vm
+}
+
+/// The base phase into `root` from `bundle`, by the kprov that is
+/// measured (which installs itself into the root); `what` names the node
+/// in a failure.
+pub fn prebake(root: &Path, bundle: &Path, what: &str) {
+    let out = Command::new(kprov_bin_for_benchmarks())
+        .args(["provision", "--phase", "base", "--root"])
+        .arg(root)
+        .args([
+            "--kubelet-version",
+            "v1.20.2",
+            "--arch",
+            "amd64",
+            "--bundle",
+        ])
+        .arg(bundle)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "prebaking the {what}: {}", text(&out));
 }
 
 /// Writes the NoCloud directory `site/name/`: meta-data with `name` as
