@@ -3,7 +3,7 @@
 use std::fmt::Write;
 
 use kprov_artifacts::{ArtifactId, ArtifactName};
-use kprov_core::{ContainerRuntime, NodeSpec, Phase, RuntimeSource};
+use kprov_core::{ContainerRuntime, NodeSpec, RuntimeSource};
 use serde::Serialize;
 
 use crate::os::{OsFacts, OsFamily};
@@ -23,8 +23,9 @@ pub const IMAGES_UNIT: &str = "kprov-images.service";
 /// A computed plan.
 #[derive(Debug, Clone, Serialize)]
 pub struct Plan {
-    /// The phase planned.
-    pub phase: Phase,
+    /// What the plan is for, as its headline names it: "base phase",
+    /// "join phase", "init kubelet-start".
+    pub purpose: &'static str,
     /// The OS it was planned for.
     pub os: OsFacts,
     /// The kubelet release.
@@ -70,7 +71,7 @@ pub fn plan_kubelet(
     os: &OsFacts,
     params: &kubelet::KubeletParams,
     live: bool,
-    phase: Phase,
+    purpose: &'static str,
     container_runtime: ContainerRuntime,
 ) -> Plan {
     let layout = tables::layout(os.family);
@@ -92,7 +93,7 @@ pub fn plan_kubelet(
         });
     }
     Plan {
-        phase,
+        purpose,
         os: os.clone(),
         kubelet_version: params.version.to_string(),
         container_runtime,
@@ -125,7 +126,7 @@ pub fn plan_join(
     live: bool,
     container_runtime: ContainerRuntime,
 ) -> Plan {
-    let mut plan = plan_kubelet(os, params, live, Phase::Join, container_runtime);
+    let mut plan = plan_kubelet(os, params, live, "join phase", container_runtime);
     let mut front = vec![file(CA_CERT_PATH, 0o644, files.ca_pem.clone())];
     if let Some(conf) = &files.bootstrap_kubeconfig {
         front.push(Resource::File {
@@ -389,7 +390,7 @@ pub fn plan_base(os: &OsFacts, spec: &NodeSpec, live: bool) -> Result<Plan, Plan
     }
 
     Ok(Plan {
-        phase: Phase::Base,
+        purpose: "base phase",
         os: os.clone(),
         kubelet_version: spec.kubelet_version.to_string(),
         container_runtime: runtime,
@@ -402,8 +403,8 @@ impl Plan {
     /// A one-line summary of what the plan is for.
     pub fn headline(&self) -> String {
         format!(
-            "{} phase for {} [{}], kubelet {}, runtime {}, {}",
-            self.phase,
+            "{} for {} [{}], kubelet {}, runtime {}, {}",
+            self.purpose,
             self.os.pretty_name,
             self.os.family,
             self.kubelet_version,

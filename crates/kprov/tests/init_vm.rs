@@ -21,7 +21,7 @@ mod common;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::cluster::{
     kprov_user_data, nocloud, prebake, worker_disk, Admin, SETUP_DONE, SETUP_FAILED,
@@ -178,38 +178,6 @@ fn figure(console: &str, prefix: &str, key: &str) -> f64 {
     value.parse().unwrap()
 }
 
-fn kubectl(ns: &Netns, kubeconfig: &Path, args: &[&str]) -> std::process::Output {
-    ns.command(kubernetes_bin().join("kubectl").to_str().unwrap())
-        .arg("--kubeconfig")
-        .arg(kubeconfig)
-        .args(["--request-timeout", "20s"])
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-/// Polls `kubectl get nodes` until the master is listed Ready, within
-/// `limit`; returns the last listing.
-fn wait_for_ready_master(ns: &Netns, kubeconfig: &Path, limit: Duration) -> String {
-    let start = Instant::now();
-    loop {
-        let out = kubectl(ns, kubeconfig, &["get", "nodes", "-o", "wide"]);
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        let ready = text
-            .lines()
-            .any(|l| l.starts_with(NODE_NAME) && l.split_whitespace().nth(1) == Some("Ready"));
-        if ready {
-            return text;
-        }
-        assert!(
-            start.elapsed() < limit,
-            "the master was not Ready within {limit:?}; last listing:\n{text}{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        std::thread::sleep(Duration::from_secs(3));
-    }
-}
-
 #[test]
 #[ignore = "needs root, qemu, docker-registry, skopeo and the cached builds; run by tools/test.sh"]
 fn kprov_init_runs_the_control_plane_as_static_pods_in_a_vm_and_kubeadm_is_measured_beside_it() {
@@ -273,7 +241,14 @@ fn kprov_init_runs_the_control_plane_as_static_pods_in_a_vm_and_kubeadm_is_measu
     let admin = dir.path().join("admin.conf");
     std::fs::copy(&private, &admin).unwrap();
     std::fs::set_permissions(&admin, std::fs::Permissions::from_mode(0o600)).unwrap();
-    let nodes = wait_for_ready_master(&ns, &admin, Duration::from_secs(300));
+    let cluster = Admin {
+        ns: &ns,
+        kubeconfig: admin.clone(),
+    };
+    cluster.wait_ready(NODE_NAME, Duration::from_secs(300), &|| {
+        format!("master console:\n{}", running.console())
+    });
+    let nodes = cluster.nodes();
     println!("kubectl get nodes (from the host):\n{nodes}");
     assert!(nodes.contains(MASTER_IP), "{nodes}");
     // The kubelet posts its static pods' mirror pods to the API server
@@ -291,11 +266,7 @@ fn kprov_init_runs_the_control_plane_as_static_pods_in_a_vm_and_kubeadm_is_measu
     };
     let mut pods = String::new();
     let all_running = wait_for(Duration::from_secs(180), || {
-        let o = kubectl(
-            &ns,
-            &admin,
-            &["-n", "kube-system", "get", "pods", "-o", "wide"],
-        );
+        let o = cluster.kubectl(&["-n", "kube-system", "get", "pods", "-o", "wide"]);
         pods = String::from_utf8_lossy(&o.stdout).into_owned();
         components
             .iter()
@@ -308,10 +279,6 @@ fn kprov_init_runs_the_control_plane_as_static_pods_in_a_vm_and_kubeadm_is_measu
         "not all of {components:?} are running static pods within 180 s:\n{pods}"
     );
     // A worker joins with the user-data `kprov userdata` renders.
-    let cluster = Admin {
-        ns: &ns,
-        kubeconfig: admin.clone(),
-    };
     let join = cluster.new_token("1h");
     nocloud(
         &site,
@@ -349,26 +316,17 @@ fn kprov_init_runs_the_control_plane_as_static_pods_in_a_vm_and_kubeadm_is_measu
     let nodes = cluster.nodes();
     println!("kubectl get nodes (from the host):\n{nodes}");
     for node in [NODE_NAME, WORKER] {
-        assert!(
-            nodes
-                .lines()
-                .any(|l| l.starts_with(node) && l.split_whitespace().nth(1) == Some("Ready")),
-            "{node} is not Ready:\n{nodes}"
-        );
+        assert!(cluster.node_ready(node), "{node} is not Ready:\n{nodes}");
     }
     drop(worker);
 
-    let done = kubectl(
-        &ns,
-        &admin,
-        &[
-            "-n",
-            "default",
-            "create",
-            "configmap",
-            "kprov-test-host-done",
-        ],
-    );
+    let done = cluster.kubectl(&[
+        "-n",
+        "default",
+        "create",
+        "configmap",
+        "kprov-test-host-done",
+    ]);
     assert!(
         done.status.success(),
         "{}",

@@ -319,7 +319,7 @@ fn kubelet_start(ctx: &InitContext) -> anyhow::Result<()> {
         &os,
         &params,
         ctx.root.is_live(),
-        kprov_core::Phase::Join,
+        "init kubelet-start",
         kprov_core::ContainerRuntime::Containerd,
     );
     crate::commands::provision::apply_plan(
