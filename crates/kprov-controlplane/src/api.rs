@@ -248,6 +248,19 @@ pub async fn apply_bootstrap(
     Ok(report)
 }
 
+/// Applies what `kubeadm join` reads from the cluster: its ConfigMaps,
+/// then the roles that let nodes read them.
+pub async fn apply_upload_config(
+    client: &Client,
+    upload: &crate::kubeadm_config::UploadConfig,
+) -> Result<Vec<Applied>, ApiError> {
+    let mut report = Vec::new();
+    apply_namespaced(client, &upload.config_maps, &mut report).await?;
+    apply_namespaced(client, &upload.roles, &mut report).await?;
+    apply_namespaced(client, &upload.role_bindings, &mut report).await?;
+    Ok(report)
+}
+
 /// Applies the add-ons (service accounts and RBAC first).
 pub async fn apply_addons(
     client: &Client,

@@ -13,6 +13,7 @@
 //! - [`addons`]: kube-proxy, CoreDNS and flannel as typed objects;
 //! - [`bootstrap`]: the bootstrap RBAC and the cluster-info ConfigMap, and
 //!   its verification by a joining node;
+//! - [`kubeadm_config`]: what `kubeadm join` reads from the cluster;
 //! - [`diagnose`]: why a control plane did not come up, from node facts;
 //! - [`discovery`]: which CA a joining node trusts (pins, token
 //!   discovery) and why a join failed;
@@ -25,6 +26,7 @@ pub mod bootstrap;
 pub mod diagnose;
 pub mod discovery;
 pub mod jws;
+pub mod kubeadm_config;
 pub mod manifests;
 pub mod spec;
 pub mod store;

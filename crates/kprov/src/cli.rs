@@ -341,6 +341,9 @@ pub enum InitPhaseArg {
     KubeletStart,
     /// Wait for the API server to be ready; on failure, say why.
     WaitControlPlane,
+    /// kubeadm-config and the kubelet's ConfigMap, readable by nodes, so
+    /// that `kubeadm join` works too (needs a running API server).
+    UploadConfig,
     /// Label and taint this node as a control-plane node.
     MarkControlPlane,
     /// The bootstrap-token RBAC and cluster-info (needs a running API

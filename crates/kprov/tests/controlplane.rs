@@ -292,6 +292,68 @@ fn control_plane_from_kprov_files_runs_and_bootstraps_tokens() {
         text(&o)
     );
 
+    // What kubeadm join reads with the token: kubeadm-config and the
+    // kubelet's ConfigMap, and no other ConfigMap; kubeadm's own parser
+    // accepts both documents. A second upload changes nothing.
+    let upload = init_phase(ns, "upload-config");
+    assert!(
+        upload.status.success(),
+        "{}\n{}",
+        text(&upload),
+        logs.dump()
+    );
+    let again = init_phase(ns, "upload-config");
+    assert!(
+        String::from_utf8_lossy(&again.stderr).contains("nothing changed"),
+        "{}",
+        text(&again)
+    );
+    let read_with_token = |name: &str, key: &str| {
+        let jsonpath = format!("jsonpath={{.data.{key}}}");
+        let args = [
+            "--kubeconfig",
+            &tok,
+            "-n",
+            "kube-system",
+            "get",
+            "configmap",
+            name,
+            "-o",
+            &jsonpath,
+        ];
+        run_in(ns, &kubectl, &args)
+    };
+    let config = read_with_token("kubeadm-config", "ClusterConfiguration");
+    assert!(config.status.success(), "{}", text(&config));
+    let kubelet = read_with_token("kubelet-config-1.20", "kubelet");
+    assert!(kubelet.status.success(), "{}", text(&kubelet));
+    let other = read_with_token("kube-proxy", "config\\.conf");
+    assert!(
+        !other.status.success() && String::from_utf8_lossy(&other.stderr).contains("Forbidden"),
+        "a bootstrap token may read kube-proxy's ConfigMap: {}",
+        text(&other)
+    );
+    let documents = dir.path().join("uploaded.yaml");
+    std::fs::write(
+        &documents,
+        [config.stdout, b"\n---\n".to_vec(), kubelet.stdout].concat(),
+    )
+    .unwrap();
+    let kubeadm = common::kubernetes_bin().join("kubeadm");
+    let migrated = Command::new(&kubeadm)
+        .args(["config", "migrate", "--old-config"])
+        .arg(&documents)
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&migrated.stdout);
+    assert!(
+        migrated.status.success()
+            && out.contains("podSubnet: 10.244.0.0/16")
+            && out.contains("kubernetesVersion: v1.20.2"),
+        "kubeadm config migrate on the uploaded configuration: {}",
+        text(&migrated)
+    );
+
     let key_file = dir.path().join("node.key");
     let csr_file = dir.path().join("node.csr");
     sh(Command::new("openssl")

@@ -8,7 +8,8 @@
 //! `kubectl exec` work through its kubelet; containerd stopped in the VM
 //! is restarted by kprov's health check; `kprov reset` and a second join
 //! bring the node back. A second VM from the same disk image joins with
-//! kubeadm v1.20.2, for the benchmark.
+//! kubeadm v1.20.2, for the benchmark, with what kprov's upload-config
+//! phase put in the cluster.
 //!
 //! Needs root, qemu, dnsmasq, docker-registry, skopeo and many minutes:
 //! `#[ignore]`d, run by tools/test.sh.
@@ -113,94 +114,17 @@ fn signal(site: &Path, name: &str, contents: &str) {
     std::fs::rename(temp, dir.join(name)).unwrap();
 }
 
-/// kubeadm join reads kubeadm-config and kubelet-config-1.20 from
-/// kube-system; `kprov init` makes neither, so the benchmark uploads them
-/// as `kubeadm init` would (the kubeadm ConfigMap by kubeadm itself; the
-/// kubelet one by hand, since kubeadm's phase also annotates a control
-/// plane Node this cluster of bare processes does not have).
-fn prepare_for_kubeadm(cp: &ControlPlane, dir: &Path) {
-    let admin = cp.admin();
-    let config = dir.join("kubeadm.yaml");
-    std::fs::write(
-        &config,
-        format!(
-            "apiVersion: kubeadm.k8s.io/v1beta2\nkind: InitConfiguration\n\
-             localAPIEndpoint:\n  advertiseAddress: {0}\n  bindPort: 6443\n\
-             nodeRegistration:\n  criSocket: /run/containerd/containerd.sock\n---\n\
-             apiVersion: kubeadm.k8s.io/v1beta2\nkind: ClusterConfiguration\n\
-             kubernetesVersion: v1.20.2\ncontrolPlaneEndpoint: {0}:6443\n\
-             networking:\n  podSubnet: 10.244.0.0/16\n  serviceSubnet: 10.96.0.0/12\n",
-            cp.address
-        ),
-    )
-    .unwrap();
-    let kubeadm = common::kubernetes_bin().join("kubeadm");
-    let o = cp
-        .ns
-        .command(kubeadm.to_str().unwrap())
-        .args(["init", "phase", "upload-config", "kubeadm", "--config"])
-        .arg(&config)
-        .args(["--kubeconfig", &cp.admin])
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "kubeadm upload-config: {}", text(&o));
-    let kubelet = dir.join("kubelet");
-    std::fs::write(
-        &kubelet,
-        "apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\n\
-         cgroupDriver: systemd\nclusterDNS:\n- 10.96.0.10\nclusterDomain: cluster.local\n\
-         authentication:\n  x509:\n    clientCAFile: /etc/kubernetes/pki/ca.crt\n  webhook:\n    enabled: true\n\
-         authorization:\n  mode: Webhook\nrotateCertificates: true\n",
-    )
-    .unwrap();
-    let from = format!("--from-file=kubelet={}", kubelet.display());
-    for args in [
-        vec![
-            "-n",
-            "kube-system",
-            "create",
-            "configmap",
-            "kubelet-config-1.20",
-            &from,
-        ],
-        vec![
-            "-n",
-            "kube-system",
-            "create",
-            "role",
-            "kubeadm:kubelet-config-1.20",
-            "--verb=get",
-            "--resource=configmaps",
-            "--resource-name=kubelet-config-1.20",
-        ],
-        vec![
-            "-n",
-            "kube-system",
-            "create",
-            "rolebinding",
-            "kubeadm:kubelet-config-1.20",
-            "--role=kubeadm:kubelet-config-1.20",
-            "--group=system:nodes",
-            "--group=system:bootstrappers:kubeadm:default-node-token",
-        ],
-    ] {
-        let o = admin.kubectl(&args);
-        assert!(o.status.success(), "kubectl {args:?}: {}", text(&o));
-    }
-}
-
 #[test]
 #[ignore = "needs root, qemu, dnsmasq, docker-registry, skopeo and the cached builds; run by tools/test.sh"]
 fn a_prebaked_vm_joins_with_its_user_data_runs_a_pod_heals_resets_and_rejoins() {
     let dir = scratch("join-vm-");
     let mut cp = ControlPlane::start(PREFIX);
-    for phase in ["bootstrap-token", "addons"] {
+    // upload-config gives kubeadm join what it reads from the cluster;
+    // kprov's join reads none of it.
+    for phase in ["upload-config", "bootstrap-token", "addons"] {
         let o = cp.init_phase(phase);
         assert!(o.status.success(), "init phase {phase}: {}", text(&o));
     }
-    // Up front, so that a problem with it shows in seconds; kprov's join
-    // reads neither ConfigMap.
-    prepare_for_kubeadm(&cp, dir.path());
     let gateway = cp.address.clone();
     let script = TEST_SCRIPT.replace("@GATEWAY@", &gateway);
     let vm = worker_disk(dir.path(), Some(("kprov-join-vm-test", &script)));

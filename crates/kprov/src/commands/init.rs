@@ -33,6 +33,7 @@ pub fn run(args: InitArgs) -> anyhow::Result<ExitCode> {
             if ctx.root.is_live() && !ctx.dry_run {
                 phases.extend([
                     InitPhaseArg::WaitControlPlane,
+                    InitPhaseArg::UploadConfig,
                     InitPhaseArg::MarkControlPlane,
                     InitPhaseArg::BootstrapToken,
                     InitPhaseArg::Addons,
@@ -168,6 +169,7 @@ fn run_phase(ctx: &InitContext, phase: InitPhaseArg) -> anyhow::Result<()> {
         InitPhaseArg::Base => base(ctx),
         InitPhaseArg::KubeletStart => kubelet_start(ctx),
         InitPhaseArg::WaitControlPlane => wait_control_plane(ctx),
+        InitPhaseArg::UploadConfig => upload_config(ctx),
         InitPhaseArg::MarkControlPlane => mark_control_plane(ctx),
         InitPhaseArg::BootstrapToken => bootstrap_token(ctx),
         InitPhaseArg::Addons => addons(ctx),
@@ -296,10 +298,32 @@ fn base(ctx: &InitContext) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn kubelet_start(ctx: &InitContext) -> anyhow::Result<()> {
+fn upload_config(ctx: &InitContext) -> anyhow::Result<()> {
+    api_target(ctx, "upload-config")?;
+    let kubelet_config = kprov_provision::render::kubelet::kubelet_config(&kubelet_params(ctx));
+    let upload = kprov_controlplane::kubeadm_config::upload_config(&ctx.spec, &kubelet_config);
+    if ctx.dry_run {
+        eprintln!(
+            "kprov: would upload kubeadm-config and the kubelet's configuration for kubeadm join"
+        );
+        return Ok(());
+    }
+    let (rt, client) = admin_client(ctx, "upload-config")?;
+    let report = rt
+        .block_on(api::apply_upload_config(&client, &upload))
+        .context("uploading kubeadm-config and the kubelet's configuration")?;
+    print_applied(
+        ctx,
+        &report,
+        "kubeadm-config and the kubelet's configuration",
+    )
+}
+
+/// This node's kubelet settings; their KubeletConfiguration is also the
+/// one upload-config gives nodes that join with kubeadm.
+fn kubelet_params(ctx: &InitContext) -> kprov_provision::render::kubelet::KubeletParams {
     let spec = &ctx.spec;
-    let os = kprov_provision::facts::detect_os(&ctx.root)?;
-    let params = kprov_provision::render::kubelet::KubeletParams {
+    kprov_provision::render::kubelet::KubeletParams {
         version: spec.node().kubernetes_version.clone(),
         client_ca_file: spec.cert_dir.join("ca.crt").display().to_string(),
         cluster_dns: kprov_controlplane::addons::cluster_dns_ip(spec).to_string(),
@@ -314,10 +338,14 @@ fn kubelet_start(ctx: &InitContext) -> anyhow::Result<()> {
         // The kubelet must register under the name its certificate and
         // the control plane's pod names use, not the host name.
         hostname_override: Some(spec.node().node_name.to_string()),
-    };
+    }
+}
+
+fn kubelet_start(ctx: &InitContext) -> anyhow::Result<()> {
+    let os = kprov_provision::facts::detect_os(&ctx.root)?;
     let plan = kprov_provision::plan::plan_kubelet(
         &os,
-        &params,
+        &kubelet_params(ctx),
         ctx.root.is_live(),
         "init kubelet-start",
         kprov_core::ContainerRuntime::Containerd,

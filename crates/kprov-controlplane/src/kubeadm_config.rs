@@ -1,0 +1,404 @@
+//! What `kubeadm init` uploads for `kubeadm join` (and `kubeadm upgrade`)
+//! to read back: the `kubeadm-config` ConfigMap (ClusterConfiguration, and
+//! before v1.22 ClusterStatus), the cluster's KubeletConfiguration in
+//! `kubelet-config-1.X` (`kubelet-config` from v1.24), and the roles that
+//! let nodes and bootstrap tokens read exactly those two. With them a
+//! machine can join a kprov cluster with kubeadm as well as with kprov.
+//! Pure.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::ConfigMap;
+use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kprov_core::KubernetesVersion;
+use serde::Serialize;
+
+use crate::spec::ClusterSpec;
+use crate::token::DEFAULT_NODE_GROUP;
+
+const NS: &str = "kube-system";
+
+/// The ConfigMap kubeadm keeps its cluster configuration in.
+pub const KUBEADM_CONFIG: &str = "kubeadm-config";
+
+/// The objects of the upload-config phase, in apply order.
+#[derive(Debug, Clone)]
+pub struct UploadConfig {
+    /// kubeadm-config and the kubelet's ConfigMap.
+    pub config_maps: Vec<ConfigMap>,
+    /// One role per ConfigMap: get it, by name.
+    pub roles: Vec<Role>,
+    /// Each role bound to the nodes and the default node-token group.
+    pub role_bindings: Vec<RoleBinding>,
+}
+
+/// kubeadm's configuration API version for `version`'s kubeadm.
+pub fn kubeadm_api_version(version: &KubernetesVersion) -> &'static str {
+    if version.at_least(1, 31) {
+        "kubeadm.k8s.io/v1beta4"
+    } else if version.at_least(1, 22) {
+        "kubeadm.k8s.io/v1beta3"
+    } else {
+        "kubeadm.k8s.io/v1beta2"
+    }
+}
+
+/// The name of the ConfigMap holding the cluster's KubeletConfiguration:
+/// versioned by minor release until v1.24 made it unversioned.
+pub fn kubelet_config_map_name(version: &KubernetesVersion) -> String {
+    if version.at_least(1, 24) {
+        "kubelet-config".into()
+    } else {
+        let (major, minor) = version.minor_version();
+        format!("kubelet-config-{major}.{minor}")
+    }
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ClusterConfiguration {
+    api_version: &'static str,
+    kind: &'static str,
+    kubernetes_version: String,
+    cluster_name: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    control_plane_endpoint: Option<String>,
+    certificates_dir: String,
+    image_repository: String,
+    networking: Networking,
+    etcd: Etcd,
+    api_server: ApiServer,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Networking {
+    dns_domain: String,
+    pod_subnet: String,
+    service_subnet: String,
+}
+
+#[derive(Serialize)]
+struct Etcd {
+    local: LocalEtcd,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct LocalEtcd {
+    data_dir: String,
+}
+
+#[derive(Serialize)]
+struct ApiServer {
+    #[serde(rename = "certSANs", skip_serializing_if = "Vec::is_empty")]
+    cert_sans: Vec<String>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ClusterStatus {
+    api_version: &'static str,
+    kind: &'static str,
+    api_endpoints: BTreeMap<String, ApiEndpoint>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ApiEndpoint {
+    advertise_address: String,
+    bind_port: u16,
+}
+
+fn yaml<T: Serialize>(value: &T) -> String {
+    serde_yaml::to_string(value).unwrap_or_else(|_| unreachable!("plain data serializes"))
+}
+
+/// The ClusterConfiguration kubeadm would have written for `spec`.
+pub fn cluster_configuration(spec: &ClusterSpec) -> String {
+    let node = spec.node();
+    let version = &node.kubernetes_version;
+    yaml(&ClusterConfiguration {
+        api_version: kubeadm_api_version(version),
+        kind: "ClusterConfiguration",
+        kubernetes_version: version.to_string(),
+        cluster_name: "kubernetes",
+        control_plane_endpoint: node.control_plane_endpoint.as_ref().map(|ep| {
+            format!(
+                "{}:{}",
+                ep.host().url_host(),
+                ep.port().unwrap_or(node.bind_port)
+            )
+        }),
+        certificates_dir: spec.cert_dir.display().to_string(),
+        image_repository: spec.image_registry.clone(),
+        networking: Networking {
+            dns_domain: spec.cluster_domain().as_str().to_string(),
+            pod_subnet: spec.pod_cidr.to_string(),
+            service_subnet: spec.service_cidr().to_string(),
+        },
+        etcd: Etcd {
+            local: LocalEtcd {
+                data_dir: spec.etcd_data_dir.display().to_string(),
+            },
+        },
+        api_server: ApiServer {
+            cert_sans: spec
+                .pki
+                .extra_sans
+                .iter()
+                .map(|s| s.host().to_string())
+                .collect(),
+        },
+    })
+}
+
+/// ClusterStatus (kubeadm before v1.22): this control-plane node's API
+/// endpoint. None from v1.22, where kubeadm reads the endpoint from the
+/// API server pod's annotation instead.
+pub fn cluster_status(spec: &ClusterSpec) -> Option<String> {
+    let node = spec.node();
+    if node.kubernetes_version.at_least(1, 22) {
+        return None;
+    }
+    let endpoint = ApiEndpoint {
+        advertise_address: node.advertise_address.ip().to_string(),
+        bind_port: node.bind_port,
+    };
+    Some(yaml(&ClusterStatus {
+        api_version: kubeadm_api_version(&node.kubernetes_version),
+        kind: "ClusterStatus",
+        api_endpoints: BTreeMap::from([(node.node_name.to_string(), endpoint)]),
+    }))
+}
+
+fn meta(name: &str) -> ObjectMeta {
+    ObjectMeta {
+        name: Some(name.into()),
+        namespace: Some(NS.into()),
+        ..ObjectMeta::default()
+    }
+}
+
+fn group(name: &str) -> Subject {
+    Subject {
+        kind: "Group".into(),
+        api_group: Some("rbac.authorization.k8s.io".into()),
+        name: name.into(),
+        namespace: None,
+    }
+}
+
+/// A role that may get one ConfigMap, and its binding to the nodes and
+/// the default node-token group, both named `role`.
+fn readable_by_nodes(role: &str, config_map: &str) -> (Role, RoleBinding) {
+    (
+        Role {
+            metadata: meta(role),
+            rules: Some(vec![PolicyRule {
+                api_groups: Some(vec![String::new()]),
+                resources: Some(vec!["configmaps".into()]),
+                resource_names: Some(vec![config_map.into()]),
+                verbs: vec!["get".into()],
+                ..PolicyRule::default()
+            }]),
+        },
+        RoleBinding {
+            metadata: meta(role),
+            role_ref: RoleRef {
+                api_group: "rbac.authorization.k8s.io".into(),
+                kind: "Role".into(),
+                name: role.into(),
+            },
+            subjects: Some(vec![group("system:nodes"), group(DEFAULT_NODE_GROUP)]),
+        },
+    )
+}
+
+fn config_map(name: &str, data: BTreeMap<String, String>) -> ConfigMap {
+    ConfigMap {
+        metadata: meta(name),
+        data: Some(data),
+        ..ConfigMap::default()
+    }
+}
+
+/// The upload-config objects for `spec`; `kubelet_config` is the
+/// KubeletConfiguration (YAML) nodes that join with kubeadm get.
+pub fn upload_config(spec: &ClusterSpec, kubelet_config: &str) -> UploadConfig {
+    let version = &spec.node().kubernetes_version;
+    let mut kubeadm = BTreeMap::from([(
+        "ClusterConfiguration".to_string(),
+        cluster_configuration(spec),
+    )]);
+    if let Some(status) = cluster_status(spec) {
+        kubeadm.insert("ClusterStatus".into(), status);
+    }
+    let kubelet_name = kubelet_config_map_name(version);
+    let kubelet = BTreeMap::from([("kubelet".to_string(), kubelet_config.to_string())]);
+    let (kubeadm_role, kubeadm_binding) =
+        readable_by_nodes("kubeadm:nodes-kubeadm-config", KUBEADM_CONFIG);
+    let (kubelet_role, kubelet_binding) =
+        readable_by_nodes(&format!("kubeadm:{kubelet_name}"), &kubelet_name);
+    UploadConfig {
+        config_maps: vec![
+            config_map(KUBEADM_CONFIG, kubeadm),
+            config_map(&kubelet_name, kubelet),
+        ],
+        roles: vec![kubeadm_role, kubelet_role],
+        role_bindings: vec![kubeadm_binding, kubelet_binding],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kprov_pki::{ControlPlaneNode, PkiSpec};
+
+    fn spec(version: &str, endpoint: Option<&str>) -> ClusterSpec {
+        let mut node = ControlPlaneNode::new(
+            "master-1".parse().unwrap(),
+            "10.0.0.10".parse().unwrap(),
+            version.parse().unwrap(),
+        );
+        node.control_plane_endpoint = endpoint.map(|e| e.parse().unwrap());
+        let mut pki = PkiSpec::new(node);
+        pki.extra_sans = vec!["api.example.com".parse().unwrap()];
+        ClusterSpec::new(pki)
+    }
+
+    fn parsed(text: &str) -> serde_yaml::Value {
+        serde_yaml::from_str(text).unwrap()
+    }
+
+    #[test]
+    fn names_and_api_versions_follow_the_release() {
+        for (version, api, kubelet, status) in [
+            (
+                "v1.20.2",
+                "kubeadm.k8s.io/v1beta2",
+                "kubelet-config-1.20",
+                true,
+            ),
+            (
+                "v1.21.0",
+                "kubeadm.k8s.io/v1beta2",
+                "kubelet-config-1.21",
+                true,
+            ),
+            (
+                "v1.22.0",
+                "kubeadm.k8s.io/v1beta3",
+                "kubelet-config-1.22",
+                false,
+            ),
+            (
+                "v1.23.5",
+                "kubeadm.k8s.io/v1beta3",
+                "kubelet-config-1.23",
+                false,
+            ),
+            ("v1.24.0", "kubeadm.k8s.io/v1beta3", "kubelet-config", false),
+            ("v1.31.0", "kubeadm.k8s.io/v1beta4", "kubelet-config", false),
+        ] {
+            let s = spec(version, None);
+            let up = upload_config(&s, "kind: KubeletConfiguration\n");
+            let names: Vec<_> = up
+                .config_maps
+                .iter()
+                .map(|c| c.metadata.name.clone().unwrap())
+                .collect();
+            assert_eq!(names, ["kubeadm-config", kubelet], "{version}");
+            let data = up.config_maps[0].data.as_ref().unwrap();
+            let config = parsed(&data["ClusterConfiguration"]);
+            assert_eq!(config["apiVersion"].as_str(), Some(api), "{version}");
+            assert_eq!(config["kubernetesVersion"].as_str(), Some(version));
+            assert_eq!(data.contains_key("ClusterStatus"), status, "{version}");
+            let role = format!("kubeadm:{kubelet}");
+            assert_eq!(up.roles[1].metadata.name.as_deref(), Some(role.as_str()));
+            assert_eq!(
+                up.roles[1].rules.as_ref().unwrap()[0].resource_names,
+                Some(vec![kubelet.to_string()])
+            );
+        }
+    }
+
+    #[test]
+    fn the_cluster_configuration_carries_the_spec() {
+        let s = spec("v1.20.2", Some("lb.example.com:8443"));
+        let config = parsed(&cluster_configuration(&s));
+        assert_eq!(config["kind"].as_str(), Some("ClusterConfiguration"));
+        assert_eq!(
+            config["controlPlaneEndpoint"].as_str(),
+            Some("lb.example.com:8443")
+        );
+        assert_eq!(
+            config["networking"]["podSubnet"].as_str(),
+            Some("10.244.0.0/16")
+        );
+        assert_eq!(
+            config["networking"]["serviceSubnet"].as_str(),
+            Some("10.96.0.0/12")
+        );
+        assert_eq!(
+            config["networking"]["dnsDomain"].as_str(),
+            Some("cluster.local")
+        );
+        assert_eq!(
+            config["certificatesDir"].as_str(),
+            Some("/etc/kubernetes/pki")
+        );
+        assert_eq!(config["imageRepository"].as_str(), Some("k8s.gcr.io"));
+        assert_eq!(
+            config["etcd"]["local"]["dataDir"].as_str(),
+            Some("/var/lib/etcd")
+        );
+        assert_eq!(
+            config["apiServer"]["certSANs"][0].as_str(),
+            Some("api.example.com")
+        );
+        // Without an endpoint there is none (kubeadm then uses the
+        // advertise address).
+        let plain = parsed(&cluster_configuration(&spec("v1.20.2", None)));
+        assert!(plain.get("controlPlaneEndpoint").is_none(), "{plain:?}");
+    }
+
+    #[test]
+    fn the_cluster_status_names_this_node_and_its_endpoint() {
+        let status = parsed(&cluster_status(&spec("v1.20.2", None)).unwrap());
+        assert_eq!(status["kind"].as_str(), Some("ClusterStatus"));
+        let endpoint = &status["apiEndpoints"]["master-1"];
+        assert_eq!(endpoint["advertiseAddress"].as_str(), Some("10.0.0.10"));
+        assert_eq!(endpoint["bindPort"].as_u64(), Some(6443));
+    }
+
+    #[test]
+    fn only_nodes_and_bootstrap_tokens_may_read_the_two_config_maps() {
+        let up = upload_config(&spec("v1.20.2", None), "");
+        for (role, binding) in up.roles.iter().zip(&up.role_bindings) {
+            assert_eq!(role.metadata.name, binding.metadata.name);
+            assert_eq!(binding.role_ref.kind, "Role");
+            let rules = role.rules.as_ref().unwrap();
+            assert_eq!(rules.len(), 1);
+            assert_eq!(rules[0].verbs, ["get"]);
+            assert_eq!(rules[0].resources, Some(vec!["configmaps".to_string()]));
+            let groups: Vec<_> = binding
+                .subjects
+                .as_ref()
+                .unwrap()
+                .iter()
+                .map(|s| (s.kind.as_str(), s.name.as_str()))
+                .collect();
+            assert_eq!(
+                groups,
+                [
+                    ("Group", "system:nodes"),
+                    ("Group", "system:bootstrappers:kubeadm:default-node-token")
+                ]
+            );
+        }
+        let kubelet = up.config_maps[1].data.as_ref().unwrap();
+        assert_eq!(kubelet.keys().collect::<Vec<_>>(), ["kubelet"]);
+    }
+}
