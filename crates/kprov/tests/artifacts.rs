@@ -62,22 +62,6 @@ fn provision_args<'a>(root: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
     args
 }
 
-/// Runs kprov in a new network namespace: no interfaces, not even loopback
-/// up, so any connection attempt fails.
-fn kprov_offline(args: &[&str]) -> common::Run {
-    let out = Command::new("unshare")
-        .arg("--net")
-        .arg(common::kprov_bin())
-        .args(args)
-        .output()
-        .unwrap();
-    common::Run {
-        code: out.status.code(),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
-}
-
 #[test]
 #[ignore = "needs root and the cached Kubernetes build and Debian root; run by tools/test.sh"]
 fn a_bundle_from_a_local_mirror_provisions_a_root_with_no_network_at_all() {
@@ -123,7 +107,7 @@ fn a_bundle_from_a_local_mirror_provisions_a_root_with_no_network_at_all() {
         (Some("binary"), Some("v1.20.2"), Some("bin/kubelet"))
     );
 
-    let verified = kprov_offline(&["bundle", "verify", bundle.to_str().unwrap()]);
+    let verified = common::kprov_offline(&["bundle", "verify", bundle.to_str().unwrap()]);
     assert!(verified.ok(), "{}", verified.stderr);
     assert_eq!(
         verified.stdout.trim(),
@@ -135,7 +119,7 @@ fn a_bundle_from_a_local_mirror_provisions_a_root_with_no_network_at_all() {
 
     let root = dir.path().join("root");
     link_tree(root_with_packages(), &root);
-    let run = kprov_offline(&provision_args(
+    let run = common::kprov_offline(&provision_args(
         root.to_str().unwrap(),
         &["--bundle", bundle.to_str().unwrap()],
     ));
@@ -166,7 +150,7 @@ fn a_bundle_from_a_local_mirror_provisions_a_root_with_no_network_at_all() {
     drop(server);
     let root2 = dir.path().join("root2");
     link_tree(root_with_packages(), &root2);
-    let run = kprov_offline(&provision_args(
+    let run = common::kprov_offline(&provision_args(
         root2.to_str().unwrap(),
         &["--bundle", single.to_str().unwrap()],
     ));
@@ -244,7 +228,7 @@ fn bad_sources_fail_naming_the_artifact_and_install_nothing() {
     let kubectl = bundle.join("bin/kubectl");
     std::fs::remove_file(&kubectl).unwrap();
     std::fs::write(&kubectl, b"#!/bin/sh\necho altered\n").unwrap();
-    let run = kprov_offline(&provision_args(&r, &["--bundle", bundle.to_str().unwrap()]));
+    let run = common::kprov_offline(&provision_args(&r, &["--bundle", bundle.to_str().unwrap()]));
     assert_ne!(run.code, Some(0));
     assert!(
         run.stderr
@@ -252,7 +236,7 @@ fn bad_sources_fail_naming_the_artifact_and_install_nothing() {
         "{}",
         run.stderr
     );
-    let verify = kprov_offline(&["bundle", "verify", bundle.to_str().unwrap()]);
+    let verify = common::kprov_offline(&["bundle", "verify", bundle.to_str().unwrap()]);
     assert!(
         verify
             .stderr
@@ -261,7 +245,7 @@ fn bad_sources_fail_naming_the_artifact_and_install_nothing() {
         verify.stderr
     );
     std::fs::write(bundle.join("manifest.json"), b"[").unwrap();
-    let run = kprov_offline(&provision_args(&r, &["--bundle", bundle.to_str().unwrap()]));
+    let run = common::kprov_offline(&provision_args(&r, &["--bundle", bundle.to_str().unwrap()]));
     assert!(
         run.stderr.contains("manifest.json does not parse"),
         "{}",

@@ -26,21 +26,6 @@ use common::registry::{
 use common::{build_mirror, copy_tree, root_with_packages, scratch, sh};
 use kprov_testkit::http::FileServer;
 
-/// Runs kprov in a network namespace with no interfaces at all.
-fn kprov_offline(args: &[&str]) -> common::Run {
-    let out = Command::new("unshare")
-        .arg("--net")
-        .arg(common::kprov_bin())
-        .args(args)
-        .output()
-        .unwrap();
-    common::Run {
-        code: out.status.code(),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
-}
-
 #[test]
 #[ignore = "needs root, docker-registry, skopeo, systemd-nspawn and the cached builds; run by tools/test.sh"]
 fn control_plane_images_from_a_registry_mirror_end_up_in_a_prebaked_roots_containerd() {
@@ -96,7 +81,7 @@ fn control_plane_images_from_a_registry_mirror_end_up_in_a_prebaked_roots_contai
         );
     }
 
-    let verified = kprov_offline(&["bundle", "verify", bundle.to_str().unwrap()]);
+    let verified = common::kprov_offline(&["bundle", "verify", bundle.to_str().unwrap()]);
     assert!(verified.ok(), "{}", verified.stderr);
     assert!(
         verified.stdout.contains("9 artifacts verified"),
@@ -108,7 +93,7 @@ fn control_plane_images_from_a_registry_mirror_end_up_in_a_prebaked_roots_contai
     // boot by kprov-images.service, since no containerd runs while prebaking.
     let root = dir.path().join("root");
     copy_tree(root_with_packages(), &root);
-    let run = kprov_offline(&[
+    let run = common::kprov_offline(&[
         "provision",
         "--phase",
         "base",
@@ -141,7 +126,7 @@ fn control_plane_images_from_a_registry_mirror_end_up_in_a_prebaked_roots_contai
         .join("etc/systemd/system/multi-user.target.wants/kprov-images.service")
         .symlink_metadata()
         .is_ok());
-    let again = kprov_offline(&[
+    let again = common::kprov_offline(&[
         "provision",
         "--phase",
         "base",

@@ -211,6 +211,16 @@ pub struct Run {
     pub stderr: String,
 }
 
+impl From<std::process::Output> for Run {
+    fn from(out: std::process::Output) -> Self {
+        Self {
+            code: out.status.code(),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+}
+
 impl Run {
     pub fn ok(&self) -> bool {
         self.code == Some(0)
@@ -232,12 +242,19 @@ pub fn kprov(args: &[&str], env: &[(&str, &str)]) -> Run {
     for (k, v) in env {
         cmd.env(k, v);
     }
-    let out = cmd.output().unwrap();
-    Run {
-        code: out.status.code(),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
+    Run::from(cmd.output().unwrap())
+}
+
+/// Runs kprov in a new network namespace with no interfaces, not even
+/// loopback up, so any connection attempt fails.
+pub fn kprov_offline(args: &[&str]) -> Run {
+    let out = Command::new("unshare")
+        .arg("--net")
+        .arg(kprov_bin())
+        .args(args)
+        .output()
+        .unwrap();
+    Run::from(out)
 }
 
 /// The arguments of a base-phase prebake of `root` from `artifacts`.
