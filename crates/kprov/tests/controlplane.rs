@@ -327,6 +327,13 @@ fn control_plane_from_kprov_files_runs_and_bootstraps_tokens() {
     assert!(config.status.success(), "{}", text(&config));
     let kubelet = read_with_token("kubelet-config-1.20", "kubelet");
     assert!(kubelet.status.success(), "{}", text(&kubelet));
+    // Where joining nodes keep the CA, not this harness's --cert-dir.
+    assert!(
+        String::from_utf8_lossy(&kubelet.stdout)
+            .contains("clientCAFile: /etc/kubernetes/pki/ca.crt"),
+        "{}",
+        text(&kubelet)
+    );
     let other = read_with_token("kube-proxy", "config\\.conf");
     assert!(
         !other.status.success() && String::from_utf8_lossy(&other.stderr).contains("Forbidden"),

@@ -297,7 +297,8 @@ fn a_prebaked_vm_joins_with_its_user_data_runs_a_pod_heals_resets_and_rejoins() 
         &format!(
             "#cloud-config\nruncmd:\n  - [sh, -c, \"echo JOINVM kubeadm-start > /dev/ttyS0; \
              {kubeadm_join} > /root/join.log 2>&1; echo JOINVM kubeadm rc=$? > /dev/ttyS0; \
-             tail -n 20 /root/join.log > /dev/ttyS0\"]\n"
+             tail -n 20 /root/join.log > /dev/ttyS0; journalctl -u kubelet -o cat --no-pager | \
+             grep -E '^[EF][0-9]{{4}}' | tail -n 10 | sed 's/^/JOINVM-KUBELET /' > /dev/ttyS0\"]\n"
         ),
     );
     let console_path = dir.path().join("console-kubeadm.log");

@@ -300,7 +300,13 @@ fn base(ctx: &InitContext) -> anyhow::Result<()> {
 
 fn upload_config(ctx: &InitContext) -> anyhow::Result<()> {
     api_target(ctx, "upload-config")?;
-    let kubelet_config = kprov_provision::render::kubelet::kubelet_config(&kubelet_params(ctx));
+    // Joining nodes keep the CA where kubeadm join (and kprov's join)
+    // writes it, whatever this master's --cert-dir.
+    let params = kprov_provision::render::kubelet::KubeletParams {
+        client_ca_file: kprov_provision::plan::CA_CERT_PATH.into(),
+        ..kubelet_params(ctx)
+    };
+    let kubelet_config = kprov_provision::render::kubelet::kubelet_config(&params);
     let upload = kprov_controlplane::kubeadm_config::upload_config(&ctx.spec, &kubelet_config);
     if ctx.dry_run {
         eprintln!(
@@ -319,8 +325,9 @@ fn upload_config(ctx: &InitContext) -> anyhow::Result<()> {
     )
 }
 
-/// This node's kubelet settings; their KubeletConfiguration is also the
-/// one upload-config gives nodes that join with kubeadm.
+/// This node's kubelet settings; with the joining nodes' CA path, also
+/// the KubeletConfiguration upload-config gives nodes that join with
+/// kubeadm.
 fn kubelet_params(ctx: &InitContext) -> kprov_provision::render::kubelet::KubeletParams {
     let spec = &ctx.spec;
     kprov_provision::render::kubelet::KubeletParams {
