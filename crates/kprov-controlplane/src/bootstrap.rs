@@ -44,7 +44,7 @@ pub struct BootstrapRbac {
     pub role_bindings: Vec<RoleBinding>,
 }
 
-fn group(name: &str) -> Subject {
+pub(crate) fn group(name: &str) -> Subject {
     Subject {
         kind: "Group".into(),
         api_group: Some("rbac.authorization.k8s.io".into()),
@@ -62,12 +62,43 @@ fn user(name: &str) -> Subject {
     }
 }
 
-fn meta(name: &str, namespace: Option<&str>) -> ObjectMeta {
+pub(crate) fn meta(name: &str, namespace: Option<&str>) -> ObjectMeta {
     ObjectMeta {
         name: Some(name.into()),
         namespace: namespace.map(str::to_string),
         ..ObjectMeta::default()
     }
+}
+
+/// A role in `namespace` that may get one ConfigMap, and its binding to
+/// `subjects`, both named `role`.
+pub(crate) fn config_map_reader(
+    role: &str,
+    namespace: &str,
+    config_map: &str,
+    subjects: Vec<Subject>,
+) -> (Role, RoleBinding) {
+    (
+        Role {
+            metadata: meta(role, Some(namespace)),
+            rules: Some(vec![PolicyRule {
+                api_groups: Some(vec![String::new()]),
+                resources: Some(vec!["configmaps".into()]),
+                resource_names: Some(vec![config_map.into()]),
+                verbs: vec!["get".into()],
+                ..PolicyRule::default()
+            }]),
+        },
+        RoleBinding {
+            metadata: meta(role, Some(namespace)),
+            role_ref: RoleRef {
+                api_group: "rbac.authorization.k8s.io".into(),
+                kind: "Role".into(),
+                name: role.into(),
+            },
+            subjects: Some(subjects),
+        },
+    )
 }
 
 fn cluster_binding(name: &str, cluster_role: &str, subject: Subject) -> ClusterRoleBinding {
@@ -87,6 +118,12 @@ fn cluster_binding(name: &str, cluster_role: &str, subject: Subject) -> ClusterR
 /// whether a node of the same name exists), and for nodes the approval of
 /// renewals. Bootstrap tokens get nothing else.
 pub fn bootstrap_rbac() -> BootstrapRbac {
+    let (cluster_info_role, cluster_info_binding) = config_map_reader(
+        "kubeadm:bootstrap-signer-clusterinfo",
+        CLUSTER_INFO_NAMESPACE,
+        CLUSTER_INFO,
+        vec![user("system:anonymous")],
+    );
     BootstrapRbac {
         cluster_roles: vec![ClusterRole {
             metadata: meta("kubeadm:get-nodes", None),
@@ -120,31 +157,8 @@ pub fn bootstrap_rbac() -> BootstrapRbac {
                 group(DEFAULT_NODE_GROUP),
             ),
         ],
-        roles: vec![Role {
-            metadata: meta(
-                "kubeadm:bootstrap-signer-clusterinfo",
-                Some(CLUSTER_INFO_NAMESPACE),
-            ),
-            rules: Some(vec![PolicyRule {
-                api_groups: Some(vec![String::new()]),
-                resources: Some(vec!["configmaps".into()]),
-                resource_names: Some(vec![CLUSTER_INFO.into()]),
-                verbs: vec!["get".into()],
-                ..PolicyRule::default()
-            }]),
-        }],
-        role_bindings: vec![RoleBinding {
-            metadata: meta(
-                "kubeadm:bootstrap-signer-clusterinfo",
-                Some(CLUSTER_INFO_NAMESPACE),
-            ),
-            role_ref: RoleRef {
-                api_group: "rbac.authorization.k8s.io".into(),
-                kind: "Role".into(),
-                name: "kubeadm:bootstrap-signer-clusterinfo".into(),
-            },
-            subjects: Some(vec![user("system:anonymous")]),
-        }],
+        roles: vec![cluster_info_role],
+        role_bindings: vec![cluster_info_binding],
     }
 }
 

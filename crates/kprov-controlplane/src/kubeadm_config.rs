@@ -9,11 +9,11 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::ConfigMap;
-use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kprov_core::KubernetesVersion;
 use serde::Serialize;
 
+use crate::bootstrap::{config_map_reader, group, meta};
 use crate::spec::ClusterSpec;
 use crate::token::DEFAULT_NODE_GROUP;
 
@@ -173,52 +173,20 @@ pub fn cluster_status(spec: &ClusterSpec) -> Option<String> {
     }))
 }
 
-fn meta(name: &str) -> ObjectMeta {
-    ObjectMeta {
-        name: Some(name.into()),
-        namespace: Some(NS.into()),
-        ..ObjectMeta::default()
-    }
-}
-
-fn group(name: &str) -> Subject {
-    Subject {
-        kind: "Group".into(),
-        api_group: Some("rbac.authorization.k8s.io".into()),
-        name: name.into(),
-        namespace: None,
-    }
-}
-
-/// A role that may get one ConfigMap, and its binding to the nodes and
-/// the default node-token group, both named `role`.
+/// A role that may get one ConfigMap in kube-system, bound to the nodes
+/// and the default node-token group, both named `role`.
 fn readable_by_nodes(role: &str, config_map: &str) -> (Role, RoleBinding) {
-    (
-        Role {
-            metadata: meta(role),
-            rules: Some(vec![PolicyRule {
-                api_groups: Some(vec![String::new()]),
-                resources: Some(vec!["configmaps".into()]),
-                resource_names: Some(vec![config_map.into()]),
-                verbs: vec!["get".into()],
-                ..PolicyRule::default()
-            }]),
-        },
-        RoleBinding {
-            metadata: meta(role),
-            role_ref: RoleRef {
-                api_group: "rbac.authorization.k8s.io".into(),
-                kind: "Role".into(),
-                name: role.into(),
-            },
-            subjects: Some(vec![group("system:nodes"), group(DEFAULT_NODE_GROUP)]),
-        },
+    config_map_reader(
+        role,
+        NS,
+        config_map,
+        vec![group("system:nodes"), group(DEFAULT_NODE_GROUP)],
     )
 }
 
 fn config_map(name: &str, data: BTreeMap<String, String>) -> ConfigMap {
     ConfigMap {
-        metadata: meta(name),
+        metadata: meta(name, Some(NS)),
         data: Some(data),
         ..ConfigMap::default()
     }
