@@ -297,8 +297,8 @@ pub struct InitArgs {
 
     /// Phases to leave out of a full run, e.g. base (a prebaked node) or
     /// base,kubelet-start (files only, for another machine's kubelet).
-    #[arg(long, value_enum, value_name = "PHASE", value_delimiter = ',')]
-    pub skip_phases: Vec<InitPhaseArg>,
+    #[arg(long, value_name = "PHASE", value_delimiter = ',', value_parser = init_phase_parser())]
+    pub skip_phases: Vec<String>,
 
     #[command(flatten)]
     pub cluster: ClusterArgs,
@@ -315,43 +315,21 @@ pub enum InitAction {
 #[derive(Debug, Args)]
 pub struct InitPhaseArgs {
     /// The phase.
-    #[arg(value_enum)]
-    pub name: InitPhaseArg,
+    #[arg(value_parser = init_phase_parser())]
+    pub name: String,
 
     #[command(flatten)]
     pub cluster: ClusterArgs,
 }
 
-/// The phases of `kprov init`, in the order a full run takes them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum InitPhaseArg {
-    /// The base phase of `kprov provision` (packages, runtime, kubelet),
-    /// from --bundle, --artifacts-dir or --mirror.
-    Base,
-    /// Certificates and keys (as `kprov pki`).
-    Certs,
-    /// Kubeconfigs (as `kprov kubeconfig`).
-    Kubeconfig,
-    /// etcd's static pod.
-    Etcd,
-    /// The API server's, controller manager's and scheduler's static pods.
-    ControlPlane,
-    /// The kubelet's configuration and unit drop-in; on a running node,
-    /// the kubelet (re)started on them.
-    KubeletStart,
-    /// Wait for the API server to be ready; on failure, say why.
-    WaitControlPlane,
-    /// kubeadm-config and the kubelet's ConfigMap, readable by nodes, so
-    /// that `kubeadm join` works too (needs a running API server).
-    UploadConfig,
-    /// Label and taint this node as a control-plane node.
-    MarkControlPlane,
-    /// The bootstrap-token RBAC and cluster-info (needs a running API
-    /// server).
-    BootstrapToken,
-    /// kube-proxy, CoreDNS and the pod network's objects (needs a running
-    /// API server).
-    Addons,
+/// The phases of `kprov init`, from the workflow's own table, with their
+/// descriptions (shown by `--help`).
+fn init_phase_parser() -> clap::builder::PossibleValuesParser {
+    clap::builder::PossibleValuesParser::new(
+        kprov_workflow::init::phase_list()
+            .into_iter()
+            .map(|(name, description)| clap::builder::PossibleValue::new(name).help(description)),
+    )
 }
 
 /// Everything that describes the control plane being made.
@@ -721,6 +699,10 @@ pub struct ResetArgs {
     /// Print what would be removed; change nothing.
     #[arg(long)]
     pub dry_run: bool,
+
+    /// Report format on stdout.
+    #[arg(long, value_enum, default_value_t = OutputArg::Text)]
+    pub output: OutputArg,
 }
 
 /// Flags of `kprov health-check`.

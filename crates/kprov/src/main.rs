@@ -5,6 +5,7 @@
 
 mod cli;
 mod commands;
+mod output;
 
 use std::process::ExitCode;
 

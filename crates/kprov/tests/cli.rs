@@ -288,8 +288,8 @@ fn a_dry_run_lists_what_would_change_and_changes_nothing() {
 
     args.extend(["--output", "json"]);
     let json = kprov(&args, &[]).json();
-    assert_eq!(json["report"]["dry_run"], true);
-    assert_eq!(json["plan"]["resources"][0]["kind"], "packages");
+    assert_eq!(json["reports"][0]["dry_run"], true);
+    assert_eq!(json["plans"][0]["resources"][0]["kind"], "packages");
 }
 
 #[test]
@@ -301,7 +301,7 @@ fn an_apply_writes_the_plan_and_a_second_run_changes_nothing() {
     assert!(first.ok(), "{}", first.stderr);
     let report = first.json();
     assert_eq!(
-        report["report"]["summary"]["unchanged"], 1,
+        report["reports"][0]["summary"]["unchanged"], 1,
         "only the packages were already there"
     );
     assert!(
@@ -330,7 +330,7 @@ fn an_apply_writes_the_plan_and_a_second_run_changes_nothing() {
     let after_first = snapshot(root);
     let second = kprov(&args, &[]);
     assert!(second.ok(), "{}", second.stderr);
-    let summary = &second.json()["report"]["summary"];
+    let summary = &second.json()["reports"][0]["summary"];
     assert_eq!(
         (summary["created"].as_u64(), summary["changed"].as_u64()),
         (Some(0), Some(0)),
@@ -345,7 +345,7 @@ fn an_apply_writes_the_plan_and_a_second_run_changes_nothing() {
     )
     .unwrap();
     let third = kprov(&args, &[]).json();
-    assert_eq!(third["report"]["summary"]["changed"], 1);
+    assert_eq!(third["reports"][0]["summary"]["changed"], 1);
     assert_eq!(diff(&after_first, &snapshot(root)), Vec::<String>::new());
 }
 

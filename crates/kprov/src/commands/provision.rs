@@ -9,9 +9,11 @@ use kprov_artifacts::download::{DownloadSource, Downloader};
 use kprov_artifacts::{ArtifactSource, LocalDirSource, WithSelf};
 use kprov_core::{Arch, BootstrapToken, ContainerRuntime, NodeSpec, Phase};
 use kprov_host::{Root, SystemRunner};
-use kprov_plan::{ApplyContext, Event, Plan, Report, Resource};
+use kprov_workflow::join::{Join, JoinSpec};
+use kprov_workflow::{Selection, Target};
 
-use crate::cli::{ArtifactSourceArgs, OutputArg, ProvisionArgs};
+use crate::cli::{ArtifactSourceArgs, ProvisionArgs};
+use crate::output::Printer;
 
 /// Turns flags into a validated spec; reads --ca-cert. Nothing on the
 /// target is touched here.
@@ -70,7 +72,7 @@ fn node_spec(args: &ProvisionArgs, phase: Phase) -> anyhow::Result<NodeSpec> {
                 args.cluster_domain
             );
         }
-        super::join::check_inputs(&spec)?;
+        kprov_workflow::join::check_inputs(&spec)?;
     }
     Ok(spec)
 }
@@ -81,6 +83,7 @@ fn node_spec(args: &ProvisionArgs, phase: Phase) -> anyhow::Result<NodeSpec> {
 pub fn artifact_source(
     args: &ArtifactSourceArgs,
     spec: &mut NodeSpec,
+    runtime: &tokio::runtime::Handle,
 ) -> anyhow::Result<Box<dyn ArtifactSource>> {
     if let Some(bundle) = &args.bundle {
         let source =
@@ -120,6 +123,7 @@ pub fn artifact_source(
     let downloader = Downloader::new(&args.cache_dir)
         .with_context(|| format!("--cache-dir {}", args.cache_dir.display()))?;
     Ok(Box::new(DownloadSource::new(
+        runtime.clone(),
         downloader,
         spec.kubelet_version.clone(),
         bases,
@@ -142,80 +146,36 @@ pub fn run(args: ProvisionArgs) -> anyhow::Result<ExitCode> {
     let phase: Phase = args.phase.into();
     let mut spec = node_spec(&args, phase)?;
     let root = Root::new(&args.root).with_context(|| format!("--root {}", args.root.display()))?;
-    let os = kprov_provision::facts::detect_os(&root)?;
-    if phase.includes_base() {
-        let artifacts = WithSelf::new(artifact_source(&args.source, &mut spec)?);
-        let plan = kprov_provision::plan::plan_base(&os, &spec, root.is_live())?;
-        apply_plan(&root, &plan, &artifacts, args.dry_run, args.output)?;
-    }
-    if phase.includes_join() {
-        super::join::run(&root, &os, &spec, &args)?;
-    }
-    Ok(ExitCode::SUCCESS)
-}
-
-/// Applies `plan` with progress on stderr and the report on stdout.
-pub fn apply_plan(
-    root: &Root,
-    plan: &Plan,
-    artifacts: &dyn ArtifactSource,
-    dry_run: bool,
-    output: OutputArg,
-) -> anyhow::Result<Report> {
+    let rt = super::runtime()?;
     let runner = SystemRunner::new(root.clone());
-    let ctx = ApplyContext {
-        root,
-        runner: &runner,
-        artifacts,
-        dry_run,
-    };
-    eprintln!("kprov: {}", plan.headline);
-    let width = plan.resources.len().to_string().len();
-    let mut progress = |event: Event<'_>| match event {
-        Event::Started {
-            index,
-            total,
-            resource,
-        } => {
-            if matches!(
-                resource,
-                Resource::Packages { .. } | Resource::Archive { .. }
-            ) && !dry_run
-            {
-                eprintln!("[{index:>width$}/{total}] {resource} ...");
-            }
+    let mut printer = Printer::new("provision", args.output, args.dry_run);
+    let result = (|| -> anyhow::Result<()> {
+        let mut target = Target {
+            root: root.clone(),
+            runner: &runner,
+            rt: rt.handle().clone(),
+            dry_run: args.dry_run,
+            observer: &mut printer,
+        };
+        if phase.includes_base() {
+            let os = kprov_provision::facts::detect_os(&root)?;
+            let artifacts = WithSelf::new(artifact_source(&args.source, &mut spec, rt.handle())?);
+            let plan = kprov_provision::plan::plan_base(&os, &spec, root.is_live())?;
+            target.apply(&plan, &artifacts, "provisioning")?;
         }
-        Event::Finished {
-            index,
-            total,
-            entry,
-        } => {
-            eprintln!(
-                "[{index:>width$}/{total}] {:<12} {}",
-                entry.outcome.word(dry_run),
-                entry.description
-            );
-        }
-    };
-    let report = kprov_plan::apply(plan, &ctx, &mut progress)
-        .with_context(|| format!("provisioning {root}"))?;
-
-    #[allow(clippy::print_stdout)]
-    match output {
-        OutputArg::Json => {
-            let doc = if dry_run {
-                serde_json::json!({ "plan": plan, "report": report })
-            } else {
-                serde_json::json!({ "report": report })
+        if phase.includes_join() {
+            let join = JoinSpec {
+                node: spec.clone(),
+                cluster_dns: args.cluster_dns,
+                cluster_domain: args.cluster_domain.clone(),
+                timeout: std::time::Duration::from_secs(args.timeout),
+                base_planned: phase.includes_base(),
             };
-            println!("{}", serde_json::to_string_pretty(&doc)?);
+            Join::new(join, target).run(&Selection::All { skip: Vec::new() })?;
         }
-        OutputArg::Text => {
-            if dry_run {
-                print!("{}", plan.render_text());
-            }
-            print!("{}", report.render_text());
-        }
-    }
-    Ok(report)
+        Ok(())
+    })();
+    printer.finish()?;
+    result?;
+    Ok(ExitCode::SUCCESS)
 }
