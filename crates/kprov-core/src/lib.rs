@@ -8,6 +8,7 @@
 pub mod arch;
 pub mod ca;
 pub mod join;
+pub mod node_config;
 pub mod runtime;
 pub mod spec;
 pub mod token;
@@ -16,6 +17,7 @@ pub mod version;
 pub use arch::Arch;
 pub use ca::CaCertificate;
 pub use join::{ApiServerUrl, CaCertHash, NodeName, Taint};
+pub use node_config::NodeConfig;
 pub use runtime::{ContainerRuntime, ProxyMode, RuntimeSource};
 pub use spec::{NodeSpec, Phase, SpecError};
 pub use token::BootstrapToken;
