@@ -68,7 +68,7 @@ pub fn run(root: &Root, os: &OsFacts, spec: &NodeSpec, args: &ProvisionArgs) -> 
             "the base phase is not in place on {root} (no kubelet.service unit): run `kprov provision --phase base` first, or --phase all"
         );
     }
-    let timeout = Duration::from_secs(args.timeout);
+    let timeout = Duration::from_secs(args.node.timeout);
     let join = Join {
         server,
         token,
@@ -130,7 +130,7 @@ pub fn run(root: &Root, os: &OsFacts, spec: &NodeSpec, args: &ProvisionArgs) -> 
 }
 
 fn spec_includes_base(args: &ProvisionArgs) -> bool {
-    kprov_core::Phase::from(args.phase).includes_base()
+    args.node.phase.includes_base()
 }
 
 /// The kubelet's parameters from the spec.
@@ -138,8 +138,8 @@ fn kubelet_params(spec: &NodeSpec, args: &ProvisionArgs) -> KubeletParams {
     KubeletParams {
         version: spec.kubelet_version.clone(),
         client_ca_file: plan::CA_CERT_PATH.into(),
-        cluster_dns: args.cluster_dns.to_string(),
-        cluster_domain: args.cluster_domain.clone(),
+        cluster_dns: args.node.cluster_dns.to_string(),
+        cluster_domain: args.node.cluster_domain.clone(),
         runtime_endpoint: format!("unix://{}", spec.container_runtime.socket()),
         node_ip: spec.node_ip.map(|ip| ip.to_string()),
         node_labels: spec.node_labels.iter().cloned().collect(),
