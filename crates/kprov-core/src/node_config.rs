@@ -66,8 +66,8 @@ pub struct NodeConfig {
     pub phase: Phase,
 
     /// Kubernetes release of the kubelet and kubectl to install
-    /// (vMAJOR.MINOR.PATCH, at least v1.20.0; default: the newest kprov
-    /// knows).
+    /// (vMAJOR.MINOR.PATCH, at least v1.20.0). The default is the newest
+    /// release kprov knows.
     #[arg(long, value_name = "VERSION", default_value_t = NEWEST_KNOWN)]
     pub kubelet_version: KubernetesVersion,
 
