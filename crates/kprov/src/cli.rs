@@ -49,6 +49,10 @@ pub enum Command {
     /// kubelet and waits for TLS bootstrap and the Node; a failure is
     /// diagnosed by cause. A joined node is left as it is.
     ///
+    /// The node's flags can also come from a YAML file (--config) whose
+    /// keys are the long flag names without "--", as in `kprov userdata
+    /// --config`; flags given on the command line win.
+    ///
     /// Example (prebake): kprov provision --phase base --root /mnt/image
     /// --artifacts-dir ./artifacts --kubelet-version v1.20.2
     ///
