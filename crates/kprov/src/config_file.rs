@@ -68,10 +68,11 @@ pub fn parse() -> anyhow::Result<Cli> {
             let mut node = NodeConfig::from_yaml(&read(&path)?)
                 .with_context(|| format!("--config {}", path.display()))?;
             // What kprov provision reads on this machine.
-            for p in [&mut node.ca_cert, &mut node.artifacts_dir, &mut node.bundle] {
-                if let Some(p) = p {
-                    rebase(&path, p);
-                }
+            for p in [&mut node.ca_cert, &mut node.artifacts_dir, &mut node.bundle]
+                .into_iter()
+                .flatten()
+            {
+                rebase(&path, p);
             }
             rebase(&path, &mut node.cache_dir);
             let (matches, from) = merge(sub, given, &path, node.to_flags())?;
@@ -92,10 +93,11 @@ pub fn parse() -> anyhow::Result<Cli> {
                 &mut own.cloud_config_file,
                 &mut own.provision_binary,
                 &mut node.ca_cert,
-            ] {
-                if let Some(p) = p {
-                    rebase(&path, p);
-                }
+            ]
+            .into_iter()
+            .flatten()
+            {
+                rebase(&path, p);
             }
             let mut flags = node_config::to_flags(&own)
                 .with_context(|| format!("--config {}", path.display()))?;
