@@ -89,7 +89,10 @@ impl BootSpec {
         )?;
         // The node's kprov reads the token from its environment.
         let mut node = p.clone();
-        node.token = self.token.as_ref().map(BootstrapToken::expose_secret);
+        node.token = self
+            .token
+            .as_ref()
+            .map(|t| t.expose_secret().as_str().into());
         // The architecture takes no part in these checks; the node's kprov
         // detects its own.
         node.node_spec(self.ca_cert.clone(), p.arch.unwrap_or(Arch::Amd64))?;

@@ -141,7 +141,7 @@ pub struct NodeConfig {
         hide_env_values = true,
         value_name = "TOKEN"
     )]
-    pub token: Option<String>,
+    pub token: Option<TokenText>,
 
     /// PEM file of the cluster CA that signed the API server's certificate
     /// (join phase). Trusted as given; checked against
@@ -237,6 +237,40 @@ impl Default for NodeConfig {
             cluster_domain: DEFAULT_CLUSTER_DOMAIN.into(),
             timeout: DEFAULT_TIMEOUT,
         }
+    }
+}
+
+/// A bootstrap token as the user typed it: checked by
+/// [`NodeConfig::node_spec`] (so that clap never echoes a malformed one),
+/// and hidden by `Debug`, so that logging a config does not log it.
+#[derive(Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(transparent)]
+pub struct TokenText(String);
+
+impl TokenText {
+    /// The text. Callers keep it out of logs and command lines.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::str::FromStr for TokenText {
+    type Err = std::convert::Infallible;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Self(s.to_string()))
+    }
+}
+
+impl From<&str> for TokenText {
+    fn from(s: &str) -> Self {
+        Self(s.to_string())
+    }
+}
+
+impl std::fmt::Debug for TokenText {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TokenText(<redacted>)")
     }
 }
 
@@ -585,7 +619,8 @@ impl NodeConfig {
         let token = match &self.token {
             None => None,
             Some(t) => Some(
-                t.parse::<BootstrapToken>()
+                t.expose()
+                    .parse::<BootstrapToken>()
                     .map_err(NodeConfigError::Token)?,
             ),
         };
@@ -732,6 +767,13 @@ mod tests {
             .filter(|l| *l != "help")
             .map(str::to_string)
             .collect()
+    }
+
+    #[test]
+    fn debug_output_hides_the_token() {
+        let text = format!("{:?}", full());
+        assert!(text.contains("TokenText(<redacted>)"), "{text}");
+        assert!(!text.contains("s3cr3t"), "{text}");
     }
 
     #[test]

@@ -91,7 +91,7 @@ fn boot_spec(args: &UserdataArgs) -> anyhow::Result<BootSpec> {
     // Written to its own 0600 file on the node, never on a command line.
     let token = match node.token.take() {
         None => None,
-        Some(t) => Some(t.parse::<BootstrapToken>().context("--token")?),
+        Some(t) => Some(t.expose().parse::<BootstrapToken>().context("--token")?),
     };
 
     let provision_source: ProvisionSource = args
