@@ -582,3 +582,61 @@ fn a_bad_config_file_is_refused_naming_the_file_and_the_key() {
         Vec::<String>::new()
     );
 }
+
+#[test]
+fn setup_sh_runs_provision_with_the_plan_of_the_flags_userdata_was_given() {
+    let f = fixture(DEBIAN_12);
+    let node_flags = [
+        "--phase",
+        "base",
+        "--kubelet-version",
+        "v1.20.2",
+        "--arch",
+        "amd64",
+        "--artifacts-dir",
+        &f.artifacts,
+        "--proxy-mode",
+        "ipvs",
+        "--sandbox-image",
+        "registry.example/pause:3.2",
+    ];
+    let sha = "ab".repeat(32);
+    let mut args = vec![
+        "userdata",
+        "--format",
+        "cloud-init",
+        "--hostname",
+        "worker-1",
+        "--provision-source",
+        "https://boot.example/kprov",
+        "--provision-sha256",
+        &sha,
+    ];
+    args.extend(node_flags);
+    let userdata = kprov(&args, &[]);
+    assert!(userdata.ok(), "{}", userdata.stderr);
+    let config: kprov_bootconfig::cloud_init::CloudConfig =
+        serde_yaml::from_str(&userdata.stdout).unwrap();
+    let setup = &config.write_files.last().unwrap().content;
+    // The words of setup.sh's `set -- ...`, as the shell reads them.
+    let set: String = setup
+        .lines()
+        .skip_while(|l| !l.starts_with("set -- "))
+        .take_while(|l| !l.is_empty())
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let words = common::sh(
+        std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!("{set}printf '%s\\n' \"$@\"")),
+    )
+    .stdout;
+    let words: Vec<String> = String::from_utf8(words)
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect();
+    assert!(words.len() > node_flags.len(), "{words:?}");
+    let words: Vec<&str> = words.iter().map(String::as_str).collect();
+    assert_eq!(dry_run_json(&f, &words), dry_run_json(&f, &node_flags));
+}
