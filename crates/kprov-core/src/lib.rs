@@ -4,6 +4,8 @@
 //! command argument is parsed here into a type that cannot hold a bad value
 //! (`KubernetesVersion`, `BootstrapToken`, `CaCertificate`, ...). The
 //! planning crates take these types, so they never see unvalidated input.
+//! The node's flags themselves, as typed on a command line or in a config
+//! file, are one struct in [`node_config`], checked into a [`NodeSpec`].
 
 pub mod arch;
 pub mod ca;

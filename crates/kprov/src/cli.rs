@@ -731,14 +731,6 @@ pub struct UserdataArgs {
     #[arg(long, value_name = "FILE")]
     pub provision_binary: Option<PathBuf>,
 
-    /// The node's flags, which setup.sh runs `kprov provision` with. Paths
-    /// other than --ca-cert (--artifacts-dir, --bundle, --cache-dir,
-    /// --cloud-config) are paths on the node; the token is written 0600
-    /// on the node and passed to kprov in its environment.
-    #[serde(skip)]
-    #[command(flatten)]
-    pub node: NodeConfig,
-
     /// cloud-init: gzip the whole document and print it base64-encoded,
     /// for platforms that take base64 user-data (cloud-init decompresses
     /// it). Ignition: gzip each file's contents inside the config.
@@ -750,6 +742,17 @@ pub struct UserdataArgs {
     #[serde(skip)]
     #[arg(long, value_name = "FILE")]
     pub output: Option<PathBuf>,
+
+    /// The node's flags, which setup.sh runs `kprov provision` with. Paths
+    /// other than --ca-cert (--artifacts-dir, --bundle, --cache-dir,
+    /// --cloud-config) are paths on the node; the token is written 0600
+    /// on the node and passed to kprov in its environment.
+    #[serde(skip)]
+    #[command(
+        flatten,
+        next_help_heading = "Node options (passed to `kprov provision` on the node)"
+    )]
+    pub node: NodeConfig,
 
     /// Which of the values came from --config.
     #[serde(skip)]
