@@ -92,7 +92,7 @@ fn init_spec(args: &ClusterArgs) -> anyhow::Result<InitSpec> {
     cluster.validate()?;
     Ok(InitSpec {
         cluster,
-        proxy_mode: args.proxy_mode.into(),
+        proxy_mode: args.proxy_mode,
         flannel_image: args.flannel_image.clone(),
         timeout: std::time::Duration::from_secs(args.timeout),
     })
@@ -105,7 +105,7 @@ fn node_spec(args: &ClusterArgs) -> anyhow::Result<kprov_core::NodeSpec> {
         .context("cannot tell this machine's architecture (amd64 or arm64)")?;
     let version = args.node.kubernetes_version.clone();
     let mut spec = kprov_core::NodeSpec::new(version, arch);
-    spec.proxy_mode = args.proxy_mode.into();
+    spec.proxy_mode = args.proxy_mode;
     spec.validate(kprov_core::Phase::Base)?;
     Ok(spec)
 }

@@ -7,7 +7,7 @@ use kprov_artifacts::bundle::BundleSource;
 use kprov_artifacts::catalog::Bases;
 use kprov_artifacts::download::{DownloadSource, Downloader};
 use kprov_artifacts::{ArtifactSource, LocalDirSource, WithSelf};
-use kprov_core::{Arch, BootstrapToken, ContainerRuntime, NodeSpec, Phase};
+use kprov_core::{Arch, ContainerRuntime, NodeSpec};
 use kprov_host::{Root, SystemRunner};
 use kprov_workflow::join::{Join, JoinSpec};
 use kprov_workflow::{Selection, Target};
@@ -17,61 +17,18 @@ use crate::output::Printer;
 
 /// Turns flags into a validated spec; reads --ca-cert. Nothing on the
 /// target is touched here.
-fn node_spec(args: &ProvisionArgs, phase: Phase) -> anyhow::Result<NodeSpec> {
-    let ca_cert = super::read_ca_cert(args.ca_cert.as_deref())?;
-    let arch = match args.arch {
+fn node_spec(args: &ProvisionArgs) -> anyhow::Result<NodeSpec> {
+    let node = &args.node;
+    let ca_cert = super::read_ca_cert(node.ca_cert.as_deref())?;
+    let arch = match node.arch {
         Some(a) => a,
         None => Arch::host()
             .context("--arch: cannot tell this machine's architecture; pass amd64 or arm64")?,
     };
-    let spec = NodeSpec {
-        container_runtime: args.container_runtime.into(),
-        proxy_mode: args.proxy_mode.into(),
-        cloud_provider: args.cloud_provider.clone(),
-        cloud_config: args.cloud_config.clone(),
-        token: match &args.token {
-            None => None,
-            Some(t) => Some(t.parse::<BootstrapToken>().context("--token")?),
-        },
-        ca_cert,
-        sandbox_image: args.sandbox_image.clone(),
-        runtime_source: args.runtime_source.into(),
-        api_server: args.api_server.as_deref().map(str::parse).transpose()?,
-        ca_cert_hashes: args
-            .discovery_token_ca_cert_hash
-            .iter()
-            .map(|h| h.parse())
-            .collect::<Result<_, _>>()?,
-        unsafe_skip_ca_verification: args.discovery_token_unsafe_skip_ca_verification,
-        node_name: args.node_name.as_deref().map(str::parse).transpose()?,
-        node_ip: match &args.node_ip {
-            None => None,
-            Some(ip) => Some(ip.parse().map_err(|_| {
-                anyhow::anyhow!("invalid --node-ip {ip:?}: expected an IPv4 or IPv6 address")
-            })?),
-        },
-        node_labels: match &args.node_labels {
-            None => Vec::new(),
-            Some(l) => kprov_core::join::parse_node_labels(l)?,
-        },
-        register_with_taints: args
-            .register_with_taints
-            .iter()
-            .map(|t| t.parse())
-            .collect::<Result<_, _>>()?,
-        ..NodeSpec::new(args.kubelet_version.clone(), arch)
-    };
-    spec.validate(phase)?;
-    if phase.includes_join() {
-        if args.timeout == 0 {
-            bail!("--timeout 0: expected a number of seconds above 0");
-        }
-        if !kprov_core::join::is_dns_name(&args.cluster_domain) {
-            bail!(
-                "invalid --cluster-domain {:?}: expected a DNS domain such as cluster.local",
-                args.cluster_domain
-            );
-        }
+    let spec = node
+        .node_spec(ca_cert, arch)
+        .map_err(|e| args.from_config.blame(e))?;
+    if node.phase.includes_join() {
         kprov_workflow::join::check_inputs(&spec)?;
     }
     Ok(spec)
@@ -143,8 +100,8 @@ pub fn parse_mirror(url: &str) -> anyhow::Result<String> {
 
 /// Runs `kprov provision`.
 pub fn run(args: ProvisionArgs) -> anyhow::Result<ExitCode> {
-    let phase: Phase = args.phase.into();
-    let mut spec = node_spec(&args, phase)?;
+    let phase = args.node.phase;
+    let mut spec = node_spec(&args)?;
     let root = Root::new(&args.root).with_context(|| format!("--root {}", args.root.display()))?;
     let rt = super::runtime()?;
     let runner = SystemRunner::new(root.clone());
@@ -159,16 +116,22 @@ pub fn run(args: ProvisionArgs) -> anyhow::Result<ExitCode> {
         };
         if phase.includes_base() {
             let os = kprov_provision::facts::detect_os(&root)?;
-            let artifacts = WithSelf::new(artifact_source(&args.source, &mut spec, rt.handle())?);
+            let source = ArtifactSourceArgs {
+                artifacts_dir: args.node.artifacts_dir.clone(),
+                bundle: args.node.bundle.clone(),
+                mirror: args.node.mirror.clone(),
+                cache_dir: args.node.cache_dir.clone(),
+            };
+            let artifacts = WithSelf::new(artifact_source(&source, &mut spec, rt.handle())?);
             let plan = kprov_provision::plan::plan_base(&os, &spec, root.is_live())?;
             target.apply(&plan, &artifacts, "provisioning")?;
         }
         if phase.includes_join() {
             let join = JoinSpec {
                 node: spec.clone(),
-                cluster_dns: args.cluster_dns,
-                cluster_domain: args.cluster_domain.clone(),
-                timeout: std::time::Duration::from_secs(args.timeout),
+                cluster_dns: args.node.cluster_dns,
+                cluster_domain: args.node.cluster_domain.clone(),
+                timeout: std::time::Duration::from_secs(args.node.timeout),
                 base_planned: phase.includes_base(),
             };
             Join::new(join, target).run(&Selection::All { skip: Vec::new() })?;
