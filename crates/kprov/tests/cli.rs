@@ -378,3 +378,219 @@ fn the_os_command_names_the_detected_system() {
     let run = kprov(&["os", "--root", &empty.path().display().to_string()], &[]);
     assert!(run.stderr.contains("neither"), "{}", run.stderr);
 }
+
+#[test]
+fn a_bogus_log_level_is_refused_naming_the_flag_or_variable() {
+    let f = fixture(DEBIAN_12);
+    let expected =
+        "expected error, warn, info, debug, trace, off or directives such as kprov=debug,warn";
+    for (args, env, code, message) in [
+        (
+            vec!["--log-level", "bogus", "os", "--root", f.root.as_str()],
+            vec![],
+            2,
+            format!("--log-level \"bogus\": {expected}"),
+        ),
+        (
+            vec!["--log-level", "kprov=loud", "os", "--root", f.root.as_str()],
+            vec![],
+            2,
+            format!("--log-level \"kprov=loud\": {expected}"),
+        ),
+        (
+            vec!["os", "--root", f.root.as_str()],
+            vec![("KPROV_LOG", "bogus")],
+            2,
+            format!("KPROV_LOG \"bogus\": {expected}"),
+        ),
+    ] {
+        let run = kprov(&args, &env);
+        assert_eq!(run.code, Some(code), "{args:?} {env:?}: {}", run.stderr);
+        assert!(
+            run.stderr.contains(&message),
+            "{args:?} {env:?}: expected {message:?} in:\n{}",
+            run.stderr
+        );
+        assert_eq!(run.stdout, "", "{args:?} {env:?} ran the command");
+    }
+    for (args, env) in [
+        (
+            vec!["--log-level", "debug", "os", "--root", f.root.as_str()],
+            vec![],
+        ),
+        (
+            vec![
+                "--log-level",
+                "kprov=debug,warn",
+                "os",
+                "--root",
+                f.root.as_str(),
+            ],
+            vec![],
+        ),
+        (
+            vec!["os", "--root", f.root.as_str()],
+            vec![("KPROV_LOG", "info")],
+        ),
+    ] {
+        let run = kprov(&args, &env);
+        assert!(run.ok(), "{args:?} {env:?}: {}", run.stderr);
+    }
+}
+
+/// A bundle directory made from the stand-in artifacts, with one image
+/// entry whose reference is `reference`.
+fn bundle_with_image(dir: &Path, artifacts: &Path, reference: &str) {
+    use sha2::{Digest, Sha256};
+    let mut entries = Vec::new();
+    for (name, kind, file) in [
+        ("kubelet", "binary", "kubelet"),
+        ("kubectl", "binary", "kubectl"),
+        ("cni-plugins", "archive", "cni-plugins.tgz"),
+    ] {
+        let bytes = std::fs::read(artifacts.join(file)).unwrap();
+        let path = format!("bin/{file}");
+        write(&dir.join(&path), "");
+        std::fs::write(dir.join(&path), &bytes).unwrap();
+        entries.push(serde_json::json!({
+            "name": name, "kind": kind, "version": "v1.20.2", "arch": "amd64",
+            "path": path, "sha256": hex::encode(Sha256::digest(&bytes)), "size": bytes.len(),
+        }));
+    }
+    let image = b"not really an OCI archive";
+    write(&dir.join("images/crafted.tar"), "not really an OCI archive");
+    entries.push(serde_json::json!({
+        "name": reference, "kind": "image", "version": "3.2", "arch": "amd64",
+        "path": "images/crafted.tar", "sha256": hex::encode(Sha256::digest(image)),
+        "size": image.len(), "reference": reference,
+        "manifest_digest": format!("sha256:{}", "0".repeat(64)),
+    }));
+    let manifest = serde_json::json!({
+        "format": 1, "kubernetes_version": "v1.20.2", "arch": "amd64",
+        "control_plane": false, "artifacts": entries,
+    });
+    std::fs::write(dir.join("manifest.json"), manifest.to_string()).unwrap();
+}
+
+#[test]
+fn a_crafted_image_reference_in_a_bundle_is_refused_and_adds_no_unit_line() {
+    let f = fixture(DEBIAN_12);
+    let bundle = tempfile::tempdir().unwrap();
+    let crafted = "k8s.gcr.io/pause:3.2\nExecStartPre=/bin/touch /pwned";
+    bundle_with_image(bundle.path(), Path::new(&f.artifacts), crafted);
+    let before = snapshot(Path::new(&f.root));
+    let bundle_dir = bundle.path().to_str().unwrap();
+    let run = kprov(
+        &[
+            "provision",
+            "--phase",
+            "base",
+            "--root",
+            &f.root,
+            "--bundle",
+            bundle_dir,
+            "--kubelet-version",
+            "v1.20.2",
+            "--arch",
+            "amd64",
+        ],
+        &[],
+    );
+    assert_eq!(run.code, Some(1), "{}", run.stderr);
+    let want = format!("--bundle {bundle_dir}: bundle {bundle_dir}: manifest.json lists an image reference {crafted:?}: not an image reference");
+    assert!(
+        run.stderr.contains(&want),
+        "expected {want:?} in:\n{}",
+        run.stderr
+    );
+    assert_eq!(
+        diff(&before, &snapshot(Path::new(&f.root))),
+        Vec::<String>::new()
+    );
+}
+
+/// Holds `ROOT/var/lib/kprov/node.lock` with util-linux flock(1) for
+/// `seconds`, once it holds it.
+fn hold_node_lock(root: &Path, seconds: u32) -> std::process::Child {
+    let lock = root.join("var/lib/kprov/node.lock");
+    std::fs::create_dir_all(lock.parent().unwrap()).unwrap();
+    let ready = root.join("../lock-held");
+    let child = std::process::Command::new("flock")
+        .arg(&lock)
+        .args([
+            "sh",
+            "-c",
+            &format!("touch {}; sleep {seconds}", ready.display()),
+        ])
+        .spawn()
+        .unwrap();
+    let start = std::time::Instant::now();
+    while !ready.exists() {
+        assert!(
+            start.elapsed().as_secs() < 30,
+            "flock did not take the lock"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child
+}
+
+#[test]
+fn provision_waits_for_the_node_lock_and_gives_up_after_its_timeout() {
+    let f = fixture(DEBIAN_12);
+    let root = Path::new(&f.root);
+    let args = base_args(&f.root, &f.artifacts);
+
+    // Held longer than the run may wait: a clear error, nothing changed.
+    let mut holder = hold_node_lock(root, 30);
+    let before = snapshot(root);
+    let run = kprov(&args, &[("KPROV_LOCK_TIMEOUT", "1")]);
+    holder.kill().unwrap();
+    holder.wait().unwrap();
+    assert_eq!(run.code, Some(1), "{}", run.stderr);
+    let lock = format!(
+        "{}/var/lib/kprov/node.lock",
+        std::fs::canonicalize(root).unwrap().display()
+    );
+    let want = format!("the node lock {lock} is held by another kprov run (waited 1 s; KPROV_LOCK_TIMEOUT sets how long)");
+    assert!(
+        run.stderr.contains(&want),
+        "expected {want:?} in:\n{}",
+        run.stderr
+    );
+    assert_eq!(diff(&before, &snapshot(root)), Vec::<String>::new());
+
+    // Held for a while: the run waits, says so, and then runs.
+    let mut holder = hold_node_lock(root, 3);
+    let started = std::time::Instant::now();
+    let mut child = std::process::Command::new(common::kprov_bin())
+        .args(&args)
+        .env_remove("KPROV_FAILPOINTS")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    assert_eq!(
+        diff(&before, &snapshot(root)),
+        Vec::<String>::new(),
+        "provision changed the root while another run held the lock"
+    );
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "provision did not wait"
+    );
+    holder.wait().unwrap();
+    let out = child.wait_with_output().unwrap();
+    let run = common::Run::from(out);
+    assert!(run.ok(), "{}", run.stderr);
+    assert!(started.elapsed().as_secs_f64() >= 2.5);
+    assert!(
+        run.stderr.contains(&format!(
+            "kprov: waiting for the node lock {lock} (another kprov run holds it)"
+        )),
+        "{}",
+        run.stderr
+    );
+    assert!(root.join("usr/local/bin/kubelet").is_file());
+}
