@@ -53,6 +53,17 @@ pub fn generate() -> BootstrapToken {
         .unwrap_or_else(|_| unreachable!("generated tokens have the token shape"))
 }
 
+/// The command that joins a node, as `kprov init` and `kprov token create
+/// --print-join-command` print it: the token in the environment
+/// (`KPROV_TOKEN=...`), never as `--token` on a command line, where other
+/// users could read it in the process list.
+pub fn join_command(api_server: &str, token: &BootstrapToken, ca_cert_hash: &str) -> String {
+    format!(
+        "KPROV_TOKEN={} kprov provision --phase all --api-server {api_server} --discovery-token-ca-cert-hash {ca_cert_hash}",
+        token.expose_secret()
+    )
+}
+
 /// What a token may be used for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Usage {
@@ -329,6 +340,16 @@ pub fn token_info(secret: &Secret) -> Option<TokenInfo> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_join_command_passes_the_token_in_the_environment() {
+        let token: BootstrapToken = "abcdef.0123456789abcdef".parse().unwrap();
+        assert_eq!(
+            join_command("https://10.0.0.1:6443", &token, "sha256:00ff"),
+            "KPROV_TOKEN=abcdef.0123456789abcdef kprov provision --phase all \
+             --api-server https://10.0.0.1:6443 --discovery-token-ca-cert-hash sha256:00ff"
+        );
+    }
 
     #[test]
     fn ttl_parses_go_style_durations_and_refuses_zero_and_negative() {

@@ -179,7 +179,11 @@ fn control_plane_from_kprov_files_runs_and_bootstraps_tokens() {
     let stderr = String::from_utf8_lossy(&o.stderr);
     let words: Vec<&str> = join.split_whitespace().collect();
     let after = |flag: &str| words[words.iter().position(|w| *w == flag).unwrap() + 1];
-    let token_text = after("--token").to_string();
+    assert!(!words.contains(&"--token"), "{join}");
+    let token_text = words[0]
+        .strip_prefix("KPROV_TOKEN=")
+        .unwrap_or_else(|| panic!("the join command does not start with KPROV_TOKEN=: {join:?}"))
+        .to_string();
     assert!(
         !stderr.contains(&token_text),
         "the token leaked to stderr: {stderr}"

@@ -527,8 +527,8 @@ fn print_join_command(ctx: &InitContext) -> anyhow::Result<()> {
     #[allow(clippy::print_stdout)]
     {
         println!(
-            "kprov provision --phase all --api-server {server} --token {} --discovery-token-ca-cert-hash {hash}",
-            token.expose_secret()
+            "{}",
+            kprov_controlplane::token::join_command(&server, &token, &hash)
         );
     }
     Ok(())

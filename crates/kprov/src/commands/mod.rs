@@ -41,15 +41,16 @@ pub fn read_ca_cert(
 /// `systemctl is-active kubelet` and the kubelet's last journal lines, for
 /// the diagnoses of `kprov init` and the join phase.
 pub fn kubelet_facts() -> kprov_controlplane::diagnose::KubeletFacts {
-    let active = std::process::Command::new("systemctl")
+    let active = kprov_host::runner::without_secrets(&mut std::process::Command::new("systemctl"))
         .args(["is-active", "--quiet", "kubelet"])
         .status()
         .is_ok_and(|s| s.success());
-    let journal = std::process::Command::new("journalctl")
-        .args(["-u", "kubelet", "-n", "400", "--no-pager", "-o", "cat"])
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-        .unwrap_or_default();
+    let journal =
+        kprov_host::runner::without_secrets(&mut std::process::Command::new("journalctl"))
+            .args(["-u", "kubelet", "-n", "400", "--no-pager", "-o", "cat"])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default();
     kprov_controlplane::diagnose::KubeletFacts {
         active,
         journal_tail: kprov_controlplane::diagnose::journal_excerpt(&journal),

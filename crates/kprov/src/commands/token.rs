@@ -52,10 +52,7 @@ fn create(args: TokenCreateArgs) -> anyhow::Result<ExitCode> {
     };
     let text = if args.print_join_command {
         let (server, hash) = join_target(&args.admin.kubeconfig)?;
-        format!(
-            "kprov provision --phase all --api-server {server} --token {} --discovery-token-ca-cert-hash {hash}",
-            spec.token.expose_secret()
-        )
+        token::join_command(&server, &spec.token, &hash)
     } else {
         spec.token.expose_secret()
     };

@@ -77,9 +77,18 @@ impl Admin<'_> {
             at.map(|i| words[i + 1].to_string())
                 .unwrap_or_else(|| panic!("no {flag} in the join command {line:?}"))
         };
+        // `KPROV_TOKEN=<token> kprov provision ...`: never --token.
+        assert!(!words.contains(&"--token"), "{line}");
+        let token = words[0]
+            .strip_prefix("KPROV_TOKEN=")
+            .unwrap_or_else(|| {
+                panic!("the join command does not start with KPROV_TOKEN=: {line:?}")
+            })
+            .to_string();
+        assert_eq!(words[1..4], ["kprov", "provision", "--phase"], "{line}");
         JoinCommand {
             api_server: after("--api-server"),
-            token: after("--token"),
+            token,
             ca_hash: after("--discovery-token-ca-cert-hash"),
         }
     }
