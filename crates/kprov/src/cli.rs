@@ -202,7 +202,7 @@ pub struct TokenCreateArgs {
     pub admin: AdminKubeconfigArgs,
 
     /// How long the token is valid: a positive duration such as 24h,
-    /// 1h30m or 90s.
+    /// 1h30m or 90s, at most 87600h (10 years).
     #[arg(long, value_name = "DURATION", default_value = "24h", allow_hyphen_values = true, value_parser = parse_with::<kprov_controlplane::token::Ttl>)]
     pub ttl: kprov_controlplane::token::Ttl,
 
