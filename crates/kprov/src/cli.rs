@@ -21,9 +21,10 @@ use kprov_core::{Arch, KubernetesVersion};
 )]
 pub struct Cli {
     /// Log level for diagnostics on stderr (error, warn, info, debug,
-    /// trace); KPROV_LOG overrides it with a full filter.
-    #[arg(long, global = true, value_name = "LEVEL")]
-    pub log_level: Option<String>,
+    /// trace, off, or directives such as kprov=debug,warn); KPROV_LOG, in
+    /// the same form, overrides it.
+    #[arg(long, global = true, value_name = "LEVEL", value_parser = parse_log_level)]
+    pub log_level: Option<crate::log_filter::LogFilter>,
 
     #[command(subcommand)]
     pub command: Command,
@@ -1019,6 +1020,11 @@ impl From<KeyTypeArg> for kprov_pki::KeyType {
             KeyTypeArg::Ecdsa => Self::Ecdsa,
         }
     }
+}
+
+fn parse_log_level(s: &str) -> Result<crate::log_filter::LogFilter, String> {
+    s.parse()
+        .map_err(|e: crate::log_filter::LogFilterError| format!("--log-level {e}"))
 }
 
 fn parse_with<T: std::str::FromStr>(s: &str) -> Result<T, String>
