@@ -9,10 +9,7 @@ use kprov_artifacts::download::{DownloadSource, Downloader};
 use kprov_artifacts::{ArtifactSource, LocalDirSource, WithSelf};
 use kprov_core::{Arch, BootstrapToken, ContainerRuntime, NodeSpec, Phase};
 use kprov_host::{Root, SystemRunner};
-use kprov_provision::apply::{self, ApplyContext, Event};
-use kprov_provision::plan::Plan;
-use kprov_provision::report::Report;
-use kprov_provision::resource::Resource;
+use kprov_plan::{ApplyContext, Event, Plan, Report, Resource};
 
 use crate::cli::{ArtifactSourceArgs, OutputArg, ProvisionArgs};
 
@@ -172,7 +169,7 @@ pub fn apply_plan(
         artifacts,
         dry_run,
     };
-    eprintln!("kprov: {}", plan.headline());
+    eprintln!("kprov: {}", plan.headline);
     let width = plan.resources.len().to_string().len();
     let mut progress = |event: Event<'_>| match event {
         Event::Started {
@@ -200,8 +197,8 @@ pub fn apply_plan(
             );
         }
     };
-    let report =
-        apply::apply(plan, &ctx, &mut progress).with_context(|| format!("provisioning {root}"))?;
+    let report = kprov_plan::apply(plan, &ctx, &mut progress)
+        .with_context(|| format!("provisioning {root}"))?;
 
     #[allow(clippy::print_stdout)]
     match output {

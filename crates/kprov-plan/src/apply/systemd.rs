@@ -7,7 +7,7 @@ use kprov_host::fs::{self, FileState};
 use kprov_host::{Command, HostError};
 
 use super::{ApplyContext, Status};
-use crate::tables::UNIT_SEARCH_PATH;
+use crate::UNIT_SEARCH_PATH;
 
 /// The node path of `unit`'s file, searched as systemd does.
 fn find_unit(unit: &str, ctx: &ApplyContext<'_>) -> Result<Option<PathBuf>, HostError> {

@@ -9,7 +9,27 @@ use std::fmt;
 use kprov_artifacts::ArtifactId;
 use serde::{Serialize, Serializer};
 
-use crate::os::OsFamily;
+/// A package manager the engine can install with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PackageManager {
+    /// apt and dpkg (Debian, Ubuntu).
+    Apt,
+    /// yum (CentOS 7).
+    Yum,
+    /// dnf (Rocky, Alma, RHEL 8/9).
+    Dnf,
+}
+
+impl fmt::Display for PackageManager {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Apt => "apt",
+            Self::Yum => "yum",
+            Self::Dnf => "dnf",
+        })
+    }
+}
 
 /// File contents in a plan. Secrets are kept out of plan output.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -54,7 +74,7 @@ pub enum Resource {
     /// Packages installed with the family's package manager.
     Packages {
         /// apt, yum or dnf.
-        manager: OsFamily,
+        manager: PackageManager,
         /// Package names.
         names: Vec<String>,
     },

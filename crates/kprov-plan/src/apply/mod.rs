@@ -42,6 +42,9 @@ pub enum Status {
     Missing(String),
     /// Present but different; the detail says how.
     Differs(String),
+    /// Present where the plan wants it gone (or running where the plan
+    /// wants it stopped); the detail says what is there.
+    Present(String),
 }
 
 /// Why applying a resource failed.
@@ -118,13 +121,7 @@ pub fn apply(
     ctx: &ApplyContext<'_>,
     on_event: &mut dyn FnMut(Event<'_>),
 ) -> Result<Report, ApplyError> {
-    let mut report = Report {
-        plan: plan.headline(),
-        root: ctx.root.to_string(),
-        dry_run: ctx.dry_run,
-        resources: Vec::new(),
-        summary: Default::default(),
-    };
+    let mut report = Report::new(&plan.headline, ctx.root.to_string(), ctx.dry_run);
     let first_pass: Vec<Status> = plan
         .resources
         .iter()
@@ -154,6 +151,7 @@ pub fn apply(
             Status::Ok => (Outcome::Unchanged, None),
             Status::Missing(d) => (Outcome::Created, Some(d)),
             Status::Differs(d) => (Outcome::Changed, Some(d)),
+            Status::Present(d) => (Outcome::Removed, Some(d)),
         };
         if outcome != Outcome::Unchanged && !ctx.dry_run {
             converge(resource, ctx)?;

@@ -1,0 +1,1 @@
+//! Workflows as tables of phases (placeholder, filled in below).
