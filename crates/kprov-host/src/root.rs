@@ -35,6 +35,14 @@ pub enum HostError {
         /// The underlying error.
         source: std::io::Error,
     },
+    /// Another process holds the node lock and did not let go in time.
+    #[error("the node lock {path} is held by another kprov run (waited {} s)", waited.as_secs())]
+    Locked {
+        /// The lock file.
+        path: PathBuf,
+        /// How long this process waited.
+        waited: std::time::Duration,
+    },
     /// A command could not be started.
     #[error("running {command}: {source}")]
     Spawn {

@@ -117,6 +117,20 @@ impl InitContext {
 
 fn run_phase(ctx: &InitContext, phase: InitPhaseArg) -> anyhow::Result<()> {
     let spec = &ctx.spec;
+    // The phases that change the node's files do so under the node lock.
+    let _lock = match phase {
+        InitPhaseArg::Base
+        | InitPhaseArg::Certs
+        | InitPhaseArg::Kubeconfig
+        | InitPhaseArg::Etcd
+        | InitPhaseArg::ControlPlane
+        | InitPhaseArg::KubeletStart
+            if !ctx.dry_run =>
+        {
+            Some(super::lock_node(&ctx.root)?)
+        }
+        _ => None,
+    };
     let now = time::OffsetDateTime::now_utc();
     match phase {
         InitPhaseArg::Certs => {

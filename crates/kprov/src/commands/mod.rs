@@ -23,6 +23,36 @@ pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .build()?)
 }
 
+/// How long a command waits for the node lock by default; the
+/// environment variable `KPROV_LOCK_TIMEOUT` (seconds) changes it.
+const LOCK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// Takes the node lock of `root` (kprov-host's `NodeLock`), saying on
+/// stderr when another kprov run holds it and waiting for at most
+/// `KPROV_LOCK_TIMEOUT` seconds (600 by default).
+pub fn lock_node(root: &kprov_host::Root) -> anyhow::Result<kprov_host::NodeLock> {
+    let timeout = match std::env::var("KPROV_LOCK_TIMEOUT") {
+        Err(_) => LOCK_TIMEOUT,
+        Ok(v) => v.parse().map(std::time::Duration::from_secs).map_err(|_| {
+            anyhow::anyhow!("KPROV_LOCK_TIMEOUT {v:?}: expected a whole number of seconds")
+        })?,
+    };
+    kprov_host::NodeLock::acquire(root, timeout, &mut |path| {
+        eprintln!(
+            "kprov: waiting for the node lock {} (another kprov run holds it)",
+            path.display()
+        );
+    })
+    .map_err(|e| match e {
+        kprov_host::HostError::Locked { path, waited } => anyhow::anyhow!(
+            "the node lock {} is held by another kprov run (waited {} s; KPROV_LOCK_TIMEOUT sets how long)",
+            path.display(),
+            waited.as_secs()
+        ),
+        other => other.into(),
+    })
+}
+
 /// Reads and parses the PEM file given with `--ca-cert`, if any.
 pub fn read_ca_cert(
     path: Option<&std::path::Path>,

@@ -79,6 +79,23 @@ pub fn sync(args: PodNetworkSyncArgs) -> anyhow::Result<ExitCode> {
     };
 
     let root = Root::live();
+    // A sync runs every 10 s: while another kprov run changes the node
+    // (provision, reset), this round is skipped rather than queued.
+    let _lock = if args.dry_run {
+        None
+    } else {
+        match kprov_host::NodeLock::acquire(&root, std::time::Duration::ZERO, &mut |_| {}) {
+            Ok(lock) => Some(lock),
+            Err(kprov_host::HostError::Locked { path, .. }) => {
+                eprintln!(
+                    "pod-network: another kprov run holds the node lock {}; trying again on the next run",
+                    path.display()
+                );
+                return Ok(ExitCode::SUCCESS);
+            }
+            Err(e) => return Err(e.into()),
+        }
+    };
     write_conflist(&root, &pod_cidr, args.dry_run)?;
     let runner = SystemRunner::new(root);
     sync_routes(&runner, &cni::desired_routes(&nodes, &me), args.dry_run)?;

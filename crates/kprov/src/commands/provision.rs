@@ -162,6 +162,13 @@ pub fn apply_plan(
     dry_run: bool,
     output: OutputArg,
 ) -> anyhow::Result<Report> {
+    // Whatever calls this (provision's phases, init's base and
+    // kubelet-start), the changes are made under the node lock.
+    let _lock = if dry_run {
+        None
+    } else {
+        Some(super::lock_node(root)?)
+    };
     let runner = SystemRunner::new(root.clone());
     let ctx = ApplyContext {
         root,

@@ -18,7 +18,7 @@ pub fn run(args: ResetArgs) -> anyhow::Result<ExitCode> {
     // kubelet again); the next one sees the join undone.
     let _lock = match args.dry_run {
         true => None,
-        false => Some(kprov_provision::health::lock_node(&root)?),
+        false => Some(super::lock_node(&root)?),
     };
     let report = apply_reset(&root, &runner, &steps, args.dry_run)
         .with_context(|| format!("resetting {root}"))?;
