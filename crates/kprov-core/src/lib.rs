@@ -7,6 +7,7 @@
 
 pub mod arch;
 pub mod ca;
+pub mod dns;
 pub mod join;
 pub mod runtime;
 pub mod spec;
@@ -15,6 +16,7 @@ pub mod version;
 
 pub use arch::Arch;
 pub use ca::CaCertificate;
+pub use dns::{DnsLabel, DnsSubdomain};
 pub use join::{ApiServerUrl, CaCertHash, NodeName, Taint};
 pub use runtime::{ContainerRuntime, ProxyMode, RuntimeSource};
 pub use spec::{NodeSpec, Phase, SpecError};
