@@ -453,6 +453,21 @@ impl BundleSource {
                 reason: format!("lists a path outside the bundle: {:?}", bad.path),
             });
         }
+        // Image references end up in unit files and containerd's store:
+        // only valid references are accepted.
+        for e in manifest
+            .artifacts
+            .iter()
+            .filter(|e| e.kind == EntryKind::Image)
+        {
+            let reference = e.reference.as_deref().unwrap_or_default();
+            if let Err(err) = reference.parse::<kprov_core::ImageRef>() {
+                return Err(BundleError::Manifest {
+                    bundle: shown,
+                    reason: format!("lists an image reference {reference:?}: {err}"),
+                });
+            }
+        }
         Ok(Self {
             dir,
             shown,

@@ -93,24 +93,19 @@ pub fn archive_file_name(image: &ImageRef) -> String {
     format!("{}_{}_{}.tar", image.registry, image.repository, image.tag).replace(['/', ':'], "_")
 }
 
-/// Parses `registry/repository:tag` (the registry part must contain a dot
-/// or a colon, or be `localhost`, as in Docker's rules).
+/// Parses `registry/repository:tag`: a reference in the distribution
+/// grammar ([`kprov_core::ImageRef`]) that names its registry (a first
+/// component with a dot or a colon, or `localhost`) and a tag, and no
+/// digest.
 pub fn parse_image_ref(text: &str) -> Option<ImageRef> {
-    let (name, tag) = text.rsplit_once(':')?;
-    if tag.contains('/') || tag.is_empty() {
+    let parsed: kprov_core::ImageRef = text.parse().ok()?;
+    if parsed.digest().is_some() {
         return None;
     }
-    let (registry, repository) = name.split_once('/')?;
-    let registry_like = registry.contains('.') || registry.contains(':') || registry == "localhost";
-    let valid = |s: &str| {
-        !s.is_empty()
-            && s.chars()
-                .all(|c| c.is_ascii_alphanumeric() || "._-/:".contains(c))
-    };
-    (registry_like && valid(registry) && valid(repository) && valid(tag)).then(|| ImageRef {
-        registry: registry.into(),
-        repository: repository.into(),
-        tag: tag.into(),
+    Some(ImageRef {
+        registry: parsed.domain()?.into(),
+        repository: parsed.path().into(),
+        tag: parsed.tag()?.into(),
     })
 }
 

@@ -8,6 +8,7 @@
 pub mod arch;
 pub mod ca;
 pub mod dns;
+pub mod image;
 pub mod join;
 pub mod runtime;
 pub mod spec;
@@ -17,6 +18,7 @@ pub mod version;
 pub use arch::Arch;
 pub use ca::CaCertificate;
 pub use dns::{DnsLabel, DnsSubdomain};
+pub use image::{ImageRef, ImageRegistry};
 pub use join::{ApiServerUrl, CaCertHash, NodeName, Taint};
 pub use runtime::{ContainerRuntime, ProxyMode, RuntimeSource};
 pub use spec::{NodeSpec, Phase, SpecError};

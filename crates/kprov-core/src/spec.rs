@@ -114,10 +114,12 @@ pub enum SpecError {
     #[error("--cloud-config needs --cloud-provider")]
     CloudConfigWithoutProvider,
     /// A sandbox image reference that cannot be a container image.
-    #[error("invalid --sandbox-image {value:?}: expected an image reference such as registry.k8s.io/pause:3.9")]
+    #[error("invalid --sandbox-image {value:?}: {reason}")]
     SandboxImage {
         /// The value given.
         value: String,
+        /// What is wrong with it.
+        reason: crate::image::ImageRefError,
     },
     /// The join phase has no way to trust the API server.
     #[error("--phase {phase} needs a way to trust the API server: --discovery-token-ca-cert-hash sha256:... (the cluster CA's public-key hash, from `kprov pki ca-hash` or `kprov token create --print-join-command`), or --ca-cert FILE, or --discovery-token-unsafe-skip-ca-verification (trusts whatever CA answers)")]
@@ -179,14 +181,10 @@ impl NodeSpec {
             }
         }
         if let Some(image) = &self.sandbox_image {
-            let ok = !image.is_empty()
-                && image.bytes().all(|b| {
-                    b.is_ascii_alphanumeric()
-                        || matches!(b, b'.' | b'/' | b':' | b'-' | b'_' | b'@')
-                });
-            if !ok {
+            if let Err(reason) = image.parse::<crate::ImageRef>() {
                 return Err(SpecError::SandboxImage {
                     value: image.clone(),
+                    reason,
                 });
             }
         }

@@ -389,16 +389,16 @@ pub struct ClusterArgs {
 
     /// The registry control-plane images are named under (default: the
     /// release's, k8s.gcr.io before v1.25, registry.k8s.io from v1.25).
-    #[arg(long, value_name = "REGISTRY")]
-    pub image_registry: Option<String>,
+    #[arg(long, value_name = "REGISTRY", value_parser = parse_image_registry)]
+    pub image_registry: Option<kprov_core::ImageRegistry>,
 
     /// kube-proxy's mode.
     #[arg(long, value_enum, default_value_t = ProxyModeArg::Iptables)]
     pub proxy_mode: ProxyModeArg,
 
     /// flannel's image, with the flannel pod network.
-    #[arg(long, value_name = "IMAGE", default_value = kprov_controlplane::addons::DEFAULT_FLANNEL_IMAGE)]
-    pub flannel_image: String,
+    #[arg(long, value_name = "IMAGE", default_value = kprov_controlplane::addons::DEFAULT_FLANNEL_IMAGE, value_parser = parse_flannel_image)]
+    pub flannel_image: kprov_core::ImageRef,
 
     /// Report what would be written; write nothing.
     #[arg(long)]
@@ -1020,6 +1020,16 @@ impl From<KeyTypeArg> for kprov_pki::KeyType {
             KeyTypeArg::Ecdsa => Self::Ecdsa,
         }
     }
+}
+
+fn parse_image_registry(s: &str) -> Result<kprov_core::ImageRegistry, String> {
+    s.parse()
+        .map_err(|e: kprov_core::image::ImageRefError| format!("--image-registry {s:?}: {e}"))
+}
+
+fn parse_flannel_image(s: &str) -> Result<kprov_core::ImageRef, String> {
+    s.parse()
+        .map_err(|e: kprov_core::image::ImageRefError| format!("--flannel-image {s:?}: {e}"))
 }
 
 fn parse_log_level(s: &str) -> Result<crate::log_filter::LogFilter, String> {

@@ -89,7 +89,7 @@ impl InitContext {
         spec.pod_cidr = args.pod_cidr.clone();
         spec.pod_network = args.pod_network.into();
         if let Some(registry) = &args.image_registry {
-            spec.image_registry = registry.trim_end_matches('/').to_string();
+            spec.image_registry = registry.as_str().to_string();
         }
         spec.cert_dir = cert_dir;
         spec.kubernetes_dir = kubernetes_dir;
@@ -107,7 +107,7 @@ impl InitContext {
                 ProxyModeArg::Iptables => "iptables",
                 ProxyModeArg::Ipvs => "ipvs",
             },
-            flannel_image: args.flannel_image.clone(),
+            flannel_image: args.flannel_image.to_string(),
             root,
             dry_run: args.dry_run,
             output: args.output,
