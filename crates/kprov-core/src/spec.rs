@@ -105,7 +105,7 @@ pub enum SpecError {
         value: String,
     },
     /// A cloud config path that is not absolute.
-    #[error("invalid --cloud-config {value:?}: expected an absolute path on the node, e.g. /etc/kubernetes/cloud-config")]
+    #[error("invalid --cloud-config {value:?}: expected an absolute path on the node without spaces or control characters, e.g. /etc/kubernetes/cloud-config")]
     CloudConfig {
         /// The value given.
         value: String,
@@ -171,7 +171,9 @@ impl NodeSpec {
             }
         }
         if let Some(c) = &self.cloud_config {
-            if !c.is_absolute() {
+            // It becomes a kubelet flag in a unit file's ExecStart line.
+            let text = c.to_string_lossy();
+            if !c.is_absolute() || text.chars().any(|ch| ch.is_whitespace() || ch.is_control()) {
                 return Err(SpecError::CloudConfig {
                     value: c.display().to_string(),
                 });
@@ -275,6 +277,19 @@ mod tests {
             .unwrap_err()
             .to_string()
             .starts_with("invalid --cloud-config \"cloud.conf\""));
+        for bad in [
+            "/etc/kubernetes/cloud.conf\nExecStartPre=/bin/touch /pwned",
+            "/etc/my cloud.conf",
+            "/etc/cloud\tconf",
+        ] {
+            let mut s = spec();
+            s.cloud_provider = Some("openstack".into());
+            s.cloud_config = Some(bad.into());
+            assert_eq!(
+                s.validate(Phase::Base).unwrap_err().to_string(),
+                format!("invalid --cloud-config {bad:?}: expected an absolute path on the node without spaces or control characters, e.g. /etc/kubernetes/cloud-config")
+            );
+        }
         let mut s = spec();
         s.cloud_config = Some("/etc/kubernetes/cloud-config".into());
         assert_eq!(

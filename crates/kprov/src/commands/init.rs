@@ -370,7 +370,7 @@ fn kubelet_start(ctx: &InitContext) -> anyhow::Result<()> {
         ctx.root.is_live(),
         "init kubelet-start",
         kprov_core::ContainerRuntime::Containerd,
-    );
+    )?;
     crate::commands::provision::apply_plan(
         &ctx.root,
         &plan,

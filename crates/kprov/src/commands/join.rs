@@ -102,7 +102,7 @@ pub fn run(root: &Root, os: &OsFacts, spec: &NodeSpec, args: &ProvisionArgs) -> 
         ca_pem: String::from_utf8_lossy(&ca_pem).into_owned(),
         bootstrap_kubeconfig: bootstrap,
     };
-    let plan = plan::plan_join(os, &params, &files, root.is_live(), spec.container_runtime);
+    let plan = plan::plan_join(os, &params, &files, root.is_live(), spec.container_runtime)?;
     let report = super::provision::apply_plan(
         root,
         &plan,
