@@ -598,3 +598,53 @@ fn provision_waits_for_the_node_lock_and_gives_up_after_its_timeout() {
     );
     assert!(root.join("usr/local/bin/kubelet").is_file());
 }
+
+#[test]
+fn an_archive_swapped_after_its_verification_is_not_what_gets_installed() {
+    let f = fixture(DEBIAN_12);
+    let artifacts = Path::new(&f.artifacts);
+    let root = Path::new(&f.root);
+    // What an attacker puts in place once the sum has been checked.
+    let evil_src = artifacts.join("../evil-src");
+    write(&evil_src.join("bridge"), "#!/bin/sh\necho evil\n");
+    let evil = artifacts.join("../evil.tgz");
+    common::sh(
+        std::process::Command::new("tar")
+            .arg("-C")
+            .arg(&evil_src)
+            .args(["--owner=0", "--group=0", "-czf"])
+            .arg(&evil)
+            .arg("."),
+    );
+    let go = artifacts.join("../go");
+    let paused = artifacts.join("../go.paused");
+    let mut child = std::process::Command::new(common::kprov_bin())
+        .args(base_args(&f.root, &f.artifacts))
+        .env(
+            "KPROV_FAILPOINTS",
+            format!("artifact.verified=pause:{}", go.display()),
+        )
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = std::time::Instant::now();
+    while !paused.exists() {
+        assert!(
+            start.elapsed().as_secs() < 60,
+            "the failpoint after the verification was not reached"
+        );
+        assert!(child.try_wait().unwrap().is_none(), "kprov ended early");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    std::fs::rename(&evil, artifacts.join("cni-plugins.tgz")).unwrap();
+    std::fs::write(&go, "").unwrap();
+    let run = common::Run::from(child.wait_with_output().unwrap());
+    assert!(run.ok(), "{}", run.stderr);
+    assert_eq!(
+        std::fs::read_to_string(root.join("opt/cni/bin/bridge")).unwrap(),
+        "#!/bin/sh\necho bridge\n",
+        "the swapped archive was installed"
+    );
+    assert!(root.join("opt/cni/bin/host-local").is_file());
+}
