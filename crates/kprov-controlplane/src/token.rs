@@ -31,6 +31,16 @@ pub fn secret_name(token_id: &str) -> String {
     format!("bootstrap-token-{token_id}")
 }
 
+/// The command that joins a node with `token`: the token goes in the
+/// environment (`KPROV_TOKEN=...`), where other users cannot see it in the
+/// process list, not on kprov's command line.
+pub fn join_command_line(server: &str, token: &BootstrapToken, ca_hash: &str) -> String {
+    format!(
+        "KPROV_TOKEN={} kprov provision --phase all --api-server {server} --discovery-token-ca-cert-hash {ca_hash}",
+        token.expose_secret()
+    )
+}
+
 /// A new random token: 6 + 16 characters of `[a-z0-9]` from the OS's
 /// random source.
 pub fn generate() -> BootstrapToken {
@@ -51,17 +61,6 @@ pub fn generate() -> BootstrapToken {
     format!("{}.{}", pick(6), pick(16))
         .parse()
         .unwrap_or_else(|_| unreachable!("generated tokens have the token shape"))
-}
-
-/// The command that joins a node, as `kprov init` and `kprov token create
-/// --print-join-command` print it: the token in the environment
-/// (`KPROV_TOKEN=...`), never as `--token` on a command line, where other
-/// users could read it in the process list.
-pub fn join_command(api_server: &str, token: &BootstrapToken, ca_cert_hash: &str) -> String {
-    format!(
-        "KPROV_TOKEN={} kprov provision --phase all --api-server {api_server} --discovery-token-ca-cert-hash {ca_cert_hash}",
-        token.expose_secret()
-    )
 }
 
 /// What a token may be used for.
@@ -360,7 +359,7 @@ mod tests {
     fn the_join_command_passes_the_token_in_the_environment() {
         let token: BootstrapToken = "abcdef.0123456789abcdef".parse().unwrap();
         assert_eq!(
-            join_command("https://10.0.0.1:6443", &token, "sha256:00ff"),
+            join_command_line("https://10.0.0.1:6443", &token, "sha256:00ff"),
             "KPROV_TOKEN=abcdef.0123456789abcdef kprov provision --phase all \
              --api-server https://10.0.0.1:6443 --discovery-token-ca-cert-hash sha256:00ff"
         );

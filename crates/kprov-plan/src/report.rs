@@ -188,6 +188,14 @@ pub struct RunReport {
     pub dry_run: bool,
     /// One report per plan (host or API), in the order they were applied.
     pub reports: Vec<Report>,
+    /// In a dry run, the host plans in full (file contents included,
+    /// secrets redacted).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub plans: Vec<crate::Plan>,
+    /// Values the command produced, by name (`kprov init`'s
+    /// `join_command`).
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub outputs: std::collections::BTreeMap<String, String>,
 }
 
 impl RunReport {
@@ -197,6 +205,8 @@ impl RunReport {
             command: command.into(),
             dry_run,
             reports: Vec::new(),
+            plans: Vec::new(),
+            outputs: Default::default(),
         }
     }
 

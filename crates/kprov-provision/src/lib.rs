@@ -6,15 +6,14 @@
 //! [`kprov_plan::Resource`]s, with no side effects; kprov-plan's engine
 //! checks each resource on the target root and changes only what
 //! differs. [`plan::plan_join`] plans the join phase's files the same
-//! way; [`reset::plan_reset`] plans undoing them. [`facts`], [`health`]
-//! and [`pod_routes`] are the thin layer that reads or changes a node;
+//! way; [`reset::plan_reset`] plans undoing them. [`facts`] and [`health`]
+//! are the thin layer that reads or changes a node;
 //! everything else is pure.
 
 pub mod facts;
 pub mod health;
 pub mod os;
 pub mod plan;
-pub mod pod_routes;
 pub mod render;
 pub mod reset;
 pub mod tables;

@@ -8,7 +8,10 @@
 //! again ends in the same state as an uninterrupted one.
 
 mod archive;
+mod containers;
+pub mod network;
 mod packages;
+mod removal;
 mod resources;
 mod systemd;
 
@@ -31,6 +34,19 @@ pub struct ApplyContext<'a> {
     pub artifacts: &'a dyn ArtifactSource,
     /// Check only; change nothing.
     pub dry_run: bool,
+}
+
+impl<'a> ApplyContext<'a> {
+    /// A context for plans that install no artifacts (files, units,
+    /// removals): asking for an artifact is an error.
+    pub fn files_only(root: &'a Root, runner: &'a dyn Runner, dry_run: bool) -> Self {
+        Self {
+            root,
+            runner,
+            artifacts: &kprov_artifacts::NoArtifacts,
+            dry_run,
+        }
+    }
 }
 
 /// A resource's state compared with the plan.

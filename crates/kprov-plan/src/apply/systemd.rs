@@ -190,6 +190,17 @@ fn boot_time_secs(ctx: &ApplyContext<'_>) -> Result<f64, HostError> {
     Ok(now - up)
 }
 
+pub(super) fn check_stopped(unit: &str, ctx: &ApplyContext<'_>) -> Result<Status, HostError> {
+    let out = ctx
+        .runner
+        .run(&Command::new("systemctl", ["is-active", unit]))?;
+    Ok(if out.success {
+        Status::Present(format!("{unit} is {}", out.stdout.trim()))
+    } else {
+        Status::Ok
+    })
+}
+
 pub(super) fn check_active(
     unit: &str,
     config: &[String],
