@@ -357,7 +357,6 @@ fn walk(base: &Path, dir: &Path, out: &mut BTreeMap<String, Entry>) {
     }
 }
 
-/// Describes the differences between two snapshots (empty when equal).
 /// `snapshot` without the node lock a run takes before it changes
 /// anything (an empty file, /var/lib/kprov/node.lock) and the directories
 /// made only for it: what a run that failed before its first change may
@@ -378,6 +377,7 @@ pub fn without_node_lock(mut snapshot: BTreeMap<String, Entry>) -> BTreeMap<Stri
     snapshot
 }
 
+/// Describes the differences between two snapshots (empty when equal).
 pub fn diff(want: &BTreeMap<String, Entry>, got: &BTreeMap<String, Entry>) -> Vec<String> {
     let mut d = Vec::new();
     for (k, v) in want {
