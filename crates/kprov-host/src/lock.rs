@@ -23,6 +23,13 @@ use crate::root::{HostError, Root};
 /// Where the lock lives on a node.
 pub const NODE_LOCK_PATH: &str = "/var/lib/kprov/node.lock";
 
+/// How long a command waits for the lock unless [`TIMEOUT_ENV`] says
+/// otherwise.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// The environment variable that sets the wait, in seconds.
+pub const TIMEOUT_ENV: &str = "KPROV_LOCK_TIMEOUT";
+
 /// How often a waiting process tries again.
 const POLL: Duration = Duration::from_millis(100);
 
@@ -93,6 +100,28 @@ impl NodeLock {
         Ok(Self {
             file: Some(file),
             path,
+        })
+    }
+
+    /// Takes the node lock as commands do: when another process holds it,
+    /// tells `on_wait` (a sentence naming the lock) and waits for at most
+    /// [`TIMEOUT_ENV`] seconds ([`DEFAULT_TIMEOUT`] when unset).
+    pub fn acquire_for_command(
+        root: &Root,
+        on_wait: &mut dyn FnMut(&str),
+    ) -> Result<Self, HostError> {
+        let timeout = match std::env::var(TIMEOUT_ENV) {
+            Err(_) => DEFAULT_TIMEOUT,
+            Ok(v) => v
+                .parse()
+                .map(Duration::from_secs)
+                .map_err(|_| HostError::BadLockTimeout { value: v })?,
+        };
+        Self::acquire(root, timeout, &mut |path| {
+            on_wait(&format!(
+                "waiting for the node lock {} (another kprov run holds it)",
+                path.display()
+            ));
         })
     }
 

@@ -1,17 +1,11 @@
 //! The node a workflow works on, and how it reports.
 
-use std::time::Duration;
-
 use kprov_artifacts::ArtifactSource;
 use kprov_host::{HostError, NodeLock, Root, Runner};
 use kprov_plan::workflow::Observer;
 use kprov_plan::{ApplyContext, Plan, Report};
 
 use crate::{Context, Error};
-
-/// How long a command waits for the node lock unless `KPROV_LOCK_TIMEOUT`
-/// (seconds) says otherwise.
-pub const LOCK_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// The node, the command's runtime, and who hears about progress.
 pub struct Target<'a> {
@@ -40,34 +34,20 @@ impl Target<'_> {
 
     /// Takes the node lock of the root (kprov-host's [`NodeLock`]). When
     /// another kprov run holds it, tells the observer and waits, for at
-    /// most `KPROV_LOCK_TIMEOUT` seconds ([`LOCK_TIMEOUT`] by default).
+    /// most `KPROV_LOCK_TIMEOUT` seconds (600 by default).
     pub fn lock_node(&mut self) -> Result<NodeLock, Error> {
-        let timeout = match std::env::var("KPROV_LOCK_TIMEOUT") {
-            Err(_) => LOCK_TIMEOUT,
-            Ok(v) => v.parse().map(Duration::from_secs).map_err(|_| {
-                Error::Failed(format!(
-                    "KPROV_LOCK_TIMEOUT {v:?}: expected a whole number of seconds"
-                ))
-            })?,
-        };
         let observer = &mut *self.observer;
-        NodeLock::acquire(&self.root, timeout, &mut |path| {
-            observer.note(&format!(
-                "waiting for the node lock {} (another kprov run holds it)",
-                path.display()
-            ));
-        })
-        .map_err(|e| match e {
-            HostError::Locked { path, waited } => Error::Failed(format!(
-                "the node lock {} is held by another kprov run (waited {} s; KPROV_LOCK_TIMEOUT sets how long)",
-                path.display(),
-                waited.as_secs()
-            )),
-            other => Error::Host {
-                context: "taking the node lock".into(),
-                source: Box::new(other),
+        NodeLock::acquire_for_command(&self.root, &mut |message| observer.note(message)).map_err(
+            |e| match e {
+                e @ (HostError::Locked { .. } | HostError::BadLockTimeout { .. }) => {
+                    Error::Failed(e.to_string())
+                }
+                other => Error::Host {
+                    context: "taking the node lock".into(),
+                    source: Box::new(other),
+                },
             },
-        })
+        )
     }
 
     /// Applies a host plan with progress, and reports it. Changes are
