@@ -144,7 +144,7 @@ pub fn remember_sum(root: &Root, node_path: &Path, sum: [u8; 32]) -> Result<(), 
         // The cache is loaded before it is added to, so that saving it
         // keeps what earlier runs learned.
         root.hash_cache().ensure_loaded(root.base());
-        root.hash_cache().remember(&host, &meta, sum);
+        root.hash_cache().remember(root.base(), &host, &meta, sum);
     }
     Ok(())
 }

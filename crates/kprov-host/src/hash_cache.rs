@@ -73,9 +73,10 @@ impl HashCache {
         }
         let print = Fingerprint::of(meta);
         self.ensure_loaded(base);
+        let key = node_key(base, host);
         {
             let entries = self.lock();
-            if let Some((known, sum)) = entries.files.get(host) {
+            if let Some((known, sum)) = entries.files.get(&key) {
                 if *known == print {
                     return Ok(*sum);
                 }
@@ -83,7 +84,7 @@ impl HashCache {
         }
         let sum = hash()?;
         let mut entries = self.lock();
-        entries.files.insert(host.to_path_buf(), (print, sum));
+        entries.files.insert(key, (print, sum));
         entries.dirty = true;
         Ok(sum)
     }
@@ -102,14 +103,20 @@ impl HashCache {
 
     /// Remembers `sum` for `host`, just written by kprov with contents of
     /// that sum (so the next run need not read it).
-    pub(crate) fn remember(&self, host: &Path, meta: &std::fs::Metadata, sum: [u8; 32]) {
+    pub(crate) fn remember(
+        &self,
+        base: &Path,
+        host: &Path,
+        meta: &std::fs::Metadata,
+        sum: [u8; 32],
+    ) {
         if meta.size() < MIN_SIZE {
             return;
         }
         let mut entries = self.lock();
         entries
             .files
-            .insert(host.to_path_buf(), (Fingerprint::of(meta), sum));
+            .insert(node_key(base, host), (Fingerprint::of(meta), sum));
         entries.dirty = true;
     }
 
@@ -119,7 +126,7 @@ impl HashCache {
     }
 
     /// The cache's text, if it learned something since it was loaded.
-    pub(crate) fn take_dirty(&self) -> Option<String> {
+    pub(crate) fn take_dirty(&self, base: &Path) -> Option<String> {
         let mut entries = self.lock();
         if !entries.dirty {
             return None;
@@ -128,7 +135,7 @@ impl HashCache {
         let mut text = String::new();
         for (path, (p, sum)) in &entries.files {
             // Files gone since are dropped.
-            if std::fs::symlink_metadata(path).is_err() {
+            if std::fs::symlink_metadata(base.join(path)).is_err() {
                 continue;
             }
             text.push_str(&format!(
@@ -144,6 +151,13 @@ impl HashCache {
         }
         Some(text)
     }
+}
+
+/// The key of a host path: its path on the node, without the leading
+/// `/` (so that it joins onto the root's base), the same wherever the
+/// root is mounted.
+fn node_key(base: &Path, host: &Path) -> PathBuf {
+    host.strip_prefix(base).unwrap_or(host).to_path_buf()
 }
 
 /// Reads a cache file; anything unreadable is ignored (the files are
@@ -212,10 +226,9 @@ mod tests {
         std::fs::create_dir_all(dir.path().join("var/lib/kprov")).unwrap();
         let big = dir.path().join("big");
         std::fs::write(&big, vec![3u8; 2 << 20]).unwrap();
-        let host = dir.path().canonicalize().unwrap().join("big");
         std::fs::write(
             dir.path().join("var/lib/kprov/file-sums"),
-            format!("{} 1 2 3 4 5 {}\n", "00".repeat(32), host.display()),
+            format!("{} 1 2 3 4 5 big\n", "00".repeat(32)),
         )
         .unwrap();
         let root = Root::new(dir.path()).unwrap();

@@ -150,7 +150,7 @@ impl Root {
         if !self.resolve(dir)?.is_dir() {
             return Ok(());
         }
-        match self.hashes.take_dirty() {
+        match self.hashes.take_dirty(&self.base) {
             Some(text) => crate::fs::write_atomic(
                 self,
                 Path::new(crate::hash_cache::CACHE_PATH),
