@@ -11,6 +11,11 @@
 //! - [`leases`]: the pool's lease table;
 //! - [`tftp`]: TFTP packets, option negotiation and the sending window;
 //! - [`ipxe`]: per-machine iPXE scripts and the NoCloud documents;
+//! - [`token`]: per-machine tokens (HMAC under the server secret, with
+//!   a purpose, an epoch, a serial and an expiry);
+//! - [`state`]: per-machine state (token epoch and serial, user-data
+//!   window, installed report, address seen, phase) and the rules that
+//!   bind a machine's data to its address and token;
 //! - [`paths`]: path safety for the served roots;
 //! - [`metrics`]: counters rendered in Prometheus text format;
 //! - [`ra`]: the IPv6 router advertisement that tells iPXE not to wait.
@@ -29,4 +34,6 @@ pub mod metrics;
 pub mod paths;
 pub mod ra;
 pub mod server;
+pub mod state;
 pub mod tftp;
+pub mod token;
