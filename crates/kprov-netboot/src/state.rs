@@ -55,6 +55,24 @@ pub struct Binding {
     pub lease: Option<Ipv4Addr>,
 }
 
+/// One request for a machine's data: whose, in which epoch, from where,
+/// with which token, where the machine may ask from, and when.
+#[derive(Debug, Clone, Copy)]
+pub struct Ask<'a> {
+    /// The machine.
+    pub mac: MacAddr,
+    /// Its current token epoch.
+    pub epoch: u32,
+    /// The address the request came from.
+    pub peer: IpAddr,
+    /// The token in the request.
+    pub token: &'a str,
+    /// Where the machine may ask from.
+    pub binding: Binding,
+    /// Now (seconds since the epoch).
+    pub now: u64,
+}
+
 /// A NoCloud document.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Doc {
@@ -400,35 +418,29 @@ impl States {
         r.touch(Some(address), now);
     }
 
-    fn refuse(&mut self, mac: &MacAddr, epoch: u32, own_address: bool, why: Refusal) -> Refusal {
-        if own_address {
-            self.record(mac, epoch).last_error = Some(why.to_string());
-        }
+    /// Notes a refusal of a request from the machine's own address.
+    fn refuse(&mut self, mac: &MacAddr, epoch: u32, why: Refusal) -> Refusal {
+        self.record(mac, epoch).last_error = Some(why.to_string());
         why
     }
 
-    /// A request for the iPXE script of `mac` from `peer` with a script
-    /// token. On success, a script that boots something carries a new
-    /// seed token, and older seed tokens stop working.
-    #[allow(clippy::too_many_arguments)]
+    /// A request for the iPXE script with a script token. On success, a
+    /// script that boots something carries a new seed token, and older
+    /// seed tokens stop working.
     pub fn open_script(
         &mut self,
         tokens: &Tokens,
-        mac: &MacAddr,
-        epoch: u32,
-        peer: IpAddr,
-        token: &str,
-        binding: &Binding,
+        ask: &Ask<'_>,
         policy: &Policy,
         kind: ScriptKind,
-        now: u64,
     ) -> Result<ScriptGrant, Refusal> {
-        check_address(peer, binding, self.records.get(mac), now)?;
-        if let Err(e) = tokens.verify(Purpose::Script, mac, epoch, token, now) {
-            return Err(self.refuse(mac, epoch, true, Refusal::Token(e)));
+        let (mac, epoch, now) = (&ask.mac, ask.epoch, ask.now);
+        check_address(ask.peer, &ask.binding, self.records.get(mac), now)?;
+        if let Err(e) = tokens.verify(Purpose::Script, mac, epoch, ask.token, now) {
+            return Err(self.refuse(mac, epoch, Refusal::Token(e)));
         }
         let r = self.record(mac, epoch);
-        r.touch(as_v4(peer), now);
+        r.touch(as_v4(ask.peer), now);
         r.script_at = Some(now);
         r.last_error = None;
         let kind = if r.installed_at.is_some() {
@@ -454,21 +466,13 @@ impl States {
         Ok(ScriptGrant { seed: Some(seed) })
     }
 
-    /// Checks a seed token and the address: the record, or the refusal.
-    fn check_seed(
-        &mut self,
-        tokens: &Tokens,
-        mac: &MacAddr,
-        epoch: u32,
-        peer: IpAddr,
-        token: &str,
-        binding: &Binding,
-        now: u64,
-    ) -> Result<(), Refusal> {
-        check_address(peer, binding, self.records.get(mac), now)?;
-        let claims = match tokens.verify(Purpose::Seed, mac, epoch, token, now) {
+    /// Checks the address and the seed token (the newest of the epoch).
+    fn check_seed(&mut self, tokens: &Tokens, ask: &Ask<'_>) -> Result<(), Refusal> {
+        let (mac, epoch, now) = (&ask.mac, ask.epoch, ask.now);
+        check_address(ask.peer, &ask.binding, self.records.get(mac), now)?;
+        let claims = match tokens.verify(Purpose::Seed, mac, epoch, ask.token, now) {
             Ok(c) => c,
-            Err(e) => return Err(self.refuse(mac, epoch, true, Refusal::Token(e))),
+            Err(e) => return Err(self.refuse(mac, epoch, Refusal::Token(e))),
         };
         let newest = self.record(mac, epoch).serial;
         if claims.serial != newest {
@@ -476,30 +480,25 @@ impl States {
                 serial: claims.serial,
                 newest,
             };
-            return Err(self.refuse(mac, epoch, true, why));
+            return Err(self.refuse(mac, epoch, why));
         }
         Ok(())
     }
 
-    /// A request for a NoCloud document of `mac` from `peer` with a seed
-    /// token. `spec_installed`: the Machine says `installed: true`.
-    #[allow(clippy::too_many_arguments)]
+    /// A request for a NoCloud document with a seed token.
+    /// `spec_installed`: the Machine says `installed: true`.
     pub fn open_doc(
         &mut self,
         tokens: &Tokens,
-        mac: &MacAddr,
-        epoch: u32,
-        peer: IpAddr,
-        token: &str,
+        ask: &Ask<'_>,
         doc: Doc,
-        binding: &Binding,
         policy: &Policy,
         spec_installed: bool,
-        now: u64,
     ) -> Result<(), Refusal> {
-        self.check_seed(tokens, mac, epoch, peer, token, binding, now)?;
+        self.check_seed(tokens, ask)?;
+        let (mac, epoch, now) = (&ask.mac, ask.epoch, ask.now);
         let r = self.record(mac, epoch);
-        r.touch(as_v4(peer), now);
+        r.touch(as_v4(ask.peer), now);
         if doc != Doc::UserData {
             return Ok(());
         }
@@ -518,7 +517,7 @@ impl States {
             None
         };
         if let Some(why) = why {
-            return Err(self.refuse(mac, epoch, true, why));
+            return Err(self.refuse(mac, epoch, why));
         }
         r.seed_used = true;
         r.user_data_first.get_or_insert(now);
@@ -527,23 +526,13 @@ impl States {
         Ok(())
     }
 
-    /// The stage2 "installed" report of `mac` from `peer` with its seed
-    /// token: the machine's script boots the local disk from now on.
-    #[allow(clippy::too_many_arguments)]
-    pub fn report_installed(
-        &mut self,
-        tokens: &Tokens,
-        mac: &MacAddr,
-        epoch: u32,
-        peer: IpAddr,
-        token: &str,
-        binding: &Binding,
-        now: u64,
-    ) -> Result<(), Refusal> {
-        self.check_seed(tokens, mac, epoch, peer, token, binding, now)?;
-        let r = self.record(mac, epoch);
-        r.touch(as_v4(peer), now);
-        r.installed_at = Some(now);
+    /// The stage2 "installed" report with the machine's seed token: its
+    /// script boots the local disk from now on.
+    pub fn report_installed(&mut self, tokens: &Tokens, ask: &Ask<'_>) -> Result<(), Refusal> {
+        self.check_seed(tokens, ask)?;
+        let r = self.record(&ask.mac, ask.epoch);
+        r.touch(as_v4(ask.peer), ask.now);
+        r.installed_at = Some(ask.now);
         r.last_error = None;
         Ok(())
     }
@@ -603,6 +592,17 @@ mod tests {
         }
     }
 
+    fn ask(epoch: u32, from: Ipv4Addr, token: &str, binding: Binding, now: u64) -> Ask<'_> {
+        Ask {
+            mac: MAC,
+            epoch,
+            peer: from.into(),
+            token,
+            binding,
+            now,
+        }
+    }
+
     struct World {
         tokens: Tokens,
         states: States,
@@ -629,18 +629,9 @@ mod tests {
             token: &str,
             now: u64,
         ) -> Result<Option<String>, Refusal> {
+            let ask = ask(self.epoch, from, token, fixed(), now);
             self.states
-                .open_script(
-                    &self.tokens,
-                    &MAC,
-                    self.epoch,
-                    from.into(),
-                    token,
-                    &fixed(),
-                    &POLICY,
-                    ScriptKind::Kernel,
-                    now,
-                )
+                .open_script(&self.tokens, &ask, &POLICY, ScriptKind::Kernel)
                 .map(|g| g.seed)
         }
 
@@ -652,18 +643,9 @@ mod tests {
             installed: bool,
             now: u64,
         ) -> Result<(), Refusal> {
-            self.states.open_doc(
-                &self.tokens,
-                &MAC,
-                self.epoch,
-                from.into(),
-                seed,
-                doc,
-                &fixed(),
-                &POLICY,
-                installed,
-                now,
-            )
+            let ask = ask(self.epoch, from, seed, fixed(), now);
+            self.states
+                .open_doc(&self.tokens, &ask, doc, &POLICY, installed)
         }
     }
 
@@ -690,18 +672,14 @@ mod tests {
         let r = w.states.get(&MAC).unwrap();
         assert_eq!((r.address, r.last_contact), (Some(IP), Some(102)));
         // No binding at all: nobody gets anything.
+        let t = script_token(&w.tokens, &MAC, 0, &POLICY, 100);
         let none = w
             .states
             .open_script(
                 &w.tokens,
-                &MAC,
-                0,
-                IP.into(),
-                &script_token(&w.tokens, &MAC, 0, &POLICY, 100),
-                &Binding::default(),
+                &ask(0, IP, &t, Binding::default(), 100),
                 &POLICY,
                 ScriptKind::Kernel,
-                100,
             )
             .unwrap_err();
         assert_eq!(
@@ -718,14 +696,9 @@ mod tests {
         let open = |states: &mut States, binding: Binding, from: Ipv4Addr, now: u64| {
             states.open_script(
                 &tokens,
-                &MAC,
-                0,
-                from.into(),
-                &t,
-                &binding,
+                &ask(0, from, &t, binding, now),
                 &POLICY,
                 ScriptKind::Kernel,
-                now,
             )
         };
         let leased = Binding {
@@ -817,14 +790,15 @@ mod tests {
             .states
             .open_script(
                 &w.tokens,
-                &MAC,
-                0,
-                IP.into(),
-                &script_token(&w.tokens, &MAC, 0, &POLICY, 10),
-                &binding,
+                &ask(
+                    0,
+                    IP,
+                    &script_token(&w.tokens, &MAC, 0, &POLICY, 10),
+                    binding,
+                    10,
+                ),
                 &POLICY,
                 ScriptKind::Image,
-                10,
             )
             .unwrap()
             .seed
@@ -832,7 +806,7 @@ mod tests {
         assert_eq!(w.states.get(&MAC).unwrap().phase(false), Phase::Installing);
         let report = |w: &mut World, from: Ipv4Addr| {
             w.states
-                .report_installed(&w.tokens, &MAC, 0, from.into(), &seed, &binding, 20)
+                .report_installed(&w.tokens, &ask(0, from, &seed, binding, 20))
         };
         assert_eq!(report(&mut w, THIEF).unwrap_err().status(), 403);
         assert_eq!(report(&mut w, IP), Ok(()));
@@ -868,7 +842,7 @@ mod tests {
         let back = States::from_json(&json).unwrap();
         assert_eq!(back.records, w.states.records);
         let mut s = back;
-        assert!(s.prune(&|m| *m == MAC, 12, 10) == false);
+        assert!(!s.prune(&|m| *m == MAC, 12, 10));
         assert!(s.prune(&|m| *m == MAC, 13, 10));
         assert_eq!(s.len(), 1);
         s.seen_boot_request(&other, 0, THIEF, 100, 20);
