@@ -44,7 +44,11 @@ fn setup() -> &'static (Config, Config, Registry) {
 pub fn fuzz_one(bytes: &[u8]) {
     let (full, proxy, machines) = setup();
     for config in [full, proxy] {
-        let view = View { config, machines };
+        let view = View {
+            config,
+            machines,
+            script_token: &|_| "tok".to_string(),
+        };
         for listener in [Listener::Dhcp, Listener::ProxyBoot] {
             let mut leases = LeaseTable::default();
             let _ = handle_datagram(bytes, listener, &view, &mut leases, 1_000);
@@ -54,7 +58,7 @@ pub fn fuzz_one(bytes: &[u8]) {
         let again = Packet::parse(&packet.encode());
         debug_assert!(again.is_ok());
         if let Packet::Read { options, .. } = packet {
-            let _ = negotiate(&options, 1 << 20);
+            let _ = negotiate(&options, 1 << 20, 5);
         }
     }
 }

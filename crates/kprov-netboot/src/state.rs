@@ -154,7 +154,7 @@ impl Record {
         }
         if let Some(at) = self.installed_at {
             return match self.user_data_at {
-                Some(u) if u >= at => Phase::Joining,
+                Some(u) if u > at => Phase::Joining,
                 _ => Phase::Installed,
             };
         }

@@ -163,6 +163,27 @@ pub enum NetbootCommand {
     ///
     /// Example: kprov netboot serve --config /etc/kprov/netboot.yaml
     Serve(NetbootServeArgs),
+    /// Start a new token epoch for a machine: every script and seed token
+    /// it was given so far is refused from then on (a running server
+    /// notices within a second), and its user-data window opens again
+    /// for its next boot.
+    ///
+    /// The epoch is kept in the state directory of the config
+    /// (stateDir/epochs/<mac>); this prints the new epoch.
+    ///
+    /// Example: kprov netboot rotate-token --config /etc/kprov/netboot.yaml 52:54:00:12:34:56
+    RotateToken(NetbootRotateArgs),
+}
+
+/// Flags of `kprov netboot rotate-token`.
+#[derive(Debug, Args)]
+pub struct NetbootRotateArgs {
+    /// The server's YAML config file (for its state directory).
+    #[arg(long, value_name = "FILE")]
+    pub config: PathBuf,
+    /// The machine's MAC address (aa:bb:cc:dd:ee:ff).
+    #[arg(value_name = "MAC")]
+    pub mac: String,
 }
 
 /// Flags of `kprov netboot serve`.

@@ -229,12 +229,14 @@ fn dhcp_gives_known_macs_their_fixed_address_reloads_machines_and_ignores_unknow
         "ip=10.77.0.21 mask=255.255.255.0 hostname=node1 router=10.77.0.1 boot_file= siaddr="
     );
 
-    // A client that says it is iPXE gets its script's URL as boot file.
+    // A client that says it is iPXE gets its script's URL as boot file,
+    // with a script token.
     let lease = udhcpc(&server, &known, &["-x", "0x4d:69505845"]).unwrap();
+    let url = boot_file(&lease);
     assert!(
-        lease.contains(
-            "boot_file=http://10.77.0.1:8080/boot/52-54-00-aa-00-01.ipxe siaddr=10.77.0.1"
-        ),
+        url.starts_with("http://10.77.0.1:8080/boot/52-54-00-aa-00-01/")
+            && url.ends_with(".ipxe")
+            && lease.ends_with(" siaddr=10.77.0.1"),
         "{lease}"
     );
 
@@ -667,7 +669,12 @@ fn http_serves_scripts_ranges_and_user_data_only_to_its_machine() {
     .unwrap();
     server.wait_log("machines loaded machines=2", Duration::from_secs(10));
 
-    let (code, script) = server.curl("/boot/52-54-00-aa-00-01.ipxe", &[]);
+    let (machine, url) = ipxe_machine(&server);
+    assert!(
+        url.starts_with("http://10.77.0.1:8080/boot/52-54-00-aa-00-01/") && url.ends_with(".ipxe"),
+        "{url}"
+    );
+    let (code, script) = peer_curl(&server, &machine, &url, &[]);
     assert_eq!(code, 200);
     let script = String::from_utf8(script).unwrap();
     assert!(script.starts_with("#!ipxe\n"), "{script}");
@@ -676,75 +683,77 @@ fn http_serves_scripts_ranges_and_user_data_only_to_its_machine() {
         script.contains("initrd http://10.77.0.1:8080/files/initrd.img\nboot\n"),
         "{script}"
     );
-    let seed = script
-        .split("kprov.seed=")
-        .nth(1)
-        .unwrap()
-        .split_whitespace()
-        .next()
-        .unwrap();
-    let path1 = seed.strip_prefix("http://10.77.0.1:8080").unwrap();
-    let token1 = path1
+    let seed = seed_of(script.as_bytes());
+    let token1 = seed
         .trim_end_matches('/')
         .rsplit('/')
         .next()
         .unwrap()
         .to_string();
-    assert_eq!(token1.len(), 32);
+    assert!(token1.len() > 32, "{token1}");
 
-    let (code, user_data) = server.curl(&format!("{path1}user-data"), &[]);
+    let (code, user_data) = peer_curl(&server, &machine, &format!("{seed}user-data"), &[]);
     assert_eq!(code, 200);
     assert_eq!(
         String::from_utf8(user_data).unwrap(),
         "#cloud-config\nhostname: node1\n"
     );
-    let (code, meta) = server.curl(&format!("{path1}meta-data"), &[]);
+    let (code, meta) = peer_curl(&server, &machine, &format!("{seed}meta-data"), &[]);
     assert_eq!(
         (code, String::from_utf8(meta).unwrap().as_str()),
         (200, "instance-id: node1\nlocal-hostname: node1\n")
     );
-    assert_eq!(server.curl(&format!("{path1}vendor-data"), &[]).0, 200);
+    assert_eq!(
+        peer_curl(&server, &machine, &format!("{seed}vendor-data"), &[]).0,
+        200
+    );
 
     // node1's token does not open node2's data; unknown MACs get 404.
-    let (code, body) = server.curl(
-        &format!("/machines/52-54-00-aa-00-02/{token1}/user-data"),
+    let base = "http://10.77.0.1:8080";
+    let (code, body) = peer_curl(
+        &server,
+        &machine,
+        &format!("{base}/machines/52-54-00-aa-00-02/{token1}/user-data"),
         &[],
     );
     assert_eq!(code, 403);
     assert!(!String::from_utf8_lossy(&body).contains("node2"));
     assert_eq!(
-        server
-            .curl(
-                "/machines/52-54-00-aa-00-01/00000000000000000000000000000000/user-data",
-                &[]
-            )
-            .0,
+        peer_curl(
+            &server,
+            &machine,
+            &format!(
+                "{base}/machines/52-54-00-aa-00-01/00000000000000000000000000000000/meta-data"
+            ),
+            &[]
+        )
+        .0,
         403
     );
     assert_eq!(
-        server
-            .curl(
-                &format!("/machines/52-54-00-aa-00-99/{token1}/user-data"),
-                &[]
-            )
-            .0,
+        peer_curl(
+            &server,
+            &machine,
+            &format!("{base}/machines/52-54-00-aa-00-99/{token1}/user-data"),
+            &[]
+        )
+        .0,
         404
     );
-    assert_eq!(server.curl("/boot/52-54-00-aa-00-99.ipxe", &[]).0, 404);
-    server.wait_log(
-        "NoCloud request with a wrong token refused",
-        Duration::from_secs(5),
-    );
+    assert_eq!(server.curl("/boot/52-54-00-aa-00-99.ipxe", &[]).0, 403);
+    server.wait_log("NoCloud request refused", Duration::from_secs(5));
     let log = server.log_text();
     let refused: Vec<&str> = log
         .lines()
-        .filter(|l| l.contains("wrong token refused"))
+        .filter(|l| l.contains("request refused"))
         .collect();
     assert!(
-        refused.iter().all(|l| l.contains("mac=52:54:00:aa:00:0")),
+        refused.iter().all(|l| l.contains("mac=52:54:00:aa:00:")),
         "{refused:?}"
     );
     assert!(!log.contains(&token1), "a token was logged");
+    let script_token = url.rsplit('/').next().unwrap().trim_end_matches(".ipxe");
+    assert!(!log.contains(script_token), "a script token was logged");
 
     // Files, whole and by range.
     let want = std::fs::read(server.path("http/vmlinuz")).unwrap();

@@ -157,7 +157,11 @@ impl Netns {
     pub fn stop(&mut self, pid: u32) {
         if let Some(i) = self.children.iter().position(|c| c.id() == pid) {
             let mut child = self.children.remove(i);
-            let _ = Command::new("kill").arg(pid.to_string()).status();
+            // It may have exited already.
+            let _ = Command::new("kill")
+                .arg(pid.to_string())
+                .stderr(Stdio::null())
+                .status();
             if !super::wait_bounded(&mut child, std::time::Duration::from_secs(5), |c| {
                 let _ = c.kill();
             }) {
