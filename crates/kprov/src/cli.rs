@@ -156,10 +156,13 @@ pub enum NetbootCommand {
     /// The config file (YAML) names the mode (full: hand out addresses;
     /// proxy: PXE options only, next to another DHCP server), the
     /// interface, the server's address, the subnet, the TFTP and HTTP
-    /// roots, the state directory (leases, token secret) and the
-    /// directory of Machine resources, which is reloaded when a file
-    /// changes. Logs go to stderr (info by default), with mac= on every
-    /// line about a machine; metrics are at http://SERVER/metrics.
+    /// roots, the state directory (token secret, leases, machine state,
+    /// token epochs) and the directory of Machine resources, which is
+    /// reloaded when a file changes. A machine's script and NoCloud data
+    /// are served only to its own address with its tokens (see the
+    /// README). Logs go to stderr (info by default), with mac= on every
+    /// line about a machine; metrics are at http://SERVER/metrics. If a
+    /// server task fails, the command exits non-zero naming it.
     ///
     /// Example: kprov netboot serve --config /etc/kprov/netboot.yaml
     Serve(NetbootServeArgs),
