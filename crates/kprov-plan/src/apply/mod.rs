@@ -188,6 +188,13 @@ pub fn apply(
         });
         report.push(entry);
     }
+    if !ctx.dry_run {
+        // An optimisation for the next run: failing to keep it is no
+        // failure of this one.
+        if let Err(e) = ctx.root.save_hash_cache() {
+            tracing::warn!("keeping the sums of large files for the next run: {e}");
+        }
+    }
     Ok(report)
 }
 
