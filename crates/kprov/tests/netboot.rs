@@ -343,7 +343,8 @@ fn a_default_profile_gives_unknown_macs_pool_addresses_that_survive_a_restart() 
 const PXE_CLIENT: &str = r#"
 import json, socket, struct, sys, time
 mac = bytes.fromhex(sys.argv[1].replace(':', ''))
-pxe = sys.argv[2] == 'pxe'
+ipxe = sys.argv[2] == 'ipxe'
+pxe = sys.argv[2] == 'pxe' or ipxe
 xid = 0x4b505256
 def packet(mtype, ciaddr=b'\0'*4):
     p = struct.pack('!BBBBIHH', 1, 1, 6, 0, xid, 0, 0x8000) + ciaddr + b'\0'*12 + mac + b'\0'*10 + b'\0'*192
@@ -351,6 +352,8 @@ def packet(mtype, ciaddr=b'\0'*4):
     if pxe:
         vc = b'PXEClient:Arch:00000:UNDI:002001'
         p += bytes([60, len(vc)]) + vc + bytes([93, 2, 0, 0])
+    if ipxe:
+        p += bytes([77, 4]) + b'iPXE'
     return p + b'\xff'
 def collect(sock, secs):
     out, end = [], time.time() + secs
@@ -387,14 +390,16 @@ if pxe:
         print(json.dumps(r))
 "#;
 
-fn pxe_client(server: &Server, peer: &Peer, mac: &str, pxe: bool) -> Vec<serde_json::Value> {
+/// Runs [`PXE_CLIENT`] as a PXE ROM (`pxe`), as iPXE (`ipxe`) or as a
+/// plain DHCP client (`plain`).
+fn pxe_client(server: &Server, peer: &Peer, mac: &str, kind: &str) -> Vec<serde_json::Value> {
     let script = server.path("pxe_client.py");
     std::fs::write(&script, PXE_CLIENT).unwrap();
     let out: Output = peer
         .command("timeout")
         .args(["20", "python3"])
         .arg(&script)
-        .args([mac, if pxe { "pxe" } else { "plain" }])
+        .args([mac, kind])
         .output()
         .unwrap();
     assert!(
@@ -433,7 +438,7 @@ fn proxy_mode_next_to_dnsmasq_gives_pxe_options_only() {
     let client = server.ns.add_peer(NODE1_MAC);
     client.ip(&["addr", "add", "10.77.0.200/24", "dev", "eth0"]);
 
-    let replies = pxe_client(&server, &client, NODE1_MAC, true);
+    let replies = pxe_client(&server, &client, NODE1_MAC, "pxe");
     let from = |src: &str, port: Option<u64>| -> Vec<&serde_json::Value> {
         replies
             .iter()
@@ -464,13 +469,57 @@ fn proxy_mode_next_to_dnsmasq_gives_pxe_options_only() {
     assert_eq!(boot[0]["file"], "undionly.kpxe");
 
     // A plain client hears only dnsmasq; an unknown PXE client too.
-    let plain = pxe_client(&server, &client, NODE1_MAC, false);
+    let plain = pxe_client(&server, &client, NODE1_MAC, "plain");
     assert!(plain.iter().all(|r| r["src"] == "10.77.0.2"), "{plain:?}");
     assert_eq!(plain.len(), 1, "{plain:?}");
-    let unknown = pxe_client(&server, &client, UNKNOWN_MAC, true);
+    let unknown = pxe_client(&server, &client, UNKNOWN_MAC, "pxe");
     assert!(
         unknown.iter().all(|r| r["src"] == "10.77.0.2"),
         "{unknown:?}"
+    );
+}
+
+#[test]
+#[ignore = "needs root, network namespaces, python3 and curl"]
+fn proxy_mode_binds_a_machine_to_the_address_of_its_boot_request() {
+    let server = Server::start("proxy", "");
+    // A Machine without an ipAddress: its address is whatever the other
+    // DHCP server gave it.
+    std::fs::write(
+        server.path("machines/node2.yaml"),
+        machine_text("node2", NODE2_MAC, "10.77.0.22").replace("  ipAddress: 10.77.0.22\n", ""),
+    )
+    .unwrap();
+    server.wait_log("machines loaded machines=2", Duration::from_secs(10));
+    // No address server is needed: the client already has its address
+    // (10.77.0.200) when it asks the boot server on port 4011, as iPXE
+    // does after its DHCP exchange.
+    let client = server.ns.add_peer(NODE2_MAC);
+    client.ip(&["addr", "add", "10.77.0.200/24", "dev", "eth0"]);
+    let replies = pxe_client(&server, &client, NODE2_MAC, "ipxe");
+    let boot: Vec<_> = replies
+        .iter()
+        .filter(|r| r.get("port").and_then(|p| p.as_u64()) == Some(4011))
+        .collect();
+    assert_eq!(boot.len(), 1, "{replies:?}");
+    let url = boot[0]["file"].as_str().unwrap().to_string();
+    assert!(
+        url.starts_with("http://10.77.0.1:8080/boot/52-54-00-aa-00-02/"),
+        "{url}"
+    );
+    let thief = other_host(&server, "52:54:00:aa:00:66", "10.77.0.66");
+    assert_eq!(peer_curl(&server, &thief, &url, &[]).0, 403);
+    let (code, script) = peer_curl(&server, &client, &url, &[]);
+    assert_eq!(code, 200, "{}", server.log_text());
+    let seed = seed_of(&script);
+    assert_eq!(
+        peer_curl(&server, &thief, &format!("{seed}user-data"), &[]).0,
+        403
+    );
+    let (code, user_data) = peer_curl(&server, &client, &format!("{seed}user-data"), &[]);
+    assert_eq!(
+        (code, String::from_utf8_lossy(&user_data).as_ref()),
+        (200, "#cloud-config\nhostname: node2\n")
     );
 }
 
