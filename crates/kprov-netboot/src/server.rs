@@ -674,7 +674,15 @@ async fn dhcp_loop(shared: Arc<Shared>, sock: Arc<UdpSocket>, listener: Listener
                     _ => add(&shared.metrics.dhcp_naks, 1),
                 }
                 note_reply(&shared, &machines, &r, listener, from, now);
-                tracing::info!(mac = %r.mac, machine = %r.machine, to = %to, address = ?r.address, "DHCP {:?}", r.kind);
+                // The script URL carries a token: log only that it was given.
+                let boot_file = r.boot_file.as_deref().map(|f| {
+                    if f.contains("/boot/") {
+                        "(its iPXE script URL)"
+                    } else {
+                        f
+                    }
+                });
+                tracing::info!(mac = %r.mac, machine = %r.machine, to = %to, address = ?r.address, boot_file = ?boot_file, "DHCP {:?}", r.kind);
                 if let Err(e) = sock.send_to(&bytes, to).await {
                     tracing::warn!(mac = %r.mac, "DHCP send to {to}: {e}");
                 }
