@@ -1805,3 +1805,60 @@ fn bad_configs_are_refused_before_anything_is_opened() {
         );
     }
 }
+
+#[test]
+fn rotate_token_raises_the_epoch_in_the_state_dir_and_refuses_a_bad_mac() {
+    let dir = common::scratch("netboot-rotate-");
+    let config = dir.path().join("netboot.yaml");
+    std::fs::write(
+        &config,
+        "mode: full\ninterface: br0\nserverAddress: 10.77.0.1\nsubnet: 10.77.0.0/24\nmachinesDir: m\ntftpRoot: t\nhttpRoot: h\nstateDir: state\n",
+    )
+    .unwrap();
+    let config = config.to_str().unwrap();
+    for want in ["1", "2"] {
+        let run = common::kprov(
+            &[
+                "netboot",
+                "rotate-token",
+                "--config",
+                config,
+                "52:54:00:AA:00:01",
+            ],
+            &[],
+        );
+        assert_eq!(run.code, Some(0), "{}", run.stderr);
+        assert_eq!(run.stdout.trim(), want);
+        assert!(
+            run.stderr.contains("52:54:00:aa:00:01: token epoch"),
+            "{}",
+            run.stderr
+        );
+    }
+    let file = dir.path().join("state/epochs/52-54-00-aa-00-01");
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "2\n");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&file).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let run = common::kprov(
+        &[
+            "netboot",
+            "rotate-token",
+            "--config",
+            config,
+            "52:54:00:aa:00",
+        ],
+        &[],
+    );
+    assert_eq!(run.code, Some(1));
+    assert!(
+        run.stderr.contains(
+            "MAC argument: invalid MAC address \"52:54:00:aa:00\": expected six hex byte pairs"
+        ),
+        "{}",
+        run.stderr
+    );
+    assert!(!dir.path().join("state/epochs/52-54-00-aa-00-00").exists());
+}
