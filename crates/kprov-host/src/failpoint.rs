@@ -1,19 +1,44 @@
-//! Crash points for fault tests.
+//! Crash, panic and pause points for fault tests.
 //!
 //! `KPROV_FAILPOINTS=name=N[,name=N...]` makes the process exit abruptly (no
 //! destructors, no cleanup, exit status 86) on the N-th time it reaches the
 //! failpoint `name`. The fault tests use it to kill an apply at exact points
-//! and check that a re-run reaches the state of an uninterrupted run. Unset,
-//! a failpoint is a cheap no-op.
+//! and check that a re-run reaches the state of an uninterrupted run.
+//!
+//! `name=pause:FILE` instead stops the process the first time it reaches
+//! `name`: it creates `FILE.paused`, then waits until `FILE` exists (at most
+//! 120 s) and goes on. Tests use it to change the world at an exact point,
+//! e.g. to swap an artifact between its verification and its use.
+//!
+//! `name=panic:N` makes the thread that reaches `name` the N-th time
+//! panic: servers' supervision tests use it to check that a panicked task
+//! is noticed.
+//!
+//! Unset, a failpoint is a cheap no-op.
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 /// The exit status of a process stopped by a failpoint.
 pub const FAILPOINT_EXIT_STATUS: i32 = 86;
 
+/// How long a paused process waits for its test.
+const PAUSE_LIMIT: Duration = Duration::from_secs(120);
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Action {
+    /// Exit on the N-th hit.
+    ExitAt(u64),
+    /// Pause on the first hit until the file exists.
+    Pause(PathBuf),
+    /// Panic on the N-th hit.
+    PanicAt(u64),
+}
+
 struct Failpoints {
-    armed: HashMap<String, u64>,
+    armed: HashMap<String, Action>,
     hits: Mutex<HashMap<String, u64>>,
 }
 
@@ -31,68 +56,63 @@ fn failpoints() -> &'static Failpoints {
     })
 }
 
-fn parse(spec: &str) -> HashMap<String, u64> {
+fn parse(spec: &str) -> HashMap<String, Action> {
     spec.split(',')
         .filter_map(|item| {
-            let (name, n) = item.trim().split_once('=')?;
-            Some((name.to_string(), n.parse().ok()?))
+            let (name, what) = item.trim().split_once('=')?;
+            let action = if let Some(file) = what.strip_prefix("pause:") {
+                if file.is_empty() {
+                    return None;
+                }
+                Action::Pause(file.into())
+            } else if let Some(n) = what.strip_prefix("panic:") {
+                Action::PanicAt(n.parse().ok()?)
+            } else {
+                Action::ExitAt(what.parse().ok()?)
+            };
+            Some((name.to_string(), action))
         })
         .collect()
 }
 
-/// Marks that execution reached `name`; exits the process if this is the
-/// armed hit.
+/// Marks that execution reached `name`; exits or pauses the process, or
+/// panics, if this hit is armed.
 pub fn hit(name: &str) {
     let fp = failpoints();
-    let Some(&at) = fp.armed.get(name) else {
-        return;
-    };
-    let mut hits = fp.hits.lock().unwrap_or_else(|e| e.into_inner());
-    let count = hits.entry(name.to_string()).or_insert(0);
-    *count += 1;
-    if *count == at {
-        eprintln!("kprov: failpoint {name} hit {at} time(s): exiting abruptly");
-        std::process::exit(FAILPOINT_EXIT_STATUS);
-    }
-}
-
-/// Marks a point where a test may make the current thread panic:
-/// `KPROV_FAILPOINTS=name=panic:N` panics on the N-th time it is reached
-/// (a server's supervision tests use it to check that a panicked task is
-/// noticed). Unset, a cheap no-op.
-pub fn panic_point(name: &str) {
-    static ARMED: OnceLock<HashMap<String, u64>> = OnceLock::new();
-    static HITS: OnceLock<Mutex<HashMap<String, u64>>> = OnceLock::new();
-    let armed = ARMED.get_or_init(|| {
-        std::env::var("KPROV_FAILPOINTS")
-            .ok()
-            .map(|spec| parse_panics(&spec))
-            .unwrap_or_default()
-    });
-    let Some(&at) = armed.get(name) else {
+    let Some(action) = fp.armed.get(name) else {
         return;
     };
     let count = {
-        let mut hits = HITS
-            .get_or_init(Default::default)
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
+        let mut hits = fp.hits.lock().unwrap_or_else(|e| e.into_inner());
         let count = hits.entry(name.to_string()).or_insert(0);
         *count += 1;
         *count
     };
-    if count == at {
-        panic!("failpoint {name} hit {at} time(s)");
+    match action {
+        Action::ExitAt(at) if count == *at => {
+            eprintln!("kprov: failpoint {name} hit {at} time(s): exiting abruptly");
+            std::process::exit(FAILPOINT_EXIT_STATUS);
+        }
+        Action::Pause(file) if count == 1 => {
+            let mut marker = file.clone().into_os_string();
+            marker.push(".paused");
+            eprintln!(
+                "kprov: failpoint {name}: paused until {} exists",
+                file.display()
+            );
+            if let Err(e) = std::fs::write(&marker, name) {
+                eprintln!("kprov: failpoint {name}: cannot write {marker:?}: {e}");
+            }
+            let start = Instant::now();
+            while !file.exists() && start.elapsed() < PAUSE_LIMIT {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        Action::PanicAt(at) if count == *at => {
+            panic!("failpoint {name} hit {at} time(s)");
+        }
+        _ => {}
     }
-}
-
-fn parse_panics(spec: &str) -> HashMap<String, u64> {
-    spec.split(',')
-        .filter_map(|item| {
-            let (name, what) = item.trim().split_once('=')?;
-            Some((name.to_string(), what.strip_prefix("panic:")?.parse().ok()?))
-        })
-        .collect()
 }
 
 #[cfg(test)]
@@ -100,17 +120,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn specs_parse_into_name_and_count() {
-        let armed = parse("resource.applied=3, write.before-rename=1,bad,x=y");
-        assert_eq!(armed.get("resource.applied"), Some(&3));
-        assert_eq!(armed.get("write.before-rename"), Some(&1));
-        assert_eq!(armed.len(), 2);
-    }
-
-    #[test]
-    fn panic_specs_are_read_apart_from_exit_specs() {
-        let spec = "a=panic:2,b=3,c=panic:x";
-        assert_eq!(parse_panics(spec), HashMap::from([("a".to_string(), 2)]));
-        assert_eq!(parse(spec), HashMap::from([("b".to_string(), 3)]));
+    fn specs_parse_into_name_and_action() {
+        let armed = parse(
+            "resource.applied=3, write.before-rename=1,bad,x=y,p=pause:/tmp/go,q=pause:,\
+             d=panic:2,e=panic:x",
+        );
+        assert_eq!(armed.get("resource.applied"), Some(&Action::ExitAt(3)));
+        assert_eq!(armed.get("write.before-rename"), Some(&Action::ExitAt(1)));
+        assert_eq!(armed.get("p"), Some(&Action::Pause("/tmp/go".into())));
+        assert_eq!(armed.get("d"), Some(&Action::PanicAt(2)));
+        assert_eq!(armed.len(), 4);
     }
 }

@@ -72,12 +72,9 @@ impl HashCache {
             return hash();
         }
         let print = Fingerprint::of(meta);
+        self.ensure_loaded(base);
         {
-            let mut entries = self.lock();
-            if !entries.loaded {
-                entries.loaded = true;
-                entries.files = load(&base.join(CACHE_PATH.trim_start_matches('/')));
-            }
+            let entries = self.lock();
             if let Some((known, sum)) = entries.files.get(host) {
                 if *known == print {
                     return Ok(*sum);
@@ -89,6 +86,31 @@ impl HashCache {
         entries.files.insert(host.to_path_buf(), (print, sum));
         entries.dirty = true;
         Ok(sum)
+    }
+
+    /// Reads the node's cache file once.
+    pub(crate) fn ensure_loaded(&self, base: &Path) {
+        let mut entries = self.lock();
+        if !entries.loaded {
+            entries.loaded = true;
+            let mut known = load(&base.join(CACHE_PATH.trim_start_matches('/')));
+            // What this run learned before loading wins.
+            known.append(&mut entries.files);
+            entries.files = known;
+        }
+    }
+
+    /// Remembers `sum` for `host`, just written by kprov with contents of
+    /// that sum (so the next run need not read it).
+    pub(crate) fn remember(&self, host: &Path, meta: &std::fs::Metadata, sum: [u8; 32]) {
+        if meta.size() < MIN_SIZE {
+            return;
+        }
+        let mut entries = self.lock();
+        entries
+            .files
+            .insert(host.to_path_buf(), (Fingerprint::of(meta), sum));
+        entries.dirty = true;
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Entries> {

@@ -35,6 +35,20 @@ pub enum HostError {
         /// The underlying error.
         source: std::io::Error,
     },
+    /// Another process holds the node lock and did not let go in time.
+    #[error("the node lock {path} is held by another kprov run (waited {} s; KPROV_LOCK_TIMEOUT sets how long)", waited.as_secs())]
+    Locked {
+        /// The lock file.
+        path: PathBuf,
+        /// How long this process waited.
+        waited: std::time::Duration,
+    },
+    /// A `KPROV_LOCK_TIMEOUT` that is not a number of seconds.
+    #[error("KPROV_LOCK_TIMEOUT {value:?}: expected a whole number of seconds")]
+    BadLockTimeout {
+        /// The value given.
+        value: String,
+    },
     /// A command could not be started.
     #[error("running {command}: {source}")]
     Spawn {

@@ -3,15 +3,15 @@
 //! raises it by one ([`rotate`]); the server reads the directory when it
 //! changes ([`read_all`], polled with the machines directory) and from
 //! then on refuses every token of an earlier epoch. Files are written
-//! atomically (0600), under an exclusive lock on the directory so that two
-//! rotations at once both count.
+//! atomically (0600, `kprov_host::fs::write_file_atomic`), under an
+//! exclusive lock on the directory so that two rotations at once both
+//! count.
 //!
 //! Side effects: this module reads and writes files; [`parse_epoch`] and
 //! [`file_name`] are pure.
 
 use std::collections::BTreeMap;
-use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
 use crate::machine::MacAddr;
@@ -116,27 +116,10 @@ pub fn rotate(state_dir: &Path, mac: &MacAddr) -> std::io::Result<u32> {
     Ok(next)
 }
 
-/// Writes a state file atomically with mode 0600: a temporary file in the
-/// same directory, fsynced, renamed over `path`, then the directory
-/// fsynced.
+/// Writes a private state file (0600) with kprov-host's atomic write.
 pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
-    let tmp = PathBuf::from(tmp);
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    drop(f);
-    std::fs::rename(&tmp, path)?;
-    if let Some(parent) = path.parent() {
-        std::fs::File::open(parent)?.sync_all()?;
-    }
-    Ok(())
+    kprov_host::fs::write_file_atomic(path, bytes, 0o600)
+        .map_err(|e| std::io::Error::other(e.to_string()))
 }
 
 #[cfg(test)]

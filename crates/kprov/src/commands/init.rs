@@ -85,7 +85,7 @@ fn init_spec(args: &ClusterArgs) -> anyhow::Result<InitSpec> {
     cluster.pod_cidr = args.pod_cidr.clone();
     cluster.pod_network = args.pod_network.into();
     if let Some(registry) = &args.image_registry {
-        cluster.image_registry = registry.trim_end_matches('/').to_string();
+        cluster.image_registry = registry.as_str().to_string();
     }
     cluster.cert_dir = cert_dir;
     cluster.kubernetes_dir = kubernetes_dir;
@@ -93,7 +93,7 @@ fn init_spec(args: &ClusterArgs) -> anyhow::Result<InitSpec> {
     Ok(InitSpec {
         cluster,
         proxy_mode: args.proxy_mode,
-        flannel_image: args.flannel_image.clone(),
+        flannel_image: args.flannel_image.to_string(),
         timeout: std::time::Duration::from_secs(args.timeout),
     })
 }

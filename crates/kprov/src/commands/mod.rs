@@ -23,6 +23,21 @@ pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .build()?)
 }
 
+/// Takes the node lock of `root` for a command that writes without a
+/// workflow (`kprov pki`, `kprov kubeconfig`); none for a dry run.
+pub fn lock_node_unless(
+    dry_run: bool,
+    root: &kprov_host::Root,
+) -> anyhow::Result<Option<kprov_host::NodeLock>> {
+    if dry_run {
+        return Ok(None);
+    }
+    let lock = kprov_host::NodeLock::acquire_for_command(root, &mut |message| {
+        eprintln!("kprov: {message}");
+    })?;
+    Ok(Some(lock))
+}
+
 /// Reads and parses the PEM file given with `--ca-cert`, if any.
 pub fn read_ca_cert(
     path: Option<&std::path::Path>,

@@ -357,6 +357,26 @@ fn walk(base: &Path, dir: &Path, out: &mut BTreeMap<String, Entry>) {
     }
 }
 
+/// `snapshot` without the node lock a run takes before it changes
+/// anything (an empty file, /var/lib/kprov/node.lock) and the directories
+/// made only for it: what a run that failed before its first change may
+/// leave.
+pub fn without_node_lock(mut snapshot: BTreeMap<String, Entry>) -> BTreeMap<String, Entry> {
+    if let Some(Entry::File { content, .. }) = snapshot.get("var/lib/kprov/node.lock") {
+        let empty = format!("sha256 {}", hex::encode(Sha256::digest(b"")));
+        assert_eq!(*content, empty, "the node lock has contents");
+        snapshot.remove("var/lib/kprov/node.lock");
+        for dir in ["var/lib/kprov", "var/lib", "var"] {
+            let prefix = format!("{dir}/");
+            if snapshot.keys().any(|k| k.starts_with(&prefix)) {
+                break;
+            }
+            snapshot.remove(dir);
+        }
+    }
+    snapshot
+}
+
 /// Describes the differences between two snapshots (empty when equal).
 pub fn diff(want: &BTreeMap<String, Entry>, got: &BTreeMap<String, Entry>) -> Vec<String> {
     let mut d = Vec::new();
