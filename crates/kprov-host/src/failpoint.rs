@@ -1,4 +1,4 @@
-//! Crash and pause points for fault tests.
+//! Crash, panic and pause points for fault tests.
 //!
 //! `KPROV_FAILPOINTS=name=N[,name=N...]` makes the process exit abruptly (no
 //! destructors, no cleanup, exit status 86) on the N-th time it reaches the
@@ -9,6 +9,10 @@
 //! `name`: it creates `FILE.paused`, then waits until `FILE` exists (at most
 //! 120 s) and goes on. Tests use it to change the world at an exact point,
 //! e.g. to swap an artifact between its verification and its use.
+//!
+//! `name=panic:N` makes the thread that reaches `name` the N-th time
+//! panic: servers' supervision tests use it to check that a panicked task
+//! is noticed.
 //!
 //! Unset, a failpoint is a cheap no-op.
 
@@ -29,6 +33,8 @@ enum Action {
     ExitAt(u64),
     /// Pause on the first hit until the file exists.
     Pause(PathBuf),
+    /// Panic on the N-th hit.
+    PanicAt(u64),
 }
 
 struct Failpoints {
@@ -54,18 +60,23 @@ fn parse(spec: &str) -> HashMap<String, Action> {
     spec.split(',')
         .filter_map(|item| {
             let (name, what) = item.trim().split_once('=')?;
-            let action = match what.strip_prefix("pause:") {
-                Some(file) if !file.is_empty() => Action::Pause(file.into()),
-                Some(_) => return None,
-                None => Action::ExitAt(what.parse().ok()?),
+            let action = if let Some(file) = what.strip_prefix("pause:") {
+                if file.is_empty() {
+                    return None;
+                }
+                Action::Pause(file.into())
+            } else if let Some(n) = what.strip_prefix("panic:") {
+                Action::PanicAt(n.parse().ok()?)
+            } else {
+                Action::ExitAt(what.parse().ok()?)
             };
             Some((name.to_string(), action))
         })
         .collect()
 }
 
-/// Marks that execution reached `name`; exits or pauses the process if
-/// this hit is armed.
+/// Marks that execution reached `name`; exits or pauses the process, or
+/// panics, if this hit is armed.
 pub fn hit(name: &str) {
     let fp = failpoints();
     let Some(action) = fp.armed.get(name) else {
@@ -97,6 +108,9 @@ pub fn hit(name: &str) {
                 std::thread::sleep(Duration::from_millis(20));
             }
         }
+        Action::PanicAt(at) if count == *at => {
+            panic!("failpoint {name} hit {at} time(s)");
+        }
         _ => {}
     }
 }
@@ -107,11 +121,14 @@ mod tests {
 
     #[test]
     fn specs_parse_into_name_and_action() {
-        let armed =
-            parse("resource.applied=3, write.before-rename=1,bad,x=y,p=pause:/tmp/go,q=pause:");
+        let armed = parse(
+            "resource.applied=3, write.before-rename=1,bad,x=y,p=pause:/tmp/go,q=pause:,\
+             d=panic:2,e=panic:x",
+        );
         assert_eq!(armed.get("resource.applied"), Some(&Action::ExitAt(3)));
         assert_eq!(armed.get("write.before-rename"), Some(&Action::ExitAt(1)));
         assert_eq!(armed.get("p"), Some(&Action::Pause("/tmp/go".into())));
-        assert_eq!(armed.len(), 3);
+        assert_eq!(armed.get("d"), Some(&Action::PanicAt(2)));
+        assert_eq!(armed.len(), 4);
     }
 }

@@ -170,6 +170,125 @@ pub struct Pool {
     pub end: Ipv4Addr,
 }
 
+/// Bounds on what clients may hold: time to send a request head, idle
+/// time, connections, TFTP timeouts and transfers. The connection and
+/// transfer caps are lowered further at start so that they fit the
+/// process's file-descriptor limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Limits {
+    /// Seconds a client has to send a whole request head.
+    #[serde(default = "default_header_timeout")]
+    pub http_header_timeout_seconds: u64,
+    /// Seconds a connection may sit without traffic (keep-alive idle, or
+    /// a client that stops reading) before it is closed.
+    #[serde(default = "default_idle_timeout")]
+    pub http_idle_timeout_seconds: u64,
+    /// HTTP connections at once.
+    #[serde(default = "default_max_connections")]
+    pub http_max_connections: usize,
+    /// HTTP connections at once from one address (at most a quarter of
+    /// all).
+    #[serde(default = "default_max_per_address")]
+    pub http_max_connections_per_address: usize,
+    /// The largest TFTP `timeout` option accepted (a larger one is left
+    /// out of the option acknowledgement, and the default of 1 s is used).
+    #[serde(default = "default_tftp_max_timeout")]
+    pub tftp_max_timeout_seconds: u64,
+    /// TFTP transfers sending at once (each holds a thread).
+    #[serde(default = "default_tftp_max_transfers")]
+    pub tftp_max_transfers: usize,
+    /// TFTP requests waiting for their first acknowledgement at once;
+    /// requests beyond it are dropped (clients send theirs again).
+    #[serde(default = "default_tftp_max_pending")]
+    pub tftp_max_pending: usize,
+}
+
+fn default_header_timeout() -> u64 {
+    10
+}
+fn default_idle_timeout() -> u64 {
+    30
+}
+fn default_max_connections() -> usize {
+    1024
+}
+fn default_max_per_address() -> usize {
+    64
+}
+fn default_tftp_max_timeout() -> u64 {
+    5
+}
+fn default_tftp_max_transfers() -> usize {
+    64
+}
+fn default_tftp_max_pending() -> usize {
+    256
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            http_header_timeout_seconds: default_header_timeout(),
+            http_idle_timeout_seconds: default_idle_timeout(),
+            http_max_connections: default_max_connections(),
+            http_max_connections_per_address: default_max_per_address(),
+            tftp_max_timeout_seconds: default_tftp_max_timeout(),
+            tftp_max_transfers: default_tftp_max_transfers(),
+            tftp_max_pending: default_tftp_max_pending(),
+        }
+    }
+}
+
+impl Limits {
+    /// The first key whose value is out of range, with the range.
+    fn check(&self) -> Result<(), (String, String)> {
+        let checks: [(&str, u64, u64, u64); 7] = [
+            (
+                "httpHeaderTimeoutSeconds",
+                self.http_header_timeout_seconds,
+                1,
+                300,
+            ),
+            (
+                "httpIdleTimeoutSeconds",
+                self.http_idle_timeout_seconds,
+                1,
+                3600,
+            ),
+            (
+                "httpMaxConnections",
+                self.http_max_connections as u64,
+                1,
+                1 << 20,
+            ),
+            (
+                "httpMaxConnectionsPerAddress",
+                self.http_max_connections_per_address as u64,
+                1,
+                1 << 20,
+            ),
+            (
+                "tftpMaxTimeoutSeconds",
+                self.tftp_max_timeout_seconds,
+                1,
+                255,
+            ),
+            ("tftpMaxTransfers", self.tftp_max_transfers as u64, 1, 4096),
+            ("tftpMaxPending", self.tftp_max_pending as u64, 1, 65536),
+        ];
+        for (key, value, min, max) in checks {
+            if !(min..=max).contains(&value) {
+                return Err((
+                    format!("limits.{key}"),
+                    format!("{value} is out of range: expected {min} to {max}"),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct RawConfig {
@@ -184,6 +303,14 @@ struct RawConfig {
     dns: Vec<Ipv4Addr>,
     #[serde(default = "default_lease")]
     lease_seconds: u32,
+    #[serde(default = "default_offer")]
+    offer_seconds: u32,
+    #[serde(default = "default_token_ttl")]
+    token_ttl_seconds: u64,
+    #[serde(default = "default_user_data_window")]
+    user_data_window_seconds: u64,
+    #[serde(default)]
+    limits: Limits,
     #[serde(default)]
     pool: Option<Pool>,
     machines_dir: PathBuf,
@@ -201,6 +328,15 @@ struct RawConfig {
 }
 
 fn default_lease() -> u32 {
+    3600
+}
+fn default_offer() -> u32 {
+    10
+}
+fn default_token_ttl() -> u64 {
+    1800
+}
+fn default_user_data_window() -> u64 {
     3600
 }
 
@@ -222,6 +358,17 @@ pub struct Config {
     pub dns: Vec<Ipv4Addr>,
     /// Lease time.
     pub lease_seconds: u32,
+    /// How long an offered pool address is held for the client it was
+    /// offered to (a pool with no free address takes back the oldest
+    /// offer first).
+    pub offer_seconds: u32,
+    /// Lifetime of script and seed tokens.
+    pub token_ttl_seconds: u64,
+    /// How long after a machine's user-data was first served it stays
+    /// available (per token epoch).
+    pub user_data_window_seconds: u64,
+    /// Timeouts and caps for clients.
+    pub limits: Limits,
     /// Dynamic pool (full mode, for the default profile).
     pub pool: Option<Pool>,
     /// Directory of Machine YAML files.
@@ -243,6 +390,65 @@ pub struct Config {
     /// full mode, off in proxy mode, where the network has its own
     /// routers).
     pub ipv6_ra_lifetime_zero: bool,
+}
+
+/// `path` with `.` parts dropped and `..` parts applied, without reading
+/// the filesystem (symlinks are checked again when the server starts).
+pub fn normalize(path: &Path) -> PathBuf {
+    use std::path::Component;
+    let mut out = PathBuf::new();
+    for c in path.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                if !out.pop() {
+                    out.push("..");
+                }
+            }
+            other => out.push(other.as_os_str()),
+        }
+    }
+    if out.as_os_str().is_empty() {
+        out.push(".");
+    }
+    out
+}
+
+/// What a served root must not contain: the state directory (token
+/// secret, leases, machine state) and the Machine files (user-data).
+/// Each entry is (key, value as written, resolved path); the error names
+/// both keys.
+pub fn check_roots(
+    served: &[(&str, &Path, &Path)],
+    private: &[(&str, &Path, &Path)],
+) -> Result<(), (String, String)> {
+    // Without "." parts, "." is the empty path, which every relative
+    // path starts with.
+    let plain = |p: &Path| -> PathBuf {
+        p.components()
+            .filter(|c| *c != std::path::Component::CurDir)
+            .collect()
+    };
+    for (root_key, root_text, root) in served {
+        for (key, text, dir) in private {
+            if plain(dir).starts_with(plain(root)) {
+                let what = if *key == "stateDir" {
+                    "the token secret and the lease table"
+                } else {
+                    "the Machine files (with their user-data)"
+                };
+                return Err((
+                    root_key.to_string(),
+                    format!(
+                        "{:?} contains {key} {:?}: {what} would be served; use separate directories",
+                        root_text.display().to_string(),
+                        text.display().to_string()
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// A refused configuration: the file, the key and why.
@@ -308,6 +514,48 @@ impl Config {
                 format!("invalid interface name {:?}", raw.interface),
             ));
         }
+        if !(1..=3600).contains(&raw.offer_seconds) {
+            return Err(fail(
+                "offerSeconds",
+                format!("{} is out of range: expected 1 to 3600", raw.offer_seconds),
+            ));
+        }
+        if !(5..=7 * 86400).contains(&raw.token_ttl_seconds) {
+            return Err(fail(
+                "tokenTtlSeconds",
+                format!(
+                    "{} is out of range: expected 5 to 604800 (a week)",
+                    raw.token_ttl_seconds
+                ),
+            ));
+        }
+        if !(1..=30 * 86400).contains(&raw.user_data_window_seconds) {
+            return Err(fail(
+                "userDataWindowSeconds",
+                format!(
+                    "{} is out of range: expected 1 to 2592000 (30 days)",
+                    raw.user_data_window_seconds
+                ),
+            ));
+        }
+        raw.limits
+            .check()
+            .map_err(|(field, reason)| fail(&field, reason))?;
+        let machines_dir = normalize(&base.join(&raw.machines_dir));
+        let tftp_root = normalize(&base.join(&raw.tftp_root));
+        let http_root = normalize(&base.join(&raw.http_root));
+        let state_dir = normalize(&base.join(&raw.state_dir));
+        check_roots(
+            &[
+                ("httpRoot", &raw.http_root, &http_root),
+                ("tftpRoot", &raw.tftp_root, &tftp_root),
+            ],
+            &[
+                ("stateDir", &raw.state_dir, &state_dir),
+                ("machinesDir", &raw.machines_dir, &machines_dir),
+            ],
+        )
+        .map_err(|(field, reason)| fail(&field, reason))?;
         let default_profile = raw
             .default_profile
             .map(|p| parse_profile(p, "defaultProfile."))
@@ -321,11 +569,15 @@ impl Config {
             router: raw.router,
             dns: raw.dns,
             lease_seconds: raw.lease_seconds.max(60),
+            offer_seconds: raw.offer_seconds,
+            token_ttl_seconds: raw.token_ttl_seconds,
+            user_data_window_seconds: raw.user_data_window_seconds,
+            limits: raw.limits,
             pool: raw.pool,
-            machines_dir: base.join(raw.machines_dir),
-            tftp_root: base.join(raw.tftp_root),
-            http_root: base.join(raw.http_root),
-            state_dir: base.join(raw.state_dir),
+            machines_dir,
+            tftp_root,
+            http_root,
+            state_dir,
             ports: raw.ports,
             boot_files: raw.boot_files,
             default_profile,
@@ -389,6 +641,23 @@ ports: {http: 8080}
         assert_eq!(c.ports.dhcp, 67);
         assert_eq!(c.http_base(), "http://10.77.0.1:8080");
         assert_eq!(c.boot_files.bios, "undionly.kpxe");
+        assert_eq!(
+            (
+                c.offer_seconds,
+                c.token_ttl_seconds,
+                c.user_data_window_seconds
+            ),
+            (10, 1800, 3600)
+        );
+        assert_eq!(c.limits, Limits::default());
+        // Roots side by side, or a state directory beside the served root
+        // reached through "..", are fine.
+        let c = Config::parse(
+            Path::new("/etc/kprov/netboot.yaml"),
+            &GOOD.replace("stateDir: state", "stateDir: http/../state"),
+        )
+        .unwrap();
+        assert_eq!(c.state_dir, Path::new("/etc/kprov/state"));
     }
 
     #[test]
@@ -413,6 +682,36 @@ ports: {http: 8080}
                 "mode: full",
                 "mode: proxy",
                 "f.yaml: pool: only full mode hands out addresses",
+            ),
+            (
+                "httpRoot: http",
+                "httpRoot: .",
+                "f.yaml: httpRoot: \".\" contains stateDir \"state\": the token secret and the lease table would be served; use separate directories",
+            ),
+            (
+                "tftpRoot: tftp",
+                "tftpRoot: http/../state/..",
+                "f.yaml: tftpRoot: \"http/../state/..\" contains stateDir \"state\": the token secret and the lease table would be served; use separate directories",
+            ),
+            (
+                "machinesDir: machines",
+                "machinesDir: http/m",
+                "f.yaml: httpRoot: \"http\" contains machinesDir \"http/m\": the Machine files (with their user-data) would be served; use separate directories",
+            ),
+            (
+                "stateDir: state",
+                "stateDir: ./tftp/./s",
+                "f.yaml: tftpRoot: \"tftp\" contains stateDir \"./tftp/./s\": the token secret and the lease table would be served; use separate directories",
+            ),
+            (
+                "ports:",
+                "tokenTtlSeconds: 4\nports:",
+                "f.yaml: tokenTtlSeconds: 4 is out of range: expected 5 to 604800 (a week)",
+            ),
+            (
+                "ports:",
+                "limits: {tftpMaxTimeoutSeconds: 0}\nports:",
+                "f.yaml: limits.tftpMaxTimeoutSeconds: 0 is out of range: expected 1 to 255",
             ),
         ];
         for (from, to, want) in cases {

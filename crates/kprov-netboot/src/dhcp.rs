@@ -4,7 +4,8 @@
 //!
 //! PXE logic, so that no client loops between chainloads:
 //! - a client already running iPXE (user class "iPXE") gets the HTTP URL
-//!   of its per-machine iPXE script;
+//!   of its per-machine iPXE script, with a short-lived script token
+//!   (`/boot/<mac>/<token>.ipxe`; [`View::script_token`] makes it);
 //! - a PXE ROM (vendor class "PXEClient") gets an iPXE binary over TFTP:
 //!   architecture 0 (legacy BIOS) the BIOS one (`undionly.kpxe`), 7 and 9
 //!   (UEFI x86-64) the UEFI one (`ipxe.efi`); other architectures get no
@@ -135,12 +136,15 @@ pub enum Decision {
     },
 }
 
-/// What the decision reads: configuration and machines.
+/// What the decision reads: configuration, machines, and how to make a
+/// script token for a MAC.
 pub struct View<'a> {
     /// The server configuration.
     pub config: &'a Config,
     /// The known machines.
     pub machines: &'a Registry,
+    /// The script token of a MAC (put in iPXE's script URL).
+    pub script_token: &'a dyn Fn(&MacAddr) -> String,
 }
 
 /// Who a client is: a Machine, or the default profile.
@@ -234,15 +238,16 @@ pub fn encode(msg: &Message) -> Result<Vec<u8>, dhcproto::error::EncodeError> {
     msg.to_vec()
 }
 
-/// The URL of a machine's iPXE script.
-pub fn script_url(config: &Config, mac: &MacAddr) -> String {
-    format!("{}/boot/{}.ipxe", config.http_base(), mac.dashed())
+/// The URL of a machine's iPXE script, with its script token.
+pub fn script_url(config: &Config, mac: &MacAddr, token: &str) -> String {
+    format!("{}/boot/{}/{token}.ipxe", config.http_base(), mac.dashed())
 }
 
 /// The boot file a client of this kind gets (None: none for it).
-pub fn boot_file(config: &Config, kind: ClientKind, mac: &MacAddr) -> Option<String> {
+pub fn boot_file(view: &View<'_>, kind: ClientKind, mac: &MacAddr) -> Option<String> {
+    let config = view.config;
     match kind {
-        ClientKind::Ipxe => Some(script_url(config, mac)),
+        ClientKind::Ipxe => Some(script_url(config, mac, &(view.script_token)(mac))),
         ClientKind::PxeBios => Some(config.boot_files.bios.clone()),
         ClientKind::PxeUefi => Some(config.boot_files.uefi.clone()),
         ClientKind::PxeOther(_) | ClientKind::Plain => None,
@@ -358,7 +363,7 @@ fn proxy_reply(
         (Listener::Dhcp, _) => return ignore("proxy mode: the address server answers this"),
         (Listener::ProxyBoot, _) => return ignore("boot server: not a request"),
     };
-    let file = boot_file(view.config, kind, &mac);
+    let file = boot_file(view, kind, &mac);
     if file.is_none() {
         return ignore("no boot file for this client architecture");
     }
@@ -415,6 +420,7 @@ fn full_reply(
         }
     };
     let from_pool = !matches!(known, Known::Machine(m) if m.ip.is_some());
+    leases.prune(config.pool.as_ref(), now);
     let lease_end = now + u64::from(config.lease_seconds);
     let (reply_type, yiaddr) = match mtype {
         MessageType::Discover => {
@@ -424,8 +430,9 @@ fn full_reply(
                 );
             };
             if from_pool {
-                // Hold the offered address briefly so that it is not offered twice.
-                leases.commit(&mac, ip, now + 60);
+                // Hold the offered address briefly so that it is not
+                // offered twice (a full pool takes back old offers).
+                leases.offer(&mac, ip, now + u64::from(config.offer_seconds));
             }
             (MessageType::Offer, ip)
         }
@@ -501,7 +508,7 @@ fn full_reply(
             opts.insert(DhcpOption::Hostname(h.clone()));
         }
     }
-    let file = boot_file(config, kind, &mac);
+    let file = boot_file(view, kind, &mac);
     set_boot(&mut m, server, &file);
     Decision::Reply(Box::new(Reply {
         message: m,
@@ -645,6 +652,7 @@ spec:
         let view = View {
             config,
             machines: &reg,
+            script_token: &|_| "tok".to_string(),
         };
         // Round-trip through bytes, as the server does.
         let bytes = encode(msg).unwrap();
@@ -688,7 +696,7 @@ spec:
             (ClientKind::PxeOther(9), "ipxe.efi"),
             (
                 ClientKind::Ipxe,
-                "http://10.77.0.1:8080/boot/52-54-00-00-00-01.ipxe",
+                "http://10.77.0.1:8080/boot/52-54-00-00-00-01/tok.ipxe",
             ),
             (ClientKind::Plain, ""),
         ];
@@ -818,24 +826,37 @@ spec:
         assert_eq!(r.kind, MessageType::Ack);
         assert_eq!(
             fname(&r.message),
-            "http://10.77.0.1:8080/boot/52-54-00-00-00-09.ipxe"
+            "http://10.77.0.1:8080/boot/52-54-00-00-00-09/tok.ipxe"
         );
         assert_eq!(leases.get(&UNKNOWN).unwrap().expires, 1000 + 3600);
-        // The pool holds two addresses: a third client gets none.
+        // The pool holds two addresses. A pending offer is taken back for
+        // a third client; bound leases are not.
         let m2 = MacAddr([2, 0, 0, 0, 0, 2]);
         let m3 = MacAddr([2, 0, 0, 0, 0, 3]);
-        reply(run(
-            &c,
-            &sample_request(m2, MessageType::Discover, ClientKind::Plain, None, None),
-            Listener::Dhcp,
-            &mut leases,
-        ));
-        let why = ignored(run(
-            &c,
-            &sample_request(m3, MessageType::Discover, ClientKind::Plain, None, None),
-            Listener::Dhcp,
-            &mut leases,
-        ));
+        let discover =
+            |mac| sample_request(mac, MessageType::Discover, ClientKind::Plain, None, None);
+        let offered = reply(run(&c, &discover(m2), Listener::Dhcp, &mut leases));
+        assert_eq!(offered.address, Some(Ipv4Addr::new(10, 77, 0, 101)));
+        assert_eq!(
+            leases.get(&m2).unwrap().expires,
+            1000 + 10,
+            "offers are short"
+        );
+        let taken = reply(run(&c, &discover(m3), Listener::Dhcp, &mut leases));
+        assert_eq!(taken.address, Some(Ipv4Addr::new(10, 77, 0, 101)));
+        assert!(leases.get(&m2).is_none());
+        let request = sample_request(
+            m3,
+            MessageType::Request,
+            ClientKind::Plain,
+            Some(Ipv4Addr::new(10, 77, 0, 101)),
+            Some(SERVER),
+        );
+        assert_eq!(
+            reply(run(&c, &request, Listener::Dhcp, &mut leases)).kind,
+            MessageType::Ack
+        );
+        let why = ignored(run(&c, &discover(m2), Listener::Dhcp, &mut leases));
         assert!(why.starts_with("no address"), "{why}");
         // A release frees the address.
         run(
@@ -851,13 +872,7 @@ spec:
             &mut leases,
         );
         assert_eq!(
-            reply(run(
-                &c,
-                &sample_request(m3, MessageType::Discover, ClientKind::Plain, None, None),
-                Listener::Dhcp,
-                &mut leases
-            ))
-            .address,
+            reply(run(&c, &discover(m2), Listener::Dhcp, &mut leases)).address,
             Some(Ipv4Addr::new(10, 77, 0, 100))
         );
     }
@@ -906,7 +921,7 @@ spec:
         assert_eq!(r.to, ReplyTo::Sender);
         assert_eq!(
             fname(&r.message),
-            "http://10.77.0.1:8080/boot/52-54-00-00-00-01.ipxe"
+            "http://10.77.0.1:8080/boot/52-54-00-00-00-01/tok.ipxe"
         );
         assert!(leases.is_empty());
     }
@@ -938,6 +953,7 @@ spec:
         let view = View {
             config: &c,
             machines: &reg,
+            script_token: &|_| "tok".to_string(),
         };
         for bytes in [&b""[..], b"\x01", &[0u8; 300], &[0xffu8; 600]] {
             let (d, out) =

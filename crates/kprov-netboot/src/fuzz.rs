@@ -39,22 +39,34 @@ fn setup() -> &'static (Config, Config, Registry) {
     })
 }
 
-/// Runs `bytes` as a DHCP datagram (full and proxy mode, both ports) and
-/// as a TFTP packet. Must never panic.
+/// Runs `bytes` as a DHCP datagram (full and proxy mode, both ports), as
+/// a TFTP packet, and (when UTF-8) as an HTTP request path and a token.
+/// Must never panic.
 pub fn fuzz_one(bytes: &[u8]) {
     let (full, proxy, machines) = setup();
     for config in [full, proxy] {
-        let view = View { config, machines };
+        let view = View {
+            config,
+            machines,
+            script_token: &|_| "tok".to_string(),
+        };
         for listener in [Listener::Dhcp, Listener::ProxyBoot] {
             let mut leases = LeaseTable::default();
             let _ = handle_datagram(bytes, listener, &view, &mut leases, 1_000);
         }
     }
+    // Request paths and tokens come from clients too.
+    if let Ok(text) = std::str::from_utf8(bytes) {
+        let _ = crate::http::route(text);
+        let tokens = crate::token::Tokens::new([0; 32]);
+        let mac = crate::machine::MacAddr([2, 0, 0, 0, 0, 1]);
+        let _ = tokens.verify(crate::token::Purpose::Seed, &mac, 0, text, 1_000);
+    }
     if let Ok(packet) = Packet::parse(bytes) {
         let again = Packet::parse(&packet.encode());
         debug_assert!(again.is_ok());
         if let Packet::Read { options, .. } = packet {
-            let _ = negotiate(&options, 1 << 20);
+            let _ = negotiate(&options, 1 << 20, 5);
         }
     }
 }

@@ -2,16 +2,23 @@
 //! ranges (pure: [`parse_range`]), and the hyper service that answers
 //! with scripts, NoCloud documents, files and metrics.
 //!
-//! - `/boot/<mac>.ipxe`: the machine's iPXE script;
+//! - `/boot/<mac>/<token>.ipxe`: the machine's iPXE script, to the
+//!   machine's own address with the script token of its DHCP reply;
 //! - `/files/<path>`: kernels, initrds and images under the HTTP root,
 //!   with `Range`;
 //! - `/machines/<mac>/<token>/{meta-data,user-data,vendor-data}`: NoCloud,
-//!   only with the machine's own token (404 unknown MAC, 403 wrong token);
+//!   to the machine's own address with its newest seed token (404 unknown
+//!   MAC, 403 another address or a bad token, 410 user-data that is gone);
+//! - `POST /machines/<mac>/<token>/installed`: the stage2 report;
 //! - `/metrics`: Prometheus text.
+//!
+//! The rules for per-machine data are in [`crate::state`]; this module
+//! gathers what they need (the machine, its lease, its epoch, the clock).
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{combinators::BoxBody, BodyExt, Full, StreamBody};
@@ -19,10 +26,11 @@ use hyper::body::{Frame, Incoming};
 use hyper::{Method, Request, Response, StatusCode};
 
 use crate::ipxe::{meta_data, render_script};
-use crate::machine::MacAddr;
+use crate::machine::{Boot, MacAddr};
 use crate::metrics::add;
 use crate::paths::{resolve_under, ResolveError};
 use crate::server::Shared;
+use crate::state::{Doc, ScriptKind};
 
 /// A response body.
 pub type Body = BoxBody<Bytes, std::io::Error>;
@@ -30,8 +38,15 @@ pub type Body = BoxBody<Bytes, std::io::Error>;
 /// What a request path asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Route {
-    /// The iPXE script of a MAC.
-    Script(MacAddr),
+    /// The iPXE script of a MAC, with the script token.
+    Script {
+        /// The machine.
+        mac: MacAddr,
+        /// The token given.
+        token: String,
+    },
+    /// The old script URL without a token: refused.
+    ScriptWithoutToken(MacAddr),
     /// A file under the HTTP root (the path as requested).
     File(String),
     /// A NoCloud document.
@@ -41,23 +56,19 @@ pub enum Route {
         /// The token given.
         token: String,
         /// meta-data, user-data or vendor-data.
-        doc: NoCloudDoc,
+        doc: Doc,
+    },
+    /// The stage2 "installed" report (POST).
+    Installed {
+        /// The machine.
+        mac: MacAddr,
+        /// The token given.
+        token: String,
     },
     /// The metrics.
     Metrics,
     /// Nothing we serve.
     NotFound,
-}
-
-/// The NoCloud documents.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum NoCloudDoc {
-    /// meta-data.
-    MetaData,
-    /// user-data.
-    UserData,
-    /// vendor-data.
-    VendorData,
 }
 
 /// Routes a path (without the query).
@@ -66,8 +77,21 @@ pub fn route(path: &str) -> Route {
         return Route::Metrics;
     }
     if let Some(rest) = path.strip_prefix("/boot/") {
-        return match rest.strip_suffix(".ipxe").map(str::parse::<MacAddr>) {
-            Some(Ok(mac)) => Route::Script(mac),
+        let Some(rest) = rest.strip_suffix(".ipxe") else {
+            return Route::NotFound;
+        };
+        return match rest.split('/').collect::<Vec<_>>()[..] {
+            [mac] => match mac.parse() {
+                Ok(mac) => Route::ScriptWithoutToken(mac),
+                Err(_) => Route::NotFound,
+            },
+            [mac, token] if !token.is_empty() => match mac.parse() {
+                Ok(mac) => Route::Script {
+                    mac,
+                    token: token.to_string(),
+                },
+                Err(_) => Route::NotFound,
+            },
             _ => Route::NotFound,
         };
     }
@@ -76,20 +100,19 @@ pub fn route(path: &str) -> Route {
     }
     if let Some(rest) = path.strip_prefix("/machines/") {
         let parts: Vec<&str> = rest.split('/').collect();
-        if let [mac, token, doc] = parts[..] {
-            let doc = match doc {
-                "meta-data" => NoCloudDoc::MetaData,
-                "user-data" => NoCloudDoc::UserData,
-                "vendor-data" => NoCloudDoc::VendorData,
+        if let [mac, token, what] = parts[..] {
+            let Ok(mac) = mac.parse() else {
+                return Route::NotFound;
+            };
+            let token = token.to_string();
+            let doc = match what {
+                "meta-data" => Doc::MetaData,
+                "user-data" => Doc::UserData,
+                "vendor-data" => Doc::VendorData,
+                "installed" => return Route::Installed { mac, token },
                 _ => return Route::NotFound,
             };
-            if let Ok(mac) = mac.parse() {
-                return Route::NoCloud {
-                    mac,
-                    token: token.to_string(),
-                    doc,
-                };
-            }
+            return Route::NoCloud { mac, token, doc };
         }
     }
     Route::NotFound
@@ -160,89 +183,125 @@ pub async fn handle(
     Ok(resp)
 }
 
+fn status(code: u16) -> StatusCode {
+    StatusCode::from_u16(code).unwrap_or(StatusCode::FORBIDDEN)
+}
+
 async fn answer(
     shared: &Arc<Shared>,
     peer: SocketAddr,
     req: &Request<Incoming>,
     path: &str,
 ) -> Response<Body> {
-    if req.method() != Method::GET && req.method() != Method::HEAD {
+    let route = route(path);
+    let allowed: &[Method] = match route {
+        Route::Installed { .. } => &[Method::POST],
+        Route::Script { .. } | Route::NoCloud { .. } => &[Method::GET],
+        _ => &[Method::GET, Method::HEAD],
+    };
+    if !allowed.contains(req.method()) {
+        let names: Vec<&str> = allowed.iter().map(Method::as_str).collect();
         return text(
             StatusCode::METHOD_NOT_ALLOWED,
-            "GET or HEAD only\n".into(),
+            format!("{} only\n", names.join(" or ")),
             "text/plain",
         );
     }
     let base = shared.config.http_base();
-    match route(path) {
+    let unknown = |what: &str, mac: &MacAddr| {
+        tracing::warn!(mac = %mac, peer = %peer, "{what} for an unknown MAC refused");
+        text(
+            StatusCode::NOT_FOUND,
+            "unknown machine\n".into(),
+            "text/plain",
+        )
+    };
+    match route {
         Route::Metrics => text(
             StatusCode::OK,
             shared.metrics.render(shared.machines().len()),
             "text/plain; version=0.0.4",
         ),
-        Route::Script(mac) => {
-            let machines = shared.machines();
-            let (name, profile) = match machines.get(&mac) {
-                Some(m) => (m.name.clone(), m.profile.clone()),
-                None => match &shared.config.default_profile {
-                    Some(p) => ("default".to_string(), p.clone()),
-                    None => {
-                        tracing::warn!(mac = %mac, peer = %peer, "iPXE script for an unknown MAC refused");
-                        return text(
-                            StatusCode::NOT_FOUND,
-                            "unknown machine\n".into(),
-                            "text/plain",
-                        );
-                    }
-                },
-            };
-            let token = shared.tokens.for_mac(&mac);
-            tracing::info!(mac = %mac, machine = %name, peer = %peer, "iPXE script served");
+        Route::ScriptWithoutToken(mac) => {
+            tracing::warn!(mac = %mac, peer = %peer, "iPXE script without a token refused");
             text(
-                StatusCode::OK,
-                render_script(&name, &mac, &profile, &base, &token),
+                StatusCode::FORBIDDEN,
+                "the script URL needs the token of this server's DHCP reply\n".into(),
                 "text/plain",
             )
         }
-        Route::NoCloud { mac, token, doc } => {
-            let machines = shared.machines();
-            let (name, hostname, user_data) = match machines.get(&mac) {
-                Some(m) => (
-                    m.name.clone(),
-                    m.hostname.clone(),
-                    m.profile.user_data.clone(),
-                ),
-                None => match &shared.config.default_profile {
-                    Some(p) => (
-                        format!("default-{}", mac.dashed()),
-                        None,
-                        p.user_data.clone(),
-                    ),
-                    None => {
-                        tracing::warn!(mac = %mac, peer = %peer, "NoCloud request for an unknown MAC refused");
-                        return text(
-                            StatusCode::NOT_FOUND,
-                            "unknown machine\n".into(),
-                            "text/plain",
-                        );
-                    }
-                },
+        Route::Script { mac, token } => {
+            let Some(m) = shared.machine_view(&mac) else {
+                return unknown("iPXE script", &mac);
             };
-            if !shared.tokens.check(&mac, &token) {
-                tracing::warn!(mac = %mac, machine = %name, peer = %peer, "NoCloud request with a wrong token refused");
-                return text(
-                    StatusCode::FORBIDDEN,
-                    "wrong token for this machine\n".into(),
-                    "text/plain",
-                );
+            let kind = if m.profile.installed {
+                ScriptKind::LocalDisk
+            } else {
+                match m.profile.boot {
+                    Boot::Kernel { .. } => ScriptKind::Kernel,
+                    Boot::Image { .. } => ScriptKind::Image,
+                }
+            };
+            let ask = shared.ask(&mac, m.fixed, peer, &token);
+            match shared.with_states(|s| s.open_script(&shared.tokens, &ask, &shared.policy, kind))
+            {
+                Ok(grant) => {
+                    tracing::info!(mac = %mac, machine = %m.name, peer = %peer, boots = if grant.seed.is_some() { "network" } else { "local disk" }, "iPXE script served");
+                    text(
+                        StatusCode::OK,
+                        render_script(&m.name, &mac, &m.profile, &base, grant.seed.as_deref()),
+                        "text/plain",
+                    )
+                }
+                Err(why) => {
+                    tracing::warn!(mac = %mac, machine = %m.name, peer = %peer, reason = %why, "iPXE script refused");
+                    text(status(why.status()), format!("{why}\n"), "text/plain")
+                }
             }
-            tracing::info!(mac = %mac, machine = %name, peer = %peer, doc = ?doc, "NoCloud document served");
+        }
+        Route::NoCloud { mac, token, doc } => {
+            let Some(m) = shared.machine_view(&mac) else {
+                return unknown("NoCloud request", &mac);
+            };
+            let ask = shared.ask(&mac, m.fixed, peer, &token);
+            let r = shared.with_states(|s| {
+                s.open_doc(
+                    &shared.tokens,
+                    &ask,
+                    doc,
+                    &shared.policy,
+                    m.profile.installed,
+                )
+            });
+            if let Err(why) = r {
+                tracing::warn!(mac = %mac, machine = %m.name, peer = %peer, doc = ?doc, reason = %why, "NoCloud request refused");
+                return text(status(why.status()), format!("{why}\n"), "text/plain");
+            }
+            tracing::info!(mac = %mac, machine = %m.name, peer = %peer, doc = ?doc, "NoCloud document served");
             let body = match doc {
-                NoCloudDoc::MetaData => meta_data(&name, hostname.as_deref()),
-                NoCloudDoc::UserData => user_data.unwrap_or_default(),
-                NoCloudDoc::VendorData => String::new(),
+                Doc::MetaData => meta_data(&m.instance, m.hostname.as_deref()),
+                Doc::UserData => m.profile.user_data.clone().unwrap_or_default(),
+                Doc::VendorData => String::new(),
             };
             text(StatusCode::OK, body, "text/plain")
+        }
+        Route::Installed { mac, token } => {
+            let Some(m) = shared.machine_view(&mac) else {
+                return unknown("installed report", &mac);
+            };
+            let ask = shared.ask(&mac, m.fixed, peer, &token);
+            match shared.with_states(|s| s.report_installed(&shared.tokens, &ask)) {
+                Ok(()) => {
+                    tracing::info!(mac = %mac, machine = %m.name, peer = %peer, "installed report: the script boots the local disk from now on");
+                    let mut r = text(StatusCode::NO_CONTENT, String::new(), "text/plain");
+                    r.headers_mut().remove(hyper::header::CONTENT_TYPE);
+                    r
+                }
+                Err(why) => {
+                    tracing::warn!(mac = %mac, machine = %m.name, peer = %peer, reason = %why, "installed report refused");
+                    text(status(why.status()), format!("{why}\n"), "text/plain")
+                }
+            }
         }
         Route::File(rel) => serve_file(shared, peer, req, &rel).await,
         Route::NotFound => text(StatusCode::NOT_FOUND, "not found\n".into(), "text/plain"),
@@ -290,7 +349,7 @@ async fn serve_file(
             return r;
         }
     };
-    tracing::debug!(peer = %peer, file = rel, start, len, "HTTP file");
+    tracing::debug!(peer = %peer, file = ?rel, start, len, "HTTP file");
     let body: Body = if req.method() == Method::HEAD {
         Full::new(Bytes::new()).map_err(|e| match e {}).boxed()
     } else {
@@ -358,6 +417,106 @@ fn file_body(file: std::fs::File, start: u64, len: u64, shared: Arc<Shared>) -> 
     StreamBody::new(stream).boxed()
 }
 
+/// Accepts connections on `listener` until it fails: at most
+/// `caps.http_connections` at once (the rest wait in the listen backlog)
+/// and `caps.http_per_address` from one address (the rest get a 503 and
+/// are closed at once).
+pub async fn http_loop(shared: Arc<Shared>, listener: tokio::net::TcpListener) {
+    let caps = shared.caps;
+    let slots = Arc::new(tokio::sync::Semaphore::new(caps.http_connections));
+    let per_address = crate::limits::AddressSlots::new(caps.http_per_address);
+    loop {
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            return;
+        };
+        let (stream, peer) = match listener.accept().await {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::warn!("HTTP accept: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let Some(place) = per_address.enter(peer.ip()) else {
+            add(&shared.metrics.http_errors, 1);
+            tracing::debug!(peer = %peer, "HTTP connection refused: {} connections from this address already", caps.http_per_address);
+            tokio::spawn(async move {
+                let _slot = slot;
+                refuse_busy(stream).await;
+            });
+            continue;
+        };
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let _slot = slot;
+            let _place = place;
+            serve_connection(shared, stream, peer).await;
+        });
+    }
+}
+
+/// A 503 with `Connection: close`, written within a second, then close.
+async fn refuse_busy(mut stream: tokio::net::TcpStream) {
+    use tokio::io::AsyncWriteExt;
+    let reply = b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        let _ = stream.write_all(reply).await;
+        let _ = stream.shutdown().await;
+    })
+    .await;
+}
+
+/// One connection: plain file downloads go to the sendfile path (after a
+/// peek at the first bytes), everything else through hyper. A client
+/// that sends nothing within the header timeout is closed; hyper closes
+/// one whose request head is not complete by then, and [`IdleStream`]
+/// one that moves no byte for the idle timeout (a keep-alive connection
+/// nobody uses, or a client that stopped reading).
+///
+/// [`IdleStream`]: crate::limits::IdleStream
+pub async fn serve_connection(
+    shared: Arc<Shared>,
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+) {
+    let caps = shared.caps;
+    let mut first = [0u8; 11];
+    match tokio::time::timeout(caps.http_header_timeout, stream.peek(&mut first)).await {
+        Ok(Ok(n)) if n > 0 => {
+            if is_file_download(&first[..n]) {
+                serve_file_connection(
+                    shared,
+                    stream,
+                    peer,
+                    caps.http_header_timeout,
+                    caps.http_idle_timeout,
+                )
+                .await;
+                return;
+            }
+        }
+        Ok(_) => return,
+        Err(_) => {
+            tracing::debug!(peer = %peer, "HTTP: nothing sent within {:?}: closed", caps.http_header_timeout);
+            return;
+        }
+    }
+    let io = hyper_util::rt::TokioIo::new(crate::limits::IdleStream::new(
+        stream,
+        caps.http_idle_timeout,
+    ));
+    let svc = hyper::service::service_fn(move |req| handle(shared.clone(), peer, req));
+    if let Err(e) = hyper::server::conn::http1::Builder::new()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(caps.http_header_timeout)
+        .serve_connection(io, svc)
+        .await
+    {
+        tracing::debug!(peer = %peer, "HTTP connection: {e}");
+    }
+}
+
 /// Whether a connection's first bytes are a plain file download, which
 /// [`serve_file_connection`] answers with sendfile(2) (the kernel copies
 /// from the page cache to the socket). Anything else, or too few bytes to
@@ -392,14 +551,19 @@ pub fn file_response_head(status: StatusCode, start: u64, len: u64, size: u64) -
 
 /// Answers one `GET /files/...` on `stream` with sendfile(2), then closes
 /// the connection. Same routing, path checks and ranges as the hyper path.
+/// The whole request head must arrive within `header_timeout`; the body
+/// stops when the client takes nothing for `idle_timeout`.
 pub async fn serve_file_connection(
     shared: Arc<Shared>,
     mut stream: tokio::net::TcpStream,
     peer: SocketAddr,
+    header_timeout: Duration,
+    idle_timeout: Duration,
 ) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut buf = Vec::with_capacity(2048);
     // The request head, bounded in size and time.
+    let deadline = tokio::time::Instant::now() + header_timeout;
     let head_end = loop {
         if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
             break i + 4;
@@ -408,11 +572,13 @@ pub async fn serve_file_connection(
             return;
         }
         let mut chunk = [0u8; 2048];
-        match tokio::time::timeout(std::time::Duration::from_secs(30), stream.read(&mut chunk))
-            .await
-        {
+        match tokio::time::timeout_at(deadline, stream.read(&mut chunk)).await {
             Ok(Ok(n)) if n > 0 => buf.extend_from_slice(&chunk[..n]),
-            _ => return,
+            Ok(_) => return,
+            Err(_) => {
+                tracing::debug!(peer = %peer, "HTTP request head not sent within {header_timeout:?}: closed");
+                return;
+            }
         }
     };
     let mut headers = [httparse::EMPTY_HEADER; 64];
@@ -482,7 +648,7 @@ pub async fn serve_file_connection(
             return;
         }
     };
-    tracing::debug!(peer = %peer, file = rel, start, len, "HTTP file (sendfile)");
+    tracing::debug!(peer = %peer, file = ?rel, start, len, "HTTP file (sendfile)");
     if stream
         .write_all(file_response_head(status, start, len, size).as_bytes())
         .await
@@ -494,12 +660,20 @@ pub async fn serve_file_connection(
     let end = start + len;
     while offset < end {
         let count = (end - offset).min(1 << 30) as usize;
-        let sent = stream
-            .async_io(tokio::io::Interest::WRITABLE, || {
+        let sent = tokio::time::timeout(
+            idle_timeout,
+            stream.async_io(tokio::io::Interest::WRITABLE, || {
                 rustix::fs::sendfile(&stream, &file, Some(&mut offset), count)
                     .map_err(std::io::Error::from)
-            })
-            .await;
+            }),
+        )
+        .await
+        .unwrap_or_else(|_| {
+            Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "the client took nothing for the idle timeout",
+            ))
+        });
         match sent {
             Ok(0) => break,
             Ok(n) => add(&shared.metrics.http_bytes, n as u64),
@@ -522,28 +696,45 @@ mod tests {
     #[test]
     fn paths_route_to_what_they_name() {
         let mac = MacAddr([0x52, 0x54, 0, 0, 0, 1]);
-        assert_eq!(route("/boot/52-54-00-00-00-01.ipxe"), Route::Script(mac));
-        assert_eq!(route("/boot/52:54:00:00:00:01.ipxe"), Route::Script(mac));
-        assert_eq!(route("/boot/nope.ipxe"), Route::NotFound);
+        let script = |token: &str| Route::Script {
+            mac,
+            token: token.into(),
+        };
+        assert_eq!(route("/boot/52-54-00-00-00-01/t0k.ipxe"), script("t0k"));
+        assert_eq!(route("/boot/52:54:00:00:00:01/t0k.ipxe"), script("t0k"));
+        assert_eq!(
+            route("/boot/52-54-00-00-00-01.ipxe"),
+            Route::ScriptWithoutToken(mac)
+        );
+        for other in [
+            "/boot/nope.ipxe",
+            "/boot/52-54-00-00-00-01/.ipxe",
+            "/boot/52-54-00-00-00-01/a/b.ipxe",
+            "/boot/52-54-00-00-00-01/tok",
+            "/machines/52-54-00-00-00-01/abc/other",
+            "/machines/52-54-00-00-00-01/user-data",
+            "/machines/zz/abc/user-data",
+            "/",
+        ] {
+            assert_eq!(route(other), Route::NotFound, "{other}");
+        }
         assert_eq!(route("/files/k/vmlinuz"), Route::File("k/vmlinuz".into()));
         assert_eq!(
             route("/machines/52-54-00-00-00-01/abc/user-data"),
             Route::NoCloud {
                 mac,
                 token: "abc".into(),
-                doc: NoCloudDoc::UserData
+                doc: Doc::UserData
             }
         );
         assert_eq!(
-            route("/machines/52-54-00-00-00-01/abc/other"),
-            Route::NotFound
-        );
-        assert_eq!(
-            route("/machines/52-54-00-00-00-01/user-data"),
-            Route::NotFound
+            route("/machines/52-54-00-00-00-01/abc/installed"),
+            Route::Installed {
+                mac,
+                token: "abc".into()
+            }
         );
         assert_eq!(route("/metrics"), Route::Metrics);
-        assert_eq!(route("/"), Route::NotFound);
     }
 
     #[test]

@@ -1,50 +1,8 @@
-//! What the HTTP server renders per machine: the iPXE script, the
-//! NoCloud documents, and the per-machine token that guards them.
-
-use sha2::{Digest, Sha256};
+//! What the HTTP server renders per machine: the iPXE script and the
+//! NoCloud documents. The tokens in their URLs come from [`crate::token`]
+//! and [`crate::state`].
 
 use crate::machine::{Boot, MacAddr, Profile};
-
-/// Per-machine tokens: derived from a server secret and the MAC, so they
-/// survive restarts (the secret is kept in the state directory) and need
-/// no table.
-#[derive(Clone)]
-pub struct Tokens {
-    secret: [u8; 32],
-}
-
-impl std::fmt::Debug for Tokens {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Tokens(..)")
-    }
-}
-
-impl Tokens {
-    /// Tokens from a secret.
-    pub fn new(secret: [u8; 32]) -> Self {
-        Self { secret }
-    }
-
-    /// The token of `mac` (32 hex digits).
-    pub fn for_mac(&self, mac: &MacAddr) -> String {
-        let mut h = Sha256::new();
-        h.update(b"kprov-netboot-token\0");
-        h.update(self.secret);
-        h.update(mac.0);
-        hex::encode(&h.finalize()[..16])
-    }
-
-    /// Whether `token` is `mac`'s (compared without early exit).
-    pub fn check(&self, mac: &MacAddr, token: &str) -> bool {
-        let want = self.for_mac(mac);
-        want.len() == token.len()
-            && want
-                .bytes()
-                .zip(token.bytes())
-                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-                == 0
-    }
-}
 
 /// The NoCloud seed URL of a machine (cloud-init's `ds=nocloud-net;s=`).
 pub fn seed_url(http_base: &str, mac: &MacAddr, token: &str) -> String {
@@ -52,21 +10,21 @@ pub fn seed_url(http_base: &str, mac: &MacAddr, token: &str) -> String {
 }
 
 /// The iPXE script of a machine: boot its kernel and initrd with the
-/// NoCloud seed on the command line, or `exit` (fall through to the local
-/// disk) once it is installed.
+/// NoCloud seed (with its seed token) on the command line, or, without a
+/// token (installed), `exit` to fall through to the local disk.
 pub fn render_script(
     name: &str,
     mac: &MacAddr,
     profile: &Profile,
     http_base: &str,
-    token: &str,
+    seed_token: Option<&str>,
 ) -> String {
     let mut s = String::from("#!ipxe\n");
     s.push_str(&format!("echo kprov: {name} ({mac})\n"));
-    if profile.installed {
+    let Some(token) = seed_token else {
         s.push_str("echo kprov: installed, booting from the local disk\nexit\n");
         return s;
-    }
+    };
     let seed = seed_url(http_base, mac, token);
     match &profile.boot {
         Boot::Kernel {
@@ -117,7 +75,7 @@ mod tests {
     use super::*;
     use crate::paths::RelPath;
 
-    fn profile(installed: bool) -> Profile {
+    fn profile() -> Profile {
         Profile {
             role: None,
             boot: Boot::Kernel {
@@ -126,19 +84,19 @@ mod tests {
                 cmdline: "console=ttyS0".into(),
             },
             user_data: None,
-            installed,
+            installed: false,
         }
     }
 
     #[test]
-    fn scripts_boot_the_kernel_with_the_seed_or_exit_once_installed() {
+    fn scripts_boot_the_kernel_with_the_seed_or_exit_without_one() {
         let mac = MacAddr([0x52, 0x54, 0, 0, 0, 1]);
         let s = render_script(
             "node1",
             &mac,
-            &profile(false),
+            &profile(),
             "http://10.0.0.1:8080",
-            "tok",
+            Some("tok"),
         );
         assert_eq!(
             s,
@@ -148,19 +106,7 @@ mod tests {
             kprov.seed=http://10.0.0.1:8080/machines/52-54-00-00-00-01/tok/\n\
             initrd http://10.0.0.1:8080/files/k/initrd.img\nboot\n"
         );
-        let s = render_script("node1", &mac, &profile(true), "http://x", "tok");
+        let s = render_script("node1", &mac, &profile(), "http://x", None);
         assert!(s.ends_with("exit\n") && !s.contains("kernel"));
-    }
-
-    #[test]
-    fn tokens_are_per_machine_and_per_secret() {
-        let a = MacAddr([2, 0, 0, 0, 0, 1]);
-        let b = MacAddr([2, 0, 0, 0, 0, 2]);
-        let t = Tokens::new([7; 32]);
-        assert_eq!(t.for_mac(&a).len(), 32);
-        assert!(t.check(&a, &t.for_mac(&a)));
-        assert!(!t.check(&a, &t.for_mac(&b)));
-        assert!(!t.check(&a, ""));
-        assert_ne!(Tokens::new([8; 32]).for_mac(&a), t.for_mac(&a));
     }
 }

@@ -11,22 +11,35 @@
 //! - [`leases`]: the pool's lease table;
 //! - [`tftp`]: TFTP packets, option negotiation and the sending window;
 //! - [`ipxe`]: per-machine iPXE scripts and the NoCloud documents;
+//! - [`token`]: per-machine tokens (HMAC under the server secret, with
+//!   a purpose, an epoch, a serial and an expiry);
+//! - [`state`]: per-machine state (token epoch and serial, user-data
+//!   window, installed report, address seen, phase) and the rules that
+//!   bind a machine's data to its address and token;
 //! - [`paths`]: path safety for the served roots;
 //! - [`metrics`]: counters rendered in Prometheus text format;
 //! - [`ra`]: the IPv6 router advertisement that tells iPXE not to wait.
 //!
-//! The thin side-effect layer is [`server`]: tokio UDP sockets for DHCP
-//! and TFTP, the HTTP server, the reload loop for the machines directory.
+//! The thin side-effect layer: [`server`] (startup, the supervised tasks,
+//! DHCP sockets, the reload and flush loops), [`tftp_serve`] (bounded
+//! TFTP transfers), the connection handling of [`http`], [`limits`]
+//! (caps that fit the descriptor limit, per-address slots, idle
+//! timeouts) and [`epochs`] (token epoch files, `rotate-token`).
 
 pub mod config;
 pub mod dhcp;
+pub mod epochs;
 pub mod fuzz;
 pub mod http;
 pub mod ipxe;
 pub mod leases;
+pub mod limits;
 pub mod machine;
 pub mod metrics;
 pub mod paths;
 pub mod ra;
 pub mod server;
+pub mod state;
 pub mod tftp;
+pub mod tftp_serve;
+pub mod token;

@@ -1,11 +1,22 @@
 //! The thin side-effect layer: sockets, files and the clock. DHCP (67,
-//! and 4011 in proxy mode) and TFTP (69) on UDP sockets, HTTP through
-//! hyper, a one-second poll that reloads the machines directory when a
-//! file changes, and a one-second flush of the lease table.
+//! and 4011 in proxy mode) on UDP sockets, TFTP ([`crate::tftp_serve`]),
+//! HTTP through hyper ([`crate::http::http_loop`]), a one-second poll that
+//! reloads the machines directory and the token epochs when they change,
+//! and one-second flushes of the lease table and the machine state.
+//!
+//! Every one of these runs as a supervised task: when one ends (a panic,
+//! or a loop that returns), the server logs which and why and [`serve`]
+//! returns an error, so the process exits non-zero and its supervisor
+//! (systemd, the kubelet) restarts it from the state on disk. Restarting
+//! a task in place could loop on the same fault with shared state left
+//! half-changed (a poisoned lock), so the server does not try.
 
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -13,14 +24,14 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use dhcproto::v4::MessageType;
 use tokio::net::{TcpListener, UdpSocket};
 
-use crate::config::{Config, Mode};
+use crate::config::{check_roots, Config, Mode};
 use crate::dhcp::{handle_datagram, Decision, Listener, ReplyTo, View};
-use crate::ipxe::Tokens;
 use crate::leases::LeaseTable;
-use crate::machine::{load_dir, machine_files, Registry};
+use crate::limits::{caps, raise_fd_limit, Caps};
+use crate::machine::{load_dir, machine_files, MacAddr, Profile, Registry};
 use crate::metrics::{add, Metrics};
-use crate::paths::{resolve_under, ResolveError};
-use crate::tftp::{code, encode_data, negotiate, Packet, Sender};
+use crate::state::{script_token, Ask, Binding, Policy, States};
+use crate::token::Tokens;
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -45,6 +56,22 @@ pub enum ServeError {
         /// The cause.
         source: std::io::Error,
     },
+    /// A served root contains private state (seen through symlinks).
+    #[error("{field}: {reason} (after following symlinks)")]
+    Overlap {
+        /// The key of the served root.
+        field: String,
+        /// What it contains.
+        reason: String,
+    },
+    /// A server task stopped: it panicked or its loop ended.
+    #[error("the {task} task {reason}")]
+    TaskStopped {
+        /// Which task.
+        task: &'static str,
+        /// How it ended.
+        reason: String,
+    },
 }
 
 /// State shared by the servers.
@@ -62,6 +89,29 @@ pub struct Shared {
     pub tftp_root: PathBuf,
     /// The canonical HTTP root.
     pub http_root: PathBuf,
+    states: Mutex<States>,
+    states_dirty: AtomicBool,
+    epochs: RwLock<Arc<BTreeMap<MacAddr, u32>>>,
+    /// Token lifetime and user-data window.
+    pub policy: Policy,
+    /// The caps in force.
+    pub caps: Caps,
+}
+
+/// What the HTTP side needs of the machine a request names: a Machine,
+/// or the default profile for an unknown MAC.
+#[derive(Debug, Clone)]
+pub struct MachineView {
+    /// The Machine's name, or `default`.
+    pub name: String,
+    /// Its NoCloud instance id.
+    pub instance: String,
+    /// Its host name.
+    pub hostname: Option<String>,
+    /// What it boots and its user-data.
+    pub profile: Profile,
+    /// Its fixed address.
+    pub fixed: Option<Ipv4Addr>,
 }
 
 impl Shared {
@@ -71,6 +121,77 @@ impl Shared {
             .read()
             .map(|g| g.clone())
             .unwrap_or_else(|p| p.into_inner().clone())
+    }
+
+    /// The machine `mac` names: its Machine, else the default profile,
+    /// else None.
+    pub fn machine_view(&self, mac: &MacAddr) -> Option<MachineView> {
+        let machines = self.machines();
+        match machines.get(mac) {
+            Some(m) => Some(MachineView {
+                name: m.name.clone(),
+                instance: m.name.clone(),
+                hostname: m.hostname.clone(),
+                profile: m.profile.clone(),
+                fixed: m.ip,
+            }),
+            None => self.config.default_profile.as_ref().map(|p| MachineView {
+                name: "default".into(),
+                instance: format!("default-{}", mac.dashed()),
+                hostname: None,
+                profile: p.clone(),
+                fixed: None,
+            }),
+        }
+    }
+
+    /// The token epoch of `mac`.
+    pub fn epoch(&self, mac: &MacAddr) -> u32 {
+        let epochs = self
+            .epochs
+            .read()
+            .map(|g| g.clone())
+            .unwrap_or_else(|p| p.into_inner().clone());
+        epochs.get(mac).copied().unwrap_or(0)
+    }
+
+    /// A request for `mac`'s data from `peer` with `token`, now: its epoch
+    /// and where it may ask from (`fixed`, else its bound lease).
+    pub fn ask<'a>(
+        &self,
+        mac: &MacAddr,
+        fixed: Option<Ipv4Addr>,
+        peer: SocketAddr,
+        token: &'a str,
+    ) -> Ask<'a> {
+        let now = now();
+        let lease = match fixed {
+            Some(_) => None,
+            None => self.leases.lock().ok().and_then(|l| l.bound(mac, now)),
+        };
+        let peer = match peer.ip() {
+            IpAddr::V6(v6) => v6
+                .to_ipv4_mapped()
+                .map(IpAddr::V4)
+                .unwrap_or(IpAddr::V6(v6)),
+            v4 => v4,
+        };
+        Ask {
+            mac: *mac,
+            epoch: self.epoch(mac),
+            peer,
+            token,
+            binding: Binding { fixed, lease },
+            now,
+        }
+    }
+
+    /// Runs `f` on the machine state (and marks it for saving).
+    pub fn with_states<T>(&self, f: impl FnOnce(&mut States) -> T) -> T {
+        let mut states = self.states.lock().unwrap_or_else(|p| p.into_inner());
+        let r = f(&mut states);
+        self.states_dirty.store(true, Ordering::Release);
+        r
     }
 }
 
@@ -157,7 +278,32 @@ fn fingerprint(dir: &Path) -> Vec<(PathBuf, u64, Option<SystemTime>)> {
         .collect()
 }
 
-/// Runs every server until an error stops one of them.
+/// A supervised task: its name and how it ended.
+type Task = Pin<Box<dyn Future<Output = (&'static str, String)> + Send>>;
+
+/// The text of a panic payload.
+fn panic_text(payload: Box<dyn std::any::Any + Send>) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "(no message)".into())
+}
+
+/// Spawns `fut` and watches it.
+fn supervise(name: &'static str, fut: impl Future<Output = ()> + Send + 'static) -> Task {
+    let handle = tokio::spawn(fut);
+    Box::pin(async move {
+        let how = match handle.await {
+            Ok(()) => "stopped".to_string(),
+            Err(e) if e.is_panic() => format!("panicked: {}", panic_text(e.into_panic())),
+            Err(e) => format!("was cancelled: {e}"),
+        };
+        (name, how)
+    })
+}
+
+/// Runs every server until one of them stops; then returns why.
 pub async fn serve(config: Config) -> Result<(), ServeError> {
     std::fs::create_dir_all(&config.state_dir).map_err(|source| ServeError::Path {
         what: "state directory",
@@ -166,7 +312,20 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
     })?;
     let tftp_root = canonical("TFTP root", &config.tftp_root)?;
     let http_root = canonical("HTTP root", &config.http_root)?;
-    canonical("machines directory", &config.machines_dir)?;
+    let machines_dir = canonical("machines directory", &config.machines_dir)?;
+    let state_dir = canonical("state directory", &config.state_dir)?;
+    // The config was checked as written; symlinks may still join them.
+    check_roots(
+        &[
+            ("httpRoot", &config.http_root, &http_root),
+            ("tftpRoot", &config.tftp_root, &tftp_root),
+        ],
+        &[
+            ("stateDir", &config.state_dir, &state_dir),
+            ("machinesDir", &config.machines_dir, &machines_dir),
+        ],
+    )
+    .map_err(|(field, reason)| ServeError::Overlap { field, reason })?;
     let secret = load_secret(&config.state_dir)?;
     let lease_path = config.state_dir.join("leases.json");
     let leases = match std::fs::read_to_string(&lease_path) {
@@ -176,7 +335,26 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
         }),
         Err(_) => LeaseTable::default(),
     };
+    let states_path = config.state_dir.join("machines.json");
+    let states = match std::fs::read_to_string(&states_path) {
+        Ok(text) => States::from_json(&text).unwrap_or_else(|e| {
+            tracing::error!(file = %states_path.display(), "machine state unreadable, starting empty: {e}");
+            States::default()
+        }),
+        Err(_) => States::default(),
+    };
     let registry = reload(&config).unwrap_or_default();
+    let epochs = reload_epochs(&config.state_dir);
+    let fds = raise_fd_limit();
+    let caps = caps(&config.limits, fds);
+    tracing::info!(
+        fds,
+        http_connections = caps.http_connections,
+        http_per_address = caps.http_per_address,
+        tftp_transfers = caps.tftp_transfers,
+        tftp_pending = caps.tftp_pending,
+        "limits"
+    );
     let shared = Arc::new(Shared {
         machines: RwLock::new(Arc::new(registry)),
         leases: Mutex::new(leases),
@@ -185,6 +363,14 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
         metrics: Metrics::default(),
         tftp_root,
         http_root,
+        states: Mutex::new(states),
+        states_dirty: AtomicBool::new(false),
+        epochs: RwLock::new(Arc::new(epochs)),
+        policy: Policy {
+            token_ttl: config.token_ttl_seconds,
+            user_data_window: config.user_data_window_seconds,
+        },
+        caps,
         config,
     });
     let c = &shared.config;
@@ -215,19 +401,44 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
         })?;
     tracing::info!(mode = ?c.mode, interface = %c.interface, server = %c.server_address, "netboot serving: DHCP :{}, TFTP {tftp_addr}, HTTP {http_addr}", c.ports.dhcp);
 
-    tokio::spawn(reload_loop(shared.clone()));
-    tokio::spawn(lease_flush_loop(shared.clone(), lease_path));
-    tokio::spawn(dhcp_loop(shared.clone(), Arc::new(dhcp), Listener::Dhcp));
+    let mut tasks = vec![
+        supervise("reload", reload_loop(shared.clone())),
+        supervise("lease flush", lease_flush_loop(shared.clone(), lease_path)),
+        supervise("state flush", state_flush_loop(shared.clone(), states_path)),
+        supervise(
+            "DHCP",
+            dhcp_loop(shared.clone(), Arc::new(dhcp), Listener::Dhcp),
+        ),
+        supervise("TFTP", crate::tftp_serve::tftp_loop(shared.clone(), tftp)),
+        supervise("HTTP", crate::http::http_loop(shared.clone(), http)),
+    ];
     if let Some(p) = proxy {
-        tokio::spawn(dhcp_loop(shared.clone(), Arc::new(p), Listener::ProxyBoot));
+        tasks.push(supervise(
+            "proxyDHCP boot server",
+            dhcp_loop(shared.clone(), Arc::new(p), Listener::ProxyBoot),
+        ));
     }
-    tokio::spawn(tftp_loop(shared.clone(), tftp));
     if c.ipv6_ra_lifetime_zero {
+        // A plain thread (it blocks); it reports how it ended.
         let interface = c.interface.clone();
-        std::thread::spawn(move || ra_loop(&interface));
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        std::thread::spawn(move || {
+            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| ra_loop(&interface)));
+            let _ = tx.send(match r {
+                Ok(()) => "stopped".to_string(),
+                Err(p) => format!("panicked: {}", panic_text(p)),
+            });
+        });
+        tasks.push(Box::pin(async move {
+            (
+                "IPv6 router advertisement",
+                rx.await.unwrap_or_else(|_| "stopped".into()),
+            )
+        }));
     }
-    http_loop(shared, http).await;
-    Ok(())
+    let ((task, reason), _, _) = futures_util::future::select_all(tasks).await;
+    tracing::error!("{task} task {reason}: stopping the server");
+    Err(ServeError::TaskStopped { task, reason })
 }
 
 async fn udp(
@@ -290,9 +501,20 @@ fn ra_loop(interface: &str) {
     }
 }
 
+/// The token epochs of the state directory, with bad files logged.
+fn reload_epochs(state_dir: &Path) -> BTreeMap<MacAddr, u32> {
+    let (epochs, problems) = crate::epochs::read_all(state_dir);
+    for p in problems {
+        tracing::error!(dir = %crate::epochs::dir(state_dir).display(), "token epoch file skipped: {p}");
+    }
+    epochs
+}
+
 async fn reload_loop(shared: Arc<Shared>) {
     let dir = shared.config.machines_dir.clone();
+    let state_dir = shared.config.state_dir.clone();
     let mut seen = fingerprint(&dir);
+    let mut seen_epochs = crate::epochs::fingerprint(&state_dir);
     loop {
         tokio::time::sleep(Duration::from_secs(1)).await;
         let now = fingerprint(&dir);
@@ -303,6 +525,67 @@ async fn reload_loop(shared: Arc<Shared>) {
                     *g = Arc::new(reg);
                 }
             }
+        }
+        let now = crate::epochs::fingerprint(&state_dir);
+        if now != seen_epochs {
+            seen_epochs = now;
+            let epochs = reload_epochs(&state_dir);
+            tracing::info!(machines = epochs.len(), "token epochs loaded");
+            if let Ok(mut g) = shared.epochs.write() {
+                *g = Arc::new(epochs);
+            }
+        }
+    }
+}
+
+/// Saves the machine state when it changed (at most once a second), and
+/// prunes records of MACs that are not Machines once a minute.
+async fn state_flush_loop(shared: Arc<Shared>, path: PathBuf) {
+    /// Records kept for MACs that are not Machines (default profile).
+    const MAX_UNKNOWN: usize = 4096;
+    let mut ticks = 0u64;
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        ticks += 1;
+        let machines = shared.machines();
+        if ticks % 60 == 0 {
+            let c = &shared.config;
+            let keep = c
+                .token_ttl_seconds
+                .max(c.user_data_window_seconds)
+                .max(u64::from(c.lease_seconds));
+            let stale_before = now().saturating_sub(keep);
+            let pruned = shared
+                .states
+                .lock()
+                .map(|mut s| {
+                    s.prune(
+                        &|mac| machines.get(mac).is_some(),
+                        stale_before,
+                        MAX_UNKNOWN,
+                    )
+                })
+                .unwrap_or(false);
+            if pruned {
+                shared.states_dirty.store(true, Ordering::Release);
+            }
+        }
+        if !shared.states_dirty.swap(false, Ordering::AcqRel) {
+            continue;
+        }
+        let installed = |mac: &MacAddr| machines.get(mac).is_some_and(|m| m.profile.installed);
+        let json = match shared.states.lock() {
+            Ok(s) => s.to_json(&installed),
+            Err(_) => continue,
+        };
+        let path = path.clone();
+        let r = tokio::task::spawn_blocking(move || {
+            crate::epochs::write_private(&path, json.as_bytes())
+        })
+        .await;
+        if let Ok(Err(e)) = r {
+            tracing::error!("saving the machine state: {e}");
+            shared.states_dirty.store(true, Ordering::Release);
         }
     }
 }
@@ -336,17 +619,23 @@ async fn dhcp_loop(shared: Arc<Shared>, sock: Arc<UdpSocket>, listener: Listener
                 continue;
             }
         };
+        kprov_host::failpoint::hit("netboot.dhcp.datagram");
         let machines = shared.machines();
-        let view = View {
-            config: &shared.config,
-            machines: &machines,
-        };
+        let now = now();
         let (decision, out) = {
+            let script = |mac: &MacAddr| {
+                script_token(&shared.tokens, mac, shared.epoch(mac), &shared.policy, now)
+            };
+            let view = View {
+                config: &shared.config,
+                machines: &machines,
+                script_token: &script,
+            };
             let Ok(mut leases) = shared.leases.lock() else {
                 continue;
             };
             let before = leases.len();
-            let r = handle_datagram(&buf[..n], listener, &view, &mut leases, now());
+            let r = handle_datagram(&buf[..n], listener, &view, &mut leases, now);
             if matches!(r.0, Decision::Reply(_)) || leases.len() != before {
                 shared.leases_dirty.store(true, Ordering::Release);
             }
@@ -373,7 +662,16 @@ async fn dhcp_loop(shared: Arc<Shared>, sock: Arc<UdpSocket>, listener: Listener
                     MessageType::Ack => add(&shared.metrics.dhcp_acks, 1),
                     _ => add(&shared.metrics.dhcp_naks, 1),
                 }
-                tracing::info!(mac = %r.mac, machine = %r.machine, to = %to, address = ?r.address, boot_file = ?r.boot_file, "DHCP {:?}", r.kind);
+                note_reply(&shared, &machines, &r, listener, from, now);
+                // The script URL carries a token: log only that it was given.
+                let boot_file = r.boot_file.as_deref().map(|f| {
+                    if f.contains("/boot/") {
+                        "(its iPXE script URL)"
+                    } else {
+                        f
+                    }
+                });
+                tracing::info!(mac = %r.mac, machine = %r.machine, to = %to, address = ?r.address, boot_file = ?boot_file, "DHCP {:?}", r.kind);
                 if let Err(e) = sock.send_to(&bytes, to).await {
                     tracing::warn!(mac = %r.mac, "DHCP send to {to}: {e}");
                 }
@@ -382,229 +680,41 @@ async fn dhcp_loop(shared: Arc<Shared>, sock: Arc<UdpSocket>, listener: Listener
     }
 }
 
-async fn tftp_loop(shared: Arc<Shared>, sock: UdpSocket) {
-    let mut buf = vec![0u8; 2048];
-    loop {
-        let (n, peer) = match sock.recv_from(&mut buf).await {
-            Ok(x) => x,
-            Err(e) => {
-                tracing::warn!("TFTP receive: {e}");
-                continue;
-            }
-        };
-        match Packet::parse(&buf[..n]) {
-            Ok(Packet::Read {
-                file,
-                mode,
-                options,
-            }) => {
-                tokio::spawn(tftp_transfer(shared.clone(), peer, file, mode, options));
-            }
-            Ok(Packet::Write) => {
-                add(&shared.metrics.tftp_errors, 1);
-                tracing::warn!(peer = %peer, "TFTP write refused");
-                let e = Packet::Error {
-                    code: code::ACCESS,
-                    message: "read-only server".into(),
-                };
-                let _ = sock.send_to(&e.encode(), peer).await;
-            }
-            Ok(_) | Err(_) => {
-                tracing::debug!(peer = %peer, "TFTP: not a request on port {}", shared.config.ports.tftp);
-            }
-        }
-    }
-}
-
-async fn tftp_transfer(
-    shared: Arc<Shared>,
-    peer: SocketAddr,
-    file: String,
-    mode: String,
-    options: Vec<(String, String)>,
-) {
-    // A transfer is a strict send/wait loop: a blocking thread with a
-    // plain socket costs three system calls per block and no wakeups of
-    // the async runtime, which keeps parallel transfers fast on few cores.
-    let s = shared.clone();
-    let name = file.clone();
-    let result = tokio::task::spawn_blocking(move || tftp_send(&s, peer, &name, &mode, &options))
-        .await
-        .unwrap_or_else(|e| Err(format!("transfer task: {e}")));
-    match result {
-        Ok(bytes) => {
-            add(&shared.metrics.tftp_transfers, 1);
-            tracing::info!(peer = %peer, file = %file, bytes, "TFTP sent");
-        }
-        Err(e) => {
-            add(&shared.metrics.tftp_errors, 1);
-            tracing::warn!(peer = %peer, file = %file, "TFTP: {e}");
-        }
-    }
-}
-
-fn tftp_send(
+/// Notes a reply in the machine state: the address a Machine got, or
+/// (proxy mode) the address its PXE boot request came from, which binds
+/// its script and NoCloud data to it for a lease time.
+fn note_reply(
     shared: &Shared,
-    peer: SocketAddr,
-    file: &str,
-    mode: &str,
-    options: &[(String, String)],
-) -> Result<u64, String> {
-    let sock = std::net::UdpSocket::bind(SocketAddrV4::new(shared.config.server_address, 0))
-        .map_err(|e| format!("socket: {e}"))?;
-    sock.connect(peer).map_err(|e| format!("connect: {e}"))?;
-    let sock = &sock;
-    let refuse = |code: u16, message: String| {
-        let _ = sock.send(
-            &Packet::Error {
-                code,
-                message: message.clone(),
-            }
-            .encode(),
-        );
-        Err::<u64, String>(message)
+    machines: &Registry,
+    r: &crate::dhcp::Reply,
+    listener: Listener,
+    from: SocketAddr,
+    now: u64,
+) {
+    if r.kind == MessageType::Nak {
+        return;
+    }
+    let epoch = shared.epoch(&r.mac);
+    let boot_address = match from.ip() {
+        IpAddr::V4(ip) if !ip.is_unspecified() => Some(ip),
+        _ => Some(r.message.ciaddr()).filter(|ip| !ip.is_unspecified()),
     };
-    if mode != "octet" && mode != "netascii" {
-        return refuse(code::ILLEGAL, format!("unsupported mode {mode:?}"));
-    }
-    let path = match resolve_under(&shared.tftp_root, file) {
-        Ok(p) => p,
-        Err(e @ ResolveError::NotFound(_)) => return refuse(code::NOT_FOUND, e.to_string()),
-        Err(e) => return refuse(code::ACCESS, e.to_string()),
-    };
-    let f = std::fs::File::open(&path).map_err(|e| format!("open: {e}"))?;
-    let size = f
-        .metadata()
-        .map(|m| m.len())
-        .map_err(|e| format!("stat: {e}"))?;
-    let n = negotiate(options, size);
-    let send = |bytes: &[u8]| {
-        sock.send(bytes)
-            .map(|_| ())
-            .map_err(|e| format!("send: {e}"))
-    };
-    let mut recv = vec![0u8; 1024];
-    if !n.accepted.is_empty() {
-        // OACK, then wait for ACK 0.
-        let oack = Packet::OptionAck {
-            options: n.accepted.clone(),
-        }
-        .encode();
-        let mut tries = 0;
-        loop {
-            send(&oack)?;
-            match recv_packet(sock, &mut recv, n.timeout) {
-                Some(Packet::Ack { block: 0 }) => break,
-                Some(Packet::Error { message, .. }) => {
-                    return Err(format!("client ended the transfer: {message}"))
-                }
-                Some(_) => {}
-                None => {
-                    tries += 1;
-                    if tries > 5 {
-                        return Err("no ACK of the option acknowledgement".into());
-                    }
-                }
-            }
-        }
-    }
-    let mut sender = Sender::new(size, n.blksize, n.windowsize);
-    let mut block = vec![0u8; n.blksize];
-    let mut packet = Vec::with_capacity(n.blksize + 4);
-    let mut tries = 0;
-    while !sender.done() {
-        let window: Vec<_> = sender.window(size).collect();
-        for (b, offset, len) in window {
-            f.read_exact_at(&mut block[..len], offset)
-                .map_err(|e| format!("read: {e}"))?;
-            encode_data(&mut packet, b as u16, &block[..len]);
-            send(&packet)?;
-        }
-        // Wait for an ACK that moves the window (duplicates are ignored).
-        let deadline = std::time::Instant::now() + n.timeout;
-        let advanced = loop {
-            let left = deadline.saturating_duration_since(std::time::Instant::now());
-            match recv_packet(sock, &mut recv, left) {
-                Some(Packet::Ack { block }) => {
-                    if sender.ack(block) {
-                        break true;
-                    }
-                }
-                Some(Packet::Error { message, .. }) => {
-                    return Err(format!("client ended the transfer: {message}"))
-                }
-                Some(_) => {}
-                None => break false,
-            }
-        };
-        if advanced {
-            tries = 0;
-        } else {
-            tries += 1;
-            if tries > 5 {
-                return Err("client stopped acknowledging".into());
-            }
-        }
-    }
-    add(&shared.metrics.tftp_bytes, size);
-    Ok(size)
-}
-
-/// The next parseable packet within `wait`, or None on timeout.
-fn recv_packet(sock: &std::net::UdpSocket, buf: &mut [u8], wait: Duration) -> Option<Packet> {
-    let deadline = std::time::Instant::now() + wait;
-    loop {
-        let left = deadline.saturating_duration_since(std::time::Instant::now());
-        if left.is_zero() || sock.set_read_timeout(Some(left)).is_err() {
-            return None;
-        }
-        match sock.recv(buf) {
-            Ok(n) => {
-                if let Ok(p) = Packet::parse(&buf[..n]) {
-                    return Some(p);
-                }
-            }
-            Err(_) => return None,
-        }
-    }
-}
-
-async fn http_loop(shared: Arc<Shared>, listener: TcpListener) {
-    loop {
-        let (stream, peer) = match listener.accept().await {
-            Ok(x) => x,
-            Err(e) => {
-                tracing::warn!("HTTP accept: {e}");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let _ = stream.set_nodelay(true);
-        let shared = shared.clone();
-        tokio::spawn(async move {
-            // Plain file downloads go to the sendfile path; a peek that
-            // sees too little to tell leaves the request to hyper.
-            let mut first = [0u8; 11];
-            if let Ok(Ok(n)) =
-                tokio::time::timeout(Duration::from_secs(5), stream.peek(&mut first)).await
-            {
-                if crate::http::is_file_download(&first[..n]) {
-                    crate::http::serve_file_connection(shared, stream, peer).await;
-                    return;
-                }
-            }
-            let io = hyper_util::rt::TokioIo::new(stream);
-            let svc = hyper::service::service_fn(move |req| {
-                crate::http::handle(shared.clone(), peer, req)
-            });
-            if let Err(e) = hyper::server::conn::http1::Builder::new()
-                .serve_connection(io, svc)
-                .await
-            {
-                tracing::debug!(peer = %peer, "HTTP connection: {e}");
-            }
-        });
-    }
+    shared.with_states(|s| match (listener, boot_address) {
+        (Listener::ProxyBoot, Some(ip)) => s.seen_boot_request(
+            &r.mac,
+            epoch,
+            ip,
+            now + u64::from(shared.config.lease_seconds),
+            now,
+        ),
+        _ => s.seen_dhcp(
+            &r.mac,
+            epoch,
+            machines.get(&r.mac).is_some(),
+            r.address.filter(|_| r.kind == MessageType::Ack),
+            now,
+        ),
+    });
 }
 
 #[cfg(test)]

@@ -221,8 +221,11 @@ pub const MAX_WINDOW: u16 = 64;
 
 /// Negotiates the request's options for a file of `size` bytes. Unknown
 /// or out-of-range options are left out of the OACK (RFC 2347: the server
-/// may ignore them), so the client falls back to the defaults.
-pub fn negotiate(options: &[(String, String)], size: u64) -> Negotiated {
+/// may ignore them), so the client falls back to the defaults. A timeout
+/// over `max_timeout` seconds is one of them: a client must not make a
+/// transfer wait up to 255 s per retry (RFC 2349 lets the server only
+/// accept the value as asked, or leave it out).
+pub fn negotiate(options: &[(String, String)], size: u64, max_timeout: u64) -> Negotiated {
     let mut n = Negotiated {
         blksize: 512,
         timeout: Duration::from_secs(1),
@@ -241,7 +244,7 @@ pub fn negotiate(options: &[(String, String)], size: u64) -> Negotiated {
             }
             "timeout" => {
                 if let Ok(v) = value.parse::<u64>() {
-                    if (1..=255).contains(&v) {
+                    if (1..=max_timeout.min(255)).contains(&v) {
                         n.timeout = Duration::from_secs(v);
                         n.accepted.push((name.clone(), v.to_string()));
                     }
@@ -386,6 +389,7 @@ mod tests {
                 ("foo", "1"),
             ]),
             5000,
+            5,
         );
         assert_eq!(n.blksize, 1468);
         assert_eq!(n.timeout, Duration::from_secs(3));
@@ -407,11 +411,16 @@ mod tests {
                 ("blksize", "x"),
             ]),
             1,
+            5,
         );
         assert_eq!(n.blksize, MAX_BLKSIZE);
         assert_eq!(n.windowsize, MAX_WINDOW);
         assert_eq!(n.timeout, Duration::from_secs(1));
-        assert_eq!(negotiate(&[], 1).accepted, vec![]);
+        assert_eq!(negotiate(&[], 1, 5).accepted, vec![]);
+        // A timeout over the cap is left out: the default of 1 s holds.
+        let n = negotiate(&opts(&[("timeout", "255"), ("tsize", "0")]), 7, 5);
+        assert_eq!(n.timeout, Duration::from_secs(1));
+        assert_eq!(n.accepted, opts(&[("tsize", "7")]));
     }
 
     #[test]

@@ -157,13 +157,37 @@ pub enum NetbootCommand {
     /// The config file (YAML) names the mode (full: hand out addresses;
     /// proxy: PXE options only, next to another DHCP server), the
     /// interface, the server's address, the subnet, the TFTP and HTTP
-    /// roots, the state directory (leases, token secret) and the
-    /// directory of Machine resources, which is reloaded when a file
-    /// changes. Logs go to stderr (info by default), with mac= on every
-    /// line about a machine; metrics are at http://SERVER/metrics.
+    /// roots, the state directory (token secret, leases, machine state,
+    /// token epochs) and the directory of Machine resources, which is
+    /// reloaded when a file changes. A machine's script and NoCloud data
+    /// are served only to its own address with its tokens (see the
+    /// README). Logs go to stderr (info by default), with mac= on every
+    /// line about a machine; metrics are at http://SERVER/metrics. If a
+    /// server task fails, the command exits non-zero naming it.
     ///
     /// Example: kprov netboot serve --config /etc/kprov/netboot.yaml
     Serve(NetbootServeArgs),
+    /// Start a new token epoch for a machine: every script and seed token
+    /// it was given so far is refused from then on (a running server
+    /// notices within a second), and its user-data window opens again
+    /// for its next boot.
+    ///
+    /// The epoch is kept in the state directory of the config
+    /// (stateDir/epochs/<mac>); this prints the new epoch.
+    ///
+    /// Example: kprov netboot rotate-token --config /etc/kprov/netboot.yaml 52:54:00:12:34:56
+    RotateToken(NetbootRotateArgs),
+}
+
+/// Flags of `kprov netboot rotate-token`.
+#[derive(Debug, Args)]
+pub struct NetbootRotateArgs {
+    /// The server's YAML config file (for its state directory).
+    #[arg(long, value_name = "FILE")]
+    pub config: PathBuf,
+    /// The machine's MAC address (aa:bb:cc:dd:ee:ff).
+    #[arg(value_name = "MAC")]
+    pub mac: String,
 }
 
 /// Flags of `kprov netboot serve`.

@@ -18,10 +18,34 @@ const NODE1_MAC: &str = "52:54:00:aa:00:01";
 const NODE2_MAC: &str = "52:54:00:aa:00:02";
 const UNKNOWN_MAC: &str = "52:54:00:aa:00:99";
 
-fn machine(name: &str, mac: &str, ip: &str) -> String {
+fn machine_text(name: &str, mac: &str, ip: &str) -> String {
     format!(
         "apiVersion: kprov.dev/v1alpha1\nkind: Machine\nmetadata:\n  name: {name}\nspec:\n  macAddress: {mac}\n  ipAddress: {ip}\n  hostname: {name}\n  role: worker\n  boot:\n    kernel: vmlinuz\n    initrd: initrd.img\n    cmdline: console=ttyS0\n  userData: |\n    #cloud-config\n    hostname: {name}\n"
     )
+}
+
+/// How to start a server: binary, mode, config lines added, log level, a
+/// wrapper command (e.g. prlimit) and environment.
+struct Opts<'a> {
+    bin: PathBuf,
+    mode: &'a str,
+    extra_config: &'a str,
+    log_level: &'a str,
+    wrapper: &'a [&'a str],
+    env: &'a [(&'a str, &'a str)],
+}
+
+impl Default for Opts<'_> {
+    fn default() -> Self {
+        Self {
+            bin: common::kprov_bin(),
+            mode: "full",
+            extra_config: "",
+            log_level: "info",
+            wrapper: &[],
+            env: &[],
+        }
+    }
 }
 
 /// A running `kprov netboot serve` in its own namespace.
@@ -38,6 +62,17 @@ impl Server {
     }
 
     fn start_with(bin: &Path, mode: &str, extra_config: &str, log_level: &str) -> Self {
+        Self::start_opts(&Opts {
+            bin: bin.to_path_buf(),
+            mode,
+            extra_config,
+            log_level,
+            ..Opts::default()
+        })
+    }
+
+    fn start_opts(o: &Opts<'_>) -> Self {
+        let (bin, mode, extra_config, log_level) = (&o.bin, o.mode, o.extra_config, o.log_level);
         let dir = common::scratch("netboot-");
         let d = dir.path();
         for sub in ["machines", "tftp", "http", "state"] {
@@ -45,7 +80,7 @@ impl Server {
         }
         std::fs::write(
             d.join("machines/node1.yaml"),
-            machine("node1", NODE1_MAC, "10.77.0.21"),
+            machine_text("node1", NODE1_MAC, "10.77.0.21"),
         )
         .unwrap();
         std::fs::copy("/usr/lib/ipxe/undionly.kpxe", d.join("tftp/undionly.kpxe")).unwrap();
@@ -73,18 +108,17 @@ impl Server {
         let mut ns = Netns::new("10.77.0");
         let log = d.join("server.log");
         let config = d.join("netboot.yaml");
-        let pid = ns.spawn_logged(
-            bin,
-            &[
-                "--log-level",
-                log_level,
-                "netboot",
-                "serve",
-                "--config",
-                config.to_str().unwrap(),
-            ],
-            &log,
-        );
+        let mut args: Vec<&str> = o.wrapper.to_vec();
+        args.extend([
+            bin.to_str().unwrap(),
+            "--log-level",
+            log_level,
+            "netboot",
+            "serve",
+            "--config",
+            config.to_str().unwrap(),
+        ]);
+        let pid = ns.spawn_logged_env(Path::new(args[0]), &args[1..], &log, o.env);
         let server = Self { ns, dir, log, pid };
         // The readiness line is logged at info; at quieter levels, wait
         // for the HTTP port instead.
@@ -195,12 +229,14 @@ fn dhcp_gives_known_macs_their_fixed_address_reloads_machines_and_ignores_unknow
         "ip=10.77.0.21 mask=255.255.255.0 hostname=node1 router=10.77.0.1 boot_file= siaddr="
     );
 
-    // A client that says it is iPXE gets its script's URL as boot file.
+    // A client that says it is iPXE gets its script's URL as boot file,
+    // with a script token.
     let lease = udhcpc(&server, &known, &["-x", "0x4d:69505845"]).unwrap();
+    let url = boot_file(&lease);
     assert!(
-        lease.contains(
-            "boot_file=http://10.77.0.1:8080/boot/52-54-00-aa-00-01.ipxe siaddr=10.77.0.1"
-        ),
+        url.starts_with("http://10.77.0.1:8080/boot/52-54-00-aa-00-01/")
+            && url.ends_with(".ipxe")
+            && lease.ends_with(" siaddr=10.77.0.1"),
         "{lease}"
     );
 
@@ -218,17 +254,17 @@ fn dhcp_gives_known_macs_their_fixed_address_reloads_machines_and_ignores_unknow
     // A new Machine file and a broken one, while running.
     std::fs::write(
         server.path("machines/node2.yaml"),
-        machine("node2", NODE2_MAC, "10.77.0.22"),
+        machine_text("node2", NODE2_MAC, "10.77.0.22"),
     )
     .unwrap();
     std::fs::write(
         server.path("machines/bad.yaml"),
-        machine("bad", "52:54:00:aa:00:zz", "10.77.0.23"),
+        machine_text("bad", "52:54:00:aa:00:zz", "10.77.0.23"),
     )
     .unwrap();
     std::fs::write(
         server.path("machines/outside.yaml"),
-        machine("outside", "52:54:00:aa:00:05", "10.99.0.5"),
+        machine_text("outside", "52:54:00:aa:00:05", "10.99.0.5"),
     )
     .unwrap();
     server.wait_log("machines loaded machines=2", Duration::from_secs(10));
@@ -307,7 +343,8 @@ fn a_default_profile_gives_unknown_macs_pool_addresses_that_survive_a_restart() 
 const PXE_CLIENT: &str = r#"
 import json, socket, struct, sys, time
 mac = bytes.fromhex(sys.argv[1].replace(':', ''))
-pxe = sys.argv[2] == 'pxe'
+ipxe = sys.argv[2] == 'ipxe'
+pxe = sys.argv[2] == 'pxe' or ipxe
 xid = 0x4b505256
 def packet(mtype, ciaddr=b'\0'*4):
     p = struct.pack('!BBBBIHH', 1, 1, 6, 0, xid, 0, 0x8000) + ciaddr + b'\0'*12 + mac + b'\0'*10 + b'\0'*192
@@ -315,6 +352,8 @@ def packet(mtype, ciaddr=b'\0'*4):
     if pxe:
         vc = b'PXEClient:Arch:00000:UNDI:002001'
         p += bytes([60, len(vc)]) + vc + bytes([93, 2, 0, 0])
+    if ipxe:
+        p += bytes([77, 4]) + b'iPXE'
     return p + b'\xff'
 def collect(sock, secs):
     out, end = [], time.time() + secs
@@ -351,14 +390,16 @@ if pxe:
         print(json.dumps(r))
 "#;
 
-fn pxe_client(server: &Server, peer: &Peer, mac: &str, pxe: bool) -> Vec<serde_json::Value> {
+/// Runs [`PXE_CLIENT`] as a PXE ROM (`pxe`), as iPXE (`ipxe`) or as a
+/// plain DHCP client (`plain`).
+fn pxe_client(server: &Server, peer: &Peer, mac: &str, kind: &str) -> Vec<serde_json::Value> {
     let script = server.path("pxe_client.py");
     std::fs::write(&script, PXE_CLIENT).unwrap();
     let out: Output = peer
         .command("timeout")
         .args(["20", "python3"])
         .arg(&script)
-        .args([mac, if pxe { "pxe" } else { "plain" }])
+        .args([mac, kind])
         .output()
         .unwrap();
     assert!(
@@ -397,7 +438,7 @@ fn proxy_mode_next_to_dnsmasq_gives_pxe_options_only() {
     let client = server.ns.add_peer(NODE1_MAC);
     client.ip(&["addr", "add", "10.77.0.200/24", "dev", "eth0"]);
 
-    let replies = pxe_client(&server, &client, NODE1_MAC, true);
+    let replies = pxe_client(&server, &client, NODE1_MAC, "pxe");
     let from = |src: &str, port: Option<u64>| -> Vec<&serde_json::Value> {
         replies
             .iter()
@@ -428,13 +469,57 @@ fn proxy_mode_next_to_dnsmasq_gives_pxe_options_only() {
     assert_eq!(boot[0]["file"], "undionly.kpxe");
 
     // A plain client hears only dnsmasq; an unknown PXE client too.
-    let plain = pxe_client(&server, &client, NODE1_MAC, false);
+    let plain = pxe_client(&server, &client, NODE1_MAC, "plain");
     assert!(plain.iter().all(|r| r["src"] == "10.77.0.2"), "{plain:?}");
     assert_eq!(plain.len(), 1, "{plain:?}");
-    let unknown = pxe_client(&server, &client, UNKNOWN_MAC, true);
+    let unknown = pxe_client(&server, &client, UNKNOWN_MAC, "pxe");
     assert!(
         unknown.iter().all(|r| r["src"] == "10.77.0.2"),
         "{unknown:?}"
+    );
+}
+
+#[test]
+#[ignore = "needs root, network namespaces, python3 and curl"]
+fn proxy_mode_binds_a_machine_to_the_address_of_its_boot_request() {
+    let server = Server::start("proxy", "");
+    // A Machine without an ipAddress: its address is whatever the other
+    // DHCP server gave it.
+    std::fs::write(
+        server.path("machines/node2.yaml"),
+        machine_text("node2", NODE2_MAC, "10.77.0.22").replace("  ipAddress: 10.77.0.22\n", ""),
+    )
+    .unwrap();
+    server.wait_log("machines loaded machines=2", Duration::from_secs(10));
+    // No address server is needed: the client already has its address
+    // (10.77.0.200) when it asks the boot server on port 4011, as iPXE
+    // does after its DHCP exchange.
+    let client = server.ns.add_peer(NODE2_MAC);
+    client.ip(&["addr", "add", "10.77.0.200/24", "dev", "eth0"]);
+    let replies = pxe_client(&server, &client, NODE2_MAC, "ipxe");
+    let boot: Vec<_> = replies
+        .iter()
+        .filter(|r| r.get("port").and_then(|p| p.as_u64()) == Some(4011))
+        .collect();
+    assert_eq!(boot.len(), 1, "{replies:?}");
+    let url = boot[0]["file"].as_str().unwrap().to_string();
+    assert!(
+        url.starts_with("http://10.77.0.1:8080/boot/52-54-00-aa-00-02/"),
+        "{url}"
+    );
+    let thief = other_host(&server, "52:54:00:aa:00:66", "10.77.0.66");
+    assert_eq!(peer_curl(&server, &thief, &url, &[]).0, 403);
+    let (code, script) = peer_curl(&server, &client, &url, &[]);
+    assert_eq!(code, 200, "{}", server.log_text());
+    let seed = seed_of(&script);
+    assert_eq!(
+        peer_curl(&server, &thief, &format!("{seed}user-data"), &[]).0,
+        403
+    );
+    let (code, user_data) = peer_curl(&server, &client, &format!("{seed}user-data"), &[]);
+    assert_eq!(
+        (code, String::from_utf8_lossy(&user_data).as_ref()),
+        (200, "#cloud-config\nhostname: node2\n")
     );
 }
 
@@ -628,12 +713,17 @@ fn http_serves_scripts_ranges_and_user_data_only_to_its_machine() {
     let server = Server::start("full", "");
     std::fs::write(
         server.path("machines/node2.yaml"),
-        machine("node2", NODE2_MAC, "10.77.0.22"),
+        machine_text("node2", NODE2_MAC, "10.77.0.22"),
     )
     .unwrap();
     server.wait_log("machines loaded machines=2", Duration::from_secs(10));
 
-    let (code, script) = server.curl("/boot/52-54-00-aa-00-01.ipxe", &[]);
+    let (machine, url) = ipxe_machine(&server);
+    assert!(
+        url.starts_with("http://10.77.0.1:8080/boot/52-54-00-aa-00-01/") && url.ends_with(".ipxe"),
+        "{url}"
+    );
+    let (code, script) = peer_curl(&server, &machine, &url, &[]);
     assert_eq!(code, 200);
     let script = String::from_utf8(script).unwrap();
     assert!(script.starts_with("#!ipxe\n"), "{script}");
@@ -642,75 +732,77 @@ fn http_serves_scripts_ranges_and_user_data_only_to_its_machine() {
         script.contains("initrd http://10.77.0.1:8080/files/initrd.img\nboot\n"),
         "{script}"
     );
-    let seed = script
-        .split("kprov.seed=")
-        .nth(1)
-        .unwrap()
-        .split_whitespace()
-        .next()
-        .unwrap();
-    let path1 = seed.strip_prefix("http://10.77.0.1:8080").unwrap();
-    let token1 = path1
+    let seed = seed_of(script.as_bytes());
+    let token1 = seed
         .trim_end_matches('/')
         .rsplit('/')
         .next()
         .unwrap()
         .to_string();
-    assert_eq!(token1.len(), 32);
+    assert!(token1.len() > 32, "{token1}");
 
-    let (code, user_data) = server.curl(&format!("{path1}user-data"), &[]);
+    let (code, user_data) = peer_curl(&server, &machine, &format!("{seed}user-data"), &[]);
     assert_eq!(code, 200);
     assert_eq!(
         String::from_utf8(user_data).unwrap(),
         "#cloud-config\nhostname: node1\n"
     );
-    let (code, meta) = server.curl(&format!("{path1}meta-data"), &[]);
+    let (code, meta) = peer_curl(&server, &machine, &format!("{seed}meta-data"), &[]);
     assert_eq!(
         (code, String::from_utf8(meta).unwrap().as_str()),
         (200, "instance-id: node1\nlocal-hostname: node1\n")
     );
-    assert_eq!(server.curl(&format!("{path1}vendor-data"), &[]).0, 200);
+    assert_eq!(
+        peer_curl(&server, &machine, &format!("{seed}vendor-data"), &[]).0,
+        200
+    );
 
     // node1's token does not open node2's data; unknown MACs get 404.
-    let (code, body) = server.curl(
-        &format!("/machines/52-54-00-aa-00-02/{token1}/user-data"),
+    let base = "http://10.77.0.1:8080";
+    let (code, body) = peer_curl(
+        &server,
+        &machine,
+        &format!("{base}/machines/52-54-00-aa-00-02/{token1}/user-data"),
         &[],
     );
     assert_eq!(code, 403);
     assert!(!String::from_utf8_lossy(&body).contains("node2"));
     assert_eq!(
-        server
-            .curl(
-                "/machines/52-54-00-aa-00-01/00000000000000000000000000000000/user-data",
-                &[]
-            )
-            .0,
+        peer_curl(
+            &server,
+            &machine,
+            &format!(
+                "{base}/machines/52-54-00-aa-00-01/00000000000000000000000000000000/meta-data"
+            ),
+            &[]
+        )
+        .0,
         403
     );
     assert_eq!(
-        server
-            .curl(
-                &format!("/machines/52-54-00-aa-00-99/{token1}/user-data"),
-                &[]
-            )
-            .0,
+        peer_curl(
+            &server,
+            &machine,
+            &format!("{base}/machines/52-54-00-aa-00-99/{token1}/user-data"),
+            &[]
+        )
+        .0,
         404
     );
-    assert_eq!(server.curl("/boot/52-54-00-aa-00-99.ipxe", &[]).0, 404);
-    server.wait_log(
-        "NoCloud request with a wrong token refused",
-        Duration::from_secs(5),
-    );
+    assert_eq!(server.curl("/boot/52-54-00-aa-00-99.ipxe", &[]).0, 403);
+    server.wait_log("NoCloud request refused", Duration::from_secs(5));
     let log = server.log_text();
     let refused: Vec<&str> = log
         .lines()
-        .filter(|l| l.contains("wrong token refused"))
+        .filter(|l| l.contains("request refused"))
         .collect();
     assert!(
-        refused.iter().all(|l| l.contains("mac=52:54:00:aa:00:0")),
+        refused.iter().all(|l| l.contains("mac=52:54:00:aa:00:")),
         "{refused:?}"
     );
     assert!(!log.contains(&token1), "a token was logged");
+    let script_token = url.rsplit('/').next().unwrap().trim_end_matches(".ipxe");
+    assert!(!log.contains(script_token), "a script token was logged");
 
     // Files, whole and by range.
     let want = std::fs::read(server.path("http/vmlinuz")).unwrap();
@@ -749,6 +841,598 @@ fn http_serves_scripts_ranges_and_user_data_only_to_its_machine() {
         metrics.contains("kprov_netboot_bytes_served_total{proto=\"http\"} 101010"),
         "{metrics}"
     );
+}
+
+// ---------------------------------------------------------------------
+// Per-machine data bound to the machine, and the servers' limits
+// (issue 18's reproduced defects 1-6).
+
+/// curl inside a client namespace: (status, body).
+fn peer_curl(server: &Server, peer: &Peer, url: &str, extra: &[&str]) -> (u16, Vec<u8>) {
+    let body = server.path(&format!("curl-{}.out", peer.name));
+    let _ = std::fs::remove_file(&body);
+    let out = peer
+        .command("curl")
+        .args(["-s", "--max-time", "20", "-o"])
+        .arg(&body)
+        .args(["-w", "%{http_code}"])
+        .args(extra)
+        .arg(url)
+        .output()
+        .unwrap();
+    let code = String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .unwrap_or(0);
+    (code, std::fs::read(&body).unwrap_or_default())
+}
+
+/// The boot file of a udhcpc lease line (`boot_file=URL siaddr=...`).
+fn boot_file(lease: &str) -> String {
+    lease
+        .split("boot_file=")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// The NoCloud seed URL (`kprov.seed=`) of an iPXE script.
+fn seed_of(script: &[u8]) -> String {
+    let script = String::from_utf8_lossy(script);
+    script
+        .split("kprov.seed=")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no seed in the script:\n{script}"))
+        .to_string()
+}
+
+/// The machine node1 as a client: it asks DHCP as iPXE does (user class
+/// "iPXE") and takes its fixed address, as iPXE would. Returns the peer
+/// and its script URL from the DHCP reply.
+fn ipxe_machine(server: &Server) -> (Peer, String) {
+    let machine = server.ns.add_peer(NODE1_MAC);
+    let url = ipxe_dhcp(server, &machine);
+    machine.ip(&["addr", "add", "10.77.0.21/24", "dev", "eth0"]);
+    (machine, url)
+}
+
+/// One DHCP exchange as iPXE: the script URL of the reply.
+fn ipxe_dhcp(server: &Server, machine: &Peer) -> String {
+    let lease = udhcpc(server, machine, &["-x", "0x4d:69505845"]).expect("no lease for iPXE");
+    let url = boot_file(&lease);
+    assert!(url.starts_with("http://10.77.0.1:8080/boot/"), "{lease}");
+    url
+}
+
+/// Another host on the same link, with its own address.
+fn other_host(server: &Server, mac: &str, ip: &str) -> Peer {
+    let peer = server.ns.add_peer(mac);
+    peer.ip(&["addr", "add", &format!("{ip}/24"), "dev", "eth0"]);
+    peer
+}
+
+#[test]
+#[ignore = "needs root, network namespaces, busybox and curl"]
+fn another_host_gets_neither_the_script_nor_the_user_data_of_a_machine() {
+    let server = Server::start("full", "");
+    let (machine, url) = ipxe_machine(&server);
+    // The thief heard the DHCP broadcast: it knows the script URL and
+    // the MAC.
+    let thief = other_host(&server, "52:54:00:aa:00:66", "10.77.0.66");
+    let (code, body) = peer_curl(&server, &thief, &url, &[]);
+    assert!(
+        code == 403 || code == 404,
+        "another host got the script: {code}"
+    );
+    assert!(!String::from_utf8_lossy(&body).contains("/machines/"));
+    let (code, _) = peer_curl(
+        &server,
+        &thief,
+        "http://10.77.0.1:8080/boot/52-54-00-aa-00-01.ipxe",
+        &[],
+    );
+    assert!(code == 403 || code == 404, "{code}");
+
+    // The machine itself gets its script, with its seed URL.
+    let (code, script) = peer_curl(&server, &machine, &url, &[]);
+    assert_eq!(code, 200, "{}", server.log_text());
+    let seed = seed_of(&script);
+    assert!(
+        seed.starts_with("http://10.77.0.1:8080/machines/52-54-00-aa-00-01/"),
+        "{seed}"
+    );
+
+    // A stolen seed token opens nothing for another host (nor for the
+    // server's own address).
+    for doc in ["user-data", "meta-data", "vendor-data"] {
+        let (code, body) = peer_curl(&server, &thief, &format!("{seed}{doc}"), &[]);
+        assert_eq!(code, 403, "{doc}");
+        assert!(!String::from_utf8_lossy(&body).contains("hostname: node1"));
+    }
+    let path = seed.strip_prefix("http://10.77.0.1:8080").unwrap();
+    assert_eq!(server.curl(&format!("{path}user-data"), &[]).0, 403);
+
+    // The machine reads its documents.
+    let (code, meta) = peer_curl(&server, &machine, &format!("{seed}meta-data"), &[]);
+    assert_eq!(
+        (code, String::from_utf8_lossy(&meta).as_ref()),
+        (200, "instance-id: node1\nlocal-hostname: node1\n")
+    );
+    let (code, user_data) = peer_curl(&server, &machine, &format!("{seed}user-data"), &[]);
+    assert_eq!(
+        (code, String::from_utf8_lossy(&user_data).as_ref()),
+        (200, "#cloud-config\nhostname: node1\n")
+    );
+    assert_eq!(
+        peer_curl(&server, &machine, &format!("{seed}vendor-data"), &[]).0,
+        200
+    );
+    // What stays on the node's /proc/cmdline is spent: user-data is not
+    // served twice for one command line.
+    let (code, body) = peer_curl(&server, &machine, &format!("{seed}user-data"), &[]);
+    assert_eq!(code, 410, "{}", String::from_utf8_lossy(&body));
+
+    // Once the machine is installed, user-data is no longer served, not
+    // even for a fresh script's token.
+    let (code, script) = peer_curl(&server, &machine, &url, &[]);
+    assert_eq!(code, 200);
+    let fresh = seed_of(&script);
+    assert_ne!(fresh, seed, "a new boot gets a new token");
+    std::fs::write(
+        server.path("machines/node1.yaml"),
+        machine_text("node1", NODE1_MAC, "10.77.0.21")
+            .replace("  role:", "  installed: true\n  role:"),
+    )
+    .unwrap();
+    server.wait_log("machines loaded machines=1", Duration::from_secs(10));
+    let start = Instant::now();
+    loop {
+        let (code, _) = peer_curl(&server, &machine, &format!("{fresh}user-data"), &[]);
+        if code == 410 || code == 404 {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "user-data still served after installed: true ({code})"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let log = server.log_text();
+    assert!(
+        !log.contains(fresh.rsplit('/').nth(1).unwrap()),
+        "a token was logged"
+    );
+}
+
+#[test]
+#[ignore = "needs root, network namespaces, busybox and curl"]
+fn tokens_expire_the_user_data_window_closes_and_rotation_refuses_old_tokens() {
+    let server = Server::start("full", "tokenTtlSeconds: 6\nuserDataWindowSeconds: 3\n");
+    let (machine, url) = ipxe_machine(&server);
+    let (code, script) = peer_curl(&server, &machine, &url, &[]);
+    assert_eq!(code, 200, "{}", server.log_text());
+    let seed1 = seed_of(&script);
+    assert_eq!(
+        peer_curl(&server, &machine, &format!("{seed1}user-data"), &[]).0,
+        200
+    );
+    // A new boot within the window: a new token, the older one is dead.
+    let (_, script) = peer_curl(&server, &machine, &url, &[]);
+    let seed2 = seed_of(&script);
+    assert_eq!(
+        peer_curl(&server, &machine, &format!("{seed2}user-data"), &[]).0,
+        200
+    );
+    assert_eq!(
+        peer_curl(&server, &machine, &format!("{seed1}meta-data"), &[]).0,
+        403,
+        "a superseded token still worked"
+    );
+
+    // Past the token lifetime: the seed token and the script token from
+    // DHCP are refused.
+    std::thread::sleep(Duration::from_secs(7));
+    assert_eq!(
+        peer_curl(&server, &machine, &format!("{seed2}meta-data"), &[]).0,
+        403
+    );
+    assert_eq!(peer_curl(&server, &machine, &url, &[]).0, 403);
+
+    // Past the user-data window: a fresh boot gets its script, but no
+    // user-data.
+    let url = ipxe_dhcp(&server, &machine);
+    let (code, script) = peer_curl(&server, &machine, &url, &[]);
+    assert_eq!(code, 200);
+    let seed3 = seed_of(&script);
+    assert_eq!(
+        peer_curl(&server, &machine, &format!("{seed3}meta-data"), &[]).0,
+        200
+    );
+    assert_eq!(
+        peer_curl(&server, &machine, &format!("{seed3}user-data"), &[]).0,
+        410
+    );
+
+    // Rotation: tokens of the old epoch are refused; the new epoch opens
+    // a new window.
+    let config = server.path("netboot.yaml");
+    let run = common::kprov(
+        &[
+            "netboot",
+            "rotate-token",
+            "--config",
+            config.to_str().unwrap(),
+            NODE1_MAC,
+        ],
+        &[],
+    );
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    let start = Instant::now();
+    while peer_curl(&server, &machine, &format!("{seed3}meta-data"), &[]).0 != 403 {
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "a token of the old epoch still works"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(peer_curl(&server, &machine, &url, &[]).0, 403);
+    let url = ipxe_dhcp(&server, &machine);
+    let (code, script) = peer_curl(&server, &machine, &url, &[]);
+    assert_eq!(code, 200);
+    let seed4 = seed_of(&script);
+    assert_eq!(
+        peer_curl(&server, &machine, &format!("{seed4}user-data"), &[]).0,
+        200
+    );
+
+    // The stage2 report: only the machine may send it; then its script
+    // boots the local disk.
+    let thief = other_host(&server, "52:54:00:aa:00:66", "10.77.0.66");
+    let post = ["-X", "POST", "--data", ""];
+    assert_eq!(
+        peer_curl(&server, &thief, &format!("{seed4}installed"), &post).0,
+        403
+    );
+    assert_eq!(
+        peer_curl(&server, &machine, &format!("{seed4}installed"), &post).0,
+        204
+    );
+    let (code, script) = peer_curl(&server, &machine, &url, &[]);
+    let script = String::from_utf8_lossy(&script);
+    assert_eq!(code, 200);
+    assert!(
+        script.contains("exit") && !script.contains("kernel "),
+        "{script}"
+    );
+    let state = std::fs::read_to_string(server.path("state/machines.json")).unwrap_or_default();
+    let start = Instant::now();
+    let mut state = state;
+    while !state.contains("\"phase\": \"Installed\"") {
+        assert!(start.elapsed() < Duration::from_secs(5), "{state}");
+        std::thread::sleep(Duration::from_millis(200));
+        state = std::fs::read_to_string(server.path("state/machines.json")).unwrap_or_default();
+    }
+    assert!(state.contains("\"address\": \"10.77.0.21\""), "{state}");
+}
+
+/// Opens N connections that send a request head without its final empty
+/// line, prints "open N", then counts how many the server closes within
+/// HOLD seconds ("closed N").
+const HALF_SENT_HTTP: &str = r#"
+import select, socket, sys, time
+host, port, n, hold = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
+socks = []
+for _ in range(n):
+    s = socket.socket()
+    s.settimeout(5)
+    try:
+        s.connect((host, port))
+        s.sendall(b'GET /metrics HTTP/1.1\r\nHost: x\r\n')
+        socks.append(s)
+    except OSError:
+        s.close()
+print('open', len(socks), flush=True)
+closed, end = set(), time.time() + hold
+while time.time() < end and len(closed) < len(socks):
+    live = [s for s in socks if s not in closed]
+    ready, _, _ = select.select(live, [], [], 0.5)
+    for s in ready:
+        try:
+            data = s.recv(4096)
+        except OSError:
+            data = b''
+        if not data:
+            closed.add(s)
+print('closed', len(closed), flush=True)
+"#;
+
+#[test]
+#[ignore = "needs root, network namespaces, prlimit, python3 and curl"]
+fn half_sent_http_requests_do_not_lock_out_a_real_client() {
+    // Few file descriptors, as on a small host: 70 half-sent requests used
+    // to take them all.
+    let server = Server::start_opts(&Opts {
+        wrapper: &["prlimit", "--nofile=80:80", "--"],
+        ..Opts::default()
+    });
+    let attacker = other_host(&server, "52:54:00:aa:00:70", "10.77.0.70");
+    let script = server.path("half_sent.py");
+    std::fs::write(&script, HALF_SENT_HTTP).unwrap();
+    let mut flood = attacker
+        .command("python3")
+        .arg(&script)
+        .args(["10.77.0.1", "8080", "70", "30"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(flood.stdout.take().unwrap()));
+    let opened = lines.next().unwrap().unwrap();
+    assert_eq!(opened, "open 70");
+
+    let client = other_host(&server, "52:54:00:aa:00:71", "10.77.0.71");
+    let start = Instant::now();
+    let (code, body) = peer_curl(
+        &server,
+        &client,
+        "http://10.77.0.1:8080/files/vmlinuz",
+        &["--max-time", "10"],
+    );
+    assert_eq!(
+        (code, body.len()),
+        (200, 100_000),
+        "the real client was locked out:\n{}",
+        server.log_text()
+    );
+    assert!(start.elapsed() < Duration::from_secs(10));
+    // The half-sent requests are dropped (a header-read timeout), not
+    // kept forever.
+    let closed = lines.next().unwrap().unwrap();
+    let _ = flood.wait();
+    assert_eq!(closed, "closed 70", "{}", server.log_text());
+}
+
+#[test]
+#[ignore = "needs root, network namespaces, python3 and curl"]
+fn idle_keep_alive_connections_are_closed() {
+    let server = Server::start(
+        "full",
+        "limits: {httpHeaderTimeoutSeconds: 2, httpIdleTimeoutSeconds: 2}\n",
+    );
+    let client = other_host(&server, "52:54:00:aa:00:72", "10.77.0.72");
+    let script = server.path("idle.py");
+    std::fs::write(
+        &script,
+        r#"
+import socket, time
+s = socket.create_connection(('10.77.0.1', 8080), 5)
+s.sendall(b'GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n')
+start, got = time.time(), b''
+s.settimeout(20)
+while True:
+    data = s.recv(65536)
+    if not data:
+        break
+    got += data
+print('status', got.split(b' ')[1].decode(), 'closed after', round(time.time() - start))
+"#,
+    )
+    .unwrap();
+    let out = client
+        .command("timeout")
+        .args(["30", "python3"])
+        .arg(&script)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let secs: u64 = text
+        .trim()
+        .rsplit(' ')
+        .next()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("{text}{}", String::from_utf8_lossy(&out.stderr)));
+    assert!(text.starts_with("status 200 "), "{text}");
+    assert!(secs <= 4, "an idle keep-alive connection stayed {secs} s");
+}
+
+/// Sends N read requests (each from its own port, asking for a 255 s
+/// timeout) and never answers; prints "sent N" and sleeps HOLD seconds.
+const SILENT_TFTP: &str = r#"
+import socket, sys, time
+host, n, hold = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+socks = []
+for _ in range(n):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.sendto(b'\x00\x01undionly.kpxe\x00octet\x00timeout\x00255\x00tsize\x000\x00', (host, 69))
+    socks.append(s)
+    # Paced, so that the server's receive buffer takes every one in.
+    time.sleep(0.002)
+print('sent', n, flush=True)
+time.sleep(hold)
+"#;
+
+#[test]
+#[ignore = "needs root, network namespaces, python3, tftp-hpa and curl"]
+fn silent_tftp_read_requests_stop_neither_tftp_nor_http() {
+    let server = Server::start("full", "");
+    let attacker = other_host(&server, "52:54:00:aa:00:73", "10.77.0.73");
+    let script = server.path("silent_tftp.py");
+    std::fs::write(&script, SILENT_TFTP).unwrap();
+    let mut flood = attacker
+        .command("python3")
+        .arg(&script)
+        .args(["10.77.0.1", "600", "60"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(flood.stdout.take().unwrap()));
+    assert_eq!(lines.next().unwrap().unwrap(), "sent 600");
+    // Give the server time to take them all in.
+    std::thread::sleep(Duration::from_secs(3));
+
+    let client = other_host(&server, "52:54:00:aa:00:74", "10.77.0.74");
+    let got = server.path("tftp-hpa.kpxe");
+    let start = Instant::now();
+    let r = client
+        .command("timeout")
+        .args([
+            "30",
+            "tftp",
+            "-m",
+            "binary",
+            "10.77.0.1",
+            "-c",
+            "get",
+            "undionly.kpxe",
+        ])
+        .arg(&got)
+        .output()
+        .unwrap();
+    assert!(
+        r.status.success(),
+        "tftp-hpa after 600 silent requests: {}{}",
+        String::from_utf8_lossy(&r.stdout),
+        String::from_utf8_lossy(&r.stderr)
+    );
+    assert_eq!(
+        sha256(&got),
+        sha256(Path::new("/usr/lib/ipxe/undionly.kpxe"))
+    );
+    eprintln!(
+        "tftp-hpa done after {:?}; server threads: {}",
+        start.elapsed(),
+        std::fs::read_dir(format!("/proc/{}/task", server.pid))
+            .map(|d| d.count())
+            .unwrap_or(0)
+    );
+    assert!(start.elapsed() < Duration::from_secs(30));
+    // A file through the hyper path (an absolute request target), which
+    // reads files on the blocking pool.
+    let (code, body) = peer_curl(
+        &server,
+        &client,
+        "http://10.77.0.1:8080/",
+        &[
+            "--request-target",
+            "http://10.77.0.1:8080/files/vmlinuz",
+            "--max-time",
+            "10",
+        ],
+    );
+    assert_eq!((code, body.len()), (200, 100_000));
+    let _ = flood.kill();
+    let _ = flood.wait();
+}
+
+#[test]
+#[ignore = "needs root, network namespaces, perfdhcp (kea-admin) and busybox"]
+fn random_discovers_do_not_empty_the_pool_for_a_real_client() {
+    let server = Server::start(
+        "full",
+        "pool: {start: 10.77.0.100, end: 10.77.0.109}\ndefaultProfile:\n  boot: {kernel: vmlinuz}\n",
+    );
+    // 30 DISCOVERs from random MACs (a relay address, as perfdhcp sends
+    // them), never followed by a REQUEST.
+    let attacker = other_host(&server, "52:54:00:aa:00:75", "10.77.0.2");
+    let out = attacker
+        .command("timeout")
+        .args([
+            "30",
+            "perfdhcp",
+            "-4",
+            "-i",
+            "-r",
+            "30",
+            "-n",
+            "30",
+            "-R",
+            "1000000",
+            "-l",
+            "10.77.0.2",
+            "10.77.0.1",
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("received packets"), "perfdhcp: {text}");
+    let (_, metrics) = server.curl("/metrics", &[]);
+    let metrics = String::from_utf8(metrics).unwrap();
+    let offers: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("kprov_netboot_dhcp_replies_total{type=\"offer\"} "))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(offers >= 10, "perfdhcp got only {offers} offers:\n{text}");
+
+    // A real client right after: it gets an address.
+    let client = server.ns.add_peer("52:54:00:aa:00:76");
+    let lease = udhcpc(&server, &client, &[]).expect("the pool was emptied by offers");
+    assert!(lease.starts_with("ip=10.77.0.10"), "{lease}");
+    // The lease table holds no more entries than the pool has addresses.
+    std::thread::sleep(Duration::from_millis(1500));
+    let saved: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(server.path("state/leases.json")).unwrap())
+            .unwrap();
+    let n = saved["leases"].as_object().unwrap().len();
+    assert!(n <= 10, "{n} leases for a pool of 10: {saved}");
+}
+
+#[test]
+#[ignore = "needs root, network namespaces and busybox"]
+fn a_panicked_dhcp_task_stops_the_server_with_an_error() {
+    let mut server = Server::start_opts(&Opts {
+        env: &[("KPROV_FAILPOINTS", "netboot.dhcp.datagram=panic:1")],
+        ..Opts::default()
+    });
+    let client = server.ns.add_peer(NODE1_MAC);
+    let _ = udhcpc(&server, &client, &[]);
+    let pid = server.pid;
+    let status = server
+        .ns
+        .wait_exit(pid, Duration::from_secs(10))
+        .unwrap_or_else(|| {
+            panic!(
+                "the server kept running without DHCP:\n{}",
+                server.log_text()
+            )
+        });
+    let log = server.log_text();
+    assert!(!status.success(), "{log}");
+    assert_ne!(status.code(), Some(86), "{log}");
+    assert!(log.contains("DHCP task panicked"), "{log}");
+}
+
+#[test]
+#[ignore = "needs root, network namespaces and curl"]
+fn client_supplied_names_cannot_forge_log_lines() {
+    let server = Server::start("full", "");
+    let client = other_host(&server, "52:54:00:aa:00:77", "10.77.0.77");
+    let r = client
+        .command("curl")
+        .args([
+            "-sS",
+            "--max-time",
+            "10",
+            "-o",
+            "/dev/null",
+            "tftp://10.77.0.1/nothere%0A2030-01-01T00:00:00.000000Z%20INFO%20FORGED%20admin%20logged%20in",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        !r.status.success(),
+        "a missing file was served: {}",
+        String::from_utf8_lossy(&r.stderr)
+    );
+    server.wait_log("FORGED", Duration::from_secs(5));
+    let log = server.log_text();
+    assert!(
+        log.lines().all(|l| !l.starts_with("2030-01-01")),
+        "a forged line:\n{log}"
+    );
+    assert!(log.contains("nothere\\n2030-01-01"), "{log}");
 }
 
 // ---------------------------------------------------------------------
@@ -1095,6 +1779,10 @@ fn bad_configs_are_refused_before_anything_is_opened() {
         ("mode: full", "mode: both", "(document): mode: unknown variant `both`, expected `full` or `proxy`"),
         ("interface: br0", "interface: br0/x", "interface: invalid interface name \"br0/x\""),
         ("stateDir: state\n", "stateDir: state\ndefaultProfile: {boot: {kernel: ../vmlinuz}}\n", "defaultProfile.boot.kernel: \"../vmlinuz\": expected a relative path without '..' components"),
+        // Served roots must not hold the token secret, leases or Machines.
+        ("httpRoot: h", "httpRoot: .", "httpRoot: \".\" contains stateDir \"state\": the token secret and the lease table would be served; use separate directories"),
+        ("tftpRoot: t", "tftpRoot: m/..", "tftpRoot: \"m/..\" contains stateDir \"state\": the token secret and the lease table would be served; use separate directories"),
+        ("machinesDir: m\n", "machinesDir: t/m\n", "tftpRoot: \"t\" contains machinesDir \"t/m\": the Machine files (with their user-data) would be served; use separate directories"),
     ];
     let good = "mode: full\ninterface: br0\nserverAddress: 10.77.0.1\nsubnet: 10.77.0.0/24\nmachinesDir: m\ntftpRoot: t\nhttpRoot: h\nstateDir: state\n";
     for (from, to, want) in cases {
@@ -1116,4 +1804,61 @@ fn bad_configs_are_refused_before_anything_is_opened() {
             "{to}: the state directory was created"
         );
     }
+}
+
+#[test]
+fn rotate_token_raises_the_epoch_in_the_state_dir_and_refuses_a_bad_mac() {
+    let dir = common::scratch("netboot-rotate-");
+    let config = dir.path().join("netboot.yaml");
+    std::fs::write(
+        &config,
+        "mode: full\ninterface: br0\nserverAddress: 10.77.0.1\nsubnet: 10.77.0.0/24\nmachinesDir: m\ntftpRoot: t\nhttpRoot: h\nstateDir: state\n",
+    )
+    .unwrap();
+    let config = config.to_str().unwrap();
+    for want in ["1", "2"] {
+        let run = common::kprov(
+            &[
+                "netboot",
+                "rotate-token",
+                "--config",
+                config,
+                "52:54:00:AA:00:01",
+            ],
+            &[],
+        );
+        assert_eq!(run.code, Some(0), "{}", run.stderr);
+        assert_eq!(run.stdout.trim(), want);
+        assert!(
+            run.stderr.contains("52:54:00:aa:00:01: token epoch"),
+            "{}",
+            run.stderr
+        );
+    }
+    let file = dir.path().join("state/epochs/52-54-00-aa-00-01");
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "2\n");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&file).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let run = common::kprov(
+        &[
+            "netboot",
+            "rotate-token",
+            "--config",
+            config,
+            "52:54:00:aa:00",
+        ],
+        &[],
+    );
+    assert_eq!(run.code, Some(1));
+    assert!(
+        run.stderr.contains(
+            "MAC argument: invalid MAC address \"52:54:00:aa:00\": expected six hex byte pairs"
+        ),
+        "{}",
+        run.stderr
+    );
+    assert!(!dir.path().join("state/epochs/52-54-00-aa-00-00").exists());
 }

@@ -1,25 +1,61 @@
 //! `kprov netboot serve`: reads and validates the config, then runs the
-//! servers of kprov-netboot on a tokio runtime.
+//! servers of kprov-netboot on a tokio runtime until one of them stops
+//! (then the command fails, naming it). `kprov netboot rotate-token`:
+//! starts a new token epoch for one machine in the config's state
+//! directory.
 
+use std::path::Path;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::Context;
 use kprov_netboot::config::Config;
+use kprov_netboot::machine::MacAddr;
 
 use crate::cli::NetbootCommand;
+
+fn read_config(path: &Path) -> anyhow::Result<Config> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("--config {}: cannot read", path.display()))?;
+    Ok(Config::parse(path, &text)?)
+}
 
 /// Runs a `kprov netboot` subcommand.
 pub fn run(command: NetbootCommand) -> anyhow::Result<ExitCode> {
     match command {
         NetbootCommand::Serve(args) => {
-            let text = std::fs::read_to_string(&args.config)
-                .with_context(|| format!("--config {}: cannot read", args.config.display()))?;
-            let config = Config::parse(&args.config, &text)?;
+            let config = read_config(&args.config)?;
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()
                 .context("starting the tokio runtime")?;
-            runtime.block_on(kprov_netboot::server::serve(config))?;
+            let result = runtime.block_on(kprov_netboot::server::serve(config));
+            // A TFTP transfer on a blocking thread may still wait for its
+            // client: do not wait for it.
+            runtime.shutdown_timeout(Duration::from_secs(1));
+            result?;
+            Ok(ExitCode::SUCCESS)
+        }
+        NetbootCommand::RotateToken(args) => {
+            let mac: MacAddr = args
+                .mac
+                .parse()
+                .map_err(|e| anyhow::anyhow!("MAC argument: {e}"))?;
+            let config = read_config(&args.config)?;
+            let epoch =
+                kprov_netboot::epochs::rotate(&config.state_dir, &mac).with_context(|| {
+                    format!(
+                        "raising the token epoch of {mac} in {}",
+                        kprov_netboot::epochs::dir(&config.state_dir).display()
+                    )
+                })?;
+            eprintln!(
+                "{mac}: token epoch {epoch}; tokens of earlier epochs are refused from now on"
+            );
+            #[allow(clippy::print_stdout)]
+            {
+                println!("{epoch}");
+            }
             Ok(ExitCode::SUCCESS)
         }
     }

@@ -72,9 +72,21 @@ impl Netns {
     }
 
     fn spawn_with(&mut self, program: &str, args: &[&str], stdout: Stdio, stderr: Stdio) -> u32 {
+        self.spawn_env(program, args, &[], stdout, stderr)
+    }
+
+    fn spawn_env(
+        &mut self,
+        program: &str,
+        args: &[&str],
+        env: &[(&str, &str)],
+        stdout: Stdio,
+        stderr: Stdio,
+    ) -> u32 {
         let child = self
             .command(program)
             .args(args)
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(stdout)
             .stderr(stderr)
@@ -93,13 +105,51 @@ impl Netns {
         args: &[&str],
         log: &std::path::Path,
     ) -> u32 {
+        self.spawn_logged_env(program, args, log, &[])
+    }
+
+    /// [`Netns::spawn_logged`] with environment variables added.
+    pub fn spawn_logged_env(
+        &mut self,
+        program: &std::path::Path,
+        args: &[&str],
+        log: &std::path::Path,
+        env: &[(&str, &str)],
+    ) -> u32 {
         let out = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(log)
             .unwrap();
         let stdout = Stdio::from(out.try_clone().unwrap());
-        self.spawn_with(program.to_str().unwrap(), args, stdout, Stdio::from(out))
+        self.spawn_env(
+            program.to_str().unwrap(),
+            args,
+            env,
+            stdout,
+            Stdio::from(out),
+        )
+    }
+
+    /// Waits up to `limit` for a process started with `spawn`/
+    /// `spawn_logged` to exit by itself: its exit status, or None if it
+    /// still runs.
+    pub fn wait_exit(
+        &mut self,
+        pid: u32,
+        limit: std::time::Duration,
+    ) -> Option<std::process::ExitStatus> {
+        let child = self.children.iter_mut().find(|c| c.id() == pid)?;
+        let start = std::time::Instant::now();
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                return Some(status);
+            }
+            if start.elapsed() > limit {
+                return None;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
     }
 
     /// Stops (SIGTERM, then SIGKILL after 5 s) a process started with
@@ -107,7 +157,11 @@ impl Netns {
     pub fn stop(&mut self, pid: u32) {
         if let Some(i) = self.children.iter().position(|c| c.id() == pid) {
             let mut child = self.children.remove(i);
-            let _ = Command::new("kill").arg(pid.to_string()).status();
+            // It may have exited already.
+            let _ = Command::new("kill")
+                .arg(pid.to_string())
+                .stderr(Stdio::null())
+                .status();
             if !super::wait_bounded(&mut child, std::time::Duration::from_secs(5), |c| {
                 let _ = c.kill();
             }) {
