@@ -165,6 +165,44 @@ fn init_writes_private_manifests_once_and_a_rerun_changes_nothing() {
 }
 
 #[test]
+fn a_rerun_corrects_the_modes_of_manifests_and_of_etcds_data_dir() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().to_str().unwrap();
+    let first = kprov(&init_args(root, &[]), &[]);
+    assert!(first.ok(), "{}", first.stderr);
+    let manifest = dir
+        .path()
+        .join("etc/kubernetes/manifests/kube-apiserver.yaml");
+    let etcd_dir = dir.path().join("var/lib/etcd");
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    // Someone made the manifest (it holds the API server's flags)
+    // readable by all and etcd's data world-readable.
+    std::fs::set_permissions(&manifest, std::fs::Permissions::from_mode(0o644)).unwrap();
+    std::fs::set_permissions(&etcd_dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let dry = kprov(&init_args(root, &["--dry-run"]), &[]);
+    assert!(dry.ok(), "{}", dry.stderr);
+    assert!(
+        dry.stdout.contains(
+            "would change file /etc/kubernetes/manifests/kube-apiserver.yaml (0600) (mode 0644"
+        ),
+        "{}",
+        dry.stdout
+    );
+    assert_eq!(mode(&manifest), 0o644, "the dry run changed the mode");
+    let again = kprov(&init_args(root, &[]), &[]);
+    assert!(again.ok(), "{}", again.stderr);
+    assert_eq!(mode(&manifest), 0o600, "{}", again.stdout);
+    assert_eq!(mode(&etcd_dir), 0o700, "{}", again.stdout);
+    assert!(
+        again
+            .stdout
+            .contains("changed      directory /var/lib/etcd (0700) (mode 0755"),
+        "{}",
+        again.stdout
+    );
+}
+
+#[test]
 fn token_ttl_must_be_positive_and_checked_before_any_request() {
     for (ttl, message) in [
         ("0", "--ttl 0: a token lifetime must be positive"),
