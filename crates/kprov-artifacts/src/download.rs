@@ -98,6 +98,9 @@ impl Downloader {
     pub fn new(cache: impl Into<PathBuf>) -> Result<Self, DownloadError> {
         let client = reqwest::Client::builder()
             .user_agent(concat!("kprov/", env!("CARGO_PKG_VERSION")))
+            // Names resolved in Rust (/etc/hosts, /etc/resolv.conf): kprov
+            // is a static binary, glibc's NSS is not there to load.
+            .dns_resolver(Arc::new(kprov_resolve::System::default()))
             .connect_timeout(Duration::from_secs(10))
             .read_timeout(Duration::from_secs(30))
             .build()
