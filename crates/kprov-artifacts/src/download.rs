@@ -341,8 +341,20 @@ enum Attempt {
 }
 
 impl Attempt {
-    fn retry(e: impl std::fmt::Display) -> Self {
-        Self::Retry(e.to_string())
+    /// reqwest's own message ("error sending request for url ...") leaves
+    /// the cause (a refused connection, a name that does not resolve) to
+    /// its sources: they are added, each once.
+    fn retry(e: impl std::error::Error) -> Self {
+        let mut text = e.to_string();
+        let mut source = e.source();
+        while let Some(cause) = source {
+            let cause_text = cause.to_string();
+            if !text.contains(&cause_text) {
+                text = format!("{text}: {cause_text}");
+            }
+            source = cause.source();
+        }
+        Self::Retry(text)
     }
 }
 

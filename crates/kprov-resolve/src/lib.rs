@@ -62,7 +62,11 @@ pub enum ResolveError {
 #[derive(Clone)]
 pub struct Resolver {
     hosts: Arc<Hosts>,
-    inner: Arc<TokioResolver>,
+    /// The DNS configuration, and the DNS client made from it at the first
+    /// name the hosts table does not list (hickory draws random numbers as
+    /// it makes one, which a name from the hosts table must not need).
+    dns_config: (ResolverConfig, ResolverOpts),
+    dns: Arc<OnceLock<TokioResolver>>,
 }
 
 impl std::fmt::Debug for Resolver {
@@ -81,8 +85,8 @@ impl Resolver {
         let resolv_conf = read_optional(Path::new(RESOLV_CONF))?;
         Self::from_contents(hosts.as_deref().unwrap_or_default(), resolv_conf.as_deref()).map_err(
             |e| match e {
-                ResolveError::Config { reason, .. } => ResolveError::Config {
-                    path: RESOLV_CONF.into(),
+                ResolveError::Config { path, reason } => ResolveError::Config {
+                    path: if path == "hosts" { HOSTS } else { RESOLV_CONF }.into(),
                     reason,
                 },
                 other => other,
@@ -122,16 +126,33 @@ impl Resolver {
                 path: "hosts".into(),
                 reason: e.to_string(),
             })?;
-        let mut inner =
+        Ok(Self {
+            hosts: Arc::new(table),
+            dns_config: (config, options),
+            dns: Arc::default(),
+        })
+    }
+
+    /// The DNS client, made now if it was not yet. hickory draws random
+    /// numbers (query ids) as it makes one and panics when it cannot: a
+    /// static binary's random numbers come from /dev/urandom (getrandom
+    /// finds no `getrandom` function through a static glibc's dlsym), so
+    /// their absence is an error here, naming the device.
+    fn dns(&self, name: &str) -> Result<&TokioResolver, ResolveError> {
+        if let Some(dns) = self.dns.get() {
+            return Ok(dns);
+        }
+        getrandom::fill(&mut [0u8; 8]).map_err(|e| ResolveError::Lookup {
+            name: name.to_string(),
+            reason: format!("no random numbers for DNS queries (/dev/urandom): {e}"),
+        })?;
+        let (config, options) = self.dns_config.clone();
+        let mut dns =
             TokioResolver::builder_with_config(config, TokioConnectionProvider::default())
                 .with_options(options)
                 .build();
-        let table = Arc::new(table);
-        inner.set_hosts(table.clone());
-        Ok(Self {
-            hosts: table,
-            inner: Arc::new(inner),
-        })
+        dns.set_hosts(self.hosts.clone());
+        Ok(self.dns.get_or_init(|| dns))
     }
 
     /// The addresses of `name` (an address literal is its own answer).
@@ -152,7 +173,7 @@ impl Resolver {
             return Ok(listed);
         }
         let found = self
-            .inner
+            .dns(name)?
             .lookup_ip(host)
             .await
             .map_err(|e| err(e.to_string()))?;
