@@ -424,27 +424,22 @@ async fn write_file(path: &Path, bytes: &[u8]) -> Result<(), DownloadError> {
 /// Artifacts downloaded from upstream or a mirror, for one Kubernetes
 /// release: the catalog gives URLs, the checksum files give sums.
 pub struct DownloadSource {
-    runtime: tokio::runtime::Runtime,
+    runtime: tokio::runtime::Handle,
     downloader: Arc<Downloader>,
     kubernetes_version: kprov_core::KubernetesVersion,
     bases: Bases,
 }
 
 impl DownloadSource {
-    /// A source for the artifacts of `kubernetes_version`, from `bases`.
+    /// A source for the artifacts of `kubernetes_version`, from `bases`,
+    /// downloading on the command's runtime (`runtime`; called from
+    /// outside it, as the apply engine does).
     pub fn new(
+        runtime: tokio::runtime::Handle,
         downloader: Downloader,
         kubernetes_version: kprov_core::KubernetesVersion,
         bases: Bases,
     ) -> Result<Self, ArtifactError> {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .map_err(|source| ArtifactError::Io {
-                path: PathBuf::from("<tokio runtime>"),
-                source,
-            })?;
         Ok(Self {
             runtime,
             downloader: Arc::new(downloader),

@@ -241,23 +241,28 @@ impl ArtifactSource for NoArtifacts {
     }
 }
 
-impl<T: ArtifactSource + ?Sized> ArtifactSource for Box<T> {
-    fn describe(&self) -> String {
-        (**self).describe()
-    }
+macro_rules! forward_source {
+    ($($ty:ty),*) => {$(
+        impl<T: ArtifactSource + ?Sized> ArtifactSource for $ty {
+            fn describe(&self) -> String {
+                (**self).describe()
+            }
 
-    fn checksum(&self, id: &ArtifactId) -> Result<[u8; 32], ArtifactError> {
-        (**self).checksum(id)
-    }
+            fn checksum(&self, id: &ArtifactId) -> Result<[u8; 32], ArtifactError> {
+                (**self).checksum(id)
+            }
 
-    fn prefetch(&self, ids: &[ArtifactId]) -> Result<(), ArtifactError> {
-        (**self).prefetch(ids)
-    }
+            fn prefetch(&self, ids: &[ArtifactId]) -> Result<(), ArtifactError> {
+                (**self).prefetch(ids)
+            }
 
-    fn fetch(&self, id: &ArtifactId) -> Result<FetchedArtifact, ArtifactError> {
-        (**self).fetch(id)
-    }
+            fn fetch(&self, id: &ArtifactId) -> Result<FetchedArtifact, ArtifactError> {
+                (**self).fetch(id)
+            }
+        }
+    )*};
 }
+forward_source!(Box<T>, &T);
 
 /// Adds the running kprov executable (as [`ArtifactName::Kprov`]) to another
 /// source.

@@ -108,7 +108,7 @@ pub fn cloud_config(spec: &BootSpec) -> CloudConfig {
     }
     if let (Some(content), Some(path)) = (&spec.cloud_config_content, &spec.provision.cloud_config)
     {
-        write_files.push(file(path.as_str(), content.clone(), "0600"));
+        write_files.push(file(&path.to_string_lossy(), content.clone(), "0600"));
     }
     if let Some(token) = &spec.token {
         write_files.push(file(

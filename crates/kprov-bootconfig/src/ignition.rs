@@ -218,7 +218,12 @@ pub fn ignition_config(spec: &BootSpec, gzip: bool) -> Result<Config, IgnitionEr
     }
     if let (Some(content), Some(path)) = (&spec.cloud_config_content, &spec.provision.cloud_config)
     {
-        files.push(file(path.as_str(), content.as_bytes(), 0o600, gzip)?);
+        files.push(file(
+            &path.to_string_lossy(),
+            content.as_bytes(),
+            0o600,
+            gzip,
+        )?);
     }
     if let Some(token) = &spec.token {
         files.push(file(

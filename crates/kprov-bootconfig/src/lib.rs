@@ -29,7 +29,7 @@ mod yaml;
 pub use hostname::{Hostname, HostnameError};
 pub use paths::{NodePath, NodePathError};
 pub use source::{DigestError, ProvisionSource, Sha256Digest, SourceError, SourceKind};
-pub use spec::{BootSpec, BootSpecError, ProvisionFlags};
+pub use spec::{BootSpec, BootSpecError};
 pub use ssh::{SshKeyError, SshPublicKey};
 pub use yaml::YamlError;
 

@@ -13,9 +13,13 @@
 //! 3. it checks the sha256 pinned at render time **before** anything runs,
 //!    and on a mismatch deletes the download and stops with a message
 //!    naming the expected and the actual sum;
-//! 4. it runs `kprov provision` with the node's flags; the bootstrap token
-//!    is read from its 0600 file into `KPROV_TOKEN` (never a command-line
-//!    argument, which other users could read in /proc);
+//! 4. it runs `kprov provision` with the node's flags, rendered from the
+//!    same struct `kprov provision` parses them into
+//!    ([`crate::BootSpec::provision_flags`], `NodeConfig::to_flags`), every
+//!    value spelled out so that the fetched kprov does what was rendered
+//!    whatever its own defaults; the bootstrap token is read from its 0600
+//!    file into `KPROV_TOKEN` (never a command-line argument, which other
+//!    users could read in /proc);
 //! 5. it writes the stamp.
 //!
 //! The pinned values are assigned at the top in single quotes; the body
@@ -59,11 +63,10 @@ pub fn render(spec: &BootSpec) -> String {
     s.push_str("# The flags of kprov provision; the token goes in its environment.\n");
     // One flag and its value per line.
     let args: Vec<String> = spec
-        .provision
-        .args(spec.ca_cert.is_some())
-        .chunks(2)
-        .map(|pair| {
-            let words: Vec<String> = pair.iter().map(|a| quote(a)).collect();
+        .provision_flags()
+        .iter()
+        .map(|flag| {
+            let words: Vec<String> = flag.words().iter().map(|w| quote(w)).collect();
             words.join(" ")
         })
         .collect();

@@ -135,7 +135,13 @@ fn ignition_configs_parse_with_coreos_ignition_config_and_hold_the_expected_file
             );
         }
         if let Some(content) = &spec.cloud_config_content {
-            let path = spec.provision.cloud_config.as_ref().unwrap().as_str();
+            let path = spec
+                .provision
+                .cloud_config
+                .as_ref()
+                .unwrap()
+                .to_str()
+                .unwrap();
             want_paths.push(path);
             assert_eq!(
                 ignition_file(&files, path),
@@ -240,7 +246,7 @@ fn cloud_configs_read_back_into_the_model_with_the_expected_files() {
             want.push((paths::CA_CERT, "0644"));
         }
         if let Some(path) = &spec.provision.cloud_config {
-            want.push((path.as_str(), "0600"));
+            want.push((path.to_str().unwrap(), "0600"));
         }
         if spec.token.is_some() {
             want.push((paths::TOKEN_FILE, "0600"));

@@ -207,7 +207,7 @@ fn a_verified_binary_runs_with_the_node_s_flags_and_the_token_only_in_its_enviro
 
     let args = w.record("args").unwrap();
     let mut want = vec!["provision".to_string()];
-    want.extend(spec.provision.args(true));
+    want.extend(spec.provision_flags().iter().flat_map(|f| f.words()));
     assert_eq!(args.lines().collect::<Vec<_>>(), want);
     assert!(!args.contains(common::TOKEN));
     let env = w.record("env").unwrap();

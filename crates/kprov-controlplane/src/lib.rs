@@ -17,17 +17,21 @@
 //! - [`diagnose`]: why a control plane did not come up, from node facts;
 //! - [`discovery`]: which CA a joining node trusts (pins, token
 //!   discovery) and why a join failed;
-//! - [`api`]: the thin layer that applies and reads them (kube-rs);
-//! - [`store`]: the thin layer that writes the manifests under a root.
+//! - [`objects`]: API plans, the typed objects a phase applies, in order;
+//! - [`store`]: the static pods as a host plan under a root.
+//!
+//! Nothing here talks to the API server: kprov-kube applies the API plans
+//! and reads the cluster, and kprov-workflow runs `kprov init` and the
+//! join phase as tables of phases over both.
 
 pub mod addons;
-pub mod api;
 pub mod bootstrap;
 pub mod diagnose;
 pub mod discovery;
 pub mod jws;
 pub mod kubeadm_config;
 pub mod manifests;
+pub mod objects;
 pub mod spec;
 pub mod store;
 pub mod token;

@@ -1,56 +1,73 @@
-//! Writes the static pod manifests under a root: the thin layer over the
-//! pure [`crate::manifests`].
+//! The static pod manifests as a host plan under a root: each manifest a
+//! file (0600, as kubeadm writes them) and etcd's data directory (0700).
+//! kprov-plan's engine applies it: a manifest that already holds the same
+//! bytes is left alone, so the kubelet does not restart a running pod,
+//! and a mode that drifted is corrected like contents.
 
 use std::path::PathBuf;
 
-use kprov_host::fs::{self, FileAttrs};
-use kprov_host::{HostError, Root};
+use kprov_plan::{Contents, Plan, Resource};
 
 use crate::manifests::StaticPod;
 use crate::spec::ClusterSpec;
-
-/// What writing one manifest did.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct Written {
-    /// The file on the node.
-    pub path: PathBuf,
-    /// wrote, unchanged, or (dry run) would write.
-    pub outcome: &'static str,
-}
 
 /// The manifests directory on the node.
 pub fn manifests_dir(spec: &ClusterSpec) -> PathBuf {
     spec.kubernetes_dir.join("manifests")
 }
 
-/// Writes `pods` into the manifests directory (0600, as kubeadm does);
-/// a file that already holds the same bytes is left alone, so the kubelet
-/// does not restart a running pod.
-pub fn write_static_pods(
-    root: &Root,
-    spec: &ClusterSpec,
-    pods: &[StaticPod],
-    dry_run: bool,
-) -> Result<Vec<Written>, HostError> {
+/// The plan that writes `pods` (and etcd's data directory, when etcd is
+/// among them) on a node; `live` says whether it is the running host.
+pub fn plan_static_pods(spec: &ClusterSpec, pods: &[StaticPod], live: bool) -> Plan {
     let dir = manifests_dir(spec);
-    let mut report = Vec::new();
+    let mut resources = Vec::new();
     for pod in pods {
-        let path = dir.join(&pod.file_name);
-        let yaml = pod.to_yaml();
-        let same = fs::read(root, &path)?.is_some_and(|old| old == yaml.as_bytes());
-        let outcome = if same {
-            "unchanged"
-        } else if dry_run {
-            "would write"
-        } else {
-            if pod.component() == "etcd" {
-                fs::create_dir_all(root, &spec.etcd_data_dir)?;
-                fs::set_attrs(root, &spec.etcd_data_dir, FileAttrs::root(0o700))?;
-            }
-            fs::write_atomic(root, &path, yaml.as_bytes(), FileAttrs::root(0o600))?;
-            "wrote"
-        };
-        report.push(Written { path, outcome });
+        if pod.component() == "etcd" {
+            resources.push(Resource::Directory {
+                path: spec.etcd_data_dir.display().to_string(),
+                mode: 0o700,
+            });
+        }
+        resources.push(Resource::File {
+            path: dir.join(&pod.file_name).display().to_string(),
+            mode: 0o600,
+            contents: Contents::Text(pod.to_yaml()),
+        });
     }
-    Ok(report)
+    let names: Vec<&str> = pods.iter().map(StaticPod::component).collect();
+    Plan::new(
+        format!("static pods ({}) in {}", names.join(", "), dir.display()),
+        live,
+        resources,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn etcd_brings_its_private_data_dir_and_manifests_are_private() {
+        let node = kprov_pki::ControlPlaneNode::new(
+            "master-1".parse().unwrap(),
+            "192.168.1.10".parse().unwrap(),
+            "v1.20.2".parse().unwrap(),
+        );
+        let spec = ClusterSpec::new(kprov_pki::PkiSpec::new(node));
+        let plan = plan_static_pods(&spec, &[crate::manifests::etcd(&spec)], true);
+        assert_eq!(
+            plan.resources[0],
+            Resource::Directory {
+                path: "/var/lib/etcd".into(),
+                mode: 0o700
+            }
+        );
+        match &plan.resources[1] {
+            Resource::File { path, mode, .. } => {
+                assert_eq!(path, "/etc/kubernetes/manifests/etcd.yaml");
+                assert_eq!(*mode, 0o600);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
 }

@@ -31,6 +31,16 @@ pub fn secret_name(token_id: &str) -> String {
     format!("bootstrap-token-{token_id}")
 }
 
+/// The command that joins a node with `token`: the token goes in the
+/// environment (`KPROV_TOKEN=...`), where other users cannot see it in the
+/// process list, not on kprov's command line.
+pub fn join_command_line(server: &str, token: &BootstrapToken, ca_hash: &str) -> String {
+    format!(
+        "KPROV_TOKEN={} kprov provision --phase all --api-server {server} --discovery-token-ca-cert-hash {ca_hash}",
+        token.expose_secret()
+    )
+}
+
 /// A new random token: 6 + 16 characters of `[a-z0-9]` from the OS's
 /// random source.
 pub fn generate() -> BootstrapToken {

@@ -5,7 +5,9 @@ use std::fmt;
 use crate::KubernetesVersion;
 
 /// The container runtime the kubelet talks to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize, clap::ValueEnum,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum ContainerRuntime {
     /// containerd with its CRI plugin (the default).
@@ -61,7 +63,16 @@ impl fmt::Display for ContainerRuntime {
 
 /// Where the container runtime comes from.
 #[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize,
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    Default,
+    serde::Serialize,
+    serde::Deserialize,
+    clap::ValueEnum,
 )]
 #[serde(rename_all = "lowercase")]
 pub enum RuntimeSource {
@@ -75,7 +86,16 @@ pub enum RuntimeSource {
 
 /// How kube-proxy programs service routing; ipvs needs extra kernel modules.
 #[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize,
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    Default,
+    serde::Serialize,
+    serde::Deserialize,
+    clap::ValueEnum,
 )]
 #[serde(rename_all = "lowercase")]
 pub enum ProxyMode {

@@ -11,7 +11,9 @@ use crate::{
 };
 
 /// Which part of provisioning to run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize, clap::ValueEnum,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Phase {
     /// Packages, kernel settings, runtime, binaries, units, health checks.

@@ -55,13 +55,19 @@ impl KubernetesVersion {
     /// Parses a version and checks it against [`MINIMUM_SUPPORTED`].
     pub fn parse_supported(value: &str) -> Result<Self, VersionError> {
         let version: Self = value.parse()?;
-        if version.minor_version() < MINIMUM_SUPPORTED.minor_version() {
+        version.check_supported()?;
+        Ok(version)
+    }
+
+    /// Checks a well-formed version against [`MINIMUM_SUPPORTED`].
+    pub fn check_supported(&self) -> Result<(), VersionError> {
+        if self.minor_version() < MINIMUM_SUPPORTED.minor_version() {
             return Err(VersionError::TooOld {
-                value: version.to_string(),
+                value: self.to_string(),
                 minimum: MINIMUM_SUPPORTED,
             });
         }
-        Ok(version)
+        Ok(())
     }
 
     /// The major version (always 1 today).

@@ -111,7 +111,9 @@ pub fn state(root: &Root, node_path: &Path) -> Result<FileState, HostError> {
     } else if kind.is_file() {
         FileState::File {
             attrs: attrs_of(&meta),
-            sha256: sha256_file(&host)?,
+            sha256: root
+                .hash_cache()
+                .sum(root.base(), &host, &meta, || sha256_file(&host))?,
         }
     } else if kind.is_dir() {
         FileState::Dir {

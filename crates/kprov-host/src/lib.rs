@@ -8,6 +8,7 @@
 
 pub mod failpoint;
 pub mod fs;
+pub mod hash_cache;
 pub mod root;
 pub mod runner;
 

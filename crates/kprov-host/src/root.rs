@@ -78,10 +78,20 @@ impl HostError {
 const MAX_SYMLINKS: usize = 40;
 
 /// The base directory that stands for a node's `/`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct Root {
     base: PathBuf,
+    /// Sums of large files, shared by the clones of this root.
+    hashes: std::sync::Arc<crate::hash_cache::HashCache>,
 }
+
+impl PartialEq for Root {
+    fn eq(&self, other: &Self) -> bool {
+        self.base == other.base
+    }
+}
+
+impl Eq for Root {}
 
 impl Root {
     /// Opens the root at `base`, which must be an existing directory.
@@ -97,13 +107,43 @@ impl Root {
                 reason: "not a directory".into(),
             });
         }
-        Ok(Self { base })
+        Ok(Self {
+            base,
+            hashes: Default::default(),
+        })
     }
 
     /// The running host's own root, `/`.
     pub fn live() -> Self {
         Self {
             base: PathBuf::from("/"),
+            hashes: Default::default(),
+        }
+    }
+
+    /// The remembered sums of this root's large files.
+    pub(crate) fn hash_cache(&self) -> &crate::hash_cache::HashCache {
+        &self.hashes
+    }
+
+    /// Keeps what was learned about large files' sums for the next run
+    /// (see [`crate::hash_cache`]); only where kprov's state directory
+    /// exists, and only when something new was learned.
+    pub fn save_hash_cache(&self) -> Result<(), HostError> {
+        let dir = Path::new(crate::hash_cache::CACHE_PATH)
+            .parent()
+            .unwrap_or(Path::new("/"));
+        if !self.resolve(dir)?.is_dir() {
+            return Ok(());
+        }
+        match self.hashes.take_dirty() {
+            Some(text) => crate::fs::write_atomic(
+                self,
+                Path::new(crate::hash_cache::CACHE_PATH),
+                text.as_bytes(),
+                crate::fs::FileAttrs::root(0o600),
+            ),
+            None => Ok(()),
         }
     }
 

@@ -20,13 +20,13 @@ pub enum PkiError {
         /// What failed.
         source: HostError,
     },
-    /// A file could not be written.
-    #[error("writing {path}: {source}")]
-    Write {
-        /// The file.
-        path: PathBuf,
-        /// What failed.
-        source: HostError,
+    /// The phase's files could not be written.
+    #[error("writing in {dir}: {source}")]
+    Apply {
+        /// The directory.
+        dir: PathBuf,
+        /// What failed, and for which file.
+        source: kprov_plan::ApplyError,
     },
     /// An existing certificate file that is not a readable certificate.
     #[error("existing certificate {path}: {source}")]

@@ -20,6 +20,7 @@
 //!   expected server and holds a valid client certificate of the expected
 //!   subject with its key.
 
+use kprov_plan::Outcome;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -89,40 +90,14 @@ impl std::fmt::Debug for FileOut {
     }
 }
 
-/// What happened to one certificate, key pair or kubeconfig.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Outcome {
-    /// Made from nothing.
-    Created,
-    /// The existing files were kept.
-    Reused,
-    /// The existing key was kept and its missing certificate (or public
-    /// key) was made for it.
-    Completed,
-}
-
-impl Outcome {
-    /// The word shown in reports: what was done, or with `dry_run` what
-    /// would be.
-    pub fn word(self, dry_run: bool) -> &'static str {
-        match (self, dry_run) {
-            (Outcome::Created, false) => "created",
-            (Outcome::Reused, false) => "reused",
-            (Outcome::Completed, false) => "completed",
-            (Outcome::Created, true) => "create",
-            (Outcome::Reused, true) => "reuse",
-            (Outcome::Completed, true) => "complete",
-        }
-    }
-}
-
 /// One line of a report.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Entry {
     /// kubeadm's name for it (`apiserver`, `sa`, `admin.conf`).
     pub name: String,
-    /// What happened.
+    /// What happened (or would, in a dry run): created, unchanged
+    /// (reused), or changed (a kept key completed with its certificate, or
+    /// a kept file's mode corrected).
     pub outcome: Outcome,
     /// Its files, relative to their directory.
     pub files: Vec<String>,
@@ -461,7 +436,7 @@ fn ca_of(
                 contents: Some(cert.pem().as_bytes().to_vec()),
             });
             out.entries
-                .push(entry(def.name, Outcome::Completed, &files, &cert));
+                .push(entry(def.name, Outcome::Changed, &files, &cert));
             signer(cert, key)
         }
         (Some(cert_bytes), None) => {
@@ -477,7 +452,7 @@ fn ca_of(
             });
             out.entries.push(entry(
                 def.name,
-                Outcome::Reused,
+                Outcome::Unchanged,
                 std::slice::from_ref(&cert_rel),
                 &cert,
             ));
@@ -501,7 +476,7 @@ fn ca_of(
                 });
             }
             out.entries
-                .push(entry(def.name, Outcome::Reused, &files, &cert));
+                .push(entry(def.name, Outcome::Unchanged, &files, &cert));
             signer(cert, key)
         }
     }
@@ -551,7 +526,7 @@ fn leaf(
                     let pem = key_pem(&key, key_path.clone())?;
                     (key, Outcome::Created, Some(pem))
                 }
-                Some(bytes) => (dir.key(&key_rel, bytes)?, Outcome::Completed, None),
+                Some(bytes) => (dir.key(&key_rel, bytes)?, Outcome::Changed, None),
             };
             let cert = sign(ca, ca_path, cert_path, want, &key, now)?;
             out.files.push(FileOut {
@@ -595,7 +570,7 @@ fn leaf(
                 contents: None,
             });
             out.entries
-                .push(entry(def.name, Outcome::Reused, &files, &cert));
+                .push(entry(def.name, Outcome::Unchanged, &files, &cert));
             Ok(())
         }
     }
@@ -626,7 +601,7 @@ fn service_account(dir: &Dir<'_>, pool: &mut KeyPool, out: &mut Generated) -> Re
         }
         (Some(key_bytes), None) => {
             let key = dir.key(&key_rel, key_bytes)?;
-            (Outcome::Completed, None, Some(public_pem(&key)?))
+            (Outcome::Changed, None, Some(public_pem(&key)?))
         }
         (None, Some(_)) => {
             return Err(PkiError::Orphan {
@@ -649,7 +624,7 @@ fn service_account(dir: &Dir<'_>, pool: &mut KeyPool, out: &mut Generated) -> Re
                     advice: remove_advice(&[&key_rel, &pub_rel]),
                 });
             }
-            (Outcome::Reused, None, None)
+            (Outcome::Unchanged, None, None)
         }
     };
     out.files.push(FileOut {
@@ -837,7 +812,7 @@ pub fn generate_kubeconfigs(
             }
             Some(bytes) => {
                 let cert = reusable_kubeconfig(bytes, &path, &server, &want, &ca, &ca_path, now)?;
-                (cert, Outcome::Reused, None)
+                (cert, Outcome::Unchanged, None)
             }
         };
         out.files.push(FileOut {

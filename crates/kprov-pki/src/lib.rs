@@ -15,8 +15,8 @@
 //! - [`generate`]: the phases as functions from (spec, existing files,
 //!   time) to the files to write, in memory;
 //! - [`check`]: expiry of what exists;
-//! - [`store`]: the thin layer that reads and writes under a
-//!   [`kprov_host::Root`].
+//! - [`store`]: the thin layer that reads under a [`kprov_host::Root`] and
+//!   makes each phase a host plan applied by kprov-plan's engine.
 
 pub mod cert;
 pub mod check;
@@ -30,7 +30,10 @@ pub mod store;
 pub mod table;
 
 pub use error::PkiError;
-pub use generate::{Entry, Outcome};
+pub use generate::Entry;
 pub use hash::ca_cert_hash;
 pub use spec::{ControlPlaneNode, KeyType, PkiSpec, SpecError};
-pub use store::{ca_hash, check, write_certificates, write_kubeconfigs, Report};
+pub use store::{
+    ca_hash, check, plan_certificates, plan_kubeconfigs, write_certificates, write_kubeconfigs,
+    PkiPlan, Report,
+};

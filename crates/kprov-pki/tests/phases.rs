@@ -14,9 +14,9 @@ use kprov_pki::cert::Certificate;
 use kprov_pki::check::CertState;
 use kprov_pki::generate::{generate_certificates, Found};
 use kprov_pki::{
-    check, write_certificates, write_kubeconfigs, ControlPlaneNode, KeyType, Outcome, PkiError,
-    PkiSpec,
+    check, write_certificates, write_kubeconfigs, ControlPlaneNode, KeyType, PkiError, PkiSpec,
 };
+use kprov_plan::Outcome;
 use time::{Duration, OffsetDateTime};
 
 const CERT_DIR: &str = "/etc/kubernetes/pki";
@@ -100,6 +100,10 @@ fn walk(base: &Path, dir: &Path, out: &mut BTreeMap<String, (u32, Vec<u8>)>) {
     }
 }
 
+fn changed(report: &kprov_pki::Report) -> Vec<String> {
+    report.changed_files().into_iter().map(|(f, _)| f).collect()
+}
+
 fn names(report: &kprov_pki::Report, outcome: Outcome) -> Vec<String> {
     report
         .entries
@@ -167,9 +171,9 @@ fn a_second_run_changes_nothing() {
     let certs = s.certs(&spec).unwrap();
     let kubeconfigs = s.kubeconfigs(&spec).unwrap();
     assert!(certs.unchanged() && kubeconfigs.unchanged());
-    assert_eq!(names(&certs, Outcome::Reused), ALL_CERTS);
+    assert_eq!(names(&certs, Outcome::Unchanged), ALL_CERTS);
     assert_eq!(
-        names(&kubeconfigs, Outcome::Reused),
+        names(&kubeconfigs, Outcome::Unchanged),
         [
             "admin.conf",
             "kubelet.conf",
@@ -212,8 +216,8 @@ fn a_dry_run_reports_what_it_would_write_and_writes_nothing() {
         true,
     )
     .unwrap();
-    assert!(report.dry_run);
-    assert_eq!(report.written.len(), 22);
+    assert!(report.files.dry_run);
+    assert_eq!(changed(&report).len(), 22);
     assert_eq!(names(&report, Outcome::Created), ALL_CERTS);
     assert!(s.snapshot().is_empty());
     s.certs(&spec).unwrap();
@@ -231,8 +235,10 @@ fn a_dry_run_reports_what_it_would_write_and_writes_nothing() {
         true,
     )
     .unwrap();
-    assert_eq!(report.attrs_fixed, ["ca.key"]);
-    assert!(report.written.is_empty());
+    assert_eq!(
+        report.changed_files(),
+        [("ca.key".to_string(), "mode 0640 owner 0:0".to_string())]
+    );
     assert_eq!(s.snapshot(), before);
 }
 
@@ -244,8 +250,13 @@ fn a_key_made_readable_by_others_is_made_private_again() {
     let key = s.host("/etc/kubernetes/pki/etcd/peer.key");
     std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
     let report = s.certs(&spec).unwrap();
-    assert_eq!(report.attrs_fixed, ["etcd/peer.key"]);
-    assert!(report.written.is_empty());
+    assert_eq!(
+        report.changed_files(),
+        [(
+            "etcd/peer.key".to_string(),
+            "mode 0644 owner 0:0".to_string()
+        )]
+    );
     assert_eq!(key.metadata().unwrap().permissions().mode() & 0o777, 0o600);
 }
 
@@ -394,8 +405,8 @@ fn a_key_left_by_an_interrupted_run_gets_its_certificate() {
     std::fs::remove_file(s.host("/etc/kubernetes/pki/etcd/server.crt")).unwrap();
     std::fs::remove_file(s.host("/etc/kubernetes/pki/sa.pub")).unwrap();
     let report = s.certs(&spec).unwrap();
-    assert_eq!(names(&report, Outcome::Completed), ["etcd-server", "sa"]);
-    assert_eq!(report.written, ["etcd/server.crt", "sa.pub"]);
+    assert_eq!(names(&report, Outcome::Changed), ["etcd-server", "sa"]);
+    assert_eq!(changed(&report), ["etcd/server.crt", "sa.pub"]);
     assert_eq!(
         std::fs::read(s.host("/etc/kubernetes/pki/etcd/server.key")).unwrap(),
         key_before

@@ -17,7 +17,7 @@ use kprov_core::ContainerRuntime;
 use kprov_host::fs::{self, FileAttrs};
 use kprov_host::{Command, HostError, Root, Runner};
 
-use crate::plan::STATE_DIR;
+use kprov_plan::STATE_DIR;
 
 /// Consecutive failures before a restart.
 pub const FAILURE_THRESHOLD: u32 = 3;

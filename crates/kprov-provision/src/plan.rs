@@ -1,42 +1,46 @@
 //! The plan: typed resources computed from (OS facts, node spec) alone.
 
-use std::fmt::Write;
-
 use kprov_artifacts::{ArtifactId, ArtifactName};
 use kprov_core::{ContainerRuntime, NodeSpec, RuntimeSource};
-use serde::Serialize;
 
 use crate::os::{OsFacts, OsFamily};
 use crate::render::containerd::ContainerdConfig;
 use crate::render::systemd::{self, UnitFile, HEALTH_UNIT, POD_NETWORK_UNIT};
 use crate::render::{docker_daemon_json, kubelet, modules_conf, sysctl_conf};
-use crate::resource::{Contents, ImageImport, Resource};
 use crate::tables::{self, SYSCTLS};
+use kprov_plan::{Contents, ImageImport, PackageManager, Plan, Resource};
 
-/// Where kprov keeps its own state on a node.
-pub const STATE_DIR: &str = "/var/lib/kprov";
+pub use kprov_plan::STATE_DIR;
 /// Where image archives are staged on a node.
 pub const IMAGES_DIR: &str = "/var/lib/kprov/images";
 /// The unit that imports them at boot (offline roots).
 pub const IMAGES_UNIT: &str = "kprov-images.service";
 
-/// A computed plan.
-#[derive(Debug, Clone, Serialize)]
-pub struct Plan {
-    /// What the plan is for, as its headline names it: "base phase",
-    /// "join phase", "init kubelet-start".
-    pub purpose: &'static str,
-    /// The OS it was planned for.
-    pub os: OsFacts,
-    /// The kubelet release.
-    pub kubelet_version: String,
-    /// The container runtime.
-    pub container_runtime: ContainerRuntime,
-    /// True when planned for a running host (services started, kernel
-    /// configured now), false when prebaking a root offline.
-    pub live: bool,
-    /// The resources, in apply order.
-    pub resources: Vec<Resource>,
+/// A plan's headline: what it is for, on which OS, with which kubelet
+/// and runtime, live or offline.
+pub fn headline(
+    purpose: &str,
+    os: &OsFacts,
+    kubelet_version: &kprov_core::KubernetesVersion,
+    container_runtime: ContainerRuntime,
+    live: bool,
+) -> String {
+    format!(
+        "{purpose} for {} [{}], kubelet {kubelet_version}, runtime {container_runtime}, {}",
+        os.pretty_name,
+        os.family,
+        if live { "live host" } else { "offline root" }
+    )
+}
+
+/// The package manager of an OS family; none on Flatcar.
+pub fn package_manager(family: OsFamily) -> Option<PackageManager> {
+    match family {
+        OsFamily::Apt => Some(PackageManager::Apt),
+        OsFamily::Yum => Some(PackageManager::Yum),
+        OsFamily::Dnf => Some(PackageManager::Dnf),
+        OsFamily::Flatcar => None,
+    }
 }
 
 /// Why a plan could not be made.
@@ -92,14 +96,11 @@ pub fn plan_kubelet(
             config: vec![kubelet::CONFIG_PATH.into(), kubelet::DROPIN_PATH.into()],
         });
     }
-    Plan {
-        purpose,
-        os: os.clone(),
-        kubelet_version: params.version.to_string(),
-        container_runtime,
+    Plan::new(
+        headline(purpose, os, &params.version, container_runtime, live),
         live,
-        resources: r,
-    }
+        r,
+    )
 }
 
 /// Where a joining node keeps the cluster CA.
@@ -188,9 +189,9 @@ pub fn plan_base(os: &OsFacts, spec: &NodeSpec, live: bool) -> Result<Plan, Plan
                 .map(str::to_string),
         );
     }
-    if !packages.is_empty() {
+    if let (false, Some(manager)) = (packages.is_empty(), package_manager(os.family)) {
         r.push(Resource::Packages {
-            manager: os.family,
+            manager,
             names: packages,
         });
     }
@@ -389,51 +390,9 @@ pub fn plan_base(os: &OsFacts, spec: &NodeSpec, live: bool) -> Result<Plan, Plan
         }
     }
 
-    Ok(Plan {
-        purpose: "base phase",
-        os: os.clone(),
-        kubelet_version: spec.kubelet_version.to_string(),
-        container_runtime: runtime,
+    Ok(Plan::new(
+        headline("base phase", os, &spec.kubelet_version, runtime, live),
         live,
-        resources: r,
-    })
-}
-
-impl Plan {
-    /// A one-line summary of what the plan is for.
-    pub fn headline(&self) -> String {
-        format!(
-            "{} for {} [{}], kubelet {}, runtime {}, {}",
-            self.purpose,
-            self.os.pretty_name,
-            self.os.family,
-            self.kubelet_version,
-            self.container_runtime,
-            if self.live {
-                "live host"
-            } else {
-                "offline root"
-            }
-        )
-    }
-
-    /// The full plan as text, file contents included (secrets redacted);
-    /// used for `--dry-run` details and golden files.
-    pub fn render_text(&self) -> String {
-        let mut out = format!("# plan: {}\n", self.headline());
-        for (i, res) in self.resources.iter().enumerate() {
-            let _ = writeln!(out, "{:>2}. {res}", i + 1);
-            if let Resource::File { contents, .. } = res {
-                match contents {
-                    Contents::Text(t) => {
-                        for line in t.lines() {
-                            let _ = writeln!(out, "      | {line}");
-                        }
-                    }
-                    Contents::Secret(_) => out.push_str("      | <redacted>\n"),
-                }
-            }
-        }
-        out
-    }
+        r,
+    ))
 }

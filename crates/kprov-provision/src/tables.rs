@@ -34,13 +34,7 @@ pub fn layout(family: OsFamily) -> Layout {
     }
 }
 
-/// Directories where unit files may live, searched in this order when
-/// enabling a unit (as systemd does).
-pub const UNIT_SEARCH_PATH: &[&str] = &[
-    "/etc/systemd/system",
-    "/lib/systemd/system",
-    "/usr/lib/systemd/system",
-];
+pub use kprov_plan::UNIT_SEARCH_PATH;
 
 /// Packages kubelet and kube-proxy need on every node of a family, with
 /// what each is for.

@@ -167,7 +167,7 @@ fn an_unsupported_os_is_refused_with_its_id_and_version() {
     assert!(err.starts_with("unsupported operating system: ID=fedora VERSION_ID=40; supported: ubuntu 18.04/20.04/22.04/24.04"), "{err}");
 }
 
-fn join_plan(live: bool, joined: bool) -> kprov_provision::plan::Plan {
+fn join_plan(live: bool, joined: bool) -> kprov_plan::Plan {
     use kprov_provision::plan::{plan_join, JoinFiles};
     use kprov_provision::render::kubelet::KubeletParams;
     let text = std::fs::read_to_string(dir("fixtures/os-release").join("debian-12")).unwrap();
@@ -210,7 +210,7 @@ fn join_plans_match_their_golden_files() {
 
 #[test]
 fn a_join_plan_keeps_the_token_secret_0600_and_a_joined_node_gets_none() {
-    use kprov_provision::resource::{Contents, Resource};
+    use kprov_plan::{Contents, Resource};
     let plan = join_plan(true, false);
     let bootstrap = plan
         .resources

@@ -3,8 +3,11 @@
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use kprov_core::node_config;
 use kprov_core::version::NEWEST_KNOWN;
-use kprov_core::{Arch, KubernetesVersion};
+use kprov_core::{Arch, KubernetesVersion, NodeConfig};
+
+pub use crate::config_file::FromConfig;
 
 /// kprov takes machines from bare metal or a blank VM to Ready Kubernetes
 /// nodes.
@@ -46,6 +49,10 @@ pub enum Command {
     /// kubeconfig (0600) and the kubelet's configuration, starts the
     /// kubelet and waits for TLS bootstrap and the Node; a failure is
     /// diagnosed by cause. A joined node is left as it is.
+    ///
+    /// The node's flags can also come from a YAML file (--config) whose
+    /// keys are the long flag names without "--", as in `kprov userdata
+    /// --config`; flags given on the command line win.
     ///
     /// Example (prebake): kprov provision --phase base --root /mnt/image
     /// --artifacts-dir ./artifacts --kubelet-version v1.20.2
@@ -358,8 +365,8 @@ pub struct InitArgs {
 
     /// Phases to leave out of a full run, e.g. base (a prebaked node) or
     /// base,kubelet-start (files only, for another machine's kubelet).
-    #[arg(long, value_enum, value_name = "PHASE", value_delimiter = ',')]
-    pub skip_phases: Vec<InitPhaseArg>,
+    #[arg(long, value_name = "PHASE", value_delimiter = ',', value_parser = init_phase_parser())]
+    pub skip_phases: Vec<String>,
 
     #[command(flatten)]
     pub cluster: ClusterArgs,
@@ -376,43 +383,21 @@ pub enum InitAction {
 #[derive(Debug, Args)]
 pub struct InitPhaseArgs {
     /// The phase.
-    #[arg(value_enum)]
-    pub name: InitPhaseArg,
+    #[arg(value_parser = init_phase_parser())]
+    pub name: String,
 
     #[command(flatten)]
     pub cluster: ClusterArgs,
 }
 
-/// The phases of `kprov init`, in the order a full run takes them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum InitPhaseArg {
-    /// The base phase of `kprov provision` (packages, runtime, kubelet),
-    /// from --bundle, --artifacts-dir or --mirror.
-    Base,
-    /// Certificates and keys (as `kprov pki`).
-    Certs,
-    /// Kubeconfigs (as `kprov kubeconfig`).
-    Kubeconfig,
-    /// etcd's static pod.
-    Etcd,
-    /// The API server's, controller manager's and scheduler's static pods.
-    ControlPlane,
-    /// The kubelet's configuration and unit drop-in; on a running node,
-    /// the kubelet (re)started on them.
-    KubeletStart,
-    /// Wait for the API server to be ready; on failure, say why.
-    WaitControlPlane,
-    /// kubeadm-config and the kubelet's ConfigMap, readable by nodes, so
-    /// that `kubeadm join` works too (needs a running API server).
-    UploadConfig,
-    /// Label and taint this node as a control-plane node.
-    MarkControlPlane,
-    /// The bootstrap-token RBAC and cluster-info (needs a running API
-    /// server).
-    BootstrapToken,
-    /// kube-proxy, CoreDNS and the pod network's objects (needs a running
-    /// API server).
-    Addons,
+/// The phases of `kprov init`, from the workflow's own table, with their
+/// descriptions (shown by `--help`).
+fn init_phase_parser() -> clap::builder::PossibleValuesParser {
+    clap::builder::PossibleValuesParser::new(
+        kprov_workflow::init::phase_list()
+            .into_iter()
+            .map(|(name, description)| clap::builder::PossibleValue::new(name).help(description)),
+    )
 }
 
 /// Everything that describes the control plane being made.
@@ -590,46 +575,8 @@ pub struct BundleVerifyArgs {
     pub bundle: PathBuf,
 }
 
-/// Where the container runtime comes from on apt/yum/dnf systems.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum RuntimeSourceArg {
-    /// The distribution's package.
-    Distro,
-    /// containerd and runc static releases (always the case on Flatcar).
-    Upstream,
-}
-
-/// Which provisioning phase to run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum PhaseArg {
-    /// Packages, kernel settings, runtime, binaries, units, health checks.
-    Base,
-    /// Kubelet configuration and start (TLS bootstrap).
-    Join,
-    /// Base, then join.
-    All,
-}
-
-/// Container runtimes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum RuntimeArg {
-    /// containerd with CRI (the default).
-    Containerd,
-    /// Docker Engine via dockershim; kubelet older than v1.24 only.
-    Docker,
-}
-
-/// kube-proxy modes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ProxyModeArg {
-    /// iptables rules.
-    Iptables,
-    /// IPVS; loads the ip_vs kernel modules.
-    Ipvs,
-}
+/// kube-proxy modes, as `kprov init` takes them.
+pub use kprov_core::ProxyMode as ProxyModeArg;
 
 /// Output formats.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -644,124 +591,26 @@ fn parse_version(s: &str) -> Result<KubernetesVersion, String> {
     KubernetesVersion::parse_supported(s).map_err(|e| e.to_string())
 }
 
-/// Flags of `kprov provision`.
+/// Flags of `kprov provision`: the node's ([`NodeConfig`], which
+/// `--config` can also give) and how to run.
 #[derive(Debug, Args)]
 pub struct ProvisionArgs {
-    /// Which phase to run. The join phase needs --token, --api-server and
-    /// a way to trust the API server (--discovery-token-ca-cert-hash,
-    /// --ca-cert or --discovery-token-unsafe-skip-ca-verification).
-    #[arg(long, value_enum, default_value_t = PhaseArg::All)]
-    pub phase: PhaseArg,
+    /// YAML file of node settings: its keys are the node's long flag names
+    /// without "--" (phase, kubelet-version, api-server, ...; lists for
+    /// repeatable flags), as in `kprov userdata --config`. Flags given on
+    /// the command line win, and lists from both are joined. Relative
+    /// paths in it (ca-cert, artifacts-dir, bundle, cache-dir) are
+    /// relative to the file.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
 
     /// The node's root: / for the running host, or a directory (a chroot,
     /// a mounted disk image) to prebake offline.
     #[arg(long, value_name = "DIR", default_value = "/")]
     pub root: PathBuf,
 
-    /// Kubernetes release of the kubelet and kubectl to install
-    /// (vMAJOR.MINOR.PATCH, at least v1.20.0).
-    #[arg(long, value_name = "VERSION", value_parser = parse_version, default_value_t = NEWEST_KNOWN)]
-    pub kubelet_version: KubernetesVersion,
-
-    /// Container runtime to install and configure.
-    #[arg(long, value_enum, default_value_t = RuntimeArg::Containerd)]
-    pub container_runtime: RuntimeArg,
-
-    /// kube-proxy mode the node is prepared for.
-    #[arg(long, value_enum, default_value_t = ProxyModeArg::Iptables)]
-    pub proxy_mode: ProxyModeArg,
-
-    /// Architecture of the binaries to install (amd64 or arm64); defaults
-    /// to this machine's.
-    #[arg(long, value_name = "ARCH")]
-    pub arch: Option<Arch>,
-
     #[command(flatten)]
-    pub source: ArtifactSourceArgs,
-
-    /// Where the container runtime comes from on apt/yum/dnf systems.
-    #[arg(long, value_enum, default_value_t = RuntimeSourceArg::Distro)]
-    pub runtime_source: RuntimeSourceArg,
-
-    /// Sandbox (pause) image for containerd, e.g. one imported offline.
-    /// Defaults to the image kubeadm uses for the kubelet version.
-    #[arg(long, value_name = "IMAGE")]
-    pub sandbox_image: Option<String>,
-
-    /// In-tree cloud provider for the kubelet (join phase), e.g. openstack.
-    #[arg(long, value_name = "NAME")]
-    pub cloud_provider: Option<String>,
-
-    /// Path on the node of the cloud provider's config file (join phase).
-    #[arg(long, value_name = "PATH")]
-    pub cloud_config: Option<PathBuf>,
-
-    /// Bootstrap token to join with (join phase), [a-z0-9]{6}.[a-z0-9]{16}.
-    /// Prefer the KPROV_TOKEN environment variable: command lines are
-    /// visible to other users.
-    // Parsed after clap, so that a malformed token is never echoed back.
-    #[arg(
-        long,
-        env = "KPROV_TOKEN",
-        hide_env_values = true,
-        value_name = "TOKEN"
-    )]
-    pub token: Option<String>,
-
-    /// PEM file of the cluster CA that signed the API server's certificate
-    /// (join phase). Trusted as given; checked against
-    /// --discovery-token-ca-cert-hash when both are given.
-    #[arg(long, value_name = "FILE")]
-    pub ca_cert: Option<PathBuf>,
-
-    /// The API server to join (join phase): https://HOST:PORT.
-    #[arg(long, value_name = "URL")]
-    pub api_server: Option<String>,
-
-    /// Pin the cluster CA by its public-key hash (join phase):
-    /// sha256:<hex of the SHA-256 of its DER SubjectPublicKeyInfo>, as
-    /// `kprov pki ca-hash` prints it. The CA found by token discovery is
-    /// accepted only if it matches one. Repeatable.
-    #[arg(long, value_name = "sha256:HEX")]
-    pub discovery_token_ca_cert_hash: Vec<String>,
-
-    /// Trust whatever CA token discovery finds, without a pinned hash
-    /// (join phase). Anyone who can answer for the API server's address
-    /// can then take the node over.
-    #[arg(long)]
-    pub discovery_token_unsafe_skip_ca_verification: bool,
-
-    /// The node's name (join phase; the kubelet's --hostname-override).
-    /// Defaults to the host name.
-    #[arg(long, value_name = "NAME")]
-    pub node_name: Option<String>,
-
-    /// The node's address (join phase; the kubelet's --node-ip).
-    #[arg(long, value_name = "IP")]
-    pub node_ip: Option<String>,
-
-    /// Labels the node registers with (join phase): KEY=VALUE,...
-    #[arg(long, value_name = "KEY=VALUE,...")]
-    pub node_labels: Option<String>,
-
-    /// Taints the node registers with (join phase): KEY[=VALUE]:EFFECT,
-    /// comma-separated or repeated.
-    #[arg(long, value_name = "TAINT", value_delimiter = ',')]
-    pub register_with_taints: Vec<String>,
-
-    /// The cluster DNS Service's address the kubelet gives pods (join
-    /// phase).
-    #[arg(long, value_name = "IP", default_value = "10.96.0.10")]
-    pub cluster_dns: std::net::IpAddr,
-
-    /// The cluster's DNS domain (join phase).
-    #[arg(long, value_name = "DOMAIN", default_value = "cluster.local")]
-    pub cluster_domain: String,
-
-    /// Seconds the join phase may take in all: discovery, TLS bootstrap
-    /// and the Node's registration.
-    #[arg(long, value_name = "SECONDS", default_value_t = 300)]
-    pub timeout: u64,
+    pub node: NodeConfig,
 
     /// Print the plan and what would change; change nothing.
     #[arg(long)]
@@ -770,6 +619,10 @@ pub struct ProvisionArgs {
     /// Report format on stdout; progress always goes to stderr.
     #[arg(long, value_enum, default_value_t = OutputArg::Text)]
     pub output: OutputArg,
+
+    /// Which of the node's values came from --config.
+    #[arg(skip)]
+    pub from_config: FromConfig,
 }
 
 /// Flags of `kprov reset`.
@@ -782,14 +635,18 @@ pub struct ResetArgs {
     /// Print what would be removed; change nothing.
     #[arg(long)]
     pub dry_run: bool,
+
+    /// Report format on stdout.
+    #[arg(long, value_enum, default_value_t = OutputArg::Text)]
+    pub output: OutputArg,
 }
 
 /// Flags of `kprov health-check`.
 #[derive(Debug, Args)]
 pub struct HealthCheckArgs {
     /// The container runtime whose socket to probe.
-    #[arg(long, value_enum, default_value_t = RuntimeArg::Containerd)]
-    pub runtime: RuntimeArg,
+    #[arg(long, value_enum, default_value_t = kprov_core::ContainerRuntime::Containerd)]
+    pub runtime: kprov_core::ContainerRuntime,
 }
 
 /// `kprov pod-network` subcommands.
@@ -849,11 +706,13 @@ pub enum FormatArg {
 
 /// Flags of `kprov userdata`, and the node spec YAML (--config) in one
 /// struct, so that the two cannot drift apart: a YAML key is the long
-/// flag name without "--". Every field is optional here; defaults are
-/// applied after the command line and the file are merged
-/// (`commands::userdata`).
-#[derive(Debug, Default, Args, serde::Deserialize)]
-#[serde(rename_all = "kebab-case", default, deny_unknown_fields)]
+/// flag name without "--". The node's flags are [`NodeConfig`], shared
+/// with `kprov provision`, which setup.sh runs with them; the others
+/// describe the boot config.
+#[derive(Debug, Default, Args, serde::Serialize, serde::Deserialize)]
+// Unknown keys are refused by kprov_core::node_config::from_yaml, which
+// reads the node's keys into NodeConfig.
+#[serde(rename_all = "kebab-case", default)]
 pub struct UserdataArgs {
     /// Boot config format: cloud-init (most distributions) or ignition
     /// (Flatcar).
@@ -862,9 +721,10 @@ pub struct UserdataArgs {
     pub format: FormatArg,
 
     /// YAML node spec with any of the flags below as keys (without
-    /// "--"); flags given on the command line take precedence (SSH keys
-    /// from both are kept). Relative file paths in it are relative to the
-    /// file.
+    /// "--"); flags given on the command line take precedence, and lists
+    /// from both (SSH keys, CA hashes, taints) are joined. Relative paths
+    /// of local files in it (ssh-authorized-keys-file, ca-cert,
+    /// cloud-config-file, provision-binary) are relative to the file.
     #[serde(skip)]
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -878,56 +738,24 @@ pub struct UserdataArgs {
     /// (the default user with cloud-init, `core` with Ignition).
     /// Repeatable; in --config, a list under ssh-authorized-keys.
     #[serde(rename = "ssh-authorized-key", alias = "ssh-authorized-keys")]
-    #[arg(long = "ssh-authorized-key", value_name = "KEY")]
+    #[arg(
+        long = "ssh-authorized-key",
+        alias = "ssh-authorized-keys",
+        value_name = "KEY"
+    )]
     pub ssh_authorized_keys: Vec<String>,
 
     /// A file of SSH public keys, one per line (authorized_keys or
     /// id_*.pub); added to --ssh-authorized-key.
+    #[serde(serialize_with = "node_config::opt_path_as_text")]
     #[arg(long, value_name = "FILE")]
     pub ssh_authorized_keys_file: Option<PathBuf>,
 
-    /// PEM file of the cluster CA, written to /etc/kubernetes/pki/ca.crt
-    /// on the node and passed to kprov provision.
-    #[arg(long, value_name = "FILE")]
-    pub ca_cert: Option<PathBuf>,
-
-    /// The API server the node joins: https://HOST:PORT (passed to kprov
-    /// provision).
-    #[arg(long, value_name = "URL")]
-    pub api_server: Option<String>,
-
-    /// The cluster CA's public-key hash the node pins (sha256:HEX, passed
-    /// to kprov provision). Repeatable; in --config, a list.
-    #[serde(alias = "discovery-token-ca-cert-hashes")]
-    #[arg(long, value_name = "sha256:HEX")]
-    pub discovery_token_ca_cert_hash: Vec<String>,
-
-    /// In-tree cloud provider for the kubelet, e.g. openstack.
-    #[arg(long, value_name = "NAME")]
-    pub cloud_provider: Option<String>,
-
     /// Local file with the cloud provider's config, embedded in the boot
     /// config and written 0600 on the node at --cloud-config.
+    #[serde(serialize_with = "node_config::opt_path_as_text")]
     #[arg(long, value_name = "FILE")]
     pub cloud_config_file: Option<PathBuf>,
-
-    /// Path on the node of the cloud provider's config (default with
-    /// --cloud-config-file: /etc/kubernetes/cloud-config).
-    #[arg(long, value_name = "PATH")]
-    pub cloud_config: Option<String>,
-
-    /// Bootstrap token the node joins with, [a-z0-9]{6}.[a-z0-9]{16}.
-    /// Written 0600 on the node and passed to kprov in its environment.
-    /// Prefer the KPROV_TOKEN environment variable: command lines are
-    /// visible to other users.
-    // Parsed after clap, so that a malformed token is never echoed back.
-    #[arg(
-        long,
-        env = "KPROV_TOKEN",
-        hide_env_values = true,
-        value_name = "TOKEN"
-    )]
-    pub token: Option<String>,
 
     /// Where setup.sh fetches kprov from on the node: an http://, https://
     /// or file:// URL of the binary.
@@ -942,46 +770,9 @@ pub struct UserdataArgs {
     /// Local copy of the kprov binary served at --provision-source; its
     /// sha256 is computed and pinned (and must match --provision-sha256
     /// if both are given).
+    #[serde(serialize_with = "node_config::opt_path_as_text")]
     #[arg(long, value_name = "FILE")]
     pub provision_binary: Option<PathBuf>,
-
-    /// Kubernetes release the node installs (vMAJOR.MINOR.PATCH, at least
-    /// v1.20.0; default: the newest kprov knows).
-    #[arg(long, value_name = "VERSION")]
-    pub kubelet_version: Option<String>,
-
-    /// Which phase kprov provision runs on the node (default: all, which
-    /// needs --token, --api-server and --discovery-token-ca-cert-hash or
-    /// --ca-cert).
-    #[arg(long, value_enum)]
-    pub phase: Option<PhaseArg>,
-
-    /// Container runtime (default: containerd).
-    #[arg(long, value_enum)]
-    pub container_runtime: Option<RuntimeArg>,
-
-    /// kube-proxy mode (default: iptables).
-    #[arg(long, value_enum)]
-    pub proxy_mode: Option<ProxyModeArg>,
-
-    /// Sandbox (pause) image for containerd on the node.
-    #[arg(long, value_name = "IMAGE")]
-    pub sandbox_image: Option<String>,
-
-    /// Artifact directory on the node (baked into the image or mounted)
-    /// that kprov provision installs from.
-    #[arg(long, value_name = "PATH", conflicts_with_all = ["bundle", "mirror"])]
-    pub artifacts_dir: Option<String>,
-
-    /// Offline bundle on the node (baked into the image or mounted) that
-    /// kprov provision installs from.
-    #[arg(long, value_name = "PATH", conflicts_with = "mirror")]
-    pub bundle: Option<String>,
-
-    /// Mirror with upstream's layout that kprov provision downloads from on
-    /// the node.
-    #[arg(long, value_name = "URL")]
-    pub mirror: Option<String>,
 
     /// cloud-init: gzip the whole document and print it base64-encoded,
     /// for platforms that take base64 user-data (cloud-init decompresses
@@ -994,74 +785,22 @@ pub struct UserdataArgs {
     #[serde(skip)]
     #[arg(long, value_name = "FILE")]
     pub output: Option<PathBuf>,
-}
 
-impl UserdataArgs {
-    /// These flags over `file` (a parsed --config): a flag given on the
-    /// command line wins; SSH keys from both are kept; --gzip from either.
-    pub fn over(self, file: UserdataArgs) -> UserdataArgs {
-        // Destructured, so that a new field cannot be forgotten here.
-        let UserdataArgs {
-            format,
-            config,
-            hostname,
-            mut ssh_authorized_keys,
-            ssh_authorized_keys_file,
-            ca_cert,
-            api_server,
-            discovery_token_ca_cert_hash,
-            cloud_provider,
-            cloud_config_file,
-            cloud_config,
-            token,
-            provision_source,
-            provision_sha256,
-            provision_binary,
-            kubelet_version,
-            phase,
-            container_runtime,
-            proxy_mode,
-            sandbox_image,
-            artifacts_dir,
-            bundle,
-            mirror,
-            gzip,
-            output,
-        } = self;
-        let mut keys = file.ssh_authorized_keys;
-        keys.append(&mut ssh_authorized_keys);
-        UserdataArgs {
-            format,
-            config,
-            hostname: hostname.or(file.hostname),
-            ssh_authorized_keys: keys,
-            ssh_authorized_keys_file: ssh_authorized_keys_file.or(file.ssh_authorized_keys_file),
-            ca_cert: ca_cert.or(file.ca_cert),
-            api_server: api_server.or(file.api_server),
-            discovery_token_ca_cert_hash: if discovery_token_ca_cert_hash.is_empty() {
-                file.discovery_token_ca_cert_hash
-            } else {
-                discovery_token_ca_cert_hash
-            },
-            cloud_provider: cloud_provider.or(file.cloud_provider),
-            cloud_config_file: cloud_config_file.or(file.cloud_config_file),
-            cloud_config: cloud_config.or(file.cloud_config),
-            token: token.or(file.token),
-            provision_source: provision_source.or(file.provision_source),
-            provision_sha256: provision_sha256.or(file.provision_sha256),
-            provision_binary: provision_binary.or(file.provision_binary),
-            kubelet_version: kubelet_version.or(file.kubelet_version),
-            phase: phase.or(file.phase),
-            container_runtime: container_runtime.or(file.container_runtime),
-            proxy_mode: proxy_mode.or(file.proxy_mode),
-            sandbox_image: sandbox_image.or(file.sandbox_image),
-            artifacts_dir: artifacts_dir.or(file.artifacts_dir),
-            bundle: bundle.or(file.bundle),
-            mirror: mirror.or(file.mirror),
-            gzip: gzip || file.gzip,
-            output,
-        }
-    }
+    /// The node's flags, which setup.sh runs `kprov provision` with. Paths
+    /// other than --ca-cert (--artifacts-dir, --bundle, --cache-dir,
+    /// --cloud-config) are paths on the node; the token is written 0600
+    /// on the node and passed to kprov in its environment.
+    #[serde(skip)]
+    #[command(
+        flatten,
+        next_help_heading = "Node options (passed to `kprov provision` on the node)"
+    )]
+    pub node: NodeConfig,
+
+    /// Which of the values came from --config.
+    #[serde(skip)]
+    #[arg(skip)]
+    pub from_config: FromConfig,
 }
 
 /// Key types for generated keys.
@@ -1243,48 +982,11 @@ pub struct KubeconfigArgs {
     pub output: OutputArg,
 }
 
-impl From<RuntimeArg> for kprov_core::ContainerRuntime {
-    fn from(r: RuntimeArg) -> Self {
-        match r {
-            RuntimeArg::Containerd => Self::Containerd,
-            RuntimeArg::Docker => Self::Docker,
-        }
-    }
-}
-
-impl From<RuntimeSourceArg> for kprov_core::RuntimeSource {
-    fn from(r: RuntimeSourceArg) -> Self {
-        match r {
-            RuntimeSourceArg::Distro => Self::Distro,
-            RuntimeSourceArg::Upstream => Self::Upstream,
-        }
-    }
-}
-
 impl From<ExtraArg> for kprov_artifacts::ArtifactName {
     fn from(e: ExtraArg) -> Self {
         match e {
             ExtraArg::Kubeadm => Self::Kubeadm,
             ExtraArg::Crictl => Self::Crictl,
-        }
-    }
-}
-
-impl From<ProxyModeArg> for kprov_core::ProxyMode {
-    fn from(p: ProxyModeArg) -> Self {
-        match p {
-            ProxyModeArg::Iptables => Self::Iptables,
-            ProxyModeArg::Ipvs => Self::Ipvs,
-        }
-    }
-}
-
-impl From<PhaseArg> for kprov_core::Phase {
-    fn from(p: PhaseArg) -> Self {
-        match p {
-            PhaseArg::Base => Self::Base,
-            PhaseArg::Join => Self::Join,
-            PhaseArg::All => Self::All,
         }
     }
 }

@@ -5,13 +5,19 @@
 
 mod cli;
 mod commands;
+mod config_file;
+mod output;
 
 use std::process::ExitCode;
 
-use clap::Parser;
-
 fn main() -> ExitCode {
-    let cli = cli::Cli::parse();
+    let cli = match config_file::parse() {
+        Ok(cli) => cli,
+        Err(err) => {
+            eprintln!("kprov: error: {}", describe(&err));
+            return ExitCode::FAILURE;
+        }
+    };
     // A server's log is its record of what it did: info by default.
     let default_level = match cli.command {
         cli::Command::Netboot(_) => "info",

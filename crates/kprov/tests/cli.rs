@@ -288,8 +288,8 @@ fn a_dry_run_lists_what_would_change_and_changes_nothing() {
 
     args.extend(["--output", "json"]);
     let json = kprov(&args, &[]).json();
-    assert_eq!(json["report"]["dry_run"], true);
-    assert_eq!(json["plan"]["resources"][0]["kind"], "packages");
+    assert_eq!(json["reports"][0]["dry_run"], true);
+    assert_eq!(json["plans"][0]["resources"][0]["kind"], "packages");
 }
 
 #[test]
@@ -301,7 +301,7 @@ fn an_apply_writes_the_plan_and_a_second_run_changes_nothing() {
     assert!(first.ok(), "{}", first.stderr);
     let report = first.json();
     assert_eq!(
-        report["report"]["summary"]["unchanged"], 1,
+        report["reports"][0]["summary"]["unchanged"], 1,
         "only the packages were already there"
     );
     assert!(
@@ -330,7 +330,7 @@ fn an_apply_writes_the_plan_and_a_second_run_changes_nothing() {
     let after_first = snapshot(root);
     let second = kprov(&args, &[]);
     assert!(second.ok(), "{}", second.stderr);
-    let summary = &second.json()["report"]["summary"];
+    let summary = &second.json()["reports"][0]["summary"];
     assert_eq!(
         (summary["created"].as_u64(), summary["changed"].as_u64()),
         (Some(0), Some(0)),
@@ -345,7 +345,7 @@ fn an_apply_writes_the_plan_and_a_second_run_changes_nothing() {
     )
     .unwrap();
     let third = kprov(&args, &[]).json();
-    assert_eq!(third["report"]["summary"]["changed"], 1);
+    assert_eq!(third["reports"][0]["summary"]["changed"], 1);
     assert_eq!(diff(&after_first, &snapshot(root)), Vec::<String>::new());
 }
 
@@ -377,4 +377,266 @@ fn the_os_command_names_the_detected_system() {
     let empty = tempfile::tempdir().unwrap();
     let run = kprov(&["os", "--root", &empty.path().display().to_string()], &[]);
     assert!(run.stderr.contains("neither"), "{}", run.stderr);
+}
+
+/// `kprov provision --dry-run --output json` on `f`'s root with `args`
+/// after the subcommand; the run must succeed.
+fn dry_run_json(f: &Fixture, args: &[&str]) -> String {
+    let mut all = vec![
+        "provision",
+        "--root",
+        &f.root,
+        "--dry-run",
+        "--output",
+        "json",
+    ];
+    all.extend_from_slice(args);
+    let run = kprov(&all, &[]);
+    assert!(run.ok(), "{args:?}: {}", run.stderr);
+    run.stdout
+}
+
+/// Writes `text` as node.yaml next to `f`'s artifact directory (so that
+/// `artifacts-dir: artifacts` names it) and returns its path.
+fn node_yaml(f: &Fixture, text: &str) -> String {
+    let path = Path::new(&f.artifacts).parent().unwrap().join("node.yaml");
+    std::fs::write(&path, text).unwrap();
+    path.display().to_string()
+}
+
+#[test]
+fn a_config_file_gives_the_same_plan_as_the_same_flags() {
+    let f = fixture(DEBIAN_12);
+    let before = snapshot(Path::new(&f.root));
+    let from_flags = dry_run_json(
+        &f,
+        &[
+            "--phase",
+            "base",
+            "--kubelet-version",
+            "v1.20.2",
+            "--arch",
+            "amd64",
+            "--artifacts-dir",
+            &f.artifacts,
+            "--proxy-mode",
+            "ipvs",
+            "--sandbox-image",
+            "registry.example/pause:3.2",
+        ],
+    );
+    // Not the defaults: the file's values must be the ones used.
+    assert!(from_flags.contains("ip_vs"), "{from_flags}");
+    assert!(from_flags.contains("registry.example/pause:3.2"));
+    let config = node_yaml(
+        &f,
+        "# a worker's node spec, as kprov userdata --config reads it\n\
+         phase: base\n\
+         kubelet-version: v1.20.2\n\
+         arch: amd64\n\
+         artifacts-dir: artifacts\n\
+         proxy-mode: ipvs\n\
+         sandbox-image: registry.example/pause:3.2\n",
+    );
+    let from_file = dry_run_json(&f, &["--config", &config]);
+    assert_eq!(from_file, from_flags);
+    assert_eq!(
+        diff(&before, &snapshot(Path::new(&f.root))),
+        Vec::<String>::new()
+    );
+}
+
+#[test]
+fn flags_on_the_command_line_override_the_config_file() {
+    let f = fixture(DEBIAN_12);
+    let config = node_yaml(
+        &f,
+        "phase: base\n\
+         kubelet-version: v1.20.2\n\
+         arch: amd64\n\
+         bundle: /nonexistent/bundle.tar.zst\n\
+         proxy-mode: ipvs\n\
+         sandbox-image: registry.example/pause:3.2\n",
+    );
+    let want = dry_run_json(
+        &f,
+        &[
+            "--phase",
+            "base",
+            "--kubelet-version",
+            "v1.20.2",
+            "--arch",
+            "amd64",
+            "--artifacts-dir",
+            &f.artifacts,
+            "--sandbox-image",
+            "registry.example/pause:3.9",
+        ],
+    );
+    // --proxy-mode and --sandbox-image replace the file's values;
+    // --artifacts-dir drops the file's bundle, with which it conflicts.
+    let got = dry_run_json(
+        &f,
+        &[
+            "--config",
+            &config,
+            "--proxy-mode",
+            "iptables",
+            "--artifacts-dir",
+            &f.artifacts,
+            "--sandbox-image",
+            "registry.example/pause:3.9",
+        ],
+    );
+    assert_eq!(got, want);
+    assert!(
+        !got.contains("ip_vs") && !got.contains("pause:3.2"),
+        "{got}"
+    );
+    // The flags may come before --config too.
+    let got = dry_run_json(
+        &f,
+        &[
+            "--proxy-mode=iptables",
+            "--artifacts-dir",
+            &f.artifacts,
+            "--sandbox-image",
+            "registry.example/pause:3.9",
+            "--config",
+            &config,
+        ],
+    );
+    assert_eq!(got, want);
+}
+
+#[test]
+fn a_bad_config_file_is_refused_naming_the_file_and_the_key() {
+    let f = fixture(DEBIAN_12);
+    let before = snapshot(Path::new(&f.root));
+    let base = "phase: base\nkubelet-version: v1.20.2\narch: amd64\nartifacts-dir: artifacts\n";
+    let join = "phase: join\ntoken: q1w2e3.r4t5y6u7i8o9p0as\napi-server: https://10.0.0.1:6443\n\
+                discovery-token-unsafe-skip-ca-verification: true\n";
+    let cases: Vec<(String, &[&str], &str)> = vec![
+        (format!("{base}node-names: worker-1\n"), &[], "unknown field `node-names`, expected one of `phase`, `kubelet-version`,"),
+        // A key of kprov userdata's only: provision has no such flag.
+        (format!("{base}hostname: worker-1\n"), &[], "unknown field `hostname`"),
+        (format!("{base}proxy-mode: ipvvs\n"), &[], "proxy-mode: unknown variant `ipvvs`, expected `iptables` or `ipvs` at line 5 column 13"),
+        ("kubelet-version: v1.13.1\n".into(), &[], "kubelet-version: Kubernetes version v1.13.1 is not supported: the minimum is v1.20.0"),
+        (format!("{base}timeout: soon\n"), &[], "timeout: invalid type: string \"soon\", expected u64 at line 5"),
+        (format!("{join}node-ip: 10.0.0.300\n"), &[], "invalid --node-ip \"10.0.0.300\": expected an IPv4 or IPv6 address"),
+        (format!("{join}register-with-taints: [gpu=yes:Never]\n"), &[], "invalid --register-with-taints \"gpu=yes:Never\""),
+        (format!("{base}mirror: http://10.0.0.1/k8s\n"), &[], "the argument '--artifacts-dir <DIR>' cannot be used with '--mirror <URL>'"),
+        ("[phase, base]\n".into(), &[], "expected a mapping of flag names (without \"--\") to values"),
+    ];
+    for (text, extra, want) in cases {
+        let config = node_yaml(&f, &text);
+        let mut args = vec!["provision", "--root", &f.root, "--config", &config];
+        args.extend_from_slice(extra);
+        let run = kprov(&args, &[]);
+        assert_eq!(run.code, Some(1), "{text}: {}", run.stderr);
+        let want = format!("kprov: error: --config {config}: {want}");
+        assert!(
+            run.stderr.starts_with(&want),
+            "{text}:\nwant {want}\ngot  {}",
+            run.stderr
+        );
+        assert_eq!(run.stderr.lines().count(), 1, "{}", run.stderr);
+        assert!(!run.stderr.contains("r4t5y6u7i8o9p0as"), "{}", run.stderr);
+    }
+    // A bad value on the command line is the command line's, file or not.
+    let config = node_yaml(&f, join);
+    let run = kprov(
+        &[
+            "provision",
+            "--root",
+            &f.root,
+            "--config",
+            &config,
+            "--node-ip",
+            "10.0.0.300",
+        ],
+        &[],
+    );
+    assert_eq!(
+        run.stderr,
+        "kprov: error: invalid --node-ip \"10.0.0.300\": expected an IPv4 or IPv6 address\n"
+    );
+    let run = kprov(
+        &[
+            "provision",
+            "--root",
+            &f.root,
+            "--config",
+            "/nonexistent/node.yaml",
+        ],
+        &[],
+    );
+    assert!(
+        run.stderr
+            .starts_with("kprov: error: --config /nonexistent/node.yaml: cannot read"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(
+        diff(&before, &snapshot(Path::new(&f.root))),
+        Vec::<String>::new()
+    );
+}
+
+#[test]
+fn setup_sh_runs_provision_with_the_plan_of_the_flags_userdata_was_given() {
+    let f = fixture(DEBIAN_12);
+    let node_flags = [
+        "--phase",
+        "base",
+        "--kubelet-version",
+        "v1.20.2",
+        "--arch",
+        "amd64",
+        "--artifacts-dir",
+        &f.artifacts,
+        "--proxy-mode",
+        "ipvs",
+        "--sandbox-image",
+        "registry.example/pause:3.2",
+    ];
+    let sha = "ab".repeat(32);
+    let mut args = vec![
+        "userdata",
+        "--format",
+        "cloud-init",
+        "--hostname",
+        "worker-1",
+        "--provision-source",
+        "https://boot.example/kprov",
+        "--provision-sha256",
+        &sha,
+    ];
+    args.extend(node_flags);
+    let userdata = kprov(&args, &[]);
+    assert!(userdata.ok(), "{}", userdata.stderr);
+    let config: kprov_bootconfig::cloud_init::CloudConfig =
+        serde_yaml::from_str(&userdata.stdout).unwrap();
+    let setup = &config.write_files.last().unwrap().content;
+    // The words of setup.sh's `set -- ...`, as the shell reads them.
+    let set: String = setup
+        .lines()
+        .skip_while(|l| !l.starts_with("set -- "))
+        .take_while(|l| !l.is_empty())
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let words = common::sh(
+        std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!("{set}printf '%s\\n' \"$@\"")),
+    )
+    .stdout;
+    let words: Vec<String> = String::from_utf8(words)
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect();
+    assert!(words.len() > node_flags.len(), "{words:?}");
+    let words: Vec<&str> = words.iter().map(String::as_str).collect();
+    assert_eq!(dry_run_json(&f, &words), dry_run_json(&f, &node_flags));
 }

@@ -12,7 +12,7 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::Command;
+use std::process::{Command, Output};
 use std::time::Duration;
 
 use common::controlplane::{kprov_in, run_in, text, wait_for, ControlPlane, Logs};
@@ -61,14 +61,65 @@ fn control_plane_from_kprov_files_runs_and_bootstraps_tokens() {
     let admin = cp.admin.clone();
     let ca = cp.ca();
 
-    // The bootstrap RBAC and cluster-info; a second run changes nothing.
+    // A dry run of the API phases lists their objects and creates none
+    // (asked through the API); the real run then reports exactly those
+    // as created, a re-run as unchanged, and a dry run as unchanged.
+    for name in ["bootstrap-token", "addons"] {
+        let objects = |o: &Output, outcome: &str| -> Vec<String> {
+            assert!(o.status.success(), "{}\n{}", text(o), logs.dump());
+            let doc: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+            let report = &doc["reports"][0];
+            let ids: Vec<String> = report["resources"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|r| {
+                    assert_eq!(r["outcome"], outcome, "{name}: {r}");
+                    r["id"].as_str().unwrap().to_string()
+                })
+                .collect();
+            assert!(!ids.is_empty(), "{name}: no objects listed");
+            ids
+        };
+        let json =
+            |extra: &[&str]| cp.init_phase_with(name, &[&["--output", "json"], extra].concat());
+        let planned = objects(&json(&["--dry-run"]), "created");
+        for id in &planned {
+            let mut parts: Vec<&str> = id.split('/').collect();
+            let kind = parts.remove(0).to_lowercase();
+            let (ns_args, object) = match parts.as_slice() {
+                [namespace, object] => (vec!["-n", *namespace], *object),
+                [object] => (vec![], *object),
+                other => panic!("unexpected object id {other:?}"),
+            };
+            let mut args = vec!["--kubeconfig", admin.as_str()];
+            args.extend(ns_args);
+            args.extend(["get", kind.as_str(), object]);
+            let o = run_in(ns, &kubectl, &args);
+            assert!(
+                !o.status.success() && String::from_utf8_lossy(&o.stderr).contains("NotFound"),
+                "the dry run of {name} created {id}: {}",
+                text(&o)
+            );
+        }
+        assert_eq!(objects(&json(&[]), "created"), planned, "{name}");
+        assert_eq!(objects(&json(&[]), "unchanged"), planned, "{name}");
+        assert_eq!(
+            objects(&json(&["--dry-run"]), "unchanged"),
+            planned,
+            "{name}"
+        );
+    }
+
+    // The text report of the bootstrap RBAC and cluster-info; a second
+    // run changes nothing.
     let init_phase = |_: &Netns, name: &str| cp.init_phase(name);
     let phase = |ns: &Netns| init_phase(ns, "bootstrap-token");
     let first = phase(ns);
     assert!(first.status.success(), "{}\n{}", text(&first), logs.dump());
     assert!(
         String::from_utf8_lossy(&first.stdout)
-            .contains("created    ClusterRoleBinding/kubeadm:kubelet-bootstrap"),
+            .contains("unchanged    ClusterRoleBinding/kubeadm:kubelet-bootstrap"),
         "{}",
         text(&first)
     );
@@ -175,22 +226,20 @@ fn control_plane_from_kprov_files_runs_and_bootstraps_tokens() {
         ],
     );
     assert!(o.status.success(), "token create: {}", text(&o));
-    let join = String::from_utf8_lossy(&o.stdout).trim().to_string();
+    let join = common::cluster::JoinCommand::parse(String::from_utf8_lossy(&o.stdout).trim());
     let stderr = String::from_utf8_lossy(&o.stderr);
-    let words: Vec<&str> = join.split_whitespace().collect();
-    let after = |flag: &str| words[words.iter().position(|w| *w == flag).unwrap() + 1];
-    let token_text = after("--token").to_string();
+    let token_text = join.token.clone();
     assert!(
         !stderr.contains(&token_text),
         "the token leaked to stderr: {stderr}"
     );
-    assert_eq!(after("--api-server"), format!("https://{address}:6443"));
+    assert_eq!(join.api_server, format!("https://{address}:6443"));
     let hash = Command::new(kprov_bin())
         .args(["pki", "ca-hash", "--root", &root_s])
         .output()
         .unwrap();
     assert_eq!(
-        after("--discovery-token-ca-cert-hash"),
+        join.ca_hash,
         String::from_utf8_lossy(&hash.stdout).trim(),
         "the join command's CA hash differs from kprov pki ca-hash"
     );

@@ -144,7 +144,7 @@ fn control_plane_images_from_a_registry_mirror_end_up_in_a_prebaked_roots_contai
         "json",
     ]);
     assert!(again.ok(), "{}", again.stderr);
-    let changed: Vec<String> = again.json()["report"]["resources"]
+    let changed: Vec<String> = again.json()["reports"][0]["resources"]
         .as_array()
         .unwrap()
         .iter()

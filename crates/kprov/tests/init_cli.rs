@@ -131,9 +131,7 @@ fn init_writes_private_manifests_once_and_a_rerun_changes_nothing() {
     let second = kprov(&init_args(root, &[]), &[]);
     assert!(second.ok(), "{}", second.stderr);
     assert!(
-        second
-            .stderr
-            .contains("static pods are up to date; nothing changed"),
+        second.stderr.contains("kprov: nothing changed"),
         "{}",
         second.stderr
     );

@@ -398,7 +398,7 @@ fn an_offline_join_with_a_ca_file_is_undone_by_reset_which_keeps_the_base_phase(
     let run = common::kprov(&["reset", "--root", root_s, "--dry-run"], &[]);
     assert!(run.ok(), "{}", run.stderr);
     assert!(
-        run.stdout.contains("would change /var/lib/kubelet removed"),
+        run.stdout.contains("would remove /var/lib/kubelet absent"),
         "{}",
         run.stdout
     );

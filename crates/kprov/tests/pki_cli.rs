@@ -122,7 +122,11 @@ fn the_pki_and_kubeconfigs_are_made_once_and_a_second_run_changes_nothing() {
     let root = dir.path().to_str().unwrap();
     let run = kprov(&pki_args(root, &["--dry-run"]), &[]);
     assert!(run.ok(), "{}", run.stderr);
-    assert!(run.stdout.starts_with("create     ca "), "{}", run.stdout);
+    assert!(
+        run.stdout.starts_with("would create  ca "),
+        "{}",
+        run.stdout
+    );
     assert!(
         run.stderr
             .contains("kprov: would write 22 file(s) to /etc/kubernetes/pki"),
@@ -133,12 +137,14 @@ fn the_pki_and_kubeconfigs_are_made_once_and_a_second_run_changes_nothing() {
     let run = kprov(&pki_args(root, &["--output", "json"]), &[]);
     assert!(run.ok(), "{}", run.stderr);
     let report = run.json();
-    assert_eq!(report["dir"], "/etc/kubernetes/pki");
-    assert_eq!(report["written"].as_array().unwrap().len(), 22);
+    assert_eq!(report["command"], "certificates");
+    let files = &report["reports"][0];
+    assert_eq!(files["plan"], "certificates in /etc/kubernetes/pki");
+    assert_eq!(files["summary"]["created"], 22);
     let run = kprov(&kubeconfig_args(root), &[]);
     assert!(run.ok(), "{}", run.stderr);
     assert!(
-        run.stdout.starts_with("created    admin.conf"),
+        run.stdout.starts_with("created       admin.conf"),
         "{}",
         run.stdout
     );

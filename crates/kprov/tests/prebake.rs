@@ -50,7 +50,7 @@ fn prebaking_a_debian_root_installs_everything_and_a_second_run_changes_nothing(
 
     let first = prebake(&root).json();
     // Only containerd's enablement is already there: its package enables it.
-    let unchanged: Vec<&str> = first["report"]["resources"]
+    let unchanged: Vec<&str> = first["reports"][0]["resources"]
         .as_array()
         .unwrap()
         .iter()
@@ -210,7 +210,7 @@ fn prebaking_a_debian_root_installs_everything_and_a_second_run_changes_nothing(
     // A second run changes nothing, in its report and on disk.
     let before = snapshot(&root);
     let second = prebake(&root).json();
-    let s = &second["report"]["summary"];
+    let s = &second["reports"][0]["summary"];
     assert_eq!(
         (s["created"].as_u64(), s["changed"].as_u64()),
         (Some(0), Some(0)),
@@ -227,8 +227,8 @@ fn a_run_killed_at_any_point_ends_like_an_uninterrupted_run() {
     let reference = dir.path().join("reference");
     link_tree(base, &reference);
     let full = prebake(&reference).json();
-    let changed = full["report"]["summary"]["created"].as_u64().unwrap()
-        + full["report"]["summary"]["changed"].as_u64().unwrap();
+    let changed = full["reports"][0]["summary"]["created"].as_u64().unwrap()
+        + full["reports"][0]["summary"]["changed"].as_u64().unwrap();
     assert!(
         changed >= 15,
         "expected most resources to change after the packages: {full}"

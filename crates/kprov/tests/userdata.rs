@@ -455,3 +455,199 @@ fn format_is_required_and_help_explains_the_command() {
         assert!(help.stdout.contains(text), "{text}");
     }
 }
+
+/// The `set -- ...` lines of setup.sh in a cloud-config: one flag (and its
+/// value) per line, quotes removed.
+fn provision_flags(cloud_config_text: &str) -> Vec<String> {
+    let config = cloud_config(cloud_config_text);
+    let setup = &config.write_files.last().unwrap().content;
+    setup
+        .lines()
+        .skip_while(|l| !l.starts_with("set -- "))
+        .skip(1)
+        .take_while(|l| !l.is_empty())
+        .map(|l| l.trim().trim_end_matches(" \\").replace('\'', ""))
+        .collect()
+}
+
+#[test]
+fn every_node_flag_of_provision_reaches_setup_sh() {
+    let (dir, sha) = scratch();
+    let hash = format!("sha256:{}", "ab".repeat(32));
+    let out = run(
+        &[
+            "userdata",
+            "--format",
+            "cloud-init",
+            "--hostname",
+            "worker-1",
+            "--provision-source",
+            "https://h/kprov",
+            "--provision-sha256",
+            &sha,
+            "--phase",
+            "join",
+            "--kubelet-version",
+            "v1.21.3",
+            "--container-runtime",
+            "docker",
+            "--proxy-mode",
+            "ipvs",
+            "--arch",
+            "arm64",
+            "--bundle",
+            "/opt/kprov/node.tar.zst",
+            "--cache-dir",
+            "/var/cache/k",
+            "--runtime-source",
+            "upstream",
+            "--sandbox-image",
+            "registry.example/pause:3.2",
+            "--cloud-provider",
+            "openstack",
+            "--cloud-config",
+            "/etc/kubernetes/cloud.conf",
+            "--api-server",
+            "https://10.0.0.1:6443",
+            "--discovery-token-ca-cert-hash",
+            &hash,
+            "--discovery-token-unsafe-skip-ca-verification",
+            "--node-name",
+            "worker-1",
+            "--node-ip",
+            "10.0.0.21",
+            "--node-labels",
+            "role=worker",
+            "--register-with-taints",
+            "dedicated=gpu:NoSchedule,spot:NoExecute",
+            "--cluster-dns",
+            "10.32.0.10",
+            "--cluster-domain",
+            "example.internal",
+            "--timeout",
+            "600",
+        ]
+        .map(str::to_string),
+        &[("KPROV_TOKEN", TOKEN)],
+    );
+    assert!(out.ok(), "{}", out.stderr);
+    drop(dir);
+    assert_eq!(
+        provision_flags(&out.stdout),
+        [
+            "--phase join",
+            "--kubelet-version v1.21.3",
+            "--container-runtime docker",
+            "--proxy-mode ipvs",
+            "--arch arm64",
+            "--bundle /opt/kprov/node.tar.zst",
+            "--cache-dir /var/cache/k",
+            "--runtime-source upstream",
+            "--sandbox-image registry.example/pause:3.2",
+            "--cloud-provider openstack",
+            "--cloud-config /etc/kubernetes/cloud.conf",
+            "--api-server https://10.0.0.1:6443",
+            &format!("--discovery-token-ca-cert-hash {hash}"),
+            "--discovery-token-unsafe-skip-ca-verification",
+            "--node-name worker-1",
+            "--node-ip 10.0.0.21",
+            "--node-labels role=worker",
+            "--register-with-taints dedicated=gpu:NoSchedule",
+            "--register-with-taints spot:NoExecute",
+            "--cluster-dns 10.32.0.10",
+            "--cluster-domain example.internal",
+            "--timeout 600",
+        ]
+    );
+}
+
+#[test]
+fn node_keys_of_a_config_file_reach_setup_sh_and_lists_from_both_are_joined() {
+    let (dir, sha) = scratch();
+    let config = dir.path().join("node.yaml");
+    let hash = |c: &str| format!("sha256:{}", c.repeat(64));
+    std::fs::write(
+        &config,
+        format!(
+            "hostname: worker-1\n\
+             provision-source: https://h/kprov\n\
+             provision-sha256: {sha}\n\
+             phase: base\n\
+             kubelet-version: v1.20.2\n\
+             node-labels: role=worker\n\
+             register-with-taints: [dedicated=gpu:NoSchedule]\n\
+             discovery-token-ca-cert-hashes: [{}]\n\
+             timeout: 900\n",
+            hash("a")
+        ),
+    )
+    .unwrap();
+    let out = run(
+        &[
+            "userdata",
+            "--format",
+            "cloud-init",
+            "--config",
+            s(&config),
+            "--timeout",
+            "60",
+            "--register-with-taints",
+            "spot:NoExecute",
+            "--discovery-token-ca-cert-hash",
+            &hash("b"),
+        ]
+        .map(str::to_string),
+        &[],
+    );
+    assert!(out.ok(), "{}", out.stderr);
+    let flags = provision_flags(&out.stdout);
+    for want in [
+        "--phase base".to_string(),
+        "--node-labels role=worker".into(),
+        format!("--discovery-token-ca-cert-hash {}", hash("a")),
+        format!("--discovery-token-ca-cert-hash {}", hash("b")),
+        "--register-with-taints dedicated=gpu:NoSchedule".into(),
+        "--register-with-taints spot:NoExecute".into(),
+        "--timeout 60".into(),
+    ] {
+        assert!(flags.contains(&want), "{want} missing from {flags:#?}");
+    }
+    assert!(!flags.iter().any(|f| f == "--timeout 900"), "{flags:#?}");
+
+    // A bad node value in the file is blamed on the file.
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, format!("{text}node-ip: 10.0.0.300\n")).unwrap();
+    let out = run(
+        &["userdata", "--format", "cloud-init", "--config", s(&config)].map(str::to_string),
+        &[],
+    );
+    assert_eq!(
+        out.stderr,
+        format!(
+            "kprov: error: --config {}: invalid --node-ip \"10.0.0.300\": expected an IPv4 or IPv6 address\n",
+            config.display()
+        )
+    );
+}
+
+#[test]
+fn the_token_in_the_environment_wins_over_the_config_file_s() {
+    let (dir, sha) = scratch();
+    let config = dir.path().join("node.yaml");
+    let file_token = "aaaaaa.bbbbbbbbbbbbbbbb";
+    std::fs::write(
+        &config,
+        format!(
+            "hostname: worker-1\nprovision-source: https://h/kprov\nprovision-sha256: {sha}\n\
+             phase: base\ntoken: {file_token}\n"
+        ),
+    )
+    .unwrap();
+    let args = ["userdata", "--format", "cloud-init", "--config", s(&config)].map(str::to_string);
+    let from_file = run(&args, &[]);
+    assert!(from_file.ok(), "{}", from_file.stderr);
+    assert!(from_file.stdout.contains(file_token));
+    let from_env = run(&args, &[("KPROV_TOKEN", TOKEN)]);
+    assert!(from_env.ok(), "{}", from_env.stderr);
+    assert!(from_env.stdout.contains(TOKEN) && !from_env.stdout.contains(file_token));
+}

@@ -4,8 +4,8 @@
 
 use std::path::PathBuf;
 
-use kprov_bootconfig::{BootSpec, NodePath, ProvisionFlags, SshPublicKey};
-use kprov_core::{BootstrapToken, CaCertificate, Phase};
+use kprov_bootconfig::{BootSpec, SshPublicKey};
+use kprov_core::{BootstrapToken, CaCertificate, NodeConfig, Phase};
 
 /// The token of the cases: fake, but well formed, and not the example
 /// token of kprov's error messages, so that a leak shows.
@@ -50,7 +50,11 @@ pub fn minimal(hostname: &str, source: &str, sha256: &str) -> BootSpec {
         token: None,
         provision_source: source.parse().unwrap(),
         provision_sha256: sha256.parse().unwrap(),
-        provision: ProvisionFlags::new(Phase::Base, "v1.20.2".parse().unwrap()),
+        provision: NodeConfig {
+            phase: Phase::Base,
+            kubelet_version: "v1.20.2".parse().unwrap(),
+            ..NodeConfig::default()
+        },
     }
 }
 
@@ -61,7 +65,7 @@ pub fn worker(hostname: &str, source: &str, sha256: &str) -> BootSpec {
     spec.ca_cert = Some(ca());
     spec.token = Some(TOKEN.parse::<BootstrapToken>().unwrap());
     spec.provision.phase = Phase::All;
-    spec.provision.api_server = Some("https://10.0.0.1:6443".parse().unwrap());
+    spec.provision.api_server = Some("https://10.0.0.1:6443".into());
     spec
 }
 
@@ -87,8 +91,7 @@ pub fn cases() -> Vec<Case> {
     let with_cloud_config = {
         let mut s = worker("worker-2.cluster.example.com", SOURCE, SHA256);
         s.provision.cloud_provider = Some("openstack".into());
-        s.provision.cloud_config =
-            Some(NodePath::parse("--cloud-config", "/etc/kubernetes/cloud-config", "/x").unwrap());
+        s.provision.cloud_config = Some("/etc/kubernetes/cloud-config".into());
         s.cloud_config_content = Some(fixture("cloud-config.ini"));
         s.provision.kubelet_version = "v1.30.4".parse().unwrap();
         s
@@ -96,8 +99,7 @@ pub fn cases() -> Vec<Case> {
     let several_keys = {
         let mut s = minimal("worker-3", "file:///media/kprov/kprov", SHA256);
         s.ssh_authorized_keys = keys();
-        s.provision.artifacts_dir =
-            Some(NodePath::parse("--artifacts-dir", "/opt/kprov/artifacts", "/x").unwrap());
+        s.provision.artifacts_dir = Some("/opt/kprov/artifacts".into());
         s.provision.sandbox_image = Some("registry.k8s.io/pause:3.2".into());
         s
     };

@@ -1,7 +1,7 @@
 //! The node side of kprov's `bridge` pod network: the CNI config for this
 //! node's pod range, and the routes to the other nodes' pod ranges. Pure:
-//! the thin layer (`kprov pod-network sync`) reads the Node objects and
-//! the current routes, and applies what these functions decide.
+//! `kprov pod-network sync` reads the Node objects and applies the plan
+//! made here with kprov-plan's engine.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -71,64 +71,25 @@ pub fn desired_routes(nodes: &[NodeRoute], me: &str) -> BTreeMap<String, IpAddr>
         .collect()
 }
 
-/// A change to the routing table.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum RouteChange {
-    /// Add or correct the route to `destination` via `gateway`.
-    Replace {
-        /// A pod range.
-        destination: String,
-        /// The node that has it.
-        gateway: IpAddr,
-    },
-    /// Remove a route kprov made earlier that no node needs any more.
-    Delete {
-        /// A pod range.
-        destination: String,
-    },
-}
-
-/// The changes that turn `current` (kprov's routes now, by protocol
-/// number) into `desired`.
-pub fn route_changes(
-    current: &BTreeMap<String, IpAddr>,
-    desired: &BTreeMap<String, IpAddr>,
-) -> Vec<RouteChange> {
-    let mut changes: Vec<RouteChange> = desired
-        .iter()
-        .filter(|(dst, via)| current.get(*dst) != Some(via))
-        .map(|(dst, via)| RouteChange::Replace {
-            destination: dst.clone(),
-            gateway: *via,
-        })
-        .collect();
-    changes.extend(
-        current
-            .keys()
-            .filter(|dst| !desired.contains_key(*dst))
-            .map(|dst| RouteChange::Delete {
-                destination: dst.clone(),
-            }),
-    );
-    changes
-}
-
-/// Parses `ip -j route show proto 77` output into destination → gateway.
-pub fn parse_ip_routes(json: &str) -> Result<BTreeMap<String, IpAddr>, String> {
-    #[derive(serde::Deserialize)]
-    struct Route {
-        dst: String,
-        gateway: Option<IpAddr>,
-    }
-    let routes: Vec<Route> = if json.trim().is_empty() {
-        Vec::new()
-    } else {
-        serde_json::from_str(json).map_err(|e| format!("unexpected `ip -j route` output: {e}"))?
-    };
-    Ok(routes
-        .into_iter()
-        .filter_map(|r| Some((r.dst, r.gateway?)))
-        .collect())
+/// The plan of `kprov pod-network sync` on a running node: the CNI config
+/// for its pod range, and kprov's routes (protocol [`ROUTE_PROTOCOL`])
+/// exactly to the other nodes' ranges (stale ones deleted).
+pub fn plan_pod_network(pod_cidr: &str, routes: BTreeMap<String, IpAddr>) -> kprov_plan::Plan {
+    kprov_plan::Plan::new(
+        format!("bridge pod network for pod range {pod_cidr}"),
+        true,
+        vec![
+            kprov_plan::Resource::File {
+                path: BRIDGE_CONFLIST.into(),
+                mode: 0o644,
+                contents: kprov_plan::Contents::Text(bridge_conflist(pod_cidr)),
+            },
+            kprov_plan::Resource::Routes {
+                protocol: ROUTE_PROTOCOL,
+                routes,
+            },
+        ],
+    )
 }
 
 #[cfg(test)]
@@ -171,49 +132,5 @@ mod tests {
             routes.into_iter().collect::<Vec<_>>(),
             vec![("10.244.1.0/24".to_string(), "10.0.0.11".parse().unwrap())]
         );
-    }
-
-    #[test]
-    fn only_missing_wrong_or_stale_routes_change() {
-        let ip = |s: &str| -> IpAddr { s.parse().unwrap() };
-        let current = BTreeMap::from([
-            ("10.244.1.0/24".to_string(), ip("10.0.0.11")),
-            ("10.244.2.0/24".to_string(), ip("10.0.0.99")),
-            ("10.244.9.0/24".to_string(), ip("10.0.0.19")),
-        ]);
-        let desired = BTreeMap::from([
-            ("10.244.1.0/24".to_string(), ip("10.0.0.11")),
-            ("10.244.2.0/24".to_string(), ip("10.0.0.12")),
-            ("10.244.3.0/24".to_string(), ip("10.0.0.13")),
-        ]);
-        assert_eq!(
-            route_changes(&current, &desired),
-            vec![
-                RouteChange::Replace {
-                    destination: "10.244.2.0/24".into(),
-                    gateway: ip("10.0.0.12")
-                },
-                RouteChange::Replace {
-                    destination: "10.244.3.0/24".into(),
-                    gateway: ip("10.0.0.13")
-                },
-                RouteChange::Delete {
-                    destination: "10.244.9.0/24".into()
-                },
-            ]
-        );
-        assert!(route_changes(&desired, &desired).is_empty());
-    }
-
-    #[test]
-    fn ip_route_json_is_read_and_garbage_refused() {
-        let json = r#"[{"dst":"10.244.1.0/24","gateway":"10.0.0.11","dev":"eth0","protocol":"77","flags":[]}]"#;
-        let routes = parse_ip_routes(json).unwrap();
-        assert_eq!(
-            routes["10.244.1.0/24"],
-            "10.0.0.11".parse::<IpAddr>().unwrap()
-        );
-        assert!(parse_ip_routes("").unwrap().is_empty());
-        assert!(parse_ip_routes("not json").is_err());
     }
 }

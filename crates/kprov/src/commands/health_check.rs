@@ -10,7 +10,7 @@ use crate::cli::HealthCheckArgs;
 pub fn run(args: HealthCheckArgs) -> anyhow::Result<ExitCode> {
     let root = Root::live();
     let runner = SystemRunner::new(root.clone());
-    let results = kprov_provision::health::run_once(&root, &runner, args.runtime.into())?;
+    let results = kprov_provision::health::run_once(&root, &runner, args.runtime)?;
     for r in &results {
         match (&r.probe, &r.restarted) {
             (Ok(()), _) => eprintln!("health: {} ok", r.unit),

@@ -5,7 +5,6 @@ pub mod bundle;
 pub mod completions;
 pub mod health_check;
 pub mod init;
-pub mod join;
 pub mod kubeconfig;
 pub mod man;
 pub mod netboot;
@@ -31,7 +30,8 @@ pub fn write_stdout(bytes: &[u8]) -> anyhow::Result<()> {
     }
 }
 
-/// A small tokio runtime for the commands that talk to servers.
+/// The command's one tokio runtime (for the commands that talk to
+/// servers); library code blocks on its handle.
 pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -52,22 +52,4 @@ pub fn read_ca_cert(
     let cert = kprov_core::CaCertificate::from_pem(&bytes)
         .with_context(|| format!("--ca-cert {}", path.display()))?;
     Ok(Some(cert))
-}
-
-/// `systemctl is-active kubelet` and the kubelet's last journal lines, for
-/// the diagnoses of `kprov init` and the join phase.
-pub fn kubelet_facts() -> kprov_controlplane::diagnose::KubeletFacts {
-    let active = std::process::Command::new("systemctl")
-        .args(["is-active", "--quiet", "kubelet"])
-        .status()
-        .is_ok_and(|s| s.success());
-    let journal = std::process::Command::new("journalctl")
-        .args(["-u", "kubelet", "-n", "400", "--no-pager", "-o", "cat"])
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-        .unwrap_or_default();
-    kprov_controlplane::diagnose::KubeletFacts {
-        active,
-        journal_tail: kprov_controlplane::diagnose::journal_excerpt(&journal),
-    }
 }

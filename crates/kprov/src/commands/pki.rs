@@ -81,11 +81,17 @@ fn run_create(args: PkiArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Prints a phase's report: data on stdout, a summary on stderr.
+/// Prints a phase's report: a line per certificate (text) or the run's
+/// JSON document on stdout, a summary on stderr.
 pub fn print_report(report: &Report, output: OutputArg, what: &str) -> anyhow::Result<()> {
+    let dry_run = report.files.dry_run;
     #[allow(clippy::print_stdout)]
     match output {
-        OutputArg::Json => println!("{}", serde_json::to_string_pretty(report)?),
+        OutputArg::Json => {
+            let mut run = kprov_plan::RunReport::new(what, dry_run);
+            run.reports.push(report.files.clone());
+            println!("{}", serde_json::to_string_pretty(&run)?);
+        }
         OutputArg::Text => {
             for e in &report.entries {
                 let subject = if e.subject.is_empty() {
@@ -94,43 +100,30 @@ pub fn print_report(report: &Report, output: OutputArg, what: &str) -> anyhow::R
                     format!("  {}, until {}", e.subject, e.not_after)
                 };
                 println!(
-                    "{:<10} {:<26} {}{}",
-                    e.outcome.word(report.dry_run),
+                    "{:<13} {:<26} {}{}",
+                    e.outcome.word(dry_run),
                     e.name,
                     e.files.join(" "),
                     subject
                 );
                 if !e.alt_names.is_empty() {
-                    println!("{:<10} {:<26} SANs: {}", "", "", e.alt_names);
+                    println!("{:<13} {:<26} SANs: {}", "", "", e.alt_names);
                 }
             }
         }
     }
-    let (corrected, wrote) = if report.dry_run {
-        ("would correct", "would write")
-    } else {
-        ("corrected", "wrote")
-    };
-    if !report.attrs_fixed.is_empty() {
-        eprintln!(
-            "kprov: {corrected} owner or mode of {}",
-            report.attrs_fixed.join(", ")
-        );
-    }
+    let s = report.files.summary;
+    let written = s.created + s.changed;
     if report.unchanged() {
         eprintln!(
             "kprov: {what} in {} are valid; nothing {}",
             report.dir.display(),
-            if report.dry_run {
-                "would change"
-            } else {
-                "changed"
-            }
+            if dry_run { "would change" } else { "changed" }
         );
-    } else if !report.written.is_empty() {
+    } else {
         eprintln!(
-            "kprov: {wrote} {} file(s) to {}",
-            report.written.len(),
+            "kprov: {} {written} file(s) to {}",
+            if dry_run { "would write" } else { "wrote" },
             report.dir.display()
         );
     }

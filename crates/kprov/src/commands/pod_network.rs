@@ -1,131 +1,44 @@
-//! `kprov pod-network sync`: the node side of the `bridge` pod network.
-//! Reads the cluster with the kubelet's own credentials and applies what
-//! `kprov_provision::render::cni` decides: the CNI config for this node's
-//! pod range, and kprov's routes (protocol 77) to the other nodes.
+//! `kprov pod-network sync`: the node side of the `bridge` pod network,
+//! run by kprov-pod-network.timer; the work is in kprov-workflow.
 
-use std::path::Path;
 use std::process::ExitCode;
 
-use anyhow::Context;
-use kprov_controlplane::api;
-use kprov_host::fs::{self, FileAttrs};
-use kprov_host::{Root, Runner, SystemRunner};
-use kprov_provision::pod_routes;
-use kprov_provision::render::cni::{self, NodeRoute, RouteChange};
+use kprov_host::{Root, SystemRunner};
+use kprov_workflow::pod_network::Synced;
+use kprov_workflow::Target;
 
-use crate::cli::PodNetworkSyncArgs;
+use crate::cli::{OutputArg, PodNetworkSyncArgs};
+use crate::output::Printer;
 
-/// Runs one sync; every change is logged on stderr (the journal).
+/// Runs one sync; what it did goes to stderr (the journal).
 pub fn sync(args: PodNetworkSyncArgs) -> anyhow::Result<ExitCode> {
-    if !args.kubeconfig.exists() {
-        eprintln!(
-            "pod-network: this node has not joined a cluster ({} does not exist); nothing to do",
-            args.kubeconfig.display()
-        );
-        return Ok(ExitCode::SUCCESS);
-    }
-    let me = api::kubelet_node_name(&args.kubeconfig)?;
-    let read = super::runtime()?.block_on(async {
-        let client = api::client(&args.kubeconfig).await?;
-        let network = api::pod_network(&client).await?;
-        let nodes = match network.as_deref() {
-            Some("bridge") => api::node_pod_ranges(&client).await?,
-            _ => Vec::new(),
-        };
-        Ok::<_, api::ApiError>((network, nodes))
-    });
-    let (network, nodes) = match read {
-        Ok(read) => read,
-        // While a control plane comes up (or is restarted) this runs every
-        // 10 s; an API server not answering yet is not a failure of the unit.
-        Err(e) if e.is_unavailable() => {
-            eprintln!("pod-network: the API server is not available yet ({e}); trying again on the next run");
-            return Ok(ExitCode::SUCCESS);
-        }
-        // `kprov init` grants nodes this read in its addons phase; the
-        // kubelet runs (and this timer with it) before that.
-        Err(e) if e.is_refused() => {
-            eprintln!("pod-network: the API server does not let this node read its pod network yet ({e}); trying again on the next run");
-            return Ok(ExitCode::SUCCESS);
-        }
-        Err(e) => return Err(e.into()),
-    };
-    match network.as_deref() {
-        None => {
-            eprintln!("pod-network: the cluster runs no pod network that kprov manages; nothing to do");
-            return Ok(ExitCode::SUCCESS);
-        }
-        Some("bridge") => {}
-        Some(other) => anyhow::bail!(
-            "ConfigMap kube-system/{} names pod network {other:?}; this kprov knows only \"bridge\"",
-            kprov_controlplane::addons::POD_NETWORK_CONFIG_MAP
-        ),
-    }
-    let nodes: Vec<NodeRoute> = nodes
-        .into_iter()
-        .map(|(name, pod_cidr, ip)| NodeRoute {
-            name,
-            pod_cidr,
-            internal_ip: ip.and_then(|i| i.parse().ok()),
-        })
-        .collect();
-    let Some(pod_cidr) = nodes
-        .iter()
-        .find(|n| n.name == me)
-        .and_then(|n| n.pod_cidr.clone())
-    else {
-        eprintln!("pod-network: waiting for the controller manager to give node {me} a pod range");
-        return Ok(ExitCode::SUCCESS);
-    };
-
     let root = Root::live();
-    write_conflist(&root, &pod_cidr, args.dry_run)?;
-    let runner = SystemRunner::new(root);
-    sync_routes(&runner, &cni::desired_routes(&nodes, &me), args.dry_run)?;
-    Ok(ExitCode::SUCCESS)
-}
-
-fn write_conflist(root: &Root, pod_cidr: &str, dry_run: bool) -> anyhow::Result<()> {
-    let path = Path::new(cni::BRIDGE_CONFLIST);
-    let want = cni::bridge_conflist(pod_cidr);
-    if fs::read(root, path)?.as_deref() == Some(want.as_bytes()) {
-        return Ok(());
-    }
-    if !dry_run {
-        fs::write_atomic(root, path, want.as_bytes(), FileAttrs::root(0o644))
-            .with_context(|| format!("writing {}", path.display()))?;
-    }
-    eprintln!(
-        "pod-network: {}wrote {} for pod range {pod_cidr}",
-        if dry_run { "would have " } else { "" },
-        path.display()
-    );
-    Ok(())
-}
-
-fn sync_routes(
-    runner: &dyn Runner,
-    desired: &std::collections::BTreeMap<String, std::net::IpAddr>,
-    dry_run: bool,
-) -> anyhow::Result<()> {
-    let current = pod_routes::current(runner)?;
-    for change in cni::route_changes(&current, desired) {
-        if !dry_run {
-            pod_routes::apply(runner, &change)?;
+    let rt = super::runtime()?;
+    let runner = SystemRunner::new(root.clone());
+    let mut printer = Printer::new("pod-network sync", OutputArg::Text, args.dry_run);
+    let mut target = Target {
+        root,
+        runner: &runner,
+        rt: rt.handle().clone(),
+        dry_run: args.dry_run,
+        observer: &mut printer,
+    };
+    let synced = kprov_workflow::pod_network::sync(&mut target, &args.kubeconfig)?;
+    let message = match synced {
+        Synced::NotJoined => format!(
+            "this node has not joined a cluster ({} does not exist); nothing to do",
+            args.kubeconfig.display()
+        ),
+        Synced::NotYet(why) => format!("{why}; trying again on the next run"),
+        Synced::NoNetwork => {
+            "the cluster runs no pod network that kprov manages; nothing to do".into()
         }
-        let what = match &change {
-            RouteChange::Replace {
-                destination,
-                gateway,
-            } => format!("route to pod range {destination} via {gateway}"),
-            RouteChange::Delete { destination } => {
-                format!("removed the route to {destination} (no node has that range now)")
-            }
-        };
-        eprintln!(
-            "pod-network: {}{what}",
-            if dry_run { "would set: " } else { "" }
-        );
-    }
-    Ok(())
+        Synced::NoRange(me) => {
+            format!("waiting for the controller manager to give node {me} a pod range")
+        }
+        Synced::Applied(report) if report.changed_anything() => report.summary_line(),
+        Synced::Applied(_) => return Ok(ExitCode::SUCCESS),
+    };
+    eprintln!("pod-network: {message}");
+    Ok(ExitCode::SUCCESS)
 }

@@ -7,73 +7,29 @@ use kprov_artifacts::bundle::BundleSource;
 use kprov_artifacts::catalog::Bases;
 use kprov_artifacts::download::{DownloadSource, Downloader};
 use kprov_artifacts::{ArtifactSource, LocalDirSource, WithSelf};
-use kprov_core::{Arch, BootstrapToken, ContainerRuntime, NodeSpec, Phase};
+use kprov_core::{Arch, ContainerRuntime, NodeSpec};
 use kprov_host::{Root, SystemRunner};
-use kprov_provision::apply::{self, ApplyContext, Event};
-use kprov_provision::plan::Plan;
-use kprov_provision::report::Report;
-use kprov_provision::resource::Resource;
+use kprov_workflow::join::{Join, JoinSpec};
+use kprov_workflow::{Selection, Target};
 
-use crate::cli::{ArtifactSourceArgs, OutputArg, ProvisionArgs};
+use crate::cli::{ArtifactSourceArgs, ProvisionArgs};
+use crate::output::Printer;
 
 /// Turns flags into a validated spec; reads --ca-cert. Nothing on the
 /// target is touched here.
-fn node_spec(args: &ProvisionArgs, phase: Phase) -> anyhow::Result<NodeSpec> {
-    let ca_cert = super::read_ca_cert(args.ca_cert.as_deref())?;
-    let arch = match args.arch {
+fn node_spec(args: &ProvisionArgs) -> anyhow::Result<NodeSpec> {
+    let node = &args.node;
+    let ca_cert = super::read_ca_cert(node.ca_cert.as_deref())?;
+    let arch = match node.arch {
         Some(a) => a,
         None => Arch::host()
             .context("--arch: cannot tell this machine's architecture; pass amd64 or arm64")?,
     };
-    let spec = NodeSpec {
-        container_runtime: args.container_runtime.into(),
-        proxy_mode: args.proxy_mode.into(),
-        cloud_provider: args.cloud_provider.clone(),
-        cloud_config: args.cloud_config.clone(),
-        token: match &args.token {
-            None => None,
-            Some(t) => Some(t.parse::<BootstrapToken>().context("--token")?),
-        },
-        ca_cert,
-        sandbox_image: args.sandbox_image.clone(),
-        runtime_source: args.runtime_source.into(),
-        api_server: args.api_server.as_deref().map(str::parse).transpose()?,
-        ca_cert_hashes: args
-            .discovery_token_ca_cert_hash
-            .iter()
-            .map(|h| h.parse())
-            .collect::<Result<_, _>>()?,
-        unsafe_skip_ca_verification: args.discovery_token_unsafe_skip_ca_verification,
-        node_name: args.node_name.as_deref().map(str::parse).transpose()?,
-        node_ip: match &args.node_ip {
-            None => None,
-            Some(ip) => Some(ip.parse().map_err(|_| {
-                anyhow::anyhow!("invalid --node-ip {ip:?}: expected an IPv4 or IPv6 address")
-            })?),
-        },
-        node_labels: match &args.node_labels {
-            None => Vec::new(),
-            Some(l) => kprov_core::join::parse_node_labels(l)?,
-        },
-        register_with_taints: args
-            .register_with_taints
-            .iter()
-            .map(|t| t.parse())
-            .collect::<Result<_, _>>()?,
-        ..NodeSpec::new(args.kubelet_version.clone(), arch)
-    };
-    spec.validate(phase)?;
-    if phase.includes_join() {
-        if args.timeout == 0 {
-            bail!("--timeout 0: expected a number of seconds above 0");
-        }
-        if !kprov_core::join::is_dns_name(&args.cluster_domain) {
-            bail!(
-                "invalid --cluster-domain {:?}: expected a DNS domain such as cluster.local",
-                args.cluster_domain
-            );
-        }
-        super::join::check_inputs(&spec)?;
+    let spec = node
+        .node_spec(ca_cert, arch)
+        .map_err(|e| args.from_config.blame(e))?;
+    if node.phase.includes_join() {
+        kprov_workflow::join::check_inputs(&spec)?;
     }
     Ok(spec)
 }
@@ -84,6 +40,7 @@ fn node_spec(args: &ProvisionArgs, phase: Phase) -> anyhow::Result<NodeSpec> {
 pub fn artifact_source(
     args: &ArtifactSourceArgs,
     spec: &mut NodeSpec,
+    runtime: &tokio::runtime::Handle,
 ) -> anyhow::Result<Box<dyn ArtifactSource>> {
     if let Some(bundle) = &args.bundle {
         let source =
@@ -123,6 +80,7 @@ pub fn artifact_source(
     let downloader = Downloader::new(&args.cache_dir)
         .with_context(|| format!("--cache-dir {}", args.cache_dir.display()))?;
     Ok(Box::new(DownloadSource::new(
+        runtime.clone(),
         downloader,
         spec.kubelet_version.clone(),
         bases,
@@ -142,83 +100,45 @@ pub fn parse_mirror(url: &str) -> anyhow::Result<String> {
 
 /// Runs `kprov provision`.
 pub fn run(args: ProvisionArgs) -> anyhow::Result<ExitCode> {
-    let phase: Phase = args.phase.into();
-    let mut spec = node_spec(&args, phase)?;
+    let phase = args.node.phase;
+    let mut spec = node_spec(&args)?;
     let root = Root::new(&args.root).with_context(|| format!("--root {}", args.root.display()))?;
-    let os = kprov_provision::facts::detect_os(&root)?;
-    if phase.includes_base() {
-        let artifacts = WithSelf::new(artifact_source(&args.source, &mut spec)?);
-        let plan = kprov_provision::plan::plan_base(&os, &spec, root.is_live())?;
-        apply_plan(&root, &plan, &artifacts, args.dry_run, args.output)?;
-    }
-    if phase.includes_join() {
-        super::join::run(&root, &os, &spec, &args)?;
-    }
-    Ok(ExitCode::SUCCESS)
-}
-
-/// Applies `plan` with progress on stderr and the report on stdout.
-pub fn apply_plan(
-    root: &Root,
-    plan: &Plan,
-    artifacts: &dyn ArtifactSource,
-    dry_run: bool,
-    output: OutputArg,
-) -> anyhow::Result<Report> {
+    let rt = super::runtime()?;
     let runner = SystemRunner::new(root.clone());
-    let ctx = ApplyContext {
-        root,
-        runner: &runner,
-        artifacts,
-        dry_run,
-    };
-    eprintln!("kprov: {}", plan.headline());
-    let width = plan.resources.len().to_string().len();
-    let mut progress = |event: Event<'_>| match event {
-        Event::Started {
-            index,
-            total,
-            resource,
-        } => {
-            if matches!(
-                resource,
-                Resource::Packages { .. } | Resource::Archive { .. }
-            ) && !dry_run
-            {
-                eprintln!("[{index:>width$}/{total}] {resource} ...");
-            }
-        }
-        Event::Finished {
-            index,
-            total,
-            entry,
-        } => {
-            eprintln!(
-                "[{index:>width$}/{total}] {:<12} {}",
-                entry.outcome.word(dry_run),
-                entry.description
-            );
-        }
-    };
-    let report =
-        apply::apply(plan, &ctx, &mut progress).with_context(|| format!("provisioning {root}"))?;
-
-    #[allow(clippy::print_stdout)]
-    match output {
-        OutputArg::Json => {
-            let doc = if dry_run {
-                serde_json::json!({ "plan": plan, "report": report })
-            } else {
-                serde_json::json!({ "report": report })
+    let mut printer = Printer::new("provision", args.output, args.dry_run);
+    let result = (|| -> anyhow::Result<()> {
+        let mut target = Target {
+            root: root.clone(),
+            runner: &runner,
+            rt: rt.handle().clone(),
+            dry_run: args.dry_run,
+            observer: &mut printer,
+        };
+        if phase.includes_base() {
+            let os = kprov_provision::facts::detect_os(&root)?;
+            let source = ArtifactSourceArgs {
+                artifacts_dir: args.node.artifacts_dir.clone(),
+                bundle: args.node.bundle.clone(),
+                mirror: args.node.mirror.clone(),
+                cache_dir: args.node.cache_dir.clone(),
             };
-            println!("{}", serde_json::to_string_pretty(&doc)?);
+            let artifacts = WithSelf::new(artifact_source(&source, &mut spec, rt.handle())?);
+            let plan = kprov_provision::plan::plan_base(&os, &spec, root.is_live())?;
+            target.apply(&plan, &artifacts, "provisioning")?;
         }
-        OutputArg::Text => {
-            if dry_run {
-                print!("{}", plan.render_text());
-            }
-            print!("{}", report.render_text());
+        if phase.includes_join() {
+            let join = JoinSpec {
+                node: spec.clone(),
+                cluster_dns: args.node.cluster_dns,
+                cluster_domain: args.node.cluster_domain.clone(),
+                timeout: std::time::Duration::from_secs(args.node.timeout),
+                base_planned: phase.includes_base(),
+            };
+            Join::new(join, target).run(&Selection::All { skip: Vec::new() })?;
         }
-    }
-    Ok(report)
+        Ok(())
+    })();
+    printer.finish()?;
+    result?;
+    Ok(ExitCode::SUCCESS)
 }

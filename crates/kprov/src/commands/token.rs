@@ -5,10 +5,10 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use kprov_controlplane::api;
 use kprov_controlplane::token::{self, TokenSpec};
 use kprov_host::fs::{write_atomic, FileAttrs};
 use kprov_host::Root;
+use kprov_kube as api;
 use kprov_pki::kubeconfig::Kubeconfig;
 
 use crate::cli::{OutputArg, TokenCommand, TokenCreateArgs, TokenDeleteArgs, TokenListArgs};
@@ -52,10 +52,7 @@ fn create(args: TokenCreateArgs) -> anyhow::Result<ExitCode> {
     };
     let text = if args.print_join_command {
         let (server, hash) = join_target(&args.admin.kubeconfig)?;
-        format!(
-            "kprov provision --phase all --api-server {server} --token {} --discovery-token-ca-cert-hash {hash}",
-            spec.token.expose_secret()
-        )
+        token::join_command_line(&server, &spec.token, &hash)
     } else {
         spec.token.expose_secret()
     };

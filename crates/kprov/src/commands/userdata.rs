@@ -4,46 +4,17 @@
 
 use std::io::Write as _;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::{bail, Context};
 use kprov_bootconfig::{
-    paths, BootSpec, Format, Hostname, NodePath, ProvisionFlags, ProvisionSource, Sha256Digest,
-    SshPublicKey, USER_DATA_LIMIT,
+    paths, BootSpec, BootSpecError, Format, Hostname, ProvisionSource, Sha256Digest, SshPublicKey,
+    USER_DATA_LIMIT,
 };
-use kprov_core::version::NEWEST_KNOWN;
-use kprov_core::{BootstrapToken, KubernetesVersion, Phase};
+use kprov_core::BootstrapToken;
 
-use crate::cli::{FormatArg, PhaseArg, UserdataArgs};
-
-/// Reads --config and merges the command line over it. Relative paths in
-/// the file are taken relative to the file's directory.
-fn with_config(args: UserdataArgs) -> anyhow::Result<UserdataArgs> {
-    let Some(path) = args.config.clone() else {
-        return Ok(args);
-    };
-    let text = std::fs::read_to_string(&path)
-        .with_context(|| format!("--config {}: cannot read", path.display()))?;
-    let mut file: UserdataArgs = if text.trim().is_empty() {
-        UserdataArgs::default()
-    } else {
-        serde_yaml::from_str(&text).with_context(|| format!("--config {}", path.display()))?
-    };
-    let base = path.parent().unwrap_or(Path::new("."));
-    let rebase = |p: &mut Option<PathBuf>| {
-        if let Some(p) = p {
-            if p.is_relative() {
-                *p = base.join(&*p);
-            }
-        }
-    };
-    rebase(&mut file.ssh_authorized_keys_file);
-    rebase(&mut file.ca_cert);
-    rebase(&mut file.cloud_config_file);
-    rebase(&mut file.provision_binary);
-    Ok(args.over(file))
-}
+use crate::cli::{FormatArg, UserdataArgs};
 
 fn read_text(flag: &str, path: &Path) -> anyhow::Result<String> {
     let bytes =
@@ -106,37 +77,21 @@ fn boot_spec(args: &UserdataArgs) -> anyhow::Result<BootSpec> {
         ssh_authorized_keys.extend(keys);
     }
 
-    let ca_cert = super::read_ca_cert(args.ca_cert.as_deref())?;
+    let mut node = args.node.clone();
+    let ca_cert = super::read_ca_cert(node.ca_cert.as_deref())?;
 
     let cloud_config_content = match &args.cloud_config_file {
         None => None,
         Some(path) => Some(read_text("--cloud-config-file", path)?),
     };
-    let cloud_config = match (&args.cloud_config, &cloud_config_content) {
-        (Some(p), _) => Some(NodePath::parse(
-            "--cloud-config",
-            p,
-            paths::DEFAULT_CLOUD_CONFIG,
-        )?),
-        (None, Some(_)) => Some(NodePath::parse(
-            "--cloud-config",
-            paths::DEFAULT_CLOUD_CONFIG,
-            paths::DEFAULT_CLOUD_CONFIG,
-        )?),
-        (None, None) => None,
-    };
-    let artifacts_dir = match &args.artifacts_dir {
-        Some(p) => Some(NodePath::parse(
-            "--artifacts-dir",
-            p,
-            "/opt/kprov/artifacts",
-        )?),
-        None => None,
-    };
+    if cloud_config_content.is_some() && node.cloud_config.is_none() {
+        node.cloud_config = Some(paths::DEFAULT_CLOUD_CONFIG.into());
+    }
 
-    let token = match &args.token {
+    // Written to its own 0600 file on the node, never on a command line.
+    let token = match node.token.take() {
         None => None,
-        Some(t) => Some(t.parse::<BootstrapToken>().context("--token")?),
+        Some(t) => Some(t.expose().parse::<BootstrapToken>().context("--token")?),
     };
 
     let provision_source: ProvisionSource = args
@@ -146,37 +101,9 @@ fn boot_spec(args: &UserdataArgs) -> anyhow::Result<BootSpec> {
         .parse()?;
     let provision_sha256 = pinned_sha256(args)?;
 
-    let kubelet_version = match &args.kubelet_version {
-        Some(v) => KubernetesVersion::parse_supported(v).context("--kubelet-version")?,
-        None => NEWEST_KNOWN,
-    };
-    let phase: Phase = args.phase.unwrap_or(PhaseArg::All).into();
-    let mut provision = ProvisionFlags::new(phase, kubelet_version);
-    if let Some(r) = args.container_runtime {
-        provision.container_runtime = r.into();
+    if let Some(url) = &node.mirror {
+        super::provision::parse_mirror(url)?;
     }
-    if let Some(p) = args.proxy_mode {
-        provision.proxy_mode = p.into();
-    }
-    provision.sandbox_image = args.sandbox_image.clone();
-    provision.cloud_provider = args.cloud_provider.clone();
-    provision.cloud_config = cloud_config;
-    provision.artifacts_dir = artifacts_dir;
-    provision.bundle = match &args.bundle {
-        Some(p) => Some(NodePath::parse("--bundle", p, "/opt/kprov/node.tar.zst")?),
-        None => None,
-    };
-    provision.mirror = match &args.mirror {
-        Some(url) => Some(super::provision::parse_mirror(url)?),
-        None => None,
-    };
-    provision.api_server = args.api_server.as_deref().map(str::parse).transpose()?;
-    provision.ca_cert_hashes = args
-        .discovery_token_ca_cert_hash
-        .iter()
-        .map(|h| h.parse())
-        .collect::<Result<_, _>>()?;
-
     let spec = BootSpec {
         hostname,
         ssh_authorized_keys,
@@ -185,9 +112,13 @@ fn boot_spec(args: &UserdataArgs) -> anyhow::Result<BootSpec> {
         token,
         provision_source,
         provision_sha256,
-        provision,
+        provision: node,
     };
-    spec.validate()?;
+    // The checks kprov provision makes on the node, made now.
+    spec.validate().map_err(|e| match e {
+        BootSpecError::Node(e) => args.from_config.blame(e),
+        e => e.into(),
+    })?;
     Ok(spec)
 }
 
@@ -226,7 +157,6 @@ pub fn run(args: UserdataArgs) -> anyhow::Result<ExitCode> {
         FormatArg::Ignition => (Format::Ignition, "ignition"),
     };
     let output = args.output.clone();
-    let args = with_config(args)?;
     let spec = boot_spec(&args)?;
     let bytes = kprov_bootconfig::render(&spec, format, args.gzip)
         .with_context(|| format!("rendering {format_name} user-data"))?;

@@ -32,6 +32,35 @@ pub struct JoinCommand {
     pub ca_hash: String,
 }
 
+impl JoinCommand {
+    /// Reads a printed join line: `KPROV_TOKEN=<token> kprov provision
+    /// --phase all --api-server URL --discovery-token-ca-cert-hash HASH`
+    /// (the token in the environment, never on kprov's command line).
+    pub fn parse(line: &str) -> Self {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let after = |flag: &str| {
+            let at = words.iter().position(|w| *w == flag);
+            at.map(|i| words[i + 1].to_string())
+                .unwrap_or_else(|| panic!("no {flag} in the join command {line:?}"))
+        };
+        assert!(
+            !words.contains(&"--token"),
+            "the join command puts the token on kprov's command line: {line:?}"
+        );
+        let token = words
+            .first()
+            .and_then(|w| w.strip_prefix("KPROV_TOKEN="))
+            .unwrap_or_else(|| {
+                panic!("the join command does not start with KPROV_TOKEN=: {line:?}")
+            });
+        JoinCommand {
+            api_server: after("--api-server"),
+            token: token.to_string(),
+            ca_hash: after("--discovery-token-ca-cert-hash"),
+        }
+    }
+}
+
 /// A cluster's admin: kubectl and kprov with `kubeconfig`, run in `ns`.
 pub struct Admin<'a> {
     pub ns: &'a Netns,
@@ -68,18 +97,7 @@ impl Admin<'_> {
             ],
         );
         assert!(o.status.success(), "token create: {}", text(&o));
-        let line = String::from_utf8_lossy(&o.stdout).trim().to_string();
-        let words: Vec<&str> = line.split_whitespace().collect();
-        let after = |flag: &str| {
-            let at = words.iter().position(|w| *w == flag);
-            at.map(|i| words[i + 1].to_string())
-                .unwrap_or_else(|| panic!("no {flag} in the join command {line:?}"))
-        };
-        JoinCommand {
-            api_server: after("--api-server"),
-            token: after("--token"),
-            ca_hash: after("--discovery-token-ca-cert-hash"),
-        }
+        JoinCommand::parse(String::from_utf8_lossy(&o.stdout).trim())
     }
 
     /// Whether `node`'s Ready condition is True.

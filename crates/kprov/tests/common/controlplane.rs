@@ -220,6 +220,11 @@ impl ControlPlane {
 
     /// Runs `kprov init phase NAME` against the running API server.
     pub fn init_phase(&self, name: &str) -> Output {
+        self.init_phase_with(name, &[])
+    }
+
+    /// Runs `kprov init phase NAME` with `extra` flags.
+    pub fn init_phase_with(&self, name: &str, extra: &[&str]) -> Output {
         let cert_dir = self.root.join("etc/kubernetes/pki").display().to_string();
         let k8s_dir = self.root.join("etc/kubernetes").display().to_string();
         kprov_in(
@@ -240,7 +245,11 @@ impl ControlPlane {
                 VERSION,
                 "--pod-network",
                 "bridge",
-            ],
+            ]
+            .iter()
+            .chain(extra)
+            .copied()
+            .collect::<Vec<_>>(),
         )
     }
 

@@ -4,12 +4,34 @@
 //! contents", "these packages are installed"), never how to get there; the
 //! apply engine checks and converges each one.
 
+use std::collections::BTreeMap;
 use std::fmt;
+use std::net::IpAddr;
 
 use kprov_artifacts::ArtifactId;
 use serde::{Serialize, Serializer};
 
-use crate::os::OsFamily;
+/// A package manager the engine can install with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PackageManager {
+    /// apt and dpkg (Debian, Ubuntu).
+    Apt,
+    /// yum (CentOS 7).
+    Yum,
+    /// dnf (Rocky, Alma, RHEL 8/9).
+    Dnf,
+}
+
+impl fmt::Display for PackageManager {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Apt => "apt",
+            Self::Yum => "yum",
+            Self::Dnf => "dnf",
+        })
+    }
+}
 
 /// File contents in a plan. Secrets are kept out of plan output.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -54,7 +76,7 @@ pub enum Resource {
     /// Packages installed with the family's package manager.
     Packages {
         /// apt, yum or dnf.
-        manager: OsFamily,
+        manager: PackageManager,
         /// Package names.
         names: Vec<String>,
     },
@@ -157,6 +179,47 @@ pub enum Resource {
         /// The images.
         images: Vec<ImageImport>,
     },
+    /// Nothing at a path: a file, symlink or whole directory tree removed
+    /// (symlinks are removed, never followed).
+    Absent {
+        /// Node path.
+        path: String,
+    },
+    /// A directory with no entries (the directory itself stays).
+    DirEmpty {
+        /// Node path.
+        dir: String,
+    },
+    /// Live only: a unit not running.
+    UnitStopped {
+        /// The unit.
+        unit: String,
+    },
+    /// Live only: nothing mounted at or below a directory.
+    Unmounted {
+        /// Node path.
+        dir: String,
+    },
+    /// Live only: no container left in containerd's `k8s.io` namespace
+    /// (removed with ctr, best effort: one that will not go is logged).
+    ContainersRemoved {
+        /// Node path of `ctr`.
+        ctr: String,
+    },
+    /// Live only: the kernel's routes of one routing protocol number are
+    /// exactly these (destination -> gateway); others of that protocol
+    /// are deleted, routes of other protocols are never touched.
+    Routes {
+        /// The protocol number kprov's routes carry (`ip route ... proto N`).
+        protocol: u8,
+        /// Destination prefix -> gateway.
+        routes: BTreeMap<String, IpAddr>,
+    },
+    /// Live only: no network link of this name.
+    LinkAbsent {
+        /// The link, e.g. a bridge.
+        name: String,
+    },
 }
 
 /// One image of [`Resource::ImagesImported`].
@@ -188,6 +251,13 @@ impl Resource {
             Self::DaemonReloaded { .. } => "daemon-reloaded".into(),
             Self::UnitActive { unit, .. } => format!("unit-active:{unit}"),
             Self::ImagesImported { .. } => "images-imported:k8s.io".into(),
+            Self::Absent { path } => format!("absent:{path}"),
+            Self::DirEmpty { dir } => format!("dir-empty:{dir}"),
+            Self::UnitStopped { unit } => format!("unit-stopped:{unit}"),
+            Self::Unmounted { dir } => format!("unmounted:{dir}"),
+            Self::ContainersRemoved { .. } => "containers-removed:k8s.io".into(),
+            Self::Routes { protocol, .. } => format!("routes:proto-{protocol}"),
+            Self::LinkAbsent { name } => format!("link-absent:{name}"),
         }
     }
 
@@ -201,6 +271,11 @@ impl Resource {
                 | Self::DaemonReloaded { .. }
                 | Self::UnitActive { .. }
                 | Self::ImagesImported { .. }
+                | Self::UnitStopped { .. }
+                | Self::Unmounted { .. }
+                | Self::ContainersRemoved { .. }
+                | Self::Routes { .. }
+                | Self::LinkAbsent { .. }
         )
     }
 }
@@ -236,6 +311,24 @@ impl fmt::Display for Resource {
                     .collect::<Vec<_>>()
                     .join(" ")
             ),
+            Self::Absent { path } => write!(f, "{path} absent"),
+            Self::DirEmpty { dir } => write!(f, "{dir} empty"),
+            Self::UnitStopped { unit } => write!(f, "unit {unit} stopped"),
+            Self::Unmounted { dir } => write!(f, "nothing mounted under {dir}"),
+            Self::ContainersRemoved { .. } => f.write_str("pod containers removed (k8s.io)"),
+            Self::Routes { protocol, routes } if routes.is_empty() => {
+                write!(f, "no routes of protocol {protocol}")
+            }
+            Self::Routes { protocol, routes } => write!(
+                f,
+                "routes of protocol {protocol}: {}",
+                routes
+                    .iter()
+                    .map(|(dst, via)| format!("{dst} via {via}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            Self::LinkAbsent { name } => write!(f, "network link {name} absent"),
         }
     }
 }

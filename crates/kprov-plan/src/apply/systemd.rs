@@ -7,7 +7,7 @@ use kprov_host::fs::{self, FileState};
 use kprov_host::{Command, HostError};
 
 use super::{ApplyContext, Status};
-use crate::tables::UNIT_SEARCH_PATH;
+use crate::UNIT_SEARCH_PATH;
 
 /// The node path of `unit`'s file, searched as systemd does.
 fn find_unit(unit: &str, ctx: &ApplyContext<'_>) -> Result<Option<PathBuf>, HostError> {
@@ -188,6 +188,17 @@ fn boot_time_secs(ctx: &ApplyContext<'_>) -> Result<f64, HostError> {
         .map(|d| d.as_secs_f64())
         .unwrap_or(0.0);
     Ok(now - up)
+}
+
+pub(super) fn check_stopped(unit: &str, ctx: &ApplyContext<'_>) -> Result<Status, HostError> {
+    let out = ctx
+        .runner
+        .run(&Command::new("systemctl", ["is-active", unit]))?;
+    Ok(if out.success {
+        Status::Present(format!("{unit} is {}", out.stdout.trim()))
+    } else {
+        Status::Ok
+    })
 }
 
 pub(super) fn check_active(

@@ -5,9 +5,11 @@ use std::path::Path;
 use kprov_host::fs::{self, FileAttrs, FileState};
 use kprov_host::{Command, HostError};
 
-use super::{archive, packages, systemd, ApplyContext, ApplyError, Status};
+use super::{
+    archive, containers, network, packages, removal, systemd, ApplyContext, ApplyError, Status,
+};
 use crate::fstab;
-use crate::resource::{ImageImport, Resource};
+use crate::resource::Resource;
 
 fn host_err(resource: &Resource) -> impl FnOnce(HostError) -> ApplyError + '_ {
     move |source| ApplyError::Host {
@@ -124,7 +126,7 @@ pub fn check(resource: &Resource, ctx: &ApplyContext<'_>) -> Result<Status, Appl
             // On a first run ctr may not be installed yet, or containerd not
             // started: pass 1 checks before anything is converged. Then
             // everything is to be imported; converge asks again.
-            let missing = match missing_images(ctr, images, ctx) {
+            let missing = match containers::missing_images(ctr, images, ctx) {
                 Ok(missing) => missing,
                 Err(e) => {
                     return Ok(Status::Missing(format!(
@@ -145,6 +147,15 @@ pub fn check(resource: &Resource, ctx: &ApplyContext<'_>) -> Result<Status, Appl
                 ))
             })
         }
+        Resource::Absent { path } => removal::check_absent(path, ctx).map_err(err),
+        Resource::DirEmpty { dir } => removal::check_empty(dir, ctx).map_err(err),
+        Resource::UnitStopped { unit } => systemd::check_stopped(unit, ctx).map_err(err),
+        Resource::Unmounted { dir } => removal::check_unmounted(dir, ctx).map_err(err),
+        Resource::ContainersRemoved { ctr } => Ok(containers::check_removed(ctr, ctx)),
+        Resource::Routes { protocol, routes } => {
+            network::check_routes(*protocol, routes, ctx).map_err(err)
+        }
+        Resource::LinkAbsent { name } => network::check_link_absent(name, ctx).map_err(err),
     }
 }
 
@@ -154,22 +165,6 @@ fn installed_mode(resource: &Resource) -> u32 {
         Resource::ImageArchive { .. } => 0o644,
         _ => 0o755,
     }
-}
-
-/// The images `ctr -n k8s.io images ls -q` does not list.
-fn missing_images<'a>(
-    ctr: &str,
-    images: &'a [ImageImport],
-    ctx: &ApplyContext<'_>,
-) -> Result<Vec<&'a ImageImport>, HostError> {
-    let out = ctx
-        .runner
-        .run_checked(&Command::new(ctr, ["-n", "k8s.io", "images", "ls", "-q"]))?;
-    let present: std::collections::BTreeSet<&str> = out.stdout.lines().map(str::trim).collect();
-    Ok(images
-        .iter()
-        .filter(|i| !present.contains(i.reference.as_str()))
-        .collect())
 }
 
 fn file_status(state: &FileState, mode: u32, sha256: &[u8; 32]) -> Status {
@@ -288,7 +283,7 @@ pub fn converge(resource: &Resource, ctx: &ApplyContext<'_>) -> Result<(), Apply
         Resource::ImagesImported { ctr, images } => {
             // The archives were verified when they were staged (earlier
             // ImageArchive resources); import only what containerd lacks.
-            for image in missing_images(ctr, images, ctx).map_err(host_err(resource))? {
+            for image in containers::missing_images(ctr, images, ctx).map_err(host_err(resource))? {
                 ctx.runner
                     .run_checked(&Command::new(
                         ctr.as_str(),
@@ -298,6 +293,23 @@ pub fn converge(resource: &Resource, ctx: &ApplyContext<'_>) -> Result<(), Apply
             }
             Ok(())
         }
+        Resource::Absent { path } => removal::remove_tree(root, Path::new(path)).map_err(err),
+        Resource::DirEmpty { dir } => removal::empty(dir, ctx).map_err(err),
+        Resource::UnitStopped { unit } => {
+            ctx.runner
+                .run_checked(&Command::new("systemctl", ["stop", unit.as_str()]))
+                .map_err(err)?;
+            Ok(())
+        }
+        Resource::Unmounted { dir } => removal::unmount(dir, ctx).map_err(err),
+        Resource::ContainersRemoved { ctr } => {
+            containers::remove_all(ctr, ctx);
+            Ok(())
+        }
+        Resource::Routes { protocol, routes } => {
+            network::converge_routes(*protocol, routes, ctx).map_err(err)
+        }
+        Resource::LinkAbsent { name } => network::delete_link(name, ctx).map_err(err),
     }
 }
 
@@ -311,6 +323,8 @@ mod tests {
 
     use kprov_artifacts::LocalDirSource;
     use kprov_host::{CommandOutput, Root, Runner};
+
+    use crate::resource::ImageImport;
 
     use super::*;
 

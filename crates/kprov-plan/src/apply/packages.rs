@@ -6,7 +6,7 @@ use std::path::Path;
 use kprov_host::{fs, Command, HostError, Runner};
 
 use super::{ApplyContext, Status};
-use crate::os::OsFamily;
+use crate::resource::PackageManager;
 
 /// Names of packages dpkg's status file lists as fully installed.
 pub fn dpkg_installed(status_file: &str) -> BTreeSet<String> {
@@ -39,19 +39,19 @@ fn missing_list(missing: Vec<&String>) -> Status {
 
 /// Which of `names` are not installed.
 pub fn check(
-    manager: OsFamily,
+    manager: PackageManager,
     names: &[String],
     ctx: &ApplyContext<'_>,
 ) -> Result<Status, HostError> {
     match manager {
-        OsFamily::Apt => {
+        PackageManager::Apt => {
             let status = fs::read(ctx.root, Path::new("/var/lib/dpkg/status"))?.unwrap_or_default();
             let installed = dpkg_installed(&String::from_utf8_lossy(&status));
             Ok(missing_list(
                 names.iter().filter(|n| !installed.contains(*n)).collect(),
             ))
         }
-        OsFamily::Yum | OsFamily::Dnf => {
+        PackageManager::Yum | PackageManager::Dnf => {
             let mut args = vec![
                 "-q".to_string(),
                 "--qf".to_string(),
@@ -67,19 +67,18 @@ pub fn check(
                     .collect(),
             ))
         }
-        OsFamily::Flatcar => Ok(Status::Ok),
     }
 }
 
 /// Installs `names`; recovers an interrupted dpkg run first.
 pub fn install(
-    manager: OsFamily,
+    manager: PackageManager,
     names: &[String],
     ctx: &ApplyContext<'_>,
 ) -> Result<(), HostError> {
     let runner: &dyn Runner = ctx.runner;
     match manager {
-        OsFamily::Apt => {
+        PackageManager::Apt => {
             let apt = |args: Vec<String>| {
                 Command::new("apt-get", args)
                     .env("DEBIAN_FRONTEND", "noninteractive")
@@ -106,8 +105,8 @@ pub fn install(
             args.extend(names.iter().cloned());
             runner.run_checked(&apt(args))?;
         }
-        OsFamily::Yum | OsFamily::Dnf => {
-            let tool = if manager == OsFamily::Yum {
+        PackageManager::Yum | PackageManager::Dnf => {
+            let tool = if manager == PackageManager::Yum {
                 "yum"
             } else {
                 "dnf"
@@ -116,7 +115,6 @@ pub fn install(
             args.extend(names.iter().cloned());
             runner.run_checked(&Command::new(tool, args))?;
         }
-        OsFamily::Flatcar => {}
     }
     Ok(())
 }

@@ -1,22 +1,32 @@
-//! The thin layer that talks to the API server (kube-rs): bootstrap
-//! tokens, the bootstrap RBAC and cluster-info. Objects are built by the
-//! pure modules; here they are applied and read.
+//! The thin layer that talks to the API server (kube-rs). Objects and
+//! decisions are made by the pure kprov-controlplane; here they are
+//! applied and read:
+//!
+//! - [`apply`]: API plans applied server-side, each object reported with
+//!   kprov-plan's `Outcome`; `--dry-run` asks the API server (server-side
+//!   dry run) what would change;
+//! - tokens ([`create_token`], [`list_tokens`], [`delete_token`],
+//!   [`find_token`]) and cluster-info's signatures;
+//! - reads for joining nodes that trust nothing yet
+//!   ([`discover_cluster_info`], [`probe_token`], [`list_csrs`]);
+//! - the control plane's state ([`readyz`], [`mark_control_plane`]) and the
+//!   pod network's inputs ([`pod_network`], [`node_pod_ranges`]).
+
+pub mod apply;
 
 use std::collections::BTreeMap;
 use std::path::Path;
 
 use k8s_openapi::api::core::v1::{ConfigMap, Node, Secret};
-use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
 use kprov_core::BootstrapToken;
+use kprov_plan::{Outcome, ResourceReport};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 pub use kube::Client;
-use kube::{Config, Resource};
-use serde::de::DeserializeOwned;
-use serde::Serialize;
+use kube::Config;
 
-use crate::bootstrap::{self, CLUSTER_INFO, CLUSTER_INFO_NAMESPACE, KUBECONFIG_KEY};
-use crate::token::{self, TokenInfo, TokenSpec, NAMESPACE};
+use kprov_controlplane::bootstrap::{self, CLUSTER_INFO, CLUSTER_INFO_NAMESPACE, KUBECONFIG_KEY};
+use kprov_controlplane::token::{self, TokenInfo, TokenSpec, NAMESPACE};
 
 /// The field manager kprov's server-side applies use.
 pub const FIELD_MANAGER: &str = "kprov";
@@ -73,7 +83,7 @@ impl ApiError {
     }
 }
 
-fn request(what: impl Into<String>) -> impl FnOnce(kube::Error) -> ApiError {
+pub(crate) fn request(what: impl Into<String>) -> impl FnOnce(kube::Error) -> ApiError {
     let what = what.into();
     move |source| ApiError::Request { what, source }
 }
@@ -149,154 +159,11 @@ pub fn kubelet_node_name(kubeconfig: &Path) -> Result<String, ApiError> {
         })
 }
 
-/// What an apply did to one object.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct Applied {
-    /// `Kind/namespace/name`.
-    pub object: String,
-    /// created, updated or unchanged.
-    pub outcome: &'static str,
-}
-
-/// Server-side applies `object` and says whether it changed (its
-/// resourceVersion moves only when it does).
-async fn apply<K>(api: &Api<K>, object: &K) -> Result<Applied, ApiError>
-where
-    K: Resource + Clone + DeserializeOwned + Serialize + std::fmt::Debug,
-    K::DynamicType: Default,
-{
-    let name = object.meta().name.clone().unwrap_or_default();
-    let label = format!(
-        "{}/{}{}",
-        K::kind(&K::DynamicType::default()),
-        object
-            .meta()
-            .namespace
-            .as_ref()
-            .map(|n| format!("{n}/"))
-            .unwrap_or_default(),
-        name
-    );
-    let before = api
-        .get_opt(&name)
-        .await
-        .map_err(request(format!("reading {label}")))?
-        .and_then(|o| o.meta().resource_version.clone());
-    let params = PatchParams::apply(FIELD_MANAGER).force();
-    let after = api
-        .patch(&name, &params, &Patch::Apply(object))
-        .await
-        .map_err(request(format!("applying {label}")))?;
-    let outcome = match (before, after.meta().resource_version.clone()) {
-        (None, _) => "created",
-        (Some(a), Some(b)) if a == b => "unchanged",
-        _ => "updated",
-    };
-    Ok(Applied {
-        object: label,
-        outcome,
-    })
-}
-
-/// Applies every object of a list through `api_for`.
-async fn apply_all<K>(
-    client: &Client,
-    objects: &[K],
-    report: &mut Vec<Applied>,
-) -> Result<(), ApiError>
-where
-    K: Resource<Scope = k8s_openapi::ClusterResourceScope>
-        + Clone
-        + DeserializeOwned
-        + Serialize
-        + std::fmt::Debug,
-    K::DynamicType: Default,
-{
-    let api: Api<K> = Api::all(client.clone());
-    for o in objects {
-        report.push(apply(&api, o).await?);
-    }
-    Ok(())
-}
-
-async fn apply_namespaced<K>(
-    client: &Client,
-    objects: &[K],
-    report: &mut Vec<Applied>,
-) -> Result<(), ApiError>
-where
-    K: Resource<Scope = k8s_openapi::NamespaceResourceScope>
-        + Clone
-        + DeserializeOwned
-        + Serialize
-        + std::fmt::Debug,
-    K::DynamicType: Default,
-{
-    for o in objects {
-        let ns = o
-            .meta()
-            .namespace
-            .clone()
-            .unwrap_or_else(|| "default".into());
-        let api: Api<K> = Api::namespaced(client.clone(), &ns);
-        report.push(apply(&api, o).await?);
-    }
-    Ok(())
-}
-
-/// Applies the bootstrap RBAC and cluster-info (its kubeconfig; the
-/// signatures are kept).
-pub async fn apply_bootstrap(
-    client: &Client,
-    server_url: &str,
-    ca_pem: &[u8],
-) -> Result<Vec<Applied>, ApiError> {
-    let rbac = bootstrap::bootstrap_rbac();
-    let mut report = Vec::new();
-    apply_all::<ClusterRole>(client, &rbac.cluster_roles, &mut report).await?;
-    apply_all::<ClusterRoleBinding>(client, &rbac.cluster_role_bindings, &mut report).await?;
-    apply_namespaced::<Role>(client, &rbac.roles, &mut report).await?;
-    apply_namespaced::<RoleBinding>(client, &rbac.role_bindings, &mut report).await?;
-    let kubeconfig = bootstrap::cluster_info_kubeconfig(server_url, ca_pem);
-    let cluster_info = bootstrap::cluster_info(&kubeconfig, &[]);
-    apply_namespaced::<ConfigMap>(client, &[cluster_info], &mut report).await?;
-    Ok(report)
-}
-
-/// Applies what `kubeadm join` reads from the cluster: its ConfigMaps,
-/// then the roles that let nodes read them.
-pub async fn apply_upload_config(
-    client: &Client,
-    upload: &crate::kubeadm_config::UploadConfig,
-) -> Result<Vec<Applied>, ApiError> {
-    let mut report = Vec::new();
-    apply_namespaced(client, &upload.config_maps, &mut report).await?;
-    apply_namespaced(client, &upload.roles, &mut report).await?;
-    apply_namespaced(client, &upload.role_bindings, &mut report).await?;
-    Ok(report)
-}
-
-/// Applies the add-ons (service accounts and RBAC first).
-pub async fn apply_addons(
-    client: &Client,
-    addons: &crate::addons::Addons,
-) -> Result<Vec<Applied>, ApiError> {
-    let mut report = Vec::new();
-    apply_namespaced(client, &addons.service_accounts, &mut report).await?;
-    apply_all(client, &addons.cluster_roles, &mut report).await?;
-    apply_all(client, &addons.cluster_role_bindings, &mut report).await?;
-    apply_namespaced(client, &addons.config_maps, &mut report).await?;
-    apply_namespaced(client, &addons.services, &mut report).await?;
-    apply_namespaced(client, &addons.deployments, &mut report).await?;
-    apply_namespaced(client, &addons.daemon_sets, &mut report).await?;
-    Ok(report)
-}
-
 /// The pod network the cluster's kprov-pod-network ConfigMap names, or
 /// None when there is no such ConfigMap (the cluster runs a network that
 /// needs nothing from kprov on the nodes).
 pub async fn pod_network(client: &Client) -> Result<Option<String>, ApiError> {
-    let name = crate::addons::POD_NETWORK_CONFIG_MAP;
+    let name = kprov_controlplane::addons::POD_NETWORK_CONFIG_MAP;
     let maps: Api<ConfigMap> = Api::namespaced(client.clone(), "kube-system");
     let map = maps
         .get_opt(name)
@@ -380,7 +247,7 @@ async fn sign_cluster_info(client: &Client, token: &BootstrapToken) -> Result<()
         .as_ref()
         .and_then(|d| d.get(KUBECONFIG_KEY))
         .ok_or_else(|| ApiError::ClusterInfo(format!("ConfigMap {what} has no kubeconfig")))?;
-    let signature = crate::jws::sign_detached(kubeconfig, token);
+    let signature = kprov_controlplane::jws::sign_detached(kubeconfig, token);
     let patch = serde_json::json!({
         "data": { bootstrap::signature_key(token.id()): signature }
     });
@@ -448,8 +315,8 @@ pub async fn readyz(client: &Client) -> Result<(), String> {
         .map_err(|e| e.to_string())?;
     match client.request_text(request).await {
         Ok(text) if text.trim() == "ok" => Ok(()),
-        Ok(text) => Err(crate::diagnose::readyz_summary(&text)),
-        Err(e) => Err(crate::diagnose::readyz_summary(&e.to_string())),
+        Ok(text) => Err(kprov_controlplane::diagnose::readyz_summary(&text)),
+        Err(e) => Err(kprov_controlplane::diagnose::readyz_summary(&e.to_string())),
     }
 }
 
@@ -459,7 +326,8 @@ pub async fn mark_control_plane(
     client: &Client,
     node_name: &str,
     version: &kprov_core::KubernetesVersion,
-) -> Result<Option<Applied>, ApiError> {
+    dry_run: bool,
+) -> Result<Option<ResourceReport>, ApiError> {
     let nodes: Api<Node> = Api::all(client.clone());
     let what = format!("Node/{node_name}");
     let Some(node) = nodes
@@ -498,10 +366,29 @@ pub async fn mark_control_plane(
     let has_taint = taints
         .iter()
         .any(|t| t.key == taint_key && t.effect == "NoSchedule");
+    let description = format!("{what} labelled and tainted as a control-plane node");
     if has_labels && has_taint {
-        return Ok(Some(Applied {
-            object: what,
-            outcome: "unchanged",
+        return Ok(Some(ResourceReport {
+            id: what,
+            description,
+            outcome: Outcome::Unchanged,
+            detail: None,
+        }));
+    }
+    let detail = Some(
+        match (has_labels, has_taint) {
+            (false, false) => "labels and taint missing",
+            (false, true) => "labels missing",
+            _ => "taint missing",
+        }
+        .to_string(),
+    );
+    if dry_run {
+        return Ok(Some(ResourceReport {
+            id: what,
+            description,
+            outcome: Outcome::Changed,
+            detail,
         }));
     }
     if !has_taint {
@@ -520,9 +407,11 @@ pub async fn mark_control_plane(
         .patch(node_name, &PatchParams::default(), &Patch::Merge(&patch))
         .await
         .map_err(request(format!("labelling and tainting {what}")))?;
-    Ok(Some(Applied {
-        object: what,
-        outcome: "updated",
+    Ok(Some(ResourceReport {
+        id: what,
+        description,
+        outcome: Outcome::Changed,
+        detail,
     }))
 }
 
@@ -568,8 +457,8 @@ pub async fn find_token(
 async fn join_client(
     server: &str,
     trust: Option<(&[u8], &str)>,
-) -> Result<Client, crate::discovery::Probe> {
-    use crate::discovery::Probe;
+) -> Result<Client, kprov_controlplane::discovery::Probe> {
+    use kprov_controlplane::discovery::Probe;
     let uri: http::Uri = server
         .parse()
         .map_err(|e: http::uri::InvalidUri| Probe::Unreachable(e.to_string()))?;
@@ -614,8 +503,8 @@ fn pem_certificates(pem: &[u8]) -> Vec<Vec<u8>> {
 }
 
 /// A failed request as a probe result: 401, a TLS failure, or no answer.
-fn classify(e: &kube::Error) -> crate::discovery::Probe {
-    use crate::discovery::Probe;
+fn classify(e: &kube::Error) -> kprov_controlplane::discovery::Probe {
+    use kprov_controlplane::discovery::Probe;
     if let kube::Error::Api(status) = e {
         if status.code == 401 {
             return Probe::Unauthorized(format!("401 {}", status.message));
@@ -644,28 +533,34 @@ fn classify(e: &kube::Error) -> crate::discovery::Probe {
 /// are verified by the token's signature afterwards).
 pub async fn discover_cluster_info(
     server: &str,
-) -> Result<BTreeMap<String, String>, crate::discovery::Probe> {
+) -> Result<BTreeMap<String, String>, kprov_controlplane::discovery::Probe> {
     let client = join_client(server, None).await?;
     let maps: Api<ConfigMap> = Api::namespaced(client, CLUSTER_INFO_NAMESPACE);
     match maps.get(CLUSTER_INFO).await {
         Ok(cm) => Ok(cm.data.unwrap_or_default()),
-        Err(kube::Error::Api(status)) => Err(crate::discovery::Probe::Unreachable(format!(
-            "reading {CLUSTER_INFO_NAMESPACE}/{CLUSTER_INFO}: {} {}",
-            status.code, status.message
-        ))),
+        Err(kube::Error::Api(status)) => {
+            Err(kprov_controlplane::discovery::Probe::Unreachable(format!(
+                "reading {CLUSTER_INFO_NAMESPACE}/{CLUSTER_INFO}: {} {}",
+                status.code, status.message
+            )))
+        }
         Err(e) => Err(classify(&e)),
     }
 }
 
 /// Asks the API server for `/version` with `token`, trusting only
 /// `ca_pem`: Ok when the token authenticates, else why not.
-pub async fn probe_token(server: &str, ca_pem: &[u8], token: &str) -> crate::discovery::Probe {
+pub async fn probe_token(
+    server: &str,
+    ca_pem: &[u8],
+    token: &str,
+) -> kprov_controlplane::discovery::Probe {
     let client = match join_client(server, Some((ca_pem, token))).await {
         Ok(c) => c,
         Err(p) => return p,
     };
     match client.apiserver_version().await {
-        Ok(_) => crate::discovery::Probe::Ok,
+        Ok(_) => kprov_controlplane::discovery::Probe::Ok,
         Err(e) => classify(&e),
     }
 }
@@ -677,7 +572,7 @@ pub async fn list_csrs(
     server: &str,
     ca_pem: &[u8],
     token: &str,
-) -> Result<Vec<(String, String, bool)>, crate::discovery::Probe> {
+) -> Result<Vec<(String, String, bool)>, kprov_controlplane::discovery::Probe> {
     use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
     let client = join_client(server, Some((ca_pem, token))).await?;
     let api: Api<CertificateSigningRequest> = Api::all(client);

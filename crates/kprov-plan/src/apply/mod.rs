@@ -8,7 +8,10 @@
 //! again ends in the same state as an uninterrupted one.
 
 mod archive;
+mod containers;
+pub mod network;
 mod packages;
+mod removal;
 mod resources;
 mod systemd;
 
@@ -33,6 +36,19 @@ pub struct ApplyContext<'a> {
     pub dry_run: bool,
 }
 
+impl<'a> ApplyContext<'a> {
+    /// A context for plans that install no artifacts (files, units,
+    /// removals): asking for an artifact is an error.
+    pub fn files_only(root: &'a Root, runner: &'a dyn Runner, dry_run: bool) -> Self {
+        Self {
+            root,
+            runner,
+            artifacts: &kprov_artifacts::NoArtifacts,
+            dry_run,
+        }
+    }
+}
+
 /// A resource's state compared with the plan.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Status {
@@ -42,6 +58,9 @@ pub enum Status {
     Missing(String),
     /// Present but different; the detail says how.
     Differs(String),
+    /// Present where the plan wants it gone (or running where the plan
+    /// wants it stopped); the detail says what is there.
+    Present(String),
 }
 
 /// Why applying a resource failed.
@@ -118,13 +137,7 @@ pub fn apply(
     ctx: &ApplyContext<'_>,
     on_event: &mut dyn FnMut(Event<'_>),
 ) -> Result<Report, ApplyError> {
-    let mut report = Report {
-        plan: plan.headline(),
-        root: ctx.root.to_string(),
-        dry_run: ctx.dry_run,
-        resources: Vec::new(),
-        summary: Default::default(),
-    };
+    let mut report = Report::new(&plan.headline, ctx.root.to_string(), ctx.dry_run);
     let first_pass: Vec<Status> = plan
         .resources
         .iter()
@@ -154,6 +167,7 @@ pub fn apply(
             Status::Ok => (Outcome::Unchanged, None),
             Status::Missing(d) => (Outcome::Created, Some(d)),
             Status::Differs(d) => (Outcome::Changed, Some(d)),
+            Status::Present(d) => (Outcome::Removed, Some(d)),
         };
         if outcome != Outcome::Unchanged && !ctx.dry_run {
             converge(resource, ctx)?;
@@ -173,6 +187,13 @@ pub fn apply(
             entry: &entry,
         });
         report.push(entry);
+    }
+    if !ctx.dry_run {
+        // An optimisation for the next run: failing to keep it is no
+        // failure of this one.
+        if let Err(e) = ctx.root.save_hash_cache() {
+            tracing::warn!("keeping the sums of large files for the next run: {e}");
+        }
     }
     Ok(report)
 }

@@ -16,8 +16,8 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::{ApplyContext, ApplyError, Status};
-use crate::plan::STATE_DIR;
 use crate::resource::Resource;
+use crate::STATE_DIR;
 
 #[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
 struct Stamp {
