@@ -8,7 +8,9 @@
 //! servers, search list and options of `/etc/resolv.conf`. As with glibc, a
 //! missing `/etc/resolv.conf` (or one that names no server) means the
 //! server on 127.0.0.1, so a root that holds nothing but `/etc/hosts` still
-//! resolves the names listed there.
+//! resolves the names listed there. A name the hosts table lists is
+//! answered from it alone; DNS queries need random numbers, which a static
+//! binary reads from `/dev/urandom`.
 //!
 //! Two uses:
 //! - [`System`] (and [`Resolver`]) implement reqwest's
@@ -32,7 +34,7 @@ use hickory_resolver::proto::op::Query;
 use hickory_resolver::proto::rr::{Name, RecordType};
 use hickory_resolver::{Hosts, TokioResolver};
 
-/// The files a system resolver reads.
+/// The hosts table a system resolver reads.
 pub const HOSTS: &str = "/etc/hosts";
 /// The DNS configuration a system resolver reads.
 pub const RESOLV_CONF: &str = "/etc/resolv.conf";

@@ -183,8 +183,8 @@ fn dns_server() -> Dns {
             "--conf-file=/dev/null",
             "--no-resolv",
             "--no-hosts",
+            // Only this address: nothing else on loopback's port 53.
             "--bind-interfaces",
-            "--interface=lo",
             "--port=53",
             "--address=/dns.test/127.0.0.1",
             "--user=root",
@@ -192,9 +192,10 @@ fn dns_server() -> Dns {
         ])
         .arg(format!("--listen-address={DNS_ADDRESS}"))
         .stdout(Stdio::null())
-        .stderr(Stdio::piped())
+        .stderr(Stdio::null())
         .spawn()
         .unwrap_or_else(|e| panic!("dnsmasq (tools/install-deps.sh test): {e}"));
+    let mut dns = Dns(child);
     // Ready when it answers.
     let start = Instant::now();
     loop {
@@ -216,10 +217,11 @@ fn dns_server() -> Dns {
         }
         assert!(
             start.elapsed() < Duration::from_secs(10),
-            "dnsmasq did not answer on {DNS_ADDRESS}:53"
+            "dnsmasq did not answer on {DNS_ADDRESS}:53 (exited: {:?})",
+            dns.0.try_wait()
         );
     }
-    Dns(child)
+    dns
 }
 
 fn bundle_args<'a>(mirror: &'a str, output: &'a str) -> Vec<&'a str> {
