@@ -31,9 +31,13 @@ fn prebake(root: &Path) -> common::Run {
     prebake_with(kprov, root)
 }
 
+/// A way to run kprov: `common::kprov` (the build under test) or
+/// `common::kprov_release` (the static release binary).
+type KprovRun = fn(&[&str], &[(&str, &str)]) -> common::Run;
+
 /// Prebakes with `run` (the debug build, or the release build for a root
 /// that boots: the base phase installs the binary that runs it).
-fn prebake_with(run: fn(&[&str], &[(&str, &str)]) -> common::Run, root: &Path) -> common::Run {
+fn prebake_with(run: KprovRun, root: &Path) -> common::Run {
     let mut args = base_args(root.to_str().unwrap(), artifacts_dir().to_str().unwrap());
     args.extend(["--output", "json"]);
     let run = run(&args, &[]);

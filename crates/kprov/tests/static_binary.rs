@@ -399,7 +399,7 @@ fn the_release_binary_is_static_and_runs_alone_in_an_empty_root() {
     assert_bundle(&root, "/work/bundle-dns", &sums);
     let log = assert_no_nss(&trace, "bundle create by DNS");
     assert!(
-        log.contains(&format!("{DNS_ADDRESS}")),
+        log.contains(DNS_ADDRESS),
         "no query to {DNS_ADDRESS}:\n{log}"
     );
 
