@@ -199,6 +199,28 @@ fn io(
     }
 }
 
+fn host(bundle: &Path) -> impl FnOnce(kprov_host::HostError) -> BundleError {
+    let bundle = bundle.display().to_string();
+    move |e| match e {
+        kprov_host::HostError::Io {
+            action,
+            path,
+            source,
+        } => BundleError::Io {
+            bundle,
+            action,
+            path,
+            source,
+        },
+        other => BundleError::Io {
+            bundle,
+            action: "writing",
+            path: PathBuf::new(),
+            source: std::io::Error::other(other.to_string()),
+        },
+    }
+}
+
 /// Downloads (through the cache) everything `spec` asks for and writes the
 /// bundle to `output`: a directory, or a single file when the name ends in
 /// `.tar.zst`. The manifest is written last, so an interrupted create
@@ -268,7 +290,16 @@ pub async fn create(
         }
         let _ = std::fs::remove_file(&dest);
         if std::fs::hard_link(&f.path, &dest).is_err() {
-            std::fs::copy(&f.path, &dest).map_err(io(output, "copying into", &dest))?;
+            use std::os::unix::fs::PermissionsExt;
+            let mut from = std::fs::File::open(&f.path).map_err(io(output, "reading", &f.path))?;
+            let mode = from
+                .metadata()
+                .map_err(io(output, "reading", &f.path))?
+                .permissions()
+                .mode();
+            let mut to = kprov_host::fs::AtomicFile::create(&dest).map_err(host(output))?;
+            to.copy_from(&mut from).map_err(host(output))?;
+            to.commit(mode & 0o7777).map_err(host(output))?;
         }
         let size = std::fs::metadata(&dest)
             .map_err(io(output, "reading", &dest))?
@@ -315,13 +346,8 @@ pub async fn create(
         bundle: output.display().to_string(),
         reason: e.to_string(),
     })?;
-    let tmp = staging.join(".manifest.json.tmp");
-    std::fs::write(&tmp, &text).map_err(io(output, "writing", &tmp))?;
-    std::fs::rename(&tmp, staging.join(MANIFEST)).map_err(io(
-        output,
-        "writing",
-        &staging.join(MANIFEST),
-    ))?;
+    let manifest_path = staging.join(MANIFEST);
+    kprov_host::fs::write_file_atomic(&manifest_path, &text, 0o644).map_err(host(output))?;
 
     if single_file {
         let result = pack(&staging, output);
@@ -359,20 +385,20 @@ async fn pull_images(
         .collect()
 }
 
-/// Packs a bundle directory into `output` (.tar.zst), atomically.
+/// Packs a bundle directory into `output` (.tar.zst) with kprov-host's
+/// atomic write.
 fn pack(dir: &Path, output: &Path) -> Result<(), BundleError> {
-    let tmp = output.with_extension("zst.partial");
-    let file = std::fs::File::create(&tmp).map_err(io(output, "creating", &tmp))?;
-    let encoder = zstd::Encoder::new(file, 3).map_err(io(output, "compressing", &tmp))?;
+    let mut file = kprov_host::fs::AtomicFile::create(output).map_err(host(output))?;
+    let temp = file.temp_path().to_path_buf();
+    let encoder = zstd::Encoder::new(&mut file, 3).map_err(io(output, "compressing", &temp))?;
     let mut builder = tar::Builder::new(encoder);
     builder.follow_symlinks(false);
     builder
         .append_dir_all(".", dir)
         .map_err(io(output, "archiving", dir))?;
     let encoder = builder.into_inner().map_err(io(output, "archiving", dir))?;
-    let file = encoder.finish().map_err(io(output, "compressing", &tmp))?;
-    file.sync_all().map_err(io(output, "syncing", &tmp))?;
-    std::fs::rename(&tmp, output).map_err(io(output, "renaming", output))
+    encoder.finish().map_err(io(output, "compressing", &temp))?;
+    file.commit(0o644).map_err(host(output))
 }
 
 /// An opened bundle; a `.tar.zst` is unpacked into a private temporary
@@ -426,6 +452,21 @@ impl BundleSource {
                 bundle: shown,
                 reason: format!("lists a path outside the bundle: {:?}", bad.path),
             });
+        }
+        // Image references end up in unit files and containerd's store:
+        // only valid references are accepted.
+        for e in manifest
+            .artifacts
+            .iter()
+            .filter(|e| e.kind == EntryKind::Image)
+        {
+            let reference = e.reference.as_deref().unwrap_or_default();
+            if let Err(err) = reference.parse::<kprov_core::ImageRef>() {
+                return Err(BundleError::Manifest {
+                    bundle: shown,
+                    reason: format!("lists an image reference {reference:?}: {err}"),
+                });
+            }
         }
         Ok(Self {
             dir,

@@ -255,10 +255,7 @@ impl Downloader {
         part: &Path,
         bar: &ProgressBar,
     ) -> Result<[u8; 32], Attempt> {
-        let have = tokio::fs::metadata(part)
-            .await
-            .map(|m| m.len())
-            .unwrap_or(0);
+        let have = partial_len(part).await.map_err(Attempt::Fatal)?;
         let mut request = self.client.get(url);
         if have > 0 {
             request = request.header(reqwest::header::RANGE, format!("bytes={have}-"));
@@ -266,23 +263,28 @@ impl Downloader {
         let resp = request.send().await.map_err(Attempt::retry)?;
         // 416: the partial file is already complete.
         if have > 0 && resp.status().as_u16() == 416 {
-            return hash_file(part).await.map_err(Attempt::Fatal);
+            let file = open_partial(part).await.map_err(Attempt::Fatal)?;
+            let (_, hasher) = hash_prefix(file, part, u64::MAX)
+                .await
+                .map_err(Attempt::Fatal)?;
+            return Ok(hasher.finalize().into());
         }
         let resp = check_status(url, resp)?;
         let resumed = resp.status().as_u16() == 206;
-        let mut hasher = if resumed {
-            hash_prefix(part).await.map_err(Attempt::Fatal)?
+        // The partial file is opened once, never through a symlink, and
+        // hashed and extended through that one handle.
+        let file = open_partial(part).await.map_err(Attempt::Fatal)?;
+        let (file, hasher) = if resumed {
+            hash_prefix(file, part, have)
+                .await
+                .map_err(Attempt::Fatal)?
         } else {
-            Sha256::new()
+            file.set_len(0)
+                .await
+                .map_err(|e| Attempt::Fatal(io_err("truncating", part)(e)))?;
+            (file, Sha256::new())
         };
-        let file = tokio::fs::OpenOptions::new()
-            .create(true)
-            .write(true)
-            .append(resumed)
-            .truncate(!resumed)
-            .open(part)
-            .await
-            .map_err(|e| Attempt::Fatal(io_err("opening", part)(e)))?;
+        let mut hasher = hasher;
         let mut file = tokio::io::BufWriter::with_capacity(1 << 20, file);
         let start = if resumed { have } else { 0 };
         if let Some(len) = resp.content_length() {
@@ -376,14 +378,58 @@ fn check_status(url: &str, resp: reqwest::Response) -> Result<reqwest::Response,
     }
 }
 
-/// A hasher fed with the bytes already in a partial file.
-async fn hash_prefix(path: &Path) -> Result<Sha256, DownloadError> {
+/// The length of a partial download to resume from. Anything at that
+/// name that is not a regular file (a symlink someone planted) is removed
+/// and the download starts over.
+async fn partial_len(part: &Path) -> Result<u64, DownloadError> {
+    match tokio::fs::symlink_metadata(part).await {
+        Ok(m) if m.file_type().is_file() => Ok(m.len()),
+        Ok(_) => {
+            tracing::warn!(path = %part.display(), "not a regular file: removed, starting over");
+            tokio::fs::remove_file(part)
+                .await
+                .map_err(io_err("removing", part))?;
+            Ok(0)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
+        Err(e) => Err(io_err("inspecting", part)(e)),
+    }
+}
+
+/// Opens (creating it if needed) a partial download for reading and
+/// writing, refusing to follow a symlink at its name.
+async fn open_partial(part: &Path) -> Result<tokio::fs::File, DownloadError> {
+    tokio::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+        .open(part)
+        .await
+        .map_err(io_err("opening", part))
+}
+
+/// Hashes the first `len` bytes of a partial download through its handle
+/// and leaves the handle positioned (and the file cut) right after them.
+async fn hash_prefix(
+    file: tokio::fs::File,
+    path: &Path,
+    len: u64,
+) -> Result<(tokio::fs::File, Sha256), DownloadError> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut file = file.into_std().await;
     let path = path.to_path_buf();
     tokio::task::spawn_blocking(move || {
         let mut hasher = Sha256::new();
-        let mut file = std::fs::File::open(&path).map_err(io_err("reading", &path))?;
-        std::io::copy(&mut file, &mut hasher).map_err(io_err("reading", &path))?;
-        Ok(hasher)
+        file.seek(SeekFrom::Start(0))
+            .map_err(io_err("reading", &path))?;
+        let read = std::io::copy(&mut (&mut file).take(len), &mut hasher)
+            .map_err(io_err("reading", &path))?;
+        file.set_len(read).map_err(io_err("truncating", &path))?;
+        file.seek(SeekFrom::Start(read))
+            .map_err(io_err("reading", &path))?;
+        Ok((tokio::fs::File::from_std(file), hasher))
     })
     .await
     .map_err(|e| DownloadError::Transport {
@@ -393,32 +439,35 @@ async fn hash_prefix(path: &Path) -> Result<Sha256, DownloadError> {
     })?
 }
 
-async fn hash_file(path: &Path) -> Result<[u8; 32], DownloadError> {
-    let path = path.to_path_buf();
-    tokio::task::spawn_blocking(move || {
-        crate::verify::sha256_of_file(&path).map_err(|e| io_err("hashing", &path)(e))
-    })
-    .await
-    .map_err(|e| DownloadError::Transport {
-        url: String::new(),
-        reason: e.to_string(),
-        attempts: 0,
-    })?
-}
-
+/// Writes a small cache file with kprov-host's atomic write.
 async fn write_file(path: &Path, bytes: &[u8]) -> Result<(), DownloadError> {
     if let Some(dir) = path.parent() {
         tokio::fs::create_dir_all(dir)
             .await
             .map_err(io_err("creating", dir))?;
     }
-    let tmp = path.with_extension("tmp");
-    tokio::fs::write(&tmp, bytes)
-        .await
-        .map_err(io_err("writing", &tmp))?;
-    tokio::fs::rename(&tmp, path)
-        .await
-        .map_err(io_err("renaming", path))
+    let path = path.to_path_buf();
+    let bytes = bytes.to_vec();
+    tokio::task::spawn_blocking(move || {
+        kprov_host::fs::write_file_atomic(&path, &bytes, 0o644).map_err(|e| match e {
+            kprov_host::HostError::Io {
+                action,
+                path,
+                source,
+            } => DownloadError::Io {
+                action,
+                path,
+                source,
+            },
+            other => io_err("writing", &path)(std::io::Error::other(other.to_string())),
+        })
+    })
+    .await
+    .map_err(|e| DownloadError::Transport {
+        url: String::new(),
+        reason: e.to_string(),
+        attempts: 0,
+    })?
 }
 
 /// Artifacts downloaded from upstream or a mirror, for one Kubernetes

@@ -93,24 +93,19 @@ pub fn archive_file_name(image: &ImageRef) -> String {
     format!("{}_{}_{}.tar", image.registry, image.repository, image.tag).replace(['/', ':'], "_")
 }
 
-/// Parses `registry/repository:tag` (the registry part must contain a dot
-/// or a colon, or be `localhost`, as in Docker's rules).
+/// Parses `registry/repository:tag`: a reference in the distribution
+/// grammar ([`kprov_core::ImageRef`]) that names its registry (a first
+/// component with a dot or a colon, or `localhost`) and a tag, and no
+/// digest.
 pub fn parse_image_ref(text: &str) -> Option<ImageRef> {
-    let (name, tag) = text.rsplit_once(':')?;
-    if tag.contains('/') || tag.is_empty() {
+    let parsed: kprov_core::ImageRef = text.parse().ok()?;
+    if parsed.digest().is_some() {
         return None;
     }
-    let (registry, repository) = name.split_once('/')?;
-    let registry_like = registry.contains('.') || registry.contains(':') || registry == "localhost";
-    let valid = |s: &str| {
-        !s.is_empty()
-            && s.chars()
-                .all(|c| c.is_ascii_alphanumeric() || "._-/:".contains(c))
-    };
-    (registry_like && valid(registry) && valid(repository) && valid(tag)).then(|| ImageRef {
-        registry: registry.into(),
-        repository: repository.into(),
-        tag: tag.into(),
+    Some(ImageRef {
+        registry: parsed.domain()?.into(),
+        repository: parsed.path().into(),
+        tag: parsed.tag()?.into(),
     })
 }
 
@@ -412,29 +407,29 @@ fn hash_file(path: &Path) -> std::io::Result<(String, u64)> {
 }
 
 /// Tars `layout` (files at the archive's top level, root-owned, mtime 0)
-/// into `archive` atomically.
+/// into `archive` with kprov-host's atomic write.
 fn write_tar(layout: &Path, archive: &Path) -> std::io::Result<()> {
-    let partial = archive.with_extension("tar.partial");
-    let file = std::fs::File::create(&partial)?;
-    let mut builder = tar::Builder::new(std::io::BufWriter::with_capacity(1 << 20, file));
-    builder.mode(tar::HeaderMode::Deterministic);
-    builder.follow_symlinks(false);
-    for name in ["oci-layout", "index.json"] {
-        builder.append_path_with_name(layout.join(name), name)?;
+    let mut file = kprov_host::fs::AtomicFile::create(archive).map_err(std::io::Error::other)?;
+    {
+        let mut builder = tar::Builder::new(std::io::BufWriter::with_capacity(1 << 20, &mut file));
+        builder.mode(tar::HeaderMode::Deterministic);
+        builder.follow_symlinks(false);
+        for name in ["oci-layout", "index.json"] {
+            builder.append_path_with_name(layout.join(name), name)?;
+        }
+        let blobs = layout.join("blobs").join("sha256");
+        let mut names: Vec<_> = std::fs::read_dir(&blobs)?
+            .map(|e| e.map(|e| e.file_name()))
+            .collect::<Result<_, _>>()?;
+        names.sort();
+        for name in names {
+            let mut from = std::fs::File::open(blobs.join(&name))?;
+            builder.append_file(Path::new("blobs/sha256").join(&name), &mut from)?;
+        }
+        let writer = builder.into_inner()?;
+        writer.into_inner().map_err(|e| e.into_error())?;
     }
-    let blobs = layout.join("blobs").join("sha256");
-    let mut names: Vec<_> = std::fs::read_dir(&blobs)?
-        .map(|e| e.map(|e| e.file_name()))
-        .collect::<Result<_, _>>()?;
-    names.sort();
-    for name in names {
-        let mut from = std::fs::File::open(blobs.join(&name))?;
-        builder.append_file(Path::new("blobs/sha256").join(&name), &mut from)?;
-    }
-    let writer = builder.into_inner()?;
-    let file = writer.into_inner().map_err(|e| e.into_error())?;
-    file.sync_all()?;
-    std::fs::rename(&partial, archive)
+    file.commit(0o644).map_err(std::io::Error::other)
 }
 
 #[cfg(test)]

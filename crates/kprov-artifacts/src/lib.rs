@@ -122,6 +122,35 @@ impl FetchedArtifact {
         Ok(())
     }
 
+    /// Opens the file, hashes all of it through that one handle, checks
+    /// the sum and returns the handle rewound to the start: what is read
+    /// from it next is what was verified, whatever happens to the path in
+    /// the meantime (a swap after verification installs nothing). For
+    /// formats a reader may stop reading before their end (tar), where a
+    /// [`VerifyingReader`] would miss trailing bytes.
+    pub fn open_checked(&self, artifact: &ArtifactId) -> Result<std::fs::File, ArtifactError> {
+        use std::io::{Seek, SeekFrom};
+        let io = |source| ArtifactError::Io {
+            path: self.path.clone(),
+            source,
+        };
+        let mut file = std::fs::File::open(&self.path).map_err(io)?;
+        let mut hasher = <sha2::Sha256 as sha2::Digest>::new();
+        std::io::copy(&mut file, &mut hasher).map_err(io)?;
+        let actual: [u8; 32] = sha2::Digest::finalize(hasher).into();
+        if actual != self.sha256 {
+            return Err(ArtifactError::ChecksumMismatch {
+                artifact: artifact.to_string(),
+                location: self.path.display().to_string(),
+                expected: hex::encode(self.sha256),
+                actual: hex::encode(actual),
+            });
+        }
+        file.seek(SeekFrom::Start(0)).map_err(io)?;
+        kprov_host::failpoint::hit("artifact.verified");
+        Ok(file)
+    }
+
     /// Opens the file for reading through a [`VerifyingReader`].
     pub fn open_verified(&self) -> Result<VerifyingReader<std::fs::File>, ArtifactError> {
         let file = std::fs::File::open(&self.path).map_err(|source| ArtifactError::Io {
@@ -316,5 +345,47 @@ impl<S: ArtifactSource> ArtifactSource for WithSelf<S> {
             source_name: "the running executable".into(),
             reason,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use std::io::Read;
+
+    fn kubelet() -> ArtifactId {
+        ArtifactId {
+            name: ArtifactName::Kubelet,
+            version: Some("v1.20.2".into()),
+            arch: Arch::Amd64,
+        }
+    }
+
+    #[test]
+    fn a_checked_handle_reads_what_was_verified_even_after_the_path_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("kubelet");
+        std::fs::write(&path, b"good").unwrap();
+        let fetched = FetchedArtifact {
+            path: path.clone(),
+            sha256: <sha2::Sha256 as sha2::Digest>::digest(b"good").into(),
+        };
+        let mut file = fetched.open_checked(&kubelet()).unwrap();
+        // The path now names other bytes; the handle does not.
+        std::fs::write(dir.path().join("other"), b"evil").unwrap();
+        std::fs::rename(dir.path().join("other"), &path).unwrap();
+        let mut read = String::new();
+        file.read_to_string(&mut read).unwrap();
+        assert_eq!(read, "good");
+
+        let err = fetched.open_checked(&kubelet()).unwrap_err().to_string();
+        assert!(
+            err.starts_with(&format!(
+                "artifact kubelet v1.20.2 (amd64): sha256 mismatch for {}: expected ",
+                path.display()
+            )),
+            "{err}"
+        );
     }
 }

@@ -73,6 +73,39 @@ fn an_interrupted_download_resumes_with_a_range_request_and_verifies() {
 }
 
 #[test]
+fn a_symlink_planted_at_the_partial_file_is_not_written_through() {
+    let site = tempfile::tempdir().unwrap();
+    let data = payload(100_000, 9);
+    std::fs::write(site.path().join("kubelet"), &data).unwrap();
+    let server = FileServer::start(site.path()).unwrap();
+    let cache = tempfile::tempdir().unwrap();
+    let outside = cache.path().join("outside");
+    std::fs::write(&outside, b"precious").unwrap();
+    let partial = cache.path().join("partial");
+    std::fs::create_dir(&partial).unwrap();
+    std::os::unix::fs::symlink(
+        &outside,
+        partial.join(format!("{}.part", hex::encode(sum(&data)))),
+    )
+    .unwrap();
+    let path = runtime()
+        .block_on(downloader(cache.path()).fetch_verified(
+            &format!("{}/kubelet", server.url()),
+            sum(&data),
+            "kubelet",
+        ))
+        .unwrap();
+    assert_eq!(std::fs::read(&outside).unwrap(), b"precious");
+    assert!(std::fs::symlink_metadata(&path)
+        .unwrap()
+        .file_type()
+        .is_file());
+    assert_eq!(std::fs::read(&path).unwrap(), data);
+    // Nothing was resumed from the link's target.
+    assert_eq!(server.log()[0].range, None);
+}
+
+#[test]
 fn a_corrupted_file_is_refused_naming_both_sums_and_never_cached() {
     let site = tempfile::tempdir().unwrap();
     let data = payload(200_000, 3);

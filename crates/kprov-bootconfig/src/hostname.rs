@@ -1,5 +1,6 @@
 //! Node host names (`--hostname`): RFC 1123, in lower case because the
-//! host name becomes the Kubernetes node name.
+//! host name becomes the Kubernetes node name; checked by kprov-core's one
+//! DNS-1123 validator ([`kprov_core::DnsSubdomain`]).
 
 use std::fmt;
 use std::str::FromStr;
@@ -26,50 +27,18 @@ impl FromStr for Hostname {
     type Err = HostnameError;
 
     fn from_str(value: &str) -> Result<Self, Self::Err> {
-        let refuse = |reason: String| HostnameError {
-            value: value.to_string(),
-            reason,
-        };
-        if value.is_empty() {
-            return Err(refuse("it is empty".into()));
-        }
-        if value.len() > 253 {
-            return Err(refuse(format!(
-                "it has {} characters, at most 253 are allowed",
-                value.len()
-            )));
-        }
-        for label in value.split('.') {
-            if label.is_empty() {
-                return Err(refuse(
-                    "it has an empty label (two dots in a row, or a dot at the start or end)"
-                        .into(),
-                ));
+        let name = value.parse::<kprov_core::DnsSubdomain>().map_err(|e| {
+            let hint = if value.chars().any(|c| c.is_ascii_uppercase()) {
+                " (host names become Kubernetes node names, which are lower case)"
+            } else {
+                ""
+            };
+            HostnameError {
+                value: value.to_string(),
+                reason: format!("{e}{hint}"),
             }
-            if label.len() > 63 {
-                return Err(refuse(format!(
-                    "label {label:?} has {} characters, at most 63 are allowed",
-                    label.len()
-                )));
-            }
-            if let Some(c) = label
-                .chars()
-                .find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '-'))
-            {
-                let hint = if c.is_ascii_uppercase() {
-                    " (host names become Kubernetes node names, which are lower case)"
-                } else {
-                    ""
-                };
-                return Err(refuse(format!(
-                    "label {label:?} has {c:?}: only a-z, 0-9 and '-' are allowed{hint}"
-                )));
-            }
-            if label.starts_with('-') || label.ends_with('-') {
-                return Err(refuse(format!("label {label:?} starts or ends with '-'")));
-            }
-        }
-        Ok(Self(value.to_string()))
+        })?;
+        Ok(Self(name.as_str().to_string()))
     }
 }
 

@@ -202,6 +202,7 @@ pub fn setup_unit() -> String {
         )
         .section("Install", &[("WantedBy", "multi-user.target")])
         .render()
+        .unwrap_or_else(|e| unreachable!("the setup unit's values are constants: {e}"))
 }
 
 /// The Ignition config for `spec`; with `gzip`, file contents are

@@ -94,11 +94,20 @@ impl FromStr for Usage {
     }
 }
 
-/// A token lifetime: a positive duration such as `24h`, `1h30m`, `90s`.
+/// A token lifetime: a positive duration such as `24h`, `1h30m`, `90s`,
+/// at most [`Ttl::MAX`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Ttl(Duration);
 
+/// The longest lifetime offered, as it is written in errors.
+const MAX_TEXT: &str = "87600h (10 years)";
+
 impl Ttl {
+    /// The longest token lifetime: 10 years. A token meant to live longer
+    /// is a token meant never to expire, which is not offered; and an
+    /// expiry this far ahead still fits every date type on the way.
+    pub const MAX: Duration = Duration::from_secs(87_600 * 3600);
+
     /// The duration.
     pub fn duration(self) -> Duration {
         self.0
@@ -129,13 +138,15 @@ impl FromStr for Ttl {
                 's' => 1,
                 _ => return Err(err("expected a duration such as 24h, 1h30m or 90s")),
             };
-            let n: u64 = digits
-                .parse()
-                .map_err(|_| err("expected a number before each unit (h, m, s)"))?;
+            if digits.is_empty() {
+                return Err(err("expected a number before each unit (h, m, s)"));
+            }
+            // A number too large for u64 is as much too long as any other.
+            let n: u64 = digits.parse().unwrap_or(u64::MAX);
             total = n
                 .checked_mul(unit)
                 .and_then(|v| total.checked_add(v))
-                .ok_or_else(|| err("too long"))?;
+                .unwrap_or(u64::MAX);
             digits.clear();
         }
         // Go reads a bare "0" as a zero duration.
@@ -152,7 +163,11 @@ impl FromStr for Ttl {
                 "a token lifetime must be positive; a token that never expires is not offered",
             ));
         }
-        Ok(Ttl(Duration::from_secs(total)))
+        let ttl = Duration::from_secs(total);
+        if ttl > Self::MAX {
+            return Err(err(&format!("longer than the maximum of {MAX_TEXT}")));
+        }
+        Ok(Ttl(ttl))
     }
 }
 
@@ -341,6 +356,16 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_join_command_passes_the_token_in_the_environment() {
+        let token: BootstrapToken = "abcdef.0123456789abcdef".parse().unwrap();
+        assert_eq!(
+            join_command_line("https://10.0.0.1:6443", &token, "sha256:00ff"),
+            "KPROV_TOKEN=abcdef.0123456789abcdef kprov provision --phase all \
+             --api-server https://10.0.0.1:6443 --discovery-token-ca-cert-hash sha256:00ff"
+        );
+    }
+
+    #[test]
     fn ttl_parses_go_style_durations_and_refuses_zero_and_negative() {
         assert_eq!("24h".parse::<Ttl>().unwrap().duration().as_secs(), 86400);
         assert_eq!("1h30m".parse::<Ttl>().unwrap().duration().as_secs(), 5400);
@@ -359,6 +384,35 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("positive"));
+    }
+
+    #[test]
+    fn ttl_has_a_maximum_of_ten_years() {
+        assert_eq!("87600h".parse::<Ttl>().unwrap().duration(), Ttl::MAX);
+        for (bad, error) in [
+            (
+                "87600h1s",
+                "--ttl 87600h1s: longer than the maximum of 87600h (10 years)",
+            ),
+            (
+                "100000000h",
+                "--ttl 100000000h: longer than the maximum of 87600h (10 years)",
+            ),
+            (
+                "99999999999999999999999h",
+                "--ttl 99999999999999999999999h: longer than the maximum of 87600h (10 years)",
+            ),
+            (
+                "5124095576030431h",
+                "--ttl 5124095576030431h: longer than the maximum of 87600h (10 years)",
+            ),
+            (
+                "h1s",
+                "--ttl h1s: expected a number before each unit (h, m, s)",
+            ),
+        ] {
+            assert_eq!(bad.parse::<Ttl>().unwrap_err().to_string(), error);
+        }
     }
 
     #[test]

@@ -81,17 +81,7 @@ impl fmt::Display for ApiServerUrl {
 /// A lower-case DNS name (or IPv4 address): dot-separated labels of
 /// `[a-z0-9-]`, 1 to 63 long, not starting or ending with `-`.
 pub fn is_dns_name(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 253
-        && s.split('.').all(|label| {
-            !label.is_empty()
-                && label.len() <= 63
-                && !label.starts_with('-')
-                && !label.ends_with('-')
-                && label
-                    .bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        })
+    s.parse::<crate::dns::DnsSubdomain>().is_ok()
 }
 
 /// A pinned CA public-key hash, `sha256:` and 64 lower-case hex digits (as

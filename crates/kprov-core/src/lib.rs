@@ -9,6 +9,8 @@
 
 pub mod arch;
 pub mod ca;
+pub mod dns;
+pub mod image;
 pub mod join;
 pub mod node_config;
 pub mod runtime;
@@ -18,6 +20,8 @@ pub mod version;
 
 pub use arch::Arch;
 pub use ca::CaCertificate;
+pub use dns::{DnsLabel, DnsSubdomain};
+pub use image::{ImageRef, ImageRegistry};
 pub use join::{ApiServerUrl, CaCertHash, NodeName, Taint};
 pub use node_config::NodeConfig;
 pub use runtime::{ContainerRuntime, ProxyMode, RuntimeSource};

@@ -107,7 +107,7 @@ pub enum SpecError {
         value: String,
     },
     /// A cloud config path that is not absolute.
-    #[error("invalid --cloud-config {value:?}: expected an absolute path on the node, e.g. /etc/kubernetes/cloud-config")]
+    #[error("invalid --cloud-config {value:?}: expected an absolute path on the node without spaces or control characters, e.g. /etc/kubernetes/cloud-config")]
     CloudConfig {
         /// The value given.
         value: String,
@@ -116,10 +116,12 @@ pub enum SpecError {
     #[error("--cloud-config needs --cloud-provider")]
     CloudConfigWithoutProvider,
     /// A sandbox image reference that cannot be a container image.
-    #[error("invalid --sandbox-image {value:?}: expected an image reference such as registry.k8s.io/pause:3.9")]
+    #[error("invalid --sandbox-image {value:?}: {reason}")]
     SandboxImage {
         /// The value given.
         value: String,
+        /// What is wrong with it.
+        reason: crate::image::ImageRefError,
     },
     /// The join phase has no way to trust the API server.
     #[error("--phase {phase} needs a way to trust the API server: --discovery-token-ca-cert-hash sha256:... (the cluster CA's public-key hash, from `kprov pki ca-hash` or `kprov token create --print-join-command`), or --ca-cert FILE, or --discovery-token-unsafe-skip-ca-verification (trusts whatever CA answers)")]
@@ -171,7 +173,9 @@ impl NodeSpec {
             }
         }
         if let Some(c) = &self.cloud_config {
-            if !c.is_absolute() {
+            // It becomes a kubelet flag in a unit file's ExecStart line.
+            let text = c.to_string_lossy();
+            if !c.is_absolute() || text.chars().any(|ch| ch.is_whitespace() || ch.is_control()) {
                 return Err(SpecError::CloudConfig {
                     value: c.display().to_string(),
                 });
@@ -181,14 +185,10 @@ impl NodeSpec {
             }
         }
         if let Some(image) = &self.sandbox_image {
-            let ok = !image.is_empty()
-                && image.bytes().all(|b| {
-                    b.is_ascii_alphanumeric()
-                        || matches!(b, b'.' | b'/' | b':' | b'-' | b'_' | b'@')
-                });
-            if !ok {
+            if let Err(reason) = image.parse::<crate::ImageRef>() {
                 return Err(SpecError::SandboxImage {
                     value: image.clone(),
+                    reason,
                 });
             }
         }
@@ -279,6 +279,19 @@ mod tests {
             .unwrap_err()
             .to_string()
             .starts_with("invalid --cloud-config \"cloud.conf\""));
+        for bad in [
+            "/etc/kubernetes/cloud.conf\nExecStartPre=/bin/touch /pwned",
+            "/etc/my cloud.conf",
+            "/etc/cloud\tconf",
+        ] {
+            let mut s = spec();
+            s.cloud_provider = Some("openstack".into());
+            s.cloud_config = Some(bad.into());
+            assert_eq!(
+                s.validate(Phase::Base).unwrap_err().to_string(),
+                format!("invalid --cloud-config {bad:?}: expected an absolute path on the node without spaces or control characters, e.g. /etc/kubernetes/cloud-config")
+            );
+        }
         let mut s = spec();
         s.cloud_config = Some("/etc/kubernetes/cloud-config".into());
         assert_eq!(

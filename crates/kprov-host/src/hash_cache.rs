@@ -72,13 +72,11 @@ impl HashCache {
             return hash();
         }
         let print = Fingerprint::of(meta);
+        self.ensure_loaded(base);
+        let key = node_key(base, host);
         {
-            let mut entries = self.lock();
-            if !entries.loaded {
-                entries.loaded = true;
-                entries.files = load(&base.join(CACHE_PATH.trim_start_matches('/')));
-            }
-            if let Some((known, sum)) = entries.files.get(host) {
+            let entries = self.lock();
+            if let Some((known, sum)) = entries.files.get(&key) {
                 if *known == print {
                     return Ok(*sum);
                 }
@@ -86,9 +84,40 @@ impl HashCache {
         }
         let sum = hash()?;
         let mut entries = self.lock();
-        entries.files.insert(host.to_path_buf(), (print, sum));
+        entries.files.insert(key, (print, sum));
         entries.dirty = true;
         Ok(sum)
+    }
+
+    /// Reads the node's cache file once.
+    pub(crate) fn ensure_loaded(&self, base: &Path) {
+        let mut entries = self.lock();
+        if !entries.loaded {
+            entries.loaded = true;
+            let mut known = load(&base.join(CACHE_PATH.trim_start_matches('/')));
+            // What this run learned before loading wins.
+            known.append(&mut entries.files);
+            entries.files = known;
+        }
+    }
+
+    /// Remembers `sum` for `host`, just written by kprov with contents of
+    /// that sum (so the next run need not read it).
+    pub(crate) fn remember(
+        &self,
+        base: &Path,
+        host: &Path,
+        meta: &std::fs::Metadata,
+        sum: [u8; 32],
+    ) {
+        if meta.size() < MIN_SIZE {
+            return;
+        }
+        let mut entries = self.lock();
+        entries
+            .files
+            .insert(node_key(base, host), (Fingerprint::of(meta), sum));
+        entries.dirty = true;
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Entries> {
@@ -97,7 +126,7 @@ impl HashCache {
     }
 
     /// The cache's text, if it learned something since it was loaded.
-    pub(crate) fn take_dirty(&self) -> Option<String> {
+    pub(crate) fn take_dirty(&self, base: &Path) -> Option<String> {
         let mut entries = self.lock();
         if !entries.dirty {
             return None;
@@ -106,7 +135,7 @@ impl HashCache {
         let mut text = String::new();
         for (path, (p, sum)) in &entries.files {
             // Files gone since are dropped.
-            if std::fs::symlink_metadata(path).is_err() {
+            if std::fs::symlink_metadata(base.join(path)).is_err() {
                 continue;
             }
             text.push_str(&format!(
@@ -122,6 +151,13 @@ impl HashCache {
         }
         Some(text)
     }
+}
+
+/// The key of a host path: its path on the node, without the leading
+/// `/` (so that it joins onto the root's base), the same wherever the
+/// root is mounted.
+fn node_key(base: &Path, host: &Path) -> PathBuf {
+    host.strip_prefix(base).unwrap_or(host).to_path_buf()
 }
 
 /// Reads a cache file; anything unreadable is ignored (the files are
@@ -190,10 +226,9 @@ mod tests {
         std::fs::create_dir_all(dir.path().join("var/lib/kprov")).unwrap();
         let big = dir.path().join("big");
         std::fs::write(&big, vec![3u8; 2 << 20]).unwrap();
-        let host = dir.path().canonicalize().unwrap().join("big");
         std::fs::write(
             dir.path().join("var/lib/kprov/file-sums"),
-            format!("{} 1 2 3 4 5 {}\n", "00".repeat(32), host.display()),
+            format!("{} 1 2 3 4 5 big\n", "00".repeat(32)),
         )
         .unwrap();
         let root = Root::new(dir.path()).unwrap();

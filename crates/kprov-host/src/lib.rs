@@ -9,9 +9,11 @@
 pub mod failpoint;
 pub mod fs;
 pub mod hash_cache;
+pub mod lock;
 pub mod root;
 pub mod runner;
 
 pub use fs::{FileAttrs, FileState};
+pub use lock::NodeLock;
 pub use root::{HostError, Root};
 pub use runner::{Command, CommandOutput, Runner, SystemRunner};

@@ -35,6 +35,20 @@ pub enum HostError {
         /// The underlying error.
         source: std::io::Error,
     },
+    /// Another process holds the node lock and did not let go in time.
+    #[error("the node lock {path} is held by another kprov run (waited {} s; KPROV_LOCK_TIMEOUT sets how long)", waited.as_secs())]
+    Locked {
+        /// The lock file.
+        path: PathBuf,
+        /// How long this process waited.
+        waited: std::time::Duration,
+    },
+    /// A `KPROV_LOCK_TIMEOUT` that is not a number of seconds.
+    #[error("KPROV_LOCK_TIMEOUT {value:?}: expected a whole number of seconds")]
+    BadLockTimeout {
+        /// The value given.
+        value: String,
+    },
     /// A command could not be started.
     #[error("running {command}: {source}")]
     Spawn {
@@ -136,7 +150,7 @@ impl Root {
         if !self.resolve(dir)?.is_dir() {
             return Ok(());
         }
-        match self.hashes.take_dirty() {
+        match self.hashes.take_dirty(&self.base) {
             Some(text) => crate::fs::write_atomic(
                 self,
                 Path::new(crate::hash_cache::CACHE_PATH),

@@ -100,6 +100,21 @@ pub struct SystemRunner {
     root: Root,
 }
 
+/// Variables of kprov's own environment that hold secrets (the bootstrap
+/// token, the registry password). No child process gets them: apt,
+/// maintainer scripts, ctr and systemctl have no use for them, and a
+/// child's environment can end up in logs or crash reports.
+pub const SECRET_ENV_VARS: &[&str] = &["KPROV_TOKEN", "KPROV_REGISTRY_PASSWORD"];
+
+/// Removes [`SECRET_ENV_VARS`] from what `command` passes to its child.
+/// Every process kprov starts goes through [`SystemRunner`] or this.
+pub fn without_secrets(command: &mut std::process::Command) -> &mut std::process::Command {
+    for var in SECRET_ENV_VARS {
+        command.env_remove(var);
+    }
+    command
+}
+
 /// A `PATH` that finds the usual tools on every supported distro.
 const NODE_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:/opt/bin";
 
@@ -119,7 +134,7 @@ impl Runner for SystemRunner {
             c.arg(self.root.base()).arg(&cmd.program);
             c
         };
-        process
+        without_secrets(&mut process)
             .args(&cmd.args)
             .env("PATH", NODE_PATH)
             .env("LC_ALL", "C")
@@ -171,6 +186,40 @@ mod tests {
         assert_eq!(
             err.to_string(),
             "sh -c echo one >&2; echo two >&2; exit 3 exited with exit status 3: one | two"
+        );
+    }
+
+    #[test]
+    fn children_do_not_inherit_kprov_s_secrets() {
+        // This test process stands for kprov with the secrets in its
+        // environment; no other test here reads them.
+        std::env::set_var("KPROV_TOKEN", "abcdef.0123456789abcdef");
+        std::env::set_var("KPROV_REGISTRY_PASSWORD", "hunter2");
+        std::env::set_var("KPROV_TEST_INHERITED", "yes");
+        let runner = SystemRunner::new(Root::live());
+        let out = runner
+            .run_checked(&Command::new("env", Vec::<String>::new()))
+            .unwrap();
+        assert!(
+            out.stdout.contains("KPROV_TEST_INHERITED=yes"),
+            "{}",
+            out.stdout
+        );
+        for secret in [
+            "KPROV_TOKEN",
+            "KPROV_REGISTRY_PASSWORD",
+            "0123456789abcdef",
+            "hunter2",
+        ] {
+            assert!(
+                !out.stdout.contains(secret),
+                "{secret} reached the child:\n{}",
+                out.stdout
+            );
+        }
+        assert_eq!(
+            std::env::var("KPROV_TOKEN").unwrap(),
+            "abcdef.0123456789abcdef"
         );
     }
 

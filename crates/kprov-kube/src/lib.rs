@@ -257,14 +257,19 @@ async fn sign_cluster_info(client: &Client, token: &BootstrapToken) -> Result<()
     Ok(())
 }
 
-/// Every bootstrap token's public facts.
-pub async fn list_tokens(client: &Client) -> Result<Vec<TokenInfo>, ApiError> {
+/// Every bootstrap token's Secret.
+async fn token_secrets(client: &Client) -> Result<kube::api::ObjectList<Secret>, ApiError> {
     let secrets: Api<Secret> = Api::namespaced(client.clone(), NAMESPACE);
     let params = ListParams::default().fields(&format!("type={}", token::SECRET_TYPE));
-    let list = secrets
+    secrets
         .list(&params)
         .await
-        .map_err(request(format!("listing token Secrets in {NAMESPACE}")))?;
+        .map_err(request(format!("listing token Secrets in {NAMESPACE}")))
+}
+
+/// Every bootstrap token's public facts.
+pub async fn list_tokens(client: &Client) -> Result<Vec<TokenInfo>, ApiError> {
+    let list = token_secrets(client).await?;
     let mut tokens: Vec<TokenInfo> = list.items.iter().filter_map(token::token_info).collect();
     tokens.sort_by(|a, b| a.id.cmp(&b.id));
     Ok(tokens)
@@ -422,12 +427,7 @@ pub async fn find_token(
     description: &str,
     now: time::OffsetDateTime,
 ) -> Result<Option<BootstrapToken>, ApiError> {
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), NAMESPACE);
-    let params = ListParams::default().fields(&format!("type={}", token::SECRET_TYPE));
-    let list = secrets
-        .list(&params)
-        .await
-        .map_err(request(format!("listing token Secrets in {NAMESPACE}")))?;
+    let list = token_secrets(client).await?;
     for secret in &list.items {
         let Some(info) = token::token_info(secret) else {
             continue;

@@ -270,20 +270,6 @@ pub fn parse_profile(raw: RawProfile, prefix: &str) -> Result<Profile, (String, 
     raw.validate(prefix)
 }
 
-fn valid_hostname(h: &str) -> bool {
-    !h.is_empty()
-        && h.len() <= 253
-        && h.split('.').all(|label| {
-            !label.is_empty()
-                && label.len() <= 63
-                && !label.starts_with('-')
-                && !label.ends_with('-')
-                && label
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
-        })
-}
-
 /// Parses and validates one Machine file's text. Addresses must lie in
 /// `subnet` when one is given (full DHCP mode).
 pub fn parse_machine(
@@ -311,10 +297,13 @@ pub fn parse_machine(
         ));
     }
     let name = raw.metadata.name;
-    if !valid_hostname(&name) || name.contains('.') {
+    if let Err(e) = name.parse::<kprov_core::DnsLabel>() {
         return Err(fail(
             "metadata.name",
-            format!("invalid name {name:?}: expected a DNS label (letters, digits, '-')"),
+            format!(
+                "invalid name {name:?}: {e}; {}",
+                kprov_core::dns::DNS_LABEL_RULE
+            ),
         ));
     }
     let spec = raw.spec;
@@ -355,8 +344,14 @@ pub fn parse_machine(
         })?),
     };
     if let Some(h) = &spec.hostname {
-        if !valid_hostname(h) {
-            return Err(fail("spec.hostname", format!("invalid host name {h:?}")));
+        if let Err(e) = h.parse::<kprov_core::DnsSubdomain>() {
+            return Err(fail(
+                "spec.hostname",
+                format!(
+                    "invalid host name {h:?}: {e}; {}",
+                    kprov_core::dns::DNS_SUBDOMAIN_RULE
+                ),
+            ));
         }
     }
     let profile = spec
@@ -590,7 +585,10 @@ spec:
             ("kernel: vmlinuz", "kernel: ../vmlinuz", "spec.boot.kernel", "m/x.yaml: spec.boot.kernel: \"../vmlinuz\": expected a relative path without '..' components"),
             ("kernel: vmlinuz", "kernel: /boot/vmlinuz", "spec.boot.kernel", "m/x.yaml: spec.boot.kernel: \"/boot/vmlinuz\": expected a relative path without '..' components"),
             ("kind: Machine", "kind: Node", "kind", "m/x.yaml: kind: \"Node\": expected \"Machine\""),
-            ("hostname: node1", "hostname: no_de", "spec.hostname", "m/x.yaml: spec.hostname: invalid host name \"no_de\""),
+            ("hostname: node1", "hostname: no_de", "spec.hostname", "m/x.yaml: spec.hostname: invalid host name \"no_de\": label \"no_de\" has '_': only a-z, 0-9 and '-' are allowed; expected a DNS-1123 subdomain: at most 253 characters of lower-case letters, digits, '-' and '.', each label starting and ending with a letter or digit"),
+            ("  hostname: node1", "  hostname: Node1", "spec.hostname", "m/x.yaml: spec.hostname: invalid host name \"Node1\": label \"Node1\" has 'N': only a-z, 0-9 and '-' are allowed; expected a DNS-1123 subdomain: at most 253 characters of lower-case letters, digits, '-' and '.', each label starting and ending with a letter or digit"),
+            ("  name: node1\n", "  name: Node1\n", "metadata.name", "m/x.yaml: metadata.name: invalid name \"Node1\": label \"Node1\" has 'N': only a-z, 0-9 and '-' are allowed; expected a DNS-1123 label: at most 63 lower-case letters, digits and '-', starting and ending with a letter or digit"),
+            ("  name: node1\n", "  name: node.1\n", "metadata.name", "m/x.yaml: metadata.name: invalid name \"node.1\": it has a '.': a label has none; expected a DNS-1123 label: at most 63 lower-case letters, digits and '-', starting and ending with a letter or digit"),
             ("cmdline: console=ttyS0", "cmdline: x=${net0/mac}", "spec.boot.cmdline", "m/x.yaml: spec.boot.cmdline: must be one line without iPXE settings (${...})"),
             ("initrd: initrd.img", "image: disk.img", "spec.boot", "m/x.yaml: spec.boot: give either kernel (+initrd, cmdline) or image, not both"),
         ];

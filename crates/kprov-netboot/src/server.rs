@@ -4,7 +4,7 @@
 //! file changes, and a one-second flush of the lease table.
 
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
-use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -116,26 +116,14 @@ fn load_secret(state_dir: &Path) -> Result<[u8; 32], ServeError> {
     std::fs::File::open("/dev/urandom")
         .and_then(|f| f.read_exact_at(&mut secret, 0))
         .map_err(err)?;
-    let tmp = state_dir.join(".token-secret.tmp");
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(err)?;
-    std::io::Write::write_all(&mut f, &secret).map_err(err)?;
-    f.sync_all().map_err(err)?;
-    std::fs::rename(&tmp, &path).map_err(err)?;
+    kprov_host::fs::write_file_atomic(&path, &secret, 0o600)
+        .map_err(|e| err(std::io::Error::other(e.to_string())))?;
     Ok(secret)
 }
 
-fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::File::create(&tmp)?;
-    std::io::Write::write_all(&mut f, bytes)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path)
+/// Writes a state file (the lease table) with kprov-host's atomic write.
+fn write_state_file(path: &Path, bytes: &[u8]) -> Result<(), kprov_host::HostError> {
+    kprov_host::fs::write_file_atomic(path, bytes, 0o644)
 }
 
 /// Loads the machines directory, logging each refused file.
@@ -328,7 +316,8 @@ async fn lease_flush_loop(shared: Arc<Shared>, path: PathBuf) {
                 Err(_) => continue,
             };
             let path = path.clone();
-            let r = tokio::task::spawn_blocking(move || write_atomic(&path, json.as_bytes())).await;
+            let r =
+                tokio::task::spawn_blocking(move || write_state_file(&path, json.as_bytes())).await;
             if let Ok(Err(e)) = r {
                 tracing::error!("saving the lease table: {e}");
                 shared.leases_dirty.store(true, Ordering::Release);
@@ -615,5 +604,37 @@ async fn http_loop(shared: Arc<Shared>, listener: TcpListener) {
                 tracing::debug!(peer = %peer, "HTTP connection: {e}");
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn symlinks_planted_at_temporary_names_do_not_redirect_the_state_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state");
+        std::fs::create_dir(&state).unwrap();
+        let outside = dir.path().join("outside");
+        std::fs::write(&outside, "precious\n").unwrap();
+        // The names older kprov versions wrote through.
+        for name in ["leases.tmp", ".token-secret.tmp", ".leases.json.kprov-tmp"] {
+            std::os::unix::fs::symlink(&outside, state.join(name)).unwrap();
+        }
+
+        let secret = load_secret(&state).unwrap();
+        write_state_file(&state.join("leases.json"), b"{}").unwrap();
+
+        assert_eq!(std::fs::read_to_string(&outside).unwrap(), "precious\n");
+        assert_eq!(std::fs::read(state.join("token-secret")).unwrap(), secret);
+        assert_eq!(std::fs::read(state.join("leases.json")).unwrap(), b"{}");
+        for (name, mode) in [("token-secret", 0o600), ("leases.json", 0o644)] {
+            let meta = std::fs::symlink_metadata(state.join(name)).unwrap();
+            assert!(meta.file_type().is_file(), "{name}");
+            assert_eq!(meta.permissions().mode() & 0o777, mode, "{name}");
+        }
     }
 }

@@ -79,28 +79,14 @@ pub enum SpecError {
     },
 }
 
-const DNS_SUBDOMAIN_RULE: &str = "expected a DNS-1123 subdomain: at most 253 characters of lower-case letters, digits, '-' and '.', each label starting and ending with a letter or digit";
+use kprov_core::dns::DNS_SUBDOMAIN_RULE;
 
 /// Checks `s` as a DNS-1123 subdomain (what Kubernetes accepts as a node
-/// name and kubeadm as a DNS SAN).
+/// name and kubeadm as a DNS SAN), with kprov-core's one validator.
 fn check_dns_subdomain(s: &str) -> Result<(), &'static str> {
-    if s.is_empty() || s.len() > 253 {
-        return Err(DNS_SUBDOMAIN_RULE);
-    }
-    for label in s.split('.') {
-        let bytes = label.as_bytes();
-        let inner_ok = bytes
-            .iter()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-');
-        let ends_ok = bytes
-            .first()
-            .zip(bytes.last())
-            .is_some_and(|(a, z)| a.is_ascii_alphanumeric() && z.is_ascii_alphanumeric());
-        if label.len() > 63 || !inner_ok || !ends_ok {
-            return Err(DNS_SUBDOMAIN_RULE);
-        }
-    }
-    Ok(())
+    s.parse::<kprov_core::DnsSubdomain>()
+        .map(|_| ())
+        .map_err(|_| DNS_SUBDOMAIN_RULE)
 }
 
 /// IPv4-mapped IPv6 addresses are the IPv4 address they map, as Go's

@@ -101,36 +101,6 @@ fn probe_healthz(addr: &str) -> Result<(), String> {
     }
 }
 
-/// The lock a health-check round and `kprov reset` hold, so that a round
-/// that saw the kubelet's config before a reset removed it cannot restart
-/// the kubelet the reset just stopped. Released when dropped.
-#[derive(Debug)]
-pub struct NodeLock(#[allow(dead_code)] std::fs::File);
-
-/// Takes the node lock ([`NodeLock`]), waiting for its holder.
-pub fn lock_node(root: &Root) -> Result<NodeLock, HostError> {
-    let dir = Path::new(STATE_DIR);
-    fs::create_dir_all(root, dir)?;
-    let path = root.resolve(dir.join("node.lock"))?;
-    let io = |action: &'static str| {
-        let path = path.clone();
-        move |source| HostError::Io {
-            action,
-            path,
-            source,
-        }
-    };
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .map_err(io("opening"))?;
-    rustix::fs::flock(&file, rustix::fs::FlockOperation::LockExclusive)
-        .map_err(|e| io("locking")(e.into()))?;
-    Ok(NodeLock(file))
-}
-
 /// Where the failed checks of `unit` are counted.
 pub fn counter_path(unit: &str) -> String {
     format!("{STATE_DIR}/health/{unit}.failures")
@@ -177,7 +147,10 @@ pub fn run_once(
     runner: &dyn Runner,
     runtime: ContainerRuntime,
 ) -> Result<Vec<CheckResult>, HostError> {
-    let _lock = lock_node(root)?;
+    // A round that saw the kubelet's config before a reset removed it
+    // must not start the kubelet the reset just stopped: wait for the
+    // node lock, as long as it takes.
+    let _lock = kprov_host::NodeLock::acquire(root, std::time::Duration::MAX, &mut |_| {})?;
     let mut results = Vec::new();
     let socket = root.resolve_following(runtime.socket())?;
     results.push(handle(runtime.unit(), probe_socket(&socket), root, runner)?);
@@ -196,28 +169,6 @@ pub fn run_once(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_node_lock_is_held_by_one_at_a_time() {
-        let dir = tempfile::tempdir().unwrap();
-        let root = Root::new(dir.path()).unwrap();
-        let held = lock_node(&root).unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        let other = root.clone();
-        let waiter = std::thread::spawn(move || {
-            let _lock = lock_node(&other).unwrap();
-            tx.send(()).unwrap();
-        });
-        assert!(
-            rx.recv_timeout(std::time::Duration::from_millis(300))
-                .is_err(),
-            "a second holder got the lock while it was held"
-        );
-        drop(held);
-        rx.recv_timeout(std::time::Duration::from_secs(10))
-            .expect("the lock was not handed on when dropped");
-        waiter.join().unwrap();
-    }
 
     #[test]
     fn restarts_only_after_consecutive_failures() {

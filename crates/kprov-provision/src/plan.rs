@@ -54,6 +54,14 @@ pub enum PlanError {
         /// The renderer's message.
         reason: String,
     },
+    /// A value that cannot be written into a unit file.
+    #[error("unit {path}: {source}")]
+    Unit {
+        /// The unit file on the node.
+        path: String,
+        /// The value refused.
+        source: systemd::UnitValueError,
+    },
 }
 
 fn file(path: &str, mode: u32, text: String) -> Resource {
@@ -64,8 +72,13 @@ fn file(path: &str, mode: u32, text: String) -> Resource {
     }
 }
 
-fn unit_file(dir: &str, name: &str, unit: &UnitFile) -> Resource {
-    file(&format!("{dir}/{name}"), 0o644, unit.render())
+fn unit_file(dir: &str, name: &str, unit: &UnitFile) -> Result<Resource, PlanError> {
+    let path = format!("{dir}/{name}");
+    let text = unit.render().map_err(|source| PlanError::Unit {
+        path: path.clone(),
+        source,
+    })?;
+    Ok(file(&path, 0o644, text))
 }
 
 /// Plans the kubelet's configuration for a node that joins or runs the
@@ -77,15 +90,17 @@ pub fn plan_kubelet(
     live: bool,
     purpose: &'static str,
     container_runtime: ContainerRuntime,
-) -> Plan {
+) -> Result<Plan, PlanError> {
     let layout = tables::layout(os.family);
+    let dropin = kubelet::kubelet_dropin(layout.bin_dir, params)
+        .render()
+        .map_err(|source| PlanError::Unit {
+            path: kubelet::DROPIN_PATH.to_string(),
+            source,
+        })?;
     let mut r = vec![
         file(kubelet::CONFIG_PATH, 0o644, kubelet::kubelet_config(params)),
-        file(
-            kubelet::DROPIN_PATH,
-            0o644,
-            kubelet::kubelet_dropin(layout.bin_dir, params).render(),
-        ),
+        file(kubelet::DROPIN_PATH, 0o644, dropin),
     ];
     if live {
         r.push(Resource::DaemonReloaded {
@@ -96,11 +111,11 @@ pub fn plan_kubelet(
             config: vec![kubelet::CONFIG_PATH.into(), kubelet::DROPIN_PATH.into()],
         });
     }
-    Plan::new(
+    Ok(Plan::new(
         headline(purpose, os, &params.version, container_runtime, live),
         live,
         r,
-    )
+    ))
 }
 
 /// Where a joining node keeps the cluster CA.
@@ -126,8 +141,8 @@ pub fn plan_join(
     files: &JoinFiles,
     live: bool,
     container_runtime: ContainerRuntime,
-) -> Plan {
-    let mut plan = plan_kubelet(os, params, live, "join phase", container_runtime);
+) -> Result<Plan, PlanError> {
+    let mut plan = plan_kubelet(os, params, live, "join phase", container_runtime)?;
     let mut front = vec![file(CA_CERT_PATH, 0o644, files.ca_pem.clone())];
     if let Some(conf) = &files.bootstrap_kubeconfig {
         front.push(Resource::File {
@@ -153,7 +168,7 @@ pub fn plan_join(
             }
         }
     }
-    plan
+    Ok(plan)
 }
 
 /// Plans the base phase: everything a node needs before it can join.
@@ -241,7 +256,7 @@ pub fn plan_base(os: &OsFacts, spec: &NodeSpec, live: bool) -> Result<Plan, Plan
                     layout.unit_dir,
                     "containerd.service",
                     &systemd::containerd_unit(layout.bin_dir),
-                ));
+                )?);
                 own_units.push("containerd.service".to_string());
                 runc = Some(runc_path);
             }
@@ -314,7 +329,7 @@ pub fn plan_base(os: &OsFacts, spec: &NodeSpec, live: bool) -> Result<Plan, Plan
                 layout.unit_dir,
                 IMAGES_UNIT,
                 &systemd::images_unit(ctr, runtime.unit(), &archives),
-            ));
+            )?);
             r.push(Resource::UnitEnabled {
                 unit: IMAGES_UNIT.to_string(),
                 wanted_by: "multi-user.target".to_string(),
@@ -338,7 +353,7 @@ pub fn plan_base(os: &OsFacts, spec: &NodeSpec, live: bool) -> Result<Plan, Plan
             systemd::pod_network_timer(),
         ),
     ];
-    r.push(unit_file(layout.unit_dir, "kubelet.service", &kubelet));
+    r.push(unit_file(layout.unit_dir, "kubelet.service", &kubelet)?);
     own_units.push("kubelet.service".to_string());
     let mut enabled = vec![
         (runtime.unit().to_string(), "multi-user.target".to_string()),
@@ -347,8 +362,8 @@ pub fn plan_base(os: &OsFacts, spec: &NodeSpec, live: bool) -> Result<Plan, Plan
     for (name, service, timer) in &periodic {
         let service_name = format!("{name}.service");
         let timer_name = format!("{name}.timer");
-        r.push(unit_file(layout.unit_dir, &service_name, service));
-        r.push(unit_file(layout.unit_dir, &timer_name, timer));
+        r.push(unit_file(layout.unit_dir, &service_name, service)?);
+        r.push(unit_file(layout.unit_dir, &timer_name, timer)?);
         enabled.push((timer_name.clone(), timer.wanted_by().join(" ")));
         own_units.extend([service_name, timer_name]);
     }

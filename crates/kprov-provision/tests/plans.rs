@@ -190,7 +190,7 @@ fn join_plan(live: bool, joined: bool) -> kprov_plan::Plan {
         ca_pem: "-----BEGIN CERTIFICATE-----\nCA\n-----END CERTIFICATE-----\n".into(),
         bootstrap_kubeconfig: (!joined).then(|| b"token: abcdef.0123456789abcdef".to_vec()),
     };
-    plan_join(&os, &params, &files, live, ContainerRuntime::Containerd)
+    plan_join(&os, &params, &files, live, ContainerRuntime::Containerd).unwrap()
 }
 
 #[test]

@@ -365,7 +365,8 @@ fn kubelet_start(ctx: &mut Init<'_>) -> Result<(), Error> {
         root.is_live(),
         "init kubelet-start",
         kprov_core::ContainerRuntime::Containerd,
-    );
+    )
+    .map_err(|e| Error::failed(format!("planning the kubelet's configuration: {e}")))?;
     ctx.target.apply_files(&plan, "starting the kubelet")?;
     Ok(())
 }

@@ -405,7 +405,8 @@ fn kubelet_start(ctx: &mut Join<'_>) -> Result<(), Error> {
         &files,
         root.is_live(),
         ctx.spec.node.container_runtime,
-    );
+    )
+    .map_err(|e| Error::failed(format!("planning the join phase: {e}")))?;
     let report = ctx.target.apply_files(&plan, "writing the join phase")?;
     ctx.report = Some(report);
     if !root.is_live() && !ctx.target.dry_run {

@@ -90,13 +90,24 @@ pub fn sync(target: &mut Target<'_>, kubeconfig: &Path) -> Result<Synced, Error>
         return Ok(Synced::NoRange(me));
     };
     let plan = cni::plan_pod_network(&pod_cidr, cni::desired_routes(&nodes, &me));
-    // A reset must not run halfway through a sync.
+    // A reset must not run halfway through a sync, and a sync (every
+    // 10 s) does not queue behind another kprov run: it skips this round.
     let _lock = match target.dry_run {
         true => None,
-        false => Some(
-            kprov_provision::health::lock_node(&target.root)
-                .context(|| "taking the node lock".into())?,
-        ),
+        false => match kprov_host::NodeLock::acquire(
+            &target.root,
+            std::time::Duration::ZERO,
+            &mut |_| {},
+        ) {
+            Ok(lock) => Some(lock),
+            Err(kprov_host::HostError::Locked { path, .. }) => {
+                return Ok(Synced::NotYet(format!(
+                    "another kprov run holds the node lock {}",
+                    path.display()
+                )))
+            }
+            Err(e) => return Err(e).context(|| "taking the node lock".into()),
+        },
     };
     Ok(Synced::Applied(
         target.apply_files(&plan, "syncing the pod network")?,

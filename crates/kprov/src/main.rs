@@ -6,6 +6,7 @@
 mod cli;
 mod commands;
 mod config_file;
+mod log_filter;
 mod output;
 
 use std::process::ExitCode;
@@ -23,7 +24,18 @@ fn main() -> ExitCode {
         cli::Command::Netboot(_) => "info",
         _ => "warn",
     };
-    init_logging(cli.log_level.as_deref(), default_level);
+    // A bad KPROV_LOG is a usage error like a bad --log-level.
+    let from_env = match std::env::var("KPROV_LOG") {
+        Ok(value) => match value.parse::<log_filter::LogFilter>() {
+            Ok(filter) => Some(filter),
+            Err(e) => {
+                eprintln!("kprov: error: KPROV_LOG {e}");
+                return ExitCode::from(2);
+            }
+        },
+        Err(_) => None,
+    };
+    init_logging(from_env.as_ref().or(cli.log_level.as_ref()), default_level);
     let result = match cli.command {
         cli::Command::Provision(args) => commands::provision::run(*args),
         cli::Command::Reset(args) => commands::reset::run(args),
@@ -65,17 +77,17 @@ fn describe(err: &anyhow::Error) -> String {
     text
 }
 
-/// Logs go to stderr; stdout is for data.
-fn init_logging(level: Option<&str>, default_level: &str) {
+/// Logs go to stderr; stdout is for data. `filter` is KPROV_LOG's or
+/// --log-level's, checked already.
+fn init_logging(filter: Option<&log_filter::LogFilter>, default_level: &str) {
     // Unless asked for a level, kube's client stays quiet: it logs every
     // failed request at error level, while kprov reports failures itself,
     // with context (a wait for the API server would print one per second).
-    let directives = level.map_or_else(
+    let directives = filter.map_or_else(
         || format!("{default_level},kube_client=off"),
-        str::to_string,
+        |f| f.as_str().to_string(),
     );
-    let filter = tracing_subscriber::EnvFilter::try_from_env("KPROV_LOG")
-        .or_else(|_| tracing_subscriber::EnvFilter::try_new(&directives))
+    let filter = tracing_subscriber::EnvFilter::try_new(&directives)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)

@@ -255,7 +255,11 @@ fn a_corrupted_artifact_is_named_with_both_sums_and_nothing_is_installed() {
         run.stderr
     );
     assert_eq!(
-        diff(&before, &snapshot(Path::new(&f.root))),
+        // The node lock (an empty file) is the only thing the run leaves.
+        diff(
+            &before,
+            &common::without_node_lock(snapshot(Path::new(&f.root)))
+        ),
         Vec::<String>::new()
     );
 }
@@ -639,4 +643,270 @@ fn setup_sh_runs_provision_with_the_plan_of_the_flags_userdata_was_given() {
     assert!(words.len() > node_flags.len(), "{words:?}");
     let words: Vec<&str> = words.iter().map(String::as_str).collect();
     assert_eq!(dry_run_json(&f, &words), dry_run_json(&f, &node_flags));
+}
+
+#[test]
+fn a_bogus_log_level_is_refused_naming_the_flag_or_variable() {
+    let f = fixture(DEBIAN_12);
+    let expected =
+        "expected error, warn, info, debug, trace, off or directives such as kprov=debug,warn";
+    for (args, env, code, message) in [
+        (
+            vec!["--log-level", "bogus", "os", "--root", f.root.as_str()],
+            vec![],
+            2,
+            format!("--log-level \"bogus\": {expected}"),
+        ),
+        (
+            vec!["--log-level", "kprov=loud", "os", "--root", f.root.as_str()],
+            vec![],
+            2,
+            format!("--log-level \"kprov=loud\": {expected}"),
+        ),
+        (
+            vec!["os", "--root", f.root.as_str()],
+            vec![("KPROV_LOG", "bogus")],
+            2,
+            format!("KPROV_LOG \"bogus\": {expected}"),
+        ),
+    ] {
+        let run = kprov(&args, &env);
+        assert_eq!(run.code, Some(code), "{args:?} {env:?}: {}", run.stderr);
+        assert!(
+            run.stderr.contains(&message),
+            "{args:?} {env:?}: expected {message:?} in:\n{}",
+            run.stderr
+        );
+        assert_eq!(run.stdout, "", "{args:?} {env:?} ran the command");
+    }
+    for (args, env) in [
+        (
+            vec!["--log-level", "debug", "os", "--root", f.root.as_str()],
+            vec![],
+        ),
+        (
+            vec![
+                "--log-level",
+                "kprov=debug,warn",
+                "os",
+                "--root",
+                f.root.as_str(),
+            ],
+            vec![],
+        ),
+        (
+            vec!["os", "--root", f.root.as_str()],
+            vec![("KPROV_LOG", "info")],
+        ),
+    ] {
+        let run = kprov(&args, &env);
+        assert!(run.ok(), "{args:?} {env:?}: {}", run.stderr);
+    }
+}
+
+/// A bundle directory made from the stand-in artifacts, with one image
+/// entry whose reference is `reference`.
+fn bundle_with_image(dir: &Path, artifacts: &Path, reference: &str) {
+    use sha2::{Digest, Sha256};
+    let mut entries = Vec::new();
+    for (name, kind, file) in [
+        ("kubelet", "binary", "kubelet"),
+        ("kubectl", "binary", "kubectl"),
+        ("cni-plugins", "archive", "cni-plugins.tgz"),
+    ] {
+        let bytes = std::fs::read(artifacts.join(file)).unwrap();
+        let path = format!("bin/{file}");
+        write(&dir.join(&path), "");
+        std::fs::write(dir.join(&path), &bytes).unwrap();
+        entries.push(serde_json::json!({
+            "name": name, "kind": kind, "version": "v1.20.2", "arch": "amd64",
+            "path": path, "sha256": hex::encode(Sha256::digest(&bytes)), "size": bytes.len(),
+        }));
+    }
+    let image = b"not really an OCI archive";
+    write(&dir.join("images/crafted.tar"), "not really an OCI archive");
+    entries.push(serde_json::json!({
+        "name": reference, "kind": "image", "version": "3.2", "arch": "amd64",
+        "path": "images/crafted.tar", "sha256": hex::encode(Sha256::digest(image)),
+        "size": image.len(), "reference": reference,
+        "manifest_digest": format!("sha256:{}", "0".repeat(64)),
+    }));
+    let manifest = serde_json::json!({
+        "format": 1, "kubernetes_version": "v1.20.2", "arch": "amd64",
+        "control_plane": false, "artifacts": entries,
+    });
+    std::fs::write(dir.join("manifest.json"), manifest.to_string()).unwrap();
+}
+
+#[test]
+fn a_crafted_image_reference_in_a_bundle_is_refused_and_adds_no_unit_line() {
+    let f = fixture(DEBIAN_12);
+    let bundle = tempfile::tempdir().unwrap();
+    let crafted = "k8s.gcr.io/pause:3.2\nExecStartPre=/bin/touch /pwned";
+    bundle_with_image(bundle.path(), Path::new(&f.artifacts), crafted);
+    let before = snapshot(Path::new(&f.root));
+    let bundle_dir = bundle.path().to_str().unwrap();
+    let run = kprov(
+        &[
+            "provision",
+            "--phase",
+            "base",
+            "--root",
+            &f.root,
+            "--bundle",
+            bundle_dir,
+            "--kubelet-version",
+            "v1.20.2",
+            "--arch",
+            "amd64",
+        ],
+        &[],
+    );
+    assert_eq!(run.code, Some(1), "{}", run.stderr);
+    let want = format!("--bundle {bundle_dir}: bundle {bundle_dir}: manifest.json lists an image reference {crafted:?}: not an image reference");
+    assert!(
+        run.stderr.contains(&want),
+        "expected {want:?} in:\n{}",
+        run.stderr
+    );
+    assert_eq!(
+        diff(&before, &snapshot(Path::new(&f.root))),
+        Vec::<String>::new()
+    );
+}
+
+/// Holds `ROOT/var/lib/kprov/node.lock` with util-linux flock(1) for
+/// `seconds`, once it holds it.
+fn hold_node_lock(root: &Path, seconds: u32) -> std::process::Child {
+    let lock = root.join("var/lib/kprov/node.lock");
+    std::fs::create_dir_all(lock.parent().unwrap()).unwrap();
+    let ready = root.join("../lock-held");
+    let child = std::process::Command::new("flock")
+        .arg(&lock)
+        .args([
+            "sh",
+            "-c",
+            &format!("touch {}; sleep {seconds}", ready.display()),
+        ])
+        .spawn()
+        .unwrap();
+    let start = std::time::Instant::now();
+    while !ready.exists() {
+        assert!(
+            start.elapsed().as_secs() < 30,
+            "flock did not take the lock"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child
+}
+
+#[test]
+fn provision_waits_for_the_node_lock_and_gives_up_after_its_timeout() {
+    let f = fixture(DEBIAN_12);
+    let root = Path::new(&f.root);
+    let args = base_args(&f.root, &f.artifacts);
+
+    // Held longer than the run may wait: a clear error, nothing changed.
+    let mut holder = hold_node_lock(root, 30);
+    let before = snapshot(root);
+    let run = kprov(&args, &[("KPROV_LOCK_TIMEOUT", "1")]);
+    holder.kill().unwrap();
+    holder.wait().unwrap();
+    assert_eq!(run.code, Some(1), "{}", run.stderr);
+    let lock = format!(
+        "{}/var/lib/kprov/node.lock",
+        std::fs::canonicalize(root).unwrap().display()
+    );
+    let want = format!("the node lock {lock} is held by another kprov run (waited 1 s; KPROV_LOCK_TIMEOUT sets how long)");
+    assert!(
+        run.stderr.contains(&want),
+        "expected {want:?} in:\n{}",
+        run.stderr
+    );
+    assert_eq!(diff(&before, &snapshot(root)), Vec::<String>::new());
+
+    // Held for a while: the run waits, says so, and then runs.
+    let mut holder = hold_node_lock(root, 3);
+    let started = std::time::Instant::now();
+    let mut child = std::process::Command::new(common::kprov_bin())
+        .args(&args)
+        .env_remove("KPROV_FAILPOINTS")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    assert_eq!(
+        diff(&before, &snapshot(root)),
+        Vec::<String>::new(),
+        "provision changed the root while another run held the lock"
+    );
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "provision did not wait"
+    );
+    holder.wait().unwrap();
+    let out = child.wait_with_output().unwrap();
+    let run = common::Run::from(out);
+    assert!(run.ok(), "{}", run.stderr);
+    assert!(started.elapsed().as_secs_f64() >= 2.5);
+    assert!(
+        run.stderr.contains(&format!(
+            "kprov: waiting for the node lock {lock} (another kprov run holds it)"
+        )),
+        "{}",
+        run.stderr
+    );
+    assert!(root.join("usr/local/bin/kubelet").is_file());
+}
+
+#[test]
+fn an_archive_swapped_after_its_verification_is_not_what_gets_installed() {
+    let f = fixture(DEBIAN_12);
+    let artifacts = Path::new(&f.artifacts);
+    let root = Path::new(&f.root);
+    // What an attacker puts in place once the sum has been checked.
+    let evil_src = artifacts.join("../evil-src");
+    write(&evil_src.join("bridge"), "#!/bin/sh\necho evil\n");
+    let evil = artifacts.join("../evil.tgz");
+    common::sh(
+        std::process::Command::new("tar")
+            .arg("-C")
+            .arg(&evil_src)
+            .args(["--owner=0", "--group=0", "-czf"])
+            .arg(&evil)
+            .arg("."),
+    );
+    let go = artifacts.join("../go");
+    let paused = artifacts.join("../go.paused");
+    let mut child = std::process::Command::new(common::kprov_bin())
+        .args(base_args(&f.root, &f.artifacts))
+        .env(
+            "KPROV_FAILPOINTS",
+            format!("artifact.verified=pause:{}", go.display()),
+        )
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = std::time::Instant::now();
+    while !paused.exists() {
+        assert!(
+            start.elapsed().as_secs() < 60,
+            "the failpoint after the verification was not reached"
+        );
+        assert!(child.try_wait().unwrap().is_none(), "kprov ended early");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    std::fs::rename(&evil, artifacts.join("cni-plugins.tgz")).unwrap();
+    std::fs::write(&go, "").unwrap();
+    let run = common::Run::from(child.wait_with_output().unwrap());
+    assert!(run.ok(), "{}", run.stderr);
+    assert_eq!(
+        std::fs::read_to_string(root.join("opt/cni/bin/bridge")).unwrap(),
+        "#!/bin/sh\necho bridge\n",
+        "the swapped archive was installed"
+    );
+    assert!(root.join("opt/cni/bin/host-local").is_file());
 }

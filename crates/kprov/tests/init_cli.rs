@@ -89,7 +89,9 @@ fn an_unreadable_ca_stops_init_before_any_other_file() {
     let run = kprov(&init_args(root, &[]), &[]);
     assert_eq!(run.code, Some(1), "{}", run.stderr);
     assert!(run.stderr.contains("ca.crt"), "{}", run.stderr);
-    assert_eq!(diff(&before, &snapshot(dir.path())), Vec::<String>::new());
+    // Only the (empty) node lock the certs phase took.
+    let after = common::without_node_lock(snapshot(dir.path()));
+    assert_eq!(diff(&before, &after), Vec::<String>::new());
 }
 
 #[test]
@@ -210,4 +212,67 @@ fn token_ttl_must_be_positive_and_checked_before_any_request() {
         "{}",
         run.stderr
     );
+}
+
+#[test]
+fn a_token_ttl_above_the_maximum_is_refused_without_a_panic() {
+    for ttl in ["100000000h", "87601h", "5000000000000000000s"] {
+        let run = kprov(
+            &[
+                "token",
+                "create",
+                "--kubeconfig",
+                "/nonexistent/admin.conf",
+                "--ttl",
+                ttl,
+            ],
+            &[],
+        );
+        assert_eq!(run.code, Some(2), "{ttl}: {}", run.stderr);
+        assert!(
+            run.stderr.contains(&format!(
+                "--ttl {ttl}: longer than the maximum of 87600h (10 years)"
+            )),
+            "{ttl}: {}",
+            run.stderr
+        );
+        assert!(!run.stderr.contains("panicked"), "{ttl}: {}", run.stderr);
+    }
+}
+
+#[test]
+fn image_registry_and_flannel_image_are_validated_before_anything_is_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().to_str().unwrap();
+    for (args, message) in [
+        (
+            vec!["--image-registry", "bad registry"],
+            "--image-registry \"bad registry\": expected a registry host with an optional path, such as registry.example.com:5000/mirror (no tag or digest)",
+        ),
+        (
+            vec!["--image-registry", "registry.example.com/k8s:v1"],
+            "--image-registry \"registry.example.com/k8s:v1\": expected a registry host with an optional path",
+        ),
+        (
+            vec!["--flannel-image", "flannel\nimage: x"],
+            "--flannel-image \"flannel\\nimage: x\": not an image reference",
+        ),
+        (
+            vec!["--flannel-image", "docker.io/Flannel:v1"],
+            "--flannel-image \"docker.io/Flannel:v1\": not an image reference",
+        ),
+    ] {
+        let run = kprov(&init_args(root, &args), &[]);
+        assert_eq!(run.code, Some(2), "{args:?}: {}", run.stderr);
+        assert!(
+            run.stderr.contains(message),
+            "{args:?}: stderr lacks {message:?}:\n{}",
+            run.stderr
+        );
+        assert_eq!(
+            std::fs::read_dir(dir.path()).unwrap().count(),
+            0,
+            "{args:?} wrote files"
+        );
+    }
 }

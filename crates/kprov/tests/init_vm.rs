@@ -65,7 +65,7 @@ kprov)
     [ $rc = 0 ] || { journalctl -u kubelet -o cat --no-pager | grep -E '^[EWF][0-9]{4}' | grep -v 'not found' | tail -n 25 | sed 's/^/KUBELET /'; ctr -n k8s.io containers ls | sed 's/^/CTR /'; fail "kprov init exited $rc"; }
     echo "INITVM kprov-init seconds=$(took $t0 $t1)"
     journalctl -o cat -u kprov-pod-network.service --no-pager | grep '^pod-network' | tail -n 3 | sed 's/^/POD-NETWORK /'
-    echo "INITVM join-command-printed=$(grep -c 'kprov provision --phase all --api-server https://@MASTER_IP@:6443 --token ' /root/init.out)"
+    echo "INITVM join-command-printed=$(grep -cE '^KPROV_TOKEN=[a-z0-9]{6}\.[a-z0-9]{16} kprov provision --phase all --api-server https://@MASTER_IP@:6443 --discovery-token-ca-cert-hash sha256:[0-9a-f]{64}$' /root/init.out)"
     cat /etc/kubernetes/admin.conf > /dev/ttyS1
     echo "INITVM ready"
     # The host checks the cluster from outside, then leaves a ConfigMap.

@@ -462,3 +462,89 @@ fn the_join_phase_needs_the_base_phase_in_place() {
     );
     assert_eq!(diff(&before, &snapshot(root)), Vec::<String>::new());
 }
+
+#[test]
+fn a_symlink_planted_at_a_temporary_name_cannot_redirect_a_write_outside_the_root() {
+    let dir = scratch("join-symlink-");
+    let root = dir.path().join("root");
+    base_root(&root);
+    let ca = dir.path().join("ca.pem");
+    common::openssl_ca(&ca);
+    let outside = dir.path().join("outside");
+    std::fs::write(&outside, "precious\n").unwrap();
+    let kubernetes = root.join("etc/kubernetes");
+    std::fs::create_dir_all(&kubernetes).unwrap();
+    // The name older kprov versions wrote through.
+    std::os::unix::fs::symlink(
+        &outside,
+        kubernetes.join(".bootstrap-kubelet.conf.kprov-tmp"),
+    )
+    .unwrap();
+
+    let token = "abcdef.0123456789abcdef";
+    let run = offline_join(&root, &ca, token, &[]);
+    assert!(run.ok(), "{}", run.stderr);
+    assert_eq!(std::fs::read_to_string(&outside).unwrap(), "precious\n");
+    let written = kubernetes.join("bootstrap-kubelet.conf");
+    let meta = std::fs::symlink_metadata(&written).unwrap();
+    assert!(meta.file_type().is_file());
+    assert_eq!(meta.permissions().mode() & 0o7777, 0o600);
+    assert!(std::fs::read_to_string(&written).unwrap().contains(token));
+}
+
+#[test]
+fn a_ca_file_holding_a_private_key_is_refused_and_nothing_is_written() {
+    let dir = scratch("join-cakey-");
+    let root = dir.path().join("root");
+    base_root(&root);
+    let ca = dir.path().join("ca.pem");
+    common::openssl_ca(&ca);
+    let bundle = dir.path().join("ca-and-key.pem");
+    std::fs::write(
+        &bundle,
+        format!(
+            "{}-----BEGIN PRIVATE KEY-----\nMC4CAQAwBQYDK2VwBCIEIGZha2Uga2V5IG1hdGVyaWFsIGZvciB0ZXN0cyBvbmx5\n-----END PRIVATE KEY-----\n",
+            std::fs::read_to_string(&ca).unwrap()
+        ),
+    )
+    .unwrap();
+    let before = snapshot(&root);
+    let run = offline_join(&root, &bundle, "abcdef.0123456789abcdef", &[]);
+    assert_eq!(run.code, Some(1), "{}", run.stderr);
+    let want = format!(
+        "--ca-cert {}: block 2 is \"PRIVATE KEY\", expected only CERTIFICATE blocks",
+        bundle.display()
+    );
+    assert!(
+        run.stderr.contains(&want),
+        "expected {want:?} in:\n{}",
+        run.stderr
+    );
+    assert!(!run.stdout.contains("PRIVATE KEY") && !run.stderr.contains("MC4CAQAw"));
+    assert_eq!(diff(&before, &snapshot(&root)), Vec::<String>::new());
+}
+
+#[test]
+fn a_cloud_config_path_with_a_newline_adds_no_line_to_the_kubelet_unit() {
+    let dir = scratch("join-unitvalue-");
+    let root = dir.path().join("root");
+    base_root(&root);
+    let ca = dir.path().join("ca.pem");
+    common::openssl_ca(&ca);
+    let before = snapshot(&root);
+    let crafted = "/etc/kubernetes/cloud.conf\nExecStartPre=/bin/touch /pwned";
+    let run = offline_join(
+        &root,
+        &ca,
+        "abcdef.0123456789abcdef",
+        &["--cloud-provider", "openstack", "--cloud-config", crafted],
+    );
+    assert_eq!(run.code, Some(1), "{}", run.stderr);
+    let want = format!("invalid --cloud-config {crafted:?}: expected an absolute path on the node");
+    assert!(
+        run.stderr.contains(&want),
+        "expected {want:?} in:\n{}",
+        run.stderr
+    );
+    assert_eq!(diff(&before, &snapshot(&root)), Vec::<String>::new());
+}

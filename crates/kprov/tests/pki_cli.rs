@@ -301,7 +301,9 @@ fn a_run_killed_at_any_write_and_run_again_ends_with_a_complete_valid_pki() {
     assert!(kprov(&pki_args(root, &[]), &[]).ok());
     assert!(kprov(&kubeconfig_args(root), &[]).ok());
     let want = file_names(reference.path());
-    assert_eq!(want.len(), 22 + 4);
+    // 22 PKI files, 4 kubeconfigs and the (empty) node lock.
+    assert_eq!(want.len(), 22 + 4 + 1);
+    assert!(want.contains(&"var/lib/kprov/node.lock".to_string()));
 
     for (phase, writes) in [("pki", 22), ("kubeconfig", 4)] {
         for n in 1..=writes {

@@ -320,6 +320,70 @@ fn output_is_written_with_mode_0600_even_over_a_readable_file() {
 }
 
 #[test]
+fn a_symlink_planted_at_a_temporary_name_is_not_written_through() {
+    let (dir, _) = scratch();
+    let outside = dir.path().join("outside");
+    std::fs::write(&outside, "precious\n").unwrap();
+    let out_dir = dir.path().join("out");
+    std::fs::create_dir(&out_dir).unwrap();
+    // The name older kprov versions wrote through.
+    std::os::unix::fs::symlink(&outside, out_dir.join(".user-data.kprov-tmp")).unwrap();
+    let out_file = out_dir.join("user-data");
+    let mut args = worker_args(dir.path());
+    args.extend(["--output".into(), s(&out_file).into()]);
+    let out = run(&args, &[("KPROV_TOKEN", TOKEN)]);
+    assert!(out.ok(), "{}", out.stderr);
+    assert_eq!(std::fs::read_to_string(&outside).unwrap(), "precious\n");
+    let meta = std::fs::symlink_metadata(&out_file).unwrap();
+    assert!(meta.file_type().is_file());
+    assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+    cloud_config(&std::fs::read_to_string(&out_file).unwrap());
+}
+
+#[test]
+fn a_ca_file_holding_a_private_key_is_refused_and_nothing_is_written() {
+    let (dir, _) = scratch();
+    let bundle = dir.path().join("ca-and-key.pem");
+    std::fs::write(
+        &bundle,
+        format!(
+            "{}-----BEGIN PRIVATE KEY-----\nMC4CAQAwBQYDK2VwBCIEIGZha2Uga2V5IG1hdGVyaWFsIGZvciB0ZXN0cyBvbmx5\n-----END PRIVATE KEY-----\n",
+            std::fs::read_to_string(fixture("ca.crt")).unwrap()
+        ),
+    )
+    .unwrap();
+    let out_file = dir.path().join("user-data");
+    for output in [None, Some(&out_file)] {
+        let mut args: Vec<String> = worker_args(dir.path())
+            .into_iter()
+            .map(|a| {
+                if a == s(&fixture("ca.crt")) {
+                    s(&bundle).to_string()
+                } else {
+                    a
+                }
+            })
+            .collect();
+        if let Some(out) = output {
+            args.extend(["--output".into(), s(out).into()]);
+        }
+        let out = run(&args, &[("KPROV_TOKEN", TOKEN)]);
+        assert_eq!(out.code, Some(1), "{}", out.stderr);
+        let want = format!(
+            "--ca-cert {}: block 2 is \"PRIVATE KEY\", expected only CERTIFICATE blocks",
+            bundle.display()
+        );
+        assert!(
+            out.stderr.contains(&want),
+            "expected {want:?} in:\n{}",
+            out.stderr
+        );
+        assert!(!out.stdout.contains("PRIVATE KEY"), "{}", out.stdout);
+        assert!(!out_file.exists());
+    }
+}
+
+#[test]
 fn a_config_file_gives_the_same_user_data_as_the_flags_and_flags_override_it() {
     let (dir, sha) = scratch();
     let from_flags = run(&worker_args(dir.path()), &[("KPROV_TOKEN", TOKEN)]);

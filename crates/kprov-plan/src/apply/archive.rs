@@ -121,16 +121,13 @@ pub(super) fn extract(
     ctx: &ApplyContext<'_>,
 ) -> Result<(), ApplyError> {
     let fetched = fetch(resource, artifact, ctx)?;
-    // Verify the whole tarball first: tar stops reading at its end marker,
-    // so a streaming check could miss trailing corruption.
-    let mut verified = fetched
-        .open_verified()
+    // Verify the whole tarball first (tar stops reading at its end marker,
+    // so a streaming check could miss trailing corruption), then extract
+    // from the same handle: a file swapped in after the check is never
+    // read.
+    let file = fetched
+        .open_checked(artifact)
         .map_err(|source| ApplyError::artifact(resource.id(), source))?;
-    std::io::copy(&mut verified, &mut std::io::sink())
-        .map_err(|e| host(resource)(HostError::io("verifying", &fetched.path, e)))?;
-
-    let file = std::fs::File::open(&fetched.path)
-        .map_err(|e| host(resource)(HostError::io("opening", &fetched.path, e)))?;
     let mut tar = tar::Archive::new(flate2::read::GzDecoder::new(file));
     let entries = tar
         .entries()
@@ -157,7 +154,9 @@ pub(super) fn extract(
         let path = Path::new(dir).join(&name);
         fs::write_atomic_from(ctx.root, &path, &mut reader, FileAttrs::root(mode))
             .map_err(host(resource))?;
-        files.insert(name, (mode, hex::encode(reader.hasher.finalize())));
+        let sum: [u8; 32] = reader.hasher.finalize().into();
+        fs::remember_sum(ctx.root, &path, sum).map_err(host(resource))?;
+        files.insert(name, (mode, hex::encode(sum)));
     }
     if files.is_empty() {
         return Err(ApplyError::Other {

@@ -214,13 +214,12 @@ pub fn converge(resource: &Resource, ctx: &ApplyContext<'_>) -> Result<(), Apply
             path,
             mode,
             contents,
-        } => fs::write_atomic(
-            root,
-            Path::new(path),
-            contents.bytes(),
-            FileAttrs::root(*mode),
-        )
-        .map_err(err),
+        } => {
+            let path = Path::new(path);
+            fs::write_atomic(root, path, contents.bytes(), FileAttrs::root(*mode))
+                .and_then(|()| fs::remember_sum(root, path, fs::sha256(contents.bytes())))
+                .map_err(err)
+        }
         Resource::Symlink { path, target } => {
             fs::symlink_atomic(root, Path::new(path), Path::new(target)).map_err(err)
         }
@@ -229,7 +228,12 @@ pub fn converge(resource: &Resource, ctx: &ApplyContext<'_>) -> Result<(), Apply
             let fetched = ctx.artifacts.fetch(artifact).map_err(artifact_err)?;
             let mut reader = fetched.open_verified().map_err(artifact_err)?;
             let attrs = FileAttrs::root(installed_mode(resource));
-            fs::write_atomic_from(root, Path::new(path), &mut reader, attrs).map_err(err)
+            let path = Path::new(path);
+            // The verifying reader fails the write unless the contents
+            // have the artifact's sum.
+            fs::write_atomic_from(root, path, &mut reader, attrs)
+                .and_then(|()| fs::remember_sum(root, path, fetched.sha256))
+                .map_err(err)
         }
         Resource::Archive {
             dir,

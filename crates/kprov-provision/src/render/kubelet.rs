@@ -309,7 +309,9 @@ mod tests {
 
     #[test]
     fn dropin_clears_the_base_exec_start() {
-        let d = kubelet_dropin("/usr/local/bin", &params("v1.20.2")).render();
+        let d = kubelet_dropin("/usr/local/bin", &params("v1.20.2"))
+            .render()
+            .unwrap();
         let first = d.find("ExecStart=\n").unwrap();
         let second = d
             .find("ExecStart=/usr/local/bin/kubelet --bootstrap-kubeconfig")

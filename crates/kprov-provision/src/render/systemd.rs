@@ -1,11 +1,62 @@
 //! systemd unit files from a small typed model.
+//!
+//! Values are written so that systemd reads back exactly what was put in:
+//! `%` becomes `%%` (no specifier is expanded), `$` in `Exec*=` lines
+//! becomes `$$` (no variable is expanded), and a value with a control
+//! character (a newline would start a new `Key=` line) or a trailing `\`
+//! (which would join the next line) is refused, naming the unit key.
 
 use std::fmt::Write;
+
+/// A value that cannot be written into a unit file as one line.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("[{section}] {key}= value {value:?}: {reason}")]
+pub struct UnitValueError {
+    /// The section.
+    pub section: String,
+    /// The key.
+    pub key: String,
+    /// The value given.
+    pub value: String,
+    /// What is wrong with it.
+    pub reason: &'static str,
+}
 
 /// A unit file: named sections of `Key=Value` lines, in order.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct UnitFile {
     sections: Vec<(String, Vec<(String, String)>)>,
+    /// The first value that could not be written, reported by `render`.
+    refused: Option<UnitValueError>,
+}
+
+/// Checks a value and escapes what systemd would expand.
+pub fn unit_value(section: &str, key: &str, value: &str) -> Result<String, UnitValueError> {
+    let refuse = |reason| UnitValueError {
+        section: section.to_string(),
+        key: key.to_string(),
+        value: value.to_string(),
+        reason,
+    };
+    let key_ok = !key.is_empty() && key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
+    if !key_ok || section.chars().any(|c| c.is_control() || c == ']') {
+        return Err(refuse("not a unit-file key"));
+    }
+    if value.chars().any(char::is_control) {
+        return Err(refuse(
+            "unit-file values cannot hold control characters such as a newline",
+        ));
+    }
+    if value.ends_with('\\') {
+        return Err(refuse(
+            "unit-file values cannot end with '\\', which joins the next line",
+        ));
+    }
+    let mut out = value.replace('%', "%%");
+    if key.starts_with("Exec") {
+        out = out.replace('$', "$$");
+    }
+    Ok(out)
 }
 
 impl UnitFile {
@@ -14,15 +65,19 @@ impl UnitFile {
         Self::default()
     }
 
-    /// Appends a section with its entries.
+    /// Appends a section with its entries. A value that cannot be written
+    /// is left out and makes [`UnitFile::render`] fail.
     pub fn section(mut self, name: &str, entries: &[(&str, &str)]) -> Self {
-        self.sections.push((
-            name.to_string(),
-            entries
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-        ));
+        let mut checked = Vec::with_capacity(entries.len());
+        for (k, v) in entries {
+            match unit_value(name, k, v) {
+                Ok(v) => checked.push((k.to_string(), v)),
+                Err(e) => {
+                    self.refused.get_or_insert(e);
+                }
+            }
+        }
+        self.sections.push((name.to_string(), checked));
         self
     }
 
@@ -37,8 +92,11 @@ impl UnitFile {
             .collect()
     }
 
-    /// The unit file text.
-    pub fn render(&self) -> String {
+    /// The unit file text, or the first value that could not be written.
+    pub fn render(&self) -> Result<String, UnitValueError> {
+        if let Some(e) = &self.refused {
+            return Err(e.clone());
+        }
         let mut out = String::from("# Written by kprov.\n");
         for (i, (name, entries)) in self.sections.iter().enumerate() {
             if i > 0 {
@@ -49,7 +107,7 @@ impl UnitFile {
                 let _ = writeln!(out, "{k}={v}");
             }
         }
-        out
+        Ok(out)
     }
 }
 
@@ -223,9 +281,70 @@ mod tests {
     use super::*;
 
     #[test]
+    fn values_are_escaped_or_refused_naming_the_key() {
+        for (key, value, written) in [
+            ("Description", "100% kprov", "100%% kprov"),
+            ("ExecStart", "/bin/echo $HOME %h", "/bin/echo $$HOME %%h"),
+            ("Environment", "A=$B", "A=$B"),
+            (
+                "ExecStartPre",
+                "-/sbin/modprobe overlay",
+                "-/sbin/modprobe overlay",
+            ),
+        ] {
+            let unit = UnitFile::new().section("Service", &[(key, value)]);
+            assert_eq!(
+                unit.render().unwrap(),
+                format!("# Written by kprov.\n[Service]\n{key}={written}\n")
+            );
+        }
+        for (key, value, error) in [
+            (
+                "ExecStart",
+                "/bin/ctr import /x.tar\nExecStartPre=/bin/touch /pwned",
+                "[Service] ExecStart= value \"/bin/ctr import /x.tar\\nExecStartPre=/bin/touch /pwned\": unit-file values cannot hold control characters such as a newline",
+            ),
+            (
+                "Description",
+                "a\rb",
+                "[Service] Description= value \"a\\rb\": unit-file values cannot hold control characters such as a newline",
+            ),
+            (
+                "ExecStart",
+                "/bin/true \\",
+                "[Service] ExecStart= value \"/bin/true \\\\\": unit-file values cannot end with '\\', which joins the next line",
+            ),
+            (
+                "Exec\nStart",
+                "x",
+                "[Service] Exec\nStart= value \"x\": not a unit-file key",
+            ),
+        ] {
+            let unit = UnitFile::new()
+                .section("Unit", &[("Description", "fine")])
+                .section("Service", &[(key, value), ("Type", "oneshot")]);
+            assert_eq!(unit.render().unwrap_err().to_string(), error, "{value:?}");
+        }
+    }
+
+    #[test]
+    fn an_image_archive_path_with_a_newline_adds_no_line_to_the_images_unit() {
+        let unit = images_unit(
+            "/usr/bin/ctr",
+            "containerd.service",
+            &["/var/lib/kprov/images/x.tar\nExecStartPre=/bin/touch /pwned".to_string()],
+        );
+        assert!(unit
+            .render()
+            .unwrap_err()
+            .to_string()
+            .starts_with("[Service] ExecStart= value "));
+    }
+
+    #[test]
     fn units_render_sections_in_order_and_expose_wanted_by() {
         let unit = kubelet_unit("/usr/local/bin", "containerd.service");
-        let text = unit.render();
+        let text = unit.render().unwrap();
         assert!(text.contains("[Service]\nExecStart=/usr/local/bin/kubelet\n"));
         assert!(text.find("[Unit]") < text.find("[Service]"));
         assert_eq!(unit.wanted_by(), ["multi-user.target"]);

@@ -5,9 +5,8 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use kprov_controlplane::spec::ClusterSpec;
-use kprov_host::SystemRunner;
 use kprov_workflow::init::{BaseInstall, Init, InitSpec};
-use kprov_workflow::{Selection, Target};
+use kprov_workflow::Selection;
 
 use crate::cli::{ClusterArgs, InitAction, InitArgs};
 use crate::commands::pki::{pki_spec, root_and_dir};
@@ -26,8 +25,8 @@ pub fn run(args: InitArgs) -> anyhow::Result<ExitCode> {
     };
     let spec = init_spec(&cluster)?;
     let (root, _) = root_and_dir(&cluster.dirs.root, &cluster.dirs.cert_dir, "--cert-dir")?;
-    let rt = super::runtime()?;
-    let runner = SystemRunner::new(root.clone());
+    let session = super::Session::new(root.clone())?;
+    let rt = &session.rt;
     let mut printer = Printer::new("init", cluster.output, cluster.dry_run);
 
     // The base phase installs from a source when one is named.
@@ -46,13 +45,7 @@ pub fn run(args: InitArgs) -> anyhow::Result<ExitCode> {
     });
     let whole = matches!(selection, Selection::All { .. });
     let start = std::time::Instant::now();
-    let target = Target {
-        root: root.clone(),
-        runner: &runner,
-        rt: rt.handle().clone(),
-        dry_run: cluster.dry_run,
-        observer: &mut printer,
-    };
+    let target = session.target(cluster.dry_run, &mut printer);
     let mut init = Init::new(spec, base, target);
     let result = init.run(&selection);
     let join = init.join_command.take();
@@ -85,7 +78,7 @@ fn init_spec(args: &ClusterArgs) -> anyhow::Result<InitSpec> {
     cluster.pod_cidr = args.pod_cidr.clone();
     cluster.pod_network = args.pod_network.into();
     if let Some(registry) = &args.image_registry {
-        cluster.image_registry = registry.trim_end_matches('/').to_string();
+        cluster.image_registry = registry.as_str().to_string();
     }
     cluster.cert_dir = cert_dir;
     cluster.kubernetes_dir = kubernetes_dir;
@@ -93,7 +86,7 @@ fn init_spec(args: &ClusterArgs) -> anyhow::Result<InitSpec> {
     Ok(InitSpec {
         cluster,
         proxy_mode: args.proxy_mode,
-        flannel_image: args.flannel_image.clone(),
+        flannel_image: args.flannel_image.to_string(),
         timeout: std::time::Duration::from_secs(args.timeout),
     })
 }

@@ -14,6 +14,7 @@ pub fn run(args: KubeconfigArgs) -> anyhow::Result<ExitCode> {
     let (root, cert_dir) = root_and_dir(&args.dirs.root, &args.dirs.cert_dir, "--cert-dir")?;
     let (_, kubeconfig_dir) =
         root_and_dir(&args.dirs.root, &args.kubeconfig_dir, "--kubeconfig-dir")?;
+    let _lock = super::lock_node_unless(args.dry_run, &root)?;
     let report = kprov_pki::write_kubeconfigs(
         &root,
         &cert_dir,

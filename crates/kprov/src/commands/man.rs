@@ -1,7 +1,6 @@
 //! `kprov man`: manual pages (roff) from the clap definitions: the main
 //! page on stdout, or with `--dir` one page per command.
 
-use std::io::Write;
 use std::path::Path;
 use std::process::ExitCode;
 
@@ -36,9 +35,9 @@ fn page(cmd: clap::Command) -> clap_mangen::Man {
         .manual("kprov manual")
 }
 
-/// Writes the page of `cmd` and of each of its subcommands, each into a new
-/// file renamed over the old one (a symlink in the way is replaced, never
-/// followed). Returns how many were written.
+/// Writes the page of `cmd` and of each of its subcommands with kprov's
+/// atomic write (a new file renamed over the old one: a symlink in the way
+/// is replaced, never followed). Returns how many were written.
 fn write_pages(cmd: &clap::Command, dir: &Path) -> anyhow::Result<usize> {
     let mut written = 0;
     for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
@@ -46,15 +45,8 @@ fn write_pages(cmd: &clap::Command, dir: &Path) -> anyhow::Result<usize> {
     }
     let man = page(cmd.clone());
     let path = dir.join(man.get_filename());
-    let mut file = tempfile::NamedTempFile::new_in(dir)
-        .with_context(|| format!("creating a temporary file in {}", dir.display()))?;
-    man.render(&mut file)
-        .and_then(|()| file.flush())
-        .with_context(|| format!("writing {}", path.display()))?;
-    let file = file
-        .persist(&path)
-        .with_context(|| format!("renaming into place {}", path.display()))?;
-    file.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644))
-        .with_context(|| format!("setting the mode of {}", path.display()))?;
+    let mut roff = Vec::new();
+    man.render(&mut roff)?;
+    kprov_host::fs::write_file_atomic(&path, &roff, 0o644)?;
     Ok(written + 1)
 }

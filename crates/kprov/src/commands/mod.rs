@@ -39,6 +39,21 @@ pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .build()?)
 }
 
+/// Takes the node lock of `root` for a command that writes without a
+/// workflow (`kprov pki`, `kprov kubeconfig`); none for a dry run.
+pub fn lock_node_unless(
+    dry_run: bool,
+    root: &kprov_host::Root,
+) -> anyhow::Result<Option<kprov_host::NodeLock>> {
+    if dry_run {
+        return Ok(None);
+    }
+    let lock = kprov_host::NodeLock::acquire_for_command(root, &mut |message| {
+        eprintln!("kprov: {message}");
+    })?;
+    Ok(Some(lock))
+}
+
 /// Reads and parses the PEM file given with `--ca-cert`, if any.
 pub fn read_ca_cert(
     path: Option<&std::path::Path>,
@@ -52,4 +67,41 @@ pub fn read_ca_cert(
     let cert = kprov_core::CaCertificate::from_pem(&bytes)
         .with_context(|| format!("--ca-cert {}", path.display()))?;
     Ok(Some(cert))
+}
+
+/// What a command that changes a node runs with: the node's root and
+/// runner, and the command's one tokio runtime.
+pub struct Session {
+    /// The node's root.
+    pub root: kprov_host::Root,
+    /// Runs commands on the node.
+    pub runner: kprov_host::SystemRunner,
+    /// The command's runtime.
+    pub rt: tokio::runtime::Runtime,
+}
+
+impl Session {
+    /// A session on `root`.
+    pub fn new(root: kprov_host::Root) -> anyhow::Result<Self> {
+        Ok(Self {
+            runner: kprov_host::SystemRunner::new(root.clone()),
+            rt: runtime()?,
+            root,
+        })
+    }
+
+    /// The workflows' view of the node, reporting to `observer`.
+    pub fn target<'a>(
+        &'a self,
+        dry_run: bool,
+        observer: &'a mut dyn kprov_workflow::Observer,
+    ) -> kprov_workflow::Target<'a> {
+        kprov_workflow::Target {
+            root: self.root.clone(),
+            runner: &self.runner,
+            rt: self.rt.handle().clone(),
+            dry_run,
+            observer,
+        }
+    }
 }

@@ -69,6 +69,7 @@ fn run_create(args: PkiArgs) -> anyhow::Result<ExitCode> {
     let CertDirArgs { root, cert_dir } = &args.dirs;
     let spec = pki_spec(&args.node, &args.pki)?;
     let (root, cert_dir) = root_and_dir(root, cert_dir, "--cert-dir")?;
+    let _lock = super::lock_node_unless(args.dry_run, &root)?;
     let report = kprov_pki::write_certificates(
         &root,
         &cert_dir,

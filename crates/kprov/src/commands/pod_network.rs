@@ -3,26 +3,17 @@
 
 use std::process::ExitCode;
 
-use kprov_host::{Root, SystemRunner};
+use kprov_host::Root;
 use kprov_workflow::pod_network::Synced;
-use kprov_workflow::Target;
 
 use crate::cli::{OutputArg, PodNetworkSyncArgs};
 use crate::output::Printer;
 
 /// Runs one sync; what it did goes to stderr (the journal).
 pub fn sync(args: PodNetworkSyncArgs) -> anyhow::Result<ExitCode> {
-    let root = Root::live();
-    let rt = super::runtime()?;
-    let runner = SystemRunner::new(root.clone());
+    let session = super::Session::new(Root::live())?;
     let mut printer = Printer::new("pod-network sync", OutputArg::Text, args.dry_run);
-    let mut target = Target {
-        root,
-        runner: &runner,
-        rt: rt.handle().clone(),
-        dry_run: args.dry_run,
-        observer: &mut printer,
-    };
+    let mut target = session.target(args.dry_run, &mut printer);
     let synced = kprov_workflow::pod_network::sync(&mut target, &args.kubeconfig)?;
     let message = match synced {
         Synced::NotJoined => format!(

@@ -8,9 +8,9 @@ use kprov_artifacts::catalog::Bases;
 use kprov_artifacts::download::{DownloadSource, Downloader};
 use kprov_artifacts::{ArtifactSource, LocalDirSource, WithSelf};
 use kprov_core::{Arch, ContainerRuntime, NodeSpec};
-use kprov_host::{Root, SystemRunner};
+use kprov_host::Root;
 use kprov_workflow::join::{Join, JoinSpec};
-use kprov_workflow::{Selection, Target};
+use kprov_workflow::Selection;
 
 use crate::cli::{ArtifactSourceArgs, ProvisionArgs};
 use crate::output::Printer;
@@ -103,17 +103,11 @@ pub fn run(args: ProvisionArgs) -> anyhow::Result<ExitCode> {
     let phase = args.node.phase;
     let mut spec = node_spec(&args)?;
     let root = Root::new(&args.root).with_context(|| format!("--root {}", args.root.display()))?;
-    let rt = super::runtime()?;
-    let runner = SystemRunner::new(root.clone());
+    let session = super::Session::new(root.clone())?;
+    let rt = &session.rt;
     let mut printer = Printer::new("provision", args.output, args.dry_run);
     let result = (|| -> anyhow::Result<()> {
-        let mut target = Target {
-            root: root.clone(),
-            runner: &runner,
-            rt: rt.handle().clone(),
-            dry_run: args.dry_run,
-            observer: &mut printer,
-        };
+        let mut target = session.target(args.dry_run, &mut printer);
         if phase.includes_base() {
             let os = kprov_provision::facts::detect_os(&root)?;
             let source = ArtifactSourceArgs {

@@ -3,8 +3,7 @@
 use std::process::ExitCode;
 
 use anyhow::Context;
-use kprov_host::{Root, SystemRunner};
-use kprov_workflow::Target;
+use kprov_host::Root;
 
 use crate::cli::ResetArgs;
 use crate::output::Printer;
@@ -12,17 +11,9 @@ use crate::output::Printer;
 /// Runs `kprov reset`.
 pub fn run(args: ResetArgs) -> anyhow::Result<ExitCode> {
     let root = Root::new(&args.root).with_context(|| format!("--root {}", args.root.display()))?;
-    let rt = super::runtime()?;
-    let runner = SystemRunner::new(root.clone());
+    let session = super::Session::new(root)?;
     let mut printer = Printer::new("reset", args.output, args.dry_run);
-    let mut target = Target {
-        root,
-        runner: &runner,
-        rt: rt.handle().clone(),
-        dry_run: args.dry_run,
-        observer: &mut printer,
-    };
-    let result = kprov_workflow::reset::run(&mut target);
+    let result = kprov_workflow::reset::run(&mut session.target(args.dry_run, &mut printer));
     printer.finish()?;
     result?;
     Ok(ExitCode::SUCCESS)

@@ -3,7 +3,6 @@
 //! file. The token never reaches stderr.
 
 use std::io::Write as _;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 use std::process::ExitCode;
 
@@ -122,32 +121,12 @@ fn boot_spec(args: &UserdataArgs) -> anyhow::Result<BootSpec> {
     Ok(spec)
 }
 
-/// Writes `bytes` to `path` with mode 0600 from the first byte on:
-/// a temporary file in the same directory, fsynced, renamed over `path`.
+/// Writes `bytes` to `path` with mode 0600 from the first byte on, with
+/// kprov-host's atomic write (a fresh temporary file next to `path`,
+/// fsynced, renamed over it).
 fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    let name = path
-        .file_name()
-        .with_context(|| format!("--output {}: not a file name", path.display()))?;
-    let mut temp_name = std::ffi::OsString::from(".");
-    temp_name.push(name);
-    temp_name.push(".kprov-tmp");
-    let temp = path.with_file_name(temp_name);
-    let result = (|| -> std::io::Result<()> {
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&temp)?;
-        file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
-        file.write_all(bytes)?;
-        file.sync_all()?;
-        std::fs::rename(&temp, path)
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&temp);
-    }
-    result.with_context(|| format!("--output {}: cannot write", path.display()))
+    kprov_host::fs::write_file_atomic(path, bytes, 0o600)
+        .with_context(|| format!("--output {}: cannot write", path.display()))
 }
 
 /// Runs `kprov userdata`.

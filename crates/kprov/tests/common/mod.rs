@@ -361,6 +361,10 @@ pub enum Entry {
 pub fn snapshot(dir: &Path) -> BTreeMap<String, Entry> {
     let mut out = BTreeMap::new();
     walk(dir, dir, &mut out);
+    // The engine's cache of large files' sums is keyed by inode: two
+    // roots provisioned alike hold different ones, and a run may refresh
+    // it without changing the node.
+    out.remove("var/lib/kprov/file-sums");
     out
 }
 
@@ -411,6 +415,31 @@ fn walk(base: &Path, dir: &Path, out: &mut BTreeMap<String, Entry>) {
         };
         out.insert(rel, entry);
     }
+}
+
+/// `snapshot` without the node lock a run takes before it changes
+/// anything (an empty file, /var/lib/kprov/node.lock) and the directories
+/// made only for it: what a run that failed before its first change may
+/// leave.
+pub fn without_node_lock(mut snapshot: BTreeMap<String, Entry>) -> BTreeMap<String, Entry> {
+    if let Some(Entry::File { content, .. }) = snapshot.get("var/lib/kprov/node.lock") {
+        // Hard-linked copies of a root share the lock file (its contents
+        // show as its inode).
+        let empty = format!("sha256 {}", hex::encode(Sha256::digest(b"")));
+        assert!(
+            *content == empty || content.starts_with("inode "),
+            "the node lock has contents: {content}"
+        );
+        snapshot.remove("var/lib/kprov/node.lock");
+        for dir in ["var/lib/kprov", "var/lib", "var"] {
+            let prefix = format!("{dir}/");
+            if snapshot.keys().any(|k| k.starts_with(&prefix)) {
+                break;
+            }
+            snapshot.remove(dir);
+        }
+    }
+    snapshot
 }
 
 /// Describes the differences between two snapshots (empty when equal).
