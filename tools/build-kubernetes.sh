@@ -37,11 +37,11 @@ if ! compgen -G "kubernetes-*/" >/dev/null; then
         apt-get update -qq >&2 || true
     fi
     apt-get source --download-only kubernetes >&2
-    dsc=$(ls kubernetes_*.dsc | head -n1)
-    dpkg-source --no-check -x "$dsc" >&2
+    dscs=(kubernetes_*.dsc)
+    dpkg-source --no-check -x "${dscs[0]}" >&2
 fi
-tree=$(ls -d kubernetes-*/ | head -n1)
-cd "$tree"
+trees=(kubernetes-*/)
+cd "${trees[0]}"
 # The vendored modern-go/reflect2 v1.0.1 walks Go maps through runtime
 # internals that changed in Go 1.18: built with Go 1.19, the API server
 # dies with "fatal error: fault" in mapiternext when it encodes a map
@@ -67,14 +67,14 @@ export KUBE_GIT_VERSION=$version KUBE_GIT_TREE_STATE=clean
 for t in "${targets[@]}"; do
     if [[ -x _output/bin/$t ]]; then continue; fi
     log "building $t"
-    make WHAT=cmd/$t >&2
+    make "WHAT=cmd/$t" >&2
 done
 
 tmp="$out.tmp"
 rm -rf "$tmp"
 mkdir -p "$tmp/bin"
 for t in "${targets[@]}"; do cp "_output/bin/$t" "$tmp/bin/"; done
-(cd "$tmp/bin" && sha256sum * > ../SHA256SUMS)
+(cd "$tmp/bin" && sha256sum -- * > ../SHA256SUMS)
 echo "$revision" > "$tmp/.complete"
 rm -rf "$out"
 mv "$tmp" "$out"

@@ -36,7 +36,9 @@ mkdir -p "$cache/roots"
 mirror=$(awk '/^URIs:/ {print $2; exit}' /etc/apt/sources.list.d/debian.sources 2>/dev/null || true)
 mirror=${mirror:-http://deb.debian.org/debian}
 echo "debian-root: building $suite/$variant from $mirror" >&2
-# A swap line lets the tests see that provisioning comments it out.
+# A swap line lets the tests see that provisioning comments it out. The
+# hooks are run by mmdebstrap's shell, which expands "$1" (the root).
+# shellcheck disable=SC2016
 mmdebstrap --variant=minbase --include="$include" \
     --customize-hook='echo "/swapfile none swap sw 0 0" >> "$1/etc/fstab"' \
     --customize-hook='echo kprov-node > "$1/etc/hostname"' \

@@ -25,7 +25,8 @@ tools/install-deps.sh build root
 tarball=$(tools/debian-root.sh)
 artifacts=$(tools/artifacts-dir.sh)
 cargo build --release --locked -p kprov
-kprov=$PWD/target/release/kprov
+# The static binary (.cargo/config.toml names the target).
+kprov=${CARGO_TARGET_DIR:-$PWD/target}/x86_64-unknown-linux-gnu/release/kprov
 
 demo=${KPROV_DEMO_DIR:-/var/tmp/kprov-demo}
 root=$demo/root
@@ -44,7 +45,8 @@ say "the node's resulting state"
 printf 'kubelet:     %s\n' "$(in_root kubelet --version)"
 printf 'kubectl:     %s\n' "$(in_root kubectl version --client --short 2>/dev/null)"
 printf 'containerd:  %s\n' "$(in_root containerd --version)"
-printf 'CNI plugins: %s\n' "$(ls "$root/opt/cni/bin" | tr '\n' ' ')"
+plugins=("$root"/opt/cni/bin/*)
+printf 'CNI plugins: %s\n' "${plugins[*]##*/}"
 printf 'units:       kubelet %s, containerd %s, kprov-healthcheck.timer %s\n' \
     "$(in_root systemctl is-enabled kubelet)" "$(in_root systemctl is-enabled containerd)" \
     "$(in_root systemctl is-enabled kprov-healthcheck.timer)"

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs, idempotently, the Debian packages a development task needs.
-# Usage: tools/install-deps.sh build|test|demo ...
+# Usage: tools/install-deps.sh fast|build|root|test|vm|images ...
 set -euo pipefail
 
 want=()
@@ -8,20 +8,25 @@ for set in "$@"; do
     case "$set" in
     build) want+=(golang-1.19-go golang-github-modern-go-reflect2-dev rsync jq dpkg-dev make) ;;
     root) want+=(mmdebstrap) ;;
+    # tools/test.sh --fast: the shellcheck gate; zsh and fish parse the
+    # completion scripts, groff reads the manual pages.
+    fast) want+=(shellcheck zsh fish groff-base) ;;
     # For setup.sh: shellcheck; curl, wget and python3 (a loopback HTTP
     # server) for the setup.sh runs.
     # busybox-static (udhcpc, and the netboot test initrd), tftp-hpa,
     # ipxe (undionly.kpxe, ipxe.efi) for the netboot tests.
     # tftpd-hpa, nginx-light and kea-admin (perfdhcp) are the peers of the
     # netboot benchmarks; their services are not started (see below).
-    test) want+=(systemd-container util-linux shellcheck curl wget python3 busybox-static tftp-hpa ipxe tftpd-hpa nginx-light kea-admin etcd-server openssl) ;;
+    # The static binary test: file, strace (no NSS file opened) and
+    # dnsmasq (a DNS server on loopback).
+    test) want+=(systemd-container util-linux shellcheck curl wget python3 busybox-static tftp-hpa ipxe tftpd-hpa nginx-light kea-admin etcd-server openssl zsh fish groff-base file strace dnsmasq-base) ;;
     # ipxe-qemu: the iPXE ROMs of qemu's NICs (the netboot VM test boots from it).
     vm) want+=(qemu-system-x86 ipxe-qemu e2fsprogs dnsmasq-base openssh-client binutils) ;;
     # tools/build-images.sh: the pause program (gcc, static libc), etcd and
     # busybox from Debian, python3 writes the OCI layout; the image tests
     # run a registry, push with skopeo and make an htpasswd file.
     images) want+=(gcc libc6-dev binutils python3 etcd-server etcd-client busybox-static docker-registry skopeo apache2-utils) ;;
-    *) echo "install-deps: unknown set '$set' (expected build, root, test, vm or images)" >&2; exit 2 ;;
+    *) echo "install-deps: unknown set '$set' (expected fast, build, root, test, vm or images)" >&2; exit 2 ;;
     esac
 done
 
@@ -46,6 +51,7 @@ fi
 policy=/usr/sbin/policy-rc.d
 own_policy=0
 if [[ ! -e $policy ]]; then
+    # shellcheck disable=SC2016 # "$1" belongs to the policy script
     printf '#!/bin/sh\ncase "$1" in tftpd-hpa|nginx) exit 101 ;; esac\nexit 0\n' > "$policy"
     chmod 755 "$policy"
     own_policy=1

@@ -1,13 +1,35 @@
 #!/usr/bin/env bash
-# Runs the whole test suite, as CI does: formatting and lint gates, unit and
-# golden tests, CLI tests, and the tests that need root, a real Debian root,
-# the Kubernetes v1.20.2 build and systemd-nspawn; then the benchmarks,
-# which print figures. Installs what it needs (idempotently) first.
+# Runs the test suite.
+#
+#   tools/test.sh          everything, as CI does: the gates (cargo fmt
+#                          --check, cargo clippy -D warnings, shellcheck),
+#                          unit and golden tests, CLI tests, and the tests
+#                          that need a real Debian root, the Kubernetes
+#                          v1.20.2 build, systemd-nspawn and qemu VMs (the
+#                          #[ignore]d ones, about an hour); then the
+#                          benchmarks, which print figures. VM and nspawn
+#                          tests run the static release binary.
+#   tools/test.sh --fast   the gates and the tests that need neither a real
+#                          root nor VMs (unit, golden, CLI tests), in
+#                          minutes; no #[ignore]d test runs.
+#
+# Installs what it needs (idempotently) first: --fast only shellcheck and
+# the shells and groff the completion and manual tests use.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+fast=0
+case "${1:-}" in
+"") ;;
+--fast) fast=1 ;;
+*)
+    echo "usage: tools/test.sh [--fast]" >&2
+    exit 2
+    ;;
+esac
+
 if [[ $EUID -ne 0 ]]; then
-    echo "tools/test.sh: run as root: the tests build roots, chroot into them and boot containers" >&2
+    echo "tools/test.sh: run as root: the CLI tests write root-owned files into synthetic roots, and the full suite builds roots, chroots into them and boots containers and VMs" >&2
     exit 2
 fi
 export PATH="$HOME/.cargo/bin:$PATH"
@@ -15,26 +37,41 @@ export PATH="$HOME/.cargo/bin:$PATH"
 step() { printf '\n== %s\n' "$*" >&2; }
 
 step "dependencies"
-tools/install-deps.sh build root test vm images
-tools/build-kubernetes.sh >/dev/null
-tools/build-images.sh >/dev/null
-tools/debian-root.sh node >/dev/null
-tools/debian-root.sh vm >/dev/null
-tools/debian-root.sh cloud >/dev/null
-tools/artifacts-dir.sh >/dev/null
+if [[ $fast -eq 1 ]]; then
+    tools/install-deps.sh fast
+else
+    tools/install-deps.sh build root test vm images
+    tools/build-kubernetes.sh >/dev/null
+    tools/build-images.sh >/dev/null
+    tools/debian-root.sh node >/dev/null
+    tools/debian-root.sh vm >/dev/null
+    tools/debian-root.sh cloud >/dev/null
+    tools/artifacts-dir.sh >/dev/null
+fi
 
-step "gates: cargo fmt --check, cargo clippy -D warnings"
+step "gates: cargo fmt --check, cargo clippy -D warnings, shellcheck"
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
+shellcheck tools/*.sh .ci/run
+
+if [[ $fast -eq 1 ]]; then
+    step "unit, golden and CLI tests (no #[ignore]d ones)"
+    cargo test --workspace --locked
+    exit 0
+fi
+
+step "the static release binary"
+# .cargo/config.toml builds for the gnu target with +crt-static; every VM
+# and nspawn test runs this binary, and the benchmarks measure it.
+cargo build --release --locked -p kprov
+export KPROV_RELEASE_BIN KPROV_BENCH_LOG
+KPROV_RELEASE_BIN=${CARGO_TARGET_DIR:-$PWD/target}/x86_64-unknown-linux-gnu/release/kprov
+file "$KPROV_RELEASE_BIN" >&2
 
 step "tests (including the ones that need root)"
-# Tests that measure something as they go append BENCH lines here; the
-# ones that time kprov (benchmarks, and the VM tests that compare it with
-# kubeadm) use the release build.
-export KPROV_BENCH_LOG KPROV_BENCH_BIN="$PWD/target/release/kprov"
+# Tests that measure something as they go append BENCH lines here.
 KPROV_BENCH_LOG=$(mktemp /tmp/kprov-bench.XXXXXX)
 trap 'rm -f "$KPROV_BENCH_LOG"' EXIT
-cargo build --release --locked -p kprov
 cargo test --workspace --locked -- --include-ignored --skip benchmark_
 
 step "benchmarks (figures, not pass/fail on time)"

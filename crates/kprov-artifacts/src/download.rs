@@ -98,6 +98,9 @@ impl Downloader {
     pub fn new(cache: impl Into<PathBuf>) -> Result<Self, DownloadError> {
         let client = reqwest::Client::builder()
             .user_agent(concat!("kprov/", env!("CARGO_PKG_VERSION")))
+            // Names resolved in Rust (/etc/hosts, /etc/resolv.conf): kprov
+            // is a static binary, glibc's NSS is not there to load.
+            .dns_resolver(Arc::new(kprov_resolve::System::default()))
             .connect_timeout(Duration::from_secs(10))
             .read_timeout(Duration::from_secs(30))
             .build()
@@ -340,8 +343,20 @@ enum Attempt {
 }
 
 impl Attempt {
-    fn retry(e: impl std::fmt::Display) -> Self {
-        Self::Retry(e.to_string())
+    /// reqwest's own message ("error sending request for url ...") leaves
+    /// the cause (a refused connection, a name that does not resolve) to
+    /// its sources: they are added, each once.
+    fn retry(e: impl std::error::Error) -> Self {
+        let mut text = e.to_string();
+        let mut source = e.source();
+        while let Some(cause) = source {
+            let cause_text = cause.to_string();
+            if !text.contains(&cause_text) {
+                text = format!("{text}: {cause_text}");
+            }
+            source = cause.source();
+        }
+        Self::Retry(text)
     }
 }
 

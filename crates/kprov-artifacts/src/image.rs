@@ -192,6 +192,10 @@ impl ImagePuller {
             (Some(m), true) => ClientProtocol::HttpsExcept(vec![m.clone()]),
             (None, true) => ClientProtocol::Http,
         };
+        // oci-client builds its own reqwest client: the workspace's
+        // reqwest `hickory-dns` feature makes it resolve names in Rust
+        // (/etc/hosts, then /etc/resolv.conf, which it requires), never
+        // through glibc's NSS.
         let client = Client::new(ClientConfig {
             protocol,
             connect_timeout: Some(Duration::from_secs(10)),

@@ -172,6 +172,8 @@ fn an_unreachable_server_is_retried_then_reported() {
         err.starts_with("GET http://127.0.0.1:9/kubelet: ") && err.ends_with("(after 4 attempts)"),
         "{err}"
     );
+    // The cause, not only reqwest's "error sending request".
+    assert!(err.contains("Connection refused"), "{err}");
 }
 
 /// A mirror with upstream's layout for v1.20.2/amd64, holding generated

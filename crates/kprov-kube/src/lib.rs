@@ -98,7 +98,22 @@ pub async fn client(kubeconfig: &Path) -> Result<Client, ApiError> {
     let config = Config::from_custom_kubeconfig(config, &KubeConfigOptions::default())
         .await
         .map_err(|e| err(e.to_string()))?;
-    Client::try_from(config).map_err(|e| err(e.to_string()))
+    connect(config).await.map_err(err)
+}
+
+/// A client for `config`. kube's connector would resolve a host name with
+/// getaddrinfo, that is glibc's NSS, which the static kprov binary cannot
+/// load: a name is resolved here (kprov-resolve: /etc/hosts, then DNS) and
+/// the client connects to the address, verifying TLS against the name.
+async fn connect(mut config: Config) -> Result<Client, String> {
+    let pinned = kprov_resolve::pin_host(&kprov_resolve::System::default(), &config.cluster_url)
+        .await
+        .map_err(|e| e.to_string())?;
+    if let Some((url, name)) = pinned {
+        config.cluster_url = url;
+        config.tls_server_name.get_or_insert(name);
+    }
+    Client::try_from(config).map_err(|e| e.to_string())
 }
 
 /// The node a kubelet's kubeconfig authenticates as: the
@@ -439,7 +454,7 @@ pub async fn find_token(
 /// A client for `server` with no credentials and no server verification,
 /// for the one read whose answer is verified by its signature instead
 /// (cluster-info), or with `ca_pem` trusted and `token` as credentials.
-fn join_client(
+async fn join_client(
     server: &str,
     trust: Option<(&[u8], &str)>,
 ) -> Result<Client, kprov_controlplane::discovery::Probe> {
@@ -461,7 +476,7 @@ fn join_client(
             config.auth_info.token = Some(token.to_string().into());
         }
     }
-    Client::try_from(config).map_err(|e| Probe::Unreachable(e.to_string()))
+    connect(config).await.map_err(Probe::Unreachable)
 }
 
 /// The DER bodies of the PEM certificates in `pem`.
@@ -519,7 +534,7 @@ fn classify(e: &kube::Error) -> kprov_controlplane::discovery::Probe {
 pub async fn discover_cluster_info(
     server: &str,
 ) -> Result<BTreeMap<String, String>, kprov_controlplane::discovery::Probe> {
-    let client = join_client(server, None)?;
+    let client = join_client(server, None).await?;
     let maps: Api<ConfigMap> = Api::namespaced(client, CLUSTER_INFO_NAMESPACE);
     match maps.get(CLUSTER_INFO).await {
         Ok(cm) => Ok(cm.data.unwrap_or_default()),
@@ -540,7 +555,7 @@ pub async fn probe_token(
     ca_pem: &[u8],
     token: &str,
 ) -> kprov_controlplane::discovery::Probe {
-    let client = match join_client(server, Some((ca_pem, token))) {
+    let client = match join_client(server, Some((ca_pem, token))).await {
         Ok(c) => c,
         Err(p) => return p,
     };
@@ -559,7 +574,7 @@ pub async fn list_csrs(
     token: &str,
 ) -> Result<Vec<(String, String, bool)>, kprov_controlplane::discovery::Probe> {
     use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
-    let client = join_client(server, Some((ca_pem, token)))?;
+    let client = join_client(server, Some((ca_pem, token))).await?;
     let api: Api<CertificateSigningRequest> = Api::all(client);
     let list = api
         .list(&ListParams::default())

@@ -19,6 +19,7 @@ pub use crate::config_file::FromConfig;
 #[command(
     name = "kprov",
     version,
+    long_version = crate::commands::version::LONG_VERSION,
     propagate_version = true,
     args_override_self = true
 )]
@@ -147,6 +148,66 @@ pub enum Command {
     /// driven by Machine resources.
     #[command(subcommand)]
     Netboot(NetbootCommand),
+
+    /// Show kprov's version, the git commit it was built from and the
+    /// Kubernetes releases it supports.
+    ///
+    /// Example: kprov version --output json
+    Version(VersionArgs),
+
+    /// Print a shell completion script on stdout.
+    ///
+    /// Example (bash): kprov completions bash > /etc/bash_completion.d/kprov
+    ///
+    /// Example (zsh): kprov completions zsh > "${fpath[1]}/_kprov"
+    ///
+    /// Example (fish): kprov completions fish > ~/.config/fish/completions/kprov.fish
+    Completions(CompletionsArgs),
+
+    /// Print kprov's manual page (roff) on stdout, or write one page per
+    /// command into a directory.
+    ///
+    /// Example: kprov man | man -l -
+    ///
+    /// Example: kprov man --dir /usr/local/share/man/man1
+    Man(ManArgs),
+}
+
+/// Flags of `kprov version`.
+#[derive(Debug, Args)]
+pub struct VersionArgs {
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = OutputArg::Text)]
+    pub output: OutputArg,
+}
+
+/// Flags of `kprov completions`.
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell to complete kprov's commands and flags in.
+    #[arg(value_enum)]
+    pub shell: ShellArg,
+}
+
+/// Shells `kprov completions` writes scripts for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ShellArg {
+    /// Bash (3.2 and later).
+    Bash,
+    /// Zsh.
+    Zsh,
+    /// fish.
+    Fish,
+}
+
+/// Flags of `kprov man`.
+#[derive(Debug, Args)]
+pub struct ManArgs {
+    /// Write kprov.1 and one page per command (kprov-provision.1,
+    /// kprov-bundle-create.1, ...) into this directory instead of printing
+    /// the main page.
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
 }
 
 /// `kprov netboot` subcommands.

@@ -59,16 +59,13 @@ struct Site {
     kprov_sha256: String,
 }
 
-/// The web root: kprov (stripped, to keep the TCG download short), the
+/// The web root: kprov (the static release binary, as shipped), the
 /// mirror, and one NoCloud directory per VM.
 fn site(dir: &Path) -> Site {
     let site = dir.join("site");
     build_mirror(&site.join("mirror"));
     let kprov_bin = site.join("kprov");
-    sh(Command::new("objcopy")
-        .arg("--strip-debug")
-        .arg(common::kprov_bin())
-        .arg(&kprov_bin));
+    std::fs::copy(common::kprov_release_bin(), &kprov_bin).unwrap();
     Site {
         kprov_sha256: sha256_hex(&kprov_bin),
         dir: site,

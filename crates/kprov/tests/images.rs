@@ -93,7 +93,8 @@ fn control_plane_images_from_a_registry_mirror_end_up_in_a_prebaked_roots_contai
     // boot by kprov-images.service, since no containerd runs while prebaking.
     let root = dir.path().join("root");
     copy_tree(root_with_packages(), &root);
-    let run = common::kprov_offline(&[
+    // The release binary: the base phase installs it, and the root boots.
+    let run = common::kprov_release_offline(&[
         "provision",
         "--phase",
         "base",
@@ -126,7 +127,8 @@ fn control_plane_images_from_a_registry_mirror_end_up_in_a_prebaked_roots_contai
         .join("etc/systemd/system/multi-user.target.wants/kprov-images.service")
         .symlink_metadata()
         .is_ok());
-    let again = common::kprov_offline(&[
+    common::assert_release_binary_installed(&root);
+    let again = common::kprov_release_offline(&[
         "provision",
         "--phase",
         "base",

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use common::vm::{boot, make_disk, marked};
 use common::{
-    artifacts_dir, base_args, copy_tree, debian_vm_root_tarball, extract, kprov, kprov_bin,
+    artifacts_dir, base_args, copy_tree, debian_vm_root_tarball, extract, kprov, kprov_release_bin,
     scratch, sh,
 };
 
@@ -65,12 +65,12 @@ fn a_live_host_gets_modules_sysctls_and_swap_off_now_and_after_reboot() {
     );
     assert_eq!(run.code, Some(86), "{}", run.stderr);
 
-    // What the VM runs: kprov under test, the artifacts, a real swap file
+    // What the VM runs: kprov under test (the static release binary), the artifacts, a real swap file
     // (random data: mkfs.ext4 -d would turn zeros into holes, and swapon
     // refuses files with holes), and the test script as a unit.
     let t = root.join("var/lib/kprov-test");
     std::fs::create_dir_all(&t).unwrap();
-    std::fs::copy(kprov_bin(), t.join("kprov")).unwrap();
+    std::fs::copy(kprov_release_bin(), t.join("kprov")).unwrap();
     copy_tree(artifacts_dir(), &t.join("artifacts"));
     let swapfile = root.join("swapfile");
     sh(Command::new("dd")

@@ -163,7 +163,7 @@ fn a_diskless_vm_pxe_boots_from_kprov_and_fetches_its_user_data_and_an_unknown_o
     let log = d.join("server.log");
     let config = d.join("netboot.yaml");
     let server = ns.spawn_logged(
-        &common::kprov_bin(),
+        common::kprov_release_bin(),
         &["netboot", "serve", "--config", config.to_str().unwrap()],
         &log,
     );

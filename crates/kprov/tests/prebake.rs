@@ -28,9 +28,19 @@ fn chroot(root: &Path, args: &[&str]) -> String {
 }
 
 fn prebake(root: &Path) -> common::Run {
+    prebake_with(kprov, root)
+}
+
+/// A way to run kprov: `common::kprov` (the build under test) or
+/// `common::kprov_release` (the static release binary).
+type KprovRun = fn(&[&str], &[(&str, &str)]) -> common::Run;
+
+/// Prebakes with `run` (the debug build, or the release build for a root
+/// that boots: the base phase installs the binary that runs it).
+fn prebake_with(run: KprovRun, root: &Path) -> common::Run {
     let mut args = base_args(root.to_str().unwrap(), artifacts_dir().to_str().unwrap());
     args.extend(["--output", "json"]);
-    let run = kprov(&args, &[]);
+    let run = run(&args, &[]);
     assert!(run.ok(), "kprov failed:\n{}", run.stderr);
     run
 }
@@ -265,7 +275,8 @@ fn the_prebaked_root_boots_with_containerd_and_the_health_checks_restart_it() {
     let dir = scratch("nspawn-");
     let root = dir.path().join("root");
     copy_tree(root_with_packages(), &root);
-    prebake(&root);
+    prebake_with(common::kprov_release, &root);
+    common::assert_release_binary_installed(&root);
 
     // A probe unit reports, on the console, what is active once the system
     // is up, runs one health check round, and powers the container off.

@@ -2,9 +2,11 @@
 //! format the results.
 
 pub mod bundle;
+pub mod completions;
 pub mod health_check;
 pub mod init;
 pub mod kubeconfig;
+pub mod man;
 pub mod netboot;
 pub mod os;
 pub mod pki;
@@ -13,6 +15,20 @@ pub mod provision;
 pub mod reset;
 pub mod token;
 pub mod userdata;
+pub mod version;
+
+/// Writes `bytes` to stdout. A closed pipe (`kprov man | head`) ends the
+/// output quietly, as for any filter.
+pub fn write_stdout(bytes: &[u8]) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(bytes).and_then(|()| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(anyhow::Error::new(e).context("writing to stdout"))
+        }
+        _ => Ok(()),
+    }
+}
 
 /// The command's one tokio runtime (for the commands that talk to
 /// servers); library code blocks on its handle.

@@ -12,9 +12,7 @@ use super::controlplane::{run_in, text, wait_for};
 use super::netns::Netns;
 use super::registry::bundle;
 use super::vm::{install_boot_script, make_disk, VmDisk};
-use super::{
-    debian_cloud_root_tarball, extract, kprov_bin, kprov_bin_for_benchmarks, kubernetes_bin, sh,
-};
+use super::{debian_cloud_root_tarball, extract, kprov_bin, kprov_release_bin, kubernetes_bin, sh};
 
 /// The workload image the harness builds from Debian's busybox-static.
 pub const BUSYBOX: &str = "docker.io/library/busybox:1.35.0";
@@ -159,11 +157,11 @@ pub fn worker_disk(dir: &Path, script: Option<(&str, &str)>) -> VmDisk {
     vm
 }
 
-/// The base phase into `root` from `bundle`, by the kprov that is
-/// measured (which installs itself into the root); `what` names the node
-/// in a failure.
+/// The base phase into `root` from `bundle`, by the static release binary
+/// (which installs itself into the root, so the VM runs it); `what` names
+/// the node in a failure.
 pub fn prebake(root: &Path, bundle: &Path, what: &str) {
-    let out = Command::new(kprov_bin_for_benchmarks())
+    let out = Command::new(kprov_release_bin())
         .args(["provision", "--phase", "base", "--root"])
         .arg(root)
         .args([
@@ -177,6 +175,7 @@ pub fn prebake(root: &Path, bundle: &Path, what: &str) {
         .output()
         .unwrap();
     assert!(out.status.success(), "prebaking the {what}: {}", text(&out));
+    super::assert_release_binary_installed(root);
 }
 
 /// Writes the NoCloud directory `site/name/`: meta-data with `name` as
@@ -209,7 +208,7 @@ pub fn kprov_user_data(join: &JoinCommand, hostname: &str, dir: &Path) -> String
         .arg(key.with_extension("pub"))
         .args(["--provision-source", "file:///usr/local/bin/kprov"])
         .arg("--provision-binary")
-        .arg(kprov_bin_for_benchmarks())
+        .arg(kprov_release_bin())
         .args(["--phase", "join", "--kubelet-version", "v1.20.2"])
         .args(["--api-server", &join.api_server])
         .args(["--discovery-token-ca-cert-hash", &join.ca_hash])

@@ -191,17 +191,41 @@ pub fn kubernetes_bin() -> &'static Path {
     P.get_or_init(|| dev_script("build-kubernetes.sh", &[]))
 }
 
-/// The kprov binary to measure: the release build tools/test.sh names in
-/// KPROV_BENCH_BIN, else the debug build (for runs by hand).
+/// The kprov binary benchmarks measure: the static release binary.
 pub fn kprov_bin_for_benchmarks() -> PathBuf {
-    std::env::var_os("KPROV_BENCH_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(kprov_bin)
+    kprov_release_bin().to_path_buf()
 }
 
-/// The kprov binary under test.
+/// The kprov binary under test (the build `cargo test` made: a debug
+/// build, static like every build, see .cargo/config.toml).
 pub fn kprov_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_kprov"))
+}
+
+/// The static release binary, as shipped (`cargo build --release`): every
+/// VM and nspawn test runs it, benchmarks measure it. KPROV_RELEASE_BIN
+/// names it (tools/test.sh builds it first); otherwise this test process
+/// builds it once with cargo (a no-op when it is up to date).
+pub fn kprov_release_bin() -> &'static Path {
+    static P: OnceLock<PathBuf> = OnceLock::new();
+    P.get_or_init(|| {
+        if let Some(given) = std::env::var_os("KPROV_RELEASE_BIN") {
+            return PathBuf::from(given);
+        }
+        // target/<triple>/debug/kprov -> target/<triple>/release/kprov
+        let bin = Path::new(env!("CARGO_BIN_EXE_kprov"));
+        let release = bin
+            .parent()
+            .and_then(Path::parent)
+            .unwrap()
+            .join("release/kprov");
+        if release != bin {
+            sh(Command::new(env!("CARGO"))
+                .args(["build", "--release", "--locked", "-p", "kprov"])
+                .current_dir(repo_root()));
+        }
+        release
+    })
 }
 
 /// A finished kprov run.
@@ -235,7 +259,17 @@ impl Run {
 
 /// Runs kprov with `args` and extra environment variables.
 pub fn kprov(args: &[&str], env: &[(&str, &str)]) -> Run {
-    let mut cmd = Command::new(kprov_bin());
+    run_kprov(&kprov_bin(), args, env)
+}
+
+/// [`kprov`] with the static release binary, for runs whose result boots
+/// in a VM or a container (the base phase installs the running binary).
+pub fn kprov_release(args: &[&str], env: &[(&str, &str)]) -> Run {
+    run_kprov(kprov_release_bin(), args, env)
+}
+
+fn run_kprov(bin: &Path, args: &[&str], env: &[(&str, &str)]) -> Run {
+    let mut cmd = Command::new(bin);
     cmd.args(args)
         .env_remove("KPROV_TOKEN")
         .env_remove("KPROV_FAILPOINTS");
@@ -248,13 +282,35 @@ pub fn kprov(args: &[&str], env: &[(&str, &str)]) -> Run {
 /// Runs kprov in a new network namespace with no interfaces, not even
 /// loopback up, so any connection attempt fails.
 pub fn kprov_offline(args: &[&str]) -> Run {
+    run_offline(&kprov_bin(), args)
+}
+
+/// [`kprov_offline`] with the static release binary.
+pub fn kprov_release_offline(args: &[&str]) -> Run {
+    run_offline(kprov_release_bin(), args)
+}
+
+fn run_offline(bin: &Path, args: &[&str]) -> Run {
     let out = Command::new("unshare")
         .arg("--net")
-        .arg(kprov_bin())
+        .arg(bin)
         .args(args)
         .output()
         .unwrap();
     Run::from(out)
+}
+
+/// Asserts that the kprov installed in `root` is the static release
+/// binary: what a VM or container test boots is what ships.
+pub fn assert_release_binary_installed(root: &Path) {
+    let installed = root.join("usr/local/bin/kprov");
+    assert_eq!(
+        sha256_hex(&installed),
+        sha256_hex(kprov_release_bin()),
+        "{} is not the static release binary {}",
+        installed.display(),
+        kprov_release_bin().display()
+    );
 }
 
 /// The arguments of a base-phase prebake of `root` from `artifacts`.
