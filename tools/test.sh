@@ -73,7 +73,7 @@ step "tests (including the ones that need root)"
 # Tests that measure something as they go append BENCH lines here.
 KPROV_BENCH_LOG=$(mktemp /tmp/kprov-bench.XXXXXX)
 trap 'rm -f "$KPROV_BENCH_LOG"' EXIT
-cargo test --workspace --locked -- --include-ignored --skip benchmark_
+cargo test --workspace --locked --no-fail-fast -- --include-ignored --skip benchmark_
 
 step "benchmarks (figures, not pass/fail on time)"
 cargo test --locked -p kprov -- --ignored --nocapture --test-threads 1 benchmark_ 2>&1 |

@@ -9,6 +9,7 @@
 //! object is listed as it would be created, with the reason it could not
 //! be checked.
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kprov_controlplane::objects::{ApiObject, ApiPlan};
 use kprov_plan::{Outcome, Report, ResourceReport};
 use kube::api::{Api, Patch, PatchParams};
@@ -106,28 +107,44 @@ where
             .patch(&name, &params, &Patch::Apply(object))
             .await
             .map_err(|e| ("dry-run applying", e))?;
+        if kprov_entry(before.meta()) == kprov_entry(after.meta()) {
+            return Ok((Outcome::Unchanged, None));
+        }
         let differs = changed_fields(&before, &after);
-        return Ok(if differs.is_empty() {
-            (Outcome::Unchanged, None)
-        } else {
-            (
-                Outcome::Changed,
-                Some(format!("{} differ", differs.join(", "))),
-            )
-        });
+        return Ok((
+            Outcome::Changed,
+            Some(format!("{} differ", differs.join(", "))),
+        ));
     }
     let after = api
         .patch(&name, &params, &Patch::Apply(object))
         .await
         .map_err(|e| ("applying", e))?;
-    let before_version = before.and_then(|o| o.meta().resource_version.clone());
-    Ok(
-        match (before_version, after.meta().resource_version.clone()) {
-            (None, _) => (Outcome::Created, None),
-            (Some(a), Some(b)) if a == b => (Outcome::Unchanged, None),
-            _ => (Outcome::Changed, None),
-        },
-    )
+    let Some(before) = before else {
+        return Ok((Outcome::Created, None));
+    };
+    let unchanged = before.meta().resource_version == after.meta().resource_version
+        || kprov_entry(before.meta()) == kprov_entry(after.meta());
+    Ok(if unchanged {
+        (Outcome::Unchanged, None)
+    } else {
+        (Outcome::Changed, None)
+    })
+}
+
+/// kprov's own entry of an object's managed fields: the fields its applies
+/// own and when they last changed them. Controllers write the same objects
+/// (the token controller adds a ServiceAccount's secrets, for one), so a
+/// new resourceVersion alone does not mean kprov's apply changed anything;
+/// a change of this entry does.
+fn kprov_entry(meta: &ObjectMeta) -> Option<serde_json::Value> {
+    meta.managed_fields
+        .as_ref()?
+        .iter()
+        .find(|m| {
+            m.manager.as_deref() == Some(FIELD_MANAGER) && m.operation.as_deref() == Some("Apply")
+        })
+        .map(|m| serde_json::json!({ "fields": m.fields_v1, "time": m.time }))
 }
 
 /// The top-level fields (and metadata's labels and annotations) in which

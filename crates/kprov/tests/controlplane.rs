@@ -111,6 +111,58 @@ fn control_plane_from_kprov_files_runs_and_bootstraps_tokens() {
         );
     }
 
+    // Drift: a value kprov owns, changed by someone else, is taken back
+    // and reported as changed (that object only).
+    let o = run_in(
+        ns,
+        &kubectl,
+        &[
+            "--kubeconfig",
+            &admin,
+            "-n",
+            "kube-system",
+            "patch",
+            "configmap",
+            "kube-proxy",
+            "--type",
+            "merge",
+            "-p",
+            r#"{"data":{"config.conf":"drifted"}}"#,
+        ],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let again = cp.init_phase_with("addons", &["--output", "json"]);
+    assert!(again.status.success(), "{}", text(&again));
+    let doc: serde_json::Value = serde_json::from_slice(&again.stdout).unwrap();
+    let changed: Vec<&str> = doc["reports"][0]["resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["outcome"] != "unchanged")
+        .map(|r| r["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(changed, ["ConfigMap/kube-system/kube-proxy"], "{doc}");
+    let o = run_in(
+        ns,
+        &kubectl,
+        &[
+            "--kubeconfig",
+            &admin,
+            "-n",
+            "kube-system",
+            "get",
+            "configmap",
+            "kube-proxy",
+            "-o",
+            "jsonpath={.data.config\\.conf}",
+        ],
+    );
+    assert!(
+        o.status.success() && !String::from_utf8_lossy(&o.stdout).contains("drifted"),
+        "the drifted value stayed: {}",
+        text(&o)
+    );
+
     // The text report of the bootstrap RBAC and cluster-info; a second
     // run changes nothing.
     let init_phase = |_: &Netns, name: &str| cp.init_phase(name);
