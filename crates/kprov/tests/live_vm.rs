@@ -35,9 +35,9 @@ if [ ! -e $t/provisioned ]; then
     report before
     if ! provision run1; then echo "LIVE-FAILED first run"; cat $t/run1.txt; systemctl poweroff; exit 1; fi
     grep -E '^  (created|changed) ' $t/run1.txt | sed 's/^/LIVE-CHANGE /'
-    echo "LIVE first-run $(tail -n 1 $t/run1.txt)"
+    echo "LIVE first-run $(grep ' resources: ' $t/run1.txt | tail -n 1)"
     if ! provision run2; then echo "LIVE-FAILED second run"; cat $t/run2.txt; systemctl poweroff; exit 1; fi
-    echo "LIVE second-run $(tail -n 1 $t/run2.txt)"
+    echo "LIVE second-run $(grep ' resources: ' $t/run2.txt | tail -n 1) / $(tail -n 1 $t/run2.txt)"
     report after-provision
     touch $t/provisioned
     systemctl reboot
@@ -133,7 +133,9 @@ fn a_live_host_gets_modules_sysctls_and_swap_off_now_and_after_reboot() {
     );
     assert!(
         live.iter()
-            .any(|l| l.starts_with("LIVE second-run ") && l.contains(": 0 created, 0 changed,")),
+            .any(|l| l.starts_with("LIVE second-run ")
+                && l.contains(": 0 created, 0 changed,")
+                && l.ends_with("/ kprov: nothing changed")),
         "{}",
         show()
     );
