@@ -295,6 +295,14 @@ pub enum TargetError {
         /// The last lines of its log.
         log: String,
     },
+    /// A machine booted with failed units.
+    #[error("machine {name} booted degraded: failed units: {units}")]
+    BootDegraded {
+        /// The machine.
+        name: MachineName,
+        /// The failed units, as the machine lists them.
+        units: String,
+    },
     /// A machine failed to start.
     #[error("machine {name} failed to start{}", tail(.log))]
     StartFailed {
@@ -342,6 +350,11 @@ pub trait Target {
     /// (its init runs; booting goes on). Starting a running machine does
     /// nothing.
     fn start(&self, name: &MachineName) -> Result<(), TargetError>;
+
+    /// Waits until a started machine has booted: its init reports the
+    /// system running. Fails naming the failed units when it boots
+    /// degraded, or with the machine's last log lines after `limit`.
+    fn wait_booted(&self, name: &MachineName, limit: Duration) -> Result<(), TargetError>;
 
     /// Runs a command in a running machine, as root, and waits for it.
     fn run(

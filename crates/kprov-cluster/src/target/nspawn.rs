@@ -701,6 +701,46 @@ impl Target for NspawnTarget {
         self.wait_started(name, &layout, 0)
     }
 
+    fn wait_booted(&self, name: &MachineName, limit: Duration) -> Result<(), TargetError> {
+        let start = Instant::now();
+        let probe = MachineCommand::new(["systemctl", "is-system-running"])
+            .timeout(Duration::from_secs(10));
+        loop {
+            // Before systemd listens on its socket, systemctl fails to
+            // connect: that is "not yet", like "starting".
+            let out = self.run(name, &probe)?;
+            match out.stdout_text().trim() {
+                "running" => return Ok(()),
+                "degraded" => {
+                    let failed = self.run(
+                        name,
+                        &MachineCommand::new(["systemctl", "--failed", "--no-legend", "--plain"])
+                            .timeout(Duration::from_secs(10)),
+                    )?;
+                    let units: Vec<String> = failed
+                        .stdout_text()
+                        .lines()
+                        .filter_map(|l| l.split_whitespace().next().map(String::from))
+                        .collect();
+                    return Err(TargetError::BootDegraded {
+                        name: name.clone(),
+                        units: units.join(", "),
+                    });
+                }
+                _ => {}
+            }
+            if start.elapsed() > limit {
+                return Err(TargetError::Timeout {
+                    name: name.clone(),
+                    what: "finish booting",
+                    waited: limit,
+                    log: self.logs(name, 25)?,
+                });
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
     fn run(
         &self,
         name: &MachineName,
