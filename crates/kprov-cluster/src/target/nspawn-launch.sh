@@ -30,6 +30,9 @@ ip link set lo up
 ip addr add "$address" dev eth0
 ip link set eth0 up
 ip route add default via "$gateway"
+# No cloud here: the metadata address answers "unreachable" at once, so
+# that the kubelet's cloud credential providers do not wait for timeouts.
+ip route add unreachable 169.254.169.254/32
 step="setting the network namespace's sysctls"
 while [ "$1" != -- ]; do
     sysctl -q -w "$1"

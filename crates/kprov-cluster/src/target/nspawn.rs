@@ -10,7 +10,9 @@
 //!   writable layer over the image: what the machine changed),
 //!   `rootfs/` (the overlay's mount point, empty on the host),
 //!   `containerd/` (bound to `/var/lib/containerd`: containerd's overlay
-//!   snapshotter cannot work on an overlay) and `console.log`.
+//!   snapshotter cannot work on an overlay; it starts as hard links of the
+//!   image's own `/var/lib/containerd` when the image has one, see
+//!   [`warm_containerd`] and [`link_tree`]) and `console.log`.
 //! - While it runs: one process tree, found by its command line (the
 //!   launcher, then `systemd-nspawn --directory=BASE/NAME/rootfs`), in
 //!   the cgroup `kprov/NAME` of every cgroup hierarchy. The network
@@ -185,9 +187,12 @@ pub struct Resources {
     pub memory_rss: Option<u64>,
     /// Page cache charged to it (`total_cache`), bytes; reclaimable.
     pub memory_cache: Option<u64>,
-    /// Disk used by its directory (its writable layer and containerd's
-    /// store; the image is shared), bytes.
-    pub disk: u64,
+    /// Disk used by its directory alone (its writable layer, what its
+    /// containerd added), bytes: files with one link.
+    pub disk_own: u64,
+    /// Disk its directory shares with the image (containerd's store as
+    /// hard links of the image's), bytes: files with more than one link.
+    pub disk_shared: u64,
 }
 
 impl NspawnTarget {
@@ -473,8 +478,10 @@ impl NspawnTarget {
         if !layout.dir.exists() {
             return Err(TargetError::NoSuchMachine { name: name.clone() });
         }
+        let (disk_own, disk_shared) = disk_usage(&layout.dir);
         let mut res = Resources {
-            disk: disk_usage(&layout.dir),
+            disk_own,
+            disk_shared,
             ..Resources::default()
         };
         for dir in self.machine_cgroups(name)? {
@@ -594,6 +601,10 @@ impl Target for NspawnTarget {
                 std::fs::create_dir(dir).map_err(|e| TargetError::io("creating", dir, e))?;
             }
             set_mode(&layout.containerd, 0o711)?;
+            let seed = image.join("var/lib/containerd");
+            if seed.is_dir() {
+                link_tree(&seed, &layout.containerd)?;
+            }
             let upper = Root::new(&layout.upper)?;
             for file in node_files(name, spec.address, &machine_id()?) {
                 kprov_host::fs::write_atomic(
@@ -856,30 +867,7 @@ impl Target for NspawnTarget {
     }
 
     fn stop(&self, name: &MachineName) -> Result<(), TargetError> {
-        let layout = self.layout(name);
-        let launched = self.launch_pids(&layout);
-        if !launched.is_empty() {
-            // nspawn turns SIGTERM into the kill signal for the machine's
-            // systemd (SIGRTMIN+3: poweroff).
-            signal("TERM", &launched)?;
-            let deadline = Instant::now() + self.stop_timeout;
-            while Instant::now() < deadline && launched.iter().any(|p| alive(*p)) {
-                std::thread::sleep(Duration::from_millis(100));
-            }
-        }
-        // Whatever is left of the machine, however it got there.
-        for _ in 0..50 {
-            let mut left = self.cgroup_pids(name)?;
-            left.extend(self.launch_pids(&layout));
-            left.retain(|p| alive(*p));
-            if left.is_empty() {
-                break;
-            }
-            tracing::warn!(machine = %name, processes = ?left, "killing what is left of the machine");
-            signal("KILL", &left)?;
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        self.remove_cgroups(name)
+        self.halt(name, true)
     }
 
     fn destroy(&self, name: &MachineName) -> Result<(), TargetError> {
@@ -888,7 +876,8 @@ impl Target for NspawnTarget {
         if !layout.dir.exists() && !has_cgroups && self.launch_pids(&layout).is_empty() {
             return Err(TargetError::NoSuchMachine { name: name.clone() });
         }
-        self.stop(name)?;
+        // Everything of the machine goes: no need for a clean shutdown.
+        self.halt(name, false)?;
         let mountinfo = Path::new("/proc/self/mountinfo");
         let text = std::fs::read_to_string(mountinfo)
             .map_err(|e| TargetError::io("reading", mountinfo, e))?;
@@ -957,6 +946,38 @@ impl Target for NspawnTarget {
 }
 
 impl NspawnTarget {
+    /// Ends every process of the machine, then removes its cgroups.
+    /// `graceful`: first SIGTERM to nspawn, which has the machine's
+    /// systemd power off, for up to the stop timeout; then (or at once)
+    /// SIGKILL to whatever is left in its cgroups and of its launch.
+    fn halt(&self, name: &MachineName, graceful: bool) -> Result<(), TargetError> {
+        let layout = self.layout(name);
+        let launched = self.launch_pids(&layout);
+        if graceful && !launched.is_empty() {
+            // nspawn turns SIGTERM into the kill signal for the machine's
+            // systemd (SIGRTMIN+3: poweroff).
+            signal("TERM", &launched)?;
+            let deadline = Instant::now() + self.stop_timeout;
+            while Instant::now() < deadline && launched.iter().any(|p| alive(*p)) {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+        for _ in 0..50 {
+            let mut left = self.cgroup_pids(name)?;
+            left.extend(self.launch_pids(&layout));
+            left.retain(|p| alive(*p));
+            if left.is_empty() {
+                break;
+            }
+            if graceful {
+                tracing::warn!(machine = %name, processes = ?left, "killing what is left of the machine");
+            }
+            signal("KILL", &left)?;
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        self.remove_cgroups(name)
+    }
+
     /// Waits until nspawn runs the machine's init; fails when the
     /// launcher is gone without it, or after the start timeout.
     fn wait_started(
@@ -989,6 +1010,116 @@ impl NspawnTarget {
             std::thread::sleep(Duration::from_millis(50));
         }
     }
+}
+
+/// Copies containerd's store `src` into `dst` (an existing directory) as
+/// hard links: its blobs and committed snapshots are never written in
+/// place (containerd writes new files and renames, and unpacked layers
+/// are only overlay lower directories), so machines can share them with
+/// the image; the bolt databases (`*.db`), which are written in place, are
+/// copied. Modes and owners are kept; sockets and other special files are
+/// left out.
+pub fn link_tree(src: &Path, dst: &Path) -> Result<(), TargetError> {
+    use std::os::unix::fs::PermissionsExt;
+    let entries = std::fs::read_dir(src).map_err(|e| TargetError::io("listing", src, e))?;
+    for entry in entries {
+        let entry = entry.map_err(|e| TargetError::io("listing", src, e))?;
+        let from = entry.path();
+        let to = dst.join(entry.file_name());
+        let meta = from
+            .symlink_metadata()
+            .map_err(|e| TargetError::io("reading", &from, e))?;
+        let kind = meta.file_type();
+        if kind.is_dir() {
+            std::fs::create_dir(&to).map_err(|e| TargetError::io("creating", &to, e))?;
+            link_tree(&from, &to)?;
+        } else if kind.is_symlink() {
+            let target =
+                std::fs::read_link(&from).map_err(|e| TargetError::io("reading", &from, e))?;
+            std::os::unix::fs::symlink(&target, &to)
+                .map_err(|e| TargetError::io("creating", &to, e))?;
+            continue;
+        } else if kind.is_file() && from.extension().is_some_and(|e| e == "db") {
+            std::fs::copy(&from, &to).map_err(|e| TargetError::io("copying", &from, e))?;
+        } else if kind.is_file() {
+            std::fs::hard_link(&from, &to).map_err(|e| TargetError::io("linking", &from, e))?;
+            continue;
+        } else {
+            continue;
+        }
+        std::os::unix::fs::chown(&to, Some(meta.uid()), Some(meta.gid()))
+            .map_err(|e| TargetError::io("setting the owner of", &to, e))?;
+        std::fs::set_permissions(&to, std::fs::Permissions::from_mode(meta.mode() & 0o7777))
+            .map_err(|e| TargetError::io("setting the mode of", &to, e))?;
+    }
+    Ok(())
+}
+
+/// Fills `image`'s `/var/lib/containerd` with the images its base phase
+/// staged, imported the way every machine would import them at boot
+/// (`kprov-images.service`): boots a throwaway machine (`warm<PID>`,
+/// on `network`) from the image, waits until it has booted, stops it and
+/// moves its store into the image. Machines made from the image then
+/// start with the images in place (hard links, see [`link_tree`]) instead
+/// of importing them each; their boot's import finds them there.
+pub fn warm_containerd(
+    target: &NspawnTarget,
+    image: &Path,
+    network: ClusterNetwork,
+    limit: Duration,
+) -> Result<(), TargetError> {
+    let cluster: ClusterName =
+        format!("warm{}", std::process::id())
+            .parse()
+            .map_err(|e: crate::name::NameError| TargetError::HostUnsuitable {
+                target: "nspawn",
+                reason: e.to_string(),
+            })?;
+    let name = MachineName::new(&cluster, crate::name::Role::Worker, 1)
+        .unwrap_or_else(|| unreachable!("index 1 is valid"));
+    let address = network
+        .default_address(&name)
+        .ok_or_else(|| TargetError::BadSpec {
+            name: name.clone(),
+            reason: format!("{network} has no address for it"),
+        })?;
+    let spec = MachineSpec {
+        name: name.clone(),
+        image: image.to_path_buf(),
+        network,
+        address,
+        labels: BTreeMap::new(),
+    };
+    let warmed = (|| -> Result<(), TargetError> {
+        target.create(&spec)?;
+        target.start(&name)?;
+        target.wait_booted(&name, limit)?;
+        target.stop(&name)?;
+        let store = target.layout(&name).containerd;
+        let dest = image.join("var/lib/containerd");
+        if dest.exists() {
+            std::fs::remove_dir_all(&dest).map_err(|e| TargetError::io("removing", &dest, e))?;
+        }
+        std::fs::create_dir_all(image.join("var/lib"))
+            .map_err(|e| TargetError::io("creating", &image.join("var/lib"), e))?;
+        if std::fs::rename(&store, &dest).is_err() {
+            // Another filesystem: copy instead.
+            run_checked(
+                Command::new("cp")
+                    .arg("-a")
+                    .arg(&store)
+                    .arg(&dest)
+                    .env_clear()
+                    .env("PATH", PATH),
+            )?;
+        }
+        Ok(())
+    })();
+    let destroyed = target.destroy(&name);
+    let network_removed = target.destroy_network(&cluster);
+    warmed?;
+    destroyed?;
+    network_removed
 }
 
 /// Writes `dest` (`$1`) from standard input with mode `$2`, through a
@@ -1484,10 +1615,11 @@ fn memory_stat(text: &str) -> (Option<u64>, Option<u64>) {
     (get("total_rss"), get("total_cache"))
 }
 
-/// Bytes of disk under `dir` (allocated blocks; hard links once; symlinks
-/// not followed).
-fn disk_usage(dir: &Path) -> u64 {
-    fn walk(dir: &Path, seen: &mut HashSet<(u64, u64)>, total: &mut u64) {
+/// Bytes of disk under `dir` (allocated blocks, symlinks not followed):
+/// of files with one link and directories, and of files with several
+/// links (each counted once).
+fn disk_usage(dir: &Path) -> (u64, u64) {
+    fn walk(dir: &Path, seen: &mut HashSet<(u64, u64)>, own: &mut u64, shared: &mut u64) {
         let Ok(entries) = std::fs::read_dir(dir) else {
             return;
         };
@@ -1495,17 +1627,23 @@ fn disk_usage(dir: &Path) -> u64 {
             let Ok(meta) = entry.path().symlink_metadata() else {
                 continue;
             };
-            if seen.insert((meta.dev(), meta.ino())) {
-                *total += meta.blocks() * 512;
+            if !seen.insert((meta.dev(), meta.ino())) {
+                continue;
+            }
+            let bytes = meta.blocks() * 512;
+            if meta.is_file() && meta.nlink() > 1 {
+                *shared += bytes;
+            } else {
+                *own += bytes;
             }
             if meta.is_dir() {
-                walk(&entry.path(), seen, total);
+                walk(&entry.path(), seen, own, shared);
             }
         }
     }
-    let mut total = 0;
-    walk(dir, &mut HashSet::new(), &mut total);
-    total
+    let (mut own, mut shared) = (0, 0);
+    walk(dir, &mut HashSet::new(), &mut own, &mut shared);
+    (own, shared)
 }
 
 /// The last `n` lines of `text`.
@@ -1775,6 +1913,65 @@ mod tests {
         let unrelated = words("cat /m/demo-master-1/rootfs");
         assert!(!is_machine_process(&unrelated, rootfs));
         assert_eq!(parse_cmdline(b"a\0b c\0\0"), ["a", "b c"]);
+    }
+
+    #[test]
+    fn a_seed_store_is_linked_except_its_databases_which_are_copied() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("src");
+        let blobs = src.join("io.containerd.content.v1.content/blobs/sha256");
+        std::fs::create_dir_all(&blobs).unwrap();
+        std::fs::write(blobs.join("abc"), "layer").unwrap();
+        let bolt = src.join("io.containerd.metadata.v1.bolt");
+        std::fs::create_dir_all(&bolt).unwrap();
+        std::fs::write(bolt.join("meta.db"), "db").unwrap();
+        std::fs::set_permissions(&bolt, std::fs::Permissions::from_mode(0o700)).unwrap();
+        std::os::unix::fs::symlink("blobs", src.join("link")).unwrap();
+        let dst = dir.path().join("dst");
+        std::fs::create_dir(&dst).unwrap();
+        link_tree(&src, &dst).unwrap();
+
+        let ino = |p: &Path| p.metadata().unwrap().ino();
+        let blob = Path::new("io.containerd.content.v1.content/blobs/sha256/abc");
+        assert_eq!(
+            ino(&src.join(blob)),
+            ino(&dst.join(blob)),
+            "blobs are shared"
+        );
+        let db = Path::new("io.containerd.metadata.v1.bolt/meta.db");
+        assert_ne!(
+            ino(&src.join(db)),
+            ino(&dst.join(db)),
+            "databases are copied"
+        );
+        assert_eq!(std::fs::read_to_string(dst.join(db)).unwrap(), "db");
+        let mode = dst
+            .join("io.containerd.metadata.v1.bolt")
+            .metadata()
+            .unwrap()
+            .mode();
+        assert_eq!(mode & 0o7777, 0o700);
+        assert_eq!(
+            std::fs::read_link(dst.join("link")).unwrap(),
+            Path::new("blobs")
+        );
+        // Writing the copy's database leaves the seed's alone.
+        std::fs::write(dst.join(db), "changed").unwrap();
+        assert_eq!(std::fs::read_to_string(src.join(db)).unwrap(), "db");
+    }
+
+    #[test]
+    fn disk_usage_tells_a_machines_own_files_from_those_it_shares() {
+        let dir = tempfile::tempdir().unwrap();
+        let machine = dir.path().join("m");
+        std::fs::create_dir(&machine).unwrap();
+        std::fs::write(machine.join("own"), vec![1u8; 64 * 1024]).unwrap();
+        std::fs::write(dir.path().join("image-file"), vec![2u8; 128 * 1024]).unwrap();
+        std::fs::hard_link(dir.path().join("image-file"), machine.join("shared")).unwrap();
+        let (own, shared) = disk_usage(&machine);
+        assert!((64 * 1024..96 * 1024).contains(&own), "{own}");
+        assert!((128 * 1024..160 * 1024).contains(&shared), "{shared}");
     }
 
     #[test]
