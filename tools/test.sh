@@ -49,10 +49,11 @@ else
     tools/artifacts-dir.sh >/dev/null
 fi
 
-step "gates: cargo fmt --check, cargo clippy -D warnings, shellcheck"
+step "gates: cargo fmt --check, cargo clippy -D warnings, shellcheck, no network stack in the pure crates"
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 shellcheck tools/*.sh .ci/run
+tools/pure-crates.sh
 
 if [[ $fast -eq 1 ]]; then
     step "unit, golden and CLI tests (no #[ignore]d ones)"

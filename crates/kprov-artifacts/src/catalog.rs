@@ -488,6 +488,28 @@ pub fn images(
     Ok(list)
 }
 
+/// The file name an image's archive gets in a bundle or on a node:
+/// `k8s.gcr.io/coredns/coredns:v1.8.0` -> `k8s.gcr.io_coredns_coredns_v1.8.0.tar`.
+pub fn archive_file_name(image: &ImageRef) -> String {
+    format!("{}_{}_{}.tar", image.registry, image.repository, image.tag).replace(['/', ':'], "_")
+}
+
+/// Parses `registry/repository:tag`: a reference in the distribution
+/// grammar ([`kprov_core::ImageRef`]) that names its registry (a first
+/// component with a dot or a colon, or `localhost`) and a tag, and no
+/// digest.
+pub fn parse_image_ref(text: &str) -> Option<ImageRef> {
+    let parsed: kprov_core::ImageRef = text.parse().ok()?;
+    if parsed.digest().is_some() {
+        return None;
+    }
+    Some(ImageRef {
+        registry: parsed.domain()?.into(),
+        repository: parsed.path().into(),
+        tag: parsed.tag()?.into(),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -604,6 +626,36 @@ mod tests {
                 .unwrap()
                 .to_string(),
             "127.0.0.1:5000/pause:3.2"
+        );
+    }
+
+    #[test]
+    fn image_references_parse_with_their_registry() {
+        let r = parse_image_ref("k8s.gcr.io/pause:3.2").unwrap();
+        assert_eq!(
+            (r.registry.as_str(), r.repository.as_str(), r.tag.as_str()),
+            ("k8s.gcr.io", "pause", "3.2")
+        );
+        let r = parse_image_ref("127.0.0.1:5000/coredns/coredns:v1.8.0").unwrap();
+        assert_eq!(r.registry, "127.0.0.1:5000");
+        assert_eq!(r.repository, "coredns/coredns");
+        for bad in [
+            "pause:3.2",
+            "k8s.gcr.io/pause",
+            "k8s.gcr.io/pause:",
+            "a b/c:d",
+        ] {
+            assert_eq!(parse_image_ref(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn archive_names_are_flat_and_distinct() {
+        let name = |s: &str| archive_file_name(&parse_image_ref(s).unwrap());
+        assert_eq!(name("k8s.gcr.io/pause:3.2"), "k8s.gcr.io_pause_3.2.tar");
+        assert_eq!(
+            name("registry.k8s.io/coredns/coredns:v1.8.0"),
+            "registry.k8s.io_coredns_coredns_v1.8.0.tar"
         );
     }
 }

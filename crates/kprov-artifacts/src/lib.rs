@@ -13,8 +13,6 @@
 
 pub mod bundle;
 pub mod catalog;
-pub mod download;
-pub mod image;
 mod local;
 mod verify;
 
@@ -22,7 +20,7 @@ use std::fmt;
 use std::path::PathBuf;
 
 pub use local::{LocalDirSource, SUMS_FILE};
-pub use verify::VerifyingReader;
+pub use verify::{sha256_of_file, VerifyingReader};
 
 use kprov_core::Arch;
 
@@ -197,8 +195,8 @@ pub enum ArtifactError {
     Download {
         /// The artifact.
         artifact: String,
-        /// What went wrong.
-        source: download::DownloadError,
+        /// What went wrong (kprov-fetch's download error).
+        source: Box<dyn std::error::Error + Send + Sync>,
     },
     /// The catalog cannot place the artifact.
     #[error("artifact {artifact}: {source}")]

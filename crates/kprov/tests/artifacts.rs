@@ -342,7 +342,7 @@ fn benchmark_download_throughput_against_curl() {
     let mut curl_times = Vec::new();
     for i in 0..3 {
         let cache: PathBuf = dir.path().join(format!("cache-{i}"));
-        let downloader = kprov_artifacts::download::Downloader::new(&cache).unwrap();
+        let downloader = kprov_fetch::download::Downloader::new(&cache).unwrap();
         let start = Instant::now();
         rt.block_on(downloader.fetch_verified(&url, sum, "kubelet"))
             .unwrap();

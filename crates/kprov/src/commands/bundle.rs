@@ -3,10 +3,11 @@
 use std::process::ExitCode;
 
 use anyhow::{bail, Context};
-use kprov_artifacts::bundle::{self, BundleSource, BundleSpec};
+use kprov_artifacts::bundle::BundleSource;
 use kprov_artifacts::catalog::{Bases, ImageRef};
-use kprov_artifacts::download::Downloader;
-use kprov_artifacts::image::RegistryOptions;
+use kprov_fetch::bundle::{self, BundleSpec};
+use kprov_fetch::download::Downloader;
+use kprov_fetch::image::RegistryOptions;
 
 use crate::cli::{BundleCommand, BundleCreateArgs, BundleVerifyArgs};
 
@@ -83,7 +84,7 @@ fn images(args: &BundleCreateArgs) -> anyhow::Result<Vec<ImageRef>> {
         .filter(|i| !args.exclude_image.contains(&i.to_string()))
         .collect();
     for extra in &args.extra_images {
-        let image = kprov_artifacts::image::parse_image_ref(extra).with_context(|| {
+        let image = kprov_artifacts::catalog::parse_image_ref(extra).with_context(|| {
             format!("--image {extra:?}: expected REGISTRY/REPOSITORY:TAG, e.g. docker.io/library/busybox:1.35.0")
         })?;
         if !images.contains(&image) {

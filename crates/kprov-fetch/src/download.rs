@@ -22,8 +22,8 @@ use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
 
-use crate::catalog::{self, Bases, ChecksumFormat, Download};
-use crate::{ArtifactError, ArtifactId, ArtifactSource, FetchedArtifact};
+use kprov_artifacts::catalog::{self, Bases, ChecksumFormat, Download};
+use kprov_artifacts::{ArtifactError, ArtifactId, ArtifactSource, FetchedArtifact};
 
 /// Why a download failed.
 #[derive(Debug, thiserror::Error)]
@@ -524,7 +524,7 @@ impl ArtifactSource for DownloadSource {
             )
             .map_err(|source| ArtifactError::Download {
                 artifact: id.to_string(),
-                source,
+                source: Box::new(source),
             })
     }
 
@@ -537,7 +537,7 @@ impl ArtifactSource for DownloadSource {
         for (id, result) in ids.iter().zip(results) {
             result.map_err(|source| ArtifactError::Download {
                 artifact: id.to_string(),
-                source,
+                source: Box::new(source),
             })?;
         }
         Ok(())
@@ -557,7 +557,7 @@ impl ArtifactSource for DownloadSource {
             })
             .map_err(|source| ArtifactError::Download {
                 artifact: id.to_string(),
-                source,
+                source: Box::new(source),
             })
     }
 }

@@ -9,11 +9,12 @@
 use std::path::Path;
 use std::time::Duration;
 
-use kprov_artifacts::bundle::{self, BundleSource, BundleSpec};
+use kprov_artifacts::bundle::BundleSource;
 use kprov_artifacts::catalog::{self, Bases, ChecksumFormat};
-use kprov_artifacts::download::Downloader;
 use kprov_artifacts::{ArtifactId, ArtifactName, ArtifactSource};
 use kprov_core::Arch;
+use kprov_fetch::bundle::{self, BundleSpec};
+use kprov_fetch::download::Downloader;
 use kprov_testkit::http::{Fault, FileServer};
 use sha2::{Digest, Sha256};
 

@@ -28,7 +28,7 @@ use oci_client::{Client, Reference, RegistryOperation};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::catalog::ImageRef;
+use kprov_artifacts::catalog::ImageRef;
 
 /// containerd's annotation for the full image name; `ctr images import`
 /// names the image after it.
@@ -85,28 +85,6 @@ pub struct PulledImage {
     pub sha256: [u8; 32],
     /// Size of the archive in bytes.
     pub size: u64,
-}
-
-/// The file name an image's archive gets in a bundle or on a node:
-/// `k8s.gcr.io/coredns/coredns:v1.8.0` -> `k8s.gcr.io_coredns_coredns_v1.8.0.tar`.
-pub fn archive_file_name(image: &ImageRef) -> String {
-    format!("{}_{}_{}.tar", image.registry, image.repository, image.tag).replace(['/', ':'], "_")
-}
-
-/// Parses `registry/repository:tag`: a reference in the distribution
-/// grammar ([`kprov_core::ImageRef`]) that names its registry (a first
-/// component with a dot or a colon, or `localhost`) and a tag, and no
-/// digest.
-pub fn parse_image_ref(text: &str) -> Option<ImageRef> {
-    let parsed: kprov_core::ImageRef = text.parse().ok()?;
-    if parsed.digest().is_some() {
-        return None;
-    }
-    Some(ImageRef {
-        registry: parsed.domain()?.into(),
-        repository: parsed.path().into(),
-        tag: parsed.tag()?.into(),
-    })
 }
 
 /// The minimal view of a manifest or index kprov needs.
@@ -374,7 +352,7 @@ impl ImagePuller {
         write_tar(&layout, archive)
             .map_err(|e| fail(format!("writing {}: {e}", archive.display())))?;
         let _ = std::fs::remove_dir_all(&layout);
-        let (sum, size) = crate::verify::sha256_of_file(archive)
+        let (sum, size) = kprov_artifacts::sha256_of_file(archive)
             .and_then(|sum| Ok((sum, std::fs::metadata(archive)?.len())))
             .map_err(|e| fail(format!("reading {}: {e}", archive.display())))?;
         Ok(PulledImage {
@@ -399,7 +377,7 @@ fn blob_error(digest: &str, e: &oci_client::errors::OciDistributionError) -> Str
 }
 
 fn hash_file(path: &Path) -> std::io::Result<(String, u64)> {
-    let sum = crate::verify::sha256_of_file(path)?;
+    let sum = kprov_artifacts::sha256_of_file(path)?;
     Ok((
         format!("sha256:{}", hex::encode(sum)),
         std::fs::metadata(path)?.len(),
@@ -435,36 +413,7 @@ fn write_tar(layout: &Path, archive: &Path) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn image_references_parse_with_their_registry() {
-        let r = parse_image_ref("k8s.gcr.io/pause:3.2").unwrap();
-        assert_eq!(
-            (r.registry.as_str(), r.repository.as_str(), r.tag.as_str()),
-            ("k8s.gcr.io", "pause", "3.2")
-        );
-        let r = parse_image_ref("127.0.0.1:5000/coredns/coredns:v1.8.0").unwrap();
-        assert_eq!(r.registry, "127.0.0.1:5000");
-        assert_eq!(r.repository, "coredns/coredns");
-        for bad in [
-            "pause:3.2",
-            "k8s.gcr.io/pause",
-            "k8s.gcr.io/pause:",
-            "a b/c:d",
-        ] {
-            assert_eq!(parse_image_ref(bad), None, "{bad}");
-        }
-    }
-
-    #[test]
-    fn archive_names_are_flat_and_distinct() {
-        let name = |s: &str| archive_file_name(&parse_image_ref(s).unwrap());
-        assert_eq!(name("k8s.gcr.io/pause:3.2"), "k8s.gcr.io_pause_3.2.tar");
-        assert_eq!(
-            name("registry.k8s.io/coredns/coredns:v1.8.0"),
-            "registry.k8s.io_coredns_coredns_v1.8.0.tar"
-        );
-    }
+    use kprov_artifacts::catalog::parse_image_ref;
 
     #[test]
     fn a_mirror_changes_the_host_only() {
