@@ -10,7 +10,8 @@
 //!
 //! Machines live under `$KPROV_MACHINES` (default /var/lib/kprov/machines);
 //! `$KPROV_NETNS` names the network namespace of the bridges
-//! (e.g. /run/netns/lab), else this process's.
+//! (e.g. /run/netns/lab), else this process's; `$KPROV_RUN_TIMEOUT`
+//! (seconds) bounds `run`.
 
 #![allow(clippy::print_stdout)]
 
@@ -72,7 +73,11 @@ fn run(args: Vec<String>) -> Result<(), Box<dyn std::error::Error>> {
         Some("address") => println!("{}", target.address(&name(1)?)?),
         Some("logs") => println!("{}", target.logs(&name(1)?, 50)?),
         Some("run") => {
-            let out = target.run(&name(1)?, &MachineCommand::new(args[2..].iter().cloned()))?;
+            let mut command = MachineCommand::new(args[2..].iter().cloned());
+            if let Ok(secs) = std::env::var("KPROV_RUN_TIMEOUT") {
+                command = command.timeout(Duration::from_secs(secs.parse()?));
+            }
+            let out = target.run(&name(1)?, &command)?;
             print!("{}", out.stdout_text());
             eprint!("{}", out.stderr_text());
             if !out.success() {

@@ -21,6 +21,7 @@ use std::net::Ipv4Addr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 use common::cluster::{Admin, JoinCommand, BUSYBOX};
@@ -42,6 +43,18 @@ const NETWORK: &str = "10.84.0.1/24";
 /// (`warm_containerd`); made once per content under the target directory,
 /// and older ones removed.
 fn node_image() -> PathBuf {
+    static IMAGE: OnceLock<PathBuf> = OnceLock::new();
+    IMAGE.get_or_init(make_node_image).clone()
+}
+
+/// The tests of this file one at a time: they measure, and the machine
+/// has two cores.
+fn serial() -> MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn make_node_image() -> PathBuf {
     let kprov = kprov_release_bin();
     let file_digest = |p: &Path| common::sha256_hex(p);
     let images_dir = &harness_images().0;
@@ -212,6 +225,7 @@ fn leftovers(dir: &Path, cluster: &ClusterName) -> Vec<String> {
 #[test]
 #[ignore = "needs root, systemd-nspawn, docker-registry, skopeo and the cached builds; run by tools/test.sh"]
 fn two_nspawn_machines_become_a_master_and_a_worker_both_ready_and_leave_nothing_behind() {
+    let _serial = serial();
     let image = node_image();
     let ns = Netns::new("10.83.0");
     let dir = scratch("cluster-nspawn-");
@@ -437,4 +451,176 @@ fn two_nspawn_machines_become_a_master_and_a_worker_both_ready_and_leave_nothing
     target.destroy_network(&cluster).unwrap();
     let err = target.destroy(&master).unwrap_err().to_string();
     assert_eq!(err, format!("no machine {master} on this target"));
+}
+
+#[test]
+#[ignore = "needs root, systemd-nspawn and the node image of the test above; run by tools/test.sh"]
+fn the_nspawn_target_finds_machines_by_name_and_label_refuses_bad_requests_and_restarts_machines() {
+    let _serial = serial();
+    let image = node_image();
+    let ns = Netns::new("10.87.0");
+    let dir = scratch("nspawn-target-");
+    let machines_dir = dir.path().join("machines");
+    let target = NspawnTarget::new(&machines_dir)
+        .unwrap()
+        .with_netns(format!("/run/netns/{}", ns.name));
+    target.prepare_host().unwrap();
+    let pid = std::process::id();
+    let a: ClusterName = format!("a{pid}").parse().unwrap();
+    let b: ClusterName = format!("b{pid}").parse().unwrap();
+    let network: ClusterNetwork = "10.88.0.1/24".parse().unwrap();
+    let mut teardowns = [&a, &b].map(|c| Teardown {
+        target: &target,
+        cluster: c.clone(),
+        armed: true,
+    });
+    let spec = |name: &MachineName| MachineSpec {
+        name: name.clone(),
+        image: image.clone(),
+        network,
+        address: network.default_address(name).unwrap(),
+        labels: [("team".to_string(), "x".to_string())].into(),
+    };
+    let a1 = MachineName::new(&a, Role::Master, 1).unwrap();
+    let a2 = MachineName::new(&a, Role::Worker, 1).unwrap();
+    let b1 = MachineName::new(&b, Role::Master, 1).unwrap();
+
+    // Bad requests change nothing.
+    let outside = MachineSpec {
+        address: "10.89.0.5".parse().unwrap(),
+        ..spec(&a1)
+    };
+    let err = target.create(&outside).unwrap_err().to_string();
+    assert_eq!(
+        err,
+        "machine address 10.89.0.5 is not usable in 10.88.0.1/24: outside the network"
+    );
+    let empty = dir.path().join("not-an-image");
+    std::fs::create_dir(&empty).unwrap();
+    let err = target
+        .create(&MachineSpec {
+            image: empty.clone(),
+            ..spec(&a1)
+        })
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("has no /lib/systemd/systemd") && err.contains(&a1.to_string()),
+        "{err}"
+    );
+    assert_eq!(std::fs::read_dir(&machines_dir).unwrap().count(), 0);
+
+    // Made, listed by cluster with their labels, not running.
+    for name in [&a1, &a2, &b1] {
+        target.create(&spec(name)).unwrap();
+    }
+    let err = target.create(&spec(&a1)).unwrap_err().to_string();
+    assert!(
+        err.starts_with(&format!("machine {a1} exists already")),
+        "{err}"
+    );
+    let listed = target.list(&a).unwrap();
+    assert_eq!(
+        listed
+            .iter()
+            .map(|m| m.name.to_string())
+            .collect::<Vec<_>>(),
+        [a1.to_string(), a2.to_string()]
+    );
+    assert_eq!(listed[1].labels["kprov.dev/role"], "worker");
+    assert_eq!(listed[1].labels["kprov.dev/cluster"], a.to_string());
+    assert_eq!(listed[1].labels["team"], "x");
+    assert!(listed
+        .iter()
+        .all(|m| m.state == kprov_cluster::MachineState::Stopped));
+    assert_eq!(target.list(&b).unwrap().len(), 1);
+    assert_eq!(
+        target.address(&a2).unwrap(),
+        "10.88.0.101".parse::<Ipv4Addr>().unwrap()
+    );
+    let err = target
+        .run(&a1, &MachineCommand::new(["true"]))
+        .unwrap_err()
+        .to_string();
+    assert_eq!(err, format!("machine {a1} is not running"));
+
+    // Started: commands run with their environment and input; files come
+    // in with their mode; a timeout ends a command.
+    target.start(&a1).unwrap();
+    target.wait_booted(&a1, Duration::from_secs(120)).unwrap();
+    let mut cmd =
+        MachineCommand::new(["sh", "-c", "echo \"$GREETING $(cat)\""]).env("GREETING", "hello");
+    cmd.stdin = Some(b"from stdin".to_vec());
+    let out = target.run(&a1, &cmd).unwrap();
+    assert_eq!(out.stdout_text(), "hello from stdin\n");
+    let secret = dir.path().join("secret");
+    std::fs::write(&secret, "s3cret\n").unwrap();
+    target
+        .copy_in(&a1, &secret, Path::new("/etc/kprov/test/secret"), 0o600)
+        .unwrap();
+    let out = target
+        .run(
+            &a1,
+            &MachineCommand::new(["stat", "-c", "%a %U %s", "/etc/kprov/test/secret"]),
+        )
+        .unwrap();
+    assert_eq!(out.stdout_text(), "600 root 7\n");
+    let started = Instant::now();
+    let out = target
+        .run(
+            &a1,
+            &MachineCommand::new(["sleep", "60"]).timeout(Duration::from_secs(2)),
+        )
+        .unwrap();
+    assert!(out.timed_out && !out.success(), "{out:?}");
+    assert!(started.elapsed() < Duration::from_secs(20));
+    // Gone, not even a zombie: the machine's shutdown would wait for it.
+    let out = target
+        .run(
+            &a1,
+            &MachineCommand::new(["sh", "-c", "ps -eo stat,comm | grep -c sleep || true"]),
+        )
+        .unwrap();
+    assert_eq!(out.stdout_text(), "0\n");
+
+    // Stopped cleanly: the disk stays, nothing runs; started again, the
+    // machine still has what it had.
+    let t = Instant::now();
+    target.stop(&a1).unwrap();
+    let stop_took = t.elapsed();
+    assert!(leftovers(&machines_dir, &a).is_empty());
+    assert_eq!(
+        target.list(&a).unwrap()[0].state,
+        kprov_cluster::MachineState::Stopped
+    );
+    let t = Instant::now();
+    target.start(&a1).unwrap();
+    target.wait_booted(&a1, Duration::from_secs(120)).unwrap();
+    let restart_took = t.elapsed();
+    let out = target
+        .run(&a1, &MachineCommand::new(["cat", "/etc/kprov/test/secret"]))
+        .unwrap();
+    assert_eq!(out.stdout_text(), "s3cret\n");
+    bench(&format!(
+        "nspawn: a clean stop of a booted machine {:.1} s, a start to booted again {:.1} s",
+        stop_took.as_secs_f64(),
+        restart_took.as_secs_f64()
+    ));
+
+    // A cluster's network goes only with its last machine; another
+    // cluster's machines are never touched.
+    let err = target.destroy_network(&a).unwrap_err().to_string();
+    assert_eq!(err, format!("cluster {a} still has machines: {a1}, {a2}"));
+    for name in [&a1, &a2] {
+        target.destroy(name).unwrap();
+    }
+    target.destroy_network(&a).unwrap();
+    teardowns[0].armed = false;
+    assert!(target.list(&a).unwrap().is_empty());
+    assert_eq!(target.list(&b).unwrap().len(), 1);
+    assert!(leftovers(&machines_dir, &a).is_empty());
+    target.destroy(&b1).unwrap();
+    target.destroy_network(&b).unwrap();
+    teardowns[1].armed = false;
+    assert_eq!(std::fs::read_dir(&machines_dir).unwrap().count(), 0);
 }

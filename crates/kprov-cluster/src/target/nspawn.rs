@@ -762,20 +762,20 @@ impl Target for NspawnTarget {
             self.read_record(name)?;
             return Err(TargetError::NotRunning { name: name.clone() });
         };
-        let mut cmd = match command.timeout {
-            Some(limit) => {
-                let mut c = Command::new("timeout");
-                c.args([
-                    "--kill-after=5",
-                    &format!("{}", limit.as_secs().max(1)),
-                    "nsenter",
-                ]);
-                c
-            }
-            None => Command::new("nsenter"),
-        };
-        cmd.args(["--target", &init.to_string(), "--all", "--"])
-            .args(&command.argv)
+        let mut cmd = Command::new("nsenter");
+        cmd.args(["--target", &init.to_string(), "--all", "--"]);
+        if let Some(limit) = command.timeout {
+            // coreutils' timeout inside the machine, so that the command
+            // it ends is its child there and reaped there (killing nsenter
+            // from out here would leave the command a zombie of the
+            // host's init, which the machine's shutdown then waits for).
+            cmd.args([
+                "timeout",
+                "--kill-after=5",
+                &limit.as_secs().max(1).to_string(),
+            ]);
+        }
+        cmd.args(&command.argv)
             .env_clear()
             .env("PATH", PATH)
             .env("HOME", "/root")
