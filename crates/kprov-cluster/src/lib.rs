@@ -18,7 +18,9 @@
 //! prebaked Debian 12 root, `kprov init` on one and `kprov provision
 //! --phase join` on the other, both nodes Ready, then everything removed.
 //! The cluster workflow itself (phases, exit criteria, `kprov cluster
-//! up/down/status/check`) is built on top of this crate.
+//! up/down/status/check`) is built on top of this crate; only the nspawn
+//! target exists so far (qemu and ssh are to come, see the module doc of
+//! [`target`] for how to add them).
 
 pub mod image;
 pub mod name;

@@ -67,6 +67,25 @@
 //!   kube-proxy's `conntrack.maxPerCore: 0` (the conntrack table size is
 //!   the host's).
 //!
+//! - no cloud: the metadata address 169.254.169.254 is an unreachable
+//!   route in every machine, so that the kubelet's in-tree credential
+//!   providers fail at once instead of waiting for timeouts.
+//!
+//! [`Target::prepare_host`] changes the host's kernel settings for good
+//! (it does not put them back when the last machine goes): kernel.panic
+//! 10, kernel.panic_on_oops 1, vm.overcommit_memory 1, vm.panic_on_oom 0,
+//! kernel.keys.root_maxkeys and root_maxbytes, fs.inotify limits (the
+//! kubelet's `protectKernelDefaults` values, from the base phase's
+//! table); it loads overlay and br_netfilter when they are missing.
+//!
+//! # Costs measured here (2 cores, `cluster_nspawn.rs`)
+//!
+//! A master with the control plane: about 410 MiB resident, 136 MiB of
+//! disk of its own; a worker: about 60 MiB resident, 12 MiB of disk; both
+//! share the image and its containerd store (547 MiB, hard links). Two
+//! machines start and boot in 3 to 4.5 s; a clean stop takes 0.2 s, a
+//! destroy (SIGKILL) 0.3 s per machine.
+//!
 //! # Limits
 //!
 //! - Hosts with a pure cgroup v2 hierarchy are refused for now (untested:
@@ -79,7 +98,12 @@
 //! - Machine names are host-wide (cgroups, the nspawn machine name): two
 //!   base directories must not hold machines of the same name.
 //! - Commands run by [`Target::run`] enter every namespace of the machine
-//!   but stay in the caller's cgroup.
+//!   but stay in the caller's cgroup; a command's timeout is coreutils'
+//!   `timeout` inside the machine.
+//! - The cluster bridge's traffic passes the iptables FORWARD chain of the
+//!   network namespace it lives in when that namespace has
+//!   `net.bridge.bridge-nf-call-iptables` on: a host whose FORWARD policy
+//!   is DROP (Docker sets it) keeps machines from reaching each other.
 
 use std::collections::{BTreeMap, HashSet};
 use std::fs::OpenOptions;
