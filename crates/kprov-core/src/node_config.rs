@@ -211,8 +211,9 @@ pub struct NodeConfig {
     /// it shares with its host: containerd keeps OOM score adjustments
     /// at or above its own (a container may not lower them), and the
     /// kubelet (join phase) tolerates the host's swap (failSwapOn: false)
-    /// and does not evict pods over the host's disk usage (disk eviction
-    /// thresholds at 0%). The host sets the kernel modules and sysctls.
+    /// and neither evicts pods nor deletes images over the host's disk
+    /// usage (disk eviction thresholds at 0%, image garbage collection at
+    /// 100%). The host sets the kernel modules and sysctls.
     #[arg(long)]
     pub node_in_container: bool,
 }

@@ -472,7 +472,8 @@ pub struct ClusterArgs {
 
     /// The nodes are containers (systemd-nspawn) on a kernel, swap and
     /// disk they share with their host: this master's kubelet tolerates
-    /// the host's swap and has no disk eviction thresholds, containerd
+    /// the host's swap and neither evicts pods nor deletes images over the
+    /// host's disk usage, containerd
     /// (when the base phase is installed) keeps OOM scores at or above its
     /// own, and kube-proxy leaves the host's conntrack table size alone.
     #[arg(long)]

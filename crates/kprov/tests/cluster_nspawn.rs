@@ -389,6 +389,92 @@ fn two_nspawn_machines_become_a_master_and_a_worker_both_ready_and_leave_nothing
     }
     let ready = t0.elapsed();
     println!("{}", admin.nodes());
+    // The host's disk is not the nodes': no pressure reported for it.
+    for name in [&master, &worker] {
+        let o = admin.kubectl(&[
+            "get",
+            "node",
+            &name.to_string(),
+            "-o",
+            "jsonpath={.status.conditions[?(@.type==\"DiskPressure\")].status}",
+        ]);
+        assert_eq!(
+            String::from_utf8_lossy(&o.stdout).trim(),
+            "False",
+            "{name}: {}",
+            common::controlplane::text(&o)
+        );
+    }
+    // kube-proxy runs on both (hostNetwork, so no pod network needed): it
+    // leaves the host's conntrack table size alone in a container.
+    let proxies_ready = common::controlplane::wait_for(Duration::from_secs(180), || {
+        let o = admin.kubectl(&[
+            "-n",
+            "kube-system",
+            "get",
+            "daemonset",
+            "kube-proxy",
+            "-o",
+            "jsonpath={.status.numberReady}",
+        ]);
+        (String::from_utf8_lossy(&o.stdout).trim() == "2").then_some(())
+    });
+    if proxies_ready.is_none() {
+        let pods = admin.kubectl(&["-n", "kube-system", "get", "pods", "-o", "wide"]);
+        let logs = admin.kubectl(&[
+            "-n",
+            "kube-system",
+            "logs",
+            "daemonset/kube-proxy",
+            "--tail",
+            "15",
+        ]);
+        panic!(
+            "kube-proxy is not ready on both nodes:\n{}\n{}",
+            common::controlplane::text(&pods),
+            common::controlplane::text(&logs)
+        );
+    }
+    // A workload from the image's own busybox runs on the worker, through
+    // its runc (OOM scores restricted) and the bridge pod network.
+    let o = admin.kubectl(&[
+        "run",
+        "hello",
+        &format!("--image={BUSYBOX}"),
+        "--image-pull-policy=Never",
+        "--restart=Never",
+        &format!("--overrides={{\"spec\":{{\"nodeName\":\"{worker}\"}}}}"),
+        "--command",
+        "--",
+        "sh",
+        "-c",
+        "echo hello from $(hostname)",
+    ]);
+    assert!(o.status.success(), "{}", common::controlplane::text(&o));
+    let done = common::controlplane::wait_for(Duration::from_secs(120), || {
+        let o = admin.kubectl(&["get", "pod", "hello", "-o", "jsonpath={.status.phase}"]);
+        let phase = String::from_utf8_lossy(&o.stdout).trim().to_string();
+        ["Succeeded", "Failed"]
+            .contains(&phase.as_str())
+            .then_some(phase)
+    });
+    let logs = admin.kubectl(&["logs", "hello"]);
+    let logs = String::from_utf8_lossy(&logs.stdout).into_owned();
+    if done.as_deref() != Some("Succeeded") {
+        let pod = admin.kubectl(&["describe", "pod", "hello"]);
+        panic!(
+            "the busybox pod did not succeed ({done:?}): {logs}\n{}\n{}",
+            common::controlplane::text(&pod),
+            diagnose(&target, &worker)
+        );
+    }
+    assert_eq!(logs, "hello from hello\n");
+    let ip = admin.kubectl(&["get", "pod", "hello", "-o", "jsonpath={.status.podIP}"]);
+    let ip = String::from_utf8_lossy(&ip.stdout).into_owned();
+    assert!(
+        ip.starts_with("10.244."),
+        "the pod's address {ip:?} is not in the pod range"
+    );
     bench(&format!(
         "nspawn 1+1: machine creation to both nodes Ready: {:.1} s (create+start {:.1} s, booted {:.1} s, kprov init done {:.1} s, worker joined {:.1} s)",
         ready.as_secs_f64(),
@@ -510,8 +596,25 @@ fn the_nspawn_target_finds_machines_by_name_and_label_refuses_bad_requests_and_r
     );
     assert_eq!(std::fs::read_dir(&machines_dir).unwrap().count(), 0);
 
-    // Made, listed by cluster with their labels, not running.
-    for name in [&a1, &a2, &b1] {
+    // Made, listed by cluster with their labels, not running. Making one
+    // is cheap: an overlay over the image and its containerd store as hard
+    // links, against a full copy of the image.
+    let t = Instant::now();
+    target.create(&spec(&a1)).unwrap();
+    let create_took = t.elapsed();
+    let t = Instant::now();
+    sh(Command::new("cp")
+        .arg("-a")
+        .arg(&image)
+        .arg(dir.path().join("image-copy")));
+    let copy_took = t.elapsed();
+    std::fs::remove_dir_all(dir.path().join("image-copy")).unwrap();
+    bench(&format!(
+        "nspawn: making a machine {:.2} s (overlay + hard-linked containerd store), against {:.2} s to copy the image with cp -a",
+        create_took.as_secs_f64(),
+        copy_took.as_secs_f64()
+    ));
+    for name in [&a2, &b1] {
         target.create(&spec(name)).unwrap();
     }
     let err = target.create(&spec(&a1)).unwrap_err().to_string();
@@ -606,6 +709,26 @@ fn the_nspawn_target_finds_machines_by_name_and_label_refuses_bad_requests_and_r
         stop_took.as_secs_f64(),
         restart_took.as_secs_f64()
     ));
+
+    // A machine that cannot start says why and leaves nothing running.
+    let a3 = MachineName::new(&a, Role::Worker, 2).unwrap();
+    target.create(&spec(&a3)).unwrap();
+    std::fs::remove_dir(target.layout(&a3).work).unwrap();
+    let err = target.start(&a3).unwrap_err().to_string();
+    assert!(
+        err.starts_with(&format!("machine {a3} failed to start"))
+            && err.contains("kprov-nspawn-launch: failed while mounting the machine's root"),
+        "{err}"
+    );
+    for hierarchy in std::fs::read_dir("/sys/fs/cgroup").unwrap().flatten() {
+        let cgroup = hierarchy.path().join("kprov").join(a3.to_string());
+        assert!(!cgroup.exists(), "cgroup left: {}", cgroup.display());
+    }
+    assert_eq!(
+        target.list(&a).unwrap()[2].state,
+        kprov_cluster::MachineState::Stopped
+    );
+    target.destroy(&a3).unwrap();
 
     // A cluster's network goes only with its last machine; another
     // cluster's machines are never touched.

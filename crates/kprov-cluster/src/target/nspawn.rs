@@ -62,8 +62,11 @@
 //! - in the node image (flags of kprov, `--node-in-container`):
 //!   containerd's `restrict_oom_score_adj` (without `CAP_SYS_RESOURCE`
 //!   nothing may lower an OOM score, and runc refuses to start pod
-//!   sandboxes that ask for -998), the kubelet's `failSwapOn: false` and
-//!   disk eviction thresholds at 0% (swap and disk are the host's), and
+//!   sandboxes that ask for -998), the kubelet's `failSwapOn: false`,
+//!   disk eviction thresholds at 0% and image garbage collection at 100%
+//!   (swap and disk are the host's: this host's disk looks 90% full to
+//!   the kubelet, whose default thresholds then report DiskPressure and
+//!   delete every image no container uses, kube-proxy's included), and
 //!   kube-proxy's `conntrack.maxPerCore: 0` (the conntrack table size is
 //!   the host's).
 //!
@@ -133,6 +136,8 @@ pub const CGROUP_PARENT: &str = "kprov";
 pub const LAUNCHER: &str = include_str!("nspawn-launch.sh");
 /// The launcher's `$0`, by which its processes are recognised.
 const LAUNCHER_NAME: &str = "kprov-nspawn-launch";
+/// How the launcher's failure message starts.
+const LAUNCH_FAILED: &str = "kprov-nspawn-launch: failed";
 /// The machine's PID 1: makes its cgroup controllers writable (nspawn
 /// mounts them read-only without a user namespace), then becomes systemd.
 pub const CONTAINER_INIT: &str = "for d in /sys/fs/cgroup/*; do \
@@ -730,7 +735,12 @@ impl Target for NspawnTarget {
                 });
             }
             tracing::info!(machine = %name, "launched");
-            return self.wait_started(name, &layout, from);
+            let started = self.wait_started(name, &layout, from);
+            if started.is_err() {
+                // Leave no half-started machine: processes and cgroups go.
+                let _ = self.halt(name, false);
+            }
+            return started;
         }
         // Another start is under way: wait for it.
         self.wait_started(name, &layout, 0)
@@ -1011,16 +1021,26 @@ impl NspawnTarget {
         console_from: u64,
     ) -> Result<(), TargetError> {
         let start = Instant::now();
+        // A process's command line reads empty while it execs (setsid,
+        // unshare, sh, nspawn follow each other in one process): the
+        // launch has failed only when none is seen for a while, or when
+        // the launcher said so.
+        let mut unseen_since: Option<Instant> = None;
         loop {
             if self.running(layout).is_some() {
                 return Ok(());
             }
-            if self.launch_pids(layout).is_empty() {
-                // The init may have appeared just before the launcher's
-                // nspawn exited: look once more.
+            let log = self.console_since(layout, console_from, 25);
+            let gone = if self.launch_pids(layout).is_empty() {
+                unseen_since.get_or_insert_with(Instant::now).elapsed() > Duration::from_secs(1)
+            } else {
+                unseen_since = None;
+                false
+            };
+            if gone || log.contains(LAUNCH_FAILED) {
                 return Err(TargetError::StartFailed {
                     name: name.clone(),
-                    log: self.console_since(layout, console_from, 25),
+                    log,
                 });
             }
             if start.elapsed() > self.start_timeout {
@@ -1814,6 +1834,7 @@ mod tests {
         assert_eq!(&rest[seps[1] + 1..], ["systemd-nspawn", "--quiet"]);
         // The launcher reads nine values, then the lists.
         assert!(LAUNCHER.contains("shift 9"));
+        assert!(LAUNCHER.contains(&format!("echo \"{LAUNCH_FAILED} while $step")));
         // Nothing of a machine's goes into the script's text.
         assert!(!LAUNCHER.contains("demo"));
         assert!(!LAUNCHER.contains("$(") && !LAUNCHER.contains('`'));

@@ -94,6 +94,11 @@ struct KubeletConfiguration {
     fail_swap_on: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     eviction_hard: Option<BTreeMap<&'static str, &'static str>>,
+    #[serde(
+        rename = "imageGCHighThresholdPercent",
+        skip_serializing_if = "Option::is_none"
+    )]
+    image_gc_high_threshold_percent: Option<u8>,
     protect_kernel_defaults: bool,
     rotate_certificates: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -148,7 +153,9 @@ struct WebhookAuthz {
 /// and authorization (no anonymous access), client certificate rotation,
 /// and `protectKernelDefaults`, which the base phase's sysctls satisfy
 /// (on a node in a container, the host's). A node in a container does not
-/// fail on the host's swap and has no disk eviction thresholds.
+/// fail on the host's swap, has no disk eviction thresholds and collects
+/// no images for disk space: the disk is the host's, and how full it is
+/// says nothing about the node (as kind's nodes are set up).
 pub fn kubelet_config(p: &KubeletParams) -> String {
     let config = KubeletConfiguration {
         api_version: "kubelet.config.k8s.io/v1beta1",
@@ -182,6 +189,9 @@ pub fn kubelet_config(p: &KubeletParams) -> String {
         eviction_hard: p
             .in_container
             .then(|| IN_CONTAINER_EVICTION_HARD.into_iter().collect()),
+        // Image garbage collection by the host's disk usage would delete
+        // the images a node was given offline (a workload's busybox).
+        image_gc_high_threshold_percent: p.in_container.then_some(100),
         protect_kernel_defaults: true,
         rotate_certificates: true,
         static_pod_path: p.static_pods.then_some(STATIC_POD_PATH),
@@ -292,11 +302,13 @@ mod tests {
     }
 
     #[test]
-    fn a_node_in_a_container_tolerates_swap_and_does_not_evict_for_the_hosts_disk() {
+    fn a_node_in_a_container_tolerates_swap_and_neither_evicts_nor_collects_images_for_the_hosts_disk(
+    ) {
         let host: serde_yaml::Value =
             serde_yaml::from_str(&kubelet_config(&params("v1.20.2"))).unwrap();
         assert_eq!(host["failSwapOn"], serde_yaml::Value::Bool(true));
         assert!(host.get("evictionHard").is_none());
+        assert!(host.get("imageGCHighThresholdPercent").is_none());
         let p = KubeletParams {
             in_container: true,
             ..params("v1.20.2")
@@ -313,6 +325,11 @@ mod tests {
         ] {
             assert_eq!(eviction[signal].as_str(), Some(value), "{signal}: {text}");
         }
+        assert_eq!(
+            c["imageGCHighThresholdPercent"].as_u64(),
+            Some(100),
+            "{text}"
+        );
         // Kernel settings stay protected: the host sets them.
         assert_eq!(c["protectKernelDefaults"], serde_yaml::Value::Bool(true));
         assert_eq!(c["cgroupDriver"].as_str(), Some("systemd"));
