@@ -177,10 +177,15 @@ fn kube_proxy(spec: &ClusterSpec, out: &mut Addons, proxy_mode: &str) {
         "apiVersion: v1\nkind: Config\nclusters:\n- cluster:\n    certificate-authority: /var/run/secrets/kubernetes.io/serviceaccount/ca.crt\n    server: {}\n  name: default\ncontexts:\n- context:\n    cluster: default\n    namespace: default\n    user: default\n  name: default\ncurrent-context: default\nusers:\n- name: default\n  user:\n    tokenFile: /var/run/secrets/kubernetes.io/serviceaccount/token\n",
         spec.node().control_plane_url()
     );
-    let config = format!(
+    let mut config = format!(
         "apiVersion: kubeproxy.config.k8s.io/v1alpha1\nkind: KubeProxyConfiguration\nbindAddress: 0.0.0.0\nclientConnection:\n  kubeconfig: /var/lib/kube-proxy/kubeconfig.conf\nclusterCIDR: {}\nmode: {proxy_mode}\n",
         spec.pod_cidr
     );
+    if spec.nodes_in_containers {
+        // nf_conntrack_max is the host's, read-only outside its first
+        // network namespace: kube-proxy would exit trying to set it.
+        config.push_str("conntrack:\n  maxPerCore: 0\n");
+    }
     out.config_maps.push(ConfigMap {
         metadata: meta("kube-proxy", Some(NS), &[("app", "kube-proxy")]),
         data: Some(BTreeMap::from([
@@ -630,6 +635,23 @@ mod tests {
             .image
             .clone();
         assert_eq!(image.as_deref(), Some("k8s.gcr.io/kube-proxy:v1.20.2"));
+        assert!(!data["config.conf"].contains("conntrack"));
+    }
+
+    #[test]
+    fn kube_proxy_on_nodes_in_containers_leaves_the_conntrack_table_size_alone() {
+        let mut s = spec();
+        s.nodes_in_containers = true;
+        let a = addons(&s, "iptables", DEFAULT_FLANNEL_IMAGE);
+        let cm = a
+            .config_maps
+            .iter()
+            .find(|c| c.metadata.name.as_deref() == Some("kube-proxy"))
+            .unwrap();
+        let config: serde_yaml::Value =
+            serde_yaml::from_str(&cm.data.as_ref().unwrap()["config.conf"]).unwrap();
+        assert_eq!(config["conntrack"]["maxPerCore"].as_u64(), Some(0));
+        assert_eq!(config["mode"].as_str(), Some("iptables"));
     }
 
     #[test]

@@ -135,6 +135,10 @@ pub struct ClusterSpec {
     pub kubernetes_dir: PathBuf,
     /// etcd's data directory on the node.
     pub etcd_data_dir: PathBuf,
+    /// The nodes are containers sharing their host's kernel, swap and
+    /// disk (`--node-in-container`): this master's kubelet is set up for
+    /// that, and kube-proxy leaves the host's conntrack table size alone.
+    pub nodes_in_containers: bool,
 }
 
 impl ClusterSpec {
@@ -153,6 +157,7 @@ impl ClusterSpec {
             cert_dir: "/etc/kubernetes/pki".into(),
             kubernetes_dir: "/etc/kubernetes".into(),
             etcd_data_dir: "/var/lib/etcd".into(),
+            nodes_in_containers: false,
         }
     }
 

@@ -206,6 +206,16 @@ pub struct NodeConfig {
     /// and the Node's registration.
     #[arg(long, value_name = "SECONDS", default_value_t = DEFAULT_TIMEOUT)]
     pub timeout: u64,
+
+    /// The node is a container (systemd-nspawn) on a kernel, swap and disk
+    /// it shares with its host: containerd keeps OOM score adjustments
+    /// at or above its own (a container may not lower them), and the
+    /// kubelet (join phase) tolerates the host's swap (failSwapOn: false)
+    /// and neither evicts pods nor deletes images over the host's disk
+    /// usage (disk eviction thresholds at 0%, image garbage collection at
+    /// 100%). The host sets the kernel modules and sysctls.
+    #[arg(long)]
+    pub node_in_container: bool,
 }
 
 impl Default for NodeConfig {
@@ -236,6 +246,7 @@ impl Default for NodeConfig {
             cluster_dns: DEFAULT_CLUSTER_DNS,
             cluster_domain: DEFAULT_CLUSTER_DOMAIN.into(),
             timeout: DEFAULT_TIMEOUT,
+            node_in_container: false,
         }
     }
 }
@@ -657,6 +668,7 @@ impl NodeConfig {
                 .iter()
                 .map(|t| t.parse())
                 .collect::<Result<_, _>>()?,
+            in_container: self.node_in_container,
             ..NodeSpec::new(self.kubelet_version.clone(), arch)
         };
         spec.validate(self.phase)?;
@@ -726,6 +738,7 @@ mod tests {
             cluster_dns: "10.32.0.10".parse().unwrap(),
             cluster_domain: "example.internal".into(),
             timeout: 42,
+            node_in_container: true,
         }
     }
 
@@ -871,7 +884,8 @@ mod tests {
                     register-with-taints: [dedicated=gpu:NoSchedule, spot:NoExecute]\n\
                     cluster-dns: 10.32.0.10\n\
                     cluster-domain: example.internal\n\
-                    timeout: 42\n";
+                    timeout: 42\n\
+                    node-in-container: true\n";
         assert_eq!(NodeConfig::from_yaml(text).unwrap(), full());
         for empty in ["", "\n", "# nothing\n"] {
             assert_eq!(NodeConfig::from_yaml(empty).unwrap(), NodeConfig::default());

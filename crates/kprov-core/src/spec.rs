@@ -86,6 +86,9 @@ pub struct NodeSpec {
     pub node_labels: Vec<(String, String)>,
     /// Taints the node registers with.
     pub register_with_taints: Vec<Taint>,
+    /// The node is a container sharing its host's kernel, swap and disk
+    /// (`--node-in-container`).
+    pub in_container: bool,
 }
 
 /// A spec that is well formed field by field but inconsistent as a whole,
@@ -157,6 +160,7 @@ impl NodeSpec {
             node_ip: None,
             node_labels: Vec::new(),
             register_with_taints: Vec::new(),
+            in_container: false,
         }
     }
 

@@ -269,6 +269,7 @@ pub fn plan_base(os: &OsFacts, spec: &NodeSpec, live: bool) -> Result<Plan, Plan
                 layout.cni_bin_dir,
                 layout.cni_conf_dir,
                 runc.as_deref(),
+                spec.in_container,
             )
             .render()
             .map_err(|e| PlanError::Render {

@@ -21,6 +21,8 @@ struct Case {
     upstream_runtime: bool,
     /// Images from a bundle.
     images: &'static [&'static str],
+    /// `--node-in-container`.
+    in_container: bool,
 }
 
 const fn case(golden: &'static str, fixture: &'static str, version: &'static str) -> Case {
@@ -33,6 +35,7 @@ const fn case(golden: &'static str, fixture: &'static str, version: &'static str
         live: false,
         upstream_runtime: false,
         images: &[],
+        in_container: false,
     }
 }
 
@@ -83,6 +86,11 @@ fn cases() -> Vec<Case> {
             images: IMAGES,
             ..case("flatcar-offline-images", "flatcar", "v1.20.2")
         },
+        Case {
+            images: IMAGES,
+            in_container: true,
+            ..case("debian-12-offline-in-container", "debian-12", "v1.20.2")
+        },
     ]
 }
 
@@ -104,6 +112,7 @@ fn render(c: &Case) -> String {
             RuntimeSource::Distro
         },
         images: c.images.iter().map(ToString::to_string).collect(),
+        in_container: c.in_container,
         ..NodeSpec::new(c.version.parse().unwrap(), Arch::Amd64)
     };
     let plan = plan_base(&os, &spec, c.live).unwrap();
@@ -185,6 +194,7 @@ fn join_plan(live: bool, joined: bool) -> kprov_plan::Plan {
         cloud_config: None,
         static_pods: false,
         hostname_override: Some("worker-1".into()),
+        in_container: false,
     };
     let files = JoinFiles {
         ca_pem: "-----BEGIN CERTIFICATE-----\nCA\n-----END CERTIFICATE-----\n".into(),

@@ -353,6 +353,7 @@ fn kubelet_params(spec: &ClusterSpec) -> KubeletParams {
         // The kubelet must register under the name its certificate and
         // the control plane's pod names use, not the host name.
         hostname_override: Some(spec.node().node_name.to_string()),
+        in_container: spec.nodes_in_containers,
     }
 }
 

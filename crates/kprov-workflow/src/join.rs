@@ -372,6 +372,7 @@ fn kubelet_params(spec: &JoinSpec) -> KubeletParams {
         cloud_config: node.cloud_config.as_ref().map(|p| p.display().to_string()),
         static_pods: false,
         hostname_override: node.node_name.as_ref().map(|n| n.to_string()),
+        in_container: node.in_container,
     }
 }
 

@@ -470,6 +470,15 @@ pub struct ClusterArgs {
     #[arg(long, value_name = "IMAGE", default_value = kprov_controlplane::addons::DEFAULT_FLANNEL_IMAGE, value_parser = parse_flannel_image)]
     pub flannel_image: kprov_core::ImageRef,
 
+    /// The nodes are containers (systemd-nspawn) on a kernel, swap and
+    /// disk they share with their host: this master's kubelet tolerates
+    /// the host's swap and neither evicts pods nor deletes images over the
+    /// host's disk usage, containerd
+    /// (when the base phase is installed) keeps OOM scores at or above its
+    /// own, and kube-proxy leaves the host's conntrack table size alone.
+    #[arg(long)]
+    pub node_in_container: bool,
+
     /// Report what would be written; write nothing.
     #[arg(long)]
     pub dry_run: bool,

@@ -27,6 +27,11 @@ pub struct Plugins {
 /// `[plugins."io.containerd.grpc.v1.cri"]`.
 #[derive(Debug, Clone, Serialize)]
 pub struct CriPlugin {
+    /// Keep containers' OOM score adjustments at or above containerd's own
+    /// (a node in a container may not lower them: runc fails to start a
+    /// pod sandbox that asks for -998). Left out when false.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub restrict_oom_score_adj: bool,
     /// The pause image pods are started with.
     pub sandbox_image: String,
     /// Runtime settings.
@@ -74,12 +79,14 @@ pub struct CriCni {
 }
 
 impl ContainerdConfig {
-    /// The configuration kprov installs.
+    /// The configuration kprov installs; `in_container` for a node that
+    /// is a container on a shared kernel (`--node-in-container`).
     pub fn for_node(
         sandbox_image: &str,
         cni_bin_dir: &str,
         cni_conf_dir: &str,
         runc: Option<&str>,
+        in_container: bool,
     ) -> Self {
         let runc_runtime = Runtime {
             runtime_type: "io.containerd.runc.v2".into(),
@@ -93,6 +100,7 @@ impl ContainerdConfig {
             disabled_plugins: Vec::new(),
             plugins: Plugins {
                 cri: CriPlugin {
+                    restrict_oom_score_adj: in_container,
                     sandbox_image: sandbox_image.into(),
                     containerd: CriContainerd {
                         default_runtime_name: "runc".into(),
@@ -127,6 +135,7 @@ mod tests {
             "/opt/cni/bin",
             "/etc/cni/net.d",
             None,
+            false,
         )
         .render()
         .unwrap();
@@ -139,5 +148,27 @@ mod tests {
         );
         assert_eq!(cri["cni"]["bin_dir"].as_str(), Some("/opt/cni/bin"));
         assert_eq!(parsed["disabled_plugins"].as_array().map(Vec::len), Some(0));
+        assert!(cri.get("restrict_oom_score_adj").is_none(), "{text}");
+    }
+
+    #[test]
+    fn a_node_in_a_container_keeps_oom_scores_at_or_above_containerds_own() {
+        let text = ContainerdConfig::for_node(
+            "k8s.gcr.io/pause:3.2",
+            "/opt/cni/bin",
+            "/etc/cni/net.d",
+            None,
+            true,
+        )
+        .render()
+        .unwrap();
+        let parsed: toml::Value = text.parse().unwrap();
+        let cri = &parsed["plugins"]["io.containerd.grpc.v1.cri"];
+        assert_eq!(
+            cri["restrict_oom_score_adj"].as_bool(),
+            Some(true),
+            "{text}"
+        );
+        assert_eq!(cri["sandbox_image"].as_str(), Some("k8s.gcr.io/pause:3.2"));
     }
 }

@@ -47,7 +47,21 @@ pub struct KubeletParams {
     pub static_pods: bool,
     /// The node's name when it is not the host name.
     pub hostname_override: Option<String>,
+    /// The node is a container sharing its host's kernel, swap and disk
+    /// (`--node-in-container`).
+    pub in_container: bool,
 }
+
+/// The hard eviction thresholds of a node in a container: the kubelet's
+/// default for memory, none for disk (the disk is the host's, shared
+/// with everything else on it, as kind's nodes do). Setting any threshold
+/// replaces all of the kubelet's defaults, so memory is repeated.
+pub const IN_CONTAINER_EVICTION_HARD: [(&str, &str); 4] = [
+    ("imagefs.available", "0%"),
+    ("memory.available", "100Mi"),
+    ("nodefs.available", "0%"),
+    ("nodefs.inodesFree", "0%"),
+];
 
 /// Whether the kubelet of `version` still has `provider` in-tree. The
 /// providers were removed one by one: OpenStack in v1.26, AWS in v1.27,
@@ -78,6 +92,13 @@ struct KubeletConfiguration {
     #[serde(skip_serializing_if = "Option::is_none")]
     container_runtime_endpoint: Option<String>,
     fail_swap_on: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    eviction_hard: Option<BTreeMap<&'static str, &'static str>>,
+    #[serde(
+        rename = "imageGCHighThresholdPercent",
+        skip_serializing_if = "Option::is_none"
+    )]
+    image_gc_high_threshold_percent: Option<u8>,
     protect_kernel_defaults: bool,
     rotate_certificates: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -130,7 +151,11 @@ struct WebhookAuthz {
 
 /// The KubeletConfiguration YAML: systemd cgroups, webhook authentication
 /// and authorization (no anonymous access), client certificate rotation,
-/// and `protectKernelDefaults`, which the base phase's sysctls satisfy.
+/// and `protectKernelDefaults`, which the base phase's sysctls satisfy
+/// (on a node in a container, the host's). A node in a container does not
+/// fail on the host's swap, has no disk eviction thresholds and collects
+/// no images for disk space: the disk is the host's, and how full it is
+/// says nothing about the node (as kind's nodes are set up).
 pub fn kubelet_config(p: &KubeletParams) -> String {
     let config = KubeletConfiguration {
         api_version: "kubelet.config.k8s.io/v1beta1",
@@ -160,7 +185,13 @@ pub fn kubelet_config(p: &KubeletParams) -> String {
             .version
             .at_least(1, 27)
             .then(|| p.runtime_endpoint.clone()),
-        fail_swap_on: true,
+        fail_swap_on: !p.in_container,
+        eviction_hard: p
+            .in_container
+            .then(|| IN_CONTAINER_EVICTION_HARD.into_iter().collect()),
+        // Image garbage collection by the host's disk usage would delete
+        // the images a node was given offline (a workload's busybox).
+        image_gc_high_threshold_percent: p.in_container.then_some(100),
         protect_kernel_defaults: true,
         rotate_certificates: true,
         static_pod_path: p.static_pods.then_some(STATIC_POD_PATH),
@@ -246,6 +277,7 @@ mod tests {
             cloud_config: Some("/etc/kubernetes/cloud.conf".into()),
             static_pods: false,
             hostname_override: Some("worker-1".into()),
+            in_container: false,
         }
     }
 
@@ -267,6 +299,40 @@ mod tests {
         assert!(c.contains("clientCAFile: /etc/kubernetes/pki/ca.crt"));
         assert!(!c.contains("containerRuntimeEndpoint"));
         assert!(!c.contains("staticPodPath"));
+    }
+
+    #[test]
+    fn a_node_in_a_container_tolerates_swap_and_neither_evicts_nor_collects_images_for_the_hosts_disk(
+    ) {
+        let host: serde_yaml::Value =
+            serde_yaml::from_str(&kubelet_config(&params("v1.20.2"))).unwrap();
+        assert_eq!(host["failSwapOn"], serde_yaml::Value::Bool(true));
+        assert!(host.get("evictionHard").is_none());
+        assert!(host.get("imageGCHighThresholdPercent").is_none());
+        let p = KubeletParams {
+            in_container: true,
+            ..params("v1.20.2")
+        };
+        let text = kubelet_config(&p);
+        let c: serde_yaml::Value = serde_yaml::from_str(&text).unwrap();
+        assert_eq!(c["failSwapOn"], serde_yaml::Value::Bool(false), "{text}");
+        let eviction = &c["evictionHard"];
+        for (signal, value) in [
+            ("nodefs.available", "0%"),
+            ("nodefs.inodesFree", "0%"),
+            ("imagefs.available", "0%"),
+            ("memory.available", "100Mi"),
+        ] {
+            assert_eq!(eviction[signal].as_str(), Some(value), "{signal}: {text}");
+        }
+        assert_eq!(
+            c["imageGCHighThresholdPercent"].as_u64(),
+            Some(100),
+            "{text}"
+        );
+        // Kernel settings stay protected: the host sets them.
+        assert_eq!(c["protectKernelDefaults"], serde_yaml::Value::Bool(true));
+        assert_eq!(c["cgroupDriver"].as_str(), Some("systemd"));
     }
 
     #[test]

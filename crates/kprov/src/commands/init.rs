@@ -77,6 +77,7 @@ fn init_spec(args: &ClusterArgs) -> anyhow::Result<InitSpec> {
     let mut cluster = ClusterSpec::new(pki);
     cluster.pod_cidr = args.pod_cidr.clone();
     cluster.pod_network = args.pod_network.into();
+    cluster.nodes_in_containers = args.node_in_container;
     if let Some(registry) = &args.image_registry {
         cluster.image_registry = registry.as_str().to_string();
     }
@@ -99,6 +100,7 @@ fn node_spec(args: &ClusterArgs) -> anyhow::Result<kprov_core::NodeSpec> {
     let version = args.node.kubernetes_version.clone();
     let mut spec = kprov_core::NodeSpec::new(version, arch);
     spec.proxy_mode = args.proxy_mode;
+    spec.in_container = args.node_in_container;
     spec.validate(kprov_core::Phase::Base)?;
     Ok(spec)
 }

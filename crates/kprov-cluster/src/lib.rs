@@ -1,0 +1,33 @@
+//! Clusters of kprov nodes on local machines: the layer under `kprov
+//! cluster`.
+//!
+//! - [`name`]: cluster and machine names (`NAME-master-1`,
+//!   `NAME-worker-2`), which carry a machine's cluster and role;
+//! - [`network`]: a cluster's subnet and gateway, machine addresses, and
+//!   the host-side interface names;
+//! - [`target`]: the [`target::Target`] interface (create a machine from
+//!   the node image, start, run a command, copy a file in, address, logs,
+//!   stop, destroy, list by cluster) and its implementations, with how to
+//!   add one; [`target::nspawn`] runs each node as a systemd-nspawn
+//!   container and documents what kubelet and containerd need in one;
+//! - [`image`]: node images cached by content.
+//!
+//! Stateless: nothing here keeps an inventory; machines are found on the
+//! target by name and labels. What is proven on real parts
+//! (`crates/kprov/tests/cluster_nspawn.rs`): two nspawn machines from a
+//! prebaked Debian 12 root, `kprov init` on one and `kprov provision
+//! --phase join` on the other, both nodes Ready, then everything removed.
+//! The cluster workflow itself (phases, exit criteria, `kprov cluster
+//! up/down/status/check`) is built on top of this crate; only the nspawn
+//! target exists so far (qemu and ssh are to come, see the module doc of
+//! [`target`] for how to add them).
+
+pub mod image;
+pub mod name;
+pub mod network;
+pub mod target;
+
+pub use name::{ClusterName, MachineName, Role};
+pub use network::ClusterNetwork;
+pub use target::nspawn::NspawnTarget;
+pub use target::{Machine, MachineCommand, MachineSpec, MachineState, Target, TargetError};

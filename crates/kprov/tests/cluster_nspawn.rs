@@ -1,0 +1,749 @@
+//! Kubernetes nodes as systemd-nspawn containers, through kprov-cluster's
+//! nspawn target, all real: the node image is Debian 12 prebaked by the
+//! static release kprov (`provision --phase base --root --node-in-container`)
+//! from a bundle with the harness's control-plane images (made once per
+//! content, cached); inside a network namespace of the test's own, two
+//! machines of one cluster boot systemd; `kprov init --pod-network bridge`
+//! makes the master, the worker joins with `kprov provision --phase join`
+//! (token and CA hash), and `kubectl get nodes` shows both Ready. Then both
+//! machines and the cluster's network are destroyed, and nothing may be
+//! left: no process, mount, veth, bridge, cgroup or directory.
+//!
+//! Needs root, systemd-nspawn, docker-registry and skopeo (for the bundle,
+//! once) and the cached Debian root and Kubernetes build: `#[ignore]`d,
+//! run by tools/test.sh.
+
+#![allow(clippy::unwrap_used, clippy::print_stdout)]
+
+mod common;
+
+use std::net::Ipv4Addr;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::time::{Duration, Instant};
+
+use common::cluster::{Admin, JoinCommand, BUSYBOX};
+use common::netns::Netns;
+use common::registry::control_plane_bundle;
+use common::{bench, debian_root_tarball, extract, harness_images, kprov_release_bin, scratch, sh};
+use kprov_cluster::target::nspawn::{warm_containerd, NspawnTarget};
+use kprov_cluster::{
+    ClusterName, ClusterNetwork, MachineCommand, MachineName, MachineSpec, Role, Target,
+};
+
+/// The cluster's network: its gateway (the bridge, in the test's
+/// namespace) and prefix.
+const NETWORK: &str = "10.84.0.1/24";
+
+/// The node image: the Debian root prebaked by the release kprov from a
+/// control-plane bundle (plus busybox), with `--node-in-container`, and
+/// the bundle's images imported into its containerd store by one boot
+/// (`warm_containerd`); made once per content under the target directory,
+/// and older ones removed.
+fn node_image() -> PathBuf {
+    static IMAGE: OnceLock<PathBuf> = OnceLock::new();
+    IMAGE.get_or_init(make_node_image).clone()
+}
+
+/// The tests of this file one at a time: they measure, and the machine
+/// has two cores.
+fn serial() -> MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn make_node_image() -> PathBuf {
+    let kprov = kprov_release_bin();
+    let file_digest = |p: &Path| common::sha256_hex(p);
+    let images_dir = &harness_images().0;
+    let tarball = debian_root_tarball();
+    let key = kprov_cluster::image::content_key([
+        "kprov nspawn node image v2: base --node-in-container, control-plane bundle + busybox, containerd warmed"
+            .to_string(),
+        tarball.display().to_string(),
+        std::fs::metadata(tarball).unwrap().len().to_string(),
+        std::fs::read_to_string(images_dir.join("SHA256SUMS")).unwrap(),
+        std::fs::read_to_string(common::kubernetes_bin_dir().join("../SHA256SUMS"))
+            .unwrap_or_default(),
+        std::fs::read_to_string(common::artifacts_dir().join("SHA256SUMS")).unwrap(),
+        file_digest(kprov),
+    ]);
+    let cache = Path::new(env!("CARGO_TARGET_TMPDIR")).join("nspawn-node-images");
+    let started = Instant::now();
+    let mut made = false;
+    let image = kprov_cluster::image::cached(&cache, &key, |dir| {
+        made = true;
+        let work = scratch("node-image-");
+        let bundle = control_plane_bundle(work.path(), &["--image", BUSYBOX]);
+        extract(tarball, dir);
+        let out = Command::new(kprov)
+            .args(["provision", "--phase", "base", "--root"])
+            .arg(dir)
+            .args(["--kubelet-version", "v1.20.2", "--arch", "amd64"])
+            .arg("--bundle")
+            .arg(&bundle)
+            .arg("--node-in-container")
+            .output()
+            .map_err(|e| e.to_string())?;
+        if !out.status.success() {
+            return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+        }
+        // The images imported once, here, rather than by every machine.
+        let ns = Netns::new("10.86.0");
+        let warmer = NspawnTarget::new(work.path().join("machines"))
+            .map_err(|e| e.to_string())?
+            .with_netns(format!("/run/netns/{}", ns.name));
+        warmer.prepare_host().map_err(|e| e.to_string())?;
+        warm_containerd(
+            &warmer,
+            dir,
+            "10.86.1.1/24".parse().unwrap(),
+            Duration::from_secs(300),
+        )
+        .map_err(|e| e.to_string())
+    })
+    .unwrap();
+    if made {
+        bench(&format!(
+            "nspawn node image (bundle + prebake, once per content): {:.1} s",
+            started.elapsed().as_secs_f64()
+        ));
+    }
+    // Images of older builds: never used again by this checkout.
+    for entry in std::fs::read_dir(&cache).unwrap().flatten() {
+        if entry.file_name().to_string_lossy() != key {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+    image
+}
+
+/// Destroys what is left of the cluster when the test ends, passed or
+/// not (the machines outlive this process otherwise).
+struct Teardown<'a> {
+    target: &'a NspawnTarget,
+    cluster: ClusterName,
+    armed: bool,
+}
+
+impl Drop for Teardown<'_> {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        for m in self.target.list(&self.cluster).unwrap_or_default() {
+            if let Err(e) = self.target.destroy(&m.name) {
+                eprintln!("teardown: destroying {}: {e}", m.name);
+            }
+        }
+        if let Err(e) = self.target.destroy_network(&self.cluster) {
+            eprintln!("teardown: {e}");
+        }
+    }
+}
+
+/// Runs `argv` in `machine`, failing with its output and the machine's
+/// log when it fails.
+fn run_ok(target: &NspawnTarget, machine: &MachineName, command: &MachineCommand) -> String {
+    let out = target.run(machine, command).unwrap();
+    // kprov's progress (its stderr never holds a secret), for the timings.
+    if command.argv.first().is_some_and(|p| p == "kprov") {
+        eprintln!(
+            "==== {machine}: {}\n{}",
+            command.argv[..2].join(" "),
+            out.stderr_text()
+        );
+    }
+    assert!(
+        out.success(),
+        "{:?} in {machine} exited {:?}{}\nstdout:\n{}\nstderr:\n{}\n{}",
+        command.argv,
+        out.code,
+        if out.timed_out { " (timed out)" } else { "" },
+        out.stdout_text(),
+        out.stderr_text(),
+        diagnose(target, machine)
+    );
+    out.stdout_text()
+}
+
+/// A machine's last console and kubelet lines, for failures.
+fn diagnose(target: &NspawnTarget, machine: &MachineName) -> String {
+    let console = target.logs(machine, 25).unwrap_or_else(|e| e.to_string());
+    let journal = target
+        .run(
+            machine,
+            &MachineCommand::new([
+                "journalctl",
+                "--no-pager",
+                "-o",
+                "cat",
+                "-n",
+                "25",
+                "-u",
+                "kubelet",
+                "-u",
+                "containerd",
+            ])
+            .timeout(Duration::from_secs(20)),
+        )
+        .map(|o| o.stdout_text())
+        .unwrap_or_else(|e| e.to_string());
+    format!("==== {machine} console (last lines)\n{console}\n==== {machine} kubelet and containerd (last lines)\n{journal}")
+}
+
+fn mib(bytes: Option<u64>) -> String {
+    bytes.map_or("?".into(), |b| format!("{:.0} MiB", b as f64 / 1048576.0))
+}
+
+/// Processes whose command line or mounts mention `dir`, or that run a
+/// machine of `cluster`.
+fn leftovers(dir: &Path, cluster: &ClusterName) -> Vec<String> {
+    let dir = dir.display().to_string();
+    let machine_flag = format!("--machine={cluster}-");
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.parse::<u32>().is_err() || name == std::process::id().to_string() {
+            continue;
+        }
+        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        if cmdline.contains(&dir) || cmdline.contains(&machine_flag) {
+            found.push(format!("process {name}: {cmdline}"));
+        }
+        let mounts = std::fs::read_to_string(entry.path().join("mountinfo")).unwrap_or_default();
+        if let Some(line) = mounts.lines().find(|l| l.contains(&dir)) {
+            found.push(format!("process {name} mounts {line}"));
+        }
+    }
+    found
+}
+
+#[test]
+#[ignore = "needs root, systemd-nspawn, docker-registry, skopeo and the cached builds; run by tools/test.sh"]
+fn two_nspawn_machines_become_a_master_and_a_worker_both_ready_and_leave_nothing_behind() {
+    let _serial = serial();
+    let image = node_image();
+    let ns = Netns::new("10.83.0");
+    let dir = scratch("cluster-nspawn-");
+    let machines_dir = dir.path().join("machines");
+    let target = NspawnTarget::new(&machines_dir)
+        .unwrap()
+        .with_netns(format!("/run/netns/{}", ns.name));
+    let cluster: ClusterName = format!("t{}", std::process::id()).parse().unwrap();
+    let network: ClusterNetwork = NETWORK.parse().unwrap();
+    let master = MachineName::new(&cluster, Role::Master, 1).unwrap();
+    let worker = MachineName::new(&cluster, Role::Worker, 1).unwrap();
+    let mut teardown = Teardown {
+        target: &target,
+        cluster: cluster.clone(),
+        armed: true,
+    };
+
+    for change in target.prepare_host().unwrap() {
+        eprintln!(
+            "host: {} changed from {} to {}",
+            change.what, change.from, change.to
+        );
+    }
+
+    // Machines: made from the image, started, booted.
+    let t0 = Instant::now();
+    for name in [&master, &worker] {
+        let address: Ipv4Addr = network.default_address(name).unwrap();
+        let made = target
+            .create(&MachineSpec {
+                name: name.clone(),
+                image: image.clone(),
+                network,
+                address,
+                labels: Default::default(),
+            })
+            .unwrap();
+        assert_eq!(made.address, address);
+        target.start(name).unwrap();
+    }
+    let started = t0.elapsed();
+    let listed: Vec<String> = target
+        .list(&cluster)
+        .unwrap()
+        .iter()
+        .map(|m| format!("{} {} {:?}", m.name, m.address, m.state))
+        .collect();
+    assert_eq!(
+        listed,
+        [
+            format!("{master} 10.84.0.11 Running"),
+            format!("{worker} 10.84.0.101 Running")
+        ]
+    );
+    for name in [&master, &worker] {
+        if let Err(e) = target.wait_booted(name, Duration::from_secs(180)) {
+            panic!("{e}\n{}", diagnose(&target, name));
+        }
+    }
+    let booted = t0.elapsed();
+    // Each machine is itself: its name, its address, its machine-id.
+    let ids: Vec<String> = [&master, &worker]
+        .iter()
+        .map(|name| {
+            let text = run_ok(
+                &target,
+                name,
+                &MachineCommand::new([
+                    "sh",
+                    "-c",
+                    "hostname; ip -4 -o addr show dev eth0 | awk '{print $4}'; cat /etc/machine-id",
+                ]),
+            );
+            let lines: Vec<&str> = text.lines().collect();
+            let address = target.address(name).unwrap();
+            assert_eq!(lines[..2], [name.to_string(), format!("{address}/24")]);
+            lines[2].to_string()
+        })
+        .collect();
+    assert_ne!(ids[0], ids[1], "the machines share a machine-id");
+
+    // The master.
+    let master_ip = target.address(&master).unwrap().to_string();
+    let init = run_ok(
+        &target,
+        &master,
+        &MachineCommand::new([
+            "kprov",
+            "init",
+            "--node-name",
+            &master.to_string(),
+            "--advertise-address",
+            &master_ip,
+            "--kubernetes-version",
+            "v1.20.2",
+            "--pod-network",
+            "bridge",
+            "--node-in-container",
+            "--timeout",
+            "300",
+        ])
+        .timeout(Duration::from_secs(420)),
+    );
+    let initialized = t0.elapsed();
+    let line = init
+        .lines()
+        .find(|l| l.starts_with("KPROV_TOKEN="))
+        .unwrap_or_else(|| panic!("kprov init printed no join command:\n{init}"));
+    let join = JoinCommand::parse(line);
+    assert_eq!(join.api_server, format!("https://{master_ip}:6443"));
+
+    // The worker.
+    let worker_ip = target.address(&worker).unwrap().to_string();
+    run_ok(
+        &target,
+        &worker,
+        &MachineCommand::new([
+            "kprov",
+            "provision",
+            "--phase",
+            "join",
+            "--kubelet-version",
+            "v1.20.2",
+            "--api-server",
+            &join.api_server,
+            "--discovery-token-ca-cert-hash",
+            &join.ca_hash,
+            "--node-name",
+            &worker.to_string(),
+            "--node-ip",
+            &worker_ip,
+            "--node-in-container",
+        ])
+        .env("KPROV_TOKEN", &join.token)
+        .timeout(Duration::from_secs(360)),
+    );
+    let joined = t0.elapsed();
+
+    // From the test's namespace, through the bridge: both Ready.
+    let kubeconfig = dir.path().join("admin.conf");
+    let admin_conf = run_ok(
+        &target,
+        &master,
+        &MachineCommand::new(["cat", "/etc/kubernetes/admin.conf"]),
+    );
+    std::fs::write(&kubeconfig, admin_conf).unwrap();
+    std::fs::set_permissions(&kubeconfig, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let admin = Admin {
+        ns: &ns,
+        kubeconfig: kubeconfig.clone(),
+    };
+    let context = || {
+        format!(
+            "{}\n{}",
+            diagnose(&target, &master),
+            diagnose(&target, &worker)
+        )
+    };
+    for name in [&master, &worker] {
+        admin.wait_ready(&name.to_string(), Duration::from_secs(300), &context);
+    }
+    let ready = t0.elapsed();
+    println!("{}", admin.nodes());
+    // The host's disk is not the nodes': no pressure reported for it.
+    for name in [&master, &worker] {
+        let o = admin.kubectl(&[
+            "get",
+            "node",
+            &name.to_string(),
+            "-o",
+            "jsonpath={.status.conditions[?(@.type==\"DiskPressure\")].status}",
+        ]);
+        assert_eq!(
+            String::from_utf8_lossy(&o.stdout).trim(),
+            "False",
+            "{name}: {}",
+            common::controlplane::text(&o)
+        );
+    }
+    // kube-proxy runs on both (hostNetwork, so no pod network needed): it
+    // leaves the host's conntrack table size alone in a container.
+    let proxies_ready = common::controlplane::wait_for(Duration::from_secs(180), || {
+        let o = admin.kubectl(&[
+            "-n",
+            "kube-system",
+            "get",
+            "daemonset",
+            "kube-proxy",
+            "-o",
+            "jsonpath={.status.numberReady}",
+        ]);
+        (String::from_utf8_lossy(&o.stdout).trim() == "2").then_some(())
+    });
+    if proxies_ready.is_none() {
+        let pods = admin.kubectl(&["-n", "kube-system", "get", "pods", "-o", "wide"]);
+        let logs = admin.kubectl(&[
+            "-n",
+            "kube-system",
+            "logs",
+            "daemonset/kube-proxy",
+            "--tail",
+            "15",
+        ]);
+        panic!(
+            "kube-proxy is not ready on both nodes:\n{}\n{}",
+            common::controlplane::text(&pods),
+            common::controlplane::text(&logs)
+        );
+    }
+    // A workload from the image's own busybox runs on the worker, through
+    // its runc (OOM scores restricted) and the bridge pod network.
+    let o = admin.kubectl(&[
+        "run",
+        "hello",
+        &format!("--image={BUSYBOX}"),
+        "--image-pull-policy=Never",
+        "--restart=Never",
+        &format!("--overrides={{\"spec\":{{\"nodeName\":\"{worker}\"}}}}"),
+        "--command",
+        "--",
+        "sh",
+        "-c",
+        "echo hello from $(hostname)",
+    ]);
+    assert!(o.status.success(), "{}", common::controlplane::text(&o));
+    let done = common::controlplane::wait_for(Duration::from_secs(120), || {
+        let o = admin.kubectl(&["get", "pod", "hello", "-o", "jsonpath={.status.phase}"]);
+        let phase = String::from_utf8_lossy(&o.stdout).trim().to_string();
+        ["Succeeded", "Failed"]
+            .contains(&phase.as_str())
+            .then_some(phase)
+    });
+    let logs = admin.kubectl(&["logs", "hello"]);
+    let logs = String::from_utf8_lossy(&logs.stdout).into_owned();
+    if done.as_deref() != Some("Succeeded") {
+        let pod = admin.kubectl(&["describe", "pod", "hello"]);
+        panic!(
+            "the busybox pod did not succeed ({done:?}): {logs}\n{}\n{}",
+            common::controlplane::text(&pod),
+            diagnose(&target, &worker)
+        );
+    }
+    assert_eq!(logs, "hello from hello\n");
+    let ip = admin.kubectl(&["get", "pod", "hello", "-o", "jsonpath={.status.podIP}"]);
+    let ip = String::from_utf8_lossy(&ip.stdout).into_owned();
+    assert!(
+        ip.starts_with("10.244."),
+        "the pod's address {ip:?} is not in the pod range"
+    );
+    bench(&format!(
+        "nspawn 1+1: machine creation to both nodes Ready: {:.1} s (create+start {:.1} s, booted {:.1} s, kprov init done {:.1} s, worker joined {:.1} s)",
+        ready.as_secs_f64(),
+        started.as_secs_f64(),
+        booted.as_secs_f64(),
+        initialized.as_secs_f64(),
+        joined.as_secs_f64()
+    ));
+    for name in [&master, &worker] {
+        let r = target.resources(name).unwrap();
+        bench(&format!(
+            "nspawn node cost, {}: memory {} resident + {} page cache; disk {} of its own + {} shared with the image (containerd's store, hard links)",
+            name.role,
+            mib(r.memory_rss),
+            mib(r.memory_cache),
+            mib(Some(r.disk_own)),
+            mib(Some(r.disk_shared))
+        ));
+    }
+
+    // Down: both machines, then the cluster's network.
+    let t1 = Instant::now();
+    for name in [&worker, &master] {
+        target.destroy(name).unwrap();
+    }
+    target.destroy_network(&cluster).unwrap();
+    bench(&format!(
+        "nspawn 1+1: destroying both machines and the bridge: {:.1} s",
+        t1.elapsed().as_secs_f64()
+    ));
+    teardown.armed = false;
+
+    // Nothing is left.
+    assert!(target.list(&cluster).unwrap().is_empty());
+    let left = leftovers(&machines_dir, &cluster);
+    assert!(left.is_empty(), "left behind:\n{}", left.join("\n"));
+    let entries: Vec<_> = std::fs::read_dir(&machines_dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(
+        entries.is_empty(),
+        "left in {}: {entries:?}",
+        machines_dir.display()
+    );
+    let links = sh(ns.command("ip").args(["-o", "link", "show"]));
+    let links = String::from_utf8_lossy(&links.stdout);
+    assert!(
+        !links.contains("kpbr") && !links.contains("kpv"),
+        "interfaces left in {}:\n{links}",
+        ns.name
+    );
+    for hierarchy in std::fs::read_dir("/sys/fs/cgroup").unwrap().flatten() {
+        for name in [&master, &worker] {
+            let cgroup = hierarchy.path().join("kprov").join(name.to_string());
+            assert!(!cgroup.exists(), "cgroup left: {}", cgroup.display());
+        }
+    }
+    // A second removal finds nothing to do, and says so for a machine.
+    target.destroy_network(&cluster).unwrap();
+    let err = target.destroy(&master).unwrap_err().to_string();
+    assert_eq!(err, format!("no machine {master} on this target"));
+}
+
+#[test]
+#[ignore = "needs root, systemd-nspawn and the node image of the test above; run by tools/test.sh"]
+fn the_nspawn_target_finds_machines_by_name_and_label_refuses_bad_requests_and_restarts_machines() {
+    let _serial = serial();
+    let image = node_image();
+    let ns = Netns::new("10.87.0");
+    let dir = scratch("nspawn-target-");
+    let machines_dir = dir.path().join("machines");
+    let target = NspawnTarget::new(&machines_dir)
+        .unwrap()
+        .with_netns(format!("/run/netns/{}", ns.name));
+    target.prepare_host().unwrap();
+    let pid = std::process::id();
+    let a: ClusterName = format!("a{pid}").parse().unwrap();
+    let b: ClusterName = format!("b{pid}").parse().unwrap();
+    let network: ClusterNetwork = "10.88.0.1/24".parse().unwrap();
+    let mut teardowns = [&a, &b].map(|c| Teardown {
+        target: &target,
+        cluster: c.clone(),
+        armed: true,
+    });
+    let spec = |name: &MachineName| MachineSpec {
+        name: name.clone(),
+        image: image.clone(),
+        network,
+        address: network.default_address(name).unwrap(),
+        labels: [("team".to_string(), "x".to_string())].into(),
+    };
+    let a1 = MachineName::new(&a, Role::Master, 1).unwrap();
+    let a2 = MachineName::new(&a, Role::Worker, 1).unwrap();
+    let b1 = MachineName::new(&b, Role::Master, 1).unwrap();
+
+    // Bad requests change nothing.
+    let outside = MachineSpec {
+        address: "10.89.0.5".parse().unwrap(),
+        ..spec(&a1)
+    };
+    let err = target.create(&outside).unwrap_err().to_string();
+    assert_eq!(
+        err,
+        "machine address 10.89.0.5 is not usable in 10.88.0.1/24: outside the network"
+    );
+    let empty = dir.path().join("not-an-image");
+    std::fs::create_dir(&empty).unwrap();
+    let err = target
+        .create(&MachineSpec {
+            image: empty.clone(),
+            ..spec(&a1)
+        })
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("has no /lib/systemd/systemd") && err.contains(&a1.to_string()),
+        "{err}"
+    );
+    assert_eq!(std::fs::read_dir(&machines_dir).unwrap().count(), 0);
+
+    // Made, listed by cluster with their labels, not running. Making one
+    // is cheap: an overlay over the image and its containerd store as hard
+    // links, against a full copy of the image.
+    let t = Instant::now();
+    target.create(&spec(&a1)).unwrap();
+    let create_took = t.elapsed();
+    let t = Instant::now();
+    sh(Command::new("cp")
+        .arg("-a")
+        .arg(&image)
+        .arg(dir.path().join("image-copy")));
+    let copy_took = t.elapsed();
+    std::fs::remove_dir_all(dir.path().join("image-copy")).unwrap();
+    bench(&format!(
+        "nspawn: making a machine {:.2} s (overlay + hard-linked containerd store), against {:.2} s to copy the image with cp -a",
+        create_took.as_secs_f64(),
+        copy_took.as_secs_f64()
+    ));
+    for name in [&a2, &b1] {
+        target.create(&spec(name)).unwrap();
+    }
+    let err = target.create(&spec(&a1)).unwrap_err().to_string();
+    assert!(
+        err.starts_with(&format!("machine {a1} exists already")),
+        "{err}"
+    );
+    let listed = target.list(&a).unwrap();
+    assert_eq!(
+        listed
+            .iter()
+            .map(|m| m.name.to_string())
+            .collect::<Vec<_>>(),
+        [a1.to_string(), a2.to_string()]
+    );
+    assert_eq!(listed[1].labels["kprov.dev/role"], "worker");
+    assert_eq!(listed[1].labels["kprov.dev/cluster"], a.to_string());
+    assert_eq!(listed[1].labels["team"], "x");
+    assert!(listed
+        .iter()
+        .all(|m| m.state == kprov_cluster::MachineState::Stopped));
+    assert_eq!(target.list(&b).unwrap().len(), 1);
+    assert_eq!(
+        target.address(&a2).unwrap(),
+        "10.88.0.101".parse::<Ipv4Addr>().unwrap()
+    );
+    let err = target
+        .run(&a1, &MachineCommand::new(["true"]))
+        .unwrap_err()
+        .to_string();
+    assert_eq!(err, format!("machine {a1} is not running"));
+
+    // Started: commands run with their environment and input; files come
+    // in with their mode; a timeout ends a command.
+    target.start(&a1).unwrap();
+    target.wait_booted(&a1, Duration::from_secs(120)).unwrap();
+    let mut cmd =
+        MachineCommand::new(["sh", "-c", "echo \"$GREETING $(cat)\""]).env("GREETING", "hello");
+    cmd.stdin = Some(b"from stdin".to_vec());
+    let out = target.run(&a1, &cmd).unwrap();
+    assert_eq!(out.stdout_text(), "hello from stdin\n");
+    let secret = dir.path().join("secret");
+    std::fs::write(&secret, "s3cret\n").unwrap();
+    target
+        .copy_in(&a1, &secret, Path::new("/etc/kprov/test/secret"), 0o600)
+        .unwrap();
+    let out = target
+        .run(
+            &a1,
+            &MachineCommand::new(["stat", "-c", "%a %U %s", "/etc/kprov/test/secret"]),
+        )
+        .unwrap();
+    assert_eq!(out.stdout_text(), "600 root 7\n");
+    let started = Instant::now();
+    let out = target
+        .run(
+            &a1,
+            &MachineCommand::new(["sleep", "60"]).timeout(Duration::from_secs(2)),
+        )
+        .unwrap();
+    assert!(out.timed_out && !out.success(), "{out:?}");
+    assert!(started.elapsed() < Duration::from_secs(20));
+    // Gone, not even a zombie: the machine's shutdown would wait for it.
+    let out = target
+        .run(
+            &a1,
+            &MachineCommand::new(["sh", "-c", "ps -eo stat,comm | grep -c sleep || true"]),
+        )
+        .unwrap();
+    assert_eq!(out.stdout_text(), "0\n");
+
+    // Stopped cleanly: the disk stays, nothing runs; started again, the
+    // machine still has what it had.
+    let t = Instant::now();
+    target.stop(&a1).unwrap();
+    let stop_took = t.elapsed();
+    assert!(leftovers(&machines_dir, &a).is_empty());
+    assert_eq!(
+        target.list(&a).unwrap()[0].state,
+        kprov_cluster::MachineState::Stopped
+    );
+    let t = Instant::now();
+    target.start(&a1).unwrap();
+    target.wait_booted(&a1, Duration::from_secs(120)).unwrap();
+    let restart_took = t.elapsed();
+    let out = target
+        .run(&a1, &MachineCommand::new(["cat", "/etc/kprov/test/secret"]))
+        .unwrap();
+    assert_eq!(out.stdout_text(), "s3cret\n");
+    bench(&format!(
+        "nspawn: a clean stop of a booted machine {:.1} s, a start to booted again {:.1} s",
+        stop_took.as_secs_f64(),
+        restart_took.as_secs_f64()
+    ));
+
+    // A machine that cannot start says why and leaves nothing running.
+    let a3 = MachineName::new(&a, Role::Worker, 2).unwrap();
+    target.create(&spec(&a3)).unwrap();
+    std::fs::remove_dir(target.layout(&a3).work).unwrap();
+    let err = target.start(&a3).unwrap_err().to_string();
+    assert!(
+        err.starts_with(&format!("machine {a3} failed to start"))
+            && err.contains("kprov-nspawn-launch: failed while mounting the machine's root"),
+        "{err}"
+    );
+    for hierarchy in std::fs::read_dir("/sys/fs/cgroup").unwrap().flatten() {
+        let cgroup = hierarchy.path().join("kprov").join(a3.to_string());
+        assert!(!cgroup.exists(), "cgroup left: {}", cgroup.display());
+    }
+    assert_eq!(
+        target.list(&a).unwrap()[2].state,
+        kprov_cluster::MachineState::Stopped
+    );
+    target.destroy(&a3).unwrap();
+
+    // A cluster's network goes only with its last machine; another
+    // cluster's machines are never touched.
+    let err = target.destroy_network(&a).unwrap_err().to_string();
+    assert_eq!(err, format!("cluster {a} still has machines: {a1}, {a2}"));
+    for name in [&a1, &a2] {
+        target.destroy(name).unwrap();
+    }
+    target.destroy_network(&a).unwrap();
+    teardowns[0].armed = false;
+    assert!(target.list(&a).unwrap().is_empty());
+    assert_eq!(target.list(&b).unwrap().len(), 1);
+    assert!(leftovers(&machines_dir, &a).is_empty());
+    target.destroy(&b1).unwrap();
+    target.destroy_network(&b).unwrap();
+    teardowns[1].armed = false;
+    assert_eq!(std::fs::read_dir(&machines_dir).unwrap().count(), 0);
+}
