@@ -132,10 +132,9 @@ fn a_live_host_gets_modules_sysctls_and_swap_off_now_and_after_reboot() {
         show()
     );
     assert!(
-        live.iter()
-            .any(|l| l.starts_with("LIVE second-run ")
-                && l.contains(": 0 created, 0 changed,")
-                && l.ends_with("/ kprov: nothing changed")),
+        live.iter().any(|l| l.starts_with("LIVE second-run ")
+            && l.contains(": 0 created, 0 changed,")
+            && l.ends_with("/ kprov: nothing changed")),
         "{}",
         show()
     );
