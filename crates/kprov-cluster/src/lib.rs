@@ -10,7 +10,12 @@
 //!   stop, destroy, list by cluster) and its implementations, with how to
 //!   add one; [`target::nspawn`] runs each node as a systemd-nspawn
 //!   container and documents what kubelet and containerd need in one;
-//! - [`image`]: node images cached by content.
+//! - [`image`]: node images cached by content;
+//! - [`config`]: `kprov cluster`'s flags and config file, checked into a
+//!   [`config::ClusterSpec`] before any machine is touched;
+//! - [`workflow`]: `up` (phases host, machines, master, nodes,
+//!   kubeconfig, each converging) and `down`;
+//! - [`inspect`]: `status`, and `check`, the exit criteria.
 //!
 //! Stateless: nothing here keeps an inventory; machines are found on the
 //! target by name and labels. What is proven on real parts
@@ -22,10 +27,13 @@
 //! target exists so far (qemu and ssh are to come, see the module doc of
 //! [`target`] for how to add them).
 
+pub mod config;
 pub mod image;
+pub mod inspect;
 pub mod name;
 pub mod network;
 pub mod target;
+pub mod workflow;
 
 pub use name::{ClusterName, MachineName, Role};
 pub use network::ClusterNetwork;

@@ -149,6 +149,21 @@ pub enum Command {
     #[command(subcommand)]
     Netboot(NetbootCommand),
 
+    /// Make, inspect and remove whole clusters of N masters and M workers
+    /// on local machines (systemd-nspawn containers), stateless: a
+    /// cluster's machines are found on the target by name and labels
+    /// (NAME-master-1, NAME-worker-2, ...).
+    ///
+    /// `up` converges: run again, it changes nothing; with more --workers
+    /// it adds the missing ones. It ends with the exit criteria of every
+    /// phase (`check`). `down` removes the machines, the cluster's bridge
+    /// and the kubeconfig `up` wrote.
+    ///
+    /// Example: kprov cluster up --name demo --masters 1 --workers 2
+    /// --image /var/lib/kprov/images/node
+    #[command(subcommand)]
+    Cluster(ClusterCommand),
+
     /// Show kprov's version, the git commit it was built from and the
     /// Kubernetes releases it supports.
     ///
@@ -171,6 +186,68 @@ pub enum Command {
     ///
     /// Example: kprov man --dir /usr/local/share/man/man1
     Man(ManArgs),
+}
+
+/// `kprov cluster` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum ClusterCommand {
+    /// Create what is missing of a cluster and check it: machines from
+    /// the node image, `kprov init` on the first master, workers joined,
+    /// every node Ready, the admin kubeconfig written (0600), then the
+    /// exit criteria's table. Flags can come from a YAML file (--config)
+    /// whose keys are the flag names without "--".
+    Up(ClusterUpArgs),
+    /// Remove every machine of a cluster, its bridge and the kubeconfig
+    /// `up` wrote; nothing else. A cluster with nothing left is an error
+    /// that changes nothing.
+    Down(ClusterArgsOnly),
+    /// Show a cluster's machines and whether each is a Ready node.
+    Status(ClusterReadArgs),
+    /// Print a cluster's admin kubeconfig (it holds credentials).
+    Kubeconfig(ClusterArgsOnly),
+    /// Check a cluster's exit criteria: machines booted, the API server
+    /// serving and scheduling, nodes Ready, kube-proxy on every node, the
+    /// DNS add-on. Exits non-zero when one fails.
+    Check(ClusterReadArgs),
+}
+
+/// Flags of `kprov cluster up`.
+#[derive(Debug, Args)]
+pub struct ClusterUpArgs {
+    /// The cluster.
+    #[command(flatten)]
+    pub cluster: kprov_cluster::config::ClusterConfig,
+    /// A YAML file with the same keys as the flags; flags given win.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<std::path::PathBuf>,
+    /// Output format of the final report.
+    #[arg(long, value_enum, default_value_t = OutputArg::Text)]
+    pub output: OutputArg,
+}
+
+/// Flags of `kprov cluster down` and `kubeconfig`.
+#[derive(Debug, Args)]
+pub struct ClusterArgsOnly {
+    /// The cluster.
+    #[command(flatten)]
+    pub cluster: kprov_cluster::config::ClusterConfig,
+    /// A YAML file with the same keys as the flags; flags given win.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<std::path::PathBuf>,
+}
+
+/// Flags of `kprov cluster status` and `check`.
+#[derive(Debug, Args)]
+pub struct ClusterReadArgs {
+    /// The cluster.
+    #[command(flatten)]
+    pub cluster: kprov_cluster::config::ClusterConfig,
+    /// A YAML file with the same keys as the flags; flags given win.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<std::path::PathBuf>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = OutputArg::Text)]
+    pub output: OutputArg,
 }
 
 /// Flags of `kprov version`.

@@ -107,6 +107,45 @@ pub fn parse() -> anyhow::Result<Cli> {
             merged.from_config = from;
             **args = merged;
         }
+        Command::Cluster(command) => {
+            let Some((name, given)) = given.subcommand() else {
+                return Ok(cli);
+            };
+            let Some(sub) = sub.find_subcommand(name) else {
+                return Ok(cli);
+            };
+            use crate::cli::ClusterCommand as C;
+            let config = match command {
+                C::Up(a) => &mut a.config,
+                C::Down(a) | C::Kubeconfig(a) => &mut a.config,
+                C::Status(a) | C::Check(a) => &mut a.config,
+            };
+            let Some(path) = config.clone() else {
+                return Ok(cli);
+            };
+            let mut file: kprov_cluster::config::ClusterConfig =
+                serde_yaml::from_str(&read(&path)?)
+                    .with_context(|| format!("--config {}", path.display()))?;
+            for p in [&mut file.image, &mut file.kubeconfig]
+                .into_iter()
+                .flatten()
+            {
+                rebase(&path, p);
+            }
+            rebase(&path, &mut file.machines_dir);
+            let flags = node_config::to_flags(&file)
+                .with_context(|| format!("--config {}", path.display()))?;
+            let (matches, _) = merge(sub, given, &path, flags)?;
+            match command {
+                C::Up(a) => *a = crate::cli::ClusterUpArgs::from_arg_matches(&matches)?,
+                C::Down(a) | C::Kubeconfig(a) => {
+                    *a = crate::cli::ClusterArgsOnly::from_arg_matches(&matches)?
+                }
+                C::Status(a) | C::Check(a) => {
+                    *a = crate::cli::ClusterReadArgs::from_arg_matches(&matches)?
+                }
+            }
+        }
         _ => {}
     }
     Ok(cli)

@@ -51,6 +51,7 @@ fn main() -> ExitCode {
         cli::Command::Init(args) => commands::init::run(*args),
         cli::Command::Token(command) => commands::token::run(command),
         cli::Command::Netboot(command) => commands::netboot::run(command),
+        cli::Command::Cluster(command) => commands::cluster::run(command),
         cli::Command::Version(args) => commands::version::run(&args),
         cli::Command::Completions(args) => commands::completions::run(&args),
         cli::Command::Man(args) => commands::man::run(&args),

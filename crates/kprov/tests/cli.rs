@@ -910,3 +910,84 @@ fn an_archive_swapped_after_its_verification_is_not_what_gets_installed() {
     );
     assert!(root.join("opt/cni/bin/host-local").is_file());
 }
+
+#[test]
+fn kprov_cluster_refuses_bad_configs_before_any_machine_exists() {
+    let dir = tempfile::tempdir().unwrap();
+    let machines = dir.path().join("machines");
+    let machines_arg = machines.display().to_string();
+    let config = dir.path().join("cluster.yaml");
+    std::fs::write(
+        &config,
+        "name: lab\nworkers: 2\naddress: [lab-worker-2=192.168.9.9]\n",
+    )
+    .unwrap();
+    let config_arg = config.display().to_string();
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (
+            vec!["up", "--name", "lab", "--masters", "0"],
+            "kprov: error: --masters: 0: a cluster needs at least one master",
+        ),
+        (
+            vec!["up", "--name", "lab", "--address", "lab-worker-1=10.9.0.5"],
+            "kprov: error: --address: machine address 10.9.0.5 is not usable in 10.84.0.1/24",
+        ),
+        (
+            vec!["up", "--name", "lab", "--address", "lab-worker-1=10.84.0.11"],
+            "kprov: error: --address: lab-worker-1 and lab-master-1 would both have address 10.84.0.11",
+        ),
+        (
+            vec![
+                "up",
+                "--name",
+                "lab",
+                "--address",
+                "lab-worker-1=10.84.0.50",
+                "--address",
+                "lab-worker-1=10.84.0.51",
+            ],
+            "kprov: error: --address: lab-worker-1 is given an address twice",
+        ),
+        (
+            vec!["up", "--config", &config_arg],
+            "kprov: error: --address: machine address 192.168.9.9 is not usable in 10.84.0.1/24",
+        ),
+        (
+            vec!["up", "--name", "Lab_1"],
+            "kprov: error: --name: ",
+        ),
+        (
+            vec!["up", "--name", "lab", "--target", "qemu"],
+            "kprov: error: --target: qemu: only the nspawn target is built so far",
+        ),
+        (
+            vec!["down", "--name", "unknown"],
+            "kprov: error: no cluster unknown on the nspawn target",
+        ),
+        (
+            vec!["status", "--name", "unknown"],
+            "kprov: error: no cluster unknown on the nspawn target",
+        ),
+    ];
+    for (mut args, want) in cases {
+        args.insert(0, "cluster");
+        args.extend(["--machines-dir", &machines_arg]);
+        let run = kprov(&args, &[]);
+        assert_eq!(run.code, Some(1), "{args:?}: {}", run.stderr);
+        assert!(
+            run.stderr.starts_with(want),
+            "{args:?}: got {:?}, want {want:?}",
+            run.stderr
+        );
+        assert!(!machines.exists(), "{args:?} made {}", machines.display());
+    }
+    // A key the file may not have is named.
+    std::fs::write(&config, "name: lab\nworker: 2\n").unwrap();
+    let run = kprov(&["cluster", "up", "--config", &config_arg], &[]);
+    assert_eq!(run.code, Some(1));
+    assert!(
+        run.stderr.contains("unknown field `worker`"),
+        "{}",
+        run.stderr
+    );
+}

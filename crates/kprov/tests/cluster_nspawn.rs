@@ -747,3 +747,177 @@ fn the_nspawn_target_finds_machines_by_name_and_label_refuses_bad_requests_and_r
     teardowns[1].armed = false;
     assert_eq!(std::fs::read_dir(&machines_dir).unwrap().count(), 0);
 }
+
+/// `kprov cluster` with the test's namespace, machines directory and
+/// kubeconfig.
+struct ClusterCli {
+    args: Vec<String>,
+}
+
+impl ClusterCli {
+    fn run(&self, verb: &str, more: &[&str]) -> common::Run {
+        let mut args: Vec<&str> = vec!["cluster", verb];
+        args.extend(self.args.iter().map(String::as_str));
+        args.extend_from_slice(more);
+        let run = common::kprov_release(&args, &[]);
+        eprintln!(
+            "==== kprov cluster {verb} {}: exit {:?}\n{}",
+            more.join(" "),
+            run.code,
+            run.stderr
+        );
+        run
+    }
+}
+
+#[test]
+#[ignore = "needs root, systemd-nspawn and the node image of the tests above; run by tools/test.sh"]
+fn kprov_cluster_up_makes_one_master_and_two_workers_converges_adds_a_worker_checks_and_goes_down()
+{
+    let _serial = serial();
+    let image = node_image();
+    let ns = Netns::new("10.91.0");
+    let dir = scratch("cluster-cli-");
+    let machines_dir = dir.path().join("machines");
+    let kubeconfig = dir.path().join("kube").join("admin.conf");
+    let cluster: ClusterName = format!("c{}", std::process::id()).parse().unwrap();
+    let target = NspawnTarget::new(&machines_dir)
+        .unwrap()
+        .with_netns(format!("/run/netns/{}", ns.name));
+    let mut teardown = Teardown {
+        target: &target,
+        cluster: cluster.clone(),
+        armed: true,
+    };
+    let cli = ClusterCli {
+        args: vec![
+            "--name".into(),
+            cluster.to_string(),
+            "--machines-dir".into(),
+            machines_dir.display().to_string(),
+            "--netns".into(),
+            ns.name.clone(),
+            "--network".into(),
+            "10.92.0.1/24".into(),
+            "--kubeconfig".into(),
+            kubeconfig.display().to_string(),
+            "--timeout".into(),
+            "300".into(),
+        ],
+    };
+    let image_arg = image.display().to_string();
+
+    // Up, 1 + 2: every criterion passes.
+    let t = Instant::now();
+    let up = cli.run("up", &["--workers", "2", "--image", &image_arg]);
+    let up_took = t.elapsed();
+    assert_eq!(up.code, Some(0), "{}", up.stderr);
+    let ready_line = up
+        .stderr
+        .lines()
+        .find(|l| l.contains("is up: 3 machines, every node Ready after"))
+        .unwrap_or_else(|| panic!("no 'is up' line:\n{}", up.stderr));
+    for criterion in ["machines", "master", "nodes", "daemons"] {
+        assert!(
+            up.stderr
+                .lines()
+                .any(|l| l.trim_start().starts_with(criterion) && l.contains(" passed ")),
+            "criterion {criterion} did not pass:\n{}",
+            up.stderr
+        );
+    }
+    assert!(!up.stderr.contains("FAILED"), "{}", up.stderr);
+    let mode = std::fs::metadata(&kubeconfig).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    let conf = std::fs::read_to_string(&kubeconfig).unwrap();
+    assert!(conf.contains("server: https://10.92.0.11:6443"), "{conf}");
+    bench(&format!(
+        "kprov cluster up, nspawn 1+2: {ready_line}; every criterion passed after {:.1} s",
+        up_took.as_secs_f64()
+    ));
+
+    // Again: nothing changes.
+    let again = cli.run("up", &["--workers", "2", "--image", &image_arg]);
+    assert_eq!(again.code, Some(0), "{}", again.stderr);
+    assert!(
+        again.stderr.contains("kprov: nothing changed"),
+        "{}",
+        again.stderr
+    );
+
+    // One more worker: exactly one machine made and joined.
+    let more = cli.run("up", &["--workers", "3", "--image", &image_arg]);
+    assert_eq!(more.code, Some(0), "{}", more.stderr);
+    let created: Vec<&str> = more
+        .stdout
+        .lines()
+        .filter(|l| l.trim_start().starts_with("created "))
+        .collect();
+    let worker3 = format!("{cluster}-worker-3");
+    assert_eq!(created.len(), 2, "{}", more.stdout);
+    assert!(created.iter().all(|l| l.contains(&worker3)), "{created:?}");
+    assert_eq!(target.list(&cluster).unwrap().len(), 4);
+
+    // Status and check, as JSON.
+    let status = cli.run("status", &["--output", "json"]);
+    assert_eq!(status.code, Some(0), "{}", status.stderr);
+    let doc: serde_json::Value = serde_json::from_str(&status.stdout).unwrap();
+    let machines = doc["machines"].as_array().unwrap();
+    assert_eq!(machines.len(), 4, "{}", status.stdout);
+    assert!(
+        machines
+            .iter()
+            .all(|m| m["state"] == "running" && m["node"] == "Ready"),
+        "{}",
+        status.stdout
+    );
+    let check = cli.run("check", &["--output", "json"]);
+    assert_eq!(check.code, Some(0), "{}\n{}", check.stdout, check.stderr);
+    let doc: serde_json::Value = serde_json::from_str(&check.stdout).unwrap();
+    assert!(
+        doc["criteria"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|c| c["verdict"] != "failed"),
+        "{}",
+        check.stdout
+    );
+    let printed = cli.run("kubeconfig", &[]);
+    assert_eq!(
+        printed.stdout,
+        std::fs::read_to_string(&kubeconfig).unwrap()
+    );
+
+    // Down: nothing of the cluster is left; a second down changes nothing
+    // and says the cluster is not there.
+    let t = Instant::now();
+    let down = cli.run("down", &[]);
+    assert_eq!(down.code, Some(0), "{}", down.stderr);
+    bench(&format!(
+        "kprov cluster down, nspawn 1+3: {:.1} s",
+        t.elapsed().as_secs_f64()
+    ));
+    teardown.armed = false;
+    assert!(target.list(&cluster).unwrap().is_empty());
+    assert!(!kubeconfig.exists());
+    let left = leftovers(&machines_dir, &cluster);
+    assert!(left.is_empty(), "left behind:\n{}", left.join("\n"));
+    assert_eq!(std::fs::read_dir(&machines_dir).unwrap().count(), 0);
+    let links = sh(ns.command("ip").args(["-o", "link", "show"]));
+    let links = String::from_utf8_lossy(&links.stdout);
+    assert!(
+        !links.contains("kpbr") && !links.contains("kpv"),
+        "interfaces left in {}:\n{links}",
+        ns.name
+    );
+    let second = cli.run("down", &[]);
+    assert_eq!(second.code, Some(1), "{}", second.stderr);
+    assert!(
+        second
+            .stderr
+            .contains(&format!("no cluster {cluster} on the nspawn target")),
+        "{}",
+        second.stderr
+    );
+}

@@ -2,6 +2,7 @@
 //! format the results.
 
 pub mod bundle;
+pub mod cluster;
 pub mod completions;
 pub mod health_check;
 pub mod init;

@@ -1,0 +1,404 @@
+//! `kprov cluster status` and `check`: what a cluster's machines and
+//! nodes are, and its exit criteria (seed 003), each passed, failed
+//! (naming the node, object and cause) or skipped with the reason.
+
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use crate::config::ClusterSpec;
+use crate::name::{ClusterName, Role};
+use crate::target::{MachineCommand, MachineState, Target};
+use crate::workflow::{kubectl, node_readiness, Error};
+
+/// One machine in `status`.
+#[derive(Debug, Clone, Serialize)]
+pub struct MachineStatus {
+    /// Its name.
+    pub name: String,
+    /// `master` or `worker`.
+    pub role: String,
+    /// Its address.
+    pub address: String,
+    /// `running` or `stopped`.
+    pub state: String,
+    /// `Ready`, `NotReady`, `not registered`, or `unknown` when the API
+    /// server cannot be asked.
+    pub node: String,
+}
+
+/// `kprov cluster status`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Status {
+    /// The cluster.
+    pub cluster: String,
+    /// The target.
+    pub target: String,
+    /// Its machines, masters first.
+    pub machines: Vec<MachineStatus>,
+}
+
+/// The status of `cluster`; an error when it has no machine.
+pub fn status(target: &dyn Target, cluster: &ClusterName) -> Result<Status, Error> {
+    let mut machines = target.list(cluster)?;
+    if machines.is_empty() {
+        return Err(Error::NoCluster {
+            cluster: cluster.clone(),
+            target: target.kind(),
+        });
+    }
+    machines.sort_by(|a, b| a.name.cmp(&b.name));
+    let master = machines
+        .iter()
+        .find(|m| m.name.role == Role::Master && m.state == MachineState::Running);
+    let nodes = master.and_then(|m| node_readiness(target, &m.name).ok());
+    Ok(Status {
+        cluster: cluster.to_string(),
+        target: target.kind().to_string(),
+        machines: machines
+            .iter()
+            .map(|m| MachineStatus {
+                name: m.name.to_string(),
+                role: m.name.role.to_string(),
+                address: m.address.to_string(),
+                state: match m.state {
+                    MachineState::Running => "running".into(),
+                    MachineState::Stopped => "stopped".into(),
+                },
+                node: match &nodes {
+                    None => "unknown".into(),
+                    Some(nodes) => match nodes.iter().find(|(n, _, _)| *n == m.name.to_string()) {
+                        Some((_, true, _)) => "Ready".into(),
+                        Some((_, false, _)) => "NotReady".into(),
+                        None => "not registered".into(),
+                    },
+                },
+            })
+            .collect(),
+    })
+}
+
+impl Status {
+    /// A table, one line per machine.
+    pub fn render_text(&self) -> String {
+        let mut out = format!(
+            "cluster {} on {}\n{:<28} {:<7} {:<15} {:<8} NODE\n",
+            self.cluster, self.target, "MACHINE", "ROLE", "ADDRESS", "STATE"
+        );
+        for m in &self.machines {
+            out.push_str(&format!(
+                "{:<28} {:<7} {:<15} {:<8} {}\n",
+                m.name, m.role, m.address, m.state, m.node
+            ));
+        }
+        out
+    }
+}
+
+/// The result of one exit criterion.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Verdict {
+    /// It holds.
+    Passed,
+    /// It does not.
+    Failed,
+    /// It could not be checked here; the detail says why.
+    Skipped,
+}
+
+/// One exit criterion.
+#[derive(Debug, Clone, Serialize)]
+pub struct Criterion {
+    /// The phase it closes: machines, master, nodes, network, daemons,
+    /// add-ons.
+    pub phase: &'static str,
+    /// What must hold.
+    pub criterion: String,
+    /// Whether it does.
+    pub verdict: Verdict,
+    /// What was seen: on failure the node, object and cause.
+    pub detail: String,
+    /// How long checking it took, seconds.
+    pub seconds: f64,
+}
+
+/// The exit criteria of a cluster.
+#[derive(Debug, Clone, Serialize)]
+pub struct Check {
+    /// The cluster.
+    pub cluster: String,
+    /// Each criterion, in phase order.
+    pub criteria: Vec<Criterion>,
+}
+
+impl Check {
+    /// True when no criterion failed.
+    pub fn passed(&self) -> bool {
+        self.criteria.iter().all(|c| c.verdict != Verdict::Failed)
+    }
+
+    /// The table printed at the end of `up` and by `check`.
+    pub fn render_text(&self) -> String {
+        let mut out = format!("exit criteria of cluster {}\n", self.cluster);
+        for c in &self.criteria {
+            let word = match c.verdict {
+                Verdict::Passed => "passed",
+                Verdict::Failed => "FAILED",
+                Verdict::Skipped => "skipped",
+            };
+            out.push_str(&format!(
+                "  {:<9} {:<8} {:>5.1} s  {}",
+                c.phase, word, c.seconds, c.criterion
+            ));
+            if c.verdict != Verdict::Passed || !c.detail.is_empty() {
+                out.push_str(&format!(": {}", c.detail.trim_end()));
+            }
+            out.push('\n');
+        }
+        out
+    }
+}
+
+/// What a criterion's check found: passed with a detail, failed with the
+/// cause, or skipped with the reason.
+type Found = (Verdict, String);
+
+fn measure(
+    criteria: &mut Vec<Criterion>,
+    phase: &'static str,
+    criterion: &str,
+    check: impl FnOnce() -> Found,
+) {
+    let t = Instant::now();
+    let (verdict, detail) = check();
+    criteria.push(Criterion {
+        phase,
+        criterion: criterion.to_string(),
+        verdict,
+        detail,
+        seconds: t.elapsed().as_secs_f64(),
+    });
+}
+
+/// Runs a command in the first master; its stdout or why it failed.
+fn in_master(
+    target: &dyn Target,
+    spec: &ClusterSpec,
+    command: &MachineCommand,
+) -> Result<String, String> {
+    let master = &spec.first_master().name;
+    match target.run(master, command) {
+        Ok(out) if out.success() => Ok(out.stdout_text()),
+        Ok(out) => Err(format!(
+            "`{}` in {master} exited {:?}: {}",
+            command.argv.join(" "),
+            out.code,
+            out.stderr_text().trim_end()
+        )),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// Polls `probe` every 2 s until it returns `Ok`, or `limit` passes (its
+/// last error).
+fn poll(
+    limit: Duration,
+    mut probe: impl FnMut() -> Result<String, String>,
+) -> Result<String, String> {
+    let deadline = Instant::now() + limit;
+    loop {
+        match probe() {
+            Ok(v) => return Ok(v),
+            Err(e) if Instant::now() >= deadline => return Err(e),
+            Err(_) => std::thread::sleep(Duration::from_secs(2)),
+        }
+    }
+}
+
+/// Checks the exit criteria of `spec`'s cluster, waiting up to `limit`
+/// for each that converges (a Deployment's pods, DaemonSets).
+pub fn check(target: &dyn Target, spec: &ClusterSpec, limit: Duration) -> Check {
+    let mut criteria = Vec::new();
+    let listed = target.list(&spec.name).unwrap_or_default();
+
+    measure(
+        &mut criteria,
+        "machines",
+        "every machine runs and has booted",
+        || {
+            for m in &spec.machines {
+                match listed.iter().find(|l| l.name == m.name) {
+                    None => {
+                        return (
+                            Verdict::Failed,
+                            format!("machine {}: does not exist", m.name),
+                        )
+                    }
+                    Some(l) if l.state != MachineState::Running => {
+                        return (Verdict::Failed, format!("machine {}: not running", m.name))
+                    }
+                    Some(_) => {}
+                }
+                if let Err(e) = target.wait_booted(&m.name, limit) {
+                    return (Verdict::Failed, e.to_string());
+                }
+            }
+            (Verdict::Passed, format!("{} machines", spec.machines.len()))
+        },
+    );
+
+    measure(&mut criteria, "master", "the API server is ready, and a Deployment gets its pod (scheduler and controller manager at work)", || {
+        if let Err(e) = in_master(target, spec, &kubectl(&["get", "--raw", "/readyz"])) {
+            return (Verdict::Failed, format!("/readyz: {e}"));
+        }
+        // The pause image is on every node (containerd's sandbox image).
+        let pause = match in_master(target, spec, &MachineCommand::new(["sh", "-c", "sed -n 's/^ *sandbox_image *= *\"\\(.*\\)\"/\\1/p' /etc/containerd/config.toml"])) {
+            Ok(p) if !p.trim().is_empty() => p.trim().to_string(),
+            Ok(_) => return (Verdict::Failed, "no sandbox_image in the master's /etc/containerd/config.toml".into()),
+            Err(e) => return (Verdict::Failed, e),
+        };
+        let name = "kprov-check";
+        let _ = in_master(target, spec, &kubectl(&["delete", "deployment", name, "--ignore-not-found", "--wait=true"]));
+        if let Err(e) = in_master(target, spec, &kubectl(&["create", "deployment", name, "--image", &pause])) {
+            return (Verdict::Failed, format!("Deployment {name}: {e}"));
+        }
+        let available = poll(limit, || {
+            let n = in_master(target, spec, &kubectl(&["get", "deployment", name, "-o", "jsonpath={.status.availableReplicas}"]))?;
+            if n.trim() == "1" { Ok(n) } else { Err(format!("Deployment {name} has {:?} available pods", n.trim())) }
+        });
+        let pods = in_master(target, spec, &kubectl(&["get", "pods", "-l", &format!("app={name}"), "-o", "wide", "--no-headers"])).unwrap_or_default();
+        let deleted = in_master(target, spec, &kubectl(&["delete", "deployment", name, "--wait=true"]));
+        match (available, deleted) {
+            (Err(e), _) => {
+                let cm = in_master(target, spec, &kubectl(&["-n", "kube-system", "get", "pods", "--no-headers"])).unwrap_or_default();
+                (Verdict::Failed, format!("{e}\n{pods}\n-- kube-system pods:\n{cm}"))
+            }
+            (Ok(_), Err(e)) => (Verdict::Failed, format!("deleting Deployment {name}: {e}")),
+            (Ok(_), Ok(_)) => (Verdict::Passed, format!("pod {}", pods.split_whitespace().next().unwrap_or("?"))),
+        }
+    });
+
+    measure(
+        &mut criteria,
+        "nodes",
+        "every machine is a registered, Ready node",
+        || {
+            let nodes = match node_readiness(target, &spec.first_master().name) {
+                Ok(n) => n,
+                Err(e) => return (Verdict::Failed, e.to_string()),
+            };
+            let mut bad = Vec::new();
+            for m in &spec.machines {
+                match nodes.iter().find(|(n, _, _)| *n == m.name.to_string()) {
+                    Some((_, true, _)) => {}
+                    Some((_, false, why)) => bad.push(format!("node {}: {why}", m.name)),
+                    None => bad.push(format!("node {}: not registered", m.name)),
+                }
+            }
+            if bad.is_empty() {
+                (Verdict::Passed, format!("{} Ready", nodes.len()))
+            } else {
+                (Verdict::Failed, bad.join("; "))
+            }
+        },
+    );
+
+    measure(
+        &mut criteria,
+        "daemons",
+        "kube-proxy runs on every node",
+        || {
+            let want = spec.machines.len().to_string();
+            match poll(limit, || {
+                let n = in_master(
+                    target,
+                    spec,
+                    &kubectl(&[
+                        "-n",
+                        "kube-system",
+                        "get",
+                        "daemonset",
+                        "kube-proxy",
+                        "-o",
+                        "jsonpath={.status.numberReady}",
+                    ]),
+                )?;
+                if n.trim() == want {
+                    Ok(n)
+                } else {
+                    Err(format!(
+                        "DaemonSet kube-system/kube-proxy: {} of {want} ready",
+                        n.trim()
+                    ))
+                }
+            }) {
+                Ok(_) => (Verdict::Passed, format!("{want} of {want} ready")),
+                Err(e) => (Verdict::Failed, e),
+            }
+        },
+    );
+
+    measure(
+        &mut criteria,
+        "add-ons",
+        "the DNS add-on (CoreDNS) is rolled out",
+        || {
+            let image = match in_master(
+                target,
+                spec,
+                &kubectl(&[
+                    "-n",
+                    "kube-system",
+                    "get",
+                    "deployment",
+                    "coredns",
+                    "-o",
+                    "jsonpath={.spec.template.spec.containers[0].image}",
+                ]),
+            ) {
+                Ok(i) => i.trim().to_string(),
+                Err(e) => {
+                    return (
+                        Verdict::Failed,
+                        format!("Deployment kube-system/coredns: {e}"),
+                    )
+                }
+            };
+            let present = in_master(
+                target,
+                spec,
+                &MachineCommand::new(["ctr", "-n", "k8s.io", "images", "ls", "-q"]),
+            )
+            .map(|list| list.lines().any(|l| l.trim() == image))
+            .unwrap_or(false);
+            if !present {
+                return (
+                    Verdict::Skipped,
+                    format!("image {image} not available on the nodes"),
+                );
+            }
+            match in_master(
+                target,
+                spec,
+                &kubectl(&[
+                    "-n",
+                    "kube-system",
+                    "rollout",
+                    "status",
+                    "deployment/coredns",
+                    &format!("--timeout={}s", limit.as_secs()),
+                ])
+                .timeout(limit + Duration::from_secs(30)),
+            ) {
+                Ok(_) => (Verdict::Passed, String::new()),
+                Err(e) => (Verdict::Failed, e),
+            }
+        },
+    );
+
+    Check {
+        cluster: spec.name.to_string(),
+        criteria,
+    }
+}

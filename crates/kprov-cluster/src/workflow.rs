@@ -1,0 +1,699 @@
+//! `kprov cluster up` and `down` as phase tables over a [`Target`].
+//!
+//! `up` converges: every phase finds what exists first (machines by name
+//! and labels, a node's kubelet.conf, the API server's nodes) and only
+//! makes what is missing, so a second `up` reports every resource
+//! unchanged, and `--workers 3` on a 1+2 cluster adds exactly one. Nothing
+//! is written on the host but the admin kubeconfig: there is no inventory.
+//!
+//! Machines are driven through the commands a user would run on them:
+//! `kprov init` on the first master, `kprov provision --phase join` on
+//! workers (the token in the environment, never on a command line), and
+//! `kubectl` with the master's admin.conf.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use kprov_plan::workflow::{always, Observed, Observer, Phase, Selection, UnknownPhase};
+use kprov_plan::{Outcome, Report, ResourceReport};
+
+use crate::config::{ClusterSpec, WantedMachine};
+use crate::name::{ClusterName, MachineName, Role};
+use crate::target::{Machine, MachineCommand, MachineSpec, MachineState, Target, TargetError};
+
+/// Why `up` or `down` failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The target refused or failed.
+    #[error(transparent)]
+    Target(#[from] TargetError),
+    /// A phase name that does not exist.
+    #[error(transparent)]
+    UnknownPhase(#[from] UnknownPhase),
+    /// A machine must be made and no image was given.
+    #[error("--image: needed to create {machine} (a root made by `kprov provision --phase base --root DIR --node-in-container`)")]
+    NoImage {
+        /// The machine.
+        machine: MachineName,
+    },
+    /// The image is not a prebaked node root.
+    #[error("--image {path}: {reason}")]
+    BadImage {
+        /// The directory.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A command in a machine failed.
+    #[error("{machine}: {what} failed (exit {code}):\n{output}")]
+    Step {
+        /// The machine.
+        machine: MachineName,
+        /// The step.
+        what: String,
+        /// Its exit code, or how it ended.
+        code: String,
+        /// The end of its output, then of the machine's logs.
+        output: String,
+    },
+    /// An exit criterion failed.
+    #[error("{phase}: {cause}")]
+    Criterion {
+        /// The phase.
+        phase: &'static str,
+        /// The node, object and cause.
+        cause: String,
+    },
+    /// No machine of the cluster on the target.
+    #[error("no cluster {cluster} on the {target} target: no machine is named or labelled with it; nothing changed")]
+    NoCluster {
+        /// The cluster.
+        cluster: ClusterName,
+        /// The target.
+        target: &'static str,
+    },
+    /// The kubeconfig could not be written or removed.
+    #[error("{action} {path}: {reason}")]
+    Kubeconfig {
+        /// What was being done.
+        action: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// Why it failed.
+        reason: String,
+    },
+}
+
+/// What `up` works with.
+pub struct Up<'a> {
+    /// The cluster.
+    pub spec: ClusterSpec,
+    /// The node image, needed only to create machines.
+    pub image: Option<PathBuf>,
+    /// Where machines run.
+    pub target: &'a dyn Target,
+    /// Who hears about progress.
+    pub observer: &'a mut dyn Observer,
+    /// How long each long step may take.
+    pub timeout: Duration,
+    /// The join command of the first master, set by the master phase.
+    join: Option<Join>,
+    /// When each phase started, for the progress lines.
+    started: Instant,
+}
+
+struct Join {
+    api_server: String,
+    token: String,
+    ca_hash: String,
+}
+
+impl Observed for Up<'_> {
+    fn observer(&mut self) -> &mut dyn Observer {
+        self.observer
+    }
+}
+
+impl<'a> Up<'a> {
+    /// `up` of `spec` on `target`.
+    pub fn new(
+        spec: ClusterSpec,
+        image: Option<PathBuf>,
+        target: &'a dyn Target,
+        observer: &'a mut dyn Observer,
+        timeout: Duration,
+    ) -> Self {
+        Self {
+            spec,
+            image,
+            target,
+            observer,
+            timeout,
+            join: None,
+            started: Instant::now(),
+        }
+    }
+
+    fn report(&self, plan: &str) -> Report {
+        Report::new(
+            plan,
+            format!("cluster {} on {}", self.spec.name, self.target.kind()),
+            false,
+        )
+    }
+
+    fn elapsed_note(&mut self, phase: &str) {
+        let seconds = self.started.elapsed().as_secs_f64();
+        self.observer
+            .note(&format!("{phase} done after {seconds:.1} s"));
+    }
+
+    fn workers(&self) -> Vec<WantedMachine> {
+        self.spec
+            .machines
+            .iter()
+            .filter(|m| m.name.role == Role::Worker)
+            .cloned()
+            .collect()
+    }
+}
+
+/// The phases of `kprov cluster up`, in order.
+pub fn up_phases<'a>() -> Vec<Phase<Up<'a>, Error>> {
+    vec![
+        Phase {
+            name: "host",
+            description: "check this host and set what every machine shares with it",
+            run_if: always,
+            run: host,
+        },
+        Phase {
+            name: "machines",
+            description: "create and start missing machines; every machine booted",
+            run_if: always,
+            run: machines,
+        },
+        Phase {
+            name: "master",
+            description: "kprov init on the first master; the API server answers",
+            run_if: always,
+            run: master,
+        },
+        Phase {
+            name: "nodes",
+            description: "join missing workers; every node registered and Ready",
+            run_if: always,
+            run: nodes,
+        },
+        Phase {
+            name: "kubeconfig",
+            description: "write the cluster's admin kubeconfig on this host (0600)",
+            run_if: always,
+            run: kubeconfig,
+        },
+    ]
+}
+
+/// Runs `up`.
+pub fn up(ctx: &mut Up<'_>, selection: &Selection) -> Result<(), Error> {
+    ctx.started = Instant::now();
+    kprov_plan::workflow::run("cluster up", &up_phases(), selection, ctx)
+}
+
+fn host(ctx: &mut Up<'_>) -> Result<(), Error> {
+    let changes = ctx.target.prepare_host()?;
+    let mut report = ctx.report("this host's settings for machines");
+    for c in changes {
+        report.push(ResourceReport {
+            id: c.what.clone(),
+            description: format!("{} = {}", c.what, c.to),
+            outcome: Outcome::Changed,
+            detail: Some(format!("was {}", c.from)),
+        });
+    }
+    ctx.observer.report(&report);
+    ctx.elapsed_note("host");
+    Ok(())
+}
+
+fn check_image(path: &Path) -> Result<(), Error> {
+    for needed in ["usr/local/bin/kprov", "usr/local/bin/kubelet"] {
+        if std::fs::symlink_metadata(path.join(needed)).is_err() {
+            return Err(Error::BadImage {
+                path: path.to_path_buf(),
+                reason: format!("has no {needed}: expected a root prebaked by `kprov provision --phase base --root`"),
+            });
+        }
+    }
+    Ok(())
+}
+
+fn machines(ctx: &mut Up<'_>) -> Result<(), Error> {
+    let existing = ctx.target.list(&ctx.spec.name)?;
+    let mut report = ctx.report("the cluster's machines");
+    let mut checked_image = false;
+    for wanted in ctx.spec.machines.clone() {
+        let found = existing.iter().find(|m| m.name == wanted.name);
+        let (outcome, detail) = match found {
+            Some(m) if m.state == MachineState::Running => (Outcome::Unchanged, None),
+            Some(m) => {
+                ctx.target.start(&m.name)?;
+                (Outcome::Changed, Some("was stopped".to_string()))
+            }
+            None => {
+                let image = ctx.image.clone().ok_or_else(|| Error::NoImage {
+                    machine: wanted.name.clone(),
+                })?;
+                if !checked_image {
+                    check_image(&image)?;
+                    checked_image = true;
+                }
+                ctx.observer
+                    .note(&format!("creating {} ({})", wanted.name, wanted.address));
+                ctx.target.create(&MachineSpec {
+                    name: wanted.name.clone(),
+                    image,
+                    network: ctx.spec.network,
+                    address: wanted.address,
+                    labels: Default::default(),
+                })?;
+                ctx.target.start(&wanted.name)?;
+                (Outcome::Created, Some("did not exist".to_string()))
+            }
+        };
+        report.push(ResourceReport {
+            id: format!("machine/{}", wanted.name),
+            description: format!("machine {} ({}) running", wanted.name, wanted.address),
+            outcome,
+            detail,
+        });
+    }
+    // Machines of the cluster beyond what was asked for are left alone.
+    for extra in existing
+        .iter()
+        .filter(|m| !ctx.spec.machines.iter().any(|w| w.name == m.name))
+    {
+        ctx.observer.note(&format!(
+            "{} exists beyond --masters/--workers; left as it is (up never removes machines)",
+            extra.name
+        ));
+    }
+    for wanted in &ctx.spec.machines {
+        ctx.target.wait_booted(&wanted.name, ctx.timeout)?;
+    }
+    ctx.observer.report(&report);
+    ctx.elapsed_note("machines");
+    Ok(())
+}
+
+/// Runs `command` in `machine`; its stdout, or an error with the end of
+/// its output and the machine's last log lines.
+fn run_step(
+    target: &dyn Target,
+    machine: &MachineName,
+    what: &str,
+    command: &MachineCommand,
+) -> Result<String, Error> {
+    let out = target.run(machine, command)?;
+    if out.success() {
+        return Ok(out.stdout_text());
+    }
+    let code = match (out.code, out.timed_out) {
+        (_, true) => "timed out".to_string(),
+        (Some(c), _) => c.to_string(),
+        (None, _) => "killed by a signal".to_string(),
+    };
+    let logs = target.logs(machine, 15).unwrap_or_default();
+    Err(Error::Step {
+        machine: machine.clone(),
+        what: what.to_string(),
+        code,
+        output: format!(
+            "{}\n-- last lines of {machine}'s log:\n{}",
+            last_lines(&out.stderr_text(), 20),
+            logs.trim_end()
+        ),
+    })
+}
+
+fn last_lines(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.trim_end().lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+fn master(ctx: &mut Up<'_>) -> Result<(), Error> {
+    let m = ctx.spec.first_master().clone();
+    let timeout = ctx.timeout.as_secs().to_string();
+    let version = ctx.spec.kubernetes_version.to_string();
+    let command = MachineCommand::new([
+        "kprov",
+        "init",
+        "--node-name",
+        &m.name.to_string(),
+        "--advertise-address",
+        &m.address.to_string(),
+        "--kubernetes-version",
+        &version,
+        "--pod-network",
+        "bridge",
+        "--node-in-container",
+        "--timeout",
+        &timeout,
+        "--output",
+        "json",
+    ])
+    .timeout(ctx.timeout + Duration::from_secs(60));
+    let out = run_step(ctx.target, &m.name, "kprov init", &command)?;
+    let run: serde_json::Value = serde_json::from_str(&out).map_err(|e| Error::Step {
+        machine: m.name.clone(),
+        what: "reading kprov init's JSON report".into(),
+        code: "0".into(),
+        output: e.to_string(),
+    })?;
+    let changed = run["reports"].as_array().is_some_and(|reports| {
+        reports.iter().any(|r| {
+            ["created", "changed", "removed"]
+                .iter()
+                .any(|k| r["summary"][*k].as_u64().unwrap_or(0) > 0)
+        })
+    });
+    let line = run["outputs"]["join_command"].as_str().unwrap_or_default();
+    ctx.join = Some(parse_join(line).ok_or_else(|| Error::Step {
+        machine: m.name.clone(),
+        what: "kprov init".into(),
+        code: "0".into(),
+        output: "its report has no join command".into(),
+    })?);
+    let mut report = ctx.report("the first master");
+    report.push(ResourceReport {
+        id: format!("control-plane/{}", m.name),
+        description: format!("control plane on {} (kprov init)", m.name),
+        outcome: if changed {
+            Outcome::Changed
+        } else {
+            Outcome::Unchanged
+        },
+        detail: None,
+    });
+    ctx.observer.report(&report);
+    ctx.elapsed_note("master");
+    Ok(())
+}
+
+/// Reads `KPROV_TOKEN=T kprov provision ... --api-server URL
+/// --discovery-token-ca-cert-hash HASH`.
+fn parse_join(line: &str) -> Option<Join> {
+    let words: Vec<&str> = line.split_whitespace().collect();
+    let after = |flag: &str| {
+        let at = words.iter().position(|w| *w == flag)?;
+        words.get(at + 1).map(|w| w.to_string())
+    };
+    Some(Join {
+        token: words.first()?.strip_prefix("KPROV_TOKEN=")?.to_string(),
+        api_server: after("--api-server")?,
+        ca_hash: after("--discovery-token-ca-cert-hash")?,
+    })
+}
+
+/// `kubectl` in the first master with its admin kubeconfig.
+pub fn kubectl(args: &[&str]) -> MachineCommand {
+    let mut argv = vec!["kubectl", "--kubeconfig", "/etc/kubernetes/admin.conf"];
+    argv.extend_from_slice(args);
+    MachineCommand::new(argv).timeout(Duration::from_secs(60))
+}
+
+/// Each node's name and whether it is Ready, from the API server.
+pub fn node_readiness(
+    target: &dyn Target,
+    master: &MachineName,
+) -> Result<Vec<(String, bool, String)>, Error> {
+    let out = run_step(
+        target,
+        master,
+        "kubectl get nodes",
+        &kubectl(&["get", "nodes", "-o", "json"]),
+    )?;
+    let doc: serde_json::Value = serde_json::from_str(&out).map_err(|e| Error::Step {
+        machine: master.clone(),
+        what: "reading kubectl get nodes".into(),
+        code: "0".into(),
+        output: e.to_string(),
+    })?;
+    let mut nodes = Vec::new();
+    for item in doc["items"].as_array().into_iter().flatten() {
+        let name = item["metadata"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        let ready = item["status"]["conditions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|c| c["type"] == "Ready");
+        let is_ready = ready.is_some_and(|c| c["status"] == "True");
+        let why = ready
+            .map(|c| {
+                format!(
+                    "Ready={} ({})",
+                    c["status"].as_str().unwrap_or("?"),
+                    c["message"].as_str().unwrap_or("")
+                )
+            })
+            .unwrap_or_else(|| "no Ready condition".into());
+        nodes.push((name, is_ready, why));
+    }
+    Ok(nodes)
+}
+
+fn nodes(ctx: &mut Up<'_>) -> Result<(), Error> {
+    let mut report = ctx.report("the cluster's workers");
+    for w in ctx.workers() {
+        let joined = ctx
+            .target
+            .run(
+                &w.name,
+                &MachineCommand::new(["test", "-e", "/etc/kubernetes/kubelet.conf"]),
+            )?
+            .success();
+        if joined {
+            report.push(ResourceReport {
+                id: format!("node/{}", w.name),
+                description: format!("{} joined", w.name),
+                outcome: Outcome::Unchanged,
+                detail: None,
+            });
+            continue;
+        }
+        let join = ctx.join.as_ref().ok_or_else(|| Error::Criterion {
+            phase: "nodes",
+            cause: "no join command: the master phase did not run".into(),
+        })?;
+        let version = ctx.spec.kubernetes_version.to_string();
+        let command = MachineCommand::new([
+            "kprov",
+            "provision",
+            "--phase",
+            "join",
+            "--kubelet-version",
+            &version,
+            "--api-server",
+            &join.api_server,
+            "--discovery-token-ca-cert-hash",
+            &join.ca_hash,
+            "--node-name",
+            &w.name.to_string(),
+            "--node-ip",
+            &w.address.to_string(),
+            "--node-in-container",
+        ])
+        .env("KPROV_TOKEN", &join.token)
+        .timeout(ctx.timeout + Duration::from_secs(60));
+        ctx.observer.note(&format!("joining {}", w.name));
+        run_step(
+            ctx.target,
+            &w.name,
+            "kprov provision --phase join",
+            &command,
+        )?;
+        report.push(ResourceReport {
+            id: format!("node/{}", w.name),
+            description: format!("{} joined", w.name),
+            outcome: Outcome::Created,
+            detail: Some("had no kubelet.conf".into()),
+        });
+    }
+    ctx.observer.report(&report);
+    wait_ready(ctx.target, &ctx.spec, ctx.timeout, ctx.observer)?;
+    ctx.elapsed_note("nodes");
+    Ok(())
+}
+
+/// Waits until every machine of `spec` is a Ready node; fails naming the
+/// nodes that are not, with their condition and kubelet's last lines.
+pub fn wait_ready(
+    target: &dyn Target,
+    spec: &ClusterSpec,
+    limit: Duration,
+    observer: &mut dyn Observer,
+) -> Result<(), Error> {
+    let master = &spec.first_master().name;
+    let deadline = Instant::now() + limit;
+    let mut last_note = Instant::now();
+    loop {
+        let nodes = node_readiness(target, master)?;
+        let not_ready: Vec<(MachineName, String)> = spec
+            .machines
+            .iter()
+            .filter_map(|m| {
+                let name = m.name.to_string();
+                match nodes.iter().find(|(n, _, _)| *n == name) {
+                    Some((_, true, _)) => None,
+                    Some((_, false, why)) => Some((m.name.clone(), why.clone())),
+                    None => Some((m.name.clone(), "not registered".into())),
+                }
+            })
+            .collect();
+        if not_ready.is_empty() {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            let mut cause = String::new();
+            for (name, why) in &not_ready {
+                let kubelet = target
+                    .run(
+                        name,
+                        &MachineCommand::new([
+                            "journalctl",
+                            "--no-pager",
+                            "-o",
+                            "cat",
+                            "-n",
+                            "10",
+                            "-u",
+                            "kubelet",
+                        ])
+                        .timeout(Duration::from_secs(20)),
+                    )
+                    .map(|o| o.stdout_text())
+                    .unwrap_or_else(|e| e.to_string());
+                cause.push_str(&format!(
+                    "node {name} is not Ready after {} s: {why}\n-- kubelet's last lines on {name}:\n{}\n",
+                    limit.as_secs(),
+                    kubelet.trim_end()
+                ));
+            }
+            return Err(Error::Criterion {
+                phase: "nodes",
+                cause: cause.trim_end().to_string(),
+            });
+        }
+        if last_note.elapsed() >= Duration::from_secs(10) {
+            let names: Vec<String> = not_ready.iter().map(|(n, _)| n.to_string()).collect();
+            observer.note(&format!("waiting for {} to be Ready", names.join(", ")));
+            last_note = Instant::now();
+        }
+        std::thread::sleep(Duration::from_secs(2));
+    }
+}
+
+fn kubeconfig(ctx: &mut Up<'_>) -> Result<(), Error> {
+    let master = ctx.spec.first_master().name.clone();
+    let conf = run_step(
+        ctx.target,
+        &master,
+        "reading admin.conf",
+        &MachineCommand::new(["cat", "/etc/kubernetes/admin.conf"]),
+    )?;
+    let path = ctx.spec.kubeconfig.clone();
+    let before = std::fs::read(&path).ok();
+    let outcome = match &before {
+        Some(b) if *b == conf.as_bytes() => Outcome::Unchanged,
+        Some(_) => Outcome::Changed,
+        None => Outcome::Created,
+    };
+    if outcome != Outcome::Unchanged {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| Error::Kubeconfig {
+                action: "creating the directory of",
+                path: path.clone(),
+                reason: e.to_string(),
+            })?;
+        }
+        kprov_host::fs::write_file_atomic(&path, conf.as_bytes(), 0o600).map_err(|e| {
+            Error::Kubeconfig {
+                action: "writing",
+                path: path.clone(),
+                reason: e.to_string(),
+            }
+        })?;
+    }
+    let mut report = ctx.report("the admin kubeconfig");
+    report.push(ResourceReport {
+        id: format!("file:{}", path.display()),
+        description: format!("kubeconfig {} (0600)", path.display()),
+        outcome,
+        detail: None,
+    });
+    ctx.observer.report(&report);
+    Ok(())
+}
+
+/// Removes every machine of `cluster` (workers first), its network, and
+/// the kubeconfig `up` wrote at `kubeconfig`. A cluster with nothing left
+/// on the target is an error that says so (and changes nothing).
+pub fn down(
+    target: &dyn Target,
+    cluster: &ClusterName,
+    kubeconfig: &Path,
+    observer: &mut dyn Observer,
+) -> Result<Report, Error> {
+    let mut machines: Vec<Machine> = target.list(cluster)?;
+    let has_kubeconfig = std::fs::symlink_metadata(kubeconfig).is_ok();
+    if machines.is_empty() && !has_kubeconfig {
+        // Whatever a half-finished down left of the network still goes.
+        target.destroy_network(cluster)?;
+        return Err(Error::NoCluster {
+            cluster: cluster.clone(),
+            target: target.kind(),
+        });
+    }
+    machines.sort_by(|a, b| {
+        b.name
+            .role
+            .cmp(&a.name.role)
+            .then(b.name.index.cmp(&a.name.index))
+    });
+    let mut report = Report::new(
+        format!("cluster {cluster} removed"),
+        format!("cluster {cluster} on {}", target.kind()),
+        false,
+    );
+    for m in machines {
+        observer.note(&format!("destroying {}", m.name));
+        target.destroy(&m.name)?;
+        report.push(ResourceReport {
+            id: format!("machine/{}", m.name),
+            description: format!("machine {} ({})", m.name, m.address),
+            outcome: Outcome::Removed,
+            detail: None,
+        });
+    }
+    target.destroy_network(cluster)?;
+    if has_kubeconfig {
+        std::fs::remove_file(kubeconfig).map_err(|e| Error::Kubeconfig {
+            action: "removing",
+            path: kubeconfig.to_path_buf(),
+            reason: e.to_string(),
+        })?;
+        report.push(ResourceReport {
+            id: format!("file:{}", kubeconfig.display()),
+            description: format!("kubeconfig {}", kubeconfig.display()),
+            outcome: Outcome::Removed,
+            detail: None,
+        });
+    }
+    observer.report(&report);
+    Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_join_line_is_read_and_a_line_without_token_is_not() {
+        let j = parse_join("KPROV_TOKEN=abcdef.0123456789abcdef kprov provision --phase all --api-server https://10.84.0.11:6443 --discovery-token-ca-cert-hash sha256:00").unwrap();
+        assert_eq!(j.token, "abcdef.0123456789abcdef");
+        assert_eq!(j.api_server, "https://10.84.0.11:6443");
+        assert_eq!(j.ca_hash, "sha256:00");
+        assert!(
+            parse_join("kprov provision --api-server x --discovery-token-ca-cert-hash y").is_none()
+        );
+    }
+
+    #[test]
+    fn the_up_phases_are_in_order() {
+        let names: Vec<&str> = up_phases().iter().map(|p| p.name).collect();
+        assert_eq!(names, ["host", "machines", "master", "nodes", "kubeconfig"]);
+    }
+}

@@ -1,0 +1,188 @@
+//! `kprov cluster up|down|status|kubeconfig|check`: flags → cluster spec
+//! → kprov-cluster's workflows on the nspawn target → printed reports.
+
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use kprov_cluster::config::ClusterConfig;
+use kprov_cluster::inspect;
+use kprov_cluster::workflow::{self, Up};
+use kprov_cluster::{MachineCommand, MachineState, NspawnTarget, Role, Target};
+use kprov_plan::workflow::Selection;
+
+use crate::cli::{ClusterArgsOnly, ClusterCommand, ClusterReadArgs, ClusterUpArgs, OutputArg};
+use crate::output::Printer;
+
+/// Runs a `kprov cluster` subcommand.
+pub fn run(command: ClusterCommand) -> anyhow::Result<std::process::ExitCode> {
+    let done = match command {
+        ClusterCommand::Up(args) => up(args),
+        ClusterCommand::Down(args) => down(args),
+        ClusterCommand::Status(args) => status(args),
+        ClusterCommand::Kubeconfig(args) => kubeconfig(args),
+        ClusterCommand::Check(args) => check(args),
+    };
+    done.map(|()| std::process::ExitCode::SUCCESS)
+}
+
+/// The target the config names (only nspawn so far).
+fn target(config: &ClusterConfig) -> anyhow::Result<NspawnTarget> {
+    if config.target != kprov_cluster::config::TargetKind::Nspawn {
+        // check() says why, naming the flag.
+        config.check()?;
+    }
+    let mut target = NspawnTarget::new(&config.machines_dir)
+        .with_context(|| format!("--machines-dir {}", config.machines_dir.display()))?;
+    if let Some(ns) = &config.netns {
+        let path = std::path::Path::new("/run/netns").join(ns);
+        anyhow::ensure!(
+            path.exists(),
+            "--netns {ns}: no network namespace {} (make it with `ip netns add {ns}`)",
+            path.display()
+        );
+        target = target.with_netns(path);
+    }
+    Ok(target)
+}
+
+fn up(args: ClusterUpArgs) -> anyhow::Result<()> {
+    let spec = args.cluster.check()?;
+    let target = target(&args.cluster)?;
+    let limit = Duration::from_secs(args.cluster.timeout);
+    let started = Instant::now();
+    let mut printer = Printer::new("cluster up", args.output, false);
+    {
+        let mut ctx = Up::new(
+            spec.clone(),
+            args.cluster.image.clone(),
+            &target,
+            &mut printer,
+            limit,
+        );
+        workflow::up(&mut ctx, &Selection::All { skip: Vec::new() })?;
+    }
+    let ready = started.elapsed();
+    eprintln!(
+        "kprov: cluster {} is up: {} machines, every node Ready after {:.1} s; kubeconfig {}",
+        spec.name,
+        spec.machines.len(),
+        ready.as_secs_f64(),
+        spec.kubeconfig.display()
+    );
+    let check = inspect::check(&target, &spec, limit);
+    eprint!("{}", check.render_text());
+    eprintln!(
+        "kprov: every criterion checked after {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    printer.output("kubeconfig", spec.kubeconfig.display().to_string());
+    printer.finish()?;
+    anyhow::ensure!(
+        check.passed(),
+        "cluster {}: an exit criterion failed (see the table above)",
+        spec.name
+    );
+    Ok(())
+}
+
+/// Refuses a cluster whose target has never held a machine here,
+/// before anything is made on the host.
+fn existing(config: &ClusterConfig) -> anyhow::Result<kprov_cluster::ClusterName> {
+    let name = config.cluster_name()?;
+    if !config.machines_dir.exists() {
+        anyhow::bail!(
+            "no cluster {name} on the nspawn target: --machines-dir {} does not exist; nothing changed",
+            config.machines_dir.display()
+        );
+    }
+    Ok(name)
+}
+
+fn down(args: ClusterArgsOnly) -> anyhow::Result<()> {
+    let name = existing(&args.cluster)?;
+    let target = target(&args.cluster)?;
+    let started = Instant::now();
+    let mut printer = Printer::new("cluster down", OutputArg::Text, false);
+    let report = workflow::down(
+        &target,
+        &name,
+        &args.cluster.kubeconfig_path(&name),
+        &mut printer,
+    )?;
+    eprintln!(
+        "kprov: cluster {name} removed ({}) in {:.1} s",
+        report.summary_line(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+fn status(args: ClusterReadArgs) -> anyhow::Result<()> {
+    let name = existing(&args.cluster)?;
+    let target = target(&args.cluster)?;
+    let status = inspect::status(&target, &name)?;
+    let text = match args.output {
+        OutputArg::Text => status.render_text(),
+        OutputArg::Json => serde_json::to_string_pretty(&status)? + "\n",
+    };
+    super::write_stdout(text.as_bytes())
+}
+
+fn kubeconfig(args: ClusterArgsOnly) -> anyhow::Result<()> {
+    let name = existing(&args.cluster)?;
+    let target = target(&args.cluster)?;
+    let machines = target.list(&name)?;
+    let master = machines
+        .iter()
+        .find(|m| m.name.role == Role::Master && m.state == MachineState::Running)
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "cluster {name}: no running master on the {} target",
+                target.kind()
+            )
+        })?;
+    let out = target.run(
+        &master.name,
+        &MachineCommand::new(["cat", "/etc/kubernetes/admin.conf"])
+            .timeout(Duration::from_secs(30)),
+    )?;
+    anyhow::ensure!(
+        out.success(),
+        "{}: no /etc/kubernetes/admin.conf ({})",
+        master.name,
+        out.stderr_text().trim()
+    );
+    super::write_stdout(&out.stdout)
+}
+
+fn check(args: ClusterReadArgs) -> anyhow::Result<()> {
+    let name = existing(&args.cluster)?;
+    let target = target(&args.cluster)?;
+    let machines = target.list(&name)?;
+    if machines.is_empty() {
+        anyhow::bail!(
+            "no cluster {name} on the {} target: no machine is named or labelled with it",
+            target.kind()
+        );
+    }
+    // The cluster as it is: its masters and workers counted on the target.
+    let count = |role| machines.iter().filter(|m| m.name.role == role).count() as u16;
+    let mut config = args.cluster.clone();
+    config.masters = count(Role::Master);
+    config.workers = count(Role::Worker);
+    config.addresses = machines
+        .iter()
+        .map(|m| format!("{}={}", m.name, m.address))
+        .collect();
+    config.network = machines[0].network.to_string();
+    let spec = config.check()?;
+    let check = inspect::check(&target, &spec, Duration::from_secs(args.cluster.timeout));
+    match args.output {
+        OutputArg::Text => super::write_stdout(check.render_text().as_bytes())?,
+        OutputArg::Json => {
+            super::write_stdout((serde_json::to_string_pretty(&check)? + "\n").as_bytes())?
+        }
+    }
+    anyhow::ensure!(check.passed(), "cluster {name}: an exit criterion failed");
+    Ok(())
+}
