@@ -16,6 +16,8 @@ pub const DEFAULT_NETWORK: &str = "10.84.0.1/24";
 pub const DEFAULT_MACHINES_DIR: &str = "/var/lib/kprov/machines";
 /// Default of `--kubernetes-version`.
 pub const DEFAULT_KUBERNETES_VERSION: &str = "v1.20.2";
+/// Default of `--check-image`.
+pub const DEFAULT_CHECK_IMAGE: &str = "docker.io/library/busybox:1.35.0";
 /// Default of `--timeout`, in seconds.
 pub const DEFAULT_TIMEOUT: u64 = 600;
 
@@ -89,6 +91,11 @@ pub struct ClusterConfig {
     /// removes it; default: /root/.kube/kprov-NAME.conf.
     #[arg(long, value_name = "FILE")]
     pub kubeconfig: Option<PathBuf>,
+    /// The image of the network and Service checks' pods (busybox: sh,
+    /// httpd, nc); it must be on the nodes already (in the bundle the
+    /// node image was made from). Without it those checks are skipped.
+    #[arg(long, value_name = "IMAGE", default_value = DEFAULT_CHECK_IMAGE)]
+    pub check_image: String,
     /// Seconds each long step (a boot, kprov init, a join, nodes becoming
     /// Ready) may take.
     #[arg(long, value_name = "SECONDS", default_value_t = DEFAULT_TIMEOUT)]
@@ -109,6 +116,7 @@ impl Default for ClusterConfig {
             machines_dir: DEFAULT_MACHINES_DIR.into(),
             netns: None,
             kubeconfig: None,
+            check_image: DEFAULT_CHECK_IMAGE.into(),
             timeout: DEFAULT_TIMEOUT,
         }
     }
@@ -156,6 +164,8 @@ pub struct ClusterSpec {
     pub kubernetes_version: kprov_core::KubernetesVersion,
     /// Where the kubeconfig goes.
     pub kubeconfig: PathBuf,
+    /// The image of the checks' pods.
+    pub check_image: kprov_core::ImageRef,
 }
 
 impl ClusterSpec {
@@ -285,7 +295,12 @@ impl ClusterConfig {
                 address,
             });
         }
+        let check_image = self
+            .check_image
+            .parse()
+            .map_err(|e: kprov_core::image::ImageRefError| invalid("check-image", e.to_string()))?;
         Ok(ClusterSpec {
+            check_image,
             kubeconfig: self.kubeconfig_path(&name),
             name,
             network,

@@ -304,6 +304,19 @@ pub fn check(target: &dyn Target, spec: &ClusterSpec, limit: Duration) -> Check 
         },
     );
 
+    let probes = Probes::new(target, spec, limit);
+    measure(
+        &mut criteria,
+        "network",
+        "a pod on every node reaches the pod on every other node",
+        || {
+            probes
+                .start()
+                .and_then(|pods| probes.pod_to_pod(&pods))
+                .unwrap_or_else(|f| f)
+        },
+    );
+
     measure(
         &mut criteria,
         "daemons",
@@ -338,6 +351,14 @@ pub fn check(target: &dyn Target, spec: &ClusterSpec, limit: Duration) -> Check 
             }
         },
     );
+
+    measure(
+        &mut criteria,
+        "daemons",
+        "a ClusterIP Service answers from every node and from a pod",
+        || probes.service().unwrap_or_else(|f| f),
+    );
+    probes.clean_up();
 
     measure(
         &mut criteria,
@@ -401,4 +422,267 @@ pub fn check(target: &dyn Target, spec: &ClusterSpec, limit: Duration) -> Check 
         cluster: spec.name.to_string(),
         criteria,
     }
+}
+
+/// The pods of the network and Service criteria: one busybox httpd per
+/// node serving its own name, and a Service in front of them.
+struct Probes<'a> {
+    target: &'a dyn Target,
+    spec: &'a ClusterSpec,
+    limit: Duration,
+    /// Set when the pods run: (node, pod, pod IP).
+    pods: std::cell::RefCell<Option<Result<Vec<(String, String, String)>, Found>>>,
+}
+
+const PROBE_LABEL: &str = "kprov-probe";
+
+impl<'a> Probes<'a> {
+    fn new(target: &'a dyn Target, spec: &'a ClusterSpec, limit: Duration) -> Self {
+        Self {
+            target,
+            spec,
+            limit,
+            pods: std::cell::RefCell::new(None),
+        }
+    }
+
+    fn kubectl(&self, args: &[&str]) -> Result<String, String> {
+        in_master(self.target, self.spec, &kubectl(args))
+    }
+
+    /// Starts a probe pod on every node (once) and waits for their
+    /// addresses; skipped when the image is not on every node.
+    fn start(&self) -> Result<Vec<(String, String, String)>, Found> {
+        if let Some(done) = self.pods.borrow().as_ref() {
+            return done.clone();
+        }
+        let result = self.start_pods();
+        *self.pods.borrow_mut() = Some(result.clone());
+        result
+    }
+
+    fn start_pods(&self) -> Result<Vec<(String, String, String)>, Found> {
+        let image = self.spec.check_image.as_str();
+        for m in &self.spec.machines {
+            let listed = self
+                .target
+                .run(
+                    &m.name,
+                    &MachineCommand::new(["ctr", "-n", "k8s.io", "images", "ls", "-q"])
+                        .timeout(Duration::from_secs(30)),
+                )
+                .map(|o| o.stdout_text())
+                .unwrap_or_default();
+            if !listed.lines().any(|l| l.trim() == image) {
+                return Err((
+                    Verdict::Skipped,
+                    format!("image {image} not available on {} (--check-image)", m.name),
+                ));
+            }
+        }
+        let _ = self.kubectl(&[
+            "delete",
+            "pods,services",
+            "-l",
+            &format!("app={PROBE_LABEL}"),
+            "--wait=true",
+        ]);
+        let mut pods = Vec::new();
+        for m in &self.spec.machines {
+            let node = m.name.to_string();
+            let pod = format!("{PROBE_LABEL}-{node}");
+            let manifest = serde_json::json!({
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": {"name": pod, "labels": {"app": PROBE_LABEL}},
+                "spec": {
+                    "nodeName": node,
+                    "tolerations": [{"operator": "Exists"}],
+                    "terminationGracePeriodSeconds": 0,
+                    "containers": [{
+                        "name": "httpd",
+                        "image": image,
+                        "imagePullPolicy": "Never",
+                        "command": ["sh", "-c", "mkdir -p /www && hostname > /www/index.html && exec httpd -f -p 8080 -h /www"],
+                        "ports": [{"containerPort": 8080}]
+                    }]
+                }
+            });
+            let mut apply = kubectl(&["apply", "-f", "-"]);
+            apply.stdin = Some(manifest.to_string().into_bytes());
+            in_master(self.target, self.spec, &apply)
+                .map_err(|e| (Verdict::Failed, format!("pod {pod} on node {node}: {e}")))?;
+            pods.push((node, pod));
+        }
+        let mut running = Vec::new();
+        for (node, pod) in pods {
+            let ip = poll(self.limit, || {
+                let out = self.kubectl(&[
+                    "get",
+                    "pod",
+                    &pod,
+                    "-o",
+                    "jsonpath={.status.phase} {.status.podIP}",
+                ])?;
+                match out.split_whitespace().collect::<Vec<_>>()[..] {
+                    ["Running", ip] => Ok(ip.to_string()),
+                    _ => Err(format!("pod {pod} on node {node} is {:?}", out.trim())),
+                }
+            })
+            .map_err(|e| {
+                let events = self
+                    .kubectl(&[
+                        "get",
+                        "events",
+                        "--field-selector",
+                        &format!("involvedObject.name={pod}"),
+                        "--no-headers",
+                    ])
+                    .unwrap_or_default();
+                (Verdict::Failed, format!("{e}\n{}", last_lines(&events, 5)))
+            })?;
+            running.push((node, pod, ip));
+        }
+        Ok(running)
+    }
+
+    /// From each probe pod, `wget` of every other pod's address answers
+    /// with that pod's name.
+    fn pod_to_pod(&self, pods: &[(String, String, String)]) -> Result<Found, Found> {
+        let mut checked = 0;
+        for (from_node, from_pod, _) in pods {
+            for (to_node, to_pod, to_ip) in pods.iter().filter(|p| p.1 != *from_pod) {
+                let got = self
+                    .get_from_pod(from_pod, to_ip, 8080)
+                    .map_err(|e| {
+                        (
+                            Verdict::Failed,
+                            format!("node {from_node}: pod {from_pod} cannot reach pod {to_pod} on node {to_node} ({to_ip}): {e}"),
+                        )
+                    })?;
+                if got.trim() != to_pod {
+                    return Err((
+                        Verdict::Failed,
+                        format!("node {from_node}: {to_ip}:8080 answered {:?}, not pod {to_pod} of node {to_node}", got.trim()),
+                    ));
+                }
+                checked += 1;
+            }
+        }
+        if pods.len() < 2 {
+            return Ok((Verdict::Skipped, "one node: no other node to reach".into()));
+        }
+        Ok((
+            Verdict::Passed,
+            format!("{checked} pod-to-pod requests across {} nodes", pods.len()),
+        ))
+    }
+
+    /// A ClusterIP Service in front of the probe pods answers from every
+    /// node (through kube-proxy's rules there) and from a pod.
+    fn service(&self) -> Result<Found, Found> {
+        let pods = self.start()?;
+        let manifest = serde_json::json!({
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": PROBE_LABEL, "labels": {"app": PROBE_LABEL}},
+            "spec": {"selector": {"app": PROBE_LABEL}, "ports": [{"port": 80, "targetPort": 8080}]}
+        });
+        let mut apply = kubectl(&["apply", "-f", "-"]);
+        apply.stdin = Some(manifest.to_string().into_bytes());
+        in_master(self.target, self.spec, &apply)
+            .map_err(|e| (Verdict::Failed, format!("Service {PROBE_LABEL}: {e}")))?;
+        let ip = self
+            .kubectl(&[
+                "get",
+                "service",
+                PROBE_LABEL,
+                "-o",
+                "jsonpath={.spec.clusterIP}",
+            ])
+            .map_err(|e| (Verdict::Failed, format!("Service {PROBE_LABEL}: {e}")))?;
+        let ip = ip.trim().to_string();
+        let names: Vec<&str> = pods.iter().map(|p| p.1.as_str()).collect();
+        // kube-proxy writes its rules for a new Service within seconds.
+        let limit = self.limit;
+        for m in &self.spec.machines {
+            let script = format!(
+                "exec 3<>/dev/tcp/{ip}/80 && printf 'GET / HTTP/1.0\\r\\n\\r\\n' >&3 && tail -n 1 <&3"
+            );
+            poll(limit, || {
+                let out = self
+                    .target
+                    .run(
+                        &m.name,
+                        &MachineCommand::new(["timeout", "5", "bash", "-c", &script])
+                            .timeout(Duration::from_secs(10)),
+                    )
+                    .map_err(|e| e.to_string())?;
+                let body = out.stdout_text();
+                if out.success() && names.contains(&body.trim()) {
+                    Ok(body)
+                } else {
+                    Err(format!(
+                        "exit {:?}, answer {:?} {}",
+                        out.code,
+                        body.trim(),
+                        out.stderr_text().trim()
+                    ))
+                }
+            })
+            .map_err(|e| {
+                (
+                    Verdict::Failed,
+                    format!("node {}: Service {PROBE_LABEL} ({ip}:80): {e}", m.name),
+                )
+            })?;
+        }
+        let (_, from_pod, _) = &pods[0];
+        poll(limit, || {
+            let got = self.get_from_pod(from_pod, &ip, 80)?;
+            if names.contains(&got.trim()) {
+                Ok(got)
+            } else {
+                Err(format!("answered {:?}", got.trim()))
+            }
+        })
+        .map_err(|e| {
+            (
+                Verdict::Failed,
+                format!("pod {from_pod}: Service {PROBE_LABEL} ({ip}:80): {e}"),
+            )
+        })?;
+        Ok((
+            Verdict::Passed,
+            format!(
+                "{ip}:80 from {} nodes and from pod {from_pod}",
+                self.spec.machines.len()
+            ),
+        ))
+    }
+
+    /// The body `http://IP:PORT/` answers with, fetched in `pod` with
+    /// busybox's nc (Debian's static busybox `wget` crashes in a root
+    /// without glibc's NSS modules).
+    fn get_from_pod(&self, pod: &str, ip: &str, port: u16) -> Result<String, String> {
+        let script =
+            format!("printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 5 {ip} {port} | tail -n 1");
+        self.kubectl(&["exec", pod, "--", "sh", "-c", &script])
+    }
+
+    /// Removes the probe pods and Service.
+    fn clean_up(&self) {
+        let _ = self.kubectl(&[
+            "delete",
+            "pods,services",
+            "-l",
+            &format!("app={PROBE_LABEL}"),
+            "--wait=false",
+        ]);
+    }
+}
+
+fn last_lines(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.trim_end().lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
 }

@@ -98,8 +98,10 @@ pub struct Up<'a> {
     pub timeout: Duration,
     /// The join command of the first master, set by the master phase.
     join: Option<Join>,
-    /// When each phase started, for the progress lines.
+    /// When `up` started, and when the last phase ended, for the
+    /// progress lines.
     started: Instant,
+    last_mark: Instant,
 }
 
 struct Join {
@@ -131,6 +133,7 @@ impl<'a> Up<'a> {
             timeout,
             join: None,
             started: Instant::now(),
+            last_mark: Instant::now(),
         }
     }
 
@@ -142,10 +145,16 @@ impl<'a> Up<'a> {
         )
     }
 
+    /// Says a phase is done, with its time and the time since `up`
+    /// started (a phase ends where the next begins).
     fn elapsed_note(&mut self, phase: &str) {
-        let seconds = self.started.elapsed().as_secs_f64();
-        self.observer
-            .note(&format!("{phase} done after {seconds:.1} s"));
+        let now = Instant::now();
+        self.observer.note(&format!(
+            "phase {phase} done in {:.1} s ({:.1} s since up started)",
+            (now - self.last_mark).as_secs_f64(),
+            (now - self.started).as_secs_f64()
+        ));
+        self.last_mark = now;
     }
 
     fn workers(&self) -> Vec<WantedMachine> {
@@ -197,6 +206,7 @@ pub fn up_phases<'a>() -> Vec<Phase<Up<'a>, Error>> {
 /// Runs `up`.
 pub fn up(ctx: &mut Up<'_>, selection: &Selection) -> Result<(), Error> {
     ctx.started = Instant::now();
+    ctx.last_mark = ctx.started;
     kprov_plan::workflow::run("cluster up", &up_phases(), selection, ctx)
 }
 
@@ -615,6 +625,7 @@ fn kubeconfig(ctx: &mut Up<'_>) -> Result<(), Error> {
         detail: None,
     });
     ctx.observer.report(&report);
+    ctx.elapsed_note("kubeconfig");
     Ok(())
 }
 

@@ -1009,7 +1009,38 @@ impl NspawnTarget {
             signal("KILL", &left)?;
             std::thread::sleep(Duration::from_millis(50));
         }
-        self.remove_cgroups(name)
+        self.remove_cgroups(name)?;
+        self.remove_veth(name)
+    }
+
+    /// Removes the host end of the machine's veth. The kernel removes the
+    /// pair with the machine's network namespace once its last process is
+    /// gone, but later, from a work queue (seconds on a loaded host): a
+    /// `destroy` that returned before would leave the interface behind,
+    /// and a `start` right after a `stop` would find its name taken.
+    fn remove_veth(&self, name: &MachineName) -> Result<(), TargetError> {
+        let veth = veth_name(name);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let mut show = self.ip(&["link", "show", "dev", &veth]);
+            let out = show.output().map_err(|e| TargetError::Spawn {
+                command: describe(&show),
+                source: e,
+            })?;
+            if !out.status.success() {
+                return Ok(());
+            }
+            // Racing the kernel's own removal: either may win.
+            let _ = self.ip(&["link", "del", "dev", &veth]).output();
+            if Instant::now() >= deadline {
+                return Err(TargetError::Command {
+                    command: describe(&self.ip(&["link", "del", "dev", &veth])),
+                    status: "the interface is still there after 10 s".into(),
+                    stderr: String::new(),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
 
     /// Waits until nspawn runs the machine's init; fails when the
