@@ -103,6 +103,10 @@ pub enum JoinCause {
     CsrNotApproved {
         /// The pending requests for this node.
         csrs: Vec<String>,
+        /// Why the API server did not answer at the last probe, when it
+        /// answered earlier in the wait (it was restarting, say): the
+        /// stalled request is still the cause to report.
+        unreachable_at_end: Option<String>,
     },
     /// The kubelet is not running, or runs without getting anywhere.
     KubeletFailing {
@@ -145,11 +149,23 @@ impl fmt::Display for JoinCause {
                 f,
                 "token invalid or expired: bootstrap token {token_id}: {detail}; make a new one with `kprov token create --print-join-command`"
             ),
-            Self::CsrNotApproved { csrs } => write!(
-                f,
-                "CSR not approved: the kubelet's certificate request {} is pending; approve it (`kubectl certificate approve NAME`) or check that the controller manager runs with the csrapproving controller and the bootstrap RBAC (`kprov init phase bootstrap-token`)",
-                csrs.join(", ")
-            ),
+            Self::CsrNotApproved {
+                csrs,
+                unreachable_at_end,
+            } => {
+                write!(
+                    f,
+                    "CSR not approved: the kubelet's certificate request {} is pending; approve it (`kubectl certificate approve NAME`) or check that the controller manager runs with the csrapproving controller and the bootstrap RBAC (`kprov init phase bootstrap-token`)",
+                    csrs.join(", ")
+                )?;
+                if let Some(detail) = unreachable_at_end {
+                    write!(
+                        f,
+                        "; the API server answered during the wait but not at the last probe ({detail}): check that the control plane's static pods are not restarting (`kubectl -n kube-system get pods` on a master)"
+                    )?;
+                }
+                Ok(())
+            }
             Self::KubeletFailing {
                 active,
                 journal_tail,
@@ -201,7 +217,9 @@ pub struct JoinFacts {
     pub kubelet_active: bool,
     /// The kubelet's last journal lines.
     pub journal_tail: String,
-    /// Pending certificate requests from this node.
+    /// Pending certificate requests from this node: at the end, or, when
+    /// the API server no longer answers then, the last ones seen during
+    /// the wait.
     pub pending_csrs: Vec<String>,
 }
 
@@ -209,6 +227,13 @@ pub struct JoinFacts {
 /// network, the CA, the token, the kubelet, the approval.
 pub fn diagnose_join(facts: &JoinFacts) -> JoinCause {
     match &facts.token_probe {
+        // It answered before: the request it left pending is the cause.
+        Probe::Unreachable(detail) if facts.kubelet_active && !facts.pending_csrs.is_empty() => {
+            return JoinCause::CsrNotApproved {
+                csrs: facts.pending_csrs.clone(),
+                unreachable_at_end: Some(detail.clone()),
+            }
+        }
         Probe::Unreachable(detail) => {
             return JoinCause::Unreachable {
                 server: facts.server.clone(),
@@ -233,6 +258,7 @@ pub fn diagnose_join(facts: &JoinFacts) -> JoinCause {
     if facts.kubelet_active && !facts.pending_csrs.is_empty() {
         return JoinCause::CsrNotApproved {
             csrs: facts.pending_csrs.clone(),
+            unreachable_at_end: None,
         };
     }
     JoinCause::KubeletFailing {
@@ -324,6 +350,24 @@ mod tests {
     }
 
     #[test]
+    fn a_stalled_csr_is_named_even_when_the_api_server_is_down_at_the_deadline() {
+        let got = diagnose_join(&facts(
+            Probe::Unreachable("connection refused".into()),
+            true,
+            &["csr-7"],
+        ))
+        .to_string();
+        assert!(
+            got.starts_with("CSR not approved: the kubelet's certificate request csr-7 is pending"),
+            "{got}"
+        );
+        assert!(
+            got.ends_with("the API server answered during the wait but not at the last probe (connection refused): check that the control plane's static pods are not restarting (`kubectl -n kube-system get pods` on a master)"),
+            "{got}"
+        );
+    }
+
+    #[test]
     fn the_diagnosis_names_the_first_broken_dependency() {
         for (f, want) in [
             (
@@ -341,6 +385,12 @@ mod tests {
             (
                 facts(Probe::Ok, true, &["csr-1"]),
                 "CSR not approved: the kubelet's certificate request csr-1 is pending",
+            ),
+            // The API server restarting at the deadline does not hide the
+            // request it left pending (a worker's join on a loaded host).
+            (
+                facts(Probe::Unreachable("connection refused".into()), true, &["csr-7"]),
+                "CSR not approved: the kubelet's certificate request csr-7 is pending; approve it",
             ),
             (
                 facts(Probe::Ok, false, &["csr-1"]),

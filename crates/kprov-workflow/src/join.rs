@@ -437,6 +437,10 @@ fn wait_node(ctx: &mut Join<'_>) -> Result<(), Error> {
     let started = Instant::now();
     let mut last_report = Instant::now();
     let mut bootstrapped = false;
+    // This node's pending requests as last seen: the diagnosis names them
+    // even when the API server does not answer at the deadline.
+    let mut seen_csrs: Vec<String> = Vec::new();
+    let mut last_csr_look = Instant::now();
     loop {
         let waiting_for = if !bootstrapped {
             bootstrapped = joined_ca(&root)?.is_some()
@@ -493,7 +497,7 @@ fn wait_node(ctx: &mut Join<'_>) -> Result<(), Error> {
                     .rt
                     .block_on(kprov_kube::list_csrs(&server, &ca_pem, &secret))
                     .map(|list| discovery::pending_node_csrs(&list, ctx.token().id()))
-                    .unwrap_or_default()
+                    .unwrap_or(seen_csrs)
             };
             return Err(Error::Failed(format!(
                 "timed out after {} s waiting for {waiting_for}\n{}",
@@ -504,6 +508,19 @@ fn wait_node(ctx: &mut Join<'_>) -> Result<(), Error> {
         if last_report.elapsed() >= PROGRESS_EVERY {
             ctx.progress(started, &waiting_for);
             last_report = Instant::now();
+        }
+        if !bootstrapped && last_csr_look.elapsed() >= PROGRESS_EVERY {
+            let server = ctx.server().to_string();
+            let ca_pem = ctx.ca_pem.clone().unwrap_or_default();
+            let secret = ctx.token().expose_secret();
+            if let Ok(list) = ctx
+                .target
+                .rt
+                .block_on(kprov_kube::list_csrs(&server, &ca_pem, &secret))
+            {
+                seen_csrs = discovery::pending_node_csrs(&list, ctx.token().id());
+            }
+            last_csr_look = Instant::now();
         }
         std::thread::sleep(Duration::from_secs(2));
     }
