@@ -431,8 +431,11 @@ struct Probes<'a> {
     spec: &'a ClusterSpec,
     limit: Duration,
     /// Set when the pods run: (node, pod, pod IP).
-    pods: std::cell::RefCell<Option<Result<Vec<(String, String, String)>, Found>>>,
+    pods: std::cell::RefCell<Option<Result<ProbePods, Found>>>,
 }
+
+/// The running probe pods: (node, pod, pod IP).
+type ProbePods = Vec<(String, String, String)>;
 
 const PROBE_LABEL: &str = "kprov-probe";
 
@@ -452,7 +455,7 @@ impl<'a> Probes<'a> {
 
     /// Starts a probe pod on every node (once) and waits for their
     /// addresses; skipped when the image is not on every node.
-    fn start(&self) -> Result<Vec<(String, String, String)>, Found> {
+    fn start(&self) -> Result<ProbePods, Found> {
         if let Some(done) = self.pods.borrow().as_ref() {
             return done.clone();
         }
@@ -461,7 +464,7 @@ impl<'a> Probes<'a> {
         result
     }
 
-    fn start_pods(&self) -> Result<Vec<(String, String, String)>, Found> {
+    fn start_pods(&self) -> Result<ProbePods, Found> {
         let image = self.spec.check_image.as_str();
         for m in &self.spec.machines {
             let listed = self
