@@ -9,7 +9,7 @@ use serde::Serialize;
 use crate::config::ClusterSpec;
 use crate::name::{ClusterName, Role};
 use crate::target::{MachineCommand, MachineState, Target};
-use crate::workflow::{kubectl, node_readiness, Error};
+use crate::workflow::{kubectl, last_lines, node_readiness, Error};
 
 /// One machine in `status`.
 #[derive(Debug, Clone, Serialize)]
@@ -683,9 +683,4 @@ impl<'a> Probes<'a> {
             "--wait=false",
         ]);
     }
-}
-
-fn last_lines(text: &str, n: usize) -> String {
-    let lines: Vec<&str> = text.trim_end().lines().collect();
-    lines[lines.len().saturating_sub(n)..].join("\n")
 }

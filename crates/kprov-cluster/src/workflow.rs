@@ -326,7 +326,8 @@ fn run_step(
     })
 }
 
-fn last_lines(text: &str, n: usize) -> String {
+/// The last `n` lines of `text`.
+pub(crate) fn last_lines(text: &str, n: usize) -> String {
     let lines: Vec<&str> = text.trim_end().lines().collect();
     lines[lines.len().saturating_sub(n)..].join("\n")
 }

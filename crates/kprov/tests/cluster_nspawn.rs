@@ -1117,48 +1117,25 @@ fn kprov_init_and_kubeadm_init_each_make_a_control_plane_in_an_nspawn_machine_an
             "v1.20.2",
         ]),
     );
-    let kprov_init = timed(
-        &target,
-        &m1,
-        &MachineCommand::new([
-            "kprov",
-            "init",
-            "--node-name",
-            &m1.to_string(),
-            "--advertise-address",
-            &ip1,
-            "--kubernetes-version",
-            "v1.20.2",
-            "--pod-network",
-            "bridge",
-            "--node-in-container",
-            "--timeout",
-            "300",
-        ])
-        .timeout(Duration::from_secs(420)),
-    );
+    let init = MachineCommand::new([
+        "kprov",
+        "init",
+        "--node-name",
+        &m1.to_string(),
+        "--advertise-address",
+        &ip1,
+        "--kubernetes-version",
+        "v1.20.2",
+        "--pod-network",
+        "bridge",
+        "--node-in-container",
+        "--timeout",
+        "300",
+    ])
+    .timeout(Duration::from_secs(420));
+    let kprov_init = timed(&target, &m1, &init);
     // A re-run finds everything in place.
-    let rerun = target
-        .run(
-            &m1,
-            &MachineCommand::new([
-                "kprov",
-                "init",
-                "--node-name",
-                &m1.to_string(),
-                "--advertise-address",
-                &ip1,
-                "--kubernetes-version",
-                "v1.20.2",
-                "--pod-network",
-                "bridge",
-                "--node-in-container",
-                "--timeout",
-                "300",
-            ])
-            .timeout(Duration::from_secs(420)),
-        )
-        .unwrap();
+    let rerun = target.run(&m1, &init).unwrap();
     assert!(
         rerun.success() && rerun.stderr_text().contains("kprov: nothing changed"),
         "{}",
