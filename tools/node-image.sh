@@ -92,6 +92,19 @@ trap cleanup EXIT
 ip netns add "$ns"
 ip -n "$ns" link set lo up
 in_ns() { ip netns exec "$ns" "$@"; }
+# quiet NAME PATTERN COMMAND...: runs a step with its output in
+# $work/NAME.log; on success only its last line matching PATTERN is shown
+# (kprov's summary), on failure all of it.
+quiet() {
+    local log=$work/$1.log pattern=$2
+    shift 2
+    if ! "$@" >"$log" 2>&1; then
+        cat "$log" >&2
+        log "failed: $*"
+        return 1
+    fi
+    grep -E -e "$pattern" "$log" | tail -n 1 >&2 || true
+}
 # Waits (at most 15 s) until something listens on 127.0.0.1:$1 in the namespace.
 wait_port() {
     local i
@@ -142,21 +155,24 @@ while read -r file ref; do
 done <"$images/INDEX"
 
 log "kprov bundle create --control-plane (without $coredns, with $busybox)"
-in_ns "$kprov" bundle create --kubernetes-version "$version" --arch amd64 \
+quiet bundle "^bundle " in_ns "$kprov" bundle create --kubernetes-version "$version" --arch amd64 \
     --mirror http://127.0.0.1:8080 --registry-mirror 127.0.0.1:5000 --insecure-registry \
     --control-plane --exclude-image "$coredns" --image "$busybox" \
-    --output "$work/bundle" --cache-dir "$work/cache" >/dev/null
+    --output "$work/bundle" --cache-dir "$work/cache"
 
 log "kprov provision --phase base --root (the Debian 12 root, --node-in-container)"
 root=$work/root
 mkdir -p "$root"
 tar -C "$root" -xf "$tarball"
-"$kprov" provision --phase base --root "$root" --bundle "$work/bundle" \
-    --kubelet-version "$version" --arch amd64 --node-in-container >&2
+quiet provision ' resources: ' "$kprov" provision --phase base --root "$root" --bundle "$work/bundle" \
+    --kubelet-version "$version" --arch amd64 --node-in-container
 
 log "importing the bundle's images into the image's containerd store (one nspawn boot)"
-KPROV_MACHINES=$work/machines KPROV_NETNS=/run/netns/$ns "$nspawn" prepare >&2
-KPROV_MACHINES=$work/machines KPROV_NETNS=/run/netns/$ns "$nspawn" warm "$root" 10.86.1.1/24 300 >&2
+export KPROV_MACHINES=$work/machines KPROV_NETNS=/run/netns/$ns
+quiet prepare . "$nspawn" prepare
+warm_started=$SECONDS
+quiet warm . "$nspawn" warm "$root" 10.86.1.1/24 300
+log "imported in $((SECONDS - warm_started)) s: $(du -sh "$root/var/lib/containerd" | cut -f1) in /var/lib/containerd"
 
 mv "$root" "$out"
 log "made $out in $((SECONDS - started)) s"
