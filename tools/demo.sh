@@ -22,6 +22,10 @@ if [[ $EUID -ne 0 ]]; then
     echo "tools/demo.sh: run as root: it builds a root filesystem and chroots into it" >&2
     exit 2
 fi
+if [[ -n ${KPROV_DEMO_NETNS:-} && ${KPROV_DEMO_NO_CLUSTER:-} != 1 && ! -e /run/netns/$KPROV_DEMO_NETNS ]]; then
+    echo "tools/demo.sh: KPROV_DEMO_NETNS=$KPROV_DEMO_NETNS: no such network namespace (make it with \`ip netns add $KPROV_DEMO_NETNS\`)" >&2
+    exit 2
+fi
 export PATH="$HOME/.cargo/bin:$PATH"
 say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 
