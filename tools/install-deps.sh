@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs, idempotently, the Debian packages a development task needs.
-# Usage: tools/install-deps.sh fast|build|root|test|vm|images ...
+# Usage: tools/install-deps.sh fast|build|root|test|vm|images|cluster ...
 set -euo pipefail
 
 want=()
@@ -26,7 +26,10 @@ for set in "$@"; do
     # busybox from Debian, python3 writes the OCI layout; the image tests
     # run a registry, push with skopeo and make an htpasswd file.
     images) want+=(gcc libc6-dev binutils python3 etcd-server etcd-client busybox-static docker-registry skopeo apache2-utils) ;;
-    *) echo "install-deps: unknown set '$set' (expected fast, build, root, test, vm or images)" >&2; exit 2 ;;
+    # tools/node-image.sh and `kprov cluster up` (nspawn target): the
+    # machines, and the loopback mirror and registry the bundle is made from.
+    cluster) want+=(systemd-container util-linux iproute2 python3 docker-registry skopeo) ;;
+    *) echo "install-deps: unknown set '$set' (expected fast, build, root, test, vm, images or cluster)" >&2; exit 2 ;;
     esac
 done
 

@@ -6,7 +6,13 @@
 //! cargo run -p kprov-cluster --example nspawn -- start|wait|stop|destroy|address|logs demo-master-1
 //! cargo run -p kprov-cluster --example nspawn -- run demo-master-1 systemctl status
 //! cargo run -p kprov-cluster --example nspawn -- list|destroy-network demo
+//! cargo run -p kprov-cluster --example nspawn -- warm IMAGE 10.86.1.1/24 [SECONDS]
 //! ```
+//!
+//! `warm` imports the images a node image's base phase staged into the
+//! image's own containerd store ([`warm_containerd`]: one throwaway
+//! machine booted on that network, default limit 300 s), so that machines
+//! made from it start with them; tools/node-image.sh runs it.
 //!
 //! Machines live under `$KPROV_MACHINES` (default /var/lib/kprov/machines);
 //! `$KPROV_NETNS` names the network namespace of the bridges
@@ -18,7 +24,7 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
-use kprov_cluster::target::nspawn::{NspawnTarget, DEFAULT_BASE_DIR};
+use kprov_cluster::target::nspawn::{warm_containerd, NspawnTarget, DEFAULT_BASE_DIR};
 use kprov_cluster::{MachineCommand, MachineName, MachineSpec, Target};
 
 fn main() -> ExitCode {
@@ -91,6 +97,16 @@ fn run(args: Vec<String>) -> Result<(), Box<dyn std::error::Error>> {
         }
         Some("destroy-network") => {
             target.destroy_network(&args.get(1).ok_or("missing cluster")?.parse()?)?
+        }
+        Some("warm") => {
+            let image: std::path::PathBuf = args.get(1).ok_or("missing image")?.into();
+            let network: kprov_cluster::ClusterNetwork =
+                args.get(2).ok_or("missing network")?.parse()?;
+            let limit = match args.get(3) {
+                Some(secs) => Duration::from_secs(secs.parse()?),
+                None => Duration::from_secs(300),
+            };
+            warm_containerd(&target, &image, network, limit)?;
         }
         _ => return Err("usage: see the example's doc".into()),
     }
