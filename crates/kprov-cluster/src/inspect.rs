@@ -9,7 +9,7 @@ use serde::Serialize;
 use crate::config::ClusterSpec;
 use crate::name::{ClusterName, Role};
 use crate::target::{MachineCommand, MachineState, Target};
-use crate::workflow::{kubectl, last_lines, node_readiness, Error};
+use crate::workflow::{kubectl, last_lines, node_readiness, not_ready, Error};
 
 /// One machine in `status`.
 #[derive(Debug, Clone, Serialize)]
@@ -288,14 +288,10 @@ pub fn check(target: &dyn Target, spec: &ClusterSpec, limit: Duration) -> Check 
                 Ok(n) => n,
                 Err(e) => return (Verdict::Failed, e.to_string()),
             };
-            let mut bad = Vec::new();
-            for m in &spec.machines {
-                match nodes.iter().find(|(n, _, _)| *n == m.name.to_string()) {
-                    Some((_, true, _)) => {}
-                    Some((_, false, why)) => bad.push(format!("node {}: {why}", m.name)),
-                    None => bad.push(format!("node {}: not registered", m.name)),
-                }
-            }
+            let bad: Vec<String> = not_ready(spec, &nodes)
+                .into_iter()
+                .map(|(name, why)| format!("node {name}: {why}"))
+                .collect();
             if bad.is_empty() {
                 (Verdict::Passed, format!("{} Ready", nodes.len()))
             } else {

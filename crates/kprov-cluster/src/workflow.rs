@@ -519,6 +519,25 @@ fn nodes(ctx: &mut Up<'_>) -> Result<(), Error> {
     Ok(())
 }
 
+/// The machines of `spec` that are not Ready nodes among `nodes` (from
+/// [`node_readiness`]), each with why.
+pub fn not_ready(
+    spec: &ClusterSpec,
+    nodes: &[(String, bool, String)],
+) -> Vec<(MachineName, String)> {
+    spec.machines
+        .iter()
+        .filter_map(|m| {
+            let name = m.name.to_string();
+            match nodes.iter().find(|(n, _, _)| *n == name) {
+                Some((_, true, _)) => None,
+                Some((_, false, why)) => Some((m.name.clone(), why.clone())),
+                None => Some((m.name.clone(), "not registered".into())),
+            }
+        })
+        .collect()
+}
+
 /// Waits until every machine of `spec` is a Ready node; fails naming the
 /// nodes that are not, with their condition and kubelet's last lines.
 pub fn wait_ready(
@@ -531,19 +550,7 @@ pub fn wait_ready(
     let deadline = Instant::now() + limit;
     let mut last_note = Instant::now();
     loop {
-        let nodes = node_readiness(target, master)?;
-        let not_ready: Vec<(MachineName, String)> = spec
-            .machines
-            .iter()
-            .filter_map(|m| {
-                let name = m.name.to_string();
-                match nodes.iter().find(|(n, _, _)| *n == name) {
-                    Some((_, true, _)) => None,
-                    Some((_, false, why)) => Some((m.name.clone(), why.clone())),
-                    None => Some((m.name.clone(), "not registered".into())),
-                }
-            })
-            .collect();
+        let not_ready = not_ready(spec, &node_readiness(target, master)?);
         if not_ready.is_empty() {
             return Ok(());
         }

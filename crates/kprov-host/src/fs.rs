@@ -286,6 +286,34 @@ fn create_temp(target: &Path) -> Result<(File, PathBuf), HostError> {
         path: target.to_path_buf(),
         reason: "has no file name",
     })?;
+    unique_temp(
+        dir,
+        name,
+        target,
+        ("creating", "creating a temporary file for"),
+        |temp| {
+            OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+                // Secrets must never be readable, even for a moment: start private.
+                .mode(0o600)
+                .open(temp)
+        },
+    )
+}
+
+/// Makes something new under a fresh temporary name next to `target`
+/// (`dir`/`name`): stale temporaries of earlier runs are removed first,
+/// then `create` is tried with unguessable names until one does not exist
+/// yet. `actions` name the failure of one try and of them all.
+fn unique_temp<T>(
+    dir: &Path,
+    name: &OsStr,
+    target: &Path,
+    actions: (&'static str, &'static str),
+    mut create: impl FnMut(&Path) -> std::io::Result<T>,
+) -> Result<(T, PathBuf), HostError> {
     remove_stale_temps(dir, name);
     let prefix = temp_prefix(name);
     let mut last = None;
@@ -295,21 +323,14 @@ fn create_temp(target: &Path) -> Result<(File, PathBuf), HostError> {
             format!("{}.{:016x}{TEMP_SUFFIX}", std::process::id(), unguessable()).as_bytes(),
         );
         let temp = dir.join(OsStr::from_bytes(&temp_name));
-        match OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
-            // Secrets must never be readable, even for a moment: start private.
-            .mode(0o600)
-            .open(&temp)
-        {
-            Ok(file) => return Ok((file, temp)),
+        match create(&temp) {
+            Ok(made) => return Ok((made, temp)),
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => last = Some(e),
-            Err(e) => return Err(HostError::io("creating", temp, e)),
+            Err(e) => return Err(HostError::io(actions.0, temp, e)),
         }
     }
     Err(HostError::io(
-        "creating a temporary file for",
+        actions.1,
         target,
         last.unwrap_or_else(|| std::io::Error::from(std::io::ErrorKind::AlreadyExists)),
     ))
@@ -463,32 +484,13 @@ pub fn symlink_atomic(root: &Root, node_path: &Path, target: &Path) -> Result<()
         path: node_path.to_path_buf(),
         reason: "has no file name",
     })?;
-    remove_stale_temps(dir, name);
-    let prefix = temp_prefix(name);
-    let mut made = None;
-    let mut last = None;
-    for _ in 0..TEMP_ATTEMPTS {
-        let mut temp_name = prefix.clone();
-        temp_name.extend_from_slice(
-            format!("{}.{:016x}{TEMP_SUFFIX}", std::process::id(), unguessable()).as_bytes(),
-        );
-        let temp = dir.join(OsStr::from_bytes(&temp_name));
-        match std::os::unix::fs::symlink(target, &temp) {
-            Ok(()) => {
-                made = Some(temp);
-                break;
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => last = Some(e),
-            Err(e) => return Err(HostError::io("creating symlink", temp, e)),
-        }
-    }
-    let Some(temp) = made else {
-        return Err(HostError::io(
-            "creating a temporary symlink for",
-            &host,
-            last.unwrap_or_else(|| std::io::Error::from(std::io::ErrorKind::AlreadyExists)),
-        ));
-    };
+    let ((), temp) = unique_temp(
+        dir,
+        name,
+        &host,
+        ("creating symlink", "creating a temporary symlink for"),
+        |temp| std::os::unix::fs::symlink(target, temp),
+    )?;
     failpoint::hit("write.before-rename");
     if let Err(e) = fs::rename(&temp, &host) {
         let _ = fs::remove_file(&temp);
