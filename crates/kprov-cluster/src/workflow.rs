@@ -479,26 +479,7 @@ fn nodes(ctx: &mut Up<'_>) -> Result<(), Error> {
             phase: "nodes",
             cause: "no join command: the master phase did not run".into(),
         })?;
-        let version = ctx.spec.kubernetes_version.to_string();
-        let command = MachineCommand::new([
-            "kprov",
-            "provision",
-            "--phase",
-            "join",
-            "--kubelet-version",
-            &version,
-            "--api-server",
-            &join.api_server,
-            "--discovery-token-ca-cert-hash",
-            &join.ca_hash,
-            "--node-name",
-            &w.name.to_string(),
-            "--node-ip",
-            &w.address.to_string(),
-            "--node-in-container",
-        ])
-        .env("KPROV_TOKEN", &join.token)
-        .timeout(ctx.timeout + Duration::from_secs(60));
+        let command = join_command(&ctx.spec, &w, join, ctx.timeout);
         ctx.observer.note(&format!("joining {}", w.name));
         run_step(
             ctx.target,
@@ -517,6 +498,33 @@ fn nodes(ctx: &mut Up<'_>) -> Result<(), Error> {
     wait_ready(ctx.target, &ctx.spec, ctx.timeout, ctx.observer)?;
     ctx.elapsed_note("nodes");
     Ok(())
+}
+
+/// `kprov provision --phase join` for worker `w`: its flags from the one
+/// node config (as setup.sh's are), the token in the environment.
+fn join_command(
+    spec: &ClusterSpec,
+    w: &WantedMachine,
+    join: &Join,
+    timeout: Duration,
+) -> MachineCommand {
+    let node = kprov_core::NodeConfig {
+        phase: kprov_core::Phase::Join,
+        kubelet_version: spec.kubernetes_version.clone(),
+        api_server: Some(join.api_server.clone()),
+        discovery_token_ca_cert_hash: vec![join.ca_hash.clone()],
+        node_name: Some(w.name.to_string()),
+        node_ip: Some(w.address.to_string()),
+        node_in_container: true,
+        ..kprov_core::NodeConfig::default()
+    };
+    MachineCommand::new(
+        ["kprov".to_string(), "provision".to_string()]
+            .into_iter()
+            .chain(node.to_args()),
+    )
+    .env("KPROV_TOKEN", &join.token)
+    .timeout(timeout + Duration::from_secs(60))
 }
 
 /// The machines of `spec` that are not Ready nodes among `nodes` (from
@@ -708,6 +716,33 @@ mod tests {
         assert!(
             parse_join("kprov provision --api-server x --discovery-token-ca-cert-hash y").is_none()
         );
+    }
+
+    #[test]
+    fn a_worker_joins_with_the_node_configs_flags_and_the_token_in_its_environment() {
+        let spec = crate::config::ClusterConfig {
+            name: Some("lab".into()),
+            ..Default::default()
+        }
+        .check()
+        .unwrap();
+        let join = parse_join("KPROV_TOKEN=abcdef.0123456789abcdef kprov provision --phase all --api-server https://10.84.0.11:6443 --discovery-token-ca-cert-hash sha256:00").unwrap();
+        let c = join_command(&spec, &spec.machines[1], &join, Duration::from_secs(5));
+        let argv = c.argv.join(" ");
+        for want in [
+            "kprov provision ",
+            " --phase join ",
+            " --kubelet-version v1.20.2 ",
+            " --api-server https://10.84.0.11:6443 ",
+            " --discovery-token-ca-cert-hash sha256:00 ",
+            " --node-name lab-worker-1 ",
+            " --node-ip 10.84.0.101 ",
+            " --node-in-container",
+        ] {
+            assert!(format!("{argv} ").contains(want), "{want:?} not in {argv}");
+        }
+        assert!(!argv.contains("abcdef.0123456789abcdef"), "{argv}");
+        assert_eq!(c.env, [("KPROV_TOKEN".to_string(), join.token.clone())]);
     }
 
     #[test]
