@@ -19,13 +19,12 @@
 //!
 //! Stateless: nothing here keeps an inventory; machines are found on the
 //! target by name and labels. What is proven on real parts
-//! (`crates/kprov/tests/cluster_nspawn.rs`): two nspawn machines from a
-//! prebaked Debian 12 root, `kprov init` on one and `kprov provision
-//! --phase join` on the other, both nodes Ready, then everything removed.
-//! The cluster workflow itself (phases, exit criteria, `kprov cluster
-//! up/down/status/check`) is built on top of this crate; only the nspawn
-//! target exists so far (qemu and ssh are to come, see the module doc of
-//! [`target`] for how to add them).
+//! (`crates/kprov/tests/cluster_nspawn.rs`): `kprov cluster up` of one
+//! master and two workers as nspawn machines with every exit criterion,
+//! re-run unchanged, grown by a worker, a cut-off worker failing `check`,
+//! then `down` leaving nothing. Only the nspawn target exists so far (qemu
+//! and ssh are to come, see the module doc of [`target`] for how to add
+//! them).
 
 pub mod config;
 pub mod image;

@@ -2,8 +2,8 @@
 //! everything `kprov provision` is told about the node it prepares.
 //!
 //! - `kprov provision` and `kprov userdata` flatten it into their
-//!   arguments (and the cluster command to come will build it per
-//!   machine), so the flags are defined once;
+//!   arguments, and `kprov cluster` builds one per joining worker, so the
+//!   flags are defined once;
 //! - a YAML config file (`--config`) holds the same settings under the
 //!   same names, the long flag names without `--` ([`from_yaml`]);
 //! - [`NodeConfig::to_args`] turns it back into the flags it was parsed
@@ -20,8 +20,7 @@
 //! that every flag has a key and survives `to_args` and parsing again.
 //!
 //! Why here: kprov-core is the model every crate that describes a node
-//! already depends on (the CLI, kprov-bootconfig, and the cluster command
-//! to come), and clap, serde and serde_yaml are pure, so the crate keeps
+//! already depends on (the CLI, kprov-bootconfig and kprov-cluster), and clap, serde and serde_yaml are pure, so the crate keeps
 //! doing no I/O. Reading the files the flags name (`--ca-cert`) is the
 //! caller's job.
 
