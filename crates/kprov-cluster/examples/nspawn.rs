@@ -54,7 +54,7 @@ fn run(args: Vec<String>) -> Result<(), Box<dyn std::error::Error>> {
         }
         Some("create") => {
             let name = name(1)?;
-            let image = args.get(2).ok_or("missing image")?.into();
+            let image = Some(args.get(2).ok_or("missing image")?.into());
             let network: kprov_cluster::ClusterNetwork =
                 args.get(3).ok_or("missing network")?.parse()?;
             let address = match args.get(4) {

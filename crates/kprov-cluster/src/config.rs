@@ -40,7 +40,7 @@ pub enum TargetKind {
     Nspawn,
     /// qemu VMs on this host (not built yet).
     Qemu,
-    /// Existing hosts over ssh (not built yet).
+    /// Existing hosts over ssh (`--ssh-host`), with the base phase done.
     Ssh,
 }
 
@@ -100,6 +100,17 @@ pub struct ClusterConfig {
     /// Ready) may take.
     #[arg(long, value_name = "SECONDS", default_value_t = DEFAULT_TIMEOUT)]
     pub timeout: u64,
+    /// With --target ssh: the host a machine is, as
+    /// MACHINE=DESTINATION (`[user@]host` or a Host of the ssh config; the
+    /// user must be root), one per machine. Its address is DESTINATION's
+    /// when that is an IPv4 address, else give --address.
+    #[arg(long = "ssh-host", value_name = "MACHINE=DESTINATION")]
+    #[serde(rename = "ssh-host")]
+    pub ssh_hosts: Vec<String>,
+    /// With --target ssh: an ssh config file to use instead of the user's
+    /// (ssh -F).
+    #[arg(long, value_name = "FILE")]
+    pub ssh_config: Option<PathBuf>,
 }
 
 impl Default for ClusterConfig {
@@ -118,6 +129,8 @@ impl Default for ClusterConfig {
             kubeconfig: None,
             check_image: DEFAULT_CHECK_IMAGE.into(),
             timeout: DEFAULT_TIMEOUT,
+            ssh_hosts: Vec::new(),
+            ssh_config: None,
         }
     }
 }
@@ -166,6 +179,8 @@ pub struct ClusterSpec {
     pub kubeconfig: PathBuf,
     /// The image of the checks' pods.
     pub check_image: kprov_core::ImageRef,
+    /// With the ssh target: each machine's ssh destination.
+    pub ssh_hosts: BTreeMap<MachineName, String>,
 }
 
 impl ClusterSpec {
@@ -211,10 +226,10 @@ impl ClusterConfig {
                 ),
             ));
         }
-        if self.target != TargetKind::Nspawn {
+        if self.target == TargetKind::Qemu {
             return Err(invalid(
                 "target",
-                format!("{:?}: only the nspawn target is built so far", self.target).to_lowercase(),
+                "qemu: not built yet (the nspawn and ssh targets are)",
             ));
         }
         let kubernetes_version: kprov_core::KubernetesVersion = self
@@ -260,9 +275,11 @@ impl ClusterConfig {
                     format!("{entry:?}: {address:?} is not an IPv4 address"),
                 )
             })?;
-            network
-                .check_host(address)
-                .map_err(|e| invalid("address", e.to_string()))?;
+            if self.target != TargetKind::Ssh {
+                network
+                    .check_host(address)
+                    .map_err(|e| invalid("address", e.to_string()))?;
+            }
             if given.insert(machine.to_string(), address).is_some() {
                 return Err(invalid(
                     "address",
@@ -270,10 +287,20 @@ impl ClusterConfig {
                 ));
             }
         }
+        let ssh_hosts = self.ssh_hosts(&name, &wanted)?;
         let mut machines: Vec<WantedMachine> = Vec::new();
         for machine in wanted {
+            let from_destination = || ssh_hosts.get(&machine).and_then(|d| destination_address(d));
             let address = match given.get(&machine.to_string()) {
                 Some(a) => *a,
+                None if self.target == TargetKind::Ssh => from_destination().ok_or_else(|| {
+                    invalid(
+                        "address",
+                        format!(
+                            "{machine}: its --ssh-host destination has no IPv4 address: give --address {machine}=ADDRESS"
+                        ),
+                    )
+                })?,
                 None => network.default_address(&machine).ok_or_else(|| {
                     invalid(
                         "network",
@@ -300,6 +327,7 @@ impl ClusterConfig {
             .parse()
             .map_err(|e: kprov_core::image::ImageRefError| invalid("check-image", e.to_string()))?;
         Ok(ClusterSpec {
+            ssh_hosts,
             check_image,
             kubeconfig: self.kubeconfig_path(&name),
             name,
@@ -308,6 +336,78 @@ impl ClusterConfig {
             kubernetes_version,
         })
     }
+}
+
+impl ClusterConfig {
+    /// `--ssh-host`, checked: with the ssh target, one destination for
+    /// each machine of `wanted`; with another target, none.
+    fn ssh_hosts(
+        &self,
+        name: &ClusterName,
+        wanted: &[MachineName],
+    ) -> Result<BTreeMap<MachineName, String>, ConfigError> {
+        let mut hosts = BTreeMap::new();
+        for entry in &self.ssh_hosts {
+            let (machine, destination) = entry.split_once('=').ok_or_else(|| {
+                invalid(
+                    "ssh-host",
+                    format!("{entry:?}: expected MACHINE=DESTINATION"),
+                )
+            })?;
+            let Some(machine) = wanted.iter().find(|w| w.to_string() == machine) else {
+                return Err(invalid(
+                    "ssh-host",
+                    format!("{entry:?}: {machine} is not a machine of cluster {name}"),
+                ));
+            };
+            if destination.is_empty()
+                || destination.starts_with('-')
+                || destination.contains(char::is_whitespace)
+            {
+                return Err(invalid(
+                    "ssh-host",
+                    format!("{entry:?}: expected a destination such as root@10.0.0.5"),
+                ));
+            }
+            if let Some(other) = hosts
+                .iter()
+                .find(|(_, d)| *d == destination)
+                .map(|(m, _)| m)
+            {
+                return Err(invalid(
+                    "ssh-host",
+                    format!("{machine} and {other} would both be {destination}"),
+                ));
+            }
+            if hosts
+                .insert(machine.clone(), destination.to_string())
+                .is_some()
+            {
+                return Err(invalid("ssh-host", format!("{machine} is given twice")));
+            }
+        }
+        match self.target {
+            TargetKind::Ssh => {
+                if let Some(missing) = wanted.iter().find(|w| !hosts.contains_key(*w)) {
+                    return Err(invalid(
+                        "ssh-host",
+                        format!("{missing} has none: the ssh target needs a host for every machine (MACHINE=DESTINATION)"),
+                    ));
+                }
+            }
+            _ if !hosts.is_empty() => {
+                return Err(invalid("ssh-host", "only for --target ssh"));
+            }
+            _ => {}
+        }
+        Ok(hosts)
+    }
+}
+
+/// The IPv4 address in an ssh destination (`user@10.0.0.5`), if it is one.
+pub fn destination_address(destination: &str) -> Option<Ipv4Addr> {
+    let host = destination.rsplit_once('@').map_or(destination, |(_, h)| h);
+    host.parse().ok()
 }
 
 #[cfg(test)]
@@ -394,7 +494,52 @@ mod tests {
                     target: TargetKind::Qemu,
                     ..config("a")
                 },
-                "--target: qemu: only the nspawn target is built so far",
+                "--target: qemu: not built yet",
+            ),
+            (
+                ClusterConfig {
+                    target: TargetKind::Ssh,
+                    ssh_hosts: vec!["a-master-1=root@10.0.0.5".into()],
+                    ..config("a")
+                },
+                "--ssh-host: a-worker-1 has none",
+            ),
+            (
+                ClusterConfig {
+                    target: TargetKind::Ssh,
+                    ssh_hosts: vec![
+                        "a-master-1=root@10.0.0.5".into(),
+                        "a-worker-1=root@10.0.0.5".into(),
+                    ],
+                    ..config("a")
+                },
+                "--ssh-host: a-worker-1 and a-master-1 would both be root@10.0.0.5",
+            ),
+            (
+                ClusterConfig {
+                    target: TargetKind::Ssh,
+                    ssh_hosts: vec![
+                        "a-master-1=root@10.0.0.5".into(),
+                        "a-worker-1=root@node2".into(),
+                    ],
+                    ..config("a")
+                },
+                "--address: a-worker-1: its --ssh-host destination has no IPv4 address",
+            ),
+            (
+                ClusterConfig {
+                    ssh_hosts: vec!["a-master-1=root@10.0.0.5".into()],
+                    ..config("a")
+                },
+                "--ssh-host: only for --target ssh",
+            ),
+            (
+                ClusterConfig {
+                    target: TargetKind::Ssh,
+                    ssh_hosts: vec!["a-master-1=-oProxyCommand=x".into()],
+                    ..config("a")
+                },
+                "--ssh-host: \"a-master-1=-oProxyCommand=x\": expected a destination",
             ),
             (
                 ClusterConfig {
@@ -408,6 +553,33 @@ mod tests {
             let err = config.check().unwrap_err().to_string();
             assert!(err.contains(want), "{config:?}: got {err:?}, want {want:?}");
         }
+    }
+
+    #[test]
+    fn ssh_hosts_give_their_addresses_unless_told_otherwise() {
+        let spec = ClusterConfig {
+            target: TargetKind::Ssh,
+            ssh_hosts: vec![
+                "a-master-1=root@192.168.7.5".into(),
+                "a-worker-1=node2".into(),
+            ],
+            addresses: vec!["a-worker-1=192.168.7.6".into()],
+            ..config("a")
+        }
+        .check()
+        .unwrap();
+        let got: Vec<String> = spec
+            .machines
+            .iter()
+            .map(|m| format!("{} {} {}", m.name, m.address, spec.ssh_hosts[&m.name]))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                "a-master-1 192.168.7.5 root@192.168.7.5",
+                "a-worker-1 192.168.7.6 node2"
+            ]
+        );
     }
 
     #[test]

@@ -10,6 +10,7 @@
 //!   stop, destroy, list by cluster) and its implementations, with how to
 //!   add one; [`target::nspawn`] runs each node as a systemd-nspawn
 //!   container and documents what kubelet and containerd need in one;
+//!   [`target::ssh`] adopts existing hosts over the user's OpenSSH;
 //! - [`image`]: node images cached by content;
 //! - [`config`]: `kprov cluster`'s flags and config file, checked into a
 //!   [`config::ClusterSpec`] before any machine is touched;
@@ -22,9 +23,10 @@
 //! (`crates/kprov/tests/cluster_nspawn.rs`): `kprov cluster up` of one
 //! master and two workers as nspawn machines with every exit criterion,
 //! re-run unchanged, grown by a worker, a cut-off worker failing `check`,
-//! then `down` leaving nothing. Only the nspawn target exists so far (qemu
-//! and ssh are to come, see the module doc of [`target`] for how to add
-//! them).
+//! then `down` leaving nothing; and `kprov cluster up --target ssh` of two
+//! hosts running the real OpenSSH server (an unknown host key refused
+//! first), re-run unchanged, then `down` resetting both. The qemu target
+//! is to come (see the module doc of [`target`] for how to add one).
 
 pub mod config;
 pub mod image;

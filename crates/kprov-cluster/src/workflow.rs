@@ -251,13 +251,18 @@ fn machines(ctx: &mut Up<'_>) -> Result<(), Error> {
                 (Outcome::Changed, Some("was stopped".to_string()))
             }
             None => {
-                let image = ctx.image.clone().ok_or_else(|| Error::NoImage {
-                    machine: wanted.name.clone(),
-                })?;
-                if !checked_image {
-                    check_image(&image)?;
-                    checked_image = true;
-                }
+                let image = if ctx.target.needs_image() {
+                    let image = ctx.image.clone().ok_or_else(|| Error::NoImage {
+                        machine: wanted.name.clone(),
+                    })?;
+                    if !checked_image {
+                        check_image(&image)?;
+                        checked_image = true;
+                    }
+                    Some(image)
+                } else {
+                    None
+                };
                 ctx.observer
                     .note(&format!("creating {} ({})", wanted.name, wanted.address));
                 ctx.target.create(&MachineSpec {
@@ -336,24 +341,27 @@ fn master(ctx: &mut Up<'_>) -> Result<(), Error> {
     let m = ctx.spec.first_master().clone();
     let timeout = ctx.timeout.as_secs().to_string();
     let version = ctx.spec.kubernetes_version.to_string();
-    let command = MachineCommand::new([
+    let (node_name, address) = (m.name.to_string(), m.address.to_string());
+    let mut argv = vec![
         "kprov",
         "init",
         "--node-name",
-        &m.name.to_string(),
+        &node_name,
         "--advertise-address",
-        &m.address.to_string(),
+        &address,
         "--kubernetes-version",
         &version,
         "--pod-network",
         "bridge",
-        "--node-in-container",
         "--timeout",
         &timeout,
         "--output",
         "json",
-    ])
-    .timeout(ctx.timeout + Duration::from_secs(60));
+    ];
+    if ctx.target.in_container(&m.name)? {
+        argv.push("--node-in-container");
+    }
+    let command = MachineCommand::new(argv).timeout(ctx.timeout + Duration::from_secs(60));
     let out = run_step(ctx.target, &m.name, "kprov init", &command)?;
     let run: serde_json::Value = serde_json::from_str(&out).map_err(|e| Error::Step {
         machine: m.name.clone(),
@@ -479,7 +487,8 @@ fn nodes(ctx: &mut Up<'_>) -> Result<(), Error> {
             phase: "nodes",
             cause: "no join command: the master phase did not run".into(),
         })?;
-        let command = join_command(&ctx.spec, &w, join, ctx.timeout);
+        let in_container = ctx.target.in_container(&w.name)?;
+        let command = join_command(&ctx.spec, &w, join, in_container, ctx.timeout);
         ctx.observer.note(&format!("joining {}", w.name));
         run_step(
             ctx.target,
@@ -506,6 +515,7 @@ fn join_command(
     spec: &ClusterSpec,
     w: &WantedMachine,
     join: &Join,
+    in_container: bool,
     timeout: Duration,
 ) -> MachineCommand {
     let node = kprov_core::NodeConfig {
@@ -515,7 +525,7 @@ fn join_command(
         discovery_token_ca_cert_hash: vec![join.ca_hash.clone()],
         node_name: Some(w.name.to_string()),
         node_ip: Some(w.address.to_string()),
-        node_in_container: true,
+        node_in_container: in_container,
         ..kprov_core::NodeConfig::default()
     };
     MachineCommand::new(
@@ -727,7 +737,13 @@ mod tests {
         .check()
         .unwrap();
         let join = parse_join("KPROV_TOKEN=abcdef.0123456789abcdef kprov provision --phase all --api-server https://10.84.0.11:6443 --discovery-token-ca-cert-hash sha256:00").unwrap();
-        let c = join_command(&spec, &spec.machines[1], &join, Duration::from_secs(5));
+        let c = join_command(
+            &spec,
+            &spec.machines[1],
+            &join,
+            true,
+            Duration::from_secs(5),
+        );
         let argv = c.argv.join(" ");
         for want in [
             "kprov provision ",

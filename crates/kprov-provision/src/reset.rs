@@ -1,4 +1,6 @@
-//! `kprov reset`: undo the join phase and keep the base phase.
+//! `kprov reset`: undo the join phase (and on a master what `kprov init`
+//! made: static pods, control-plane kubeconfigs, PKI, etcd's data) and
+//! keep the base phase.
 //!
 //! [`plan_reset`] is a plan like any other (pure), applied by kprov-plan's
 //! engine: a path already gone, a unit already stopped or no container
@@ -16,6 +18,19 @@ use crate::tables;
 
 /// The kubelet's state directory.
 pub const KUBELET_DIR: &str = "/var/lib/kubelet";
+/// What `kprov init` leaves on a master besides a node's files, at its
+/// default places: static pods, the control plane's kubeconfigs, the
+/// PKI and etcd's data. Emptied and removed after the kubelet (which runs
+/// the static pods) is stopped and the containers are gone.
+pub const CONTROL_PLANE_PATHS: &[&str] = &[
+    "/etc/kubernetes/admin.conf",
+    "/etc/kubernetes/controller-manager.conf",
+    "/etc/kubernetes/scheduler.conf",
+    "/etc/kubernetes/pki",
+    "/var/lib/etcd",
+];
+/// The static pods' directory.
+pub const MANIFESTS_DIR: &str = "/etc/kubernetes/manifests";
 /// CNI plugins' state (IP allocations).
 pub const CNI_STATE_DIR: &str = "/var/lib/cni";
 
@@ -36,6 +51,9 @@ pub fn plan_reset(os: &OsFacts, live: bool) -> Plan {
             dir: KUBELET_DIR.into(),
         });
     }
+    r.push(Resource::DirEmpty {
+        dir: MANIFESTS_DIR.into(),
+    });
     for path in [
         kubelet::KUBECONFIG_PATH,
         kubelet::BOOTSTRAP_KUBECONFIG_PATH,
@@ -43,7 +61,10 @@ pub fn plan_reset(os: &OsFacts, live: bool) -> Plan {
         CA_CERT_PATH,
         KUBELET_DIR,
         CNI_STATE_DIR,
-    ] {
+    ]
+    .into_iter()
+    .chain(CONTROL_PLANE_PATHS.iter().copied())
+    {
         r.push(Resource::Absent { path: path.into() });
     }
     // A count of the old kubelet's failed health checks must not count
@@ -102,6 +123,10 @@ mod tests {
             "/var/lib/kubelet absent",
             "/var/lib/cni absent",
             "/etc/cni/net.d empty",
+            "/etc/kubernetes/manifests empty",
+            "/etc/kubernetes/admin.conf absent",
+            "/etc/kubernetes/pki absent",
+            "/var/lib/etcd absent",
         ] {
             assert!(removed.contains(&want.to_string()), "{removed:?}");
         }

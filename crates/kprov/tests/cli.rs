@@ -958,7 +958,11 @@ fn kprov_cluster_refuses_bad_configs_before_any_machine_exists() {
         ),
         (
             vec!["up", "--name", "lab", "--target", "qemu"],
-            "kprov: error: --target: qemu: only the nspawn target is built so far",
+            "kprov: error: --target: qemu: not built yet",
+        ),
+        (
+            vec!["up", "--name", "lab", "--target", "ssh", "--ssh-host", "lab-master-1=root@10.0.0.5"],
+            "kprov: error: --ssh-host: lab-worker-1 has none: the ssh target needs a host for every machine",
         ),
         (
             vec!["down", "--name", "unknown"],

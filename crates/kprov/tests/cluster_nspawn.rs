@@ -27,7 +27,10 @@ use std::time::{Duration, Instant};
 use common::cluster::{Admin, JoinCommand, BUSYBOX};
 use common::netns::Netns;
 use common::registry::control_plane_bundle;
-use common::{bench, debian_root_tarball, extract, harness_images, kprov_release_bin, scratch, sh};
+use common::{
+    bench, debian_root_tarball, debian_ssh_root_tarball, extract, harness_images,
+    kprov_release_bin, scratch, sh,
+};
 use kprov_cluster::target::nspawn::{warm_containerd, NspawnTarget};
 use kprov_cluster::{
     ClusterName, ClusterNetwork, MachineCommand, MachineName, MachineSpec, Role, Target,
@@ -44,7 +47,18 @@ const NETWORK: &str = "10.84.0.1/24";
 /// and older ones removed.
 fn node_image() -> PathBuf {
     static IMAGE: OnceLock<PathBuf> = OnceLock::new();
-    IMAGE.get_or_init(make_node_image).clone()
+    IMAGE
+        .get_or_init(|| make_node_image("node", debian_root_tarball()))
+        .clone()
+}
+
+/// [`node_image`] with the OpenSSH server (tools/debian-root.sh ssh), for
+/// the hosts of the ssh target.
+fn ssh_node_image() -> PathBuf {
+    static IMAGE: OnceLock<PathBuf> = OnceLock::new();
+    IMAGE
+        .get_or_init(|| make_node_image("ssh", debian_ssh_root_tarball()))
+        .clone()
 }
 
 /// The tests of this file one at a time: they measure, and the machine
@@ -54,14 +68,14 @@ fn serial() -> MutexGuard<'static, ()> {
     LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-fn make_node_image() -> PathBuf {
+fn make_node_image(variant: &str, tarball: &Path) -> PathBuf {
     let kprov = kprov_release_bin();
     let file_digest = |p: &Path| common::sha256_hex(p);
     let images_dir = &harness_images().0;
-    let tarball = debian_root_tarball();
     let key = kprov_cluster::image::content_key([
         "kprov nspawn node image v2: base --node-in-container, control-plane bundle + busybox, containerd warmed"
             .to_string(),
+        variant.to_string(),
         tarball.display().to_string(),
         std::fs::metadata(tarball).unwrap().len().to_string(),
         std::fs::read_to_string(images_dir.join("SHA256SUMS")).unwrap(),
@@ -70,7 +84,10 @@ fn make_node_image() -> PathBuf {
         std::fs::read_to_string(common::artifacts_dir().join("SHA256SUMS")).unwrap(),
         file_digest(kprov),
     ]);
-    let cache = Path::new(env!("CARGO_TARGET_TMPDIR")).join("nspawn-node-images");
+    let cache = Path::new(env!("CARGO_TARGET_TMPDIR")).join(match variant {
+        "node" => "nspawn-node-images".to_string(),
+        _ => format!("nspawn-node-images-{variant}"),
+    });
     let started = Instant::now();
     let mut made = false;
     let image = kprov_cluster::image::cached(&cache, &key, |dir| {
@@ -107,7 +124,7 @@ fn make_node_image() -> PathBuf {
     .unwrap();
     if made {
         bench(&format!(
-            "nspawn node image (bundle + prebake, once per content): {:.1} s",
+            "nspawn node image {variant} (bundle + prebake, once per content): {:.1} s",
             started.elapsed().as_secs_f64()
         ));
     }
@@ -257,7 +274,7 @@ fn two_nspawn_machines_become_a_master_and_a_worker_both_ready_and_leave_nothing
         let made = target
             .create(&MachineSpec {
                 name: name.clone(),
-                image: image.clone(),
+                image: Some(image.clone()),
                 network,
                 address,
                 labels: Default::default(),
@@ -562,7 +579,7 @@ fn the_nspawn_target_finds_machines_by_name_and_label_refuses_bad_requests_and_r
     });
     let spec = |name: &MachineName| MachineSpec {
         name: name.clone(),
-        image: image.clone(),
+        image: Some(image.clone()),
         network,
         address: network.default_address(name).unwrap(),
         labels: [("team".to_string(), "x".to_string())].into(),
@@ -585,7 +602,7 @@ fn the_nspawn_target_finds_machines_by_name_and_label_refuses_bad_requests_and_r
     std::fs::create_dir(&empty).unwrap();
     let err = target
         .create(&MachineSpec {
-            image: empty.clone(),
+            image: Some(empty.clone()),
             ..spec(&a1)
         })
         .unwrap_err()
@@ -1037,7 +1054,7 @@ fn boot_machine(target: &NspawnTarget, image: &Path, network: ClusterNetwork, na
     target
         .create(&MachineSpec {
             name: name.clone(),
-            image: image.to_path_buf(),
+            image: Some(image.to_path_buf()),
             network,
             address: network.default_address(name).unwrap(),
             labels: Default::default(),
@@ -1200,4 +1217,235 @@ fn kprov_init_and_kubeadm_init_each_make_a_control_plane_in_an_nspawn_machine_an
     bench(&format!(
         "nspawn machine PKI (RSA 2048): kprov pki {pki_kprov:.1} s, kubeadm init phase certs all {pki_kubeadm:.1} s"
     ));
+}
+
+/// Makes `host` (a booted machine of the ssh image) an OpenSSH server of
+/// its own: fresh host keys, root's authorized key `public_key`, sshd
+/// enabled and started. Returns its ed25519 host key (`TYPE KEY`).
+fn serve_ssh(target: &NspawnTarget, host: &MachineName, public_key: &str) -> String {
+    let mut setup = MachineCommand::new([
+        "sh",
+        "-c",
+        "set -e; ssh-keygen -A -q; umask 077; mkdir -p /root/.ssh; cat > /root/.ssh/authorized_keys; \
+         systemctl enable --now ssh.service >/dev/null 2>&1; systemctl is-active ssh.service",
+    ])
+    .timeout(Duration::from_secs(60));
+    setup.stdin = Some(public_key.as_bytes().to_vec());
+    run_ok(target, host, &setup);
+    let key = run_ok(
+        target,
+        host,
+        &MachineCommand::new(["cat", "/etc/ssh/ssh_host_ed25519_key.pub"]),
+    );
+    key.split_whitespace().take(2).collect::<Vec<_>>().join(" ")
+}
+
+#[test]
+#[ignore = "needs root, systemd-nspawn, docker-registry, skopeo and the cached builds; run by tools/test.sh"]
+fn kprov_cluster_up_over_ssh_refuses_an_unknown_host_key_then_adopts_two_openssh_hosts_and_down_resets_them(
+) {
+    let _serial = serial();
+    let image = ssh_node_image();
+    let ns = Netns::new("10.93.0");
+    let dir = scratch("cluster-ssh-");
+    // The hosts: two nspawn machines of a cluster of the test's own,
+    // running the real OpenSSH server, at 10.94.0.11 and 10.94.0.101.
+    let hosts_dir = dir.path().join("hosts");
+    let hosts: ClusterName = format!("h{}", std::process::id()).parse().unwrap();
+    let hosts_network: ClusterNetwork = "10.94.0.1/24".parse().unwrap();
+    let target = NspawnTarget::new(&hosts_dir)
+        .unwrap()
+        .with_netns(format!("/run/netns/{}", ns.name));
+    target.prepare_host().unwrap();
+    let _teardown = Teardown {
+        target: &target,
+        cluster: hosts.clone(),
+        armed: true,
+    };
+    let host_m = MachineName::new(&hosts, Role::Master, 1).unwrap();
+    let host_w = MachineName::new(&hosts, Role::Worker, 1).unwrap();
+    for h in [&host_m, &host_w] {
+        boot_machine(&target, &image, hosts_network, h);
+    }
+    let identity = dir.path().join("id_ed25519");
+    sh(Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-C", "kprov-test", "-f"])
+        .arg(&identity));
+    let public_key = std::fs::read_to_string(identity.with_extension("pub")).unwrap();
+    let key_m = serve_ssh(&target, &host_m, &public_key);
+    let key_w = serve_ssh(&target, &host_w, &public_key);
+    assert_ne!(key_m, key_w, "each host has its own key");
+    // The worker host runs another kprov (the debug build): up must put
+    // this one there, checked by its digest.
+    target
+        .copy_in(
+            &host_w,
+            &common::kprov_bin(),
+            Path::new("/usr/local/bin/kprov"),
+            0o755,
+        )
+        .unwrap();
+    let known_hosts = dir.path().join("known_hosts");
+    let ssh_config = dir.path().join("ssh_config");
+    std::fs::write(
+        &ssh_config,
+        format!(
+            "Host *\n  User root\n  IdentityFile {}\n  IdentitiesOnly yes\n  UserKnownHostsFile {}\n  GlobalKnownHostsFile /dev/null\n  LogLevel ERROR\n",
+            identity.display(),
+            known_hosts.display()
+        ),
+    )
+    .unwrap();
+    let kubeconfig = dir.path().join("kube").join("admin.conf");
+    let cluster = format!("s{}", std::process::id());
+    let args: Vec<String> = vec![
+        "--name".into(),
+        cluster.clone(),
+        "--target".into(),
+        "ssh".into(),
+        "--ssh-host".into(),
+        format!("{cluster}-master-1=10.94.0.11"),
+        "--ssh-host".into(),
+        format!("{cluster}-worker-1=10.94.0.101"),
+        "--ssh-config".into(),
+        ssh_config.display().to_string(),
+        "--kubeconfig".into(),
+        kubeconfig.display().to_string(),
+        "--timeout".into(),
+        "300".into(),
+    ];
+    let kprov = kprov_release_bin().display().to_string();
+    let run = |verb: &str| -> common::Run {
+        let out = ns
+            .command(&kprov)
+            .args(["cluster", verb])
+            .args(&args)
+            .output()
+            .unwrap();
+        let run = common::Run::from(out);
+        eprintln!(
+            "==== kprov cluster {verb} (ssh): exit {:?}\n{}",
+            run.code, run.stderr
+        );
+        run
+    };
+    let record_of = |h: &MachineName| {
+        target
+            .run(
+                h,
+                &MachineCommand::new(["cat", "/etc/kprov/cluster-machine.json"]),
+            )
+            .unwrap()
+    };
+
+    // The worker's key in known_hosts is the master's: refused, naming
+    // the machine and its host, before anything changed on either host.
+    std::fs::write(
+        &known_hosts,
+        format!("10.94.0.11 {key_m}\n10.94.0.101 {key_m}\n"),
+    )
+    .unwrap();
+    let refused = run("up");
+    assert_eq!(refused.code, Some(1), "{}", refused.stderr);
+    assert!(
+        refused.stderr.contains(&format!("{cluster}-worker-1"))
+            && refused.stderr.contains("10.94.0.101")
+            && refused.stderr.contains("host key"),
+        "{}",
+        refused.stderr
+    );
+    for h in [&host_m, &host_w] {
+        assert!(!record_of(h).success(), "{h} was adopted");
+        let conf = target
+            .run(
+                h,
+                &MachineCommand::new(["test", "-e", "/etc/kubernetes/admin.conf"]),
+            )
+            .unwrap();
+        assert!(!conf.success(), "{h} got a control plane");
+    }
+
+    // The right keys: both hosts adopted, Ready, every criterion passed.
+    std::fs::write(
+        &known_hosts,
+        format!("10.94.0.11 {key_m}\n10.94.0.101 {key_w}\n"),
+    )
+    .unwrap();
+    let t = Instant::now();
+    let up = run("up");
+    let took = t.elapsed();
+    assert_eq!(up.code, Some(0), "{}", up.stderr);
+    let ready_line = up
+        .stderr
+        .lines()
+        .find(|l| l.contains("is up: 2 machines, every node Ready after"))
+        .unwrap_or_else(|| panic!("no 'is up' line:\n{}", up.stderr))
+        .to_string();
+    for phase in ["machines", "master", "nodes", "network", "daemons"] {
+        assert!(
+            up.stderr
+                .lines()
+                .any(|l| l.trim_start().starts_with(phase) && l.contains(" passed ")),
+            "{phase} did not pass:\n{}",
+            up.stderr
+        );
+    }
+    assert!(!up.stderr.contains(" FAILED "), "{}", up.stderr);
+    bench(&format!(
+        "kprov cluster up, ssh 1+1 (nspawn hosts running OpenSSH): {ready_line}; every criterion passed after {:.1} s",
+        took.as_secs_f64()
+    ));
+    let release_digest = common::sha256_hex(kprov_release_bin());
+    let there = run_ok(
+        &target,
+        &host_w,
+        &MachineCommand::new(["sha256sum", "/usr/local/bin/kprov"]),
+    );
+    assert!(there.starts_with(&release_digest), "{there}");
+    let record = record_of(&host_w).stdout_text();
+    assert!(
+        record.contains(&format!("\"name\": \"{cluster}-worker-1\""))
+            && record.contains("\"kprov.dev/cluster\": \"")
+            && record.contains("\"address\": \"10.94.0.101\""),
+        "{record}"
+    );
+    assert!(std::fs::read_to_string(&kubeconfig)
+        .unwrap()
+        .contains("server: https://10.94.0.11:6443"));
+
+    // Again: nothing changes.
+    let again = run("up");
+    assert_eq!(again.code, Some(0), "{}", again.stderr);
+    assert!(
+        again.stderr.contains("kprov: nothing changed"),
+        "{}",
+        again.stderr
+    );
+
+    // Down resets both hosts, which stay reachable with the base phase.
+    let down = run("down");
+    assert_eq!(down.code, Some(0), "{}", down.stderr);
+    for h in [&host_m, &host_w] {
+        let gone = run_ok(
+            &target,
+            h,
+            &MachineCommand::new([
+                "sh",
+                "-c",
+                "for f in /etc/kprov/cluster-machine.json /etc/kubernetes/admin.conf /etc/kubernetes/kubelet.conf /etc/kubernetes/pki /var/lib/etcd /var/lib/kubelet; do [ -e $f ] && echo left $f; done; \
+                 ls /etc/kubernetes/manifests; systemctl is-active kubelet || true; test -x /usr/local/bin/kubelet && echo base-kept",
+            ]),
+        );
+        assert_eq!(gone.trim(), "inactive\nbase-kept", "{h}: {gone}");
+    }
+    assert!(!kubeconfig.exists());
+    let second = run("down");
+    assert_eq!(second.code, Some(1), "{}", second.stderr);
+    assert!(
+        second
+            .stderr
+            .contains(&format!("no cluster {cluster} on the ssh target")),
+        "{}",
+        second.stderr
+    );
 }

@@ -16,6 +16,8 @@
 //! Implementations:
 //! - [`nspawn`]: systemd-nspawn containers on this host, one network
 //!   namespace each, on a bridge per cluster.
+//! - [`ssh`]: existing hosts, reached with the user's OpenSSH; "create"
+//!   adopts a host (labels it, copies kprov over), "destroy" resets it.
 //!
 //! # Adding a target
 //!
@@ -43,6 +45,7 @@
 //!    check that nothing is left.
 
 pub mod nspawn;
+pub mod ssh;
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
@@ -64,8 +67,9 @@ pub struct MachineSpec {
     pub name: MachineName,
     /// The node image: a root directory prebaked by `kprov provision
     /// --phase base --root`. Machines only read it; it must not change
-    /// while any machine made from it exists.
-    pub image: PathBuf,
+    /// while any machine made from it exists. `None` for targets whose
+    /// machines exist already ([`Target::needs_image`] is false).
+    pub image: Option<PathBuf>,
     /// The cluster's network.
     pub network: ClusterNetwork,
     /// The machine's address on it.
@@ -303,6 +307,47 @@ pub enum TargetError {
         /// The failed units, as the machine lists them.
         units: String,
     },
+    /// A host's key is not the one known_hosts has for it (or none is
+    /// known): kprov never accepts a host key on its own.
+    #[error("{name}: the host key of {destination} is not the one known_hosts has for it (or none is known); refusing to connect. Check the host, then add its key to known_hosts{}", tail(.detail))]
+    HostKey {
+        /// The machine.
+        name: MachineName,
+        /// The ssh destination.
+        destination: String,
+        /// What ssh said.
+        detail: String,
+    },
+    /// A host could not be reached.
+    #[error("{name}: cannot reach {destination} over ssh{}", tail(.detail))]
+    Unreachable {
+        /// The machine.
+        name: MachineName,
+        /// The ssh destination.
+        destination: String,
+        /// What ssh said.
+        detail: String,
+    },
+    /// Something this target does not do.
+    #[error("the {target} target cannot {what}")]
+    Unsupported {
+        /// The target kind.
+        target: &'static str,
+        /// What was asked.
+        what: &'static str,
+    },
+    /// A copied file arrived different from the original.
+    #[error("{name}: {dest} has sha256 {got} after the copy, expected {want}")]
+    CopyMismatch {
+        /// The machine.
+        name: MachineName,
+        /// The file in the machine.
+        dest: PathBuf,
+        /// What the machine computed.
+        got: String,
+        /// The local file's digest.
+        want: String,
+    },
     /// A machine failed to start.
     #[error("machine {name} failed to start{}", tail(.log))]
     StartFailed {
@@ -337,6 +382,16 @@ pub trait Target {
     /// The target's name, e.g. `nspawn`.
     fn kind(&self) -> &'static str;
 
+    /// Whether [`Target::create`] needs [`MachineSpec::image`] (false for
+    /// targets whose machines exist already).
+    fn needs_image(&self) -> bool {
+        true
+    }
+
+    /// Whether the machine is a container (its kubelet then needs
+    /// `--node-in-container`).
+    fn in_container(&self, name: &MachineName) -> Result<bool, TargetError>;
+
     /// Checks the host and sets what every machine of the target shares
     /// with it (kernel settings, modules); idempotent. Returns each change
     /// it made.
@@ -365,7 +420,9 @@ pub trait Target {
 
     /// Copies the host file `src` to `dest` in a running machine with
     /// `mode` (never readable by others while it is written); replaces
-    /// `dest` atomically and makes its directory.
+    /// `dest` atomically and makes its directory, and checks that the
+    /// copy's sha256 is the original's. [`copy_in_by_run`] does this
+    /// through [`Target::run`].
     fn copy_in(
         &self,
         name: &MachineName,
@@ -394,4 +451,82 @@ pub trait Target {
     /// Removes what a cluster's machines shared (its network), once none
     /// is left; does nothing when there is nothing to remove.
     fn destroy_network(&self, cluster: &ClusterName) -> Result<(), TargetError>;
+}
+
+/// Writes `dest` (`$1`) from standard input with mode `$2`, through a
+/// temporary file made under umask 077 and renamed, and prints the sha256
+/// of what it wrote.
+pub const COPY_SCRIPT: &str = "set -eu; umask 077; mkdir -p \"$(dirname \"$1\")\"; \
+t=\"$1.kprov-copy.$$\"; cat > \"$t\"; chmod \"$2\" \"$t\"; sha256sum < \"$t\"; mv -f \"$t\" \"$1\"";
+
+/// [`Target::copy_in`] for targets that can pass standard input to a
+/// command: [`write_in_by_run`] with the file's contents.
+pub fn copy_in_by_run(
+    target: &dyn Target,
+    name: &MachineName,
+    src: &Path,
+    dest: &Path,
+    mode: u32,
+) -> Result<(), TargetError> {
+    let contents = std::fs::read(src).map_err(|e| TargetError::io("reading", src, e))?;
+    write_in_by_run(target, name, contents, dest, mode)
+}
+
+/// Writes `contents` to `dest` in a machine with `mode`: [`COPY_SCRIPT`]
+/// run there, the digest it prints compared with that of `contents`.
+pub fn write_in_by_run(
+    target: &dyn Target,
+    name: &MachineName,
+    contents: Vec<u8>,
+    dest: &Path,
+    mode: u32,
+) -> Result<(), TargetError> {
+    if !dest.is_absolute() {
+        return Err(TargetError::BadSpec {
+            name: name.clone(),
+            reason: format!(
+                "copy destination {} is not an absolute path",
+                dest.display()
+            ),
+        });
+    }
+    let want = sha256_hex(&contents);
+    let mut command = MachineCommand::new([
+        "sh",
+        "-c",
+        COPY_SCRIPT,
+        "kprov-copy-in",
+        &dest.to_string_lossy(),
+        &format!("{mode:o}"),
+    ]);
+    command.stdin = Some(contents);
+    command.timeout = Some(Duration::from_secs(300));
+    let out = target.run(name, &command)?;
+    if !out.success() {
+        return Err(TargetError::Command {
+            command: format!("writing {}:{}", name, dest.display()),
+            status: format!("{:?}", out.code),
+            stderr: out.stderr_text(),
+        });
+    }
+    let got = out
+        .stdout_text()
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    if got != want {
+        return Err(TargetError::CopyMismatch {
+            name: name.clone(),
+            dest: dest.to_path_buf(),
+            got,
+            want,
+        });
+    }
+    Ok(())
+}
+
+/// The hex sha256 of `bytes`.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(<sha2::Sha256 as sha2::Digest>::digest(bytes))
 }

@@ -122,8 +122,8 @@ use kprov_host::Root;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    CommandOutput, HostChange, Machine, MachineCommand, MachineSpec, MachineState, Target,
-    TargetError, LABEL_CLUSTER,
+    copy_in_by_run, CommandOutput, HostChange, Machine, MachineCommand, MachineSpec, MachineState,
+    Target, TargetError, LABEL_CLUSTER,
 };
 use crate::name::{ClusterName, MachineName};
 use crate::network::{bridge_name, veth_name, ClusterNetwork};
@@ -530,6 +530,10 @@ impl Target for NspawnTarget {
         "nspawn"
     }
 
+    fn in_container(&self, _name: &MachineName) -> Result<bool, TargetError> {
+        Ok(true)
+    }
+
     fn prepare_host(&self) -> Result<Vec<HostChange>, TargetError> {
         let unsuitable = |reason: String| TargetError::HostUnsuitable {
             target: "nspawn",
@@ -590,10 +594,13 @@ impl Target for NspawnTarget {
             reason,
         };
         spec.network.check_host(spec.address)?;
-        let image = spec
+        let given = spec
             .image
+            .as_ref()
+            .ok_or_else(|| bad("no node image given".into()))?;
+        let image = given
             .canonicalize()
-            .map_err(|e| bad(format!("the node image {}: {e}", spec.image.display())))?;
+            .map_err(|e| bad(format!("the node image {}: {e}", given.display())))?;
         check_mount_path("the node image", &image)?;
         if !image.join("lib/systemd/systemd").exists() {
             return Err(bad(format!(
@@ -858,34 +865,7 @@ impl Target for NspawnTarget {
         dest: &Path,
         mode: u32,
     ) -> Result<(), TargetError> {
-        if !dest.is_absolute() {
-            return Err(TargetError::BadSpec {
-                name: name.clone(),
-                reason: format!(
-                    "copy destination {} is not an absolute path",
-                    dest.display()
-                ),
-            });
-        }
-        let contents = std::fs::read(src).map_err(|e| TargetError::io("reading", src, e))?;
-        let mut command = MachineCommand::new([
-            "sh",
-            "-c",
-            COPY_SCRIPT,
-            "kprov-copy-in",
-            &dest.to_string_lossy(),
-            &format!("{mode:o}"),
-        ]);
-        command.stdin = Some(contents);
-        let out = self.run(name, &command)?;
-        if !out.success() {
-            return Err(TargetError::Command {
-                command: format!("copying {} to {}:{}", src.display(), name, dest.display()),
-                status: format!("{:?}", out.code),
-                stderr: out.stderr_text(),
-            });
-        }
-        Ok(())
+        copy_in_by_run(self, name, src, dest, mode)
     }
 
     fn address(&self, name: &MachineName) -> Result<Ipv4Addr, TargetError> {
@@ -1160,7 +1140,7 @@ pub fn warm_containerd(
         })?;
     let spec = MachineSpec {
         name: name.clone(),
-        image: image.to_path_buf(),
+        image: Some(image.to_path_buf()),
         network,
         address,
         labels: BTreeMap::new(),
@@ -1196,11 +1176,6 @@ pub fn warm_containerd(
     destroyed?;
     network_removed
 }
-
-/// Writes `dest` (`$1`) from standard input with mode `$2`, through a
-/// temporary file made under umask 077 and renamed.
-const COPY_SCRIPT: &str = "set -eu; umask 077; mkdir -p \"$(dirname \"$1\")\"; \
-t=\"$1.kprov-copy.$$\"; cat > \"$t\"; chmod \"$2\" \"$t\"; mv -f \"$t\" \"$1\"";
 
 /// Units every machine masks: its console is read-only, so a getty on it
 /// only costs memory.
@@ -1873,7 +1848,7 @@ mod tests {
 
     #[test]
     fn the_launcher_and_the_containers_init_are_valid_sh() {
-        for script in [LAUNCHER, CONTAINER_INIT, COPY_SCRIPT] {
+        for script in [LAUNCHER, CONTAINER_INIT, super::super::COPY_SCRIPT] {
             let out = Command::new("sh")
                 .args(["-n", "-c", script])
                 .output()
@@ -2120,7 +2095,7 @@ mod tests {
     fn all_labels_carry_cluster_and_role_from_the_name() {
         let spec = MachineSpec {
             name: MachineName::new(&"demo".parse().unwrap(), Role::Worker, 2).unwrap(),
-            image: "/i".into(),
+            image: Some("/i".into()),
             network: "10.80.0.1/24".parse().unwrap(),
             address: Ipv4Addr::new(10, 80, 0, 102),
             labels: BTreeMap::from([

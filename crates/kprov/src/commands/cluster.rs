@@ -5,7 +5,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use kprov_cluster::config::ClusterConfig;
+use kprov_cluster::config::TargetKind;
 use kprov_cluster::inspect;
+use kprov_cluster::target::ssh::{SshHost, SshTarget};
 use kprov_cluster::workflow::{self, Up};
 use kprov_cluster::{MachineCommand, MachineState, NspawnTarget, Role, Target};
 use kprov_plan::workflow::Selection;
@@ -25,12 +27,39 @@ pub fn run(command: ClusterCommand) -> anyhow::Result<std::process::ExitCode> {
     done.map(|()| std::process::ExitCode::SUCCESS)
 }
 
-/// The target the config names (only nspawn so far).
-fn target(config: &ClusterConfig) -> anyhow::Result<NspawnTarget> {
-    if config.target != kprov_cluster::config::TargetKind::Nspawn {
-        // check() says why, naming the flag.
-        config.check()?;
+/// The target the config names.
+fn target(config: &ClusterConfig) -> anyhow::Result<Box<dyn Target>> {
+    match config.target {
+        TargetKind::Nspawn => Ok(Box::new(nspawn_target(config)?)),
+        TargetKind::Ssh => {
+            let spec = config.check()?;
+            let hosts = spec
+                .machines
+                .iter()
+                .map(|m| SshHost {
+                    machine: m.name.clone(),
+                    destination: spec.ssh_hosts[&m.name].clone(),
+                    address: m.address,
+                })
+                .collect();
+            let kprov =
+                std::env::current_exe().context("finding kprov itself, to copy it to the hosts")?;
+            Ok(Box::new(SshTarget::new(
+                hosts,
+                spec.network,
+                config.ssh_config.clone(),
+                kprov,
+            )))
+        }
+        TargetKind::Qemu => {
+            // check() says why, naming the flag.
+            config.check()?;
+            anyhow::bail!("--target qemu: not built yet")
+        }
     }
+}
+
+fn nspawn_target(config: &ClusterConfig) -> anyhow::Result<NspawnTarget> {
     let mut target = NspawnTarget::new(&config.machines_dir)
         .with_context(|| format!("--machines-dir {}", config.machines_dir.display()))?;
     if let Some(ns) = &config.netns {
@@ -55,7 +84,7 @@ fn up(args: ClusterUpArgs) -> anyhow::Result<()> {
         let mut ctx = Up::new(
             spec.clone(),
             args.cluster.image.clone(),
-            &target,
+            target.as_ref(),
             &mut printer,
             limit,
         );
@@ -69,7 +98,7 @@ fn up(args: ClusterUpArgs) -> anyhow::Result<()> {
         ready.as_secs_f64(),
         spec.kubeconfig.display()
     );
-    let check = inspect::check(&target, &spec, limit);
+    let check = inspect::check(target.as_ref(), &spec, limit);
     eprint!("{}", check.render_text());
     eprintln!(
         "kprov: every criterion checked after {:.1} s",
@@ -89,7 +118,7 @@ fn up(args: ClusterUpArgs) -> anyhow::Result<()> {
 /// before anything is made on the host.
 fn existing(config: &ClusterConfig) -> anyhow::Result<kprov_cluster::ClusterName> {
     let name = config.cluster_name()?;
-    if !config.machines_dir.exists() {
+    if config.target == TargetKind::Nspawn && !config.machines_dir.exists() {
         anyhow::bail!(
             "no cluster {name} on the nspawn target: --machines-dir {} does not exist; nothing changed",
             config.machines_dir.display()
@@ -104,7 +133,7 @@ fn down(args: ClusterArgsOnly) -> anyhow::Result<()> {
     let started = Instant::now();
     let mut printer = Printer::new("cluster down", OutputArg::Text, false);
     let report = workflow::down(
-        &target,
+        target.as_ref(),
         &name,
         &args.cluster.kubeconfig_path(&name),
         &mut printer,
@@ -120,7 +149,7 @@ fn down(args: ClusterArgsOnly) -> anyhow::Result<()> {
 fn status(args: ClusterReadArgs) -> anyhow::Result<()> {
     let name = existing(&args.cluster)?;
     let target = target(&args.cluster)?;
-    let status = inspect::status(&target, &name)?;
+    let status = inspect::status(target.as_ref(), &name)?;
     let text = match args.output {
         OutputArg::Text => status.render_text(),
         OutputArg::Json => serde_json::to_string_pretty(&status)? + "\n",
@@ -175,8 +204,17 @@ fn check(args: ClusterReadArgs) -> anyhow::Result<()> {
         .map(|m| format!("{}={}", m.name, m.address))
         .collect();
     config.network = machines[0].network.to_string();
+    config.ssh_hosts.retain(|e| {
+        machines
+            .iter()
+            .any(|m| e.starts_with(&format!("{}=", m.name)))
+    });
     let spec = config.check()?;
-    let check = inspect::check(&target, &spec, Duration::from_secs(args.cluster.timeout));
+    let check = inspect::check(
+        target.as_ref(),
+        &spec,
+        Duration::from_secs(args.cluster.timeout),
+    );
     match args.output {
         OutputArg::Text => super::write_stdout(check.render_text().as_bytes())?,
         OutputArg::Json => {

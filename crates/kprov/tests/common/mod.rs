@@ -50,6 +50,13 @@ pub fn debian_root_tarball() -> &'static Path {
     P.get_or_init(|| dev_script("debian-root.sh", &["node"]))
 }
 
+/// The cached Debian 12 root with the OpenSSH server (no host keys,
+/// sshd disabled), for hosts of the ssh target (tools/debian-root.sh ssh).
+pub fn debian_ssh_root_tarball() -> &'static Path {
+    static P: OnceLock<PathBuf> = OnceLock::new();
+    P.get_or_init(|| dev_script("debian-root.sh", &["ssh"]))
+}
+
 /// The cached Debian 12 root with a kernel and cloud-init, for VMs that
 /// boot with user-data (tools/debian-root.sh cloud).
 pub fn debian_cloud_root_tarball() -> &'static Path {
