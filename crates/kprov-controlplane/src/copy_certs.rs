@@ -523,7 +523,7 @@ mod tests {
         assert_eq!(refs[0].block_owner_deletion, Some(true));
         assert_eq!(owner_token_id(&s).as_deref(), Some("abcdef"));
         // Nothing in it is plaintext.
-        for (_, v) in s.data.as_ref().unwrap() {
+        for v in s.data.as_ref().unwrap().values() {
             assert!(!String::from_utf8_lossy(&v.0).contains("BEGIN"));
         }
     }
@@ -605,7 +605,7 @@ mod tests {
                 "RoleBinding/kube-system/kubeadm:kubeadm-certs"
             ]
         );
-        let json = serde_json::to_value(&plan.objects[0].meta()).unwrap();
+        let json = serde_json::to_value(plan.objects[0].meta()).unwrap();
         assert_eq!(json["name"], "kubeadm:kubeadm-certs");
         let crate::objects::ApiObject::Role(role) = &plan.objects[0] else {
             panic!("not a role");
