@@ -4,8 +4,9 @@
 //! re-upload that changes nothing, what a bootstrap token may read, the
 //! master join line, kprov's own download, and kubeadm v1.20.2's
 //! `join phase control-plane-prepare download-certs` opening kprov's
-//! upload into the very files kprov wrote. Then the token goes and the
-//! garbage collector takes kubeadm-certs with it.
+//! upload into the very files kprov wrote; the other way round, kprov
+//! opens what kubeadm's own `init phase upload-certs` stores. Then the
+//! token goes and the garbage collector takes kubeadm-certs with it.
 
 mod common;
 
@@ -535,6 +536,86 @@ fn upload_certs_is_read_by_kprov_and_kubeadm_with_a_token_and_goes_with_its_toke
         text(&o)
     );
     assert_eq!(std::fs::read_dir(&target).unwrap().count(), 0);
+
+    // The other way round: kprov opens what kubeadm v1.20.2's own
+    // upload-certs stores (a new key), and a kprov upload with that key
+    // leaves kubeadm's Secret as it is.
+    let kubeadm_key = "5e".repeat(32);
+    let init_config = dir.join("init.yaml");
+    std::fs::write(
+        &init_config,
+        format!(
+            "apiVersion: kubeadm.k8s.io/v1beta2
+kind: InitConfiguration
+certificateKey: {kubeadm_key}
+localAPIEndpoint:
+  advertiseAddress: {address}
+  bindPort: 6443
+nodeRegistration:
+  name: master-1
+  criSocket: /run/containerd/containerd.sock
+---
+apiVersion: kubeadm.k8s.io/v1beta2
+kind: ClusterConfiguration
+kubernetesVersion: v1.20.2
+certificatesDir: {pki}
+",
+            address = cp.address,
+            pki = pki.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&init_config, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let kubeadm = common::kubernetes_bin().join("kubeadm");
+    let o = run_in(
+        ns,
+        kubeadm.to_str().unwrap(),
+        &[
+            "init",
+            "phase",
+            "upload-certs",
+            "--upload-certs",
+            "--config",
+            init_config.to_str().unwrap(),
+            "--kubeconfig",
+            &admin,
+        ],
+    );
+    assert!(o.status.success(), "kubeadm upload-certs: {}", text(&o));
+    let files = kprov_download(
+        &cp,
+        &dir.join("kprov-download-kubeadm"),
+        &join.token,
+        &kubeadm_key,
+    )
+    .unwrap_or_else(|e| panic!("kprov's download of kubeadm's upload: {e}"));
+    assert_same_files(&files, &pki, "kprov's download of kubeadm's upload");
+    let o = cp.init_phase_with(
+        "upload-certs",
+        &["--certificate-key", &kubeadm_key, "--output", "json"],
+    );
+    let doc = json(&o);
+    assert_eq!(
+        outcomes(&doc["reports"][0]),
+        [(
+            "Secret/kube-system/kubeadm-certs".to_string(),
+            "unchanged".to_string()
+        )],
+        "{doc}"
+    );
+    let secret = json(&cp.kubectl(&[
+        "-n",
+        "kube-system",
+        "get",
+        "secret",
+        "kubeadm-certs",
+        "-o",
+        "json",
+    ]));
+    let owner_name = secret["metadata"]["ownerReferences"][0]["name"]
+        .as_str()
+        .unwrap()
+        .to_string();
 
     // The owner token goes (as the token cleaner removes it at expiry):
     // the garbage collector deletes kubeadm-certs, and both readers say
