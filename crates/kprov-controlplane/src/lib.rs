@@ -14,6 +14,8 @@
 //! - [`bootstrap`]: the bootstrap RBAC and the cluster-info ConfigMap, and
 //!   its verification by a joining node;
 //! - [`kubeadm_config`]: what `kubeadm join` reads from the cluster;
+//! - [`copy_certs`]: the shared CAs and service-account keys, sealed
+//!   with the certificate key into `kubeadm-certs` for new masters;
 //! - [`diagnose`]: why a control plane did not come up, from node facts;
 //! - [`discovery`]: which CA a joining node trusts (pins, token
 //!   discovery) and why a join failed;
@@ -26,6 +28,7 @@
 
 pub mod addons;
 pub mod bootstrap;
+pub mod copy_certs;
 pub mod diagnose;
 pub mod discovery;
 pub mod jws;

@@ -41,6 +41,23 @@ pub fn join_command_line(server: &str, token: &BootstrapToken, ca_hash: &str) ->
     )
 }
 
+/// The command that joins a master with `token`, the shared certificates
+/// opened with `certificate_key` (kubeadm's `join --control-plane
+/// --certificate-key`). Both secrets go in the environment
+/// (`KPROV_TOKEN`, `KPROV_CERTIFICATE_KEY`), never on the command line.
+pub fn control_plane_join_command_line(
+    server: &str,
+    token: &BootstrapToken,
+    ca_hash: &str,
+    certificate_key: &crate::copy_certs::CertificateKey,
+) -> String {
+    format!(
+        "KPROV_TOKEN={} KPROV_CERTIFICATE_KEY={} kprov provision --phase all --api-server {server} --discovery-token-ca-cert-hash {ca_hash} --control-plane",
+        token.expose_secret(),
+        certificate_key.expose_hex()
+    )
+}
+
 /// A new random token: 6 + 16 characters of `[a-z0-9]` from the OS's
 /// random source.
 pub fn generate() -> BootstrapToken {
@@ -107,6 +124,11 @@ impl Ttl {
     /// is a token meant never to expire, which is not offered; and an
     /// expiry this far ahead still fits every date type on the way.
     pub const MAX: Duration = Duration::from_secs(87_600 * 3600);
+
+    /// A lifetime kprov chooses itself (kubeadm-certs' two hours).
+    pub(crate) const fn from_duration(d: Duration) -> Self {
+        Self(d)
+    }
 
     /// The duration.
     pub fn duration(self) -> Duration {
@@ -362,6 +384,21 @@ mod tests {
             join_command_line("https://10.0.0.1:6443", &token, "sha256:00ff"),
             "KPROV_TOKEN=abcdef.0123456789abcdef kprov provision --phase all \
              --api-server https://10.0.0.1:6443 --discovery-token-ca-cert-hash sha256:00ff"
+        );
+    }
+
+    #[test]
+    fn the_master_join_command_passes_both_secrets_in_the_environment() {
+        let token: BootstrapToken = "abcdef.0123456789abcdef".parse().unwrap();
+        let key: crate::copy_certs::CertificateKey = "ab".repeat(32).parse().unwrap();
+        assert_eq!(
+            control_plane_join_command_line("https://10.0.0.1:6443", &token, "sha256:00ff", &key),
+            format!(
+                "KPROV_TOKEN=abcdef.0123456789abcdef KPROV_CERTIFICATE_KEY={} kprov provision \
+                 --phase all --api-server https://10.0.0.1:6443 \
+                 --discovery-token-ca-cert-hash sha256:00ff --control-plane",
+                "ab".repeat(32)
+            )
         );
     }
 

@@ -58,6 +58,15 @@ pub enum ApiError {
     /// cluster-info is missing or broken.
     #[error("{0}")]
     ClusterInfo(String),
+    /// No client for a joining node's request (a bad URL or CA, or no
+    /// connection).
+    #[error("connecting to {server}: {reason}")]
+    Connect {
+        /// The API server's URL.
+        server: String,
+        /// What went wrong.
+        reason: String,
+    },
 }
 
 impl ApiError {
@@ -205,12 +214,13 @@ pub async fn node_pod_ranges(
 
 /// Creates a token's Secret and, for a signing token, adds its signature
 /// to cluster-info right away (the controller manager's bootstrapsigner
-/// would add the same one, later).
+/// would add the same one, later). Returns the Secret as stored (with its
+/// uid, which owner references name).
 pub async fn create_token(
     client: &Client,
     spec: &TokenSpec,
     now: time::OffsetDateTime,
-) -> Result<(), ApiError> {
+) -> Result<Secret, ApiError> {
     let secrets: Api<Secret> = Api::namespaced(client.clone(), NAMESPACE);
     let name = token::secret_name(spec.token.id());
     let exists = secrets
@@ -220,14 +230,82 @@ pub async fn create_token(
     if exists.is_some() {
         return Err(ApiError::TokenExists(spec.token.id().into()));
     }
-    secrets
+    let created = secrets
         .create(&PostParams::default(), &token::secret(spec, now))
         .await
         .map_err(request(format!("creating Secret {NAMESPACE}/{name}")))?;
     if spec.signs() {
         sign_cluster_info(client, &spec.token).await?;
     }
-    Ok(())
+    Ok(created)
+}
+
+/// A Secret, or None when there is none of that name. Its data are
+/// secrets: callers never log them.
+pub async fn get_secret(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+) -> Result<Option<Secret>, ApiError> {
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
+    secrets
+        .get_opt(name)
+        .await
+        .map_err(request(format!("reading Secret {namespace}/{name}")))
+}
+
+/// Stores `secret` whole: created, or replaced (data, type and owner
+/// references as given, nothing kept from the old one). Returns whether it
+/// existed before.
+pub async fn put_secret(client: &Client, secret: &Secret) -> Result<bool, ApiError> {
+    let namespace = secret.metadata.namespace.as_deref().unwrap_or("default");
+    let name = secret.metadata.name.clone().unwrap_or_default();
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
+    let what = format!("Secret {namespace}/{name}");
+    let current = secrets
+        .get_opt(&name)
+        .await
+        .map_err(request(format!("reading {what}")))?;
+    match current {
+        None => {
+            secrets
+                .create(&PostParams::default(), secret)
+                .await
+                .map_err(request(format!("creating {what}")))?;
+            Ok(false)
+        }
+        Some(current) => {
+            let mut replacement = secret.clone();
+            replacement.metadata.resource_version = current.metadata.resource_version;
+            secrets
+                .replace(&name, &PostParams::default(), &replacement)
+                .await
+                .map_err(request(format!("replacing {what}")))?;
+            Ok(true)
+        }
+    }
+}
+
+/// A Secret read as a joining node reads it: with a bootstrap `token`,
+/// trusting only `ca_pem`. None when there is none of that name.
+pub async fn get_secret_with_token(
+    server: &str,
+    ca_pem: &[u8],
+    token: &BootstrapToken,
+    namespace: &str,
+    name: &str,
+) -> Result<Option<Secret>, ApiError> {
+    use kprov_controlplane::discovery::Probe;
+    let client = join_client(server, Some((ca_pem, &token.expose_secret())))
+        .await
+        .map_err(|p| ApiError::Connect {
+            server: server.to_string(),
+            reason: match p {
+                Probe::Unreachable(r) | Probe::Untrusted(r) | Probe::Unauthorized(r) => r,
+                Probe::Ok | Probe::Skipped => "no client".into(),
+            },
+        })?;
+    get_secret(&client, namespace, name).await
 }
 
 async fn sign_cluster_info(client: &Client, token: &BootstrapToken) -> Result<(), ApiError> {

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use kprov_artifacts::ArtifactSource;
+use kprov_controlplane::copy_certs::{self, CertificateKey, Comparison};
 use kprov_controlplane::objects::ApiPlan;
 use kprov_controlplane::spec::ClusterSpec;
 use kprov_controlplane::{addons, bootstrap, kubeadm_config, manifests, store, token};
@@ -36,6 +37,12 @@ pub struct InitSpec {
     pub flannel_image: String,
     /// How long the waits wait.
     pub timeout: Duration,
+    /// Whether a whole run uploads the shared certificates (`kprov init
+    /// --upload-certs`); `kprov init phase upload-certs` always does.
+    pub upload_certs: bool,
+    /// The key they are sealed with; None: a new one, which the run
+    /// hands back in [`Init::generated_certificate_key`].
+    pub certificate_key: Option<CertificateKey>,
 }
 
 /// How the base phase is installed: the node's spec and where binaries
@@ -77,6 +84,9 @@ pub struct Init<'a> {
     pub target: Target<'a>,
     /// Set by the join-command phase.
     pub join_command: Option<JoinCommand>,
+    /// The certificate key upload-certs made (none was given): the caller
+    /// shows it to the user once; it is nowhere else.
+    pub generated_certificate_key: Option<CertificateKey>,
     client: Option<kprov_kube::Client>,
 }
 
@@ -94,6 +104,7 @@ impl<'a> Init<'a> {
             base,
             target,
             join_command: None,
+            generated_certificate_key: None,
             client: None,
         }
     }
@@ -225,6 +236,12 @@ pub fn phases<'a>() -> Vec<Phase<Init<'a>, Error>> {
             description: "upload kubeadm-config and the kubelet's configuration, so kubeadm join works too",
             run_if: api_phase,
             run: upload_config,
+        },
+        Phase {
+            name: "upload-certs",
+            description: "upload the shared CAs and keys, encrypted with the certificate key, for masters that join (2 h; a whole run only with --upload-certs)",
+            run_if: |c| c.spec.upload_certs && api_phase(c),
+            run: upload_certs,
         },
         Phase {
             name: "mark-control-plane",
@@ -431,6 +448,157 @@ fn upload_config(ctx: &mut Init<'_>) -> Result<(), Error> {
     Ok(())
 }
 
+/// How long the token of an unchanged upload must still live for the
+/// upload to be left alone.
+const UPLOAD_MARGIN: Duration = Duration::from_secs(600);
+
+/// Why kubeadm-certs must be (re)written, or None when what is there is
+/// what would be written: the same files under the same key (compared
+/// decrypted: AES-GCM's random nonces make every upload's bytes new),
+/// owned by a token that lives at least [`UPLOAD_MARGIN`] longer.
+fn upload_needed(
+    ctx: &Init<'_>,
+    client: &kprov_kube::Client,
+    existing: Option<&k8s_openapi::api::core::v1::Secret>,
+    files: &copy_certs::SharedFiles,
+) -> Result<Option<String>, Error> {
+    let Some(existing) = existing else {
+        return Ok(Some("does not exist".into()));
+    };
+    let Some(key) = &ctx.spec.certificate_key else {
+        return Ok(Some("a new certificate key".into()));
+    };
+    match copy_certs::compare(existing, key, files) {
+        Comparison::OtherKey => return Ok(Some("encrypted with another certificate key".into())),
+        Comparison::Differs(paths) => return Ok(Some(format!("{} differ", paths.join(", ")))),
+        Comparison::Same => {}
+    }
+    let Some(id) = copy_certs::owner_token_id(existing) else {
+        return Ok(Some(
+            "owned by no bootstrap token (it would never expire)".into(),
+        ));
+    };
+    let owner = ctx
+        .target
+        .rt
+        .block_on(kprov_kube::get_secret(
+            client,
+            token::NAMESPACE,
+            &token::secret_name(&id),
+        ))
+        .context(|| "reading the token kubeadm-certs expires with".into())?;
+    let now = time::OffsetDateTime::now_utc();
+    let lives = owner
+        .as_ref()
+        .and_then(token::token_info)
+        .and_then(|info| info.expires)
+        .and_then(|e| {
+            time::OffsetDateTime::parse(&e, &time::format_description::well_known::Rfc3339).ok()
+        })
+        .is_some_and(|expires| expires > now + UPLOAD_MARGIN);
+    Ok((!lives).then(|| format!("its token {id} is gone or expires within 10 minutes")))
+}
+
+fn upload_certs(ctx: &mut Init<'_>) -> Result<(), Error> {
+    let files = crate::copy_certs::read_shared_files(&ctx.target.root, &ctx.spec.cluster.cert_dir)?;
+    let client = ctx.client("upload-certs")?;
+    let read = ctx.target.rt.block_on(kprov_kube::get_secret(
+        &client,
+        copy_certs::NAMESPACE,
+        copy_certs::SECRET_NAME,
+    ));
+    let (existing, needed) = match read {
+        // A dry run with no API server to ask says what it would do.
+        Err(e) if ctx.target.dry_run && e.is_unavailable() => {
+            (None, Some(format!("not checked: {e}")))
+        }
+        read => {
+            let existing = read.context(|| "reading the uploaded certificates".into())?;
+            let needed = upload_needed(ctx, &client, existing.as_ref(), &files)?;
+            (existing, needed)
+        }
+    };
+    let id = format!(
+        "Secret/{}/{}",
+        copy_certs::NAMESPACE,
+        copy_certs::SECRET_NAME
+    );
+    let description = format!(
+        "{} encrypted with the certificate key",
+        files.paths().join(", ")
+    );
+    let mut report = Report::new(
+        "the shared certificates for joining masters (kubeadm-certs)",
+        ctx.server(),
+        ctx.target.dry_run,
+    );
+    let outcome = if existing.is_some() {
+        Outcome::Changed
+    } else {
+        Outcome::Created
+    };
+    match needed {
+        None => report.push(ResourceReport {
+            id,
+            description,
+            outcome: Outcome::Unchanged,
+            detail: None,
+        }),
+        Some(reason) if ctx.target.dry_run => report.push(ResourceReport {
+            id,
+            description,
+            outcome,
+            detail: Some(reason),
+        }),
+        Some(reason) => {
+            let key = match &ctx.spec.certificate_key {
+                Some(key) => key.clone(),
+                None => ctx
+                    .generated_certificate_key
+                    .get_or_insert_with(CertificateKey::generate)
+                    .clone(),
+            };
+            let now = time::OffsetDateTime::now_utc();
+            let spec = copy_certs::token_spec(token::generate());
+            let owner = ctx
+                .target
+                .rt
+                .block_on(kprov_kube::create_token(&client, &spec, now))
+                .context(|| "creating the token kubeadm-certs expires with".into())?;
+            let uid = owner.metadata.uid.clone().ok_or_else(|| {
+                Error::failed("the API server gave the new token's Secret no uid")
+            })?;
+            report.push(ResourceReport {
+                id: format!("Secret/kube-system/{}", token::secret_name(spec.token.id())),
+                description: format!(
+                    "bootstrap token {} that kubeadm-certs expires with (2 h)",
+                    spec.token.id()
+                ),
+                outcome: Outcome::Created,
+                detail: None,
+            });
+            let secret = copy_certs::certs_secret(
+                &files,
+                &key,
+                copy_certs::owner_reference(spec.token.id(), &uid),
+            );
+            ctx.target
+                .rt
+                .block_on(kprov_kube::put_secret(&client, &secret))
+                .context(|| "storing the shared certificates".into())?;
+            report.push(ResourceReport {
+                id,
+                description,
+                outcome,
+                detail: Some(reason),
+            });
+        }
+    }
+    ctx.target.observer.report(&report);
+    ctx.apply_api("upload-certs", &copy_certs::rbac())?;
+    Ok(())
+}
+
 fn mark_control_plane(ctx: &mut Init<'_>) -> Result<(), Error> {
     let client = ctx.client("mark-control-plane")?;
     let node = ctx.spec.cluster.node().node_name.to_string();
@@ -587,6 +755,7 @@ mod tests {
                 "kubelet-start",
                 "wait-control-plane",
                 "upload-config",
+                "upload-certs",
                 "mark-control-plane",
                 "bootstrap-token",
                 "addons",

@@ -13,6 +13,8 @@
 //! - [`join`]: the join phase of `kprov provision` (trust, kubelet,
 //!   TLS bootstrap, Node);
 //! - [`reset`]: `kprov reset`;
+//! - [`copy_certs`]: the shared CAs and keys read for upload-certs, and
+//!   downloaded and opened for a joining master;
 //! - [`pod_network`]: `kprov pod-network sync`, the bridge network's
 //!   node side;
 //! - [`facts`]: what the diagnoses read from a node (the kubelet's state
@@ -23,6 +25,7 @@
 //! observer hears; `kprov cluster`, control-plane join and stage2 call the
 //! same workflows as library code.
 
+pub mod copy_certs;
 pub mod facts;
 pub mod init;
 pub mod join;
@@ -71,6 +74,10 @@ pub enum Error {
         /// The failure.
         source: Box<kprov_host::HostError>,
     },
+    /// The shared certificates could not be sealed or opened (a wrong
+    /// certificate key, no upload).
+    #[error(transparent)]
+    CopyCerts(#[from] kprov_controlplane::copy_certs::CopyCertsError),
     /// The workflow stopped, for the reason given (a diagnosis, a
     /// refusal, a timeout).
     #[error("{0}")]

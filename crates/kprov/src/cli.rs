@@ -397,6 +397,25 @@ pub struct TokenCreateArgs {
     #[arg(long)]
     pub print_join_command: bool,
 
+    /// With --print-join-command: the command that joins a master, which
+    /// takes the shared certificates uploaded by `kprov init phase
+    /// upload-certs` (needs --certificate-key, checked against the upload
+    /// before the token is made).
+    #[arg(long, requires = "print_join_command", requires = "certificate_key")]
+    pub control_plane: bool,
+
+    /// With --control-plane: the key the upload was encrypted with (64
+    /// hex characters; ignored without --control-plane). Prefer the KPROV_CERTIFICATE_KEY environment
+    /// variable: command lines are visible to other users.
+    // Parsed after clap, so that a malformed key is never echoed back.
+    #[arg(
+        long,
+        env = "KPROV_CERTIFICATE_KEY",
+        hide_env_values = true,
+        value_name = "KEY"
+    )]
+    pub certificate_key: Option<String>,
+
     /// Write the token (or the join command) to FILE, 0600, instead of
     /// stdout.
     #[arg(long, value_name = "FILE")]
@@ -469,6 +488,14 @@ pub struct InitArgs {
     /// base,kubelet-start (files only, for another machine's kubelet).
     #[arg(long, value_name = "PHASE", value_delimiter = ',', value_parser = init_phase_parser())]
     pub skip_phases: Vec<String>,
+
+    /// Also run the upload-certs phase: the shared CAs and the
+    /// service-account keys, encrypted with the certificate key, go into
+    /// kube-system/kubeadm-certs for 2 hours, for masters that join (with
+    /// kprov or `kubeadm join --control-plane`). Without
+    /// --certificate-key a new key is made and printed on stdout, once.
+    #[arg(long)]
+    pub upload_certs: bool,
 
     #[command(flatten)]
     pub cluster: ClusterArgs,
@@ -555,6 +582,19 @@ pub struct ClusterArgs {
     /// own, and kube-proxy leaves the host's conntrack table size alone.
     #[arg(long)]
     pub node_in_container: bool,
+
+    /// The key (64 hex characters, 32 bytes) upload-certs encrypts the
+    /// shared certificates with; default: a new one, printed once. Only
+    /// upload-certs reads it. Prefer the KPROV_CERTIFICATE_KEY environment variable: command
+    /// lines are visible to other users.
+    // Parsed after clap, so that a malformed key is never echoed back.
+    #[arg(
+        long,
+        env = "KPROV_CERTIFICATE_KEY",
+        hide_env_values = true,
+        value_name = "KEY"
+    )]
+    pub certificate_key: Option<String>,
 
     /// Report what would be written; write nothing.
     #[arg(long)]

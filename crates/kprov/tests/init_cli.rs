@@ -314,3 +314,102 @@ fn image_registry_and_flannel_image_are_validated_before_anything_is_written() {
         );
     }
 }
+
+#[test]
+fn a_malformed_certificate_key_is_refused_by_flag_without_echoing_it_or_writing() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().to_str().unwrap();
+    let bad = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdeZ";
+    let too_short = "0123456789abcdef";
+    let expected = "--certificate-key: expected 64 hexadecimal characters (a 32-byte key, as `kprov init --upload-certs` prints it)";
+    for (args, env) in [
+        (vec!["--upload-certs", "--certificate-key", bad], vec![]),
+        (
+            vec!["--upload-certs"],
+            vec![("KPROV_CERTIFICATE_KEY", too_short)],
+        ),
+    ] {
+        let run = kprov(&init_args(root, &args), &env);
+        assert_eq!(run.code, Some(1), "{args:?}: {}", run.stderr);
+        assert!(run.stderr.contains(expected), "{args:?}: {}", run.stderr);
+        assert!(
+            !run.stderr.contains(bad) && !run.stderr.contains(too_short),
+            "the key was echoed: {}",
+            run.stderr
+        );
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+    // The master join line checks its key before any request.
+    let run = kprov(
+        &[
+            "token",
+            "create",
+            "--kubeconfig",
+            "/nonexistent/admin.conf",
+            "--print-join-command",
+            "--control-plane",
+            "--certificate-key",
+            too_short,
+        ],
+        &[],
+    );
+    assert_eq!(run.code, Some(1), "{}", run.stderr);
+    assert!(run.stderr.contains(expected), "{}", run.stderr);
+    assert!(!run.stderr.contains(too_short), "{}", run.stderr);
+    // --control-plane needs the key.
+    let run = kprov(
+        &[
+            "token",
+            "create",
+            "--kubeconfig",
+            "/nonexistent/admin.conf",
+            "--print-join-command",
+            "--control-plane",
+        ],
+        &[],
+    );
+    assert_eq!(run.code, Some(2), "{}", run.stderr);
+    assert!(run.stderr.contains("--certificate-key"), "{}", run.stderr);
+}
+
+#[test]
+fn upload_certs_is_an_api_phase_and_refuses_root() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().to_str().unwrap();
+    let first = kprov(&init_args(root, &[]), &[]);
+    assert!(first.ok(), "{}", first.stderr);
+    let run = kprov(
+        &[
+            "init",
+            "phase",
+            "upload-certs",
+            "--root",
+            root,
+            "--node-name",
+            "master-1",
+            "--advertise-address",
+            "192.0.2.10",
+        ],
+        &[],
+    );
+    assert_eq!(run.code, Some(1), "{}", run.stderr);
+    assert!(
+        run.stderr.contains(
+            "phase upload-certs talks to the running API server; it cannot run with --root"
+        ),
+        "{}",
+        run.stderr
+    );
+    // A whole run with --upload-certs into a root writes the files only.
+    let again = kprov(&init_args(root, &["--upload-certs"]), &[]);
+    assert!(again.ok(), "{}", again.stderr);
+    assert!(!again.stdout.contains("kubeadm-certs"), "{}", again.stdout);
+    assert!(
+        !again
+            .stdout
+            .lines()
+            .any(|l| l.len() == 64 && l.bytes().all(|b| b.is_ascii_hexdigit())),
+        "a certificate key was printed with no upload: {}",
+        again.stdout
+    );
+}

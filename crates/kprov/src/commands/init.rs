@@ -4,6 +4,7 @@
 use std::process::ExitCode;
 
 use anyhow::Context;
+use kprov_controlplane::copy_certs::CertificateKey;
 use kprov_controlplane::spec::ClusterSpec;
 use kprov_workflow::init::{BaseInstall, Init, InitSpec};
 use kprov_workflow::Selection;
@@ -14,16 +15,18 @@ use crate::output::Printer;
 
 /// Runs `kprov init`.
 pub fn run(args: InitArgs) -> anyhow::Result<ExitCode> {
-    let (selection, cluster) = match args.action {
-        Some(InitAction::Phase(phase)) => (Selection::Only(phase.name), phase.cluster),
+    let (selection, cluster, upload_certs) = match args.action {
+        Some(InitAction::Phase(phase)) => (Selection::Only(phase.name), phase.cluster, false),
         None => (
             Selection::All {
                 skip: args.skip_phases,
             },
             args.cluster,
+            args.upload_certs,
         ),
     };
-    let spec = init_spec(&cluster)?;
+    let mut spec = init_spec(&cluster)?;
+    spec.upload_certs = upload_certs;
     let (root, _) = root_and_dir(&cluster.dirs.root, &cluster.dirs.cert_dir, "--cert-dir")?;
     let session = super::Session::new(root.clone())?;
     let rt = &session.rt;
@@ -49,7 +52,15 @@ pub fn run(args: InitArgs) -> anyhow::Result<ExitCode> {
     let mut init = Init::new(spec, base, target);
     let result = init.run(&selection);
     let join = init.join_command.take();
+    let generated_key = init.generated_certificate_key.take();
     drop(init);
+    if let Some(key) = &generated_key {
+        // The only copy: the user keeps it for joining masters.
+        eprintln!(
+            "kprov: the certificate key of kubeadm-certs (keep it secret; it is shown once):"
+        );
+        printer.output("certificate_key", key.expose_hex());
+    }
     if let Some(join) = &join {
         printer.output("join_command", join.line());
     }
@@ -84,11 +95,18 @@ fn init_spec(args: &ClusterArgs) -> anyhow::Result<InitSpec> {
     cluster.cert_dir = cert_dir;
     cluster.kubernetes_dir = kubernetes_dir;
     cluster.validate()?;
+    let certificate_key = args
+        .certificate_key
+        .as_deref()
+        .map(str::parse::<CertificateKey>)
+        .transpose()?;
     Ok(InitSpec {
         cluster,
         proxy_mode: args.proxy_mode,
         flannel_image: args.flannel_image.to_string(),
         timeout: std::time::Duration::from_secs(args.timeout),
+        upload_certs: false,
+        certificate_key,
     })
 }
 

@@ -5,6 +5,7 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::Context;
+use kprov_controlplane::copy_certs::{self, CertificateKey, CopyCertsError};
 use kprov_controlplane::token::{self, TokenSpec};
 use kprov_host::fs::{write_atomic, FileAttrs};
 use kprov_host::Root;
@@ -50,14 +51,33 @@ fn create(args: TokenCreateArgs) -> anyhow::Result<ExitCode> {
         usages: args.usages.clone(),
         groups: args.groups.clone(),
     };
-    let text = if args.print_join_command {
-        let (server, hash) = join_target(&args.admin.kubeconfig)?;
-        token::join_command_line(&server, &spec.token, &hash)
-    } else {
-        spec.token.expose_secret()
+    let certificate_key = match (args.control_plane, args.certificate_key.as_deref()) {
+        (true, Some(key)) => Some(key.parse::<CertificateKey>()?),
+        _ => None,
+    };
+    let text = match (args.print_join_command, &certificate_key) {
+        (true, Some(key)) => {
+            let (server, hash) = join_target(&args.admin.kubeconfig)?;
+            token::control_plane_join_command_line(&server, &spec.token, &hash, key)
+        }
+        (true, None) => {
+            let (server, hash) = join_target(&args.admin.kubeconfig)?;
+            token::join_command_line(&server, &spec.token, &hash)
+        }
+        (false, _) => spec.token.expose_secret(),
     };
     runtime()?.block_on(async {
         let client = client(&args.admin.kubeconfig).await?;
+        if let Some(key) = &certificate_key {
+            // A master's join line is only worth printing if the upload
+            // is there and opens with its key: check before making the
+            // token, so that a bad key leaves nothing behind.
+            let secret = api::get_secret(&client, copy_certs::NAMESPACE, copy_certs::SECRET_NAME)
+                .await
+                .context("reading the uploaded certificates")?
+                .ok_or(CopyCertsError::NotFound)?;
+            copy_certs::decrypt_secret(&secret, key)?;
+        }
         api::create_token(&client, &spec, time::OffsetDateTime::now_utc())
             .await
             .context("creating the bootstrap token")

@@ -279,6 +279,7 @@ fn run_kprov(bin: &Path, args: &[&str], env: &[(&str, &str)]) -> Run {
     let mut cmd = Command::new(bin);
     cmd.args(args)
         .env_remove("KPROV_TOKEN")
+        .env_remove("KPROV_CERTIFICATE_KEY")
         .env_remove("KPROV_FAILPOINTS");
     for (k, v) in env {
         cmd.env(k, v);
