@@ -247,6 +247,7 @@ fn machines(ctx: &mut Up<'_>) -> Result<(), Error> {
         let (outcome, detail) = match found {
             Some(m) if m.state == MachineState::Running => (Outcome::Unchanged, None),
             Some(m) => {
+                ctx.observer.item(&m.name.to_string(), "starting");
                 ctx.target.start(&m.name)?;
                 (Outcome::Changed, Some("was stopped".to_string()))
             }
@@ -265,6 +266,7 @@ fn machines(ctx: &mut Up<'_>) -> Result<(), Error> {
                 };
                 ctx.observer
                     .note(&format!("creating {} ({})", wanted.name, wanted.address));
+                ctx.observer.item(&wanted.name.to_string(), "creating");
                 ctx.target.create(&MachineSpec {
                     name: wanted.name.clone(),
                     image,
@@ -294,7 +296,11 @@ fn machines(ctx: &mut Up<'_>) -> Result<(), Error> {
         ));
     }
     for wanted in &ctx.spec.machines {
+        ctx.observer.item(&wanted.name.to_string(), "booting");
+    }
+    for wanted in &ctx.spec.machines {
         ctx.target.wait_booted(&wanted.name, ctx.timeout)?;
+        ctx.observer.item(&wanted.name.to_string(), "booted");
     }
     ctx.observer.report(&report);
     ctx.elapsed_note("machines");
@@ -362,7 +368,9 @@ fn master(ctx: &mut Up<'_>) -> Result<(), Error> {
         argv.push("--node-in-container");
     }
     let command = MachineCommand::new(argv).timeout(ctx.timeout + Duration::from_secs(60));
+    ctx.observer.item(&node_name, "kprov init");
     let out = run_step(ctx.target, &m.name, "kprov init", &command)?;
+    ctx.observer.item(&node_name, "control plane up");
     let run: serde_json::Value = serde_json::from_str(&out).map_err(|e| Error::Step {
         machine: m.name.clone(),
         what: "reading kprov init's JSON report".into(),
@@ -490,6 +498,7 @@ fn nodes(ctx: &mut Up<'_>) -> Result<(), Error> {
         let in_container = ctx.target.in_container(&w.name)?;
         let command = join_command(&ctx.spec, &w, join, in_container, ctx.timeout);
         ctx.observer.note(&format!("joining {}", w.name));
+        ctx.observer.item(&w.name.to_string(), "joining");
         run_step(
             ctx.target,
             &w.name,
@@ -569,6 +578,13 @@ pub fn wait_ready(
     let mut last_note = Instant::now();
     loop {
         let not_ready = not_ready(spec, &node_readiness(target, master)?);
+        for m in &spec.machines {
+            let state = match not_ready.iter().find(|(n, _)| *n == m.name) {
+                Some((_, why)) => format!("waiting for Ready: {why}"),
+                None => "Ready".to_string(),
+            };
+            observer.item(&m.name.to_string(), &state);
+        }
         if not_ready.is_empty() {
             return Ok(());
         }

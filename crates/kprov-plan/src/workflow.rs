@@ -69,6 +69,9 @@ pub trait Observer {
     fn report(&mut self, _report: &Report) {}
     /// A line of progress or a fact worth telling.
     fn note(&mut self, _message: &str) {}
+    /// The state of one item of a long workflow (a cluster's machine:
+    /// `booting`, `joining`, `Ready`), as it changes.
+    fn item(&mut self, _item: &str, _state: &str) {}
 }
 
 /// An observer that ignores everything (for tests and library callers

@@ -4,6 +4,10 @@
 //! `--output json` one [`RunReport`] is printed at the end (the schema the
 //! README documents).
 
+use std::io::IsTerminal;
+use std::time::Duration;
+
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use kprov_plan::workflow::Observer;
 use kprov_plan::{Event, Plan, Report, Resource, RunReport};
 
@@ -13,6 +17,47 @@ use crate::cli::OutputArg;
 pub struct Printer {
     output: OutputArg,
     run: RunReport,
+    items: Option<ItemBars>,
+}
+
+/// A spinner per item (a cluster's machine) with its state, on a
+/// terminal only; lines printed meanwhile go above them.
+struct ItemBars {
+    multi: MultiProgress,
+    bars: Vec<(String, ProgressBar)>,
+}
+
+impl ItemBars {
+    fn set(&mut self, item: &str, state: &str) {
+        let bar = match self.bars.iter().find(|(name, _)| name == item) {
+            Some((_, bar)) => bar.clone(),
+            None => {
+                let bar = self.multi.add(ProgressBar::new_spinner());
+                bar.set_style(
+                    ProgressStyle::with_template("{spinner} {prefix:<24} {elapsed:>4} {wide_msg}")
+                        .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+                );
+                bar.set_prefix(item.to_string());
+                bar.enable_steady_tick(Duration::from_millis(120));
+                self.bars.push((item.to_string(), bar.clone()));
+                bar
+            }
+        };
+        bar.set_message(state.to_string());
+    }
+
+    /// Stops the spinners, each left showing its last state.
+    fn end(&mut self) {
+        for (_, bar) in self.bars.drain(..) {
+            bar.finish();
+        }
+    }
+}
+
+impl Drop for ItemBars {
+    fn drop(&mut self) {
+        self.end();
+    }
 }
 
 impl Printer {
@@ -21,6 +66,23 @@ impl Printer {
         Self {
             output,
             run: RunReport::new(command, dry_run),
+            items: None,
+        }
+    }
+
+    /// A line on stderr, above the item bars when there are any.
+    fn say(&self, line: &str) {
+        match &self.items {
+            Some(items) if !items.bars.is_empty() => items.multi.suspend(|| eprintln!("{line}")),
+            _ => eprintln!("{line}"),
+        }
+    }
+
+    /// Stops the item bars, each left showing its last state, so that
+    /// what follows prints below them.
+    pub fn end_items(&mut self) {
+        if let Some(items) = &mut self.items {
+            items.end();
         }
     }
 
@@ -38,7 +100,8 @@ impl Printer {
 
     /// Says when nothing changed, and prints the JSON document (for
     /// `--output json`).
-    pub fn finish(self) -> anyhow::Result<RunReport> {
+    pub fn finish(mut self) -> anyhow::Result<RunReport> {
+        self.end_items();
         if !self.run.dry_run && !self.run.reports.is_empty() && !self.run.changed_anything() {
             eprintln!("kprov: nothing changed");
         }
@@ -54,11 +117,11 @@ impl Printer {
 
 impl Observer for Printer {
     fn phase(&mut self, workflow: &str, name: &str, _description: &str) {
-        eprintln!("kprov: {workflow} phase {name}");
+        self.say(&format!("kprov: {workflow} phase {name}"));
     }
 
     fn plan(&mut self, plan: &Plan, dry_run: bool) {
-        eprintln!("kprov: {}", plan.headline);
+        self.say(&format!("kprov: {}", plan.headline));
         if dry_run {
             match self.output {
                 OutputArg::Text => {
@@ -86,7 +149,7 @@ impl Observer for Printer {
                 );
                 if long && !dry_run {
                     let width = total.to_string().len();
-                    eprintln!("[{index:>width$}/{total}] {resource} ...");
+                    self.say(&format!("[{index:>width$}/{total}] {resource} ..."));
                 }
             }
             Event::Finished {
@@ -95,26 +158,45 @@ impl Observer for Printer {
                 entry,
             } => {
                 let width = total.to_string().len();
-                eprintln!(
+                self.say(&format!(
                     "[{index:>width$}/{total}] {:<12} {}",
                     entry.outcome.word(dry_run),
                     entry.description
-                );
+                ));
             }
         }
     }
 
     fn report(&mut self, report: &Report) {
         if self.output == OutputArg::Text {
+            let text = report.render_text();
             #[allow(clippy::print_stdout)]
-            {
-                print!("{}", report.render_text());
+            let print = || print!("{text}");
+            match &self.items {
+                Some(items) => items.multi.suspend(print),
+                None => print(),
             }
         }
         self.run.reports.push(report.clone());
     }
 
     fn note(&mut self, message: &str) {
-        eprintln!("kprov: {message}");
+        self.say(&format!("kprov: {message}"));
+    }
+
+    fn item(&mut self, item: &str, state: &str) {
+        if self.items.is_none() {
+            if !std::io::stderr().is_terminal() {
+                // The notes say the same, a line each.
+                return;
+            }
+            self.items = Some(ItemBars {
+                multi: MultiProgress::new(),
+                bars: Vec::new(),
+            });
+        }
+        if let Some(items) = &mut self.items {
+            items.set(item, state);
+        }
     }
 }

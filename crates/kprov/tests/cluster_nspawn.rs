@@ -1413,13 +1413,34 @@ fn kprov_cluster_up_over_ssh_refuses_an_unknown_host_key_then_adopts_two_openssh
         .unwrap()
         .contains("server: https://10.94.0.11:6443"));
 
-    // Again: nothing changes.
-    let again = run("up");
-    assert_eq!(again.code, Some(0), "{}", again.stderr);
+    // Again, on a terminal (script(1) gives it one): nothing changes, and
+    // a bar per machine shows its last state. Without a terminal (above)
+    // there are no bars.
+    assert!(!up.stderr.contains("control plane up"), "{}", up.stderr);
+    let command_line = std::iter::once(kprov.clone())
+        .chain(["cluster".into(), "up".into()])
+        .chain(args.iter().cloned())
+        .collect::<Vec<_>>()
+        .join(" ");
+    let again = ns
+        .command("script")
+        .args(["-qefc", &command_line, "/dev/null"])
+        .output()
+        .unwrap();
+    let screen = String::from_utf8_lossy(&again.stdout);
+    eprintln!("==== kprov cluster up (ssh, on a terminal):\n{screen}");
+    assert!(again.status.success(), "{screen}");
+    assert!(screen.contains("kprov: nothing changed"), "{screen}");
+    let bar = |machine: &str, state: &str| {
+        screen
+            .lines()
+            .any(|l| l.contains(machine) && l.contains(state) && !l.contains("kprov:"))
+    };
     assert!(
-        again.stderr.contains("kprov: nothing changed"),
-        "{}",
-        again.stderr
+        bar(&format!("{cluster}-master-1"), "Ready")
+            && bar(&format!("{cluster}-worker-1"), "Ready")
+            && bar(&format!("{cluster}-master-1"), "control plane up"),
+        "no bar per machine:\n{screen}"
     );
 
     // Down resets both hosts, which stay reachable with the base phase.

@@ -90,6 +90,7 @@ fn up(args: ClusterUpArgs) -> anyhow::Result<()> {
         );
         workflow::up(&mut ctx, &Selection::All { skip: Vec::new() })?;
     }
+    printer.end_items();
     let ready = started.elapsed();
     eprintln!(
         "kprov: cluster {} is up: {} machines, every node Ready after {:.1} s; kubeconfig {}",
