@@ -28,7 +28,7 @@ for set in "$@"; do
     images) want+=(gcc libc6-dev binutils python3 etcd-server etcd-client busybox-static docker-registry skopeo apache2-utils) ;;
     # tools/node-image.sh and `kprov cluster up` (nspawn target): the
     # machines, and the loopback mirror and registry the bundle is made from.
-    cluster) want+=(systemd-container util-linux iproute2 python3 docker-registry skopeo) ;;
+    cluster) want+=(systemd-container util-linux iproute2 python3 docker-registry skopeo openssh-client) ;;
     *) echo "install-deps: unknown set '$set' (expected fast, build, root, test, vm, images or cluster)" >&2; exit 2 ;;
     esac
 done
