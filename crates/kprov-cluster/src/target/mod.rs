@@ -421,7 +421,7 @@ pub trait Target {
     /// Copies the host file `src` to `dest` in a running machine with
     /// `mode` (never readable by others while it is written); replaces
     /// `dest` atomically and makes its directory, and checks that the
-    /// copy's sha256 is the original's. [`copy_in_by_run`] does this
+    /// copy's sha256 is the original's. By default [`copy_in_by_run`],
     /// through [`Target::run`].
     fn copy_in(
         &self,
@@ -429,7 +429,9 @@ pub trait Target {
         src: &Path,
         dest: &Path,
         mode: u32,
-    ) -> Result<(), TargetError>;
+    ) -> Result<(), TargetError> {
+        copy_in_by_run(self, name, src, dest, mode)
+    }
 
     /// The machine's address on its cluster's network.
     fn address(&self, name: &MachineName) -> Result<Ipv4Addr, TargetError>;
@@ -461,8 +463,8 @@ t=\"$1.kprov-copy.$$\"; cat > \"$t\"; chmod \"$2\" \"$t\"; sha256sum < \"$t\"; m
 
 /// [`Target::copy_in`] for targets that can pass standard input to a
 /// command: [`write_in_by_run`] with the file's contents.
-pub fn copy_in_by_run(
-    target: &dyn Target,
+pub fn copy_in_by_run<T: Target + ?Sized>(
+    target: &T,
     name: &MachineName,
     src: &Path,
     dest: &Path,
@@ -474,8 +476,8 @@ pub fn copy_in_by_run(
 
 /// Writes `contents` to `dest` in a machine with `mode`: [`COPY_SCRIPT`]
 /// run there, the digest it prints compared with that of `contents`.
-pub fn write_in_by_run(
-    target: &dyn Target,
+pub fn write_in_by_run<T: Target + ?Sized>(
+    target: &T,
     name: &MachineName,
     contents: Vec<u8>,
     dest: &Path,

@@ -122,8 +122,8 @@ use kprov_host::Root;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    copy_in_by_run, CommandOutput, HostChange, Machine, MachineCommand, MachineSpec, MachineState,
-    Target, TargetError, LABEL_CLUSTER,
+    CommandOutput, HostChange, Machine, MachineCommand, MachineSpec, MachineState, Target,
+    TargetError, LABEL_CLUSTER,
 };
 use crate::name::{ClusterName, MachineName};
 use crate::network::{bridge_name, veth_name, ClusterNetwork};
@@ -856,16 +856,6 @@ impl Target for NspawnTarget {
             stderr: out.stderr,
             timed_out,
         })
-    }
-
-    fn copy_in(
-        &self,
-        name: &MachineName,
-        src: &Path,
-        dest: &Path,
-        mode: u32,
-    ) -> Result<(), TargetError> {
-        copy_in_by_run(self, name, src, dest, mode)
     }
 
     fn address(&self, name: &MachineName) -> Result<Ipv4Addr, TargetError> {

@@ -32,6 +32,7 @@ use std::io::{Read, Write};
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
@@ -87,6 +88,8 @@ pub struct SshTarget {
     network: ClusterNetwork,
     ssh_config: Option<PathBuf>,
     kprov: PathBuf,
+    /// The sha256 of `kprov`, read once.
+    kprov_digest: OnceLock<String>,
 }
 
 impl SshTarget {
@@ -103,7 +106,17 @@ impl SshTarget {
             network,
             ssh_config,
             kprov,
+            kprov_digest: OnceLock::new(),
         }
+    }
+
+    fn kprov_digest(&self) -> Result<&str, TargetError> {
+        if let Some(digest) = self.kprov_digest.get() {
+            return Ok(digest);
+        }
+        let bytes =
+            std::fs::read(&self.kprov).map_err(|e| TargetError::io("reading", &self.kprov, e))?;
+        Ok(self.kprov_digest.get_or_init(|| sha256_hex(&bytes)))
     }
 
     fn host(&self, name: &MachineName) -> Result<&SshHost, TargetError> {
@@ -221,9 +234,7 @@ impl SshTarget {
     /// Makes sure the host runs this kprov: copied (and its digest
     /// checked) when the host's differs. Returns whether it copied.
     fn ensure_kprov(&self, host: &SshHost) -> Result<bool, TargetError> {
-        let local =
-            std::fs::read(&self.kprov).map_err(|e| TargetError::io("reading", &self.kprov, e))?;
-        let want = sha256_hex(&local);
+        let want = self.kprov_digest()?;
         let there = self.run_ok(
             host,
             "reading kprov's digest",
@@ -236,10 +247,17 @@ impl SshTarget {
             ])
             .timeout(Duration::from_secs(60)),
         )?;
-        if there.split_whitespace().next() == Some(want.as_str()) {
+        if there.split_whitespace().next() == Some(want) {
             return Ok(false);
         }
-        write_in_by_run(self, &host.machine, local, Path::new(REMOTE_KPROV), 0o755)?;
+        // Copied, and the copy's digest checked against the file's own.
+        copy_in_by_run(
+            self,
+            &host.machine,
+            &self.kprov,
+            Path::new(REMOTE_KPROV),
+            0o755,
+        )?;
         Ok(true)
     }
 }
@@ -409,16 +427,6 @@ impl Target for SshTarget {
         command: &MachineCommand,
     ) -> Result<CommandOutput, TargetError> {
         self.run_on(self.host(name)?, command)
-    }
-
-    fn copy_in(
-        &self,
-        name: &MachineName,
-        src: &Path,
-        dest: &Path,
-        mode: u32,
-    ) -> Result<(), TargetError> {
-        copy_in_by_run(self, name, src, dest, mode)
     }
 
     fn address(&self, name: &MachineName) -> Result<Ipv4Addr, TargetError> {
