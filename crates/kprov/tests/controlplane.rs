@@ -350,37 +350,7 @@ fn control_plane_from_kprov_files_runs_and_bootstraps_tokens() {
     // The token authenticates, may create a node CSR, which the
     // controller manager approves and signs; it may not read Secrets.
     let token_config = dir.path().join("token.conf");
-    let server = format!("https://{address}:6443");
-    for args in [
-        vec![
-            "config",
-            "set-cluster",
-            "k",
-            "--server",
-            &server,
-            "--certificate-authority",
-            ca.to_str().unwrap(),
-        ],
-        vec!["config", "set-credentials", "t", "--token", &token_text],
-        vec![
-            "config",
-            "set-context",
-            "c",
-            "--cluster",
-            "k",
-            "--user",
-            "t",
-        ],
-        vec!["config", "use-context", "c"],
-    ] {
-        let o = Command::new(&kubectl)
-            .arg("--kubeconfig")
-            .arg(&token_config)
-            .args(&args)
-            .output()
-            .unwrap();
-        assert!(o.status.success(), "{}", text(&o));
-    }
+    cp.token_kubeconfig(&token_config, &token_text);
     let tok = token_config.display().to_string();
     let o = run_in(
         ns,

@@ -12,7 +12,7 @@ mod common;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 use std::time::Duration;
 
 use common::controlplane::{kprov_in, run_in, text, wait_for, ControlPlane};
@@ -199,42 +199,6 @@ fn kubeadm_download(cp: &ControlPlane, pki: &Path, target: &Path, config: &Path)
             config.to_str().unwrap(),
         ],
     )
-}
-
-/// A kubeconfig that authenticates with `token`.
-fn token_kubeconfig(cp: &ControlPlane, path: &Path, token: &str) {
-    let server = cp.server();
-    let ca = cp.ca();
-    for args in [
-        vec![
-            "config",
-            "set-cluster",
-            "k",
-            "--server",
-            &server,
-            "--certificate-authority",
-            ca.to_str().unwrap(),
-        ],
-        vec!["config", "set-credentials", "t", "--token", token],
-        vec![
-            "config",
-            "set-context",
-            "c",
-            "--cluster",
-            "k",
-            "--user",
-            "t",
-        ],
-        vec!["config", "use-context", "c"],
-    ] {
-        let o = Command::new(&cp.kubectl_bin)
-            .arg("--kubeconfig")
-            .arg(path)
-            .args(&args)
-            .output()
-            .unwrap();
-        assert!(o.status.success(), "{}", text(&o));
-    }
 }
 
 #[test]
@@ -459,7 +423,7 @@ fn upload_certs_is_read_by_kprov_and_kubeadm_with_a_token_and_goes_with_its_toke
 
     // The token reads kubeadm-certs, and no other Secret.
     let tok = dir.join("token.conf");
-    token_kubeconfig(&cp, &tok, &join.token);
+    cp.token_kubeconfig(&tok, &join.token);
     let tok = tok.to_str().unwrap();
     let as_token = |args: &[&str]| {
         let mut all = vec!["--kubeconfig", tok, "-n", "kube-system"];

@@ -218,6 +218,43 @@ impl ControlPlane {
         self.root.join("etc/kubernetes/pki/ca.crt")
     }
 
+    /// Writes a kubeconfig at `path` that reaches the API server (trusting
+    /// its CA) with the bearer `token`, through kubectl.
+    pub fn token_kubeconfig(&self, path: &Path, token: &str) {
+        let server = self.server();
+        let ca = self.ca();
+        for args in [
+            vec![
+                "config",
+                "set-cluster",
+                "k",
+                "--server",
+                &server,
+                "--certificate-authority",
+                ca.to_str().unwrap(),
+            ],
+            vec!["config", "set-credentials", "t", "--token", token],
+            vec![
+                "config",
+                "set-context",
+                "c",
+                "--cluster",
+                "k",
+                "--user",
+                "t",
+            ],
+            vec!["config", "use-context", "c"],
+        ] {
+            let o = Command::new(&self.kubectl_bin)
+                .arg("--kubeconfig")
+                .arg(path)
+                .args(&args)
+                .output()
+                .unwrap();
+            assert!(o.status.success(), "{}", text(&o));
+        }
+    }
+
     /// Runs `kprov init phase NAME` against the running API server.
     pub fn init_phase(&self, name: &str) -> Output {
         self.init_phase_with(name, &[])
