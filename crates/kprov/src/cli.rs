@@ -150,14 +150,16 @@ pub enum Command {
     Netboot(NetbootCommand),
 
     /// Make, inspect and remove whole clusters of N masters and M workers
-    /// on local machines (systemd-nspawn containers), stateless: a
-    /// cluster's machines are found on the target by name and labels
-    /// (NAME-master-1, NAME-worker-2, ...).
+    /// on local machines (systemd-nspawn containers) or existing hosts
+    /// over ssh (--target ssh), stateless: a cluster's machines are found
+    /// on the target by name and labels (NAME-master-1, NAME-worker-2,
+    /// ...).
     ///
     /// `up` converges: run again, it changes nothing; with more --workers
     /// it adds the missing ones. It ends with the exit criteria of every
     /// phase (`check`). `down` removes the machines, the cluster's bridge
-    /// and the kubeconfig `up` wrote.
+    /// and the kubeconfig `up` wrote (on ssh hosts: `kprov reset`, and
+    /// what kprov put there).
     ///
     /// Example: kprov cluster up --name demo --masters 1 --workers 2
     /// --image /var/lib/kprov/images/node
@@ -197,8 +199,8 @@ pub enum ClusterCommand {
     /// exit criteria's table. Flags can come from a YAML file (--config)
     /// whose keys are the flag names without "--".
     Up(ClusterUpArgs),
-    /// Remove every machine of a cluster, its bridge and the kubeconfig
-    /// `up` wrote; nothing else. A cluster with nothing left is an error
+    /// Remove every machine of a cluster (ssh hosts: reset, not removed),
+    /// its bridge and the kubeconfig `up` wrote; nothing else. A cluster with nothing left is an error
     /// that changes nothing.
     Down(ClusterArgsOnly),
     /// Show a cluster's machines and whether each is a Ready node.
