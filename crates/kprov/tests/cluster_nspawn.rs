@@ -137,6 +137,21 @@ fn make_node_image(variant: &str, tarball: &Path) -> PathBuf {
     image
 }
 
+/// What each test here starts with: a network namespace of its own
+/// (`PREFIX.0/24` on its bridge br0), a scratch directory, and an nspawn
+/// target keeping its machines in `DIR/machines` and its cluster bridges
+/// in that namespace. Bound in this order, they are dropped in reverse:
+/// the target first, the namespace last.
+fn site(prefix: &str, scratch_prefix: &str) -> (Netns, tempfile::TempDir, PathBuf, NspawnTarget) {
+    let ns = Netns::new(prefix);
+    let dir = scratch(scratch_prefix);
+    let machines_dir = dir.path().join("machines");
+    let target = NspawnTarget::new(&machines_dir)
+        .unwrap()
+        .with_netns(format!("/run/netns/{}", ns.name));
+    (ns, dir, machines_dir, target)
+}
+
 /// Destroys what is left of the cluster when the test ends, passed or
 /// not (the machines outlive this process otherwise).
 struct Teardown<'a> {
@@ -244,12 +259,7 @@ fn leftovers(dir: &Path, cluster: &ClusterName) -> Vec<String> {
 fn two_nspawn_machines_become_a_master_and_a_worker_both_ready_and_leave_nothing_behind() {
     let _serial = serial();
     let image = node_image();
-    let ns = Netns::new("10.83.0");
-    let dir = scratch("cluster-nspawn-");
-    let machines_dir = dir.path().join("machines");
-    let target = NspawnTarget::new(&machines_dir)
-        .unwrap()
-        .with_netns(format!("/run/netns/{}", ns.name));
+    let (ns, dir, machines_dir, target) = site("10.83.0", "cluster-nspawn-");
     let cluster: ClusterName = format!("t{}", std::process::id()).parse().unwrap();
     let network: ClusterNetwork = NETWORK.parse().unwrap();
     let master = MachineName::new(&cluster, Role::Master, 1).unwrap();
@@ -561,12 +571,7 @@ fn two_nspawn_machines_become_a_master_and_a_worker_both_ready_and_leave_nothing
 fn the_nspawn_target_finds_machines_by_name_and_label_refuses_bad_requests_and_restarts_machines() {
     let _serial = serial();
     let image = node_image();
-    let ns = Netns::new("10.87.0");
-    let dir = scratch("nspawn-target-");
-    let machines_dir = dir.path().join("machines");
-    let target = NspawnTarget::new(&machines_dir)
-        .unwrap()
-        .with_netns(format!("/run/netns/{}", ns.name));
+    let (_ns, dir, machines_dir, target) = site("10.87.0", "nspawn-target-");
     target.prepare_host().unwrap();
     let pid = std::process::id();
     let a: ClusterName = format!("a{pid}").parse().unwrap();
@@ -793,14 +798,9 @@ fn kprov_cluster_up_makes_one_master_and_two_workers_converges_adds_a_worker_che
 {
     let _serial = serial();
     let image = node_image();
-    let ns = Netns::new("10.91.0");
-    let dir = scratch("cluster-cli-");
-    let machines_dir = dir.path().join("machines");
+    let (ns, dir, machines_dir, target) = site("10.91.0", "cluster-cli-");
     let kubeconfig = dir.path().join("kube").join("admin.conf");
     let cluster: ClusterName = format!("c{}", std::process::id()).parse().unwrap();
-    let target = NspawnTarget::new(&machines_dir)
-        .unwrap()
-        .with_netns(format!("/run/netns/{}", ns.name));
     let mut teardown = Teardown {
         target: &target,
         cluster: cluster.clone(),
@@ -1078,12 +1078,7 @@ fn timed(target: &NspawnTarget, machine: &MachineName, command: &MachineCommand)
 fn kprov_init_and_kubeadm_init_each_make_a_control_plane_in_an_nspawn_machine_and_are_measured() {
     let _serial = serial();
     let image = node_image();
-    let ns = Netns::new("10.93.0");
-    let dir = scratch("init-nspawn-");
-    let machines_dir = dir.path().join("machines");
-    let target = NspawnTarget::new(&machines_dir)
-        .unwrap()
-        .with_netns(format!("/run/netns/{}", ns.name));
+    let (_ns, dir, _machines_dir, target) = site("10.93.0", "init-nspawn-");
     let cluster: ClusterName = format!("k{}", std::process::id()).parse().unwrap();
     let network: ClusterNetwork = "10.94.0.1/24".parse().unwrap();
     let mut teardown = Teardown {
@@ -1246,16 +1241,11 @@ fn kprov_cluster_up_over_ssh_refuses_an_unknown_host_key_then_adopts_two_openssh
 ) {
     let _serial = serial();
     let image = ssh_node_image();
-    let ns = Netns::new("10.93.0");
-    let dir = scratch("cluster-ssh-");
     // The hosts: two nspawn machines of a cluster of the test's own,
     // running the real OpenSSH server, at 10.94.0.11 and 10.94.0.101.
-    let hosts_dir = dir.path().join("hosts");
+    let (ns, dir, _, target) = site("10.93.0", "cluster-ssh-");
     let hosts: ClusterName = format!("h{}", std::process::id()).parse().unwrap();
     let hosts_network: ClusterNetwork = "10.94.0.1/24".parse().unwrap();
-    let target = NspawnTarget::new(&hosts_dir)
-        .unwrap()
-        .with_netns(format!("/run/netns/{}", ns.name));
     target.prepare_host().unwrap();
     let _teardown = Teardown {
         target: &target,
