@@ -52,7 +52,7 @@ pub struct ClusterConfig {
     /// and NAME-worker-N, found on the target by that name and labels.
     #[arg(long, value_name = "NAME")]
     pub name: Option<String>,
-    /// How many masters (one until HA masters exist).
+    /// How many masters (stacked etcd: an odd number keeps quorum best).
     #[arg(long, value_name = "N", default_value_t = 1)]
     pub masters: u16,
     /// How many workers.
@@ -210,21 +210,12 @@ impl ClusterConfig {
     }
 
     /// Checks everything `up` needs, before any machine exists: a name, at
-    /// least one master (one, until HA masters exist), a network, and an
+    /// least one master, a network, and an
     /// address in it for every machine, no two alike.
     pub fn check(&self) -> Result<ClusterSpec, ConfigError> {
         let name = self.cluster_name()?;
         if self.masters == 0 {
             return Err(invalid("masters", "0: a cluster needs at least one master"));
-        }
-        if self.masters > 1 {
-            return Err(invalid(
-                "masters",
-                format!(
-                    "{}: only one master for now (several masters with stacked etcd are not built yet)",
-                    self.masters
-                ),
-            ));
         }
         if self.target == TargetKind::Qemu {
             return Err(invalid(

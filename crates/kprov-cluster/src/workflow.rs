@@ -7,9 +7,11 @@
 //! is written on the host but the admin kubeconfig: there is no inventory.
 //!
 //! Machines are driven through the commands a user would run on them:
-//! `kprov init` on the first master, `kprov provision --phase join` on
-//! workers (the token in the environment, never on a command line), and
-//! `kubectl` with the master's admin.conf.
+//! `kprov init` on the first master, `kprov provision --phase join
+//! --control-plane` on the other masters one at a time (after `kprov init
+//! phase upload-certs` with a fresh certificate key), `kprov provision
+//! --phase join` on workers (the token and key in the environment, never
+//! on a command line), and `kubectl` with the first master's admin.conf.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -104,6 +106,7 @@ pub struct Up<'a> {
     last_mark: Instant,
 }
 
+#[derive(Clone)]
 struct Join {
     api_server: String,
     token: String,
@@ -187,6 +190,12 @@ pub fn up_phases<'a>() -> Vec<Phase<Up<'a>, Error>> {
             description: "kprov init on the first master; the API server answers",
             run_if: always,
             run: master,
+        },
+        Phase {
+            name: "masters",
+            description: "join missing masters one at a time (stacked etcd, certificates shared under a fresh key)",
+            run_if: always,
+            run: masters,
         },
         Phase {
             name: "nodes",
@@ -343,31 +352,38 @@ pub(crate) fn last_lines(text: &str, n: usize) -> String {
     lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
+/// `kprov init` (or one phase of it) on the first master, with the
+/// cluster's flags.
+fn init_command(ctx: &Up<'_>, phase: Option<&str>) -> Result<MachineCommand, Error> {
+    let m = ctx.spec.first_master();
+    let mut argv: Vec<String> = vec!["kprov".into(), "init".into()];
+    if let Some(phase) = phase {
+        argv.extend(["phase".into(), phase.into()]);
+    }
+    let flags = [
+        ("--node-name", m.name.to_string()),
+        ("--advertise-address", m.address.to_string()),
+        (
+            "--kubernetes-version",
+            ctx.spec.kubernetes_version.to_string(),
+        ),
+        ("--pod-network", "bridge".into()),
+        ("--timeout", ctx.timeout.as_secs().to_string()),
+        ("--output", "json".into()),
+    ];
+    for (flag, value) in flags {
+        argv.extend([flag.to_string(), value]);
+    }
+    if ctx.target.in_container(&m.name)? {
+        argv.push("--node-in-container".into());
+    }
+    Ok(MachineCommand::new(argv).timeout(ctx.timeout + Duration::from_secs(60)))
+}
+
 fn master(ctx: &mut Up<'_>) -> Result<(), Error> {
     let m = ctx.spec.first_master().clone();
-    let timeout = ctx.timeout.as_secs().to_string();
-    let version = ctx.spec.kubernetes_version.to_string();
-    let (node_name, address) = (m.name.to_string(), m.address.to_string());
-    let mut argv = vec![
-        "kprov",
-        "init",
-        "--node-name",
-        &node_name,
-        "--advertise-address",
-        &address,
-        "--kubernetes-version",
-        &version,
-        "--pod-network",
-        "bridge",
-        "--timeout",
-        &timeout,
-        "--output",
-        "json",
-    ];
-    if ctx.target.in_container(&m.name)? {
-        argv.push("--node-in-container");
-    }
-    let command = MachineCommand::new(argv).timeout(ctx.timeout + Duration::from_secs(60));
+    let node_name = m.name.to_string();
+    let command = init_command(ctx, None)?;
     ctx.observer.item(&node_name, "kprov init");
     let out = run_step(ctx.target, &m.name, "kprov init", &command)?;
     ctx.observer.item(&node_name, "control plane up");
@@ -472,17 +488,85 @@ pub fn node_readiness(
     Ok(nodes)
 }
 
+/// Whether `machine` has joined (or made) the cluster: it has the file a
+/// join or init leaves, `/etc/kubernetes/admin.conf` on masters and
+/// kubelet.conf on workers.
+fn has_joined(ctx: &Up<'_>, machine: &MachineName, file: &str) -> Result<bool, Error> {
+    Ok(ctx
+        .target
+        .run(machine, &MachineCommand::new(["test", "-e", file]))?
+        .success())
+}
+
+fn masters(ctx: &mut Up<'_>) -> Result<(), Error> {
+    let others: Vec<WantedMachine> = ctx
+        .spec
+        .machines
+        .iter()
+        .filter(|m| m.name.role == Role::Master)
+        .skip(1)
+        .cloned()
+        .collect();
+    let mut report = ctx.report("the cluster's other masters");
+    let mut missing = Vec::new();
+    for m in others {
+        if has_joined(ctx, &m.name, "/etc/kubernetes/admin.conf")? {
+            report.push(ResourceReport {
+                id: format!("control-plane/{}", m.name),
+                description: format!("control plane on {}", m.name),
+                outcome: Outcome::Unchanged,
+                detail: None,
+            });
+        } else {
+            missing.push(m);
+        }
+    }
+    if !missing.is_empty() {
+        // A fresh key each time: it lives only in this run's memory and
+        // the machines' environments.
+        let key = kprov_controlplane::copy_certs::CertificateKey::generate().expose_hex();
+        let first = ctx.spec.first_master().name.clone();
+        ctx.observer
+            .item(&first.to_string(), "sharing certificates");
+        let upload = init_command(ctx, Some("upload-certs"))?.env("KPROV_CERTIFICATE_KEY", &key);
+        run_step(ctx.target, &first, "kprov init phase upload-certs", &upload)?;
+        ctx.observer.item(&first.to_string(), "control plane up");
+        let join = ctx.join.as_ref().ok_or_else(|| Error::Criterion {
+            phase: "masters",
+            cause: "no join command: the master phase did not run".into(),
+        })?;
+        let join = join.clone();
+        for m in missing {
+            let in_container = ctx.target.in_container(&m.name)?;
+            let command = join_command(&ctx.spec, &m, &join, in_container, ctx.timeout)
+                .env("KPROV_CERTIFICATE_KEY", &key);
+            ctx.observer.note(&format!("joining master {}", m.name));
+            ctx.observer
+                .item(&m.name.to_string(), "joining as a master");
+            run_step(
+                ctx.target,
+                &m.name,
+                "kprov provision --phase join --control-plane",
+                &command,
+            )?;
+            ctx.observer.item(&m.name.to_string(), "control plane up");
+            report.push(ResourceReport {
+                id: format!("control-plane/{}", m.name),
+                description: format!("control plane on {}", m.name),
+                outcome: Outcome::Created,
+                detail: Some("had no admin.conf".into()),
+            });
+        }
+    }
+    ctx.observer.report(&report);
+    ctx.elapsed_note("masters");
+    Ok(())
+}
+
 fn nodes(ctx: &mut Up<'_>) -> Result<(), Error> {
     let mut report = ctx.report("the cluster's workers");
     for w in ctx.workers() {
-        let joined = ctx
-            .target
-            .run(
-                &w.name,
-                &MachineCommand::new(["test", "-e", "/etc/kubernetes/kubelet.conf"]),
-            )?
-            .success();
-        if joined {
+        if has_joined(ctx, &w.name, "/etc/kubernetes/kubelet.conf")? {
             report.push(ResourceReport {
                 id: format!("node/{}", w.name),
                 description: format!("{} joined", w.name),
@@ -518,8 +602,9 @@ fn nodes(ctx: &mut Up<'_>) -> Result<(), Error> {
     Ok(())
 }
 
-/// `kprov provision --phase join` for worker `w`: its flags from the one
-/// node config (as setup.sh's are), the token in the environment.
+/// `kprov provision --phase join` for machine `w` (with --control-plane
+/// for a master): its flags from the one node config (as setup.sh's
+/// are), the token in the environment.
 fn join_command(
     spec: &ClusterSpec,
     w: &WantedMachine,
@@ -535,6 +620,7 @@ fn join_command(
         node_name: Some(w.name.to_string()),
         node_ip: Some(w.address.to_string()),
         node_in_container: in_container,
+        control_plane: w.name.role == Role::Master,
         ..kprov_core::NodeConfig::default()
     };
     MachineCommand::new(
@@ -780,6 +866,16 @@ mod tests {
     #[test]
     fn the_up_phases_are_in_order() {
         let names: Vec<&str> = up_phases().iter().map(|p| p.name).collect();
-        assert_eq!(names, ["host", "machines", "master", "nodes", "kubeconfig"]);
+        assert_eq!(
+            names,
+            [
+                "host",
+                "machines",
+                "master",
+                "masters",
+                "nodes",
+                "kubeconfig"
+            ]
+        );
     }
 }

@@ -11,7 +11,8 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kprov_core::KubernetesVersion;
-use serde::Serialize;
+use kprov_pki::spec::ControlPlaneNode;
+use serde::{Deserialize, Serialize};
 
 use crate::bootstrap::{config_map_reader, group, meta};
 use crate::spec::ClusterSpec;
@@ -152,6 +153,132 @@ pub fn cluster_configuration(spec: &ClusterSpec) -> String {
                 .collect(),
         },
     })
+}
+
+/// ClusterConfiguration as a master that joins reads it back (kubeadm's
+/// or kprov's): what it needs to make the same control plane. Fields
+/// kubeadm may leave out take kubeadm's defaults.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ReadClusterConfiguration {
+    #[serde(default)]
+    kind: String,
+    kubernetes_version: String,
+    #[serde(default)]
+    control_plane_endpoint: String,
+    #[serde(default)]
+    certificates_dir: String,
+    #[serde(default)]
+    image_repository: String,
+    #[serde(default)]
+    networking: ReadNetworking,
+    #[serde(default)]
+    etcd: ReadEtcd,
+    #[serde(default)]
+    api_server: ReadApiServer,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ReadNetworking {
+    #[serde(default)]
+    dns_domain: String,
+    #[serde(default)]
+    pod_subnet: String,
+    #[serde(default)]
+    service_subnet: String,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct ReadEtcd {
+    #[serde(default)]
+    local: Option<ReadLocalEtcd>,
+    #[serde(default)]
+    external: Option<serde_yaml::Value>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ReadLocalEtcd {
+    #[serde(default)]
+    data_dir: String,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct ReadApiServer {
+    #[serde(rename = "certSANs", default)]
+    cert_sans: Vec<String>,
+}
+
+/// The cluster a master joins, from the ClusterConfiguration in
+/// kubeadm-config, for `node` (this master: its name and address; the
+/// Kubernetes version and control-plane endpoint are the cluster's).
+/// Errors name the field and what was expected.
+pub fn joining_spec(config_yaml: &str, node: ControlPlaneNode) -> Result<ClusterSpec, String> {
+    let read: ReadClusterConfiguration = serde_yaml::from_str(config_yaml)
+        .map_err(|e| format!("ClusterConfiguration in {NS}/{KUBEADM_CONFIG}: {e}"))?;
+    if !read.kind.is_empty() && read.kind != "ClusterConfiguration" {
+        return Err(format!(
+            "{NS}/{KUBEADM_CONFIG}: expected kind ClusterConfiguration, found {}",
+            read.kind
+        ));
+    }
+    if read.etcd.external.is_some() {
+        return Err(format!(
+            "{NS}/{KUBEADM_CONFIG}: the cluster uses an external etcd; kprov joins masters to stacked etcd only"
+        ));
+    }
+    let field = |name: &str, e: &dyn std::fmt::Display| {
+        format!("ClusterConfiguration in {NS}/{KUBEADM_CONFIG}: {name}: {e}")
+    };
+    let mut node = node;
+    node.kubernetes_version = read
+        .kubernetes_version
+        .parse()
+        .map_err(|e| field("kubernetesVersion", &e))?;
+    node.control_plane_endpoint = match read.control_plane_endpoint.as_str() {
+        "" => None,
+        ep => Some(ep.parse().map_err(|e| field("controlPlaneEndpoint", &e))?),
+    };
+    let mut pki = kprov_pki::spec::PkiSpec::new(node);
+    if !read.networking.service_subnet.is_empty() {
+        pki.service_cidr = read
+            .networking
+            .service_subnet
+            .parse()
+            .map_err(|e| field("networking.serviceSubnet", &e))?;
+    }
+    if !read.networking.dns_domain.is_empty() {
+        pki.cluster_domain = read
+            .networking
+            .dns_domain
+            .parse()
+            .map_err(|e| field("networking.dnsDomain", &e))?;
+    }
+    pki.extra_sans = read
+        .api_server
+        .cert_sans
+        .iter()
+        .map(|san| san.parse().map_err(|e| field("apiServer.certSANs", &e)))
+        .collect::<Result<_, _>>()?;
+    let mut spec = ClusterSpec::new(pki);
+    if !read.networking.pod_subnet.is_empty() {
+        spec.pod_cidr = read
+            .networking
+            .pod_subnet
+            .parse()
+            .map_err(|e| field("networking.podSubnet", &e))?;
+    }
+    if !read.image_repository.is_empty() {
+        spec.image_registry = read.image_repository;
+    }
+    if !read.certificates_dir.is_empty() {
+        spec.cert_dir = read.certificates_dir.into();
+    }
+    if let Some(local) = read.etcd.local.filter(|l| !l.data_dir.is_empty()) {
+        spec.etcd_data_dir = local.data_dir.into();
+    }
+    Ok(spec)
 }
 
 /// ClusterStatus (kubeadm before v1.22): this control-plane node's API
@@ -368,5 +495,67 @@ mod tests {
         }
         let kubelet = up.config_maps[1].data.as_ref().unwrap();
         assert_eq!(kubelet.keys().collect::<Vec<_>>(), ["kubelet"]);
+    }
+
+    #[test]
+    fn a_joining_master_reads_back_the_cluster_init_uploaded_for_itself() {
+        let mut first = spec("v1.20.2", Some("api.example.com:6443"));
+        first.pod_cidr = "10.32.0.0/16".parse().unwrap();
+        first.pki.service_cidr = "10.100.0.0/16".parse().unwrap();
+        first.image_registry = "registry.example/k8s".into();
+        first.etcd_data_dir = "/data/etcd".into();
+        let uploaded = cluster_configuration(&first);
+        let me = ControlPlaneNode::new(
+            "master-2".parse().unwrap(),
+            "10.0.0.11".parse().unwrap(),
+            "v1.19.0".parse().unwrap(),
+        );
+        let joined = joining_spec(&uploaded, me).unwrap();
+        assert_eq!(joined.node().node_name.as_str(), "master-2");
+        assert_eq!(
+            joined.node().advertise_address.ip().to_string(),
+            "10.0.0.11"
+        );
+        assert_eq!(joined.node().kubernetes_version.to_string(), "v1.20.2");
+        assert_eq!(
+            joined.node().control_plane_endpoint,
+            first.node().control_plane_endpoint
+        );
+        assert_eq!(joined.pod_cidr.to_string(), "10.32.0.0/16");
+        assert_eq!(joined.service_cidr().to_string(), "10.100.0.0/16");
+        assert_eq!(joined.image_registry, "registry.example/k8s");
+        assert_eq!(joined.etcd_data_dir, first.etcd_data_dir);
+        assert_eq!(joined.pki.extra_sans, first.pki.extra_sans);
+        // Everything that names the cluster, not the node, is the same.
+        assert_eq!(cluster_configuration(&joined), uploaded);
+    }
+
+    #[test]
+    fn an_unusable_cluster_configuration_is_named() {
+        let me = || {
+            ControlPlaneNode::new(
+                "m".parse().unwrap(),
+                "10.0.0.11".parse().unwrap(),
+                "v1.20.2".parse().unwrap(),
+            )
+        };
+        let e = joining_spec(
+            "kind: ClusterConfiguration\nkubernetesVersion: 1.20\n",
+            me(),
+        )
+        .unwrap_err();
+        assert!(e.contains("kubernetesVersion"), "{e}");
+        let e = joining_spec(
+            "kubernetesVersion: v1.20.2\netcd:\n  external:\n    endpoints: [https://e:2379]\n",
+            me(),
+        )
+        .unwrap_err();
+        assert!(e.contains("external etcd"), "{e}");
+        let e = joining_spec(
+            "kubernetesVersion: v1.20.2\nnetworking:\n  podSubnet: nope\n",
+            me(),
+        )
+        .unwrap_err();
+        assert!(e.contains("networking.podSubnet"), "{e}");
     }
 }

@@ -17,6 +17,8 @@
 //! - [`copy_certs`]: the shared CAs and service-account keys, sealed
 //!   with the certificate key into `kubeadm-certs` for new masters;
 //! - [`diagnose`]: why a control plane did not come up, from node facts;
+//! - [`etcd`]: stacked etcd's membership: joining as a learner, the
+//!   initial cluster, quorum when a member leaves;
 //! - [`discovery`]: which CA a joining node trusts (pins, token
 //!   discovery) and why a join failed;
 //! - [`objects`]: API plans, the typed objects a phase applies, in order;
@@ -31,6 +33,7 @@ pub mod bootstrap;
 pub mod copy_certs;
 pub mod diagnose;
 pub mod discovery;
+pub mod etcd;
 pub mod jws;
 pub mod kubeadm_config;
 pub mod manifests;

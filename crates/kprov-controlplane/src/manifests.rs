@@ -248,19 +248,34 @@ fn url_host(ip: std::net::IpAddr) -> String {
 
 /// etcd's static pod: a single member on the advertise address.
 pub fn etcd(spec: &ClusterSpec) -> StaticPod {
+    etcd_member(spec, None)
+}
+
+/// etcd's static pod on a master that joins a running etcd, which has
+/// added it already: `initial_cluster` lists every member, this one too
+/// (see [`crate::etcd::initial_cluster`]).
+pub fn etcd_joining(spec: &ClusterSpec, initial_cluster: &str) -> StaticPod {
+    etcd_member(spec, Some(initial_cluster))
+}
+
+fn etcd_member(spec: &ClusterSpec, joining: Option<&str>) -> StaticPod {
     let node = spec.node();
     let ip = url_host(node.advertise_address.ip());
     let name = node.node_name.as_str();
     let pki = spec.cert_dir.join("etcd");
     let file = |f: &str| path(&pki.join(f));
     let client_url = format!("https://{ip}:2379");
-    let args = vec![
+    let initial_cluster = match joining {
+        Some(members) => members.to_string(),
+        None => format!("{name}=https://{ip}:2380"),
+    };
+    let mut args = vec![
         kv("advertise-client-urls", client_url.clone()),
         kv("cert-file", file("server.crt")),
         kv("client-cert-auth", "true"),
         kv("data-dir", path(&spec.etcd_data_dir)),
         kv("initial-advertise-peer-urls", format!("https://{ip}:2380")),
-        kv("initial-cluster", format!("{name}=https://{ip}:2380")),
+        kv("initial-cluster", initial_cluster),
         kv("key-file", file("server.key")),
         kv(
             "listen-client-urls",
@@ -276,6 +291,9 @@ pub fn etcd(spec: &ClusterSpec) -> StaticPod {
         kv("snapshot-count", "10000"),
         kv("trusted-ca-file", file("ca.crt")),
     ];
+    if joining.is_some() {
+        args.insert(6, kv("initial-cluster-state", "existing"));
+    }
     pod(
         spec,
         Component {
@@ -573,5 +591,21 @@ mod tests {
             e.host_paths(),
             vec!["/etc/kubernetes/pki/etcd", "/var/lib/etcd"]
         );
+        assert!(!e
+            .command()
+            .iter()
+            .any(|a| a.starts_with("--initial-cluster-state")));
+    }
+
+    #[test]
+    fn a_joining_etcd_starts_with_every_member_and_an_existing_cluster() {
+        let members = "m0=https://192.168.1.9:2380,master-1=https://192.168.1.10:2380";
+        let e = etcd_joining(&spec("v1.20.2"), members);
+        let command = e.command();
+        let at = |flag: &str| command.iter().position(|a| a.starts_with(flag)).unwrap();
+        assert!(has(&e, &format!("--initial-cluster={members}")));
+        assert!(has(&e, "--initial-cluster-state=existing"));
+        assert_eq!(at("--initial-cluster-state"), at("--initial-cluster=") + 1);
+        assert!(has(&e, "--name=master-1"));
     }
 }

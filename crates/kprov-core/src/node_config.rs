@@ -215,6 +215,27 @@ pub struct NodeConfig {
     /// 100%). The host sets the kernel modules and sysctls.
     #[arg(long)]
     pub node_in_container: bool,
+
+    /// Join as a master (join phase): fetch the shared CAs and keys the
+    /// first master uploaded (`kprov init --upload-certs`), make this
+    /// master's own certificates, join etcd, and run the control plane
+    /// here. Needs --certificate-key and --node-ip (the address this
+    /// master's API server and etcd member advertise).
+    #[arg(long)]
+    pub control_plane: bool,
+
+    /// The key (64 hex characters) the shared certificates were uploaded
+    /// under (with --control-plane). Prefer the KPROV_CERTIFICATE_KEY
+    /// environment variable: command lines are visible to other users.
+    // Parsed by the command, so that a malformed key is never echoed back.
+    #[arg(
+        long,
+        env = "KPROV_CERTIFICATE_KEY",
+        hide_env_values = true,
+        value_name = "KEY",
+        requires = "control_plane"
+    )]
+    pub certificate_key: Option<TokenText>,
 }
 
 impl Default for NodeConfig {
@@ -246,6 +267,8 @@ impl Default for NodeConfig {
             cluster_domain: DEFAULT_CLUSTER_DOMAIN.into(),
             timeout: DEFAULT_TIMEOUT,
             node_in_container: false,
+            control_plane: false,
+            certificate_key: None,
         }
     }
 }
@@ -738,6 +761,8 @@ mod tests {
             cluster_domain: "example.internal".into(),
             timeout: 42,
             node_in_container: true,
+            control_plane: true,
+            certificate_key: Some("ab".repeat(32).as_str().into()),
         }
     }
 
@@ -884,7 +909,9 @@ mod tests {
                     cluster-dns: 10.32.0.10\n\
                     cluster-domain: example.internal\n\
                     timeout: 42\n\
-                    node-in-container: true\n";
+                    node-in-container: true\n\
+                    control-plane: true\n\
+                    certificate-key: abababababababababababababababababababababababababababababababab\n";
         assert_eq!(NodeConfig::from_yaml(text).unwrap(), full());
         for empty in ["", "\n", "# nothing\n"] {
             assert_eq!(NodeConfig::from_yaml(empty).unwrap(), NodeConfig::default());

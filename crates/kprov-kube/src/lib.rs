@@ -10,9 +10,12 @@
 //! - reads for joining nodes that trust nothing yet
 //!   ([`discover_cluster_info`], [`probe_token`], [`list_csrs`]);
 //! - the control plane's state ([`readyz`], [`mark_control_plane`]) and the
-//!   pod network's inputs ([`pod_network`], [`node_pod_ranges`]).
+//!   pod network's inputs ([`pod_network`], [`node_pod_ranges`]);
+//! - what a joining master reads ([`get_config_map_with_token`],
+//!   [`etcd_client_urls`]) and [`etcd`], stacked etcd's membership.
 
 pub mod apply;
+pub mod etcd;
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -286,6 +289,25 @@ pub async fn put_secret(client: &Client, secret: &Secret) -> Result<bool, ApiErr
     }
 }
 
+/// A client as a joining node has one: a bootstrap `token`, trusting
+/// only `ca_pem`.
+async fn token_client(
+    server: &str,
+    ca_pem: &[u8],
+    token: &BootstrapToken,
+) -> Result<Client, ApiError> {
+    use kprov_controlplane::discovery::Probe;
+    join_client(server, Some((ca_pem, &token.expose_secret())))
+        .await
+        .map_err(|p| ApiError::Connect {
+            server: server.to_string(),
+            reason: match p {
+                Probe::Unreachable(r) | Probe::Untrusted(r) | Probe::Unauthorized(r) => r,
+                Probe::Ok | Probe::Skipped => "no client".into(),
+            },
+        })
+}
+
 /// A Secret read as a joining node reads it: with a bootstrap `token`,
 /// trusting only `ca_pem`. None when there is none of that name.
 pub async fn get_secret_with_token(
@@ -295,17 +317,74 @@ pub async fn get_secret_with_token(
     namespace: &str,
     name: &str,
 ) -> Result<Option<Secret>, ApiError> {
-    use kprov_controlplane::discovery::Probe;
-    let client = join_client(server, Some((ca_pem, &token.expose_secret())))
-        .await
-        .map_err(|p| ApiError::Connect {
-            server: server.to_string(),
-            reason: match p {
-                Probe::Unreachable(r) | Probe::Untrusted(r) | Probe::Unauthorized(r) => r,
-                Probe::Ok | Probe::Skipped => "no client".into(),
-            },
-        })?;
+    let client = token_client(server, ca_pem, token).await?;
     get_secret(&client, namespace, name).await
+}
+
+/// A ConfigMap read with a bootstrap `token`, trusting only `ca_pem`
+/// (kubeadm-config, for a joining master). None when there is none.
+pub async fn get_config_map_with_token(
+    server: &str,
+    ca_pem: &[u8],
+    token: &BootstrapToken,
+    namespace: &str,
+    name: &str,
+) -> Result<Option<ConfigMap>, ApiError> {
+    let client = token_client(server, ca_pem, token).await?;
+    get_config_map(&client, namespace, name).await
+}
+
+/// A ConfigMap; None when there is none of that name.
+pub async fn get_config_map(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+) -> Result<Option<ConfigMap>, ApiError> {
+    Api::<ConfigMap>::namespaced(client.clone(), namespace)
+        .get_opt(name)
+        .await
+        .map_err(request(format!("reading ConfigMap {namespace}/{name}")))
+}
+
+/// A client with the credentials of `kubeconfig` but for `server` (a
+/// master that joins has an admin kubeconfig for its own API server,
+/// which is not running yet).
+pub async fn client_at(kubeconfig: &Path, server: &str) -> Result<Client, ApiError> {
+    let err = |reason: String| ApiError::Kubeconfig {
+        path: kubeconfig.display().to_string(),
+        reason,
+    };
+    let config = Kubeconfig::read_from(kubeconfig).map_err(|e| err(e.to_string()))?;
+    let mut config = Config::from_custom_kubeconfig(config, &KubeConfigOptions::default())
+        .await
+        .map_err(|e| err(e.to_string()))?;
+    config.cluster_url = server
+        .parse()
+        .map_err(|e: http::uri::InvalidUri| err(format!("server {server}: {e}")))?;
+    config.connect_timeout = Some(std::time::Duration::from_secs(5));
+    config.read_timeout = Some(std::time::Duration::from_secs(10));
+    connect(config).await.map_err(err)
+}
+
+/// The client URLs of the cluster's etcd members, from the annotation
+/// on their static pods (kubeadm's way since v1.22, and kprov's).
+pub async fn etcd_client_urls(client: &Client) -> Result<Vec<String>, ApiError> {
+    use k8s_openapi::api::core::v1::Pod;
+    let pods = Api::<Pod>::namespaced(client.clone(), NAMESPACE)
+        .list(&ListParams::default().labels("component=etcd,tier=control-plane"))
+        .await
+        .map_err(request("listing etcd's static pods"))?;
+    let mut urls: Vec<String> = pods
+        .items
+        .iter()
+        .filter_map(|p| p.metadata.annotations.as_ref())
+        .filter_map(|a| a.get(kprov_controlplane::etcd::CLIENT_URLS_ANNOTATION))
+        .flat_map(|v| v.split(',').map(|u| u.trim().to_string()))
+        .filter(|u| !u.is_empty())
+        .collect();
+    urls.sort();
+    urls.dedup();
+    Ok(urls)
 }
 
 async fn sign_cluster_info(client: &Client, token: &BootstrapToken) -> Result<(), ApiError> {

@@ -87,6 +87,9 @@ pub struct Init<'a> {
     /// The certificate key upload-certs made (none was given): the caller
     /// shows it to the user once; it is nowhere else.
     pub generated_certificate_key: Option<CertificateKey>,
+    /// A master that joins: what discovery found (see
+    /// [`crate::join_control_plane`]).
+    pub(crate) joining: Option<crate::join_control_plane::Joining>,
     client: Option<kprov_kube::Client>,
 }
 
@@ -105,16 +108,17 @@ impl<'a> Init<'a> {
             target,
             join_command: None,
             generated_certificate_key: None,
+            joining: None,
             client: None,
         }
     }
 
-    fn admin_conf(&self) -> PathBuf {
+    pub(crate) fn admin_conf(&self) -> PathBuf {
         self.spec.cluster.kubernetes_dir.join("admin.conf")
     }
 
     /// The admin client, made once per run.
-    fn client(&mut self, phase: &str) -> Result<kprov_kube::Client, Error> {
+    pub(crate) fn client(&mut self, phase: &str) -> Result<kprov_kube::Client, Error> {
         if !self.target.live() {
             return Err(Error::failed(format!(
                 "phase {phase} talks to the running API server; it cannot run with --root"
@@ -137,7 +141,7 @@ impl<'a> Init<'a> {
         Ok(client)
     }
 
-    fn server(&self) -> String {
+    pub(crate) fn server(&self) -> String {
         self.spec.cluster.node().local_url()
     }
 
@@ -275,7 +279,7 @@ pub fn phase_list() -> Vec<(&'static str, &'static str)> {
     phases().iter().map(|p| (p.name, p.description)).collect()
 }
 
-fn base(ctx: &mut Init<'_>) -> Result<(), Error> {
+pub(crate) fn base(ctx: &mut Init<'_>) -> Result<(), Error> {
     let root = ctx.target.root.clone();
     let os = kprov_provision::facts::detect_os(&root).context(|| format!("reading {root}"))?;
     let Some(install) = &ctx.base else {
@@ -301,7 +305,7 @@ fn base(ctx: &mut Init<'_>) -> Result<(), Error> {
     Ok(())
 }
 
-fn certs(ctx: &mut Init<'_>) -> Result<(), Error> {
+pub(crate) fn certs(ctx: &mut Init<'_>) -> Result<(), Error> {
     let spec = &ctx.spec.cluster;
     let now = time::OffsetDateTime::now_utc();
     let planned = kprov_pki::plan_certificates(&ctx.target.root, &spec.cert_dir, &spec.pki, now)
@@ -310,7 +314,7 @@ fn certs(ctx: &mut Init<'_>) -> Result<(), Error> {
     Ok(())
 }
 
-fn kubeconfig(ctx: &mut Init<'_>) -> Result<(), Error> {
+pub(crate) fn kubeconfig(ctx: &mut Init<'_>) -> Result<(), Error> {
     let spec = &ctx.spec.cluster;
     let ca = spec.cert_dir.join("ca.crt");
     if ctx.target.dry_run && !ctx.target.root.resolve(&ca).is_ok_and(|p| p.exists()) {
@@ -340,7 +344,10 @@ fn kubeconfig(ctx: &mut Init<'_>) -> Result<(), Error> {
     Ok(())
 }
 
-fn static_pods(ctx: &mut Init<'_>, pods: Vec<manifests::StaticPod>) -> Result<(), Error> {
+pub(crate) fn static_pods(
+    ctx: &mut Init<'_>,
+    pods: Vec<manifests::StaticPod>,
+) -> Result<(), Error> {
     let plan = store::plan_static_pods(&ctx.spec.cluster, &pods, ctx.target.live());
     ctx.target.apply_files(&plan, "writing static pods")?;
     Ok(())
@@ -374,7 +381,7 @@ fn kubelet_params(spec: &ClusterSpec) -> KubeletParams {
     }
 }
 
-fn kubelet_start(ctx: &mut Init<'_>) -> Result<(), Error> {
+pub(crate) fn kubelet_start(ctx: &mut Init<'_>) -> Result<(), Error> {
     let root = ctx.target.root.clone();
     let os = kprov_provision::facts::detect_os(&root).context(|| format!("reading {root}"))?;
     let plan = kprov_provision::plan::plan_kubelet(
@@ -389,7 +396,7 @@ fn kubelet_start(ctx: &mut Init<'_>) -> Result<(), Error> {
     Ok(())
 }
 
-fn wait_control_plane(ctx: &mut Init<'_>) -> Result<(), Error> {
+pub(crate) fn wait_control_plane(ctx: &mut Init<'_>) -> Result<(), Error> {
     let client = ctx.client("wait-control-plane")?;
     let url = ctx.server();
     let start = Instant::now();
@@ -599,7 +606,7 @@ fn upload_certs(ctx: &mut Init<'_>) -> Result<(), Error> {
     Ok(())
 }
 
-fn mark_control_plane(ctx: &mut Init<'_>) -> Result<(), Error> {
+pub(crate) fn mark_control_plane(ctx: &mut Init<'_>) -> Result<(), Error> {
     let client = ctx.client("mark-control-plane")?;
     let node = ctx.spec.cluster.node().node_name.to_string();
     let version = ctx.spec.cluster.node().kubernetes_version.clone();

@@ -114,6 +114,22 @@ impl<'a> Join<'a> {
         workflow::run("join", &phases(), selection, self)
     }
 
+    /// The CA the discovery phase trusts (None before it ran).
+    pub fn trusted_ca(&self) -> Option<&[u8]> {
+        self.ca_pem.as_deref()
+    }
+
+    /// Whether the preflight phase found this node joined already.
+    pub fn has_joined(&self) -> bool {
+        self.joined_ca.is_some()
+    }
+
+    /// The node, for the workflow that goes on from here (a master's
+    /// join).
+    pub fn into_target(self) -> Target<'a> {
+        self.target
+    }
+
     fn progress(&mut self, started: Instant, waiting_for: &str) {
         let message = format!(
             "waiting for {waiting_for} ({:.0} s of {} s)",

@@ -12,6 +12,8 @@
 //! - [`init`]: `kprov init`, the first master (kubeadm init's phases);
 //! - [`join`]: the join phase of `kprov provision` (trust, kubelet,
 //!   TLS bootstrap, Node);
+//! - [`join_control_plane`]: a master that joins (`--control-plane`):
+//!   the shared certificates, etcd membership, its static pods;
 //! - [`reset`]: `kprov reset`;
 //! - [`copy_certs`]: the shared CAs and keys read for upload-certs, and
 //!   downloaded and opened for a joining master;
@@ -26,9 +28,11 @@
 //! same workflows as library code.
 
 pub mod copy_certs;
+mod etcd;
 pub mod facts;
 pub mod init;
 pub mod join;
+pub mod join_control_plane;
 pub mod pod_network;
 pub mod reset;
 mod target;

@@ -789,6 +789,12 @@ pub struct ResetArgs {
     #[arg(long)]
     pub dry_run: bool,
 
+    /// On a master: reset even when its etcd member cannot leave first
+    /// (etcd does not answer, or removing it would break quorum). The
+    /// member then stays in etcd until removed from another master.
+    #[arg(long)]
+    pub force: bool,
+
     /// Report format on stdout.
     #[arg(long, value_enum, default_value_t = OutputArg::Text)]
     pub output: OutputArg,

@@ -466,7 +466,8 @@ impl Target for SshTarget {
         self.run_ok(
             host,
             "kprov reset",
-            &MachineCommand::new([REMOTE_KPROV, "reset"]).timeout(Duration::from_secs(300)),
+            &MachineCommand::new([REMOTE_KPROV, "reset", "--force"])
+                .timeout(Duration::from_secs(300)),
         )?;
         let mut remove = vec!["rm", "-f", RECORD_PATH];
         if record.kprov_copied {

@@ -6,10 +6,12 @@ use anyhow::{bail, Context};
 use kprov_artifacts::bundle::BundleSource;
 use kprov_artifacts::catalog::Bases;
 use kprov_artifacts::{ArtifactSource, LocalDirSource, WithSelf};
+use kprov_controlplane::copy_certs::CertificateKey;
 use kprov_core::{Arch, ContainerRuntime, NodeSpec};
 use kprov_fetch::download::{DownloadSource, Downloader};
 use kprov_host::Root;
 use kprov_workflow::join::{Join, JoinSpec};
+use kprov_workflow::join_control_plane::{self, MasterJoinSpec};
 use kprov_workflow::Selection;
 
 use crate::cli::{ArtifactSourceArgs, ProvisionArgs};
@@ -32,6 +34,29 @@ fn node_spec(args: &ProvisionArgs) -> anyhow::Result<NodeSpec> {
         kprov_workflow::join::check_inputs(&spec)?;
     }
     Ok(spec)
+}
+
+/// A master's join (--control-plane): its certificate key and advertise
+/// address, checked before anything is touched. None for other nodes.
+fn master_inputs(
+    args: &ProvisionArgs,
+) -> anyhow::Result<Option<(CertificateKey, kprov_pki::spec::AdvertiseAddress)>> {
+    let node = &args.node;
+    if !node.control_plane {
+        return Ok(None);
+    }
+    if !node.phase.includes_join() {
+        bail!("--control-plane: a master joins in the join phase; use --phase join or --phase all");
+    }
+    let Some(key) = &node.certificate_key else {
+        bail!("--control-plane needs --certificate-key (or KPROV_CERTIFICATE_KEY): the key `kprov init --upload-certs` printed, or the one `kprov init phase upload-certs --certificate-key` was given");
+    };
+    let key: CertificateKey = key.expose().parse().context("--certificate-key")?;
+    let Some(ip) = &node.node_ip else {
+        bail!("--control-plane needs --node-ip: the address this master's API server and etcd member advertise to the others");
+    };
+    let address = ip.parse().context("--node-ip")?;
+    Ok(Some((key, address)))
 }
 
 /// Where binaries come from: a bundle, an artifact directory, or verified
@@ -102,6 +127,7 @@ pub fn parse_mirror(url: &str) -> anyhow::Result<String> {
 pub fn run(args: ProvisionArgs) -> anyhow::Result<ExitCode> {
     let phase = args.node.phase;
     let mut spec = node_spec(&args)?;
+    let master = master_inputs(&args)?;
     let root = Root::new(&args.root).with_context(|| format!("--root {}", args.root.display()))?;
     let session = super::Session::new(root.clone())?;
     let rt = &session.rt;
@@ -128,7 +154,17 @@ pub fn run(args: ProvisionArgs) -> anyhow::Result<ExitCode> {
                 timeout: std::time::Duration::from_secs(args.node.timeout),
                 base_planned: phase.includes_base(),
             };
-            Join::new(join, target).run(&Selection::All { skip: Vec::new() })?;
+            match master {
+                Some((certificate_key, advertise_address)) => join_control_plane::run(
+                    MasterJoinSpec {
+                        join,
+                        certificate_key,
+                        advertise_address,
+                    },
+                    target,
+                )?,
+                None => Join::new(join, target).run(&Selection::All { skip: Vec::new() })?,
+            }
         }
         Ok(())
     })();

@@ -87,6 +87,9 @@ fn boot_spec(args: &UserdataArgs) -> anyhow::Result<BootSpec> {
         node.cloud_config = Some(paths::DEFAULT_CLOUD_CONFIG.into());
     }
 
+    if node.control_plane {
+        anyhow::bail!("--control-plane: boot configs join workers only for now; join a master with `kprov provision --phase join --control-plane` on it");
+    }
     // Written to its own 0600 file on the node, never on a command line.
     let token = match node.token.take() {
         None => None,
