@@ -19,7 +19,7 @@ for set in "$@"; do
     # netboot benchmarks; their services are not started (see below).
     # The static binary test: file, strace (no NSS file opened) and
     # dnsmasq (a DNS server on loopback).
-    test) want+=(systemd-container util-linux shellcheck curl wget python3 busybox-static tftp-hpa ipxe tftpd-hpa nginx-light kea-admin etcd-server openssl zsh fish groff-base file strace dnsmasq-base) ;;
+    test) want+=(systemd-container util-linux shellcheck curl wget python3 busybox-static tftp-hpa ipxe tftpd-hpa nginx-light libnginx-mod-stream haproxy kea-admin etcd-server openssl zsh fish groff-base file strace dnsmasq-base) ;;
     # ipxe-qemu: the iPXE ROMs of qemu's NICs (the netboot VM test boots from it).
     vm) want+=(qemu-system-x86 ipxe-qemu e2fsprogs dnsmasq-base openssh-client binutils) ;;
     # tools/build-images.sh: the pause program (gcc, static libc), etcd and

@@ -12,7 +12,8 @@
 //! - the control plane's state ([`readyz`], [`mark_control_plane`]) and the
 //!   pod network's inputs ([`pod_network`], [`node_pod_ranges`]);
 //! - what a joining master reads ([`get_config_map_with_token`],
-//!   [`etcd_client_urls`]) and [`etcd`], stacked etcd's membership.
+//!   [`etcd_client_urls`]) and [`etcd`], stacked etcd's membership;
+//! - the API servers that serve ([`kubernetes_endpoints`]), for `kprov lb`.
 
 pub mod apply;
 pub mod etcd;
@@ -20,7 +21,7 @@ pub mod etcd;
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use k8s_openapi::api::core::v1::{ConfigMap, Node, Secret};
+use k8s_openapi::api::core::v1::{ConfigMap, Endpoints, Node, Secret};
 use kprov_core::BootstrapToken;
 use kprov_plan::{Outcome, ResourceReport};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
@@ -467,6 +468,14 @@ pub async fn cluster_info_data(client: &Client) -> Result<BTreeMap<String, Strin
         "reading {CLUSTER_INFO_NAMESPACE}/{CLUSTER_INFO}"
     )))?;
     Ok(cm.data.unwrap_or_default())
+}
+
+/// The `default/kubernetes` Endpoints: every API server that serves.
+pub async fn kubernetes_endpoints(client: &Client) -> Result<Endpoints, ApiError> {
+    Api::<Endpoints>::namespaced(client.clone(), "default")
+        .get("kubernetes")
+        .await
+        .map_err(request("reading the Endpoints default/kubernetes"))
 }
 
 /// Whether the API server answers `/readyz` with ok; the error says what

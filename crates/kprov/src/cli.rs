@@ -149,6 +149,25 @@ pub enum Command {
     #[command(subcommand)]
     Netboot(NetbootCommand),
 
+    /// The node-local load balancer in front of every API server: the
+    /// kubelet, kube-proxy and the node's admin tools reach the API at
+    /// 127.0.0.1:PORT, and each connection goes to a healthy API server.
+    ///
+    /// `run` checks every backend's /readyz (HTTPS, the cluster CA) every
+    /// --check-interval; a backend that fails two checks in a row (or a
+    /// client's connect) gets no new connection, and every connection
+    /// open to it is closed at once, so clients reconnect to a live one.
+    /// Backends come from --seed, the endpoints file (kept so that a
+    /// restart while every API server is down still knows them) and, with
+    /// --kubeconfig, the Endpoints default/kubernetes. `status` asks a
+    /// running balancer about its backends.
+    ///
+    /// Example: kprov lb run --listen 127.0.0.1:6443 --ca-file
+    /// /etc/kubernetes/pki/ca.crt --seed 10.0.0.10:6443 --kubeconfig
+    /// /etc/kubernetes/kubelet.conf --metrics-address 127.0.0.1:9443
+    #[command(subcommand)]
+    Lb(LbCommand),
+
     /// Make, inspect and remove whole clusters of N masters and M workers
     /// on local machines (systemd-nspawn containers) or existing hosts
     /// over ssh (--target ssh), stateless: a cluster's machines are found
@@ -730,6 +749,103 @@ pub struct BundleVerifyArgs {
 
 /// kube-proxy modes, as `kprov init` takes them.
 pub use kprov_core::ProxyMode as ProxyModeArg;
+
+/// `kprov lb` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum LbCommand {
+    /// Run the load balancer until stopped (logs on stderr, info by
+    /// default).
+    ///
+    /// Example: kprov lb run --listen 127.0.0.1:6443 --ca-file
+    /// /etc/kubernetes/pki/ca.crt --seed 10.0.0.10:6443
+    Run(LbRunArgs),
+    /// List a running balancer's backends, their health and connections.
+    ///
+    /// Example: kprov lb status --metrics-address 127.0.0.1:9443 --output json
+    Status(LbStatusArgs),
+}
+
+/// Flags of `kprov lb run`.
+#[derive(Debug, Args)]
+pub struct LbRunArgs {
+    /// Where clients connect, IP:PORT.
+    #[arg(long, value_name = "IP:PORT", default_value = "127.0.0.1:6443", value_parser = parse_socket_addr)]
+    pub listen: std::net::SocketAddr,
+
+    /// The cluster CA (PEM) the API servers' certificates are checked
+    /// against.
+    #[arg(long, value_name = "FILE")]
+    pub ca_file: PathBuf,
+
+    /// A kubeconfig to read the Endpoints default/kubernetes with, every
+    /// --discovery-interval (it may point at this balancer itself, with
+    /// tls-server-name: kubernetes). Without it the backends are the
+    /// seeds and the endpoints file's.
+    #[arg(long, value_name = "FILE")]
+    pub kubeconfig: Option<PathBuf>,
+
+    /// The file of known backends, rewritten (atomically) when discovery
+    /// finds a new set.
+    #[arg(
+        long,
+        value_name = "FILE",
+        default_value = "/var/lib/kprov/lb/endpoints.json"
+    )]
+    pub endpoints_file: PathBuf,
+
+    /// An API server, IP:PORT (the join configuration's). Repeat for
+    /// several, or separate with commas. Seeds are always backends.
+    #[arg(long, value_name = "IP:PORT", value_delimiter = ',', value_parser = parse_backend)]
+    pub seed: Vec<std::net::SocketAddr>,
+
+    /// Time between two /readyz checks of each backend (e.g. 500ms, 1s).
+    #[arg(long, value_name = "DURATION", default_value = "500ms", value_parser = parse_duration)]
+    pub check_interval: std::time::Duration,
+
+    /// How long one /readyz check, or connecting to a backend for a
+    /// client, may take.
+    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_duration)]
+    pub check_timeout: std::time::Duration,
+
+    /// Time between two reads of the Endpoints default/kubernetes.
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
+    pub discovery_interval: std::time::Duration,
+
+    /// The name the API servers' certificates are checked for (their IP
+    /// need not be a SAN).
+    #[arg(long, value_name = "NAME", default_value = "kubernetes")]
+    pub tls_server_name: String,
+
+    /// Serve Prometheus metrics (GET /metrics) and the status `kprov lb
+    /// status` reads (GET /status) on this IP:PORT.
+    #[arg(long, value_name = "IP:PORT", value_parser = parse_socket_addr)]
+    pub metrics_address: Option<std::net::SocketAddr>,
+}
+
+/// Flags of `kprov lb status`.
+#[derive(Debug, Args)]
+pub struct LbStatusArgs {
+    /// The running balancer's --metrics-address.
+    #[arg(long, value_name = "IP:PORT", default_value = "127.0.0.1:9443", value_parser = parse_socket_addr)]
+    pub metrics_address: std::net::SocketAddr,
+
+    /// Report format on stdout.
+    #[arg(long, value_enum, default_value_t = OutputArg::Text)]
+    pub output: OutputArg,
+}
+
+fn parse_socket_addr(s: &str) -> Result<std::net::SocketAddr, String> {
+    s.parse()
+        .map_err(|_| format!("{s:?} is not an IP:PORT address (for example 127.0.0.1:6443)"))
+}
+
+fn parse_backend(s: &str) -> Result<std::net::SocketAddr, String> {
+    kprov_lb::backend::parse_backend(s)
+}
+
+fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    kprov_lb::duration::parse_duration(s)
+}
 
 /// Output formats.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

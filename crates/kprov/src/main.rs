@@ -22,6 +22,7 @@ fn main() -> ExitCode {
     // A server's log is its record of what it did: info by default.
     let default_level = match cli.command {
         cli::Command::Netboot(_) => "info",
+        cli::Command::Lb(cli::LbCommand::Run(_)) => "info",
         _ => "warn",
     };
     // A bad KPROV_LOG is a usage error like a bad --log-level.
@@ -52,6 +53,7 @@ fn main() -> ExitCode {
         cli::Command::Token(command) => commands::token::run(command),
         cli::Command::Netboot(command) => commands::netboot::run(command),
         cli::Command::Cluster(command) => commands::cluster::run(command),
+        cli::Command::Lb(command) => commands::lb::run(command),
         cli::Command::Version(args) => commands::version::run(&args),
         cli::Command::Completions(args) => commands::completions::run(&args),
         cli::Command::Man(args) => commands::man::run(&args),

@@ -238,6 +238,60 @@ pub fn health_timer() -> UnitFile {
 /// The pod-network sync name shared by the service and its timer.
 pub const POD_NETWORK_UNIT: &str = "kprov-pod-network";
 
+/// What the `kprov-lb.service` unit runs with: `kprov lb run`'s flags.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LbUnitSpec {
+    /// Where the kubelet, kube-proxy and admin tools connect
+    /// (`127.0.0.1:6443`).
+    pub listen: String,
+    /// The cluster CA (`/etc/kubernetes/pki/ca.crt`).
+    pub ca_file: String,
+    /// The kubeconfig discovery reads the Endpoints with (the kubelet's
+    /// `/etc/kubernetes/kubelet.conf`, through the balancer itself).
+    pub kubeconfig: String,
+    /// The API servers of the join configuration, `IP:PORT` each.
+    pub seeds: Vec<String>,
+    /// The metrics listener (`127.0.0.1:9443`).
+    pub metrics_address: String,
+}
+
+/// `kprov-lb.service`: the node-local API load balancer, started before
+/// the kubelet (which reaches the API through it) and restarted whenever
+/// it stops. Its endpoints file lives in /var/lib/kprov/lb.
+pub fn lb_unit(bin_dir: &str, spec: &LbUnitSpec) -> UnitFile {
+    let exec = format!(
+        "{bin_dir}/kprov lb run --listen {} --ca-file {} --kubeconfig {} --endpoints-file /var/lib/kprov/lb/endpoints.json --metrics-address {}{}",
+        spec.listen,
+        spec.ca_file,
+        spec.kubeconfig,
+        spec.metrics_address,
+        spec.seeds.iter().map(|s| format!(" --seed {s}")).collect::<String>()
+    );
+    UnitFile::new()
+        .section(
+            "Unit",
+            &[
+                (
+                    "Description",
+                    "kprov lb: the node-local Kubernetes API load balancer",
+                ),
+                ("Wants", "network-online.target"),
+                ("After", "network-online.target"),
+                ("Before", "kubelet.service"),
+                ("StartLimitIntervalSec", "0"),
+            ],
+        )
+        .section(
+            "Service",
+            &[
+                ("ExecStart", &exec),
+                ("Restart", "always"),
+                ("RestartSec", "1"),
+            ],
+        )
+        .section("Install", &[("WantedBy", "multi-user.target")])
+}
+
 /// The oneshot service that syncs the node's pod network (CNI config and
 /// routes) once; it does nothing until the node has joined a cluster that
 /// runs kprov's bridge network.
@@ -352,5 +406,34 @@ mod tests {
         assert!(health_service("/opt/bin", "containerd")
             .wanted_by()
             .is_empty());
+    }
+
+    #[test]
+    fn the_lb_unit_runs_kprov_lb_with_every_seed_before_the_kubelet() {
+        let spec = LbUnitSpec {
+            listen: "127.0.0.1:6443".into(),
+            ca_file: "/etc/kubernetes/pki/ca.crt".into(),
+            kubeconfig: "/etc/kubernetes/kubelet.conf".into(),
+            seeds: vec!["10.0.0.10:6443".into(), "10.0.0.11:6443".into()],
+            metrics_address: "127.0.0.1:9443".into(),
+        };
+        assert_eq!(
+            lb_unit("/usr/local/bin", &spec).render().unwrap(),
+            "# Written by kprov.\n\
+             [Unit]\n\
+             Description=kprov lb: the node-local Kubernetes API load balancer\n\
+             Wants=network-online.target\n\
+             After=network-online.target\n\
+             Before=kubelet.service\n\
+             StartLimitIntervalSec=0\n\
+             \n\
+             [Service]\n\
+             ExecStart=/usr/local/bin/kprov lb run --listen 127.0.0.1:6443 --ca-file /etc/kubernetes/pki/ca.crt --kubeconfig /etc/kubernetes/kubelet.conf --endpoints-file /var/lib/kprov/lb/endpoints.json --metrics-address 127.0.0.1:9443 --seed 10.0.0.10:6443 --seed 10.0.0.11:6443\n\
+             Restart=always\n\
+             RestartSec=1\n\
+             \n\
+             [Install]\n\
+             WantedBy=multi-user.target\n"
+        );
     }
 }

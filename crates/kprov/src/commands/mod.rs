@@ -7,6 +7,7 @@ pub mod completions;
 pub mod health_check;
 pub mod init;
 pub mod kubeconfig;
+pub mod lb;
 pub mod man;
 pub mod netboot;
 pub mod os;

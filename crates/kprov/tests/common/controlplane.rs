@@ -81,9 +81,15 @@ pub fn wait_for<T>(limit: Duration, mut check: impl FnMut() -> Option<T>) -> Opt
 
 /// Starts each static pod's command as a process: the binary of the same
 /// name, every host path of the pod mapped under `root`.
-fn start_static_pods(ns: &mut Netns, root: &Path, logs_dir: &Path) -> Logs {
+fn start_static_pods(
+    ns: &mut Netns,
+    root: &Path,
+    logs_dir: &Path,
+    apiserver_ips: &[String],
+) -> (Logs, Vec<ApiServer>) {
     let manifests = root.join("etc/kubernetes/manifests");
     let mut logs = Vec::new();
+    let mut apiservers = Vec::new();
     for component in [
         "etcd",
         "kube-apiserver",
@@ -122,12 +128,77 @@ fn start_static_pods(ns: &mut Netns, root: &Path, logs_dir: &Path) -> Logs {
         } else {
             kubernetes_bin_dir().join(component).display().to_string()
         };
+        if component == "kube-apiserver" && apiserver_ips.len() > 1 {
+            // One per address, each bound to its own and advertising it.
+            for (i, ip) in apiserver_ips.iter().enumerate() {
+                let mut args: Vec<String> = args
+                    .iter()
+                    .filter(|a| !a.starts_with("--advertise-address="))
+                    .cloned()
+                    .collect();
+                args.push(format!("--advertise-address={ip}"));
+                args.push(format!("--bind-address={ip}"));
+                let log = logs_dir.join(format!("{component}-{}.log", i + 1));
+                let mut server = ApiServer {
+                    ip: ip.clone(),
+                    binary: binary.clone(),
+                    args,
+                    log: log.clone(),
+                    pid: 0,
+                };
+                server.start(ns);
+                apiservers.push(server);
+                logs.push(log);
+            }
+            continue;
+        }
         let log = logs_dir.join(format!("{component}.log"));
         let arg_refs: Vec<&str> = args.iter().map(String::as_str).collect();
         ns.spawn_logged(Path::new(&binary), &arg_refs, &log);
         logs.push(log);
     }
-    Logs(logs)
+    (Logs(logs), apiservers)
+}
+
+/// One of several API servers started by [`ControlPlane::start_ha`]:
+/// stopped and started again by the tests.
+pub struct ApiServer {
+    /// Its address (bind and advertise).
+    pub ip: String,
+    binary: String,
+    args: Vec<String>,
+    log: PathBuf,
+    /// Its process (0 when not running).
+    pub pid: u32,
+}
+
+impl ApiServer {
+    /// Starts it (again), its log appended to.
+    pub fn start(&mut self, ns: &mut Netns) {
+        let arg_refs: Vec<&str> = self.args.iter().map(String::as_str).collect();
+        self.pid = ns.spawn_logged(Path::new(&self.binary), &arg_refs, &self.log);
+    }
+
+    /// Kills it with SIGKILL: a master that dies.
+    pub fn kill(&mut self, ns: &mut Netns) {
+        ns.kill(self.pid);
+        self.pid = 0;
+    }
+
+    /// Sends it `signal` (STOP: a master that hangs; CONT).
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.pid.to_string())
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill -{signal} {}", self.pid);
+    }
+
+    /// Its URL.
+    pub fn server(&self) -> String {
+        format!("https://{}:6443", self.ip)
+    }
 }
 
 /// A running control plane.
@@ -144,6 +215,9 @@ pub struct ControlPlane {
     pub kubectl_bin: String,
     /// admin.conf.
     pub admin: String,
+    /// The API servers of [`ControlPlane::start_ha`] (empty otherwise:
+    /// the one API server binds every address).
+    pub apiservers: Vec<ApiServer>,
     /// Scratch space (root, logs); removed last.
     pub dir: tempfile::TempDir,
 }
@@ -152,7 +226,16 @@ impl ControlPlane {
     /// Writes the files with `kprov init` and starts the processes in a
     /// new namespace `<prefix>.0/24`; returns once /readyz says ok.
     pub fn start(prefix: &str) -> Self {
+        Self::start_ha(prefix, 1)
+    }
+
+    /// [`ControlPlane::start`] with `apiservers` API servers at
+    /// `<prefix>.1`, `.2`, ... sharing etcd and the certificates (which
+    /// carry every address); returns once the first is ready.
+    pub fn start_ha(prefix: &str, apiservers: usize) -> Self {
         let dir = scratch("controlplane-");
+        let ips: Vec<String> = (1..=apiservers).map(|i| format!("{prefix}.{i}")).collect();
+        let extra_sans: Vec<String> = ips[1..].iter().map(|ip| format!("--san={ip}")).collect();
         let root = dir.path().join("root");
         std::fs::create_dir_all(&root).unwrap();
         let address = format!("{prefix}.1");
@@ -169,14 +252,18 @@ impl ControlPlane {
                 "--pod-network",
                 "bridge",
             ])
+            .args(&extra_sans)
             .output()
             .unwrap();
         assert!(o.status.success(), "kprov init: {}", text(&o));
 
         let mut ns = Netns::new(prefix);
+        for ip in &ips[1..] {
+            ns.ip(&["addr", "add", &format!("{ip}/24"), "dev", "br0"]);
+        }
         let logs_dir = dir.path().join("logs");
         std::fs::create_dir_all(&logs_dir).unwrap();
-        let logs = start_static_pods(&mut ns, &root, &logs_dir);
+        let (logs, apiservers) = start_static_pods(&mut ns, &root, &logs_dir, &ips);
         let kubectl = kubernetes_bin_dir().join("kubectl").display().to_string();
         let admin = root.join("etc/kubernetes/admin.conf").display().to_string();
         let started = Instant::now();
@@ -204,6 +291,7 @@ impl ControlPlane {
             logs,
             kubectl_bin: kubectl,
             admin,
+            apiservers,
             dir,
         }
     }

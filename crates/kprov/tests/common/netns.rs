@@ -170,6 +170,16 @@ impl Netns {
         }
     }
 
+    /// Kills (SIGKILL) a process started with `spawn`/`spawn_logged`, by
+    /// its PID, and reaps it.
+    pub fn kill(&mut self, pid: u32) {
+        if let Some(i) = self.children.iter().position(|c| c.id() == pid) {
+            let mut child = self.children.remove(i);
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
     /// A second namespace attached to this one's bridge through a veth
     /// pair: its end is `eth0` (up, with `mac`, without an address), the
     /// other end is on `br0`. For client programs (DHCP, TFTP) that must
