@@ -191,6 +191,23 @@ impl ClusterSpec {
     }
 }
 
+/// The virtual range of the cluster (`kprov init`'s defaults) that holds
+/// `address`, named, if any.
+fn cluster_range_holding(address: Ipv4Addr) -> Option<String> {
+    use kprov_controlplane::spec::{Cidr, DEFAULT_POD_CIDR};
+    [
+        ("pod range", DEFAULT_POD_CIDR),
+        ("service range", kprov_controlplane::spec::DEFAULT_SERVICE_CIDR),
+    ]
+    .into_iter()
+    .find_map(|(what, cidr)| {
+        let range: Cidr = cidr.parse().ok()?;
+        range
+            .overlaps(address.into(), 32)
+            .then(|| format!("{what} {cidr}"))
+    })
+}
+
 impl ClusterConfig {
     /// The cluster's name, checked.
     pub fn cluster_name(&self) -> Result<ClusterName, ConfigError> {
@@ -299,6 +316,18 @@ impl ClusterConfig {
                     )
                 })?,
             };
+            if let Some(range) = cluster_range_holding(address) {
+                return Err(invalid(
+                    if given.contains_key(&machine.to_string()) {
+                        "address"
+                    } else {
+                        "network"
+                    },
+                    format!(
+                        "{machine}'s address {address} lies in the cluster's {range}: machines need addresses outside the ranges pods and Services use"
+                    ),
+                ));
+            }
             if let Some(other) = machines.iter().find(|m| m.address == address) {
                 return Err(invalid(
                     "address",
@@ -441,6 +470,21 @@ mod tests {
                     ..config("a")
                 },
                 "--masters: 0: a cluster needs at least one master",
+            ),
+            (
+                ClusterConfig {
+                    network: "10.96.0.1/24".into(),
+                    ..config("a")
+                },
+                "--network: a-master-1's address 10.96.0.11 lies in the cluster's service range 10.96.0.0/12",
+            ),
+            (
+                ClusterConfig {
+                    network: "10.0.0.1/8".into(),
+                    addresses: vec!["a-worker-1=10.244.3.3".into()],
+                    ..config("a")
+                },
+                "--address: a-worker-1's address 10.244.3.3 lies in the cluster's pod range 10.244.0.0/16",
             ),
             (
                 ClusterConfig {

@@ -12,6 +12,9 @@ use kprov_pki::{ControlPlaneNode, PkiSpec};
 
 /// kubeadm's (and flannel's) default pod network.
 pub const DEFAULT_POD_CIDR: &str = "10.244.0.0/16";
+/// kubeadm's default service range, here for the code that checks
+/// addresses against it.
+pub use kprov_pki::spec::DEFAULT_SERVICE_CIDR;
 /// The size of each node's pod range, as the controller manager allocates
 /// it (its default).
 pub const NODE_CIDR_MASK_V4: u8 = 24;

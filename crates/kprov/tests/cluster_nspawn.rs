@@ -1542,7 +1542,7 @@ fn kprov_cluster_up_makes_three_masters_with_stacked_etcd_and_a_master_leaves_is
             "--netns".into(),
             ns.name.clone(),
             "--network".into(),
-            "10.96.0.1/24".into(),
+            "10.89.8.1/24".into(),
             "--kubeconfig".into(),
             kubeconfig.display().to_string(),
             "--timeout".into(),
@@ -1584,7 +1584,7 @@ fn kprov_cluster_up_makes_three_masters_with_stacked_etcd_and_a_master_leaves_is
             &master(1),
             &kubectl(&[
                 "--server",
-                &format!("https://10.96.0.1{i}:6443"),
+                &format!("https://10.89.8.1{i}:6443"),
                 "get",
                 "--raw",
                 "/readyz",
