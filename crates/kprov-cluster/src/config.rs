@@ -197,7 +197,10 @@ fn cluster_range_holding(address: Ipv4Addr) -> Option<String> {
     use kprov_controlplane::spec::{Cidr, DEFAULT_POD_CIDR};
     [
         ("pod range", DEFAULT_POD_CIDR),
-        ("service range", kprov_controlplane::spec::DEFAULT_SERVICE_CIDR),
+        (
+            "service range",
+            kprov_controlplane::spec::DEFAULT_SERVICE_CIDR,
+        ),
     ]
     .into_iter()
     .find_map(|(what, cidr)| {

@@ -125,7 +125,13 @@ pub fn run(spec: MasterJoinSpec, target: Target<'_>) -> Result<(), Error> {
         &phases(),
         &Selection::All { skip: Vec::new() },
         &mut init,
-    )
+    )?;
+    if !init.target.live() {
+        init.target.note(
+            "the certificates and kubeconfigs are in place; etcd membership and the static pods are made by the join on the running master",
+        );
+    }
+    Ok(())
 }
 
 /// kubeadm-config's ClusterConfiguration, read with the token; on a
@@ -193,13 +199,13 @@ pub fn phases<'a>() -> Vec<Phase<Init<'a>, Error>> {
         Phase {
             name: "etcd-join",
             description: "add this master to etcd as a learner (replacing a stale member of its own) and write etcd's static pod with every member",
-            run_if: workflow::always,
+            run_if: on_the_node,
             run: etcd_join,
         },
         Phase {
             name: "control-plane",
             description: "write the API server's (on the local etcd member), controller manager's and scheduler's static pods",
-            run_if: workflow::always,
+            run_if: on_the_node,
             run: |c| {
                 let spec = &c.spec.cluster;
                 let pods = vec![
@@ -213,7 +219,7 @@ pub fn phases<'a>() -> Vec<Phase<Init<'a>, Error>> {
         Phase {
             name: "kubelet-start",
             description: "write the kubelet's configuration and (re)start it",
-            run_if: workflow::always,
+            run_if: on_the_node,
             run: init::kubelet_start,
         },
         Phase {
@@ -235,6 +241,13 @@ pub fn phases<'a>() -> Vec<Phase<Init<'a>, Error>> {
             run: init::mark_control_plane,
         },
     ]
+}
+
+/// Phases that need the running master (etcd, its static pods, the
+/// kubelet): into a root (`--root`), a master's join prepares the shared
+/// and own certificates and the kubeconfigs only.
+fn on_the_node(ctx: &Init<'_>) -> bool {
+    ctx.target.live()
 }
 
 fn live_change(ctx: &Init<'_>) -> bool {

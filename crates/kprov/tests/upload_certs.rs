@@ -19,6 +19,40 @@ use common::controlplane::{kprov_in, run_in, text, wait_for, ControlPlane};
 
 const PREFIX: &str = "10.94.0";
 
+/// A master's join (`kprov provision --phase join --control-plane`) into
+/// `root` (a node root holding only a kubelet unit, as if prebaked), run
+/// in the control plane's namespace with the token, and the certificate
+/// key when given, in its environment.
+fn master_join(
+    cp: &ControlPlane,
+    root: &Path,
+    join: &common::cluster::JoinCommand,
+    key: Option<&str>,
+) -> Output {
+    let unit = root.join("etc/systemd/system/kubelet.service");
+    std::fs::create_dir_all(unit.parent().unwrap()).unwrap();
+    std::fs::write(&unit, "[Service]\nExecStart=/usr/local/bin/kubelet\n").unwrap();
+    let mut command = cp.ns.command(common::kprov_bin().to_str().unwrap());
+    command
+        .args(["provision", "--phase", "join", "--control-plane", "--root"])
+        .arg(root)
+        .args(["--kubelet-version", "v1.20.2", "--api-server", &cp.server()])
+        .args(["--discovery-token-ca-cert-hash", &join.ca_hash])
+        .args([
+            "--node-name",
+            "master-2",
+            "--node-ip",
+            &format!("{PREFIX}.2"),
+        ])
+        .args(["--timeout", "60"])
+        .env("KPROV_TOKEN", &join.token)
+        .env_remove("KPROV_CERTIFICATE_KEY");
+    if let Some(key) = key {
+        command.env("KPROV_CERTIFICATE_KEY", key);
+    }
+    command.output().unwrap()
+}
+
 /// The files kubeadm-certs carries, relative to the certificate directory.
 const SHARED: [&str; 8] = [
     "ca.crt",
@@ -457,6 +491,52 @@ fn upload_certs_is_read_by_kprov_and_kubeadm_with_a_token_and_goes_with_its_toke
     );
     assert_eq!(std::fs::read_dir(&wrong_dir).unwrap().count(), 1);
 
+    // A master's join into a root: without a key, or with a wrong one, a
+    // named error and nothing written; with the key, the shared files
+    // byte for byte (keys 0600) and this master's own certificates and
+    // kubeconfigs.
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    let master_root = dir.join("master-2-root");
+    for (given, error) in [
+        (None, "--control-plane needs --certificate-key"),
+        (
+            Some(wrong.as_str()),
+            "certificate key does not decrypt kubeadm-certs (wrong key?)",
+        ),
+    ] {
+        let o = master_join(&cp, &master_root, &join, given);
+        let stderr = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            !o.status.success() && stderr.contains(error),
+            "{}",
+            text(&o)
+        );
+        assert!(
+            !stderr.contains(&wrong) && !stderr.contains(&key),
+            "{stderr}"
+        );
+        assert!(!master_root.join("etc/kubernetes").exists(), "{}", text(&o));
+        assert!(!master_root.join("var").exists(), "{}", text(&o));
+    }
+    let o = master_join(&cp, &master_root, &join, Some(&key));
+    assert!(o.status.success(), "{}", text(&o));
+    // Where the cluster keeps certificates (kubeadm-config's
+    // certificatesDir: this control plane's scratch directory).
+    let master_pki = master_root.join(pki.strip_prefix("/").unwrap());
+    assert_same_files(&master_pki, &pki, "a master's join");
+    assert_eq!(mode(&master_pki.join("ca.key")), 0o600);
+    for own in [
+        "apiserver.crt",
+        "etcd/peer.crt",
+        "apiserver-etcd-client.key",
+    ] {
+        assert!(master_pki.join(own).exists(), "no {own}");
+    }
+    assert!(master_root.join("etc/kubernetes/admin.conf").exists());
+    assert!(!master_root
+        .join("etc/kubernetes/manifests/etcd.yaml")
+        .exists());
+
     // kubeadm v1.20.2 opens kprov's upload into the same files; with a
     // wrong key it fails and writes nothing.
     let config = join_configuration(
@@ -480,7 +560,6 @@ fn upload_certs_is_read_by_kprov_and_kubeadm_with_a_token_and_goes_with_its_toke
         String::from_utf8_lossy(&o.stdout)
     );
     assert_same_files(&target, &pki, "kubeadm download-certs");
-    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode(&target.join("ca.key")), 0o600);
     let config = join_configuration(
         dir,
@@ -606,5 +685,13 @@ certificatesDir: {pki}
         "{}",
         text(&o)
     );
+    let late_root = dir.join("master-late-root");
+    let o = master_join(&cp, &late_root, &join, Some(&key));
+    assert!(
+        !o.status.success() && String::from_utf8_lossy(&o.stderr).contains(expired),
+        "{}",
+        text(&o)
+    );
+    assert!(!late_root.join("etc/kubernetes").exists() && !late_root.join("var").exists());
     drop(cp);
 }
