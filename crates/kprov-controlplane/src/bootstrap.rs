@@ -173,6 +173,7 @@ pub fn cluster_info_kubeconfig(server: &str, ca_pem: &[u8]) -> String {
                 certificate_authority_data: base64::engine::general_purpose::STANDARD
                     .encode(ca_pem),
                 server: server.into(),
+                tls_server_name: String::new(),
             },
             name: String::new(),
         }],

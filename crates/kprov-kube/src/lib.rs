@@ -367,10 +367,14 @@ pub async fn client_at(kubeconfig: &Path, server: &str) -> Result<Client, ApiErr
     connect(config).await.map_err(err)
 }
 
-/// The client URLs of the cluster's etcd members, from the annotation
-/// on their static pods (kubeadm's way since v1.22, and kprov's).
+/// The client URLs of the cluster's etcd members: from the annotation
+/// on their static pods (kubeadm's way since v1.22, and kprov's); while
+/// no mirror pod shows yet (a master that has just come up), each API
+/// server's address on etcd's client port, as stacked etcd runs beside
+/// every API server.
 pub async fn etcd_client_urls(client: &Client) -> Result<Vec<String>, ApiError> {
     use k8s_openapi::api::core::v1::Pod;
+    use kprov_controlplane::etcd::{client_url, CLIENT_URLS_ANNOTATION};
     let pods = Api::<Pod>::namespaced(client.clone(), NAMESPACE)
         .list(&ListParams::default().labels("component=etcd,tier=control-plane"))
         .await
@@ -379,10 +383,21 @@ pub async fn etcd_client_urls(client: &Client) -> Result<Vec<String>, ApiError> 
         .items
         .iter()
         .filter_map(|p| p.metadata.annotations.as_ref())
-        .filter_map(|a| a.get(kprov_controlplane::etcd::CLIENT_URLS_ANNOTATION))
+        .filter_map(|a| a.get(CLIENT_URLS_ANNOTATION))
         .flat_map(|v| v.split(',').map(|u| u.trim().to_string()))
         .filter(|u| !u.is_empty())
         .collect();
+    if urls.is_empty() {
+        let endpoints = kubernetes_endpoints(client).await?;
+        urls = endpoints
+            .subsets
+            .iter()
+            .flatten()
+            .flat_map(|s| s.addresses.iter().flatten())
+            .filter_map(|a| a.ip.parse().ok())
+            .map(client_url)
+            .collect();
+    }
     urls.sort();
     urls.dedup();
     Ok(urls)

@@ -60,6 +60,10 @@ pub struct Cluster {
     pub certificate_authority_data: String,
     /// The API server URL.
     pub server: String,
+    /// The name the server's certificate is checked against instead of
+    /// the URL's host (a node-local balancer on 127.0.0.1).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub tls_server_name: String,
 }
 
 /// A context with its name.
@@ -192,6 +196,7 @@ impl Kubeconfig {
                 cluster: Cluster {
                     certificate_authority_data: BASE64.encode(ca_pem),
                     server: server.into(),
+                    tls_server_name: String::new(),
                 },
                 name: CLUSTER_NAME.into(),
             }],
@@ -225,6 +230,15 @@ impl Kubeconfig {
             ..User::default()
         };
         config
+    }
+
+    /// The same kubeconfig, checking the server's certificate against
+    /// `name` (every cluster).
+    pub fn with_tls_server_name(mut self, name: &str) -> Self {
+        for c in &mut self.clusters {
+            c.cluster.tls_server_name = name.to_string();
+        }
+        self
     }
 
     /// The YAML text.

@@ -298,17 +298,19 @@ fn download_certs(ctx: &mut Init<'_>) -> Result<(), Error> {
     Ok(())
 }
 
-/// The downloaded files under the certificate directory: keys 0600,
-/// certificates 0644, as kubeadm writes them.
+/// The downloaded files under the certificate directory: keys (and the
+/// service-account public key) 0600, certificates 0644, as kubeadm and
+/// the certs phase write them.
 fn shared_files_plan(spec: &ClusterSpec, files: &SharedFiles, live: bool) -> Plan {
     let resources = files
         .iter()
         .filter(|(_, bytes)| !bytes.is_empty())
         .map(|(path, bytes)| {
             let secret = path.ends_with(".key");
+            let private = secret || path.ends_with(".pub");
             Resource::File {
                 path: spec.cert_dir.join(path).display().to_string(),
-                mode: if secret { 0o600 } else { 0o644 },
+                mode: if private { 0o600 } else { 0o644 },
                 contents: if secret {
                     Contents::Secret(bytes.to_vec())
                 } else {
@@ -354,7 +356,7 @@ fn etcd_endpoints(ctx: &Init<'_>) -> Result<Vec<String>, Error> {
     let urls: Vec<String> = urls.into_iter().filter(|u| *u != own).collect();
     if urls.is_empty() {
         return Err(Error::failed(format!(
-            "no etcd member found through {server}: no etcd static pod in kube-system carries the {} annotation",
+            "no etcd member found through {server}: no etcd static pod in kube-system carries the {} annotation, and default/kubernetes lists no other API server",
             membership::CLIENT_URLS_ANNOTATION
         )));
     }
