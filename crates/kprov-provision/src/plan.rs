@@ -130,7 +130,13 @@ pub struct JoinFiles {
     /// has joined already, whose kubelet.conf must not be replaced by a
     /// possibly expired token.
     pub bootstrap_kubeconfig: Option<Vec<u8>>,
+    /// The node-local API load balancer the kubelet reaches the API
+    /// through (`kprov-lb.service`), when the node uses one.
+    pub lb: Option<crate::render::systemd::LbUnitSpec>,
 }
+
+/// The node-local API load balancer's unit.
+pub const LB_UNIT: &str = "kprov-lb.service";
 
 /// Plans the join phase: the CA, the bootstrap kubeconfig (0600), the
 /// kubelet's configuration and drop-in, the kubelet enabled; on a running
@@ -168,7 +174,57 @@ pub fn plan_join(
             }
         }
     }
+    if let Some(lb) = &files.lb {
+        add_lb(&mut plan, os, lb, files_end + 1)?;
+    }
     Ok(plan)
+}
+
+/// Adds the balancer to a join plan: its unit written and enabled at
+/// `at`; on a running host, started (on its unit) before the kubelet.
+fn add_lb(
+    plan: &mut Plan,
+    os: &OsFacts,
+    lb: &crate::render::systemd::LbUnitSpec,
+    at: usize,
+) -> Result<(), PlanError> {
+    let layout = tables::layout(os.family);
+    let path = format!("{}/{LB_UNIT}", layout.unit_dir);
+    let text = crate::render::systemd::lb_unit(layout.bin_dir, lb)
+        .render()
+        .map_err(|source| PlanError::Unit {
+            path: path.clone(),
+            source,
+        })?;
+    plan.resources.splice(
+        at..at,
+        [
+            file(&path, 0o644, text),
+            Resource::UnitEnabled {
+                unit: LB_UNIT.into(),
+                wanted_by: "multi-user.target".into(),
+            },
+        ],
+    );
+    for r in &mut plan.resources {
+        if let Resource::DaemonReloaded { units } = r {
+            units.push(LB_UNIT.into());
+        }
+    }
+    if let Some(kubelet) = plan
+        .resources
+        .iter()
+        .position(|r| matches!(r, Resource::UnitActive { .. }))
+    {
+        plan.resources.insert(
+            kubelet,
+            Resource::UnitActive {
+                unit: LB_UNIT.into(),
+                config: vec![path],
+            },
+        );
+    }
+    Ok(())
 }
 
 /// Plans the base phase: everything a node needs before it can join.

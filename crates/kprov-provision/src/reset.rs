@@ -29,6 +29,13 @@ pub const CONTROL_PLANE_PATHS: &[&str] = &[
     "/etc/kubernetes/pki",
     "/var/lib/etcd",
 ];
+/// The node-local balancer's unit, the link that enables it, and its
+/// endpoints file's directory (the join phase's, on a worker).
+pub const LB_UNIT_PATH: &str = "/etc/systemd/system/kprov-lb.service";
+/// See [`LB_UNIT_PATH`].
+pub const LB_WANTS_LINK: &str = "/etc/systemd/system/multi-user.target.wants/kprov-lb.service";
+/// See [`LB_UNIT_PATH`].
+pub const LB_STATE_DIR: &str = "/var/lib/kprov/lb";
 /// The static pods' directory.
 pub const MANIFESTS_DIR: &str = "/etc/kubernetes/manifests";
 /// CNI plugins' state (IP allocations).
@@ -46,6 +53,9 @@ pub fn plan_reset(os: &OsFacts, live: bool) -> Plan {
         r.push(Resource::UnitStopped {
             unit: "kubelet.service".into(),
         });
+        r.push(Resource::UnitStopped {
+            unit: crate::plan::LB_UNIT.into(),
+        });
         r.push(Resource::ContainersRemoved { ctr: "ctr".into() });
         r.push(Resource::Unmounted {
             dir: KUBELET_DIR.into(),
@@ -58,6 +68,9 @@ pub fn plan_reset(os: &OsFacts, live: bool) -> Plan {
         kubelet::KUBECONFIG_PATH,
         kubelet::BOOTSTRAP_KUBECONFIG_PATH,
         kubelet::DROPIN_PATH,
+        LB_UNIT_PATH,
+        LB_WANTS_LINK,
+        LB_STATE_DIR,
         CA_CERT_PATH,
         KUBELET_DIR,
         CNI_STATE_DIR,
@@ -84,7 +97,7 @@ pub fn plan_reset(os: &OsFacts, live: bool) -> Plan {
             name: cni::BRIDGE_NAME.into(),
         });
         r.push(Resource::DaemonReloaded {
-            units: vec!["kubelet.service".into()],
+            units: vec!["kubelet.service".into(), crate::plan::LB_UNIT.into()],
         });
     }
     let headline = format!(
@@ -127,6 +140,8 @@ mod tests {
             "/etc/kubernetes/admin.conf absent",
             "/etc/kubernetes/pki absent",
             "/var/lib/etcd absent",
+            "/etc/systemd/system/kprov-lb.service absent",
+            "/var/lib/kprov/lb absent",
         ] {
             assert!(removed.contains(&want.to_string()), "{removed:?}");
         }

@@ -199,6 +199,13 @@ fn join_plan(live: bool, joined: bool) -> kprov_plan::Plan {
     let files = JoinFiles {
         ca_pem: "-----BEGIN CERTIFICATE-----\nCA\n-----END CERTIFICATE-----\n".into(),
         bootstrap_kubeconfig: (!joined).then(|| b"token: abcdef.0123456789abcdef".to_vec()),
+        lb: Some(kprov_provision::render::systemd::LbUnitSpec {
+            listen: "127.0.0.1:6443".into(),
+            ca_file: "/etc/kubernetes/pki/ca.crt".into(),
+            kubeconfig: "/etc/kubernetes/kubelet.conf".into(),
+            seeds: vec!["10.0.0.1:6443".into()],
+            metrics_address: "127.0.0.1:6445".into(),
+        }),
     };
     plan_join(&os, &params, &files, live, ContainerRuntime::Containerd).unwrap()
 }
@@ -248,4 +255,23 @@ fn a_join_plan_keeps_the_token_secret_0600_and_a_joined_node_gets_none() {
         .resources
         .iter()
         .all(|r| !r.is_live_only()));
+}
+
+#[test]
+fn a_join_plan_starts_the_node_local_balancer_before_the_kubelet() {
+    let ids: Vec<String> = join_plan(true, false)
+        .resources
+        .iter()
+        .map(|r| r.id())
+        .collect();
+    let at = |id: &str| {
+        ids.iter()
+            .position(|i| i == id)
+            .unwrap_or_else(|| panic!("no {id} in {ids:?}"))
+    };
+    assert!(
+        at("file:/etc/systemd/system/kprov-lb.service")
+            < at("unit-enabled:kprov-lb.service@multi-user.target")
+    );
+    assert!(at("unit-active:kprov-lb.service") < at("unit-active:kubelet.service"));
 }

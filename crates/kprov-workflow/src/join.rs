@@ -71,6 +71,8 @@ pub struct Join<'a> {
     joined_ca: Option<Vec<u8>>,
     /// The CA trusted by discovery (or the joined one).
     ca_pem: Option<Vec<u8>>,
+    /// The kubelet reaches the API through the node-local balancer.
+    lb: bool,
 }
 
 impl Observed for Join<'_> {
@@ -90,6 +92,7 @@ impl<'a> Join<'a> {
             deadline,
             joined_ca: None,
             ca_pem: None,
+            lb: false,
         }
     }
 
@@ -398,23 +401,46 @@ fn kubelet_start(ctx: &mut Join<'_>) -> Result<(), Error> {
     let ca_pem = ctx.ca_pem.clone().ok_or_else(|| {
         Error::failed("the join's kubelet-start phase needs the discovery phase first")
     })?;
+    let lb = lb_spec(ctx.server());
     let bootstrap = match ctx.joined_ca {
         Some(_) => None,
-        None => Some(
-            Kubeconfig::with_token(
-                &ctx.server().to_string(),
-                "tls-bootstrap-token-user",
-                &ca_pem,
-                &ctx.token().expose_secret(),
+        None => {
+            let config = match &lb {
+                // Through the balancer, checking the certificate against a
+                // name every API server certificate carries.
+                Some(_) => Kubeconfig::with_token(
+                    LB_URL,
+                    "tls-bootstrap-token-user",
+                    &ca_pem,
+                    &ctx.token().expose_secret(),
+                )
+                .with_tls_server_name(API_SERVER_NAME),
+                None => Kubeconfig::with_token(
+                    &ctx.server().to_string(),
+                    "tls-bootstrap-token-user",
+                    &ca_pem,
+                    &ctx.token().expose_secret(),
+                ),
+            };
+            Some(
+                config
+                    .to_yaml()
+                    .map_err(|e| Error::failed(format!("rendering bootstrap-kubelet.conf: {e}")))?
+                    .into_bytes(),
             )
-            .to_yaml()
-            .map_err(|e| Error::failed(format!("rendering bootstrap-kubelet.conf: {e}")))?
-            .into_bytes(),
-        ),
+        }
     };
+    if lb.is_none() {
+        ctx.target.note(format!(
+            "no node-local API load balancer: {} names a host, not an address (an external load balancer or DNS name serves the API)",
+            ctx.server()
+        ));
+    }
+    ctx.lb = lb.is_some();
     let files = JoinFiles {
         ca_pem: String::from_utf8_lossy(&ca_pem).into_owned(),
         bootstrap_kubeconfig: bootstrap,
+        lb,
     };
     let plan = plan::plan_join(
         &os,
@@ -432,6 +458,80 @@ fn kubelet_start(ctx: &mut Join<'_>) -> Result<(), Error> {
         ));
     }
     Ok(())
+}
+
+/// Where the node-local balancer listens, and the kubelet connects.
+pub const LB_URL: &str = "https://127.0.0.1:6443";
+/// The name the API servers' certificates are checked against through
+/// the balancer (kubeadm's and kprov's all carry it).
+pub const API_SERVER_NAME: &str = "kubernetes";
+
+/// The balancer of a node joining through `server`: seeded with it when
+/// it is an address (a DNS name stands for a balancer of the user's own,
+/// which `--control-plane-endpoint` keeps supported).
+fn lb_spec(server: &ApiServerUrl) -> Option<kprov_provision::render::systemd::LbUnitSpec> {
+    let ip: IpAddr = server.host().trim_matches(['[', ']']).parse().ok()?;
+    Some(kprov_provision::render::systemd::LbUnitSpec {
+        listen: "127.0.0.1:6443".into(),
+        ca_file: plan::CA_CERT_PATH.into(),
+        kubeconfig: kubelet::KUBECONFIG_PATH.into(),
+        seeds: vec![std::net::SocketAddr::new(ip, server.port()).to_string()],
+        metrics_address: LB_METRICS.into(),
+    })
+}
+
+/// Where the node-local balancer serves its metrics and status.
+pub const LB_METRICS: &str = "127.0.0.1:6445";
+
+/// The kubelet of v1.20 drops `tls-server-name` when it writes
+/// kubelet.conf from the bootstrap kubeconfig: put it back (every
+/// cluster) and restart the kubelet once. True when it was missing.
+fn keep_tls_server_name(ctx: &mut Join<'_>) -> Result<bool, Error> {
+    let path = Path::new(kubelet::KUBECONFIG_PATH);
+    let root = ctx.target.root.clone();
+    let Some(bytes) =
+        kprov_host::fs::read(&root, path).context(|| format!("reading {}", path.display()))?
+    else {
+        return Ok(false);
+    };
+    let mut doc: serde_yaml::Value = serde_yaml::from_slice(&bytes)
+        .map_err(|e| Error::failed(format!("{}: {e}", path.display())))?;
+    let mut changed = false;
+    if let Some(clusters) = doc.get_mut("clusters").and_then(|c| c.as_sequence_mut()) {
+        for entry in clusters {
+            if let Some(cluster) = entry.get_mut("cluster").and_then(|c| c.as_mapping_mut()) {
+                let key = serde_yaml::Value::from("tls-server-name");
+                if cluster.get(&key).is_none() {
+                    cluster.insert(key, API_SERVER_NAME.into());
+                    changed = true;
+                }
+            }
+        }
+    }
+    if !changed {
+        return Ok(false);
+    }
+    let text = serde_yaml::to_string(&doc)
+        .map_err(|e| Error::failed(format!("{}: {e}", path.display())))?;
+    kprov_host::fs::write_atomic(
+        &root,
+        path,
+        text.as_bytes(),
+        kprov_host::FileAttrs::root(0o600),
+    )
+    .context(|| format!("writing {}", path.display()))?;
+    ctx.target
+        .runner
+        .run_checked(&kprov_host::Command::new(
+            "systemctl",
+            ["restart", "kubelet"],
+        ))
+        .context(|| "restarting the kubelet on its corrected kubeconfig".into())?;
+    ctx.target.note(format!(
+        "{}: tls-server-name {API_SERVER_NAME} put back (the kubelet drops it at TLS bootstrap); kubelet restarted",
+        path.display()
+    ));
+    Ok(true)
 }
 
 /// The node's name: --node-name, or the host name the kubelet uses.
@@ -463,6 +563,9 @@ fn wait_node(ctx: &mut Join<'_>) -> Result<(), Error> {
                 && kprov_host::fs::read(&root, Path::new(KUBELET_CLIENT_CERT))
                     .context(|| format!("reading {KUBELET_CLIENT_CERT}"))?
                     .is_some();
+            if bootstrapped && ctx.lb {
+                keep_tls_server_name(ctx)?;
+            }
             if bootstrapped {
                 ctx.target.note(format!(
                     "TLS bootstrap done: {} and {KUBELET_CLIENT_CERT} ({:.0} s)",
