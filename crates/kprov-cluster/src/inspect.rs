@@ -414,10 +414,145 @@ pub fn check(target: &dyn Target, spec: &ClusterSpec, limit: Duration) -> Check 
         },
     );
 
+    measure(
+        &mut criteria,
+        "ha",
+        "etcd has a started, voting member on every master",
+        || {
+            poll(limit, || etcd_voters(target, spec))
+                .map_or_else(|e| (Verdict::Failed, e), |d| (Verdict::Passed, d))
+        },
+    );
+    measure(
+        &mut criteria,
+        "ha",
+        "every worker's kprov lb sees every API server up",
+        || {
+            poll(limit, || lb_backends(target, spec))
+                .map_or_else(|e| (Verdict::Failed, e), |d| (Verdict::Passed, d))
+        },
+    );
+
     Check {
         cluster: spec.name.to_string(),
         criteria,
     }
+}
+
+/// etcd's members as the first master's etcd pod lists them (etcdctl, as
+/// kubeadm's etcd images carry it): every master a started voting member
+/// and no other member.
+fn etcd_voters(target: &dyn Target, spec: &ClusterSpec) -> Result<String, String> {
+    let first = &spec.first_master().name;
+    let pki = "/etc/kubernetes/pki/etcd";
+    let out = in_master(
+        target,
+        spec,
+        &kubectl(&[
+            "-n",
+            "kube-system",
+            "exec",
+            &format!("etcd-{first}"),
+            "--",
+            "etcdctl",
+            "--endpoints=https://127.0.0.1:2379",
+            &format!("--cacert={pki}/ca.crt"),
+            &format!("--cert={pki}/healthcheck-client.crt"),
+            &format!("--key={pki}/healthcheck-client.key"),
+            "member",
+            "list",
+            "-w",
+            "json",
+        ]),
+    )?;
+    #[derive(serde::Deserialize)]
+    struct List {
+        members: Vec<kprov_controlplane::etcd::Member>,
+    }
+    let list: List = serde_json::from_str(&out).map_err(|e| format!("etcdctl member list: {e}"))?;
+    let masters: Vec<String> = spec
+        .machines
+        .iter()
+        .filter(|m| m.name.role == Role::Master)
+        .map(|m| m.name.to_string())
+        .collect();
+    let voters: Vec<&str> = list
+        .members
+        .iter()
+        .filter(|m| m.started() && !m.is_learner)
+        .map(|m| m.name.as_str())
+        .collect();
+    let all: Vec<String> = list.members.iter().map(|m| m.describe()).collect();
+    if list.members.len() == masters.len() && masters.iter().all(|m| voters.contains(&m.as_str())) {
+        Ok(format!("{} voting members", voters.len()))
+    } else {
+        Err(format!(
+            "etcd's members are {}; expected one started voting member per master ({})",
+            all.join(", "),
+            masters.join(", ")
+        ))
+    }
+}
+
+/// Each worker's balancer (`kprov lb status`): every master's API server
+/// a backend that is up.
+fn lb_backends(target: &dyn Target, spec: &ClusterSpec) -> Result<String, String> {
+    let want: Vec<String> = spec
+        .machines
+        .iter()
+        .filter(|m| m.name.role == Role::Master)
+        .map(|m| format!("{}:6443", m.address))
+        .collect();
+    let workers: Vec<_> = spec
+        .machines
+        .iter()
+        .filter(|m| m.name.role == Role::Worker)
+        .collect();
+    for w in &workers {
+        let command = MachineCommand::new(["kprov", "lb", "status", "--output", "json"]);
+        let out = match target.run(&w.name, &command) {
+            Ok(out) if out.success() => out.stdout_text(),
+            Ok(out) => {
+                return Err(format!(
+                    "{}: kprov lb status: {}",
+                    w.name,
+                    last_lines(&out.stderr_text(), 3)
+                ))
+            }
+            Err(e) => return Err(e.to_string()),
+        };
+        let doc: serde_json::Value =
+            serde_json::from_str(&out).map_err(|e| format!("{}: kprov lb status: {e}", w.name))?;
+        let up: Vec<&str> = doc["backends"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|b| b["health"] == "up")
+            .filter_map(|b| b["address"].as_str())
+            .collect();
+        let missing: Vec<&String> = want.iter().filter(|a| !up.contains(&a.as_str())).collect();
+        if !missing.is_empty() {
+            return Err(format!(
+                "{}: kprov lb has no healthy backend for {} (up: {})",
+                w.name,
+                missing
+                    .iter()
+                    .map(|a| a.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                if up.is_empty() {
+                    "none".to_string()
+                } else {
+                    up.join(", ")
+                }
+            ));
+        }
+    }
+    Ok(format!(
+        "{} workers, each with {} API servers up",
+        workers.len(),
+        want.len()
+    ))
 }
 
 /// The pods of the network and Service criteria: one busybox httpd per

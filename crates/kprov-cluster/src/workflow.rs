@@ -199,7 +199,7 @@ pub fn up_phases<'a>() -> Vec<Phase<Up<'a>, Error>> {
         },
         Phase {
             name: "nodes",
-            description: "join missing workers; every node registered and Ready",
+            description: "join missing workers, all at once; every node registered and Ready",
             run_if: always,
             run: nodes,
         },
@@ -565,6 +565,7 @@ fn masters(ctx: &mut Up<'_>) -> Result<(), Error> {
 
 fn nodes(ctx: &mut Up<'_>) -> Result<(), Error> {
     let mut report = ctx.report("the cluster's workers");
+    let mut joins = Vec::new();
     for w in ctx.workers() {
         if has_joined(ctx, &w.name, "/etc/kubernetes/kubelet.conf")? {
             report.push(ResourceReport {
@@ -583,12 +584,33 @@ fn nodes(ctx: &mut Up<'_>) -> Result<(), Error> {
         let command = join_command(&ctx.spec, &w, join, in_container, ctx.timeout);
         ctx.observer.note(&format!("joining {}", w.name));
         ctx.observer.item(&w.name.to_string(), "joining");
-        run_step(
-            ctx.target,
-            &w.name,
-            "kprov provision --phase join",
-            &command,
-        )?;
+        joins.push((w, command));
+    }
+    // Workers join at once: each waits mostly on its own TLS bootstrap.
+    let target = ctx.target;
+    let results: Vec<Result<String, Error>> = std::thread::scope(|scope| {
+        let running: Vec<_> = joins
+            .iter()
+            .map(|(w, command)| {
+                scope.spawn(move || {
+                    run_step(target, &w.name, "kprov provision --phase join", command)
+                })
+            })
+            .collect();
+        running
+            .into_iter()
+            .map(|h| {
+                h.join().unwrap_or_else(|_| {
+                    Err(Error::Criterion {
+                        phase: "nodes",
+                        cause: "a join's thread panicked".into(),
+                    })
+                })
+            })
+            .collect()
+    });
+    for ((w, _), result) in joins.iter().zip(results) {
+        result?;
         report.push(ResourceReport {
             id: format!("node/{}", w.name),
             description: format!("{} joined", w.name),

@@ -164,7 +164,7 @@ pub enum Command {
     ///
     /// Example: kprov lb run --listen 127.0.0.1:6443 --ca-file
     /// /etc/kubernetes/pki/ca.crt --seed 10.0.0.10:6443 --kubeconfig
-    /// /etc/kubernetes/kubelet.conf --metrics-address 127.0.0.1:9443
+    /// /etc/kubernetes/kubelet.conf --metrics-address 127.0.0.1:6445
     #[command(subcommand)]
     Lb(LbCommand),
 
@@ -761,7 +761,7 @@ pub enum LbCommand {
     Run(LbRunArgs),
     /// List a running balancer's backends, their health and connections.
     ///
-    /// Example: kprov lb status --metrics-address 127.0.0.1:9443 --output json
+    /// Example: kprov lb status --metrics-address 127.0.0.1:6445 --output json
     Status(LbStatusArgs),
 }
 
@@ -826,7 +826,7 @@ pub struct LbRunArgs {
 #[derive(Debug, Args)]
 pub struct LbStatusArgs {
     /// The running balancer's --metrics-address.
-    #[arg(long, value_name = "IP:PORT", default_value = "127.0.0.1:9443", value_parser = parse_socket_addr)]
+    #[arg(long, value_name = "IP:PORT", default_value = "127.0.0.1:6445", value_parser = parse_socket_addr)]
     pub metrics_address: std::net::SocketAddr,
 
     /// Report format on stdout.

@@ -855,6 +855,7 @@ fn kprov_cluster_up_makes_one_master_and_two_workers_converges_adds_a_worker_che
         ("nodes", 1),
         ("network", 1),
         ("daemons", 2),
+        ("ha", 2),
     ] {
         assert_eq!(passed(phase), count, "criteria of {phase}:\n{}", up.stderr);
     }
@@ -867,7 +868,7 @@ fn kprov_cluster_up_makes_one_master_and_two_workers_converges_adds_a_worker_che
         "{}",
         up.stderr
     );
-    assert_eq!(criteria.len(), 7, "{}", up.stderr);
+    assert_eq!(criteria.len(), 9, "{}", up.stderr);
     let mode = std::fs::metadata(&kubeconfig).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600);
     let conf = std::fs::read_to_string(&kubeconfig).unwrap();
@@ -1371,7 +1372,7 @@ fn kprov_cluster_up_over_ssh_refuses_an_unknown_host_key_then_adopts_two_openssh
         .find(|l| l.contains("is up: 2 machines, every node Ready after"))
         .unwrap_or_else(|| panic!("no 'is up' line:\n{}", up.stderr))
         .to_string();
-    for phase in ["machines", "master", "nodes", "network", "daemons"] {
+    for phase in ["machines", "master", "nodes", "network", "daemons", "ha"] {
         assert!(
             up.stderr
                 .lines()

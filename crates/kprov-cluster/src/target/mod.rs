@@ -378,7 +378,7 @@ impl TargetError {
 
 /// Where a cluster's machines run. See the module doc for the contract
 /// and how to add one.
-pub trait Target {
+pub trait Target: Sync {
     /// The target's name, e.g. `nspawn`.
     fn kind(&self) -> &'static str;
 

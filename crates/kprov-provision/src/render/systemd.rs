@@ -251,7 +251,7 @@ pub struct LbUnitSpec {
     pub kubeconfig: String,
     /// The API servers of the join configuration, `IP:PORT` each.
     pub seeds: Vec<String>,
-    /// The metrics listener (`127.0.0.1:9443`).
+    /// The metrics listener (`127.0.0.1:6445`).
     pub metrics_address: String,
 }
 
@@ -415,7 +415,7 @@ mod tests {
             ca_file: "/etc/kubernetes/pki/ca.crt".into(),
             kubeconfig: "/etc/kubernetes/kubelet.conf".into(),
             seeds: vec!["10.0.0.10:6443".into(), "10.0.0.11:6443".into()],
-            metrics_address: "127.0.0.1:9443".into(),
+            metrics_address: "127.0.0.1:6445".into(),
         };
         assert_eq!(
             lb_unit("/usr/local/bin", &spec).render().unwrap(),
@@ -428,7 +428,7 @@ mod tests {
              StartLimitIntervalSec=0\n\
              \n\
              [Service]\n\
-             ExecStart=/usr/local/bin/kprov lb run --listen 127.0.0.1:6443 --ca-file /etc/kubernetes/pki/ca.crt --kubeconfig /etc/kubernetes/kubelet.conf --endpoints-file /var/lib/kprov/lb/endpoints.json --metrics-address 127.0.0.1:9443 --seed 10.0.0.10:6443 --seed 10.0.0.11:6443\n\
+             ExecStart=/usr/local/bin/kprov lb run --listen 127.0.0.1:6443 --ca-file /etc/kubernetes/pki/ca.crt --kubeconfig /etc/kubernetes/kubelet.conf --endpoints-file /var/lib/kprov/lb/endpoints.json --metrics-address 127.0.0.1:6445 --seed 10.0.0.10:6443 --seed 10.0.0.11:6443\n\
              Restart=always\n\
              RestartSec=1\n\
              \n\
