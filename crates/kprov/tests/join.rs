@@ -143,10 +143,21 @@ fn token_discovery_joins_with_the_right_token_and_hash_and_diagnoses_the_rest() 
     let bootstrap =
         std::fs::read_to_string(root.join("etc/kubernetes/bootstrap-kubelet.conf")).unwrap();
     assert_eq!(mode("etc/kubernetes/bootstrap-kubelet.conf"), 0o600);
+    // Through the node-local balancer, seeded with --api-server.
     assert!(
-        bootstrap.contains(&format!("server: {server}")),
+        bootstrap.contains("server: https://127.0.0.1:6443")
+            && bootstrap.contains("tls-server-name: kubernetes"),
         "{bootstrap}"
     );
+    let lb_unit =
+        std::fs::read_to_string(root.join("etc/systemd/system/kprov-lb.service")).unwrap();
+    let seed = server.trim_start_matches("https://");
+    assert!(lb_unit.contains(&format!("--seed {seed}")), "{lb_unit}");
+    // The link names the unit by its path on the node.
+    assert!(std::fs::symlink_metadata(
+        root.join("etc/systemd/system/multi-user.target.wants/kprov-lb.service")
+    )
+    .is_ok());
     assert!(bootstrap.contains(&format!("token: {token}")));
     let config = std::fs::read_to_string(root.join("var/lib/kubelet/config.yaml")).unwrap();
     assert!(config.contains("clusterDNS:\n- 10.96.0.10"), "{config}");
