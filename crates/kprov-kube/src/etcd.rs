@@ -40,6 +40,19 @@ pub enum EtcdError {
 }
 
 impl EtcdError {
+    /// etcd refused a membership change for now: a member has not been
+    /// connected long enough (it came back moments ago), or no endpoint
+    /// answered. Worth trying again.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            EtcdError::Unreachable { .. } => true,
+            EtcdError::Refused { message, .. } => {
+                message.contains("unhealthy cluster") || message.contains("too many requests")
+            }
+            EtcdError::Client(_) => false,
+        }
+    }
+
     /// etcd refused to promote a learner that has not caught up yet.
     pub fn learner_not_ready(&self) -> bool {
         matches!(self, EtcdError::Refused { message, .. } if message.contains("in sync with leader"))

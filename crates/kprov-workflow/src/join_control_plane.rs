@@ -433,9 +433,7 @@ fn etcd_join(ctx: &mut Init<'_>) -> Result<(), Error> {
                 detail: None,
             });
             if !ctx.target.dry_run {
-                let (added, after) = rt
-                    .block_on(etcd.add(&peer_url, true))
-                    .map_err(etcd_failed)?;
+                let (added, after) = add_learner(ctx, &etcd, &peer_url)?;
                 ctx.joining_mut().learner = Some(added.id);
                 members = after;
             }
@@ -445,6 +443,36 @@ fn etcd_join(ctx: &mut Init<'_>) -> Result<(), Error> {
     ctx.target.observer.report(&report);
     let initial = membership::initial_cluster(&members, &name, &peer_url);
     init::static_pods(ctx, vec![manifests::etcd_joining(&spec, &initial)])
+}
+
+/// Adds this master as a learner, trying again while etcd refuses for
+/// now (a member that came back moments ago makes it answer "unhealthy
+/// cluster" for a few seconds), within the join's timeout.
+fn add_learner(
+    ctx: &mut Init<'_>,
+    etcd: &EtcdClient,
+    peer_url: &str,
+) -> Result<(membership::Member, Vec<membership::Member>), Error> {
+    let rt = ctx.target.rt.clone();
+    let started = Instant::now();
+    let mut last_report = Instant::now();
+    loop {
+        match rt.block_on(etcd.add(peer_url, true)) {
+            Ok(added) => return Ok(added),
+            Err(e) if e.is_transient() && started.elapsed() < ctx.spec.timeout => {
+                if last_report.elapsed() >= PROGRESS_EVERY {
+                    ctx.target.note(format!(
+                        "waiting for etcd to accept a new member ({:.0} s of {} s): {e}",
+                        started.elapsed().as_secs_f64(),
+                        ctx.spec.timeout.as_secs()
+                    ));
+                    last_report = Instant::now();
+                }
+                std::thread::sleep(Duration::from_secs(1));
+            }
+            Err(e) => return Err(etcd_failed(e)),
+        }
+    }
 }
 
 fn etcd_promote(ctx: &mut Init<'_>) -> Result<(), Error> {

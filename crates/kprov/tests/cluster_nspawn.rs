@@ -1601,6 +1601,131 @@ fn kprov_cluster_up_makes_three_masters_with_stacked_etcd_and_a_master_leaves_is
         again.stderr
     );
 
+    // Failover: a client on worker 1 asks the API through its kprov lb in
+    // a loop while master 1's machine stops. Nodes stay Ready, a new pod
+    // runs; master 1 comes back healthy in every balancer.
+    let worker = |i| MachineName::new(&cluster, Role::Worker, i).unwrap();
+    let loop_script = "i=0; while [ $i -lt 900 ]; do \
+        if kubectl --kubeconfig /etc/kubernetes/kubelet.conf --request-timeout=2s get --raw /readyz >/dev/null 2>&1; \
+        then echo \"$(date +%s.%N) ok\"; else echo \"$(date +%s.%N) failed\"; fi >> /root/probe.log; \
+        i=$((i+1)); sleep 0.2; done";
+    run_ok(
+        &target,
+        &worker(1),
+        &MachineCommand::new([
+            "systemd-run",
+            "--unit",
+            "kprov-probe",
+            "sh",
+            "-c",
+            loop_script,
+        ]),
+    );
+    std::thread::sleep(Duration::from_secs(5));
+    let stopped_at = Instant::now();
+    target.stop(&master(1)).unwrap();
+    // The cluster through master 2 now.
+    let on_master2 = |args: &[&str]| run_ok(&target, &master(2), &kubectl(args));
+    let mut created = false;
+    let scheduled = common::controlplane::wait_for(Duration::from_secs(180), || {
+        if !created {
+            created = target
+                .run(
+                    &master(2),
+                    &kubectl(&[
+                        "run",
+                        "after-failover",
+                        "--image",
+                        BUSYBOX,
+                        "--image-pull-policy=Never",
+                        "--restart=Never",
+                        "--command",
+                        "--",
+                        "sleep",
+                        "3600",
+                    ]),
+                )
+                .is_ok_and(|o| o.success());
+        }
+        let phase = target
+            .run(
+                &master(2),
+                &kubectl(&[
+                    "get",
+                    "pod",
+                    "after-failover",
+                    "-o",
+                    "jsonpath={.status.phase}",
+                ]),
+            )
+            .ok()?;
+        (phase.stdout_text().trim() == "Running").then_some(())
+    });
+    let ran_after = stopped_at.elapsed();
+    assert!(
+        scheduled.is_some(),
+        "no pod ran with master 1 down:\n{}",
+        on_master2(&["get", "pods", "-A", "-o", "wide"])
+    );
+    let nodes = on_master2(&["get", "nodes", "--no-headers"]);
+    for line in nodes.lines() {
+        if !line.starts_with(&master(1).to_string()) {
+            assert_eq!(line.split_whitespace().nth(1), Some("Ready"), "{nodes}");
+        }
+    }
+    let probe = run_ok(
+        &target,
+        &worker(1),
+        &MachineCommand::new(["cat", "/root/probe.log"]),
+    );
+    let failed = probe.lines().filter(|l| l.ends_with(" failed")).count();
+    let total = probe.lines().count();
+    bench(&format!(
+        "kprov lb failover, nspawn 3+2: master 1 stopped; {failed} of {total} API requests through worker 1's kprov lb failed (one every 0.2 s, 2 s timeout); a new pod ran {:.0} s after the stop",
+        ran_after.as_secs_f64()
+    ));
+    assert!(failed * 4 < total, "{probe}");
+    run_ok(
+        &target,
+        &worker(1),
+        &MachineCommand::new(["systemctl", "stop", "kprov-probe"]),
+    );
+    target.start(&master(1)).unwrap();
+    target
+        .wait_booted(&master(1), Duration::from_secs(120))
+        .unwrap();
+    let back = common::controlplane::wait_for(Duration::from_secs(180), || {
+        [1, 2]
+            .iter()
+            .all(|w| {
+                let status = target
+                    .run(
+                        &worker(*w),
+                        &MachineCommand::new(["kprov", "lb", "status", "--output", "json"]),
+                    )
+                    .ok()
+                    .filter(|o| o.success())
+                    .map(|o| o.stdout_text())
+                    .unwrap_or_default();
+                let doc: serde_json::Value =
+                    serde_json::from_str(&status).unwrap_or(serde_json::Value::Null);
+                doc["backends"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter(|b| b["health"] == "up")
+                    .count()
+                    == 3
+            })
+            .then_some(())
+    });
+    assert!(
+        back.is_some(),
+        "master 1 is not healthy again in every kprov lb"
+    );
+    on_master2(&["delete", "pod", "after-failover", "--wait=false"]);
+    wait_members(&target, &master(1), &names(&[1, 2, 3]));
+
     // master 3 leaves: its member goes first.
     let reset = run_ok(
         &target,
