@@ -446,8 +446,10 @@ fn etcd_join(ctx: &mut Init<'_>) -> Result<(), Error> {
 }
 
 /// Adds this master as a learner, trying again while etcd refuses for
-/// now (a member that came back moments ago makes it answer "unhealthy
-/// cluster" for a few seconds), within the join's timeout.
+/// now, within the join's timeout. The member that takes the request
+/// checks that it is connected to every voting member; one whose peer
+/// came back from a restart may answer "unhealthy cluster" for long
+/// after, while another answers yes: each endpoint is asked in turn.
 fn add_learner(
     ctx: &mut Init<'_>,
     etcd: &EtcdClient,
@@ -456,8 +458,15 @@ fn add_learner(
     let rt = ctx.target.rt.clone();
     let started = Instant::now();
     let mut last_report = Instant::now();
+    let endpoints = etcd.endpoints().to_vec();
+    let mut attempt = 0usize;
     loop {
-        match rt.block_on(etcd.add(peer_url, true)) {
+        let Some(endpoint) = endpoints.get(attempt % endpoints.len().max(1)) else {
+            return Err(Error::failed("no etcd endpoint to add this master through"));
+        };
+        let one = etcd.with_endpoints(vec![endpoint.clone()]);
+        attempt += 1;
+        match rt.block_on(one.add(peer_url, true)) {
             Ok(added) => return Ok(added),
             Err(e) if e.is_transient() && started.elapsed() < ctx.spec.timeout => {
                 if last_report.elapsed() >= PROGRESS_EVERY {
@@ -468,7 +477,9 @@ fn add_learner(
                     ));
                     last_report = Instant::now();
                 }
-                std::thread::sleep(Duration::from_secs(1));
+                if attempt % endpoints.len() == 0 {
+                    std::thread::sleep(Duration::from_secs(1));
+                }
             }
             Err(e) => return Err(etcd_failed(e)),
         }
