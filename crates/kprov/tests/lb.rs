@@ -483,29 +483,27 @@ fn benchmark_lb_failover() {
         .map(|a| format!("{}:6443", a.ip))
         .collect();
     let seconds = 40;
-    let mut lines = Vec::new();
-    let mut windows = Vec::new();
-    for hang in [false, true] {
-        let (kprov, nginx, haproxy) = one_round(&mut cp, &backends, seconds, hang);
-        let fault = if hang { "SIGSTOP (hang)" } else { "SIGKILL" };
-        lines.push(format!(
-            "lb failover window: kprov {:.1} s, nginx {:.1} s, haproxy {:.1} s \
-             ({fault} of one of 3 masters; 1 fresh-connection + 3 kept-alive clients, \
-             GET /readyz every 50 ms, 2 s timeout; failed requests {}/{}/{})",
-            kprov.0, nginx.0, haproxy.0, kprov.1, nginx.1, haproxy.1
-        ));
-        windows.push((fault, kprov.0));
-    }
-    for line in lines {
-        bench(&line);
-    }
+    // A hung master (SIGSTOP, as a powered-off host) only: a killed one's
+    // connections are reset by the kernel at once and every balancer
+    // retries elsewhere (all three measured 0.0 s here); tests/lb.rs
+    // checks kprov lb on a kill.
+    let (kprov, nginx, haproxy) = one_round(&mut cp, &backends, seconds, true);
+    bench(&format!(
+        "lb failover window: kprov {:.1} s, nginx {:.1} s, haproxy {:.1} s \
+         (SIGSTOP (hang) of one of 3 masters; 1 fresh-connection + 3 kept-alive clients, \
+         GET /readyz every 50 ms, 2 s timeout; failed requests {}/{}/{})",
+        kprov.0, nginx.0, haproxy.0, kprov.1, nginx.1, haproxy.1
+    ));
     // A figure, not a verdict: the goal is printed beside it.
-    for (fault, window) in windows {
-        bench(&format!(
-            "lb failover goal (kprov lb <= 2 s), {fault}: {window:.1} s, {}",
-            if window <= 2.0 { "met" } else { "missed" }
-        ));
-    }
+    bench(&format!(
+        "lb failover goal (kprov lb <= 2 s, below both peers): {:.1} s, {}",
+        kprov.0,
+        if kprov.0 <= 2.0 && kprov.0 <= nginx.0 && kprov.0 <= haproxy.0 {
+            "met"
+        } else {
+            "missed"
+        }
+    ));
 }
 
 /// kprov lb, nginx and HAProxy in turn in front of the same masters:
