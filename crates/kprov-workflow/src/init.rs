@@ -213,15 +213,7 @@ pub fn phases<'a>() -> Vec<Phase<Init<'a>, Error>> {
             name: "control-plane",
             description: "write the API server's, controller manager's and scheduler's static pods",
             run_if: workflow::always,
-            run: |c| {
-                let spec = &c.spec.cluster;
-                let pods = vec![
-                    manifests::kube_apiserver(spec),
-                    manifests::kube_controller_manager(spec),
-                    manifests::kube_scheduler(spec),
-                ];
-                static_pods(c, pods)
-            },
+            run: control_plane,
         },
         Phase {
             name: "kubelet-start",
@@ -351,6 +343,17 @@ pub(crate) fn static_pods(
     let plan = store::plan_static_pods(&ctx.spec.cluster, &pods, ctx.target.live());
     ctx.target.apply_files(&plan, "writing static pods")?;
     Ok(())
+}
+
+/// The API server's, controller manager's and scheduler's static pods.
+pub(crate) fn control_plane(ctx: &mut Init<'_>) -> Result<(), Error> {
+    let spec = &ctx.spec.cluster;
+    let pods = vec![
+        manifests::kube_apiserver(spec),
+        manifests::kube_controller_manager(spec),
+        manifests::kube_scheduler(spec),
+    ];
+    static_pods(ctx, pods)
 }
 
 fn proxy_mode_name(mode: ProxyMode) -> &'static str {

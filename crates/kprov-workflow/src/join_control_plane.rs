@@ -206,15 +206,7 @@ pub fn phases<'a>() -> Vec<Phase<Init<'a>, Error>> {
             name: "control-plane",
             description: "write the API server's (on the local etcd member), controller manager's and scheduler's static pods",
             run_if: on_the_node,
-            run: |c| {
-                let spec = &c.spec.cluster;
-                let pods = vec![
-                    manifests::kube_apiserver(spec),
-                    manifests::kube_controller_manager(spec),
-                    manifests::kube_scheduler(spec),
-                ];
-                init::static_pods(c, pods)
-            },
+            run: init::control_plane,
         },
         Phase {
             name: "kubelet-start",
