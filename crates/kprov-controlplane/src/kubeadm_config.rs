@@ -15,7 +15,7 @@ use kprov_pki::spec::ControlPlaneNode;
 use serde::{Deserialize, Serialize};
 
 use crate::bootstrap::{config_map_reader, group, meta};
-use crate::spec::ClusterSpec;
+use crate::spec::{ClusterSpec, NODE_LOCAL_API_ADDRESS};
 use crate::token::DEFAULT_NODE_GROUP;
 
 const NS: &str = "kube-system";
@@ -152,6 +152,25 @@ pub fn cluster_configuration(spec: &ClusterSpec) -> String {
                 .map(|s| s.host().to_string())
                 .collect(),
         },
+    })
+}
+
+/// Whether the API servers' certificates name
+/// [`NODE_LOCAL_API_ADDRESS`]: `kprov init` lists it in certSANs, which
+/// every master joining later (kprov's or kubeadm's) puts in its own. False
+/// for what does not parse.
+pub fn names_node_local_address(config_yaml: &str) -> bool {
+    #[derive(Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Read {
+        #[serde(default)]
+        api_server: ReadApiServer,
+    }
+    serde_yaml::from_str::<Read>(config_yaml).is_ok_and(|r| {
+        r.api_server
+            .cert_sans
+            .iter()
+            .any(|s| s == NODE_LOCAL_API_ADDRESS)
     })
 }
 
@@ -528,6 +547,23 @@ mod tests {
         assert_eq!(joined.pki.extra_sans, first.pki.extra_sans);
         // Everything that names the cluster, not the node, is the same.
         assert_eq!(cluster_configuration(&joined), uploaded);
+    }
+
+    #[test]
+    fn workers_see_whether_the_certificates_name_the_node_local_address() {
+        let mut spec = spec("v1.20.2", None);
+        spec.pki.extra_sans = vec!["api.example.com".parse().unwrap()];
+        assert!(!names_node_local_address(&cluster_configuration(&spec)));
+        spec.name_node_local_address();
+        spec.name_node_local_address();
+        assert_eq!(spec.pki.extra_sans.len(), 2, "named once");
+        let uploaded = cluster_configuration(&spec);
+        assert!(names_node_local_address(&uploaded));
+        // kubeadm's own, without certSANs, and what does not parse.
+        assert!(!names_node_local_address(
+            "kind: ClusterConfiguration\nkubernetesVersion: v1.20.2\n"
+        ));
+        assert!(!names_node_local_address("apiServer: [\n"));
     }
 
     #[test]

@@ -144,6 +144,12 @@ pub struct ClusterSpec {
     pub nodes_in_containers: bool,
 }
 
+/// Where every node of a kprov cluster reaches the API on port 6443: a
+/// master its own API server, a worker its node-local balancer (`kprov
+/// lb`). With it in the API servers' certificates, neither needs to check
+/// them against another name.
+pub const NODE_LOCAL_API_ADDRESS: &str = "127.0.0.1";
+
 impl ClusterSpec {
     /// A spec with kubeadm's paths and default pod range, flannel, and the
     /// release's default registry.
@@ -161,6 +167,18 @@ impl ClusterSpec {
             kubernetes_dir: "/etc/kubernetes".into(),
             etcd_data_dir: "/var/lib/etcd".into(),
             nodes_in_containers: false,
+        }
+    }
+
+    /// Names [`NODE_LOCAL_API_ADDRESS`] in the API server's certificate
+    /// (and so in kubeadm-config's certSANs, which masters joining later
+    /// read), unless it is there already.
+    pub fn name_node_local_address(&mut self) {
+        let san: kprov_pki::spec::ExtraSan = NODE_LOCAL_API_ADDRESS
+            .parse()
+            .unwrap_or_else(|_| unreachable!("a loopback address is a valid SAN"));
+        if !self.pki.extra_sans.contains(&san) {
+            self.pki.extra_sans.push(san);
         }
     }
 

@@ -13,6 +13,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use kprov_controlplane::discovery::{self, JoinCause, JoinFacts, Pins, Probe};
+use kprov_controlplane::kubeadm_config;
 use kprov_core::{ApiServerUrl, BootstrapToken, NodeSpec};
 use kprov_host::Root;
 use kprov_pki::kubeconfig::Kubeconfig;
@@ -71,8 +72,10 @@ pub struct Join<'a> {
     joined_ca: Option<Vec<u8>>,
     /// The CA trusted by discovery (or the joined one).
     ca_pem: Option<Vec<u8>>,
-    /// The kubelet reaches the API through the node-local balancer.
-    lb: bool,
+    /// The kubelet reaches the API through the node-local balancer and
+    /// checks the certificates against [`API_SERVER_NAME`], which kubelet
+    /// v1.20 forgets at TLS bootstrap.
+    lb_server_name: bool,
 }
 
 impl Observed for Join<'_> {
@@ -92,7 +95,7 @@ impl<'a> Join<'a> {
             deadline,
             joined_ca: None,
             ca_pem: None,
-            lb: false,
+            lb_server_name: false,
         }
     }
 
@@ -406,15 +409,28 @@ fn kubelet_start(ctx: &mut Join<'_>) -> Result<(), Error> {
         Some(_) => None,
         None => {
             let config = match &lb {
-                // Through the balancer, checking the certificate against a
-                // name every API server certificate carries.
-                Some(_) => Kubeconfig::with_token(
-                    LB_URL,
-                    "tls-bootstrap-token-user",
-                    &ca_pem,
-                    &ctx.token().expose_secret(),
-                )
-                .with_tls_server_name(API_SERVER_NAME),
+                // Through the balancer: its address is in every API
+                // server's certificate in a kprov cluster.
+                Some(_) if certificates_name_node_local_address(ctx, &ca_pem) => {
+                    Kubeconfig::with_token(
+                        LB_URL,
+                        "tls-bootstrap-token-user",
+                        &ca_pem,
+                        &ctx.token().expose_secret(),
+                    )
+                }
+                // Else checked against a name every API server
+                // certificate carries (kubeadm's too).
+                Some(_) => {
+                    ctx.lb_server_name = true;
+                    Kubeconfig::with_token(
+                        LB_URL,
+                        "tls-bootstrap-token-user",
+                        &ca_pem,
+                        &ctx.token().expose_secret(),
+                    )
+                    .with_tls_server_name(API_SERVER_NAME)
+                }
                 None => Kubeconfig::with_token(
                     &ctx.server().to_string(),
                     "tls-bootstrap-token-user",
@@ -436,7 +452,6 @@ fn kubelet_start(ctx: &mut Join<'_>) -> Result<(), Error> {
             ctx.server()
         ));
     }
-    ctx.lb = lb.is_some();
     let files = JoinFiles {
         ca_pem: String::from_utf8_lossy(&ca_pem).into_owned(),
         bootstrap_kubeconfig: bootstrap,
@@ -458,6 +473,35 @@ fn kubelet_start(ctx: &mut Join<'_>) -> Result<(), Error> {
         ));
     }
     Ok(())
+}
+
+/// Whether kubeadm-config says every API server's certificate names the
+/// balancer's address (read with the token; a cluster that does not let
+/// it read kubeadm-config gets the name-checked path).
+fn certificates_name_node_local_address(ctx: &mut Join<'_>, ca_pem: &[u8]) -> bool {
+    let name = kubeadm_config::KUBEADM_CONFIG;
+    let read = ctx
+        .target
+        .rt
+        .block_on(kprov_kube::get_config_map_with_token(
+            &ctx.server().to_string(),
+            ca_pem,
+            ctx.token(),
+            "kube-system",
+            name,
+        ));
+    let config = match read {
+        Ok(map) => map
+            .and_then(|m| m.data)
+            .and_then(|d| d.get("ClusterConfiguration").cloned()),
+        Err(e) => {
+            ctx.target.note(format!(
+                "reading kube-system/{name} (for the API servers' names): {e}"
+            ));
+            None
+        }
+    };
+    config.is_some_and(|c| kubeadm_config::names_node_local_address(&c))
 }
 
 /// Where the node-local balancer listens, and the kubelet connects.
@@ -563,7 +607,7 @@ fn wait_node(ctx: &mut Join<'_>) -> Result<(), Error> {
                 && kprov_host::fs::read(&root, Path::new(KUBELET_CLIENT_CERT))
                     .context(|| format!("reading {KUBELET_CLIENT_CERT}"))?
                     .is_some();
-            if bootstrapped && ctx.lb {
+            if bootstrapped && ctx.lb_server_name {
                 keep_tls_server_name(ctx)?;
             }
             if bootstrapped {

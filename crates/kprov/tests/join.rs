@@ -207,6 +207,35 @@ fn token_discovery_joins_with_the_right_token_and_hash_and_diagnoses_the_rest() 
     );
     assert_eq!(diff(&before, &snapshot(root)), Vec::<String>::new());
 
+    // Once kubeadm-config lists 127.0.0.1 (kprov init names it), the
+    // balancer's address is checked as it is: no tls-server-name, which
+    // kubelet v1.20 would drop at TLS bootstrap (and need a restart).
+    let o = cp.init_phase("upload-config");
+    assert!(o.status.success(), "{}", text(&o));
+    let direct = scratch("join-direct-");
+    base_root(direct.path());
+    let (o, _) = join(&cp, direct.path(), &token, &good);
+    assert!(o.status.success(), "{}", text(&o));
+    let conf = direct.path().join("etc/kubernetes/bootstrap-kubelet.conf");
+    let bootstrap = std::fs::read_to_string(&conf).unwrap();
+    assert!(
+        bootstrap.contains("server: https://127.0.0.1:6443")
+            && !bootstrap.contains("tls-server-name"),
+        "{bootstrap}"
+    );
+    let o = cp
+        .ns
+        .command(&cp.kubectl_bin)
+        .args(["--kubeconfig", conf.to_str().unwrap()])
+        .args(["get", "--raw", "/version"])
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "the API server's certificate does not name 127.0.0.1: {}",
+        text(&o)
+    );
+
     // --ca-cert into a root needs no API server at all (prebaking
     // offline): an address nothing answers on still works.
     let offline = scratch("join-offline-");

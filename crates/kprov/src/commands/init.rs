@@ -89,6 +89,7 @@ fn init_spec(args: &ClusterArgs) -> anyhow::Result<InitSpec> {
     cluster.pod_cidr = args.pod_cidr.clone();
     cluster.pod_network = args.pod_network.into();
     cluster.nodes_in_containers = args.node_in_container;
+    cluster.name_node_local_address();
     if let Some(registry) = &args.image_registry {
         cluster.image_registry = registry.as_str().to_string();
     }
