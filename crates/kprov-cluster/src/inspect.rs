@@ -10,6 +10,7 @@ use crate::config::ClusterSpec;
 use crate::name::{ClusterName, Role};
 use crate::target::{MachineCommand, MachineState, Target};
 use crate::workflow::{kubectl, last_lines, node_readiness, not_ready, Error};
+use crate::MachineName;
 
 /// One machine in `status`.
 #[derive(Debug, Clone, Serialize)]
@@ -439,51 +440,65 @@ pub fn check(target: &dyn Target, spec: &ClusterSpec, limit: Duration) -> Check 
     }
 }
 
-/// etcd's members as the first master's etcd pod lists them (etcdctl, as
-/// kubeadm's etcd images carry it): every master a started voting member
-/// and no other member.
-fn etcd_voters(target: &dyn Target, spec: &ClusterSpec) -> Result<String, String> {
-    let first = &spec.first_master().name;
+/// etcd's members as `master`'s etcd pod lists them (etcdctl, as
+/// kubeadm's etcd images carry it).
+pub fn etcd_members(
+    target: &dyn Target,
+    master: &MachineName,
+) -> Result<Vec<kprov_controlplane::etcd::Member>, String> {
     let pki = "/etc/kubernetes/pki/etcd";
-    let out = in_master(
-        target,
-        spec,
-        &kubectl(&[
-            "-n",
-            "kube-system",
-            "exec",
-            &format!("etcd-{first}"),
-            "--",
-            "etcdctl",
-            "--endpoints=https://127.0.0.1:2379",
-            &format!("--cacert={pki}/ca.crt"),
-            &format!("--cert={pki}/healthcheck-client.crt"),
-            &format!("--key={pki}/healthcheck-client.key"),
-            "member",
-            "list",
-            "-w",
-            "json",
-        ]),
-    )?;
+    let command = kubectl(&[
+        "-n",
+        "kube-system",
+        "exec",
+        &format!("etcd-{master}"),
+        "--",
+        "etcdctl",
+        "--endpoints=https://127.0.0.1:2379",
+        &format!("--cacert={pki}/ca.crt"),
+        &format!("--cert={pki}/healthcheck-client.crt"),
+        &format!("--key={pki}/healthcheck-client.key"),
+        "member",
+        "list",
+        "-w",
+        "json",
+    ]);
+    let out = match target.run(master, &command) {
+        Ok(out) if out.success() => out.stdout_text(),
+        Ok(out) => {
+            return Err(format!(
+                "etcdctl member list in {master} exited {:?}: {}",
+                out.code,
+                out.stderr_text().trim_end()
+            ))
+        }
+        Err(e) => return Err(e.to_string()),
+    };
     #[derive(serde::Deserialize)]
     struct List {
         members: Vec<kprov_controlplane::etcd::Member>,
     }
     let list: List = serde_json::from_str(&out).map_err(|e| format!("etcdctl member list: {e}"))?;
+    Ok(list.members)
+}
+
+/// etcd's members as the first master lists them: every master a started
+/// voting member and no other member.
+fn etcd_voters(target: &dyn Target, spec: &ClusterSpec) -> Result<String, String> {
+    let members = etcd_members(target, &spec.first_master().name)?;
     let masters: Vec<String> = spec
         .machines
         .iter()
         .filter(|m| m.name.role == Role::Master)
         .map(|m| m.name.to_string())
         .collect();
-    let voters: Vec<&str> = list
-        .members
+    let voters: Vec<&str> = members
         .iter()
         .filter(|m| m.started() && !m.is_learner)
         .map(|m| m.name.as_str())
         .collect();
-    let all: Vec<String> = list.members.iter().map(|m| m.describe()).collect();
-    if list.members.len() == masters.len() && masters.iter().all(|m| voters.contains(&m.as_str())) {
+    let all: Vec<String> = members.iter().map(|m| m.describe()).collect();
+    if members.len() == masters.len() && masters.iter().all(|m| voters.contains(&m.as_str())) {
         Ok(format!("{} voting members", voters.len()))
     } else {
         Err(format!(

@@ -370,7 +370,7 @@ fn failover_window(
     seconds: u32,
     dir: &Path,
     hang: bool,
-) -> (f64, usize) {
+) -> Window {
     let script = dir.join("client.py");
     std::fs::write(&script, CLIENT).unwrap();
     let ca = cp.ca().display().to_string();
@@ -395,11 +395,13 @@ fn failover_window(
     }
     let mut failed: Vec<(f64, f64)> = Vec::new();
     let mut requests = 0;
+    let mut last_end = 0.0f64;
     for child in clients {
         let out = child.wait_with_output().unwrap();
         for line in String::from_utf8_lossy(&out.stdout).lines() {
             let f: Vec<f64> = line.split(' ').map(|x| x.parse().unwrap()).collect();
             requests += 1;
+            last_end = last_end.max(f[1]);
             if f[2] == 0.0 {
                 failed.push((f[0], f[1]));
             }
@@ -409,14 +411,40 @@ fn failover_window(
         cp.apiservers[1].signal("CONT");
     }
     assert!(requests > 100, "the clients made only {requests} requests");
-    let window = match (
+    let (window, open) = match (
         failed.iter().map(|f| f.0).reduce(f64::min),
         failed.iter().map(|f| f.1).reduce(f64::max),
     ) {
-        (Some(first), Some(last)) => last - first,
-        _ => 0.0,
+        // Still failing within the last second: the window is at least this.
+        (Some(first), Some(last)) => (last - first, last > last_end - 1.0),
+        _ => (0.0, false),
     };
-    (window, failed.len())
+    Window {
+        seconds: window,
+        failed: failed.len(),
+        open,
+    }
+}
+
+/// Failover as the clients saw it.
+struct Window {
+    /// From the first failed request's start to the last one's end.
+    seconds: f64,
+    /// Failed requests.
+    failed: usize,
+    /// Requests were still failing when the clients stopped: the window
+    /// is longer than measured.
+    open: bool,
+}
+
+impl std::fmt::Display for Window {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.open {
+            write!(f, ">= {:.1} s (still failing at the end)", self.seconds)
+        } else {
+            write!(f, "{:.1} s", self.seconds)
+        }
+    }
 }
 
 /// Brings the killed master back (a hung one runs again already) and
@@ -482,23 +510,25 @@ fn benchmark_lb_failover() {
         .iter()
         .map(|a| format!("{}:6443", a.ip))
         .collect();
-    let seconds = 40;
+    // Long enough for kprov lb's and HAProxy's windows (about 2 and 4 s
+    // here); nginx's passive check has not recovered by the end.
+    let seconds = 20;
     // A hung master (SIGSTOP, as a powered-off host) only: a killed one's
     // connections are reset by the kernel at once and every balancer
     // retries elsewhere (all three measured 0.0 s here); tests/lb.rs
     // checks kprov lb on a kill.
     let (kprov, nginx, haproxy) = one_round(&mut cp, &backends, seconds, true);
     bench(&format!(
-        "lb failover window: kprov {:.1} s, nginx {:.1} s, haproxy {:.1} s \
-         (SIGSTOP (hang) of one of 3 masters; 1 fresh-connection + 3 kept-alive clients, \
-         GET /readyz every 50 ms, 2 s timeout; failed requests {}/{}/{})",
-        kprov.0, nginx.0, haproxy.0, kprov.1, nginx.1, haproxy.1
+        "lb failover window: kprov {kprov}, nginx {nginx}, haproxy {haproxy} \
+         (SIGSTOP (hang) of one of 3 masters, {seconds} s of clients; 1 fresh-connection + \
+         3 kept-alive clients, GET /readyz every 50 ms, 2 s timeout; failed requests {}/{}/{})",
+        kprov.failed, nginx.failed, haproxy.failed
     ));
     // A figure, not a verdict: the goal is printed beside it.
+    let below = |peer: &Window| peer.open || kprov.seconds <= peer.seconds;
     bench(&format!(
-        "lb failover goal (kprov lb <= 2 s, below both peers): {:.1} s, {}",
-        kprov.0,
-        if kprov.0 <= 2.0 && kprov.0 <= nginx.0 && kprov.0 <= haproxy.0 {
+        "lb failover goal (kprov lb <= 2 s, below both peers): {kprov}, {}",
+        if !kprov.open && kprov.seconds <= 2.0 && below(&nginx) && below(&haproxy) {
             "met"
         } else {
             "missed"
@@ -513,7 +543,7 @@ fn one_round(
     backends: &[String],
     seconds: u32,
     hang: bool,
-) -> ((f64, usize), (f64, usize), (f64, usize)) {
+) -> (Window, Window, Window) {
     let dir = cp.dir.path().join(if hang { "hang" } else { "kill" });
     std::fs::create_dir_all(&dir).unwrap();
 
