@@ -105,7 +105,7 @@ struct ClusterStatus {
     api_endpoints: BTreeMap<String, ApiEndpoint>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct ApiEndpoint {
     advertise_address: String,
@@ -300,23 +300,79 @@ pub fn joining_spec(config_yaml: &str, node: ControlPlaneNode) -> Result<Cluster
     Ok(spec)
 }
 
-/// ClusterStatus (kubeadm before v1.22): this control-plane node's API
-/// endpoint. None from v1.22, where kubeadm reads the endpoint from the
-/// API server pod's annotation instead.
-pub fn cluster_status(spec: &ClusterSpec) -> Option<String> {
+/// ClusterStatus (kubeadm before v1.22): every control-plane node's API
+/// endpoint, `existing`'s (the ConfigMap's, when there is one) with this
+/// node's added or updated. None from v1.22, where kubeadm reads the
+/// endpoints from the API server pods' annotation instead.
+pub fn cluster_status(spec: &ClusterSpec, existing: Option<&str>) -> Option<String> {
     let node = spec.node();
     if node.kubernetes_version.at_least(1, 22) {
         return None;
     }
-    let endpoint = ApiEndpoint {
-        advertise_address: node.advertise_address.ip().to_string(),
-        bind_port: node.bind_port,
-    };
+    let mut endpoints = existing.map(api_endpoints).unwrap_or_default();
+    endpoints.insert(
+        node.node_name.to_string(),
+        ApiEndpoint {
+            advertise_address: node.advertise_address.ip().to_string(),
+            bind_port: node.bind_port,
+        },
+    );
     Some(yaml(&ClusterStatus {
         api_version: kubeadm_api_version(&node.kubernetes_version),
         kind: "ClusterStatus",
-        api_endpoints: BTreeMap::from([(node.node_name.to_string(), endpoint)]),
+        api_endpoints: endpoints,
     }))
+}
+
+/// kubeadm-config as read (`data`) with `status` as its ClusterStatus:
+/// the whole ConfigMap, since an apply drops the keys kprov manages and
+/// leaves out.
+pub fn with_cluster_status(
+    mut data: BTreeMap<String, String>,
+    status: String,
+) -> crate::objects::ApiPlan {
+    data.insert("ClusterStatus".into(), status);
+    let mut plan = crate::objects::ApiPlan::new("kubeadm-config's ClusterStatus");
+    plan.extend([config_map(KUBEADM_CONFIG, data)]);
+    plan
+}
+
+/// `existing` ClusterStatus without `node`'s endpoint (a master that
+/// leaves); None when it lists no such node.
+pub fn cluster_status_without(existing: &str, node: &str) -> Option<String> {
+    #[derive(Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Head {
+        #[serde(default)]
+        api_version: String,
+    }
+    let mut endpoints = api_endpoints(existing);
+    endpoints.remove(node)?;
+    let api_version = serde_yaml::from_str::<Head>(existing)
+        .map(|h| h.api_version)
+        .unwrap_or_default();
+    let mut doc = serde_yaml::Mapping::new();
+    doc.insert("apiVersion".into(), api_version.into());
+    doc.insert("kind".into(), "ClusterStatus".into());
+    doc.insert(
+        "apiEndpoints".into(),
+        serde_yaml::to_value(&endpoints).unwrap_or_else(|_| unreachable!("plain data serializes")),
+    );
+    Some(yaml(&doc))
+}
+
+/// The endpoints a ClusterStatus lists; none for what does not parse (it
+/// is then rewritten from what this node knows).
+fn api_endpoints(status: &str) -> BTreeMap<String, ApiEndpoint> {
+    #[derive(Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Read {
+        #[serde(default)]
+        api_endpoints: BTreeMap<String, ApiEndpoint>,
+    }
+    serde_yaml::from_str::<Read>(status)
+        .map(|r| r.api_endpoints)
+        .unwrap_or_default()
 }
 
 /// A role that may get one ConfigMap in kube-system, bound to the nodes
@@ -339,14 +395,20 @@ fn config_map(name: &str, data: BTreeMap<String, String>) -> ConfigMap {
 }
 
 /// The upload-config objects for `spec`; `kubelet_config` is the
-/// KubeletConfiguration (YAML) nodes that join with kubeadm get.
-pub fn upload_config(spec: &ClusterSpec, kubelet_config: &str) -> UploadConfig {
+/// KubeletConfiguration (YAML) nodes that join with kubeadm get;
+/// `existing_status` the ClusterStatus kubeadm-config holds already
+/// (other masters' endpoints, which stay).
+pub fn upload_config(
+    spec: &ClusterSpec,
+    kubelet_config: &str,
+    existing_status: Option<&str>,
+) -> UploadConfig {
     let version = &spec.node().kubernetes_version;
     let mut kubeadm = BTreeMap::from([(
         "ClusterConfiguration".to_string(),
         cluster_configuration(spec),
     )]);
-    if let Some(status) = cluster_status(spec) {
+    if let Some(status) = cluster_status(spec, existing_status) {
         kubeadm.insert("ClusterStatus".into(), status);
     }
     let kubelet_name = kubelet_config_map_name(version);
@@ -417,7 +479,7 @@ mod tests {
             ("v1.31.0", "kubeadm.k8s.io/v1beta4", "kubelet-config", false),
         ] {
             let s = spec(version, None);
-            let up = upload_config(&s, "kind: KubeletConfiguration\n");
+            let up = upload_config(&s, "kind: KubeletConfiguration\n", None);
             let names: Vec<_> = up
                 .config_maps
                 .iter()
@@ -480,7 +542,7 @@ mod tests {
 
     #[test]
     fn the_cluster_status_names_this_node_and_its_endpoint() {
-        let status = parsed(&cluster_status(&spec("v1.20.2", None)).unwrap());
+        let status = parsed(&cluster_status(&spec("v1.20.2", None), None).unwrap());
         assert_eq!(status["kind"].as_str(), Some("ClusterStatus"));
         let endpoint = &status["apiEndpoints"]["master-1"];
         assert_eq!(endpoint["advertiseAddress"].as_str(), Some("10.0.0.10"));
@@ -488,8 +550,45 @@ mod tests {
     }
 
     #[test]
+    fn masters_join_and_leave_the_cluster_status_and_others_stay() {
+        let first = cluster_status(&spec("v1.20.2", None), None).unwrap();
+        let mut second = spec("v1.20.2", None);
+        second.pki.node.node_name = "master-2".parse().unwrap();
+        second.pki.node.advertise_address = "10.0.0.11".parse().unwrap();
+        let both = cluster_status(&second, Some(&first)).unwrap();
+        let doc = parsed(&both);
+        assert_eq!(
+            doc["apiEndpoints"]["master-1"]["advertiseAddress"].as_str(),
+            Some("10.0.0.10")
+        );
+        assert_eq!(
+            doc["apiEndpoints"]["master-2"]["advertiseAddress"].as_str(),
+            Some("10.0.0.11")
+        );
+        // Again (a re-run, or master 1's init re-run): the same document.
+        assert_eq!(cluster_status(&second, Some(&both)).unwrap(), both);
+        assert_eq!(
+            parsed(&cluster_status(&spec("v1.20.2", None), Some(&both)).unwrap()),
+            doc
+        );
+        // Master 2 leaves: master 1 stays, with the document's apiVersion.
+        let left = parsed(&cluster_status_without(&both, "master-2").unwrap());
+        assert!(left["apiEndpoints"].get("master-2").is_none(), "{left:?}");
+        assert_eq!(
+            left["apiEndpoints"]["master-1"]["bindPort"].as_u64(),
+            Some(6443)
+        );
+        assert_eq!(left["apiVersion"], doc["apiVersion"]);
+        assert_eq!(left["kind"].as_str(), Some("ClusterStatus"));
+        assert!(cluster_status_without(&both, "master-9").is_none());
+        // Unreadable: rewritten with this node only.
+        let fresh = parsed(&cluster_status(&second, Some("apiEndpoints: [")).unwrap());
+        assert_eq!(fresh["apiEndpoints"].as_mapping().unwrap().len(), 1);
+    }
+
+    #[test]
     fn only_nodes_and_bootstrap_tokens_may_read_the_two_config_maps() {
-        let up = upload_config(&spec("v1.20.2", None), "");
+        let up = upload_config(&spec("v1.20.2", None), "", None);
         for (role, binding) in up.roles.iter().zip(&up.role_bindings) {
             assert_eq!(role.metadata.name, binding.metadata.name);
             assert_eq!(binding.role_ref.kind, "Role");

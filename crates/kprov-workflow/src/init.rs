@@ -146,7 +146,7 @@ impl<'a> Init<'a> {
     }
 
     /// Applies an API plan (or dry-runs it) and reports it.
-    fn apply_api(&mut self, phase: &str, plan: &ApiPlan) -> Result<Report, Error> {
+    pub(crate) fn apply_api(&mut self, phase: &str, plan: &ApiPlan) -> Result<Report, Error> {
         let client = self.client(phase)?;
         let server = self.server();
         let report = self
@@ -453,9 +453,40 @@ fn upload_config(ctx: &mut Init<'_>) -> Result<(), Error> {
         ..kubelet_params(&ctx.spec.cluster)
     };
     let kubelet_config = kprov_provision::render::kubelet::kubelet_config(&params);
-    let plan = kubeadm_config::upload_config(&ctx.spec.cluster, &kubelet_config).into_plan();
+    let existing = cluster_status(ctx, "upload-config")?;
+    let plan =
+        kubeadm_config::upload_config(&ctx.spec.cluster, &kubelet_config, existing.as_deref())
+            .into_plan();
     ctx.apply_api("upload-config", &plan)?;
     Ok(())
+}
+
+/// The ClusterStatus kubeadm-config holds (every master's endpoint); None
+/// when there is none yet, or, in a dry run, when the API server does not
+/// answer.
+fn cluster_status(ctx: &mut Init<'_>, phase: &str) -> Result<Option<String>, Error> {
+    Ok(kubeadm_config_data(ctx, phase)?.and_then(|mut d| d.remove("ClusterStatus")))
+}
+
+/// kubeadm-config's data; None when there is none yet, or, in a dry run,
+/// when the API server does not answer.
+pub(crate) fn kubeadm_config_data(
+    ctx: &mut Init<'_>,
+    phase: &str,
+) -> Result<Option<std::collections::BTreeMap<String, String>>, Error> {
+    let client = ctx.client(phase)?;
+    let read = ctx.target.rt.block_on(kprov_kube::get_config_map(
+        &client,
+        "kube-system",
+        kubeadm_config::KUBEADM_CONFIG,
+    ));
+    match read {
+        Ok(map) => Ok(map.and_then(|m| m.data)),
+        Err(e) if ctx.target.dry_run && e.is_unavailable() => Ok(None),
+        Err(e) => {
+            Err(e).context(|| format!("reading kube-system/{}", kubeadm_config::KUBEADM_CONFIG))
+        }
+    }
 }
 
 /// How long the token of an unchanged upload must still live for the

@@ -232,7 +232,30 @@ pub fn phases<'a>() -> Vec<Phase<Init<'a>, Error>> {
             run_if: live_change,
             run: init::mark_control_plane,
         },
+        Phase {
+            name: "update-status",
+            description: "add this master's API endpoint to kubeadm-config's ClusterStatus (kubeadm before v1.22 reads it)",
+            run_if: live_change,
+            run: update_status,
+        },
     ]
+}
+
+fn update_status(ctx: &mut Init<'_>) -> Result<(), Error> {
+    let Some(data) = init::kubeadm_config_data(ctx, "update-status")? else {
+        return Err(Error::failed(format!(
+            "kube-system/{} is gone: the first master's upload-config phase makes it",
+            kubeadm_config::KUBEADM_CONFIG
+        )));
+    };
+    let existing = data.get("ClusterStatus").map(String::as_str);
+    if let Some(status) = kubeadm_config::cluster_status(&ctx.spec.cluster, existing) {
+        ctx.apply_api(
+            "update-status",
+            &kubeadm_config::with_cluster_status(data, status),
+        )?;
+    }
+    Ok(())
 }
 
 /// Phases that need the running master (etcd, its static pods, the

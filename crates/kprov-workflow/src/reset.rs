@@ -9,6 +9,7 @@
 use std::path::Path;
 
 use kprov_controlplane::etcd::{self as membership};
+use kprov_controlplane::kubeadm_config;
 use kprov_plan::{Outcome, Report, ResourceReport};
 use kprov_provision::reset::plan_reset;
 
@@ -18,6 +19,8 @@ use crate::{Context, Error, Target};
 const ETCD_MANIFEST: &str = "/etc/kubernetes/manifests/etcd.yaml";
 /// Where a master keeps its certificates.
 const CERT_DIR: &str = "/etc/kubernetes/pki";
+/// A master's admin kubeconfig.
+const ADMIN_CONF: &str = "/etc/kubernetes/admin.conf";
 
 /// Resets the node; `force` resets a master even when its etcd member
 /// cannot leave (etcd unreachable, or quorum would break).
@@ -38,6 +41,44 @@ pub fn run(target: &mut Target<'_>, force: bool) -> Result<Report, Error> {
         ));
     }
     Ok(report)
+}
+
+/// Drops this master from kubeadm-config's ClusterStatus through its own
+/// API server, before its etcd member goes (and takes that API server
+/// with it). A failure is a note: kubeadm's reset only warns too.
+fn leave_cluster_status(target: &mut Target<'_>, name: &str) {
+    let Ok(admin) = target.root.resolve(Path::new(ADMIN_CONF)) else {
+        return;
+    };
+    if !admin.exists() {
+        return;
+    }
+    let dry_run = target.dry_run;
+    let rt = target.rt.clone();
+    let result = rt.block_on(async {
+        let client = kprov_kube::client(&admin).await?;
+        let map =
+            kprov_kube::get_config_map(&client, "kube-system", kubeadm_config::KUBEADM_CONFIG)
+                .await?;
+        let mut data = map.and_then(|m| m.data).unwrap_or_default();
+        let Some(status) = data
+            .remove("ClusterStatus")
+            .and_then(|s| kubeadm_config::cluster_status_without(&s, name))
+        else {
+            return Ok(None);
+        };
+        let plan = kubeadm_config::with_cluster_status(data, status);
+        kprov_kube::apply::apply_plan(&client, &plan, "the local API server", dry_run)
+            .await
+            .map(Some)
+    });
+    match result {
+        Ok(Some(report)) => target.observer.report(&report),
+        Ok(None) => {}
+        Err(e) => target.note(format!(
+            "kubeadm-config's ClusterStatus still lists {name}: {e}"
+        )),
+    }
 }
 
 /// Removes this master's etcd member, when it is one of several.
@@ -91,6 +132,7 @@ fn leave_etcd(target: &mut Target<'_>, force: bool) -> Result<(), Error> {
         refuse(target, e.to_string())?;
         return Ok(());
     }
+    leave_cluster_status(target, &name);
     let mut report = Report::new("etcd's members", etcd.endpoints().join(","), target.dry_run);
     report.push(ResourceReport {
         id: format!("etcd member {}", me.describe()),

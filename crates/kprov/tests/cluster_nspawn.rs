@@ -658,15 +658,7 @@ fn kprov_init_and_kubeadm_init_each_make_a_control_plane_in_an_nspawn_machine_an
     // certificates kprov uploaded under a key of the user's. Its preflight
     // needs crictl, and refuses a cluster without a controlPlaneEndpoint
     // (kprov's masters need none: workers balance with kprov lb).
-    let key: String = {
-        use std::io::Read;
-        let mut bytes = [0u8; 32];
-        std::fs::File::open("/dev/urandom")
-            .unwrap()
-            .read_exact(&mut bytes)
-            .unwrap();
-        bytes.iter().map(|b| format!("{b:02x}")).collect()
-    };
+    let key = kprov_controlplane::copy_certs::CertificateKey::generate().expose_hex();
     let upload = MachineCommand::new([
         "kprov",
         "init",
@@ -734,6 +726,10 @@ fn kprov_init_and_kubeadm_init_each_make_a_control_plane_in_an_nspawn_machine_an
     // etcd has two started voting members; the new API server answers
     // with a certificate from kprov's CA; the node is a control-plane one.
     wait_members(&target, &m1, &[m1.to_string(), m3.to_string()]);
+    assert_eq!(
+        cluster_status_masters(&target, &m1),
+        [m1.to_string(), m3.to_string()]
+    );
     let readyz = run_ok(
         &target,
         &m1,
@@ -1071,6 +1067,33 @@ fn etcd_members(target: &NspawnTarget, m: &MachineName) -> Vec<(String, bool)> {
     members
 }
 
+/// The masters kubeadm-config's ClusterStatus lists, as master `m` reads
+/// it.
+fn cluster_status_masters(target: &NspawnTarget, m: &MachineName) -> Vec<String> {
+    let text = run_ok(
+        target,
+        m,
+        &kprov_cluster::workflow::kubectl(&[
+            "-n",
+            "kube-system",
+            "get",
+            "configmap",
+            "kubeadm-config",
+            "-o",
+            "jsonpath={.data.ClusterStatus}",
+        ]),
+    );
+    let doc: serde_yaml::Value = serde_yaml::from_str(&text).unwrap();
+    let mut names: Vec<String> = doc["apiEndpoints"]
+        .as_mapping()
+        .into_iter()
+        .flat_map(|m| m.keys())
+        .filter_map(|k| k.as_str().map(str::to_string))
+        .collect();
+    names.sort();
+    names
+}
+
 /// Waits until etcd, asked through master `m`, has exactly the voting
 /// members `names`.
 fn wait_members(target: &NspawnTarget, m: &MachineName, names: &[String]) {
@@ -1227,12 +1250,86 @@ fn kprov_cluster_up_makes_three_masters_with_stacked_etcd_and_three_workers_conv
         );
         assert_eq!(readyz.trim(), "ok", "master {i}");
     }
+    // kubeadm-config's ClusterStatus lists every master (kubeadm before
+    // v1.22 reads it).
+    assert_eq!(
+        cluster_status_masters(&target, &master(1)),
+        names(&[1, 2, 3])
+    );
     let again = cli.run("up", &up_args);
     assert_eq!(again.code, Some(0), "{}", again.stderr);
     assert!(
         again.stderr.contains("kprov: nothing changed"),
         "{}",
         again.stderr
+    );
+    // The master join again, by hand on master 2 with a fresh token and
+    // key: it changes nothing.
+    let key = kprov_controlplane::copy_certs::CertificateKey::generate().expose_hex();
+    run_ok(
+        &target,
+        &master(1),
+        &MachineCommand::new([
+            "kprov",
+            "init",
+            "phase",
+            "upload-certs",
+            "--node-name",
+            &master(1).to_string(),
+            "--advertise-address",
+            "10.89.8.11",
+        ])
+        .env("KPROV_CERTIFICATE_KEY", &key),
+    );
+    let printed = run_ok(
+        &target,
+        &master(1),
+        &MachineCommand::new([
+            "kprov",
+            "token",
+            "create",
+            "--print-join-command",
+            "--control-plane",
+        ])
+        .env("KPROV_CERTIFICATE_KEY", &key),
+    );
+    let join = JoinCommand::parse(
+        printed
+            .lines()
+            .find(|l| l.starts_with("KPROV_TOKEN="))
+            .unwrap_or_else(|| panic!("no join command:\n{printed}")),
+    );
+    let rejoined = target
+        .run(
+            &master(2),
+            &MachineCommand::new([
+                "kprov",
+                "provision",
+                "--phase",
+                "join",
+                "--control-plane",
+                "--kubelet-version",
+                "v1.20.2",
+                "--api-server",
+                &join.api_server,
+                "--discovery-token-ca-cert-hash",
+                &join.ca_hash,
+                "--node-name",
+                &master(2).to_string(),
+                "--node-ip",
+                "10.89.8.12",
+                "--node-in-container",
+            ])
+            .env("KPROV_TOKEN", &join.token)
+            .env("KPROV_CERTIFICATE_KEY", &key)
+            .timeout(Duration::from_secs(300)),
+        )
+        .unwrap();
+    assert!(
+        rejoined.success() && rejoined.stderr_text().contains("kprov: nothing changed"),
+        "{}\n{}",
+        rejoined.stdout_text(),
+        rejoined.stderr_text()
     );
 
     // A worker gone (re-imaged: destroyed without a reset): up makes
@@ -1475,12 +1572,17 @@ fn kprov_cluster_up_makes_three_masters_with_stacked_etcd_and_three_workers_conv
     );
     assert!(reset.contains("removed"), "{reset}");
     wait_members(&target, &master(1), &names(&[1, 2]));
+    assert_eq!(cluster_status_masters(&target, &master(1)), names(&[1, 2]));
 
     // master 3 joins again; then, re-imaged (destroyed without a reset,
     // made anew by up), it replaces its stale member.
     let rejoin = cli.run("up", &up_args);
     assert_eq!(rejoin.code, Some(0), "{}", rejoin.stderr);
     wait_members(&target, &master(1), &names(&[1, 2, 3]));
+    assert_eq!(
+        cluster_status_masters(&target, &master(1)),
+        names(&[1, 2, 3])
+    );
     target.destroy(&master(3)).unwrap();
     // etcd refuses a second member on master 3's peer URL: the join
     // passes only by removing the stale one first.
