@@ -275,15 +275,8 @@ pub fn check_quorum(members: &[Member], healthy: &BTreeSet<u64>) -> Result<(), M
 /// peer port turned into the client port): whom `kprov reset` asks to
 /// remove it. None when the manifest names no member.
 pub fn manifest_member(manifest_yaml: &str) -> Option<(String, Vec<String>)> {
-    let flag = |name: &str| {
-        manifest_yaml.lines().find_map(|line| {
-            let arg = line.trim().trim_start_matches("- ").trim();
-            arg.strip_prefix(name)
-                .map(|v| v.trim_matches('"').to_string())
-        })
-    };
-    let name = flag("--name=")?;
-    let urls = flag("--initial-cluster=")
+    let name = manifest_flag(manifest_yaml, "--name=")?;
+    let urls = manifest_initial_cluster(manifest_yaml)
         .unwrap_or_default()
         .split(',')
         .filter_map(|entry| entry.split_once('=').map(|(_, url)| url.to_string()))
@@ -293,6 +286,22 @@ pub fn manifest_member(manifest_yaml: &str) -> Option<(String, Vec<String>)> {
         })
         .collect();
     Some((name, urls))
+}
+
+/// The `--initial-cluster` of an etcd static pod's manifest. etcd reads it
+/// only on its first start: a member's join run again keeps it, rather
+/// than restart etcd for a flag it ignores.
+pub fn manifest_initial_cluster(manifest_yaml: &str) -> Option<String> {
+    manifest_flag(manifest_yaml, "--initial-cluster=")
+}
+
+/// The value of `flag` (`--name=`) among a manifest's arguments.
+fn manifest_flag(manifest_yaml: &str, flag: &str) -> Option<String> {
+    manifest_yaml.lines().find_map(|line| {
+        let arg = line.trim().trim_start_matches("- ").trim();
+        arg.strip_prefix(flag)
+            .map(|v| v.trim_matches('"').to_string())
+    })
 }
 
 /// The member named `name` among `members`.
@@ -453,6 +462,10 @@ mod tests {
         let (name, urls) = manifest_member(&pod.to_yaml()).unwrap();
         assert_eq!(name, "m2");
         assert_eq!(urls, ["https://10.0.0.1:2379", "https://10.0.0.2:2379"]);
+        assert_eq!(
+            manifest_initial_cluster(&pod.to_yaml()).as_deref(),
+            Some("m1=https://10.0.0.1:2380,m2=https://10.0.0.2:2380")
+        );
         assert_eq!(manifest_member("kind: Pod\n"), None);
     }
 

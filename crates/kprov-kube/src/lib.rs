@@ -779,14 +779,20 @@ pub async fn list_csrs(
         .collect())
 }
 
-/// Whether the Node `name` exists, asked with the kubelet's own
-/// credentials (`kubeconfig`).
-pub async fn node_registered(kubeconfig: &Path, name: &str) -> Result<bool, ApiError> {
+/// The machine ID the Node `name` was last registered from (empty when
+/// it has none yet); None when there is no such Node. Asked with the
+/// kubelet's own credentials (`kubeconfig`).
+pub async fn node_machine_id(kubeconfig: &Path, name: &str) -> Result<Option<String>, ApiError> {
     let client = client(kubeconfig).await?;
     let nodes: Api<Node> = Api::all(client);
     Ok(nodes
         .get_opt(name)
         .await
         .map_err(request(format!("reading Node/{name}")))?
-        .is_some())
+        .map(|n| {
+            n.status
+                .and_then(|s| s.node_info)
+                .map(|i| i.machine_id)
+                .unwrap_or_default()
+        }))
 }

@@ -578,6 +578,12 @@ fn keep_tls_server_name(ctx: &mut Join<'_>) -> Result<bool, Error> {
     Ok(true)
 }
 
+/// Whether a Node registered from machine ID `node` is this machine
+/// (`local`; either unknown counts as this machine).
+fn this_machine(local: &str, node: &str) -> bool {
+    local.is_empty() || node.is_empty() || local == node
+}
+
 /// The node's name: --node-name, or the host name the kubelet uses.
 fn node_name(ctx: &Join<'_>) -> Result<String, Error> {
     if let Some(n) = &ctx.spec.node.node_name {
@@ -594,6 +600,12 @@ fn wait_node(ctx: &mut Join<'_>) -> Result<(), Error> {
     let kubeconfig = root
         .resolve(kubelet::KUBECONFIG_PATH)
         .context(|| "the kubelet's kubeconfig".into())?;
+    // A re-imaged machine finds its old Node, still Ready for a while:
+    // only this machine's registration counts.
+    let machine_id = kprov_host::fs::read(&root, Path::new("/etc/machine-id"))
+        .context(|| "reading /etc/machine-id".into())?
+        .map(|b| String::from_utf8_lossy(&b).trim().to_string())
+        .unwrap_or_default();
     let started = Instant::now();
     let mut last_report = Instant::now();
     let mut bootstrapped = false;
@@ -623,12 +635,15 @@ fn wait_node(ctx: &mut Join<'_>) -> Result<(), Error> {
                 kubelet::KUBECONFIG_PATH
             )
         } else {
-            match ctx
+            let registered = ctx
                 .target
                 .rt
-                .block_on(kprov_kube::node_registered(&kubeconfig, &node))
-            {
-                Ok(true) => {
+                .block_on(kprov_kube::node_machine_id(&kubeconfig, &node));
+            match registered.map(|id| id.map(|id| this_machine(&machine_id, &id))) {
+                Ok(Some(false)) => format!(
+                    "Node {node} to be registered by this machine (it exists from an earlier machine of that name, which had another machine ID)"
+                ),
+                Ok(Some(true)) => {
                     ctx.target.note(format!(
                         "Node {node} is registered ({:.0} s)",
                         started.elapsed().as_secs_f64()
@@ -641,7 +656,7 @@ fn wait_node(ctx: &mut Join<'_>) -> Result<(), Error> {
                     });
                     return Ok(());
                 }
-                Ok(false) => format!("Node {node} to register"),
+                Ok(None) => format!("Node {node} to register"),
                 Err(e) => format!("Node {node} to register: {e}"),
             }
         };

@@ -410,6 +410,7 @@ fn etcd_join(ctx: &mut Init<'_>) -> Result<(), Error> {
         ctx.target.dry_run,
     );
     let id = format!("etcd member {name} ({peer_url})");
+    let mut kept_initial = None;
     let members = match step {
         JoinStep::Member(m) => {
             report.push(ResourceReport {
@@ -419,6 +420,7 @@ fn etcd_join(ctx: &mut Init<'_>) -> Result<(), Error> {
                 detail: m.is_learner.then(|| "a learner, to be promoted".into()),
             });
             ctx.joining_mut().learner = m.is_learner.then_some(m.id);
+            kept_initial = existing_initial_cluster(ctx)?;
             members
         }
         JoinStep::Add | JoinStep::ReplaceStale(_) => {
@@ -456,8 +458,17 @@ fn etcd_join(ctx: &mut Init<'_>) -> Result<(), Error> {
         }
     };
     ctx.target.observer.report(&report);
-    let initial = membership::initial_cluster(&members, &name, &peer_url);
+    let initial =
+        kept_initial.unwrap_or_else(|| membership::initial_cluster(&members, &name, &peer_url));
     init::static_pods(ctx, vec![manifests::etcd_joining(&spec, &initial)])
+}
+
+/// The `--initial-cluster` of the etcd manifest this master has already.
+fn existing_initial_cluster(ctx: &Init<'_>) -> Result<Option<String>, Error> {
+    let path = ctx.spec.cluster.kubernetes_dir.join("manifests/etcd.yaml");
+    let manifest = kprov_host::fs::read(&ctx.target.root, &path)
+        .context(|| format!("reading {}", path.display()))?;
+    Ok(manifest.and_then(|m| membership::manifest_initial_cluster(&String::from_utf8_lossy(&m))))
 }
 
 /// Adds this master as a learner, trying again while etcd refuses for
