@@ -171,11 +171,11 @@ fn kube_proxy(spec: &ClusterSpec, out: &mut Addons, proxy_mode: &str) {
         "system:node-proxier",
         "kube-proxy",
     ));
-    // The API server's address from every node: kube-proxy runs before
-    // the `kubernetes` Service works (it is what makes it work).
+    // An address that answers on every node: kube-proxy runs before the
+    // `kubernetes` Service works (it is what makes it work).
     let kubeconfig = format!(
         "apiVersion: v1\nkind: Config\nclusters:\n- cluster:\n    certificate-authority: /var/run/secrets/kubernetes.io/serviceaccount/ca.crt\n    server: {}\n  name: default\ncontexts:\n- context:\n    cluster: default\n    namespace: default\n    user: default\n  name: default\ncurrent-context: default\nusers:\n- name: default\n  user:\n    tokenFile: /var/run/secrets/kubernetes.io/serviceaccount/token\n",
-        spec.node().control_plane_url()
+        spec.node_api_url()
     );
     let mut config = format!(
         "apiVersion: kubeproxy.config.k8s.io/v1alpha1\nkind: KubeProxyConfiguration\nbindAddress: 0.0.0.0\nclientConnection:\n  kubeconfig: /var/lib/kube-proxy/kubeconfig.conf\nclusterCIDR: {}\nmode: {proxy_mode}\n",
@@ -636,6 +636,34 @@ mod tests {
             .clone();
         assert_eq!(image.as_deref(), Some("k8s.gcr.io/kube-proxy:v1.20.2"));
         assert!(!data["config.conf"].contains("conntrack"));
+    }
+
+    #[test]
+    fn kube_proxy_goes_through_the_node_local_address_once_the_certificates_name_it() {
+        let server = |s: &ClusterSpec| {
+            let a = addons(s, "iptables", DEFAULT_FLANNEL_IMAGE);
+            let cm = a
+                .config_maps
+                .iter()
+                .find(|c| c.metadata.name.as_deref() == Some("kube-proxy"))
+                .unwrap()
+                .clone();
+            let conf = cm.data.unwrap()["kubeconfig.conf"].clone();
+            conf.lines()
+                .find_map(|l| l.trim().strip_prefix("server: ").map(str::to_string))
+                .unwrap()
+        };
+        let mut s = spec();
+        assert_eq!(server(&s), "https://192.168.1.10:6443");
+        s.name_node_local_address();
+        assert_eq!(server(&s), "https://127.0.0.1:6443");
+        // A load balancer or DNS name of the user's stays the way in.
+        s.pki.node.control_plane_endpoint = Some("api.example.com:6443".parse().unwrap());
+        assert_eq!(server(&s), "https://api.example.com:6443");
+        // Masters on another port: 127.0.0.1:6443 would not answer there.
+        s.pki.node.control_plane_endpoint = None;
+        s.pki.node.bind_port = 8443;
+        assert_eq!(server(&s), "https://192.168.1.10:8443");
     }
 
     #[test]

@@ -149,6 +149,8 @@ pub struct ClusterSpec {
 /// lb`). With it in the API servers' certificates, neither needs to check
 /// them against another name.
 pub const NODE_LOCAL_API_ADDRESS: &str = "127.0.0.1";
+/// The port there: the API servers' and `kprov lb`'s.
+pub const NODE_LOCAL_API_PORT: u16 = 6443;
 
 impl ClusterSpec {
     /// A spec with kubeadm's paths and default pod range, flannel, and the
@@ -179,6 +181,25 @@ impl ClusterSpec {
             .unwrap_or_else(|_| unreachable!("a loopback address is a valid SAN"));
         if !self.pki.extra_sans.contains(&san) {
             self.pki.extra_sans.push(san);
+        }
+    }
+
+    /// Where kube-proxy on every node reaches the API:
+    /// `https://127.0.0.1:6443` when the certificates name it and no
+    /// control-plane endpoint stands in front of the masters (a master's
+    /// own API server there, a worker's `kprov lb`), else the control
+    /// plane's URL.
+    pub fn node_api_url(&self) -> String {
+        let node = self.node();
+        let named = self
+            .pki
+            .extra_sans
+            .iter()
+            .any(|s| s.host().to_string() == NODE_LOCAL_API_ADDRESS);
+        if named && node.control_plane_endpoint.is_none() && node.bind_port == NODE_LOCAL_API_PORT {
+            format!("https://{NODE_LOCAL_API_ADDRESS}:{NODE_LOCAL_API_PORT}")
+        } else {
+            node.control_plane_url()
         }
     }
 

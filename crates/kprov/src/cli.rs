@@ -168,6 +168,23 @@ pub enum Command {
     #[command(subcommand)]
     Lb(LbCommand),
 
+    /// Install a disk image onto this machine's disk, as the stage2 initrd
+    /// does: the zstd-compressed image beside --manifest is streamed onto
+    /// --disk, decompressed and checked against the manifest's sha256 sums
+    /// as it streams, and resumed with an HTTP Range request when the
+    /// connection drops.
+    ///
+    /// The disk's first MiB (partition table, boot code) is zeroed first,
+    /// held back while the rest streams and written last, once every sum
+    /// matches: a disk whose install stopped halfway never boots. On
+    /// failure it is zeroed again and the error names the cause (both
+    /// sums for a mismatch). A disk smaller than the image is refused
+    /// before anything is written.
+    ///
+    /// Example: kprov stage2 --manifest
+    /// http://10.0.0.1:8080/images/node.img.zst.json --disk /dev/vda
+    Stage2(Stage2Args),
+
     /// Make, inspect and remove whole clusters of N masters and M workers
     /// on local machines (systemd-nspawn containers) or existing hosts
     /// over ssh (--target ssh), stateless: a cluster's machines are found
@@ -820,6 +837,28 @@ pub struct LbRunArgs {
     /// status` reads (GET /status) on this IP:PORT.
     #[arg(long, value_name = "IP:PORT", value_parser = parse_socket_addr)]
     pub metrics_address: Option<std::net::SocketAddr>,
+}
+
+/// Flags of `kprov stage2`.
+#[derive(Debug, Args)]
+pub struct Stage2Args {
+    /// The image's manifest (JSON: the image's file name beside it, and
+    /// the size and sha256 of the raw and the compressed image).
+    #[arg(long, value_name = "URL")]
+    pub manifest: String,
+
+    /// The disk to write: a block device, or a file of the disk's size.
+    /// Everything on it is overwritten.
+    #[arg(long, value_name = "PATH")]
+    pub disk: std::path::PathBuf,
+
+    /// Attempts per request (the image's resumes count) before giving up.
+    #[arg(long, value_name = "N", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..))]
+    pub attempts: u32,
+
+    /// The pause between attempts.
+    #[arg(long, value_name = "DURATION", default_value = "2s", value_parser = parse_duration)]
+    pub retry_delay: std::time::Duration,
 }
 
 /// Flags of `kprov lb status`.

@@ -1198,6 +1198,23 @@ fn kprov_cluster_up_makes_three_masters_with_stacked_etcd_and_three_workers_conv
     assert!(conf.contains("server: https://10.89.8.11:6443"), "{conf}");
     let printed = cli.run("kubeconfig", &[]);
     assert_eq!(printed.stdout, conf);
+    // kube-proxy reaches the API at 127.0.0.1:6443 on every node: a
+    // master's own API server, a worker's kprov lb (the criteria above
+    // saw it run and serve a ClusterIP Service on every node).
+    let proxy = run_ok(
+        &target,
+        &master(1),
+        &kubectl(&[
+            "-n",
+            "kube-system",
+            "get",
+            "configmap",
+            "kube-proxy",
+            "-o",
+            "jsonpath={.data.kubeconfig\\.conf}",
+        ]),
+    );
+    assert!(proxy.contains("server: https://127.0.0.1:6443"), "{proxy}");
     // The host's disk is not the nodes': no node reports pressure on it.
     let pressure = run_ok(
         &target,

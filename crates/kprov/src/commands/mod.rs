@@ -15,6 +15,7 @@ pub mod pki;
 pub mod pod_network;
 pub mod provision;
 pub mod reset;
+pub mod stage2;
 pub mod token;
 pub mod userdata;
 pub mod version;
