@@ -735,18 +735,27 @@ fn kprov_init_and_kubeadm_init_each_make_a_control_plane_in_an_nspawn_machine_an
         cluster_status_masters(&target, &m1),
         [m1.to_string(), m3.to_string()]
     );
-    let readyz = run_ok(
-        &target,
-        &m1,
-        &kprov_cluster::workflow::kubectl(&[
-            "--server",
-            &format!("https://{ip3}:6443"),
-            "get",
-            "--raw",
-            "/readyz",
-        ]),
+    // kubeadm's join ends without waiting for its own API server (it marks
+    // the node through the control-plane endpoint): it comes up after.
+    let readyz = MachineCommand::new([
+        "kubectl",
+        "--kubeconfig",
+        "/etc/kubernetes/admin.conf",
+        "--server",
+        &format!("https://{ip3}:6443"),
+        "get",
+        "--raw",
+        "/readyz",
+    ]);
+    let ready = common::controlplane::wait_for(Duration::from_secs(180), || {
+        let out = target.run(&m1, &readyz).ok()?;
+        (out.success() && out.stdout_text().trim() == "ok").then_some(())
+    });
+    assert!(
+        ready.is_some(),
+        "{m3}'s API server never became ready\n{}",
+        diagnose(&target, &m3)
     );
-    assert_eq!(readyz.trim(), "ok");
     let labels = run_ok(
         &target,
         &m1,
@@ -1535,7 +1544,7 @@ fn kprov_cluster_up_makes_three_masters_with_stacked_etcd_and_three_workers_conv
     let failed = probe.lines().filter(|l| l.ends_with(" failed")).count();
     let total = probe.lines().count();
     bench(&format!(
-        "kprov lb failover, nspawn 3+2: master 1 stopped; {failed} of {total} API requests through worker 1's kprov lb failed (one every 0.2 s, 2 s timeout); a new pod ran {:.0} s after the stop",
+        "kprov lb failover, nspawn 3+3: master 1 stopped; {failed} of {total} API requests through worker 1's kprov lb failed (one every 0.2 s, 2 s timeout); a new pod ran {:.0} s after the stop",
         ran_after.as_secs_f64()
     ));
     assert!(failed * 4 < total, "{probe}");
