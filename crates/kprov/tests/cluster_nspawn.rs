@@ -563,6 +563,48 @@ fn with_kubeadm(target: &NspawnTarget, machine: &MachineName, dir: &Path) {
     );
 }
 
+/// A fresh certificate key, the shared certificates uploaded under it on
+/// `master` (at `ip`), and the master join command `kprov token create`
+/// prints there.
+fn master_join_command(
+    target: &NspawnTarget,
+    master: &MachineName,
+    ip: &str,
+) -> (String, JoinCommand) {
+    let key = kprov_controlplane::copy_certs::CertificateKey::generate().expose_hex();
+    let upload = MachineCommand::new([
+        "kprov",
+        "init",
+        "phase",
+        "upload-certs",
+        "--node-name",
+        &master.to_string(),
+        "--advertise-address",
+        ip,
+    ])
+    .env("KPROV_CERTIFICATE_KEY", &key);
+    run_ok(target, master, &upload);
+    let printed = run_ok(
+        target,
+        master,
+        &MachineCommand::new([
+            "kprov",
+            "token",
+            "create",
+            "--print-join-command",
+            "--control-plane",
+        ])
+        .env("KPROV_CERTIFICATE_KEY", &key),
+    );
+    let join = JoinCommand::parse(
+        printed
+            .lines()
+            .find(|l| l.starts_with("KPROV_TOKEN="))
+            .unwrap_or_else(|| panic!("no join command:\n{printed}")),
+    );
+    (key, join)
+}
+
 /// Seconds `command` took in `machine` (it must succeed).
 fn timed(target: &NspawnTarget, machine: &MachineName, command: &MachineCommand) -> f64 {
     let t = Instant::now();
@@ -663,37 +705,7 @@ fn kprov_init_and_kubeadm_init_each_make_a_control_plane_in_an_nspawn_machine_an
     // kubeadm v1.20.2 joins kprov's cluster as a second master, with the
     // certificates kprov uploaded under a key of the user's. Its preflight
     // needs crictl, which Debian 12 does not ship.
-    let key = kprov_controlplane::copy_certs::CertificateKey::generate().expose_hex();
-    let upload = MachineCommand::new([
-        "kprov",
-        "init",
-        "phase",
-        "upload-certs",
-        "--node-name",
-        &m1.to_string(),
-        "--advertise-address",
-        &ip1,
-    ])
-    .env("KPROV_CERTIFICATE_KEY", &key);
-    run_ok(&target, &m1, &upload);
-    let printed = run_ok(
-        &target,
-        &m1,
-        &MachineCommand::new([
-            "kprov",
-            "token",
-            "create",
-            "--print-join-command",
-            "--control-plane",
-        ])
-        .env("KPROV_CERTIFICATE_KEY", &key),
-    );
-    let join = JoinCommand::parse(
-        printed
-            .lines()
-            .find(|l| l.starts_with("KPROV_TOKEN="))
-            .unwrap_or_else(|| panic!("no join command:\n{printed}")),
-    );
+    let (key, join) = master_join_command(&target, &m1, &ip1);
     let m3 = MachineName::new(&cluster, Role::Master, 3).unwrap();
     boot_machine(&target, &image, network, &m3);
     let ip3 = target.address(&m3).unwrap().to_string();
@@ -1290,40 +1302,7 @@ fn kprov_cluster_up_makes_three_masters_with_stacked_etcd_and_three_workers_conv
     );
     // The master join again, by hand on master 2 with a fresh token and
     // key: it changes nothing.
-    let key = kprov_controlplane::copy_certs::CertificateKey::generate().expose_hex();
-    run_ok(
-        &target,
-        &master(1),
-        &MachineCommand::new([
-            "kprov",
-            "init",
-            "phase",
-            "upload-certs",
-            "--node-name",
-            &master(1).to_string(),
-            "--advertise-address",
-            "10.89.8.11",
-        ])
-        .env("KPROV_CERTIFICATE_KEY", &key),
-    );
-    let printed = run_ok(
-        &target,
-        &master(1),
-        &MachineCommand::new([
-            "kprov",
-            "token",
-            "create",
-            "--print-join-command",
-            "--control-plane",
-        ])
-        .env("KPROV_CERTIFICATE_KEY", &key),
-    );
-    let join = JoinCommand::parse(
-        printed
-            .lines()
-            .find(|l| l.starts_with("KPROV_TOKEN="))
-            .unwrap_or_else(|| panic!("no join command:\n{printed}")),
-    );
+    let (key, join) = master_join_command(&target, &master(1), "10.89.8.11");
     let rejoined = target
         .run(
             &master(2),
