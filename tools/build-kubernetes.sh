@@ -78,5 +78,9 @@ for t in "${targets[@]}"; do cp "_output/bin/$t" "$tmp/bin/"; done
 echo "$revision" > "$tmp/.complete"
 rm -rf "$out"
 mv "$tmp" "$out"
+# The source tree and Go's build cache in it (about 3 GB) are only needed
+# to build again, which a new revision does from scratch anyway.
+cd /
+rm -rf "$work"
 log "done: $out/bin"
 echo "$out/bin"

@@ -33,8 +33,26 @@ if [[ $EUID -ne 0 ]]; then
     exit 2
 fi
 export PATH="$HOME/.cargo/bin:$PATH"
+# One build from scratch gains nothing from incremental state (gigabytes).
+export CARGO_INCREMENTAL=${CARGO_INCREMENTAL:-0}
 
 step() { printf '\n== %s\n' "$*" >&2; }
+
+# The least free space seen on the disks the run writes to (the work tree,
+# the test roots in /var/tmp, the caches in /var/cache), sampled every 5 s:
+# a full disk fails tests far from its cause, so the run reports its margin.
+disk_log=$(mktemp /tmp/kprov-disk.XXXXXX)
+free_mib() { df -B1M --output=avail "$PWD" /var/tmp /var/cache | awk 'NR > 1 && (m == "" || $1 < m) {m = $1} END {print m}'; }
+echo "start $(free_mib)" >"$disk_log"
+(while sleep 5; do free_mib; done >>"$disk_log") &
+disk_sampler=$!
+disk_report() {
+    kill "$disk_sampler" 2>/dev/null || true
+    awk 'NR == 1 {start = $2; least = $2; next} $1 < least {least = $1}
+        END {printf "disk: %.1f GiB free at the start, %.1f GiB at the least (%.1f GiB used at the peak)\n", start / 1024, least / 1024, (start - least) / 1024}' "$disk_log" >&2
+    rm -f "$disk_log"
+}
+trap disk_report EXIT
 
 step "dependencies"
 if [[ $fast -eq 1 ]]; then
@@ -72,7 +90,7 @@ file "$KPROV_RELEASE_BIN" >&2
 # Tests that measure something as they go append BENCH lines here.
 KPROV_BENCH_LOG=$(mktemp /tmp/kprov-bench.XXXXXX)
 side_log=$(mktemp /tmp/kprov-side-vm.XXXXXX)
-trap 'rm -f "$KPROV_BENCH_LOG" "$side_log"' EXIT
+trap 'rm -f "$KPROV_BENCH_LOG" "$side_log"; disk_report' EXIT
 
 step "the single-VM tests, two side by side (one TCG VM each: the two-VM limit)"
 # Each boots one 1-vCPU VM at a time, so two fill the two cores that one
