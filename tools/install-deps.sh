@@ -21,7 +21,9 @@ for set in "$@"; do
     # dnsmasq (a DNS server on loopback).
     test) want+=(systemd-container util-linux shellcheck curl wget python3 busybox-static tftp-hpa ipxe tftpd-hpa nginx-light libnginx-mod-stream haproxy kea-admin etcd-server openssl zsh fish groff-base file strace dnsmasq-base) ;;
     # ipxe-qemu: the iPXE ROMs of qemu's NICs (the netboot VM test boots from it).
-    vm) want+=(qemu-system-x86 ipxe-qemu e2fsprogs dnsmasq-base openssh-client binutils) ;;
+    # dosfstools, mtools, syslinux(-common): `kprov image build`; fdisk
+    # (sfdisk) reads its partition tables back in the tests.
+    vm) want+=(qemu-system-x86 ipxe-qemu e2fsprogs dnsmasq-base openssh-client binutils dosfstools mtools syslinux syslinux-common fdisk zstd) ;;
     # tools/build-images.sh: the pause program (gcc, static libc), etcd and
     # busybox from Debian, python3 writes the OCI layout; the image tests
     # run a registry, push with skopeo and make an htpasswd file.

@@ -5,7 +5,7 @@
 # pull in an HTTP client, an async runtime or a DNS resolver.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-pure=(kprov-core kprov-host kprov-plan kprov-artifacts kprov-provision kprov-bootconfig kprov-pki kprov-controlplane)
+pure=(kprov-core kprov-host kprov-plan kprov-artifacts kprov-provision kprov-bootconfig kprov-pki kprov-controlplane kprov-image)
 network='^(reqwest|oci-client|tokio|hyper|hyper-util|kube-client|hickory-resolver|hickory-proto) '
 status=0
 for crate in "${pure[@]}"; do

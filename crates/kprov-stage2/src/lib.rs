@@ -9,11 +9,12 @@
 //! back while the rest streams, and written last, once every sum matches;
 //! on any failure it is zeroed again.
 //!
-//! - [`manifest`]: the image's manifest (sizes and sums), pure;
+//! - [`manifest`]: the image's manifest (sizes and sums), pure, shared
+//!   with `kprov image build` (kprov-image), which writes it;
 //! - [`disk`]: the writer that holds back the first MiB, pure over any
 //!   `Write + Seek`;
 //! - [`install`]: the thin side: HTTP, the disk device, fsync.
 
 pub mod disk;
 pub mod install;
-pub mod manifest;
+pub use kprov_image::manifest;

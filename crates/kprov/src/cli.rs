@@ -185,6 +185,10 @@ pub enum Command {
     /// http://10.0.0.1:8080/images/node.img.zst.json --disk /dev/vda
     Stage2(Stage2Args),
 
+    /// Build disk images for bare metal (what stage2 installs).
+    #[command(subcommand)]
+    Image(ImageCommand),
+
     /// Make, inspect and remove whole clusters of N masters and M workers
     /// on local machines (systemd-nspawn containers) or existing hosts
     /// over ssh (--target ssh), stateless: a cluster's machines are found
@@ -837,6 +841,72 @@ pub struct LbRunArgs {
     /// status` reads (GET /status) on this IP:PORT.
     #[arg(long, value_name = "IP:PORT", value_parser = parse_socket_addr)]
     pub metrics_address: Option<std::net::SocketAddr>,
+}
+
+/// `kprov image` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum ImageCommand {
+    /// Make a bootable raw disk image from a root directory, written
+    /// zstd-compressed with a manifest beside it (OUTPUT.json: size and
+    /// sha256 of the raw and the compressed image), as `kprov stage2` and
+    /// the netboot server expect.
+    ///
+    /// The root is a prebaked node: a Debian root (mmdebstrap or
+    /// debootstrap with systemd-sysv, a kernel package and
+    /// initramfs-tools, and cloud-init for NoCloud) on which `kprov
+    /// provision --phase base --root` has run. The disk is GPT: a FAT
+    /// boot partition with SYSLINUX (BIOS boot), the root's newest kernel
+    /// and initrd, then an ext4 root partition found by its GUID. Made
+    /// from plain files with mkfs.vfat, mtools, syslinux and mkfs.ext4
+    /// (Debian packages dosfstools, mtools, syslinux, syslinux-common,
+    /// e2fsprogs): no loop device, no mount. The same root, seed and
+    /// SOURCE_DATE_EPOCH give the same root filesystem.
+    ///
+    /// Example: kprov image build --root /srv/node-root --output
+    /// /srv/images/node.img.zst --kernel-arg console=ttyS0,115200
+    Build(ImageBuildArgs),
+}
+
+/// Flags of `kprov image build`.
+#[derive(Debug, Args)]
+pub struct ImageBuildArgs {
+    /// The root directory to put on the disk (with /boot/vmlinuz-VERSION
+    /// and /boot/initrd.img-VERSION).
+    #[arg(long, value_name = "DIR")]
+    pub root: std::path::PathBuf,
+
+    /// The compressed image to write (node.img.zst); its manifest is
+    /// written beside it as OUTPUT.json. Both are replaced whole.
+    #[arg(long, value_name = "FILE")]
+    pub output: std::path::PathBuf,
+
+    /// The raw disk's size (4G, 6144M); the image fits disks at least
+    /// this big. Default: the root's files plus a quarter plus 512 MiB
+    /// (at least 1 GiB of root), plus the boot partition.
+    #[arg(long, value_name = "SIZE", value_parser = parse_disk_size)]
+    pub size: Option<u64>,
+
+    /// A kernel argument after root=PARTUUID=... rw; repeat for more
+    /// (console=ttyS0,115200, ds=nocloud;s=URL).
+    #[arg(long = "kernel-arg", value_name = "ARG")]
+    pub kernel_args: Vec<String>,
+
+    /// What the partition and filesystem GUIDs are derived from: images
+    /// built with different seeds can share a machine.
+    #[arg(long, value_name = "TEXT", default_value = "kprov-image")]
+    pub seed: String,
+
+    /// zstd's compression level.
+    #[arg(long, value_name = "N", default_value_t = 3, value_parser = clap::value_parser!(i32).range(1..=19))]
+    pub level: i32,
+
+    /// Print the layout (sizes, kernel, partition GUIDs) and write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+fn parse_disk_size(s: &str) -> Result<u64, String> {
+    kprov_image::layout::parse_disk_size(s)
 }
 
 /// Flags of `kprov stage2`.

@@ -55,6 +55,7 @@ fn main() -> ExitCode {
         cli::Command::Cluster(command) => commands::cluster::run(command),
         cli::Command::Lb(command) => commands::lb::run(command),
         cli::Command::Stage2(args) => commands::stage2::run(&args),
+        cli::Command::Image(command) => commands::image::run(command),
         cli::Command::Version(args) => commands::version::run(&args),
         cli::Command::Completions(args) => commands::completions::run(&args),
         cli::Command::Man(args) => commands::man::run(&args),

@@ -5,6 +5,7 @@ pub mod bundle;
 pub mod cluster;
 pub mod completions;
 pub mod health_check;
+pub mod image;
 pub mod init;
 pub mod kubeconfig;
 pub mod lb;

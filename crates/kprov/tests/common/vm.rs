@@ -9,11 +9,26 @@ use std::time::Duration;
 
 use super::sh;
 
-/// A bootable VM: kernel and initrd from the root, and its disk.
+/// A bootable VM: its disk, and the kernel and initrd qemu boots directly
+/// (from the root) or none, when the disk boots through the firmware.
 pub struct VmDisk {
+    pub kernel: Option<DirectKernel>,
+    pub disk: PathBuf,
+}
+
+/// A kernel and initrd qemu loads itself (`-kernel`, `-initrd`).
+#[derive(Clone)]
+pub struct DirectKernel {
     pub kernel: PathBuf,
     pub initrd: PathBuf,
-    pub disk: PathBuf,
+}
+
+impl VmDisk {
+    /// A whole disk (partition table, boot loader) that SeaBIOS boots;
+    /// its output and the boot loader's go to the serial console too.
+    pub fn bootable(disk: PathBuf) -> Self {
+        VmDisk { kernel: None, disk }
+    }
 }
 
 /// Copies `root`'s kernel and initrd out and makes `disk` (sparse, `size`
@@ -43,8 +58,7 @@ pub fn make_disk(root: &Path, dir: &Path, size: &str) -> VmDisk {
         .arg(root)
         .arg(&disk));
     VmDisk {
-        kernel,
-        initrd,
+        kernel: Some(DirectKernel { kernel, initrd }),
         disk,
     }
 }
@@ -239,10 +253,6 @@ pub fn start(launcher: Command, vm: &VmDisk, options: &Options) -> Running {
 fn qemu(mut launcher: Command, vm: &VmDisk, options: &Options) -> std::process::Child {
     let console = options.console;
     let _ = std::fs::remove_file(console);
-    let cmdline = format!(
-        "root=/dev/vda rw console=ttyS0 panic=-1 quiet {}",
-        options.extra_cmdline
-    );
     let child = launcher
         .args(tcg_args(
             options.memory_mib,
@@ -251,19 +261,17 @@ fn qemu(mut launcher: Command, vm: &VmDisk, options: &Options) -> std::process::
         ))
         .args([
             "-machine",
-            "pc",
+            if vm.kernel.is_some() {
+                "pc"
+            } else {
+                "pc,graphics=off"
+            },
             "-display",
             "none",
             "-no-reboot",
             "-nodefaults",
             "-no-user-config",
         ])
-        .arg("-kernel")
-        .arg(&vm.kernel)
-        .arg("-initrd")
-        .arg(&vm.initrd)
-        .arg("-append")
-        .arg(cmdline.trim())
         .arg("-drive")
         .arg(format!(
             "file={},format=raw,if=virtio,cache=unsafe",
@@ -278,6 +286,19 @@ fn qemu(mut launcher: Command, vm: &VmDisk, options: &Options) -> std::process::
         child
             .arg("-serial")
             .arg(format!("file:{}", private.display()));
+    }
+    if let Some(direct) = &vm.kernel {
+        let cmdline = format!(
+            "root=/dev/vda rw console=ttyS0 panic=-1 quiet {}",
+            options.extra_cmdline
+        );
+        child
+            .arg("-kernel")
+            .arg(&direct.kernel)
+            .arg("-initrd")
+            .arg(&direct.initrd)
+            .arg("-append")
+            .arg(cmdline.trim());
     }
     match options.network {
         Network::None => {
@@ -397,7 +418,6 @@ pub fn derive_disk(vm: &VmDisk, dir: &Path, name: &str, files: &[(&str, &str)]) 
     VmDisk {
         disk,
         kernel: vm.kernel.clone(),
-        initrd: vm.initrd.clone(),
     }
 }
 

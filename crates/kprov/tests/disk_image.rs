@@ -1,0 +1,291 @@
+//! `kprov image build`: the disk it makes is read back with the real tools
+//! (sfdisk, zstd, mtools, debugfs), built twice it is the same, bad input
+//! leaves nothing behind, and the image made from the Debian VM root boots
+//! in qemu (SeaBIOS, SYSLINUX from the image, no -kernel) to multi-user
+//! after `kprov stage2` has installed it from a real HTTP server.
+
+#![allow(clippy::unwrap_used, clippy::print_stdout)]
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use common::sh;
+use kprov_testkit::http::FileServer;
+
+/// A root with what the build looks for (an init, a kernel and initrd in
+/// /boot) and files to find again; it does not boot.
+fn small_root(root: &Path) {
+    for dir in ["boot", "sbin", "etc", "usr/lib/systemd"] {
+        std::fs::create_dir_all(root.join(dir)).unwrap();
+    }
+    std::fs::write(root.join("usr/lib/systemd/systemd"), "not a real init").unwrap();
+    std::os::unix::fs::symlink("/usr/lib/systemd/systemd", root.join("sbin/init")).unwrap();
+    std::fs::write(root.join("boot/vmlinuz-6.1.0-9-amd64"), "old kernel").unwrap();
+    std::fs::write(root.join("boot/initrd.img-6.1.0-9-amd64"), "old initrd").unwrap();
+    std::fs::write(root.join("boot/vmlinuz-6.1.0-10-amd64"), "new kernel").unwrap();
+    std::fs::write(root.join("boot/initrd.img-6.1.0-10-amd64"), "new initrd").unwrap();
+    std::fs::write(root.join("etc/hostname"), "image-test\n").unwrap();
+}
+
+fn build(root: &Path, output: &Path, extra: &[&str]) -> common::Run {
+    let root = root.display().to_string();
+    let output = output.display().to_string();
+    let mut args = vec!["image", "build", "--root", &root, "--output", &output];
+    args.extend_from_slice(extra);
+    common::kprov(&args, &[])
+}
+
+fn manifest(output: &Path) -> serde_json::Value {
+    let path = format!("{}.json", output.display());
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+fn stdout(cmd: &mut Command) -> String {
+    String::from_utf8(sh(cmd).stdout).unwrap()
+}
+
+#[test]
+#[ignore = "needs dosfstools, mtools, syslinux and fdisk (tools/install-deps.sh vm)"]
+fn an_image_is_a_gpt_disk_holding_the_kernel_and_the_root_and_is_the_same_when_built_again() {
+    let dir = common::scratch("disk-image-");
+    let root = dir.path().join("root");
+    small_root(&root);
+    let output = dir.path().join("node.img.zst");
+    let run = build(
+        &root,
+        &output,
+        &["--size", "1300M", "--kernel-arg", "quiet"],
+    );
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("kernel 6.1.0-10-amd64"),
+        "{}",
+        run.stderr
+    );
+    let first = manifest(&output);
+    assert_eq!(first["image"], "node.img.zst");
+    assert_eq!(
+        first["compressed"]["sha256"].as_str().unwrap(),
+        common::sha256_hex(&output)
+    );
+    assert_eq!(
+        first["compressed"]["size"].as_u64().unwrap(),
+        std::fs::metadata(&output).unwrap().len()
+    );
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&output).unwrap().permissions().mode() & 0o777,
+        0o644
+    );
+
+    // zstd decompresses it to the raw disk the manifest describes.
+    let raw = dir.path().join("disk.raw");
+    sh(Command::new("zstd")
+        .args(["-q", "-d", "-o"])
+        .arg(&raw)
+        .arg(&output));
+    assert_eq!(std::fs::metadata(&raw).unwrap().len(), 1300 << 20);
+    assert_eq!(first["raw"]["size"].as_u64().unwrap(), 1300 << 20);
+    assert_eq!(
+        first["raw"]["sha256"].as_str().unwrap(),
+        common::sha256_hex(&raw)
+    );
+
+    // sfdisk reads both partitions from the tables kprov wrote.
+    let table: serde_json::Value =
+        serde_json::from_str(&stdout(Command::new("sfdisk").arg("--json").arg(&raw))).unwrap();
+    let parts = table["partitiontable"]["partitions"].as_array().unwrap();
+    assert_eq!(table["partitiontable"]["label"], "gpt");
+    assert_eq!(parts.len(), 2, "{table}");
+    assert_eq!(parts[0]["type"], "C12A7328-F81F-11D2-BA4B-00A0C93EC93B");
+    assert_eq!(parts[0]["attrs"], "LegacyBIOSBootable");
+    assert_eq!(parts[0]["start"], 2048);
+    assert_eq!(parts[1]["type"], "4F68BCE3-E8CD-4DB1-96E7-FBCAF984B709");
+    // sfdisk -V checks both headers, their CRCs and the backup's place.
+    let verify = Command::new("sfdisk").arg("-V").arg(&raw).output().unwrap();
+    assert!(
+        verify.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&verify.stdout),
+        String::from_utf8_lossy(&verify.stderr)
+    );
+    let root_uuid = parts[1]["uuid"].as_str().unwrap().to_lowercase();
+    let boot_offset = parts[0]["start"].as_u64().unwrap() * 512;
+    let root_offset = parts[1]["start"].as_u64().unwrap() * 512;
+
+    // The boot partition: the newest kernel, SYSLINUX, its configuration
+    // naming the root partition.
+    let fat = format!("{}@@{boot_offset}", raw.display());
+    let listing = stdout(
+        Command::new("mdir")
+            .env("MTOOLS_SKIP_CHECK", "1")
+            .args(["-a", "-b", "-i", &fat, "::/"]),
+    );
+    for file in [
+        "vmlinuz",
+        "initrd.img",
+        "syslinux.cfg",
+        "ldlinux.sys",
+        "ldlinux.c32",
+    ] {
+        assert!(listing.contains(&format!("::/{file}")), "{listing}");
+    }
+    let kernel = stdout(Command::new("mtype").env("MTOOLS_SKIP_CHECK", "1").args([
+        "-i",
+        &fat,
+        "::/vmlinuz",
+    ]));
+    assert_eq!(kernel, "new kernel");
+    let config = stdout(Command::new("mtype").env("MTOOLS_SKIP_CHECK", "1").args([
+        "-i",
+        &fat,
+        "::/syslinux.cfg",
+    ]));
+    assert!(
+        config.contains(&format!("APPEND root=PARTUUID={root_uuid} rw quiet")),
+        "{config}"
+    );
+
+    // The root partition: ext4 with the root's files.
+    let ext4 = dir.path().join("root.ext4");
+    sh(Command::new("dd")
+        .arg(format!("if={}", raw.display()))
+        .arg(format!("of={}", ext4.display()))
+        .args(["bs=1M", "status=none", "conv=sparse"])
+        .arg(format!("skip={}", root_offset >> 20)));
+    let hostname = stdout(
+        Command::new("debugfs")
+            .args(["-R", "cat /etc/hostname"])
+            .arg(&ext4),
+    );
+    assert_eq!(hostname, "image-test\n");
+
+    // Built again from the same root: the same bytes.
+    let again = dir.path().join("again.img.zst");
+    let run = build(&root, &again, &["--size", "1300M", "--kernel-arg", "quiet"]);
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    assert_eq!(manifest(&again)["raw"], first["raw"]);
+    assert_eq!(manifest(&again)["compressed"], first["compressed"]);
+}
+
+#[test]
+fn bad_input_is_refused_by_name_and_leaves_nothing_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    small_root(&root);
+    // 3 MiB of files: more than the root partition of a 260 MiB disk.
+    std::fs::write(root.join("etc/data"), vec![7u8; 3 << 20]).unwrap();
+    let out = dir.path().join("out");
+    std::fs::create_dir(&out).unwrap();
+    let output = out.join("node.img.zst");
+    let root_text = root.display().to_string();
+
+    let no_kernel = dir.path().join("no-kernel");
+    small_root(&no_kernel);
+    for name in ["initrd.img-6.1.0-9-amd64", "initrd.img-6.1.0-10-amd64"] {
+        std::fs::remove_file(no_kernel.join("boot").join(name)).unwrap();
+    }
+    let cases: Vec<(common::Run, String)> = vec![
+        (
+            build(&no_kernel, &output, &[]),
+            format!(
+                "root {}: /boot has no vmlinuz-VERSION with an initrd.img-VERSION",
+                no_kernel.display()
+            ),
+        ),
+        (
+            build(&dir.path().join("missing"), &output, &[]),
+            "missing: cannot be read".to_string(),
+        ),
+        (
+            build(&root, &output, &["--size", "260M"]),
+            format!("--size 260 MiB is too small for root {root_text}: its files take 4 MiB"),
+        ),
+        (
+            build(&root, &output, &["--size", "4T"]),
+            "disk size \"4T\": expected a whole number of MiB or GiB".to_string(),
+        ),
+        (
+            build(&root, &output, &["--kernel-arg", "a b"]),
+            "kernel argument \"a b\": expected one word".to_string(),
+        ),
+    ];
+    for (run, expected) in cases {
+        assert_ne!(run.code, Some(0), "{}", run.stderr);
+        assert!(
+            run.stderr.contains(&expected),
+            "want {expected:?} in:\n{}",
+            run.stderr
+        );
+    }
+    // A dry run prints the plan and writes nothing either.
+    let run = build(&root, &output, &["--dry-run"]);
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("dry run: nothing written"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains("root partition 1024 MiB"),
+        "{}",
+        run.stderr
+    );
+    let left: Vec<_> = std::fs::read_dir(&out).unwrap().collect();
+    assert!(left.is_empty(), "{left:?}");
+}
+
+#[test]
+#[ignore = "needs the Debian VM root, the image tools and qemu (tools/test.sh)"]
+fn the_image_of_the_debian_vm_root_installed_by_stage2_boots_to_multi_user() {
+    let dir = common::scratch("disk-image-vm-");
+    let root = dir.path().join("root");
+    common::extract(common::debian_vm_root_tarball(), &root);
+    let site = dir.path().join("site");
+    std::fs::create_dir(&site).unwrap();
+    let output = site.join("node.img.zst");
+    let run = build(&root, &output, &["--kernel-arg", "console=ttyS0,115200"]);
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    println!("{}", run.stderr.lines().last().unwrap_or_default());
+    std::fs::remove_dir_all(&root).unwrap();
+
+    // stage2 installs it from a real HTTP server onto a bigger disk.
+    let server = FileServer::start(&site).unwrap();
+    let disk = dir.path().join("disk.raw");
+    let raw_size = manifest(&output)["raw"]["size"].as_u64().unwrap();
+    std::fs::File::create(&disk)
+        .unwrap()
+        .set_len(raw_size + (256 << 20))
+        .unwrap();
+    let manifest_url = format!("{}/node.img.zst.json", server.url());
+    let run = common::kprov(
+        &[
+            "stage2",
+            "--manifest",
+            &manifest_url,
+            "--disk",
+            &disk.display().to_string(),
+        ],
+        &[],
+    );
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+
+    // SeaBIOS runs the image's MBR code, which starts SYSLINUX from the
+    // boot partition, which boots the kernel with the root by PARTUUID.
+    let vm = common::vm::VmDisk::bootable(disk);
+    let console = dir.path().join("console.log");
+    let (text, _) = common::vm::boot_until(
+        Command::new("qemu-system-x86_64"),
+        &vm,
+        &console,
+        &common::vm::Network::None,
+        "",
+        &["Multi-User System"],
+        Duration::from_secs(300),
+    );
+    assert!(text.contains("SYSLINUX"), "{text}");
+    assert!(!text.contains("emergency mode"), "{text}");
+}
