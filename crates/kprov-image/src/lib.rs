@@ -17,5 +17,7 @@ pub mod bootloader;
 pub mod build;
 pub mod gpt;
 pub mod guid;
+pub mod initrd;
+pub mod initrd_build;
 pub mod layout;
 pub mod manifest;

@@ -15,6 +15,8 @@
 //!   `Write + Seek`;
 //! - [`install`]: the thin side: HTTP, the disk device, fsync.
 
+pub mod cmdline;
 pub mod disk;
+pub mod init;
 pub mod install;
 pub use kprov_image::manifest;

@@ -189,6 +189,10 @@ pub enum Command {
     #[command(subcommand)]
     Image(ImageCommand),
 
+    /// Build the stage2 initrd that netbooted machines install images with.
+    #[command(subcommand)]
+    Initrd(InitrdCommand),
+
     /// Make, inspect and remove whole clusters of N masters and M workers
     /// on local machines (systemd-nspawn containers) or existing hosts
     /// over ssh (--target ssh), stateless: a cluster's machines are found
@@ -903,6 +907,48 @@ pub struct ImageBuildArgs {
     /// Print the layout (sizes, kernel, partition GUIDs) and write nothing.
     #[arg(long)]
     pub dry_run: bool,
+}
+
+/// `kprov initrd` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum InitrdCommand {
+    /// Make the stage2 initrd: a gzip-compressed cpio whose /init is this
+    /// static kprov binary (running stage2), with the kernel modules for
+    /// common NICs and disks (virtio, e1000/e1000e, igb, ixgbe, i40e, ice,
+    /// r8169, tg3, bnxt, mlx, nvme, ahci, SAS) and what they depend on,
+    /// taken from the kernel of --root (boot it with that kernel, printed
+    /// at the end).
+    ///
+    /// Example: kprov initrd build --root /srv/node-root --output
+    /// /srv/netboot/stage2.initrd
+    Build(InitrdBuildArgs),
+}
+
+/// Flags of `kprov initrd build`.
+#[derive(Debug, Args)]
+pub struct InitrdBuildArgs {
+    /// The root with the kernel (/boot/vmlinuz-VERSION) and its modules
+    /// (/lib/modules/VERSION): the image's root, so that stage2 and the
+    /// installed system share a kernel.
+    #[arg(long, value_name = "DIR")]
+    pub root: std::path::PathBuf,
+
+    /// The initrd to write (replaced whole).
+    #[arg(long, value_name = "FILE")]
+    pub output: std::path::PathBuf,
+
+    /// The kernel version (default: the root's newest).
+    #[arg(long, value_name = "VERSION")]
+    pub kernel: Option<String>,
+
+    /// A kernel module to add (with its dependencies); repeat for more.
+    #[arg(long = "module", value_name = "NAME")]
+    pub modules: Vec<String>,
+
+    /// The kprov binary to put in as /init (default: this one). It must
+    /// be static: nothing in the initrd can load a dynamic one.
+    #[arg(long, value_name = "PATH")]
+    pub kprov: Option<std::path::PathBuf>,
 }
 
 fn parse_disk_size(s: &str) -> Result<u64, String> {

@@ -12,6 +12,12 @@ mod output;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
+    // The stage2 initrd's /init (`kprov initrd build`): the kernel starts
+    // it as PID 1 named /init, with its settings on the kernel command
+    // line. Both are checked: kprov as PID 1 in a container is a command.
+    if std::process::id() == 1 && std::env::args_os().next().is_some_and(|a| a == "/init") {
+        kprov_stage2::init::run();
+    }
     let cli = match config_file::parse() {
         Ok(cli) => cli,
         Err(err) => {
@@ -56,6 +62,7 @@ fn main() -> ExitCode {
         cli::Command::Lb(command) => commands::lb::run(command),
         cli::Command::Stage2(args) => commands::stage2::run(&args),
         cli::Command::Image(command) => commands::image::run(command),
+        cli::Command::Initrd(command) => commands::image::run_initrd(command),
         cli::Command::Version(args) => commands::version::run(&args),
         cli::Command::Completions(args) => commands::completions::run(&args),
         cli::Command::Man(args) => commands::man::run(&args),

@@ -289,3 +289,78 @@ fn the_image_of_the_debian_vm_root_installed_by_stage2_boots_to_multi_user() {
     assert!(text.contains("SYSLINUX"), "{text}");
     assert!(!text.contains("emergency mode"), "{text}");
 }
+
+#[test]
+#[ignore = "needs the Debian VM root, the static release kprov and qemu (tools/test.sh)"]
+fn the_stage2_initrd_runs_kprov_as_init_loads_the_modules_finds_the_disk_and_names_what_is_missing()
+{
+    let dir = common::scratch("stage2-initrd-");
+    let root = dir.path().join("root");
+    common::extract(common::debian_vm_root_tarball(), &root);
+    let initrd = dir.path().join("stage2.initrd");
+    let kprov = common::kprov_release_bin().display().to_string();
+    let run = common::kprov(
+        &[
+            "initrd",
+            "build",
+            "--root",
+            &root.display().to_string(),
+            "--output",
+            &initrd.display().to_string(),
+            "--kprov",
+            &kprov,
+        ],
+        &[],
+    );
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    println!("{}", run.stderr.trim());
+    let kernel = run
+        .stderr
+        .rsplit("boot it with ")
+        .next()
+        .unwrap()
+        .trim()
+        .to_string();
+
+    // A machine with a blank disk and no NIC: stage2 comes up as PID 1,
+    // loads the virtio modules, finds the disk, and stops at the missing
+    // interface with the cause on the console, then powers off as told.
+    let disk = dir.path().join("disk.raw");
+    std::fs::File::create(&disk)
+        .unwrap()
+        .set_len(2 << 30)
+        .unwrap();
+    let vm = common::vm::VmDisk {
+        kernel: Some(common::vm::DirectKernel {
+            kernel: kernel.into(),
+            initrd: initrd.clone(),
+        }),
+        disk: disk.clone(),
+    };
+    let console = dir.path().join("console.log");
+    let running = common::vm::start(
+        Command::new("qemu-system-x86_64"),
+        &vm,
+        &common::vm::Options {
+            console: &console,
+            extra_cmdline: "kprov.manifest=http://10.0.0.1:8080/files/node.img.zst.json kprov.on-failure=poweroff",
+            ..Default::default()
+        },
+    );
+    let text = running.wait_poweroff(Duration::from_secs(240));
+    for expected in [
+        "kernel modules loaded",
+        "kprov: stage2: disk /dev/vda (2048 MiB)",
+        "kprov: stage2: failed: no network interface after 30 s (is its driver in the initrd?",
+        "kprov: stage2: powering off (kprov.on-failure=poweroff)",
+    ] {
+        assert!(
+            text.contains(expected),
+            "want {expected:?} on the console:\n{text}"
+        );
+    }
+    assert!(!text.contains("failed to load"), "{text}");
+    // Nothing was written: the disk is still all holes.
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(std::fs::metadata(&disk).unwrap().blocks(), 0);
+}

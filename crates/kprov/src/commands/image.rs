@@ -1,5 +1,5 @@
-//! `kprov image build`: flags into kprov-image's plan and build, with the
-//! plan printed first and progress lines as the build goes.
+//! `kprov image build` and `kprov initrd build`: flags into kprov-image's
+//! builds, with the plan printed first and progress lines as they go.
 
 use std::process::ExitCode;
 use std::time::Instant;
@@ -8,7 +8,7 @@ use anyhow::Context;
 use kprov_image::build::{self, ImageBuild, Step};
 use kprov_image::layout::MIB;
 
-use crate::cli::{ImageBuildArgs, ImageCommand};
+use crate::cli::{ImageBuildArgs, ImageCommand, InitrdCommand};
 
 /// Runs `kprov image`.
 pub fn run(command: ImageCommand) -> anyhow::Result<ExitCode> {
@@ -66,6 +66,33 @@ fn build_image(args: ImageBuildArgs) -> anyhow::Result<ExitCode> {
         manifest.compressed.size.div_ceil(MIB),
         manifest.compressed.sha256,
         build::manifest_path(&request.output).display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Runs `kprov initrd`.
+pub fn run_initrd(command: InitrdCommand) -> anyhow::Result<ExitCode> {
+    let InitrdCommand::Build(args) = command;
+    let kprov = match args.kprov {
+        Some(path) => path,
+        None => std::env::current_exe().context("finding this kprov binary")?,
+    };
+    let request = kprov_image::initrd_build::InitrdBuild {
+        root: args.root,
+        kernel: args.kernel,
+        modules: args.modules,
+        kprov,
+        output: args.output,
+    };
+    let built = kprov_image::initrd_build::build_initrd(&request)
+        .with_context(|| format!("building {}", request.output.display()))?;
+    eprintln!(
+        "kprov: initrd: {} written: {} KiB, kernel {}, {} modules; boot it with {}",
+        request.output.display(),
+        built.size.div_ceil(1024),
+        built.kernel,
+        built.modules.len(),
+        built.kernel_image.display()
     );
     Ok(ExitCode::SUCCESS)
 }
