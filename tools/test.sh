@@ -36,7 +36,8 @@ export PATH="$HOME/.cargo/bin:$PATH"
 # One build from scratch gains nothing from incremental state (gigabytes).
 export CARGO_INCREMENTAL=${CARGO_INCREMENTAL:-0}
 
-step() { printf '\n== %s\n' "$*" >&2; }
+# Each step says when it starts (seconds into the run): where CI time goes.
+step() { printf '\n== %s (at %d s)\n' "$*" "$SECONDS" >&2; }
 
 # The least free space seen on the disks the run writes to (the work tree,
 # the test roots in /var/tmp, the caches in /var/cache), sampled every 5 s:
@@ -48,6 +49,7 @@ echo "start $(free_mib)" >"$disk_log"
 disk_sampler=$!
 disk_report() {
     kill "$disk_sampler" 2>/dev/null || true
+    echo "== done (at $SECONDS s)" >&2
     awk 'NR == 1 {start = $2; least = $2; next} $1 < least {least = $1}
         END {printf "disk: %.1f GiB free at the start, %.1f GiB at the least (%.1f GiB used at the peak)\n", start / 1024, least / 1024, (start - least) / 1024}' "$disk_log" >&2
     rm -f "$disk_log"
