@@ -9,7 +9,8 @@ use std::str::FromStr;
 
 use serde::Deserialize;
 
-use crate::machine::{parse_profile, Profile, RawProfile};
+use crate::machine::{check_cmdline, parse_profile, Profile, RawProfile};
+use crate::paths::RelPath;
 
 /// An IPv4 subnet such as `10.77.0.0/24`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -324,7 +325,31 @@ struct RawConfig {
     #[serde(default)]
     default_profile: Option<RawProfile>,
     #[serde(default)]
+    stage2: Option<RawStage2>,
+    #[serde(default)]
     ipv6_ra_lifetime_zero: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStage2 {
+    kernel: String,
+    initrd: String,
+    #[serde(default)]
+    cmdline: String,
+}
+
+/// What machines that boot an image (`boot: {image: ...}`) netboot to
+/// install it: the kernel and the stage2 initrd (`kprov initrd build`),
+/// under the HTTP root, and kernel arguments of the server's choosing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stage2Boot {
+    /// The kernel the initrd's modules are for.
+    pub kernel: RelPath,
+    /// The stage2 initrd.
+    pub initrd: RelPath,
+    /// Extra kernel arguments (console=ttyS0, kprov.disk=/dev/sda).
+    pub cmdline: String,
 }
 
 fn default_lease() -> u32 {
@@ -385,6 +410,8 @@ pub struct Config {
     pub boot_files: BootFiles,
     /// What unknown MACs boot, if anything.
     pub default_profile: Option<Profile>,
+    /// How image machines install their image, if configured.
+    pub stage2: Option<Stage2Boot>,
     /// Send IPv6 router advertisements with lifetime 0 every 2 s on the
     /// interface, so that iPXE does not wait for IPv6 (default: on in
     /// full mode, off in proxy mode, where the network has its own
@@ -561,6 +588,20 @@ impl Config {
             .map(|p| parse_profile(p, "defaultProfile."))
             .transpose()
             .map_err(|(field, reason)| fail(&field, reason))?;
+        let stage2 = raw
+            .stage2
+            .map(|s| -> Result<Stage2Boot, (String, String)> {
+                check_cmdline(&s.cmdline).map_err(|e| ("stage2.cmdline".to_string(), e))?;
+                Ok(Stage2Boot {
+                    kernel: RelPath::new(&s.kernel)
+                        .map_err(|e| ("stage2.kernel".to_string(), e))?,
+                    initrd: RelPath::new(&s.initrd)
+                        .map_err(|e| ("stage2.initrd".to_string(), e))?,
+                    cmdline: s.cmdline,
+                })
+            })
+            .transpose()
+            .map_err(|(field, reason)| fail(&field, reason))?;
         Ok(Self {
             mode: raw.mode,
             interface: raw.interface,
@@ -581,6 +622,7 @@ impl Config {
             ports: raw.ports,
             boot_files: raw.boot_files,
             default_profile,
+            stage2,
             ipv6_ra_lifetime_zero: raw.ipv6_ra_lifetime_zero.unwrap_or(raw.mode == Mode::Full),
         })
     }

@@ -249,7 +249,14 @@ async fn answer(
                     tracing::info!(mac = %mac, machine = %m.name, peer = %peer, boots = if grant.seed.is_some() { "network" } else { "local disk" }, "iPXE script served");
                     text(
                         StatusCode::OK,
-                        render_script(&m.name, &mac, &m.profile, &base, grant.seed.as_deref()),
+                        render_script(
+                            &m.name,
+                            &mac,
+                            &m.profile,
+                            &base,
+                            grant.seed.as_deref(),
+                            shared.config.stage2.as_ref(),
+                        ),
                         "text/plain",
                     )
                 }

@@ -198,6 +198,14 @@ struct RawBoot {
     image: Option<String>,
 }
 
+/// A kernel command line that can go into an iPXE `kernel` line as it is.
+pub fn check_cmdline(cmdline: &str) -> Result<(), String> {
+    if cmdline.contains(['\n', '\r']) || cmdline.contains("${") {
+        return Err("must be one line without iPXE settings (${...})".into());
+    }
+    Ok(())
+}
+
 impl RawProfile {
     /// Validates the profile; errors name the field under `prefix`.
     pub fn validate(self, prefix: &str) -> Result<Profile, (String, String)> {
@@ -212,12 +220,7 @@ impl RawProfile {
                     .transpose()
                     .map_err(|e| (field("boot.initrd"), e))?;
                 let cmdline = self.boot.cmdline.unwrap_or_default();
-                if cmdline.contains(['\n', '\r']) || cmdline.contains("${") {
-                    return Err((
-                        field("boot.cmdline"),
-                        "must be one line without iPXE settings (${...})".into(),
-                    ));
-                }
+                check_cmdline(&cmdline).map_err(|e| (field("boot.cmdline"), e))?;
                 Boot::Kernel {
                     kernel,
                     initrd,

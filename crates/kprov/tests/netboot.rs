@@ -1779,6 +1779,8 @@ fn bad_configs_are_refused_before_anything_is_opened() {
         ("mode: full", "mode: both", "(document): mode: unknown variant `both`, expected `full` or `proxy`"),
         ("interface: br0", "interface: br0/x", "interface: invalid interface name \"br0/x\""),
         ("stateDir: state\n", "stateDir: state\ndefaultProfile: {boot: {kernel: ../vmlinuz}}\n", "defaultProfile.boot.kernel: \"../vmlinuz\": expected a relative path without '..' components"),
+        ("stateDir: state\n", "stateDir: state\nstage2: {kernel: vmlinuz, initrd: /srv/stage2.initrd}\n", "stage2.initrd: \"/srv/stage2.initrd\": expected a relative path"),
+        ("stateDir: state\n", "stateDir: state\nstage2: {kernel: vmlinuz, initrd: s.initrd, cmdline: \"a ${x}\"}\n", "stage2.cmdline: must be one line without iPXE settings"),
         // Served roots must not hold the token secret, leases or Machines.
         ("httpRoot: h", "httpRoot: .", "httpRoot: \".\" contains stateDir \"state\": the token secret and the lease table would be served; use separate directories"),
         ("tftpRoot: t", "tftpRoot: m/..", "tftpRoot: \"m/..\" contains stateDir \"state\": the token secret and the lease table would be served; use separate directories"),
