@@ -9,7 +9,9 @@
 //!   with a link);
 //! - `kprov.on-failure=reboot|poweroff|halt`: after a failed install
 //!   (default reboot, so that the machine netboots and tries again);
-//! - `kprov.attempts=N`: attempts per request (default 10).
+//! - `kprov.attempts=N`: attempts per request (default 10);
+//! - `kprov.seed=URL`: the machine's NoCloud seed on the netboot server,
+//!   where stage2 reports the image installed (`URL` + `installed`).
 
 /// The settings read.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -26,6 +28,8 @@ pub struct BootSettings {
     pub on_failure: OnFailure,
     /// `kprov.attempts`.
     pub attempts: u32,
+    /// `kprov.seed`.
+    pub seed: Option<String>,
 }
 
 /// What stage2 does after a failed install.
@@ -50,6 +54,7 @@ pub fn parse(cmdline: &str) -> Result<BootSettings, String> {
         boot_mac: None,
         on_failure: OnFailure::Reboot,
         attempts: 10,
+        seed: None,
     };
     for word in cmdline.split_whitespace() {
         let Some((key, value)) = word.split_once('=') else {
@@ -71,6 +76,16 @@ pub fn parse(cmdline: &str) -> Result<BootSettings, String> {
                 settings.disk = Some(value.to_string());
             }
             "kprov.interface" => settings.interface = Some(value.to_string()),
+            "kprov.seed" => {
+                if !(value.starts_with("http://") || value.starts_with("https://"))
+                    || !value.ends_with('/')
+                {
+                    return Err(format!(
+                        "kprov.seed={value}: expected an http:// URL ending in /"
+                    ));
+                }
+                settings.seed = Some(value.to_string());
+            }
             "BOOTIF" => {
                 // Hardware type 01 (Ethernet), then the MAC with dashes.
                 let mac = value.strip_prefix("01-").unwrap_or(value).replace('-', ":");
@@ -117,7 +132,7 @@ mod tests {
     #[test]
     fn the_settings_come_from_their_parameters_and_the_rest_is_ignored() {
         let settings = parse(
-            "console=ttyS0 kprov.manifest=http://10.0.0.1:8080/files/node.img.zst.json BOOTIF=01-52-54-00-AB-CD-EF kprov.disk=/dev/nvme0n1 kprov.on-failure=poweroff kprov.attempts=3 quiet",
+            "console=ttyS0 kprov.manifest=http://10.0.0.1:8080/files/node.img.zst.json kprov.seed=http://10.0.0.1:8080/machines/52-54-00-ab-cd-ef/tok/ BOOTIF=01-52-54-00-AB-CD-EF kprov.disk=/dev/nvme0n1 kprov.on-failure=poweroff kprov.attempts=3 quiet",
         )
         .unwrap();
         assert_eq!(
@@ -128,6 +143,10 @@ mod tests {
         assert_eq!(settings.disk.as_deref(), Some("/dev/nvme0n1"));
         assert_eq!(settings.on_failure, OnFailure::Poweroff);
         assert_eq!(settings.attempts, 3);
+        assert_eq!(
+            settings.seed.as_deref(),
+            Some("http://10.0.0.1:8080/machines/52-54-00-ab-cd-ef/tok/")
+        );
         let defaults = parse("kprov.manifest=https://x/m.json").unwrap();
         assert_eq!(defaults.on_failure, OnFailure::Reboot);
         assert_eq!(
@@ -159,6 +178,10 @@ mod tests {
             (
                 "kprov.manifest=http://x kprov.attempts=0",
                 "kprov.attempts=0: expected a number",
+            ),
+            (
+                "kprov.manifest=http://x kprov.seed=http://s/tok",
+                "kprov.seed=http://s/tok: expected an http:// URL ending in /",
             ),
         ] {
             let error = parse(cmdline).unwrap_err();

@@ -13,12 +13,16 @@ use rustix::mount::{mount, MountFlags};
 use rustix::system::{reboot, RebootCommand};
 
 use crate::cmdline::{self, BootSettings, OnFailure};
+use crate::install::Install;
 
 /// The module list `kprov initrd build` writes (kprov-image's MODULE_LIST).
 const MODULE_LIST: &str = "/etc/kprov/stage2-modules";
 
 /// How long devices may take to appear once their drivers are loaded.
 const DEVICE_WAIT: Duration = Duration::from_secs(30);
+
+/// How long DHCP may take (servers that ping before offering are slow).
+const DHCP_WAIT: Duration = Duration::from_secs(60);
 
 /// Runs stage2 as PID 1. Never returns.
 pub fn run() -> ! {
@@ -87,10 +91,57 @@ fn boot() -> Result<(), (String, OnFailure)> {
     ));
     let (interface, mac) = wait_for_interface(&settings).map_err(fail)?;
     say(&format!("interface {interface} ({mac})"));
-    Err(fail(format!(
-        "configuring {interface}: DHCP in stage2 is not built yet (the manifest is {})",
-        settings.manifest
-    )))
+    let lease = crate::net::configure(&interface, DHCP_WAIT).map_err(fail)?;
+    say(&crate::net::describe(&interface, &lease));
+    let request = Install {
+        manifest_url: settings.manifest.clone(),
+        disk: disk.clone(),
+        attempts: settings.attempts,
+        backoff: Duration::from_secs(2),
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| fail(format!("starting the runtime: {e}")))?;
+    let mut lines = crate::install::console_lines();
+    let installed = runtime
+        .block_on(crate::install::install(&request, &mut lines))
+        .map_err(|e| fail(format!("installing onto {}: {e}", disk.display())))?;
+    eprintln!("{}", crate::install::installed_line(&disk, &installed));
+    if let Some(seed) = &settings.seed {
+        runtime
+            .block_on(report_installed(seed, settings.attempts))
+            .map_err(fail)?;
+        say("reported installed to the netboot server");
+    }
+    Ok(())
+}
+
+/// POSTs `SEED/installed`: the netboot server marks the machine installed
+/// and its next script boots the local disk. Without the report the
+/// machine would install again at its next netboot, so a failed report
+/// fails the install.
+async fn report_installed(seed: &str, attempts: u32) -> Result<(), String> {
+    let url = format!("{seed}installed");
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .map_err(|e| format!("HTTP client: {e}"))?;
+    let mut last = String::new();
+    for attempt in 1..=attempts {
+        match client.post(&url).send().await {
+            Ok(response) if response.status().is_success() => return Ok(()),
+            Ok(response) => last = format!("HTTP {}", response.status()),
+            Err(e) => last = e.without_url().to_string(),
+        }
+        if attempt < attempts {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+        }
+    }
+    // The token is in the URL: name the server's answer, not the URL.
+    Err(format!(
+        "reporting installed to the netboot server failed {attempts} time(s): {last}"
+    ))
 }
 
 /// What loading the initrd's modules did.

@@ -110,6 +110,43 @@ fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> Stage2Error 
     move |source| Stage2Error::Io { context, source }
 }
 
+/// Progress lines for a console (not a terminal): one per tenth of the
+/// image, and at least every 10 s.
+pub fn console_lines() -> impl FnMut(Progress) {
+    let mut next_tenth = 1u64;
+    let mut last_line = Duration::ZERO;
+    move |p: Progress| {
+        let tenth = p.received * 10 / p.total.max(1);
+        if tenth >= next_tenth || p.elapsed >= last_line + Duration::from_secs(10) {
+            next_tenth = tenth + 1;
+            last_line = p.elapsed;
+            eprintln!(
+                "kprov: stage2: {}% ({} of {} MiB received, {} MiB written, {:.0} s)",
+                p.received * 100 / p.total.max(1),
+                p.received >> 20,
+                p.total >> 20,
+                p.written >> 20,
+                p.elapsed.as_secs_f64()
+            );
+        }
+    }
+}
+
+/// The line that says an install is done.
+pub fn installed_line(disk: &Path, installed: &Installed) -> String {
+    let raw = installed.manifest.raw.size;
+    let seconds = installed.elapsed.as_secs_f64().max(0.001);
+    format!(
+        "kprov: stage2: {} installed: {} MiB verified (sha256 {}), {} request(s), {:.1} s, {:.0} MiB/s",
+        disk.display(),
+        raw >> 20,
+        installed.manifest.raw.sha256,
+        installed.requests,
+        seconds,
+        raw as f64 / f64::from(1u32 << 20) / seconds
+    )
+}
+
 /// Fetches the manifest, then streams the image onto the disk.
 pub async fn install(
     request: &Install,

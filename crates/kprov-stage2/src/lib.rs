@@ -16,7 +16,10 @@
 //! - [`install`]: the thin side: HTTP, the disk device, fsync.
 
 pub mod cmdline;
+pub mod dhcp;
 pub mod disk;
 pub mod init;
 pub mod install;
+pub mod net;
+pub mod netlink;
 pub use kprov_image::manifest;

@@ -975,6 +975,11 @@ pub struct Stage2Args {
     /// The pause between attempts.
     #[arg(long, value_name = "DURATION", default_value = "2s", value_parser = parse_duration)]
     pub retry_delay: std::time::Duration,
+
+    /// Configure this interface by DHCP first, as the stage2 initrd does
+    /// (set it up, take a lease, add its address and default route).
+    #[arg(long, value_name = "INTERFACE")]
+    pub dhcp: Option<String>,
 }
 
 /// Flags of `kprov lb status`.

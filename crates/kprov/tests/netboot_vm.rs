@@ -161,19 +161,8 @@ fn a_diskless_vm_pxe_boots_from_kprov_and_fetches_its_user_data_and_an_unknown_o
     let mut ns = Netns::new("10.78.0");
     ns.add_tap("tap0");
     let log = d.join("server.log");
-    let config = d.join("netboot.yaml");
-    let server = ns.spawn_logged(
-        common::kprov_release_bin(),
-        &["netboot", "serve", "--config", config.to_str().unwrap()],
-        &log,
-    );
+    let server = ns.serve_netboot(&d.join("netboot.yaml"), &log);
     let log_text = || std::fs::read_to_string(&log).unwrap_or_default();
-    assert!(
-        wait_for(Duration::from_secs(15), || log_text()
-            .contains("netboot serving")),
-        "{}",
-        log_text()
-    );
 
     // The known machine: expected in about 30 s under TCG (iPXE also waits
     // for IPv6 router advertisements, which nothing sends here).

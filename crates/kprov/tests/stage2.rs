@@ -14,9 +14,9 @@ fn sha(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
 
-#[test]
-fn stage2_installs_an_image_through_a_dropped_connection_and_says_how_it_went() {
-    let site = tempfile::tempdir().unwrap();
+/// Writes a 6 MiB raw image (data and zeros) as `node.img.zst` with its
+/// manifest into `site`; returns the raw image and the compressed size.
+fn image_site(site: &std::path::Path) -> (Vec<u8>, usize) {
     let raw: Vec<u8> = (0..6u32 << 20)
         .map(|i| {
             if (i >> 16) % 2 == 0 {
@@ -27,9 +27,9 @@ fn stage2_installs_an_image_through_a_dropped_connection_and_says_how_it_went() 
         })
         .collect();
     let compressed = zstd::encode_all(raw.as_slice(), 3).unwrap();
-    std::fs::write(site.path().join("node.img.zst"), &compressed).unwrap();
+    std::fs::write(site.join("node.img.zst"), &compressed).unwrap();
     std::fs::write(
-        site.path().join("node.img.zst.json"),
+        site.join("node.img.zst.json"),
         format!(
             r#"{{"image":"node.img.zst","raw":{{"size":{},"sha256":"{}"}},"compressed":{{"size":{},"sha256":"{}"}}}}"#,
             raw.len(),
@@ -39,11 +39,18 @@ fn stage2_installs_an_image_through_a_dropped_connection_and_says_how_it_went() 
         ),
     )
     .unwrap();
+    (raw, compressed.len())
+}
+
+#[test]
+fn stage2_installs_an_image_through_a_dropped_connection_and_says_how_it_went() {
+    let site = tempfile::tempdir().unwrap();
+    let (raw, compressed) = image_site(site.path());
     let server = FileServer::start(site.path()).unwrap();
     server.set_fault(
         "/node.img.zst",
         Fault::DropAfter {
-            bytes: compressed.len() as u64 / 3,
+            bytes: compressed as u64 / 3,
             times: 1,
         },
     );
@@ -118,4 +125,74 @@ fn stage2_installs_an_image_through_a_dropped_connection_and_says_how_it_went() 
     );
     assert_eq!(run.code, Some(2), "{}", run.stderr);
     assert!(run.stderr.contains("--attempts"), "{}", run.stderr);
+}
+
+#[test]
+#[ignore = "needs root, network namespaces and dnsmasq (tools/install-deps.sh test)"]
+fn stage2_takes_a_dhcp_lease_on_its_interface_and_installs_over_it() {
+    // The server side: a bridge with dnsmasq (DHCP, itself as router) and
+    // an HTTP server with the image; the client: a namespace of its own
+    // whose eth0 is down and has no address, as a netbooted machine's.
+    let site = common::scratch("stage2-dhcp-");
+    let (raw, _) = image_site(site.path());
+    let mut server = common::netns::Netns::new("10.97.0");
+    server.serve_dhcp(&site.path().join("leases"));
+    server.serve_http(site.path(), 8080);
+    let client = server.add_peer("52:54:00:97:00:01");
+    client.ip(&["link", "set", "eth0", "down"]);
+    let disk = site.path().join("disk");
+    std::fs::write(&disk, vec![0xABu8; raw.len()]).unwrap();
+
+    let kprov = common::kprov_bin();
+    let out = client
+        .command(kprov.to_str().unwrap())
+        .args([
+            "stage2",
+            "--dhcp",
+            "eth0",
+            "--manifest",
+            "http://10.97.0.1:8080/node.img.zst.json",
+            "--disk",
+        ])
+        .arg(&disk)
+        .output()
+        .unwrap();
+    let run = common::Run::from(out);
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    let line = run
+        .stderr
+        .lines()
+        .find(|l| l.starts_with("kprov: stage2: eth0: 10.97.0."))
+        .unwrap_or_else(|| panic!("no lease line:\n{}", run.stderr));
+    assert!(
+        line.ends_with("/24 from DHCP server 10.97.0.1, router 10.97.0.1"),
+        "{line}"
+    );
+    let address = line
+        .trim_start_matches("kprov: stage2: eth0: ")
+        .split('/')
+        .next()
+        .unwrap()
+        .to_string();
+    // The kernel has what the lease said: the link up, the address, the
+    // default route; and dnsmasq recorded the lease for this MAC.
+    let show = |args: &[&str]| {
+        let out = client.command("ip").args(args).output().unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let addr = show(&["-4", "addr", "show", "dev", "eth0"]);
+    assert!(addr.contains(&format!("inet {address}/24")), "{addr}");
+    assert!(addr.contains(",UP"), "{addr}");
+    let routes = show(&["-4", "route"]);
+    assert!(
+        routes.contains("default via 10.97.0.1 dev eth0"),
+        "{routes}"
+    );
+    let leases = std::fs::read_to_string(site.path().join("leases")).unwrap();
+    assert!(
+        leases.contains(&format!("52:54:00:97:00:01 {address}")),
+        "{leases}"
+    );
+    let on_disk = std::fs::read(&disk).unwrap();
+    assert_eq!(sha(&on_disk), sha(&raw));
 }

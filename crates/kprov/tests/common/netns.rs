@@ -205,6 +205,28 @@ impl Netns {
         peer
     }
 
+    /// Starts `kprov netboot serve --config CONFIG` (the static release
+    /// binary) with its log in `log`, and waits (bounded) until it serves.
+    pub fn serve_netboot(&mut self, config: &std::path::Path, log: &std::path::Path) -> u32 {
+        let pid = self.spawn_logged(
+            super::kprov_release_bin(),
+            &["netboot", "serve", "--config", config.to_str().unwrap()],
+            log,
+        );
+        let start = std::time::Instant::now();
+        loop {
+            let text = std::fs::read_to_string(log).unwrap_or_default();
+            if text.contains("netboot serving") {
+                return pid;
+            }
+            assert!(
+                start.elapsed() < std::time::Duration::from_secs(15),
+                "kprov netboot serve did not start within 15 s:\n{text}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+    }
+
     /// Serves `dir` over HTTP on `<gateway>:port` (Python's http.server).
     pub fn serve_http(&mut self, dir: &std::path::Path, port: u16) {
         let bind = self.gateway();

@@ -330,12 +330,30 @@ pub fn marked<'a>(console: &'a str, prefix: &str) -> Vec<&'a str> {
 /// serial console, which goes to `console`. The caller watches the
 /// console and kills the VM (by the returned child).
 pub fn start_netboot(
-    mut launcher: Command,
+    launcher: Command,
     tap: &str,
     mac: &str,
     console: &Path,
 ) -> std::process::Child {
+    start_netboot_with_disk(launcher, tap, mac, console, None)
+}
+
+/// [`start_netboot`] with a disk (virtio, raw) the VM boots from when
+/// the network boot ends (iPXE's `exit`): boot order network, then disk.
+pub fn start_netboot_with_disk(
+    mut launcher: Command,
+    tap: &str,
+    mac: &str,
+    console: &Path,
+    disk: Option<&Path>,
+) -> std::process::Child {
     let _ = std::fs::remove_file(console);
+    if let Some(disk) = disk {
+        launcher.arg("-drive").arg(format!(
+            "file={},format=raw,if=virtio,cache=unsafe",
+            disk.display()
+        ));
+    }
     launcher
         .args(tcg_args(512, false, 1))
         .args([
@@ -347,7 +365,14 @@ pub fn start_netboot(
             "-nodefaults",
             "-no-user-config",
         ])
-        .args(["-boot", "order=n"])
+        .args([
+            "-boot",
+            if disk.is_some() {
+                "order=nc"
+            } else {
+                "order=n"
+            },
+        ])
         .arg("-netdev")
         .arg(format!("tap,id=n0,ifname={tap},script=no,downscript=no"))
         .arg("-device")
