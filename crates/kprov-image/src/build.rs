@@ -127,7 +127,7 @@ pub enum BuildError {
     },
 }
 
-fn io(what: impl Into<String>) -> impl FnOnce(io::Error) -> BuildError {
+pub(crate) fn io(what: impl Into<String>) -> impl FnOnce(io::Error) -> BuildError {
     let what = what.into();
     move |source| BuildError::Io { what, source }
 }

@@ -8,7 +8,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use crate::bootloader;
-use crate::build::BuildError;
+use crate::build::{io, BuildError};
 use crate::initrd::{Cpio, ModuleDeps, DEFAULT_MODULES, MODULE_LIST};
 
 /// What to build.
@@ -37,11 +37,6 @@ pub struct InitrdBuilt {
     pub modules: Vec<String>,
     /// The initrd's bytes.
     pub size: u64,
-}
-
-fn io(what: impl Into<String>) -> impl FnOnce(io::Error) -> BuildError {
-    let what = what.into();
-    move |source| BuildError::Io { what, source }
 }
 
 /// Builds the initrd.
