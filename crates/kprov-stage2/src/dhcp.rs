@@ -5,7 +5,7 @@
 use std::net::Ipv4Addr;
 
 use dhcproto::v4::{DhcpOption, Flags, Message, MessageType, Opcode, OptionCode};
-use dhcproto::{Decodable, Encodable};
+use dhcproto::{Decodable, Decoder, Encodable};
 
 /// An address offered or acknowledged, with what goes with it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -91,9 +91,8 @@ pub fn parse_reply(bytes: &[u8], mac: [u8; 6], xid: u32) -> Option<Reply> {
 }
 
 fn base(mac: [u8; 6], xid: u32) -> Message {
-    let mut msg = Message::default();
-    msg.set_opcode(Opcode::BootRequest)
-        .set_xid(xid)
+    let mut msg = blank_request();
+    msg.set_xid(xid)
         .set_flags(Flags::default().set_broadcast())
         .set_chaddr(&mac);
     msg.opts_mut().insert(DhcpOption::ParameterRequestList(vec![
@@ -101,6 +100,22 @@ fn base(mac: [u8; 6], xid: u32) -> Message {
         OptionCode::Router,
     ]));
     msg
+}
+
+/// An empty BOOTREQUEST, decoded from its bytes. Not `Message::default()`
+/// or `Message::new*`: they draw a random xid through the `rand` crate,
+/// whose getrandom(2) blocks until the kernel's entropy pool is ready, and
+/// stage2 runs so early on an idle machine that this can take forever.
+fn blank_request() -> Message {
+    const BOOTP_HEADER: usize = 236;
+    const MAGIC_COOKIE: [u8; 4] = [99, 130, 83, 99];
+    const END: u8 = 255;
+    let mut bytes = vec![0u8; BOOTP_HEADER];
+    bytes[0] = 1; // op: BOOTREQUEST
+    bytes[1] = 1; // htype: Ethernet
+    bytes.extend(MAGIC_COOKIE);
+    bytes.push(END);
+    Message::decode(&mut Decoder::new(&bytes)).expect("a fixed, well-formed BOOTREQUEST")
 }
 
 fn encode(msg: Message) -> Vec<u8> {

@@ -143,9 +143,17 @@ fn stage2_takes_a_dhcp_lease_on_its_interface_and_installs_over_it() {
     let disk = site.path().join("disk");
     std::fs::write(&disk, vec![0xABu8; raw.len()]).unwrap();
 
+    // Under strace: stage2 is PID 1 of a machine that has barely booted,
+    // where waiting for the kernel's entropy pool (polling /dev/random, as
+    // the getrandom crate does in a static binary, or getrandom(2) without
+    // GRND_NONBLOCK or GRND_INSECURE) can last for good on an idle VM.
+    let syscalls = site.path().join("getrandom.strace");
     let kprov = common::kprov_bin();
     let out = client
-        .command(kprov.to_str().unwrap())
+        .command("strace")
+        .args(["-f", "-qq", "-e", "trace=getrandom,open,openat", "-o"])
+        .arg(&syscalls)
+        .arg(&kprov)
         .args([
             "stage2",
             "--dhcp",
@@ -195,4 +203,19 @@ fn stage2_takes_a_dhcp_lease_on_its_interface_and_installs_over_it() {
     );
     let on_disk = std::fs::read(&disk).unwrap();
     assert_eq!(sha(&on_disk), sha(&raw));
+    let calls = std::fs::read_to_string(&syscalls).unwrap();
+    let blocking: Vec<&str> = calls
+        .lines()
+        .filter(|l| {
+            l.contains("\"/dev/random\"")
+                || l.contains("getrandom(")
+                    && !l.contains("GRND_NONBLOCK")
+                    && !l.contains("GRND_INSECURE")
+        })
+        .collect();
+    assert!(
+        blocking.is_empty(),
+        "stage2 waits for the entropy pool:\n{}",
+        blocking.join("\n")
+    );
 }
