@@ -42,9 +42,8 @@ if [[ -f "$out/.complete" && "$(cat "$out/.complete")" == "$stamp" ]]; then
 fi
 
 "$here/install-deps.sh" root images >&2
-trees=("$cache/kubernetes/src-$version"/kubernetes-*/)
-src=${trees[0]}
-[[ -f $src/build/pause/linux/pause.c ]] || { log "no Kubernetes source tree under $cache/kubernetes/src-$version"; exit 1; }
+pause_c="$bin/../src/pause.c"
+[[ -f $pause_c ]] || { log "no $pause_c: tools/build-kubernetes.sh keeps it beside the binaries"; exit 1; }
 
 tmp="$out.tmp"
 rm -rf "$tmp"
@@ -60,7 +59,7 @@ image() { # FILE REF ARGS...
 
 # pause: the same program upstream's image runs, linked statically.
 mkdir -p "$work/pause"
-gcc -Os -static -o "$work/pause/pause" "$src/build/pause/linux/pause.c"
+gcc -Os -static -o "$work/pause/pause" "$pause_c"
 strip "$work/pause/pause"
 image pause_3.2.tar k8s.gcr.io/pause:3.2 --layer "$work/pause" --entrypoint /pause
 

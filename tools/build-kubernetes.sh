@@ -17,31 +17,57 @@ log() { printf 'build-kubernetes: %s\n' "$*" >&2; }
 # Bumped whenever the build changes, so that caches rebuild.
 revision="reflect2-1.0.2-r3"
 
+here=$(cd "$(dirname "$0")" && pwd)
+
+# tools/build-images.sh builds the pause image from this file of the same
+# source; it is kept beside the binaries because the source tree is not.
+pause_source=src/pause.c
+work="$cache/kubernetes/src-$version"
+
+# Unpacks Debian's kubernetes source package into $work (once) and enters
+# its tree.
+enter_source() {
+    mkdir -p "$work"
+    cd "$work"
+    if ! compgen -G "kubernetes-*/" >/dev/null; then
+        log "fetching Debian's kubernetes source package"
+        # apt-get source needs deb-src entries mirroring the deb ones.
+        local sources=/etc/apt/sources.list.d/debian.sources
+        if [[ -f $sources ]] && ! grep -q '^Types:.*deb-src' "$sources"; then
+            sed -i 's/^Types: deb$/Types: deb deb-src/' "$sources"
+            apt-get update -qq >&2 || true
+        fi
+        apt-get source --download-only kubernetes >&2
+        local dscs=(kubernetes_*.dsc)
+        dpkg-source --no-check -x "${dscs[0]}" >&2
+    fi
+    local trees=(kubernetes-*/)
+    cd "${trees[0]}"
+}
+
+# The source tree and Go's build cache in it (about 3 GB) are only needed
+# to build again, which a new revision does from scratch anyway.
+drop_source() {
+    cd /
+    rm -rf "$work"
+}
+
 if [[ -f "$out/.complete" && "$(cat "$out/.complete")" == "$revision" ]]; then
+    # Caches made before pause.c was kept: take it from the source again.
+    if [[ ! -f $out/$pause_source ]]; then
+        log "keeping pause.c from the source package"
+        "$here/install-deps.sh" build >&2
+        enter_source
+        mkdir -p "$out/src"
+        cp build/pause/linux/pause.c "$out/$pause_source"
+        drop_source
+    fi
     echo "$out/bin"
     exit 0
 fi
 
-here=$(cd "$(dirname "$0")" && pwd)
 "$here/install-deps.sh" build >&2
-
-work="$cache/kubernetes/src-$version"
-mkdir -p "$work"
-cd "$work"
-if ! compgen -G "kubernetes-*/" >/dev/null; then
-    log "fetching Debian's kubernetes source package"
-    # apt-get source needs deb-src entries mirroring the deb ones.
-    src=/etc/apt/sources.list.d/debian.sources
-    if [[ -f $src ]] && ! grep -q '^Types:.*deb-src' "$src"; then
-        sed -i 's/^Types: deb$/Types: deb deb-src/' "$src"
-        apt-get update -qq >&2 || true
-    fi
-    apt-get source --download-only kubernetes >&2
-    dscs=(kubernetes_*.dsc)
-    dpkg-source --no-check -x "${dscs[0]}" >&2
-fi
-trees=(kubernetes-*/)
-cd "${trees[0]}"
+enter_source
 # The vendored modern-go/reflect2 v1.0.1 walks Go maps through runtime
 # internals that changed in Go 1.18: built with Go 1.19, the API server
 # dies with "fatal error: fault" in mapiternext when it encodes a map
@@ -75,12 +101,11 @@ rm -rf "$tmp"
 mkdir -p "$tmp/bin"
 for t in "${targets[@]}"; do cp "_output/bin/$t" "$tmp/bin/"; done
 (cd "$tmp/bin" && sha256sum -- * > ../SHA256SUMS)
+mkdir -p "$tmp/src"
+cp build/pause/linux/pause.c "$tmp/$pause_source"
 echo "$revision" > "$tmp/.complete"
 rm -rf "$out"
 mv "$tmp" "$out"
-# The source tree and Go's build cache in it (about 3 GB) are only needed
-# to build again, which a new revision does from scratch anyway.
-cd /
-rm -rf "$work"
+drop_source
 log "done: $out/bin"
 echo "$out/bin"
