@@ -15,7 +15,8 @@ use sha2::{Digest, Sha256};
 use crate::bootloader::{self, Kernel, INITRD_FILE, KERNEL_FILE};
 use crate::gpt;
 use crate::layout::{auto_disk_size, round_up_mib, DiskLayout, LayoutError, MIB};
-use crate::manifest::{Blob, ImageManifest};
+use crate::manifest::{Blob, ImageManifest, SeedSlot};
+use crate::nocloud;
 
 /// The boot partition's size unless the kernel and initrd need more.
 pub const BOOT_SIZE: u64 = 256 * MIB;
@@ -233,7 +234,7 @@ pub fn build(
 
     progress(Step::Boot);
     let boot_fs = scratch.path().join("boot.fat");
-    make_boot_partition(build, plan, &boot_fs, scratch.path(), epoch)?;
+    let slot = make_boot_partition(build, plan, &boot_fs, scratch.path(), epoch)?;
     progress(Step::Root);
     let root_fs = scratch.path().join("root.ext4");
     make_root_filesystem(build, plan, &root_fs, epoch)?;
@@ -277,6 +278,10 @@ pub fn build(
         image: name,
         raw,
         compressed,
+        seed: Some(SeedSlot {
+            offset: plan.layout.boot.offset + slot,
+            size: nocloud::SLOT_BYTES as u64,
+        }),
     };
     let text = serde_json::to_string_pretty(&manifest).map_err(|e| BuildError::Io {
         what: "encoding the manifest".into(),
@@ -314,33 +319,42 @@ fn make_boot_partition(
     fat: &Path,
     scratch: &Path,
     epoch: u64,
-) -> Result<(), BuildError> {
+) -> Result<u64, BuildError> {
     sized_file(fat, plan.layout.boot.size)?;
     // --invariant: fixed volume ID and times; mtools (and syslinux, which
     // writes through it) date files by SOURCE_DATE_EPOCH.
     run(Command::new("mkfs.vfat")
-        .args(["-F", "32", "-n", "KPROVBOOT", "--invariant"])
+        .args(["-F", "32", "-n", nocloud::LABEL, "--invariant"])
         .arg(fat))?;
-    let config = scratch.join("syslinux.cfg");
-    fs::write(
-        &config,
-        bootloader::syslinux_config(plan.layout.root.guid, &build.kernel_args),
-    )
-    .and_then(|()| {
-        // mcopy -m keeps the file's time: the build's, not the clock's.
-        let time = std::time::UNIX_EPOCH + std::time::Duration::from_secs(epoch);
-        File::options()
-            .write(true)
-            .open(&config)?
-            .set_modified(time)
-    })
-    .map_err(io(format!("writing {}", config.display())))?;
-    let boot = build.root.join("boot");
-    for (source, target) in [
-        (boot.join(&plan.kernel.image), KERNEL_FILE),
-        (boot.join(&plan.kernel.initrd), INITRD_FILE),
-        (config, "syslinux.cfg"),
+    let mut files = vec![
+        (
+            build.root.join("boot").join(&plan.kernel.image),
+            KERNEL_FILE,
+        ),
+        (
+            build.root.join("boot").join(&plan.kernel.initrd),
+            INITRD_FILE,
+        ),
+    ];
+    for (name, content) in [
+        (
+            "syslinux.cfg",
+            bootloader::syslinux_config(plan.layout.root.guid, &build.kernel_args).into_bytes(),
+        ),
+        (nocloud::META_DATA, nocloud::unseeded()),
+        (nocloud::USER_DATA, nocloud::EMPTY_USER_DATA.into()),
     ] {
+        let path = scratch.join(name);
+        fs::write(&path, content)
+            .and_then(|()| {
+                // mcopy -m keeps the file's time: the build's, not the clock's.
+                let time = std::time::UNIX_EPOCH + std::time::Duration::from_secs(epoch);
+                File::options().write(true).open(&path)?.set_modified(time)
+            })
+            .map_err(io(format!("writing {}", path.display())))?;
+        files.push((path, name));
+    }
+    for (source, target) in files {
         run(Command::new("mcopy")
             .env("MTOOLS_SKIP_CHECK", "1")
             .env("SOURCE_DATE_EPOCH", epoch.to_string())
@@ -353,7 +367,16 @@ fn make_boot_partition(
     run(Command::new("syslinux")
         .env("SOURCE_DATE_EPOCH", epoch.to_string())
         .arg("--install")
-        .arg(fat))
+        .arg(fat))?;
+    // Stage2 writes the seed into the slot's bytes on the disk, so they
+    // must be one piece of the filesystem, as a fresh FAT lays them out.
+    let bytes = fs::read(fat).map_err(io(format!("reading {}", fat.display())))?;
+    nocloud::find_slot(&bytes)
+        .map(|at| at as u64)
+        .ok_or_else(|| BuildError::Io {
+            what: format!("finding the meta-data slot in {}", fat.display()),
+            source: io::Error::other("not in one piece, or not found exactly once"),
+        })
 }
 
 fn make_root_filesystem(

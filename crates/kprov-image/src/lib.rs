@@ -8,8 +8,9 @@
 //! -d`), never a loop device or a mount, and travels zstd-compressed with a
 //! manifest of sizes and sums.
 //!
-//! - [`guid`], [`layout`], [`gpt`], [`bootloader`], [`manifest`]: pure:
-//!   where things go and the bytes of the partition tables;
+//! - [`guid`], [`layout`], [`gpt`], [`bootloader`], [`manifest`],
+//!   [`nocloud`]: pure: where things go, the bytes of the partition tables
+//!   and of the seed slot;
 //! - [`build`]: the thin side: the programs that make the filesystems, and
 //!   the stream through sha256 and zstd into the image.
 
@@ -21,3 +22,4 @@ pub mod initrd;
 pub mod initrd_build;
 pub mod layout;
 pub mod manifest;
+pub mod nocloud;

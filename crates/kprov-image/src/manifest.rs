@@ -14,6 +14,20 @@ pub struct ImageManifest {
     pub raw: Blob,
     /// The zstd-compressed image.
     pub compressed: Blob,
+    /// Where in the raw image the NoCloud `meta-data` slot is, which
+    /// stage2 fills with the machine's seed ([`crate::nocloud`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seed: Option<SeedSlot>,
+}
+
+/// A byte range of the raw image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SeedSlot {
+    /// From the image's start; past the first MiB, which stage2 writes last.
+    pub offset: u64,
+    /// Bytes.
+    pub size: u64,
 }
 
 /// A size and a sha256.
@@ -86,6 +100,18 @@ impl ImageManifest {
                 });
             }
         }
+        if let Some(slot) = manifest.seed {
+            if slot.offset < 1 << 20
+                || slot.size == 0
+                || slot.offset.saturating_add(slot.size) > manifest.raw.size
+            {
+                return Err(ManifestError::Field {
+                    field: "seed",
+                    found: format!("offset {}, size {}", slot.offset, slot.size),
+                    expected: "a range of the raw image past its first MiB",
+                });
+            }
+        }
         Ok(manifest)
     }
 
@@ -143,6 +169,27 @@ mod tests {
         );
         let e = ImageManifest::parse(&text("i", &sum, 0)).unwrap_err();
         assert_eq!(e.to_string(), "raw.size: \"0\" is not a size above zero");
+        let with_seed = |offset: u64| {
+            text("i", &sum, 4 << 20).replace(
+                r#""compressed""#,
+                &format!(r#""seed":{{"offset":{offset},"size":4096}},"compressed""#),
+            )
+        };
+        let m = ImageManifest::parse(&with_seed(2 << 20)).unwrap();
+        assert_eq!(
+            m.seed,
+            Some(SeedSlot {
+                offset: 2 << 20,
+                size: 4096
+            })
+        );
+        for offset in [4096, 4 << 20] {
+            let e = ImageManifest::parse(&with_seed(offset)).unwrap_err();
+            assert_eq!(
+                e.to_string(),
+                format!("seed: \"offset {offset}, size 4096\" is not a range of the raw image past its first MiB")
+            );
+        }
         let e = ImageManifest::parse("{\"image\": 1}").unwrap_err();
         assert!(matches!(e, ManifestError::Syntax(_)), "{e}");
     }

@@ -59,6 +59,23 @@ impl<W: Write + Seek> DiskWriter<W> {
         Ok(self.target)
     }
 
+    /// Overwrites `bytes` at `offset`, past the held-back first MiB, on the
+    /// target (the verified image's own bytes there are replaced: the
+    /// machine's seed in the image's seed slot).
+    pub fn patch(&mut self, offset: u64, bytes: &[u8]) -> io::Result<()> {
+        if offset < HEAD {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("offset {offset} is inside the held-back first MiB"),
+            ));
+        }
+        self.target.seek(SeekFrom::Start(offset))?;
+        self.target.write_all(bytes)?;
+        // The next write seeks back to where the stream stands.
+        self.positioned = false;
+        Ok(())
+    }
+
     /// The target, without writing the first MiB (a failed install).
     pub fn into_target(self) -> W {
         self.target
@@ -124,6 +141,20 @@ mod tests {
         let mut w = DiskWriter::new(Cursor::new(vec![0xEEu8; data.len()]));
         w.write_all(&data).unwrap();
         assert_eq!(w.commit().unwrap().into_inner(), data);
+    }
+
+    #[test]
+    fn a_patch_lands_past_the_head_and_the_stream_goes_on_where_it_stood() {
+        let data = image(3 * HEAD as usize);
+        let mut w = DiskWriter::new(Cursor::new(vec![0xEEu8; data.len()]));
+        let half = 2 * HEAD as usize;
+        w.write_all(&data[..half]).unwrap();
+        w.patch(HEAD + 10, b"seed").unwrap();
+        assert!(w.patch(HEAD - 1, b"x").is_err());
+        w.write_all(&data[half..]).unwrap();
+        let mut expected = data.clone();
+        expected[HEAD as usize + 10..HEAD as usize + 14].copy_from_slice(b"seed");
+        assert_eq!(w.commit().unwrap().into_inner(), expected);
     }
 
     #[test]

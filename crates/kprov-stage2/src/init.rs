@@ -98,6 +98,7 @@ fn boot() -> Result<(), (String, OnFailure)> {
         disk: disk.clone(),
         attempts: settings.attempts,
         backoff: Duration::from_secs(2),
+        seed: settings.seed.clone(),
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -108,6 +109,9 @@ fn boot() -> Result<(), (String, OnFailure)> {
         .block_on(crate::install::install(&request, &mut lines))
         .map_err(|e| fail(format!("installing onto {}: {e}", disk.display())))?;
     eprintln!("{}", crate::install::installed_line(&disk, &installed));
+    if installed.seeded {
+        say("the seed is in the image's NoCloud meta-data: cloud-init fetches the user-data at first boot");
+    }
     if let Some(seed) = &settings.seed {
         runtime
             .block_on(report_installed(seed, settings.attempts))

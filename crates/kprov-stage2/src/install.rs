@@ -29,6 +29,10 @@ pub struct Install {
     pub attempts: u32,
     /// The pause between attempts.
     pub backoff: Duration,
+    /// The machine's NoCloud seed URL, written into the image's seed slot
+    /// (when the manifest has one) before the first MiB: cloud-init on
+    /// the installed system fetches its user-data from there.
+    pub seed: Option<String>,
 }
 
 /// Where an install stands, for progress lines.
@@ -53,6 +57,8 @@ pub struct Installed {
     pub requests: u32,
     /// From the image's first request to the disk synced.
     pub elapsed: Duration,
+    /// Whether the seed went into the image's seed slot.
+    pub seeded: bool,
 }
 
 /// Why an install failed. After the disk's first write, its first MiB has
@@ -95,6 +101,10 @@ pub enum Stage2Error {
         /// What arrived.
         actual: String,
     },
+    /// The seed cannot go into the image's seed slot; nothing was
+    /// written.
+    #[error("{0}; nothing written")]
+    Seed(String),
     /// The disk failed, or the image does not decompress.
     #[error("{context}: {source}")]
     Io {
@@ -161,6 +171,7 @@ pub async fn install(
             why: format!("no HTTP client: {e}"),
         })?;
     let manifest = fetch_manifest(&http, request).await?;
+    let seed_slot = seed_slot(&manifest, request.seed.as_deref())?;
     let disk_name = request.disk.display().to_string();
     let mut disk = open_disk(&request.disk)?;
     let capacity = disk
@@ -177,7 +188,17 @@ pub async fn install(
     disk.sync_all()
         .map_err(io(format!("syncing {disk_name}")))?;
     let started = Instant::now();
-    match stream(&http, request, &manifest, disk, started, progress).await {
+    match stream(
+        &http,
+        request,
+        &manifest,
+        seed_slot.as_ref(),
+        disk,
+        started,
+        progress,
+    )
+    .await
+    {
         Ok((disk, requests)) => {
             disk.sync_all()
                 .map_err(io(format!("syncing {disk_name}")))?;
@@ -185,6 +206,7 @@ pub async fn install(
                 manifest,
                 requests,
                 elapsed: started.elapsed(),
+                seeded: seed_slot.is_some(),
             })
         }
         Err((e, disk)) => {
@@ -197,6 +219,26 @@ pub async fn install(
             Err(e)
         }
     }
+}
+
+/// The bytes for the image's seed slot and where they go, checked before
+/// anything is written; None without a seed or a slot.
+fn seed_slot(
+    manifest: &ImageManifest,
+    seed: Option<&str>,
+) -> Result<Option<(u64, Vec<u8>)>, Stage2Error> {
+    let (Some(slot), Some(seed)) = (manifest.seed, seed) else {
+        return Ok(None);
+    };
+    let bytes = kprov_image::nocloud::seeded(seed).map_err(|e| Stage2Error::Seed(e.to_string()))?;
+    if bytes.len() as u64 != slot.size {
+        return Err(Stage2Error::Seed(format!(
+            "the image's seed slot holds {} bytes, this kprov writes {}",
+            slot.size,
+            bytes.len()
+        )));
+    }
+    Ok(Some((slot.offset, bytes)))
 }
 
 fn open_disk(path: &Path) -> Result<File, Stage2Error> {
@@ -255,6 +297,7 @@ async fn stream(
     http: &reqwest::Client,
     request: &Install,
     manifest: &ImageManifest,
+    seed_slot: Option<&(u64, Vec<u8>)>,
     disk: File,
     started: Instant,
     progress: &mut dyn FnMut(Progress),
@@ -397,6 +440,12 @@ async fn stream(
                 actual,
             };
             return Err((e, Some(writer.into_target())));
+        }
+    }
+    let mut writer = writer;
+    if let Some((offset, bytes)) = seed_slot {
+        if let Err(e) = writer.patch(*offset, bytes) {
+            return Err((io("writing the seed")(e), Some(writer.into_target())));
         }
     }
     let disk = writer

@@ -64,6 +64,7 @@ fn run(server: &FileServer, disk: &Path) -> Result<Installed, Stage2Error> {
         disk: disk.to_path_buf(),
         attempts: 4,
         backoff: Duration::from_millis(50),
+        seed: None,
     };
     let mut seen = 0u64;
     tokio::runtime::Builder::new_current_thread()

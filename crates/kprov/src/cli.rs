@@ -980,6 +980,13 @@ pub struct Stage2Args {
     /// (set it up, take a lease, add its address and default route).
     #[arg(long, value_name = "INTERFACE")]
     pub dhcp: Option<String>,
+
+    /// The machine's NoCloud seed URL (ending in /), written into the
+    /// image's meta-data slot on its boot partition (labelled CIDATA):
+    /// cloud-init on the installed system fetches its user-data there.
+    /// The stage2 initrd takes it from kprov.seed.
+    #[arg(long, value_name = "URL")]
+    pub seed: Option<String>,
 }
 
 /// Flags of `kprov lb status`.

@@ -130,9 +130,39 @@ fn an_image_is_a_gpt_disk_holding_the_kernel_and_the_root_and_is_the_same_when_b
         "syslinux.cfg",
         "ldlinux.sys",
         "ldlinux.c32",
+        "meta-data",
+        "user-data",
     ] {
         assert!(listing.contains(&format!("::/{file}")), "{listing}");
     }
+    // cloud-init's NoCloud finds the boot partition by its label, and the
+    // manifest's seed slot is where stage2 finds the meta-data file's bytes.
+    let label = stdout(
+        Command::new("mlabel")
+            .env("MTOOLS_SKIP_CHECK", "1")
+            .args(["-s", "-i", &fat, "::"]),
+    );
+    assert_eq!(label.trim(), "Volume label is CIDATA", "{label}");
+    let meta_data = stdout(Command::new("mtype").env("MTOOLS_SKIP_CHECK", "1").args([
+        "-i",
+        &fat,
+        "::/meta-data",
+    ]));
+    assert!(
+        meta_data.starts_with("# kprov: this image is not seeded"),
+        "{meta_data}"
+    );
+    let slot = &first["seed"];
+    let (slot_offset, slot_size) = (
+        slot["offset"].as_u64().unwrap() as usize,
+        slot["size"].as_u64().unwrap() as usize,
+    );
+    assert_eq!(slot_size, meta_data.len(), "{first}");
+    let raw_bytes = std::fs::read(&raw).unwrap();
+    assert!(
+        raw_bytes[slot_offset..slot_offset + slot_size] == *meta_data.as_bytes(),
+        "the seed slot {slot} is not the meta-data file's bytes"
+    );
     let kernel = stdout(Command::new("mtype").env("MTOOLS_SKIP_CHECK", "1").args([
         "-i",
         &fat,

@@ -219,3 +219,61 @@ fn stage2_takes_a_dhcp_lease_on_its_interface_and_installs_over_it() {
         blocking.join("\n")
     );
 }
+
+#[test]
+fn stage2_writes_the_machines_seed_into_the_images_slot_and_refuses_a_bad_seed_before_writing() {
+    let site = tempfile::tempdir().unwrap();
+    let (raw, _) = image_site(site.path());
+    // The same image, its manifest naming a seed slot at 2 MiB (as
+    // `kprov image build` names the boot partition's meta-data file).
+    let slot = 2usize << 20;
+    let manifest = std::fs::read_to_string(site.path().join("node.img.zst.json")).unwrap();
+    let seeded = manifest.replacen(
+        r#""compressed""#,
+        &format!(r#""seed":{{"offset":{slot},"size":4096}},"compressed""#),
+        1,
+    );
+    std::fs::write(site.path().join("seeded.json"), seeded).unwrap();
+    let server = FileServer::start(site.path()).unwrap();
+    let scratch = tempfile::tempdir().unwrap();
+    let disk = scratch.path().join("disk");
+    let before = vec![0xABu8; raw.len()];
+    std::fs::write(&disk, &before).unwrap();
+    let manifest = format!("{}/seeded.json", server.url());
+    let stage2 = |seed: &str| {
+        common::kprov(
+            &[
+                "stage2",
+                "--manifest",
+                &manifest,
+                "--disk",
+                disk.to_str().unwrap(),
+                "--seed",
+                seed,
+            ],
+            &[],
+        )
+    };
+
+    // A seed that cannot be written: refused before the disk is touched.
+    let run = stage2("http://10.0.0.1/machines/x/tok");
+    assert_eq!(run.code, Some(1), "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("seed URL \"http://10.0.0.1/machines/x/tok\": expected a URL ending in /; nothing written"),
+        "{}",
+        run.stderr
+    );
+    assert!(std::fs::read(&disk).unwrap() == before);
+
+    let seed = "http://10.0.0.1:8080/machines/52-54-00-00-00-01/tok/";
+    let run = stage2(seed);
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    let on_disk = std::fs::read(&disk).unwrap();
+    let expected = kprov_image::nocloud::seeded(seed).unwrap();
+    assert_eq!(&on_disk[slot..slot + 4096], &expected[..]);
+    assert!(String::from_utf8_lossy(&expected).starts_with(&format!("seedfrom: \"{seed}\"\n")));
+    // Everything else is the verified image, the first MiB included.
+    assert_eq!(on_disk[..slot], raw[..slot]);
+    assert_eq!(on_disk[slot + 4096..], raw[slot + 4096..]);
+}

@@ -24,6 +24,7 @@ pub fn run(args: &Stage2Args) -> anyhow::Result<ExitCode> {
         disk: args.disk.clone(),
         attempts: args.attempts,
         backoff: args.retry_delay,
+        seed: args.seed.clone(),
     };
     let runtime = super::runtime()?;
     let mut lines = kprov_stage2::install::console_lines();
