@@ -118,10 +118,6 @@ for entry in "${single_vm[@]}"; do
 done
 
 step "tests (including the ones that need root)"
-# Not in CI yet: stage2's end-to-end PXE install. It installed and
-# reported once, but on a quiet host stage2 stalls after setting its link
-# up (no DHCP packet reaches the server); see the open issue.
-skips+=(--skip a_blank_vm_netboots_stage2_which_installs_the_image)
 cargo test --workspace --locked --no-fail-fast -- --include-ignored --skip benchmark_ "${skips[@]}"
 if [[ $vm_failed -ne 0 ]]; then
     echo "tools/test.sh: a single-VM test failed (its output is above the main run's)" >&2

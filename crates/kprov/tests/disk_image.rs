@@ -413,16 +413,27 @@ fn the_stage2_initrd_runs_kprov_as_init_loads_the_modules_finds_the_disk_and_nam
 }
 
 #[test]
-#[ignore = "needs root, qemu (TCG), ipxe-qemu, the Debian VM root and the static release kprov; skipped by tools/test.sh until stage2's DHCP stall is found"]
-fn a_blank_vm_netboots_stage2_which_installs_the_image_and_reports_it_then_boots_from_its_disk() {
+#[ignore = "needs root, qemu (TCG), ipxe-qemu, the Debian cloud root and the static release kprov"]
+fn a_blank_vm_netboots_stage2_which_installs_the_image_and_reports_it_then_boots_from_its_disk_and_cloud_init_takes_its_user_data_from_netboot(
+) {
     const MAC: &str = "52:54:00:dd:01:01";
+    const USER_DATA_RAN: &str = "kprov-e2e: cloud-init ran the user-data from netboot";
     let dir = common::scratch("stage2-vm-");
     let d = dir.path();
     for sub in ["machines", "tftp", "http/stage2", "state"] {
         std::fs::create_dir_all(d.join(sub)).unwrap();
     }
+    // The cloud root: cloud-init (NoCloud finds the image's CIDATA boot
+    // partition and the seed stage2 wrote into it), ifupdown and dhclient.
     let root = d.join("root");
-    common::extract(common::debian_vm_root_tarball(), &root);
+    common::extract(common::debian_cloud_root_tarball(), &root);
+    // No login prompt on the serial line: its hangup would cut cloud-init's
+    // output off the console.
+    std::os::unix::fs::symlink(
+        "/dev/null",
+        root.join("etc/systemd/system/serial-getty@ttyS0.service"),
+    )
+    .unwrap();
     let run = build(
         &root,
         &d.join("http/node.img.zst"),
@@ -451,7 +462,7 @@ fn a_blank_vm_netboots_stage2_which_installs_the_image_and_reports_it_then_boots
     std::fs::write(
         d.join("machines/metal1.yaml"),
         format!(
-            "apiVersion: kprov.dev/v1alpha1\nkind: Machine\nmetadata: {{name: metal1}}\nspec:\n  macAddress: {MAC}\n  ipAddress: 10.79.0.31\n  hostname: metal1\n  boot: {{image: node.img.zst}}\n"
+            "apiVersion: kprov.dev/v1alpha1\nkind: Machine\nmetadata: {{name: metal1}}\nspec:\n  macAddress: {MAC}\n  ipAddress: 10.79.0.31\n  hostname: metal1\n  boot: {{image: node.img.zst}}\n  userData: |\n    #cloud-config\n    runcmd:\n      - [sh, -c, 'echo \"{USER_DATA_RAN} on $(hostname)\" > /dev/console']\n"
         ),
     )
     .unwrap();
@@ -505,9 +516,14 @@ fn a_blank_vm_netboots_stage2_which_installs_the_image_and_reports_it_then_boots
     let _ = vm.borrow_mut().wait();
     let install_seconds = started.elapsed().as_secs_f64();
     let text = std::fs::read_to_string(&console).unwrap_or_default();
+    let raw_mib = manifest(&d.join("http/node.img.zst"))["raw"]["size"]
+        .as_u64()
+        .unwrap()
+        >> 20;
     for expected in [
         "kprov: stage2: eth0: 10.79.0.31/24 from DHCP server 10.79.0.1",
-        "kprov: stage2: /dev/vda installed: 1282 MiB verified",
+        &format!("kprov: stage2: /dev/vda installed: {raw_mib} MiB verified"),
+        "kprov: stage2: the seed is in the image's NoCloud meta-data",
         "kprov: stage2: reported installed to the netboot server",
         "kprov: stage2: installed; rebooting into the installed system",
     ] {
@@ -529,7 +545,8 @@ fn a_blank_vm_netboots_stage2_which_installs_the_image_and_reports_it_then_boots
     ));
 
     // Second power-on: PXE again, but the machine is installed: its script
-    // says so and exits, and the BIOS boots the disk stage2 wrote.
+    // says so and exits, and the BIOS boots the disk stage2 wrote; there
+    // cloud-init follows the seed to the machine's user-data on netboot.
     let console = d.join("console-disk.log");
     let vm = common::vm::start_netboot_with_disk(
         ns.command("qemu-system-x86_64"),
@@ -539,17 +556,17 @@ fn a_blank_vm_netboots_stage2_which_installs_the_image_and_reports_it_then_boots
         Some(&disk),
     );
     let mut running = vm;
-    let booted = wait(Duration::from_secs(400), &|| {
+    let booted = wait(Duration::from_secs(600), &|| {
         std::fs::read_to_string(&console)
             .unwrap_or_default()
-            .contains("Multi-User System")
+            .contains(USER_DATA_RAN)
     });
     let _ = running.kill();
     let _ = running.wait();
     let text = std::fs::read_to_string(&console).unwrap_or_default();
     assert!(
         booted,
-        "the installed disk did not boot; console:\n{text}\nserver log:\n{}",
+        "the installed disk did not boot and run the user-data; console:\n{text}\nserver log:\n{}",
         log_text()
     );
     assert!(
@@ -557,5 +574,20 @@ fn a_blank_vm_netboots_stage2_which_installs_the_image_and_reports_it_then_boots
         "{text}"
     );
     assert!(text.contains("SYSLINUX"), "{text}");
+    assert!(
+        text.contains(&format!("{USER_DATA_RAN} on metal1")),
+        "{text}"
+    );
+    let log = log_text();
+    assert!(
+        log.lines().any(|l| l.contains("NoCloud document served")
+            && l.contains("UserData")
+            && l.contains("10.79.0.31")),
+        "{log}"
+    );
+    common::bench(&format!(
+        "stage2_vm_power_on_to_user_data_ran_seconds {:.1} (TCG)",
+        started.elapsed().as_secs_f64()
+    ));
     ns.stop(server);
 }
