@@ -309,6 +309,21 @@ pub fn member_named<'a>(members: &'a [Member], name: &str) -> Option<&'a Member>
     members.iter().find(|m| m.name == name)
 }
 
+/// Where to send the removal of `leaving`: the healthy members' client
+/// URLs but its own. A member that applies its own removal stops before
+/// it answers ("etcdserver: server stopped"), though the removal holds.
+pub fn removal_endpoints(
+    members: &[Member],
+    leaving: &Member,
+    healthy: &BTreeSet<u64>,
+) -> Vec<String> {
+    members
+        .iter()
+        .filter(|m| m.id != leaving.id && healthy.contains(&m.id))
+        .flat_map(|m| m.client_urls.iter().cloned())
+        .collect()
+}
+
 /// Whether removing `leaving` from `members` keeps a quorum of healthy
 /// voters; `healthy` holds the IDs that answered a health check. A
 /// learner never counts; removing the last member is the caller's call
@@ -365,6 +380,25 @@ mod tests {
             },
             is_learner: learner,
         }
+    }
+
+    #[test]
+    fn a_leaving_member_is_removed_through_the_other_healthy_members() {
+        let members = [
+            member(1, "m1", "10.0.0.1", false),
+            member(2, "m2", "10.0.0.2", false),
+            member(3, "m3", "10.0.0.3", false),
+        ];
+        let healthy: BTreeSet<u64> = [1, 3].into();
+        assert_eq!(
+            removal_endpoints(&members, &members[2], &healthy),
+            ["https://10.0.0.1:2379"]
+        );
+        let all: BTreeSet<u64> = [1, 2, 3].into();
+        assert_eq!(
+            removal_endpoints(&members, &members[0], &all),
+            ["https://10.0.0.2:2379", "https://10.0.0.3:2379"]
+        );
     }
 
     #[test]

@@ -141,7 +141,15 @@ fn leave_etcd(target: &mut Target<'_>, force: bool) -> Result<(), Error> {
         detail: None,
     });
     if !target.dry_run {
-        rt.block_on(etcd.remove(me.id))
+        // Not through this master's own member: it stops as it applies
+        // its removal, before it answers.
+        let others = membership::removal_endpoints(&members, &me, &healthy);
+        let through = if others.is_empty() {
+            etcd
+        } else {
+            etcd.with_endpoints(others)
+        };
+        rt.block_on(through.remove(me.id))
             .map_err(|e| Error::failed(e.to_string()))?;
     }
     target.observer.report(&report);
