@@ -156,15 +156,7 @@ pub fn plan(build: &ImageBuild) -> Result<ImagePlan, BuildError> {
         ));
     }
     let boot = build.root.join("boot");
-    let names: Vec<String> = fs::read_dir(&boot)
-        .map_err(|e| {
-            root_error(format!(
-                "/boot cannot be read ({e}); expected a kernel and initrd there"
-            ))
-        })?
-        .filter_map(|e| e.ok())
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .collect();
+    let names = boot_files(&build.root).map_err(root_error)?;
     let kernel = bootloader::newest_kernel(names.iter().map(String::as_str)).ok_or_else(|| {
         root_error("/boot has no vmlinuz-VERSION with an initrd.img-VERSION beside it: install a kernel package (linux-image-amd64) and initramfs-tools".into())
     })?;
@@ -209,10 +201,7 @@ pub fn build(
             });
         }
     }
-    let dir = match build.output.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
+    let dir = output_dir(&build.output);
     let name = build
         .output
         .file_name()
@@ -248,32 +237,17 @@ pub fn build(
         }
         _ => {}
     }
-    let image = tempfile::Builder::new()
-        .prefix(&format!(".{name}."))
-        .tempfile_in(&dir)
-        .map_err(io(format!(
-            "creating a temporary file in {}",
-            dir.display()
-        )))?;
+    let image = Replacement::beside(&build.output, &name)?;
     let (raw, compressed) = compose(
         &plan.layout,
         &boot_code,
         &boot_fs,
         &root_fs,
-        image.as_file(),
+        image.file(),
         build.level,
         progress,
     )?;
-    // Served to machines as they are: nothing in an image is secret (the
-    // join data comes with the user-data).
-    image
-        .as_file()
-        .set_permissions(fs::Permissions::from_mode(0o644))
-        .and_then(|()| image.as_file().sync_all())
-        .map_err(io(format!("syncing {}", build.output.display())))?;
-    image
-        .persist(&build.output)
-        .map_err(|e| io(format!("renaming into {}", build.output.display()))(e.error))?;
+    image.commit()?;
     let manifest = ImageManifest {
         image: name,
         raw,
@@ -287,23 +261,77 @@ pub fn build(
         what: "encoding the manifest".into(),
         source: io::Error::other(e),
     })? + "\n";
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".manifest.")
-        .tempfile_in(&dir)
-        .map_err(io(format!(
-            "creating a temporary file in {}",
-            dir.display()
-        )))?;
-    tmp.write_all(text.as_bytes())
-        .and_then(|()| {
-            tmp.as_file()
-                .set_permissions(fs::Permissions::from_mode(0o644))
-        })
-        .and_then(|()| tmp.as_file().sync_all())
+    let file = Replacement::beside(&manifest_path, "manifest")?;
+    file.file()
+        .write_all(text.as_bytes())
         .map_err(io(format!("writing {}", manifest_path.display())))?;
-    tmp.persist(&manifest_path)
-        .map_err(|e| io(format!("renaming into {}", manifest_path.display()))(e.error))?;
+    file.commit()?;
     Ok(manifest)
+}
+
+/// A file written beside `output` and renamed onto it once whole and
+/// synced: a reader never sees half of one, and a failure leaves nothing
+/// (the temporary file goes when this is dropped).
+pub(crate) struct Replacement {
+    tmp: tempfile::NamedTempFile,
+    output: PathBuf,
+}
+
+impl Replacement {
+    /// A temporary file named `.PREFIX.*` in `output`'s directory.
+    pub(crate) fn beside(output: &Path, prefix: &str) -> Result<Self, BuildError> {
+        let dir = output_dir(output);
+        let tmp = tempfile::Builder::new()
+            .prefix(&format!(".{prefix}."))
+            .tempfile_in(&dir)
+            .map_err(io(format!(
+                "creating a temporary file in {}",
+                dir.display()
+            )))?;
+        Ok(Self {
+            tmp,
+            output: output.to_path_buf(),
+        })
+    }
+
+    /// The file to write.
+    pub(crate) fn file(&self) -> &File {
+        self.tmp.as_file()
+    }
+
+    /// Makes it 0644 (images, initrds and manifests are served to
+    /// machines as they are: nothing in them is secret), syncs it and
+    /// renames it onto the output; returns its size.
+    pub(crate) fn commit(self) -> Result<u64, BuildError> {
+        let file = self.tmp.as_file();
+        let size = file
+            .set_permissions(fs::Permissions::from_mode(0o644))
+            .and_then(|()| file.sync_all())
+            .and_then(|()| file.metadata())
+            .map_err(io(format!("syncing {}", self.output.display())))?
+            .len();
+        self.tmp
+            .persist(&self.output)
+            .map_err(|e| io(format!("renaming into {}", self.output.display()))(e.error))?;
+        Ok(size)
+    }
+}
+
+/// The file names in `root`'s /boot, where its kernels are.
+pub(crate) fn boot_files(root: &Path) -> Result<Vec<String>, String> {
+    Ok(fs::read_dir(root.join("boot"))
+        .map_err(|e| format!("/boot cannot be read ({e}); expected a kernel and its initrd there"))?
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect())
+}
+
+/// The directory `output` goes into.
+pub(crate) fn output_dir(output: &Path) -> PathBuf {
+    match output.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
 }
 
 /// `OUTPUT.json`.

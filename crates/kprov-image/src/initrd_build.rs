@@ -4,11 +4,10 @@
 
 use std::fs;
 use std::io::{self, Write};
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use crate::bootloader;
-use crate::build::{io, BuildError};
+use crate::build::{boot_files, io, BuildError, Replacement};
 use crate::initrd::{Cpio, ModuleDeps, DEFAULT_MODULES, MODULE_LIST};
 
 /// What to build.
@@ -46,15 +45,7 @@ pub fn build_initrd(request: &InitrdBuild) -> Result<InitrdBuilt, BuildError> {
         reason,
     };
     let boot = request.root.join("boot");
-    let names: Vec<String> = fs::read_dir(&boot)
-        .map_err(|e| {
-            root_error(format!(
-                "/boot cannot be read ({e}); expected the image's kernel there"
-            ))
-        })?
-        .filter_map(|e| e.ok())
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .collect();
+    let names = boot_files(&request.root).map_err(root_error)?;
     let version = match &request.kernel {
         Some(version) if names.contains(&format!("vmlinuz-{version}")) => version.clone(),
         Some(version) => {
@@ -118,19 +109,9 @@ pub fn build_initrd(request: &InitrdBuild) -> Result<InitrdBuilt, BuildError> {
         })
         .map_err(io(format!("reading vmlinuz-{version}")))?;
 
-    let dir = match request.output.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let tmp = tempfile::Builder::new()
-        .prefix(".kprov-initrd.")
-        .tempfile_in(&dir)
-        .map_err(io(format!(
-            "creating a temporary file in {}",
-            dir.display()
-        )))?;
+    let tmp = Replacement::beside(&request.output, "kprov-initrd")?;
     let gzip = flate2::write::GzEncoder::new(
-        io::BufWriter::new(tmp.as_file()),
+        io::BufWriter::new(tmp.file()),
         flate2::Compression::default(),
     );
     let mut cpio = Cpio::new(gzip, mtime);
@@ -169,17 +150,7 @@ pub fn build_initrd(request: &InitrdBuild) -> Result<InitrdBuilt, BuildError> {
     gzip.finish()
         .and_then(|mut w| w.flush())
         .map_err(io(format!("writing {}", request.output.display())))?;
-    tmp.as_file()
-        .set_permissions(fs::Permissions::from_mode(0o644))
-        .and_then(|()| tmp.as_file().sync_all())
-        .map_err(io(format!("writing {}", request.output.display())))?;
-    let size = tmp
-        .as_file()
-        .metadata()
-        .map_err(io(format!("reading {}", request.output.display())))?
-        .len();
-    tmp.persist(&request.output)
-        .map_err(|e| io(format!("renaming into {}", request.output.display()))(e.error))?;
+    let size = tmp.commit()?;
     Ok(InitrdBuilt {
         kernel_image: boot.join(format!("vmlinuz-{version}")),
         kernel: version,
