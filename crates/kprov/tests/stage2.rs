@@ -277,3 +277,72 @@ fn stage2_writes_the_machines_seed_into_the_images_slot_and_refuses_a_bad_seed_b
     assert_eq!(on_disk[..slot], raw[..slot]);
     assert_eq!(on_disk[slot + 4096..], raw[slot + 4096..]);
 }
+
+#[test]
+#[ignore = "benchmark: prints figures; run by tools/test.sh"]
+fn benchmark_stage2_write_against_curl_zstd_dd() {
+    // A 512 MiB image like a node's: stretches of text-like bytes (they
+    // compress), of noise (they do not) and of zeros (free space).
+    const RAW: usize = 512 << 20;
+    let dir = common::scratch("bench-stage2-");
+    let site = dir.path().join("site");
+    std::fs::create_dir_all(&site).unwrap();
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    let raw: Vec<u8> = (0..RAW)
+        .map(|i| match (i >> 20) % 4 {
+            0 => b"kubelet containerd etcd apiserver "[i % 34],
+            1 => {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                state as u8
+            }
+            _ => 0,
+        })
+        .collect();
+    let compressed = zstd::encode_all(raw.as_slice(), 3).unwrap();
+    std::fs::write(site.join("node.img.zst"), &compressed).unwrap();
+    std::fs::write(
+        site.join("node.img.zst.json"),
+        format!(
+            r#"{{"image":"node.img.zst","raw":{{"size":{RAW},"sha256":"{}"}},"compressed":{{"size":{},"sha256":"{}"}}}}"#,
+            sha(&raw),
+            compressed.len(),
+            sha(&compressed)
+        ),
+    )
+    .unwrap();
+    drop(raw);
+    let server = FileServer::start(&site).unwrap();
+    let disk = dir.path().join("disk");
+    std::fs::write(&disk, vec![0u8; RAW]).unwrap();
+    let manifest = format!("{}/node.img.zst.json", server.url());
+    let image = format!("{}/node.img.zst", server.url());
+
+    let (mut stage2, mut peer) = (Vec::new(), Vec::new());
+    for _ in 0..3 {
+        let start = std::time::Instant::now();
+        common::sh(
+            std::process::Command::new(common::kprov_release_bin())
+                .args(["stage2", "--manifest", &manifest, "--disk"])
+                .arg(&disk),
+        );
+        stage2.push(start.elapsed().as_secs_f64());
+        let start = std::time::Instant::now();
+        common::sh(std::process::Command::new("sh").arg("-c").arg(format!(
+            "curl -sSf '{image}' | zstd -d -q | dd of='{}' bs=1M conv=notrunc,fsync status=none",
+            disk.display()
+        )));
+        peer.push(start.elapsed().as_secs_f64());
+    }
+    let best = |v: &[f64]| v.iter().cloned().fold(f64::INFINITY, f64::min);
+    let (k, p) = (best(&stage2), best(&peer));
+    let mib = RAW as f64 / f64::from(1u32 << 20);
+    common::bench(&format!(
+        "stage2 write of a {mib:.0} MiB image ({:.0} MiB compressed) from a loopback HTTP server onto a file, best of 3: kprov stage2 {:.0} MiB/s (both sums verified, first MiB last, fsync), curl | zstd -d | dd {:.0} MiB/s (conv=fsync); ratio {:.2} (goal >= 0.95)",
+        compressed.len() as f64 / f64::from(1u32 << 20),
+        mib / k,
+        mib / p,
+        p / k
+    ));
+}
