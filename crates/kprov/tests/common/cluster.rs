@@ -136,6 +136,18 @@ impl Admin<'_> {
 /// installs itself), kubeadm for the benchmarks, and `script` (a name and
 /// a boot script run after cloud-init), if any.
 pub fn worker_disk(dir: &Path, script: Option<(&str, &str)>) -> VmDisk {
+    let root = worker_root(dir, script);
+    let disk_dir = dir.join("worker-disk");
+    std::fs::create_dir_all(&disk_dir).unwrap();
+    let vm = make_disk(&root, &disk_dir, "6G");
+    std::fs::remove_dir_all(&root).unwrap();
+    vm
+}
+
+/// The worker's root, `dir/worker-root`: the cloud root prebaked from a
+/// bundle with kube-proxy and busybox, kubeadm beside kprov, and `script`
+/// (name, text) run at boot after cloud-init when given.
+pub fn worker_root(dir: &Path, script: Option<(&str, &str)>) -> PathBuf {
     let work = dir.join("worker-bundle-work");
     let bundle = bundle(&work, &["--image", KUBE_PROXY, "--image", BUSYBOX]);
     let root = dir.join("worker-root");
@@ -150,11 +162,7 @@ pub fn worker_disk(dir: &Path, script: Option<(&str, &str)>) -> VmDisk {
     if let Some((name, script)) = script {
         install_boot_script(&root, name, script, "cloud-final.service");
     }
-    let disk_dir = dir.join("worker-disk");
-    std::fs::create_dir_all(&disk_dir).unwrap();
-    let vm = make_disk(&root, &disk_dir, "6G");
-    std::fs::remove_dir_all(&root).unwrap();
-    vm
+    root
 }
 
 /// The base phase into `root` from `bundle`, by the static release binary

@@ -354,8 +354,15 @@ pub fn start_netboot_with_disk(
             disk.display()
         ));
     }
+    // With a disk it is a node to be (it installs, then runs the kubelet):
+    // as much memory and CPU as the join VMs get.
+    let (memory_mib, full_cpu) = if disk.is_some() {
+        (1536, true)
+    } else {
+        (512, false)
+    };
     launcher
-        .args(tcg_args(512, false, 1))
+        .args(tcg_args(memory_mib, full_cpu, 1))
         .args([
             "-machine",
             "pc,graphics=off",
