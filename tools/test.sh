@@ -6,9 +6,10 @@
 #                          unit and golden tests, CLI tests, and the tests
 #                          that need a real Debian root, the Kubernetes
 #                          v1.20.2 build, systemd-nspawn and qemu VMs (the
-#                          #[ignore]d ones, about an hour); then the
-#                          benchmarks, which print figures. VM and nspawn
-#                          tests run the static release binary.
+#                          #[ignore]d ones; the qemu ones, tests/*_vm.rs,
+#                          in a lane beside the rest); then the benchmarks,
+#                          which print figures. VM and nspawn tests run
+#                          the static release binary.
 #   tools/test.sh --fast   the gates and the tests that need neither a real
 #                          root nor VMs (unit, golden, CLI tests), in
 #                          minutes; no #[ignore]d test runs.
@@ -91,36 +92,36 @@ file "$KPROV_RELEASE_BIN" >&2
 
 # Tests that measure something as they go append BENCH lines here.
 KPROV_BENCH_LOG=$(mktemp /tmp/kprov-bench.XXXXXX)
-side_log=$(mktemp /tmp/kprov-side-vm.XXXXXX)
-trap 'rm -f "$KPROV_BENCH_LOG" "$side_log"; disk_report' EXIT
 
-step "the single-VM tests, two side by side (one TCG VM each: the two-VM limit)"
-# Each boots one 1-vCPU VM at a time, so two fill the two cores that one
-# alone leaves half idle; the main run below skips them.
-single_vm=(
-    "boot_vm a_vm_provisions_itself_from_its_user_data_and_refuses_a_binary_with_the_wrong_sum"
-    "live_vm a_live_host_gets_modules_sysctls_and_swap_off_now_and_after_reboot"
-    "netboot_vm a_diskless_vm_pxe_boots_from_kprov_and_fetches_its_user_data_and_an_unknown_one_does_not"
-)
-cargo test --locked -p kprov --test boot_vm --test live_vm --test netboot_vm --no-run
-(
-    cargo test --locked -p kprov --test live_vm -- --include-ignored &&
-        cargo test --locked -p kprov --test netboot_vm -- --include-ignored
-) >"$side_log" 2>&1 &
-side_pid=$!
-vm_failed=0
-cargo test --locked -p kprov --test boot_vm -- --include-ignored || vm_failed=1
-wait "$side_pid" || vm_failed=1
-cat "$side_log"
-skips=()
-for entry in "${single_vm[@]}"; do
-    skips+=(--skip "${entry#* }")
+# Two lanes side by side. The qemu lane runs the tests that boot VMs (they
+# live in crates/kprov/tests/*_vm.rs), one test binary at a time, so that
+# no more than two VMs run (each takes a core under TCG); a VM leaves the
+# other core mostly idle, so everything else (nspawn clusters, network
+# namespaces, unit tests) runs beside it in the main lane.
+vm_tests=()
+main_tests=()
+for file in crates/kprov/tests/*.rs; do
+    name=$(basename "$file" .rs)
+    case "$name" in
+    *_vm) vm_tests+=(--test "$name") ;;
+    *) main_tests+=(--test "$name") ;;
+    esac
 done
+vm_log=$(mktemp /tmp/kprov-vm-lane.XXXXXX)
+trap 'rm -f "$KPROV_BENCH_LOG" "$vm_log"; disk_report' EXIT
 
-step "tests (including the ones that need root)"
-cargo test --workspace --locked --no-fail-fast -- --include-ignored --skip benchmark_ "${skips[@]}"
-if [[ $vm_failed -ne 0 ]]; then
-    echo "tools/test.sh: a single-VM test failed (its output is above the main run's)" >&2
+step "tests (including the ones that need root), in two lanes: qemu VMs, and everything else"
+cargo test --workspace --locked --no-run
+cargo test --locked --no-fail-fast -p kprov "${vm_tests[@]}" -- --include-ignored --skip benchmark_ >"$vm_log" 2>&1 &
+vm_lane=$!
+failed=0
+cargo test --workspace --exclude kprov --locked --no-fail-fast -- --include-ignored --skip benchmark_ || failed=1
+cargo test --locked --no-fail-fast -p kprov --bins "${main_tests[@]}" -- --include-ignored --skip benchmark_ || failed=1
+wait "$vm_lane" || failed=1
+echo "== the qemu lane's output (at $SECONDS s)" >&2
+cat "$vm_log"
+if [[ $failed -ne 0 ]]; then
+    echo "tools/test.sh: a test failed (the qemu lane's output is after the main lane's)" >&2
     exit 1
 fi
 

@@ -22,6 +22,7 @@ pub fn repo_root() -> PathBuf {
 
 pub mod cluster;
 pub mod controlplane;
+pub mod image;
 pub mod netns;
 pub mod registry;
 pub mod vm;

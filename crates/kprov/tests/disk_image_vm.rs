@@ -1,0 +1,333 @@
+//! The disk image in qemu: the image made from the Debian VM root boots
+//! (SeaBIOS, SYSLINUX from the image, no -kernel) to multi-user after
+//! `kprov stage2` has installed it from a real HTTP server; the stage2
+//! initrd names what is missing; and end to end, a blank VM PXE-boots from
+//! `kprov netboot serve`, stage2 installs a prebaked node image, the VM
+//! boots its disk, cloud-init takes its user-data from netboot through the
+//! seed stage2 wrote, and the node joins a control plane made by
+//! `kprov init` and is Ready.
+//!
+//! Tests that boot VMs live in `*_vm.rs` files: tools/test.sh runs them in
+//! their own lane, one binary at a time, so that no more than two VMs run.
+
+#![allow(clippy::unwrap_used, clippy::print_stdout)]
+
+mod common;
+
+use std::process::Command;
+use std::time::Duration;
+
+use common::cluster::kprov_user_data;
+use common::controlplane::{text, ControlPlane};
+use common::image::{build, manifest};
+use kprov_testkit::http::FileServer;
+
+#[test]
+#[ignore = "needs the Debian VM root, the image tools and qemu (tools/test.sh)"]
+fn the_image_of_the_debian_vm_root_installed_by_stage2_boots_to_multi_user() {
+    let dir = common::scratch("disk-image-vm-");
+    let root = dir.path().join("root");
+    common::extract(common::debian_vm_root_tarball(), &root);
+    let site = dir.path().join("site");
+    std::fs::create_dir(&site).unwrap();
+    let output = site.join("node.img.zst");
+    let run = build(&root, &output, &["--kernel-arg", "console=ttyS0,115200"]);
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    println!("{}", run.stderr.lines().last().unwrap_or_default());
+    std::fs::remove_dir_all(&root).unwrap();
+
+    // stage2 installs it from a real HTTP server onto a bigger disk.
+    let server = FileServer::start(&site).unwrap();
+    let disk = dir.path().join("disk.raw");
+    let raw_size = manifest(&output)["raw"]["size"].as_u64().unwrap();
+    std::fs::File::create(&disk)
+        .unwrap()
+        .set_len(raw_size + (256 << 20))
+        .unwrap();
+    let manifest_url = format!("{}/node.img.zst.json", server.url());
+    let run = common::kprov(
+        &[
+            "stage2",
+            "--manifest",
+            &manifest_url,
+            "--disk",
+            &disk.display().to_string(),
+        ],
+        &[],
+    );
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+
+    // SeaBIOS runs the image's MBR code, which starts SYSLINUX from the
+    // boot partition, which boots the kernel with the root by PARTUUID.
+    let vm = common::vm::VmDisk::bootable(disk);
+    let console = dir.path().join("console.log");
+    let (text, _) = common::vm::boot_until(
+        Command::new("qemu-system-x86_64"),
+        &vm,
+        &console,
+        &common::vm::Network::None,
+        "",
+        &["Multi-User System"],
+        Duration::from_secs(300),
+    );
+    assert!(text.contains("SYSLINUX"), "{text}");
+    assert!(!text.contains("emergency mode"), "{text}");
+}
+
+#[test]
+#[ignore = "needs the Debian VM root, the static release kprov and qemu (tools/test.sh)"]
+fn the_stage2_initrd_runs_kprov_as_init_loads_the_modules_finds_the_disk_and_names_what_is_missing()
+{
+    let dir = common::scratch("stage2-initrd-");
+    let root = dir.path().join("root");
+    common::extract(common::debian_vm_root_tarball(), &root);
+    let initrd = dir.path().join("stage2.initrd");
+    let kprov = common::kprov_release_bin().display().to_string();
+    let run = common::kprov(
+        &[
+            "initrd",
+            "build",
+            "--root",
+            &root.display().to_string(),
+            "--output",
+            &initrd.display().to_string(),
+            "--kprov",
+            &kprov,
+        ],
+        &[],
+    );
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    println!("{}", run.stderr.trim());
+    let kernel = run
+        .stderr
+        .rsplit("boot it with ")
+        .next()
+        .unwrap()
+        .trim()
+        .to_string();
+
+    // A machine with a blank disk and no NIC: stage2 comes up as PID 1,
+    // loads the virtio modules, finds the disk, and stops at the missing
+    // interface with the cause on the console, then powers off as told.
+    let disk = dir.path().join("disk.raw");
+    std::fs::File::create(&disk)
+        .unwrap()
+        .set_len(2 << 30)
+        .unwrap();
+    let vm = common::vm::VmDisk {
+        kernel: Some(common::vm::DirectKernel {
+            kernel: kernel.into(),
+            initrd: initrd.clone(),
+        }),
+        disk: disk.clone(),
+    };
+    let console = dir.path().join("console.log");
+    let running = common::vm::start(
+        Command::new("qemu-system-x86_64"),
+        &vm,
+        &common::vm::Options {
+            console: &console,
+            extra_cmdline: "kprov.manifest=http://10.0.0.1:8080/files/node.img.zst.json kprov.on-failure=poweroff",
+            ..Default::default()
+        },
+    );
+    let text = running.wait_poweroff(Duration::from_secs(240));
+    for expected in [
+        "kernel modules loaded",
+        "kprov: stage2: disk /dev/vda (2048 MiB)",
+        "kprov: stage2: failed: no network interface after 30 s (is its driver in the initrd?",
+        "kprov: stage2: powering off (kprov.on-failure=poweroff)",
+    ] {
+        assert!(
+            text.contains(expected),
+            "want {expected:?} on the console:\n{text}"
+        );
+    }
+    assert!(!text.contains("failed to load"), "{text}");
+    // Nothing was written: the disk is still all holes.
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(std::fs::metadata(&disk).unwrap().blocks(), 0);
+}
+
+#[test]
+#[ignore = "needs root, qemu (TCG), ipxe-qemu, the Debian cloud root, the Kubernetes build and the static release kprov"]
+fn a_blank_vm_netboots_stage2_installs_the_image_boots_its_disk_takes_its_user_data_from_netboot_and_joins_as_a_ready_node(
+) {
+    const MAC: &str = "52:54:00:dd:01:01";
+    const NODE: &str = "metal1";
+    let dir = common::scratch("stage2-vm-");
+    let d = dir.path();
+    for sub in ["machines", "tftp", "http/stage2", "state"] {
+        std::fs::create_dir_all(d.join(sub)).unwrap();
+    }
+    // The worker root the join VM test uses (the cloud root: cloud-init,
+    // which finds the image's CIDATA boot partition and the seed stage2
+    // wrote into it; prebaked by `kprov provision --phase base --root`).
+    let root = common::cluster::worker_root(d, None);
+    // No login prompt on the serial line: its hangup would cut cloud-init's
+    // output off the console.
+    std::os::unix::fs::symlink(
+        "/dev/null",
+        root.join("etc/systemd/system/serial-getty@ttyS0.service"),
+    )
+    .unwrap();
+    let run = build(
+        &root,
+        &d.join("http/node.img.zst"),
+        &["--kernel-arg", "console=ttyS0,115200"],
+    );
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    let kprov = common::kprov_release_bin().display().to_string();
+    let initrd = d.join("http/stage2/stage2.initrd");
+    let run = common::kprov(
+        &[
+            "initrd",
+            "build",
+            "--root",
+            root.to_str().unwrap(),
+            "--output",
+            initrd.to_str().unwrap(),
+            "--kprov",
+            &kprov,
+        ],
+        &[],
+    );
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    let kernel = run.stderr.rsplit("boot it with ").next().unwrap().trim();
+    std::fs::copy(kernel, d.join("http/stage2/vmlinuz")).unwrap();
+    std::fs::remove_dir_all(&root).unwrap();
+
+    // The control plane (`kprov init`, processes in a network namespace)
+    // and, on its bridge, the netboot server; the Machine's user-data is
+    // `kprov userdata`'s join with a fresh token and the pinned CA.
+    let mut cp = ControlPlane::start("10.79.0");
+    for phase in ["bootstrap-token", "addons"] {
+        let o = cp.init_phase(phase);
+        assert!(o.status.success(), "init phase {phase}: {}", text(&o));
+    }
+    let join = cp.admin().new_token("2h");
+    let user_data = kprov_user_data(&join, NODE, &d.join("userdata"));
+    let user_data: String = user_data.lines().map(|l| format!("    {l}\n")).collect();
+    std::fs::write(
+        d.join("machines/metal1.yaml"),
+        format!(
+            "apiVersion: kprov.dev/v1alpha1\nkind: Machine\nmetadata: {{name: metal1}}\nspec:\n  macAddress: {MAC}\n  ipAddress: 10.79.0.31\n  hostname: {NODE}\n  boot: {{image: node.img.zst}}\n  userData: |\n{user_data}"
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        d.join("netboot.yaml"),
+        "mode: full\ninterface: br0\nserverAddress: 10.79.0.1\nsubnet: 10.79.0.0/24\nmachinesDir: machines\ntftpRoot: tftp\nhttpRoot: http\nstateDir: state\nports: {http: 8080}\nstage2: {kernel: stage2/vmlinuz, initrd: stage2/stage2.initrd, cmdline: console=ttyS0 kprov.on-failure=poweroff}\n",
+    )
+    .unwrap();
+    std::fs::copy("/usr/lib/ipxe/undionly.kpxe", d.join("tftp/undionly.kpxe")).unwrap();
+
+    cp.ns.add_tap("tap0");
+    let log = d.join("server.log");
+    let server = cp.ns.serve_netboot(&d.join("netboot.yaml"), &log);
+    let log_text = || std::fs::read_to_string(&log).unwrap_or_default();
+    let wait = |limit: Duration, done: &dyn Fn() -> bool| {
+        let start = std::time::Instant::now();
+        while start.elapsed() < limit {
+            if done() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        false
+    };
+
+    // First power-on: a blank disk, so PXE; the script boots stage2, which
+    // installs the image, reports it and reboots (qemu runs -no-reboot,
+    // so the reboot ends this qemu).
+    let disk = d.join("disk.raw");
+    std::fs::File::create(&disk)
+        .unwrap()
+        .set_len(8 << 30)
+        .unwrap();
+    let console = d.join("console-install.log");
+    let started = std::time::Instant::now();
+    let vm = std::cell::RefCell::new(common::vm::start_netboot_with_disk(
+        cp.ns.command("qemu-system-x86_64"),
+        "tap0",
+        MAC,
+        &console,
+        Some(&disk),
+    ));
+    let exited = wait(Duration::from_secs(900), &|| {
+        vm.borrow_mut().try_wait().unwrap().is_some()
+            || std::fs::read_to_string(&console)
+                .unwrap_or_default()
+                .contains("kprov: stage2: failed")
+    });
+    let _ = vm.borrow_mut().kill();
+    let _ = vm.borrow_mut().wait();
+    let install_seconds = started.elapsed().as_secs_f64();
+    let text = std::fs::read_to_string(&console).unwrap_or_default();
+    let raw_mib = manifest(&d.join("http/node.img.zst"))["raw"]["size"]
+        .as_u64()
+        .unwrap()
+        >> 20;
+    for expected in [
+        "kprov: stage2: eth0: 10.79.0.31/24 from DHCP server 10.79.0.1",
+        &format!("kprov: stage2: /dev/vda installed: {raw_mib} MiB verified"),
+        "kprov: stage2: the seed is in the image's NoCloud meta-data",
+        "kprov: stage2: reported installed to the netboot server",
+        "kprov: stage2: installed; rebooting into the installed system",
+    ] {
+        assert!(
+            exited && text.contains(expected),
+            "want {expected:?}; console:\n{text}\nserver log:\n{}",
+            log_text()
+        );
+    }
+    let rate = text
+        .lines()
+        .find(|l| l.contains(" installed: "))
+        .and_then(|l| l.rsplit(", ").next())
+        .unwrap_or_default()
+        .trim()
+        .to_string();
+    common::bench(&format!(
+        "stage2_vm_power_on_to_installed_seconds {install_seconds:.1} (write {rate}, TCG)"
+    ));
+
+    // Second power-on: PXE again, but the machine is installed: its script
+    // says so and exits, and the BIOS boots the disk stage2 wrote; there
+    // cloud-init follows the seed to the machine's user-data on netboot.
+    let console = d.join("console-disk.log");
+    let vm = common::vm::start_netboot_with_disk(
+        cp.ns.command("qemu-system-x86_64"),
+        "tap0",
+        MAC,
+        &console,
+        Some(&disk),
+    );
+    let mut running = vm;
+    let console_text = || std::fs::read_to_string(&console).unwrap_or_default();
+    // Ready: the kubelet joined with the token from the user-data and the
+    // node's pod network is up.
+    cp.admin().wait_ready(NODE, Duration::from_secs(900), &|| {
+        format!("console:\n{}\nserver log:\n{}", console_text(), log_text())
+    });
+    let ready_seconds = started.elapsed().as_secs_f64();
+    let _ = running.kill();
+    let _ = running.wait();
+    let text = console_text();
+    assert!(
+        text.contains("installed, booting from the local disk"),
+        "{text}"
+    );
+    assert!(text.contains("SYSLINUX"), "{text}");
+    let log = log_text();
+    assert!(
+        log.lines().any(|l| l.contains("NoCloud document served")
+            && l.contains("UserData")
+            && l.contains("10.79.0.31")),
+        "{log}"
+    );
+    common::bench(&format!(
+        "stage2_vm_pxe_power_on_to_node_ready_seconds {ready_seconds:.1} (TCG, 1 vCPU; includes the install and the reboot)"
+    ));
+    cp.ns.stop(server);
+}
