@@ -17,6 +17,7 @@ use sha2::{Digest, Sha256};
 
 use crate::disk::{wipe_head, DiskWriter};
 use crate::manifest::{ImageManifest, ManifestError};
+use crate::pipeline::Pipeline;
 
 /// What to install where.
 #[derive(Debug, Clone)]
@@ -289,6 +290,19 @@ async fn fetch_manifest(
 }
 
 type Failed = (Stage2Error, Option<File>);
+type Decoder = zstd::stream::write::Decoder<'static, Pipeline<File>>;
+
+/// The disk back from a failed stream, for its first MiB to be zeroed,
+/// with `error`; or, when the disk itself failed, that error.
+fn stopped(pipeline: Pipeline<File>, error: Stage2Error) -> Failed {
+    match pipeline.finish() {
+        Ok(written) => (error, Some(written.writer.into_target())),
+        Err((e, writer)) => (
+            io("writing the image onto the disk")(e),
+            Some(writer.into_target()),
+        ),
+    }
+}
 
 /// Streams the image onto `disk`; the disk back (for the fsync) and the
 /// number of requests, or the error and the disk when there is one to
@@ -304,16 +318,15 @@ async fn stream(
 ) -> Result<(File, u32), Failed> {
     let url = manifest.image_url(&request.manifest_url);
     let total = manifest.compressed.size;
-    let mut decoder = zstd::stream::write::Decoder::new(DiskWriter::new(disk))
+    let writer = Pipeline::spawn(DiskWriter::new(disk))
+        .map_err(|e| (io("starting the disk writer")(e), None))?;
+    let mut decoder: Decoder = zstd::stream::write::Decoder::new(writer)
         .map_err(|e| (io("starting the decompressor")(e), None))?;
     let mut hasher = Sha256::new();
     let mut received = 0u64;
     let mut requests = 0u32;
     let mut failures = 0u32;
     let mut last_error = String::new();
-    let fail = |decoder: zstd::stream::write::Decoder<'static, DiskWriter<File>>,
-                e: Stage2Error|
-     -> Failed { (e, Some(decoder.into_inner().into_target())) };
     while received < total {
         if failures >= request.attempts.max(1) {
             let e = Stage2Error::Http {
@@ -322,7 +335,7 @@ async fn stream(
                     "{last_error} ({failures} attempts; {received} of {total} bytes received)"
                 ),
             };
-            return Err(fail(decoder, e));
+            return Err(stopped(decoder.into_inner(), e));
         }
         if failures > 0 {
             tokio::time::sleep(request.backoff).await;
@@ -348,7 +361,9 @@ async fn stream(
                     received = 0;
                     hasher = Sha256::new();
                     let mut writer = decoder.into_inner();
-                    writer.restart();
+                    if let Err(e) = writer.restart() {
+                        return Err(stopped(writer, io("restarting the disk writer")(e)));
+                    }
                     decoder = zstd::stream::write::Decoder::new(writer)
                         .map_err(|e| (io("restarting the decompressor")(e), None))?;
                 }
@@ -358,7 +373,7 @@ async fn stream(
                     url: url.clone(),
                     why: format!("HTTP {}", resp.status()),
                 };
-                return Err(fail(decoder, e));
+                return Err(stopped(decoder.into_inner(), e));
             }
             _ => {
                 failures += 1;
@@ -376,14 +391,14 @@ async fn stream(
                             expected: total.to_string(),
                             actual: format!("more than {total}"),
                         };
-                        return Err(fail(decoder, e));
+                        return Err(stopped(decoder.into_inner(), e));
                     }
                     hasher.update(&bytes);
                     received += bytes.len() as u64;
                     if let Err(e) = decoder.write_all(&bytes) {
-                        return Err(fail(
-                            decoder,
-                            io("decompressing the image onto the disk")(e),
+                        return Err(stopped(
+                            decoder.into_inner(),
+                            io("decompressing the image")(e),
                         ));
                     }
                     progress(Progress {
@@ -408,12 +423,20 @@ async fn stream(
         }
     }
     if let Err(e) = decoder.flush() {
-        return Err(fail(
-            decoder,
-            io("decompressing the image onto the disk")(e),
+        return Err(stopped(
+            decoder.into_inner(),
+            io("decompressing the image")(e),
         ));
     }
-    let writer = decoder.into_inner();
+    let (writer, raw_sha256) = match decoder.into_inner().finish() {
+        Ok(written) => (written.writer, written.sha256),
+        Err((e, writer)) => {
+            return Err((
+                io("writing the image onto the disk")(e),
+                Some(writer.into_target()),
+            ))
+        }
+    };
     let compressed = hex::encode(hasher.finalize());
     let checks = [
         (
@@ -426,11 +449,7 @@ async fn stream(
             &manifest.raw.size.to_string(),
             writer.written().to_string(),
         ),
-        (
-            "the raw image's sha256",
-            &manifest.raw.sha256,
-            writer.sha256(),
-        ),
+        ("the raw image's sha256", &manifest.raw.sha256, raw_sha256),
     ];
     for (what, expected, actual) in checks {
         if *expected != actual {

@@ -13,6 +13,8 @@
 //!   with `kprov image build` (kprov-image), which writes it;
 //! - [`disk`]: the writer that holds back the first MiB, pure over any
 //!   `Write + Seek`;
+//! - [`pipeline`]: that writer and the raw sha256 on threads of their
+//!   own, so that decompressing, hashing and writing overlap;
 //! - [`install`]: the thin side: HTTP, the disk device, fsync.
 
 pub mod cmdline;
@@ -22,4 +24,5 @@ pub mod init;
 pub mod install;
 pub mod net;
 pub mod netlink;
+pub mod pipeline;
 pub use kprov_image::manifest;

@@ -331,3 +331,128 @@ fn a_blank_vm_netboots_stage2_installs_the_image_boots_its_disk_takes_its_user_d
     ));
     cp.ns.stop(server);
 }
+
+/// Runs in the benchmark VM once it is up: both writers, twice each, from
+/// the HTTP server on the host's bridge onto the VM's second disk, with
+/// the times on the console.
+const BENCH_SCRIPT: &str = r#"#!/bin/sh
+exec > /dev/ttyS0 2>&1
+nic=$(ls /sys/class/net | grep -v '^lo$' | head -n 1)
+ip link set "$nic" up
+ip addr add @ADDRESS@/24 dev "$nic"
+site=http://@GATEWAY@:8080
+i=0
+until curl -sf -o /dev/null "$site/node.img.zst.json"; do
+    i=$((i + 1))
+    if [ $i -gt 60 ]; then echo "BENCHVM failed: no HTTP server at $site"; systemctl poweroff; exit 1; fi
+    sleep 1
+done
+echo "BENCHVM cpus with sha_ni: $(grep -c -w sha_ni /proc/cpuinfo)"
+now() { date +%s.%N; }
+for round in 1 2; do
+    t0=$(now)
+    kprov stage2 --manifest "$site/node.img.zst.json" --disk /dev/vdb > /root/stage2.log 2>&1 ||
+        { echo "BENCHVM failed: kprov stage2"; tail -n 5 /root/stage2.log; }
+    t1=$(now)
+    curl -sSf "$site/node.img.zst" | zstd -d -q | dd of=/dev/vdb bs=1M conv=fsync status=none ||
+        echo "BENCHVM failed: curl | zstd -d | dd"
+    t2=$(now)
+    echo "BENCHVM round $round $(awk "BEGIN {printf \"%.3f %.3f\", $t1 - $t0, $t2 - $t1}")"
+done
+echo "BENCHVM done"
+systemctl poweroff
+"#;
+
+#[test]
+#[ignore = "benchmark: prints figures; run by tools/test.sh"]
+fn benchmark_stage2_in_a_vm_against_curl_zstd_dd_onto_the_same_disk() {
+    // The issue's "same VM, same disk": a Debian VM (the cloud root, with
+    // curl; zstd copied from this host, same release) with a second
+    // virtio disk, both writers fetching the same image from an HTTP
+    // server on the host's bridge.
+    const RAW: usize = 256 << 20;
+    const PREFIX: &str = "10.88.0";
+    let dir = common::scratch("bench-stage2-vm-");
+    let d = dir.path();
+    let site = d.join("site");
+    std::fs::create_dir_all(&site).unwrap();
+    let compressed = common::image::publish(&site, &common::image::node_like(RAW));
+
+    let root = d.join("root");
+    common::extract(common::debian_cloud_root_tarball(), &root);
+    for (from, to) in [
+        (common::kprov_release_bin(), "usr/local/bin/kprov"),
+        (std::path::Path::new("/usr/bin/zstd"), "usr/local/bin/zstd"),
+    ] {
+        std::fs::copy(from, root.join(to)).unwrap();
+    }
+    let script = BENCH_SCRIPT
+        .replace("@ADDRESS@", &format!("{PREFIX}.2"))
+        .replace("@GATEWAY@", &format!("{PREFIX}.1"));
+    common::vm::install_boot_script(&root, "kprov-bench", &script, "");
+    let vm = common::vm::make_disk(&root, d, "3G");
+    std::fs::remove_dir_all(&root).unwrap();
+    let data = d.join("data.raw");
+    std::fs::File::create(&data)
+        .unwrap()
+        .set_len(RAW as u64 + (64 << 20))
+        .unwrap();
+
+    let mut ns = common::netns::Netns::new(PREFIX);
+    ns.add_tap("tap0");
+    ns.serve_http(&site, 8080);
+    let console = d.join("console.log");
+    let vcpus = 2;
+    let mut running = common::vm::start(
+        ns.command("qemu-system-x86_64"),
+        &vm,
+        &common::vm::Options {
+            console: &console,
+            network: &common::vm::Network::Tap {
+                tap: "tap0".into(),
+                mac: "52:54:00:88:00:02".into(),
+            },
+            extra_cmdline: "cloud-init=disabled",
+            memory_mib: 1024,
+            full_cpu: true,
+            vcpus,
+            data_disk: Some(&data),
+            ..Default::default()
+        },
+    );
+    let (text, marker) = running.wait_for(
+        &["BENCHVM done", "BENCHVM failed"],
+        Duration::from_secs(900),
+    );
+    assert_eq!(marker, "BENCHVM done", "console:\n{text}");
+    let rounds: Vec<(f64, f64)> = common::vm::marked(&text, "BENCHVM round ")
+        .iter()
+        .map(|line| {
+            let fields: Vec<f64> = line
+                .split_whitespace()
+                .skip(3)
+                .map(|f| f.parse().unwrap())
+                .collect();
+            (fields[0], fields[1])
+        })
+        .collect();
+    assert_eq!(rounds.len(), 2, "console:\n{text}");
+    let best = |pick: fn(&(f64, f64)) -> f64| rounds.iter().map(pick).fold(f64::INFINITY, f64::min);
+    let (stage2, peer) = (best(|r| r.0), best(|r| r.1));
+    let sha_extensions = common::vm::marked(&text, "BENCHVM cpus with sha_ni: ")
+        .first()
+        .is_some_and(|line| !line.ends_with(": 0"));
+    let hashing = if sha_extensions {
+        "SHA extensions"
+    } else {
+        "no SHA extensions: sha256 in software"
+    };
+    let mib = RAW as f64 / f64::from(1u32 << 20);
+    common::bench(&format!(
+        "stage2 in a VM (TCG, {vcpus} vCPUs, {hashing}) onto its second virtio disk, {mib:.0} MiB image ({:.0} MiB compressed) from HTTP on the host's bridge, best of 2: kprov stage2 {:.1} MiB/s (both sums verified, first MiB last, fsync), curl | zstd -d | dd {:.1} MiB/s (conv=fsync); ratio {:.2} (goal >= 0.95)",
+        compressed as f64 / f64::from(1u32 << 20),
+        mib / stage2,
+        mib / peer,
+        peer / stage2
+    ));
+}

@@ -7,6 +7,7 @@
 
 mod common;
 
+use common::image::{node_like, publish};
 use kprov_testkit::http::{Fault, FileServer};
 use sha2::{Digest, Sha256};
 
@@ -32,23 +33,6 @@ fn image_site(site: &std::path::Path) -> (Vec<u8>, usize) {
 
 /// Writes `raw` zstd-compressed as `site/node.img.zst`, with its manifest;
 /// returns the compressed size.
-fn publish(site: &std::path::Path, raw: &[u8]) -> usize {
-    let compressed = zstd::encode_all(raw, 3).unwrap();
-    std::fs::write(site.join("node.img.zst"), &compressed).unwrap();
-    std::fs::write(
-        site.join("node.img.zst.json"),
-        format!(
-            r#"{{"image":"node.img.zst","raw":{{"size":{},"sha256":"{}"}},"compressed":{{"size":{},"sha256":"{}"}}}}"#,
-            raw.len(),
-            sha(raw),
-            compressed.len(),
-            sha(&compressed)
-        ),
-    )
-    .unwrap();
-    compressed.len()
-}
-
 #[test]
 fn stage2_installs_an_image_through_a_dropped_connection_and_says_how_it_went() {
     let site = tempfile::tempdir().unwrap();
@@ -288,25 +272,11 @@ fn stage2_writes_the_machines_seed_into_the_images_slot_and_refuses_a_bad_seed_b
 #[test]
 #[ignore = "benchmark: prints figures; run by tools/test.sh"]
 fn benchmark_stage2_write_against_curl_zstd_dd() {
-    // A 512 MiB image like a node's: stretches of text-like bytes (they
-    // compress), of noise (they do not) and of zeros (free space).
     const RAW: usize = 512 << 20;
     let dir = common::scratch("bench-stage2-");
     let site = dir.path().join("site");
     std::fs::create_dir_all(&site).unwrap();
-    let mut state = 0x9e37_79b9_7f4a_7c15u64;
-    let raw: Vec<u8> = (0..RAW)
-        .map(|i| match (i >> 20) % 4 {
-            0 => b"kubelet containerd etcd apiserver "[i % 34],
-            1 => {
-                state ^= state << 13;
-                state ^= state >> 7;
-                state ^= state << 17;
-                state as u8
-            }
-            _ => 0,
-        })
-        .collect();
+    let raw = node_like(RAW);
     let compressed = publish(&site, &raw);
     drop(raw);
     let server = FileServer::start(&site).unwrap();

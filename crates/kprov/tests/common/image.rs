@@ -1,7 +1,9 @@
-//! `kprov image build` as the disk image tests run it, and the manifest it
-//! writes beside the image.
+//! `kprov image build` as the disk image tests run it, the manifest it
+//! writes beside the image, and images made up for stage2 to install.
 
 use std::path::Path;
+
+use sha2::{Digest, Sha256};
 
 /// Runs `kprov image build --root ROOT --output OUTPUT EXTRA...`.
 pub fn build(root: &Path, output: &Path, extra: &[&str]) -> super::Run {
@@ -16,4 +18,43 @@ pub fn build(root: &Path, output: &Path, extra: &[&str]) -> super::Run {
 pub fn manifest(output: &Path) -> serde_json::Value {
     let path = format!("{}.json", output.display());
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+/// Writes `raw` zstd-compressed as `node.img.zst` with its manifest into
+/// `site`; returns the compressed size.
+pub fn publish(site: &Path, raw: &[u8]) -> usize {
+    let compressed = zstd::encode_all(raw, 3).unwrap();
+    let sha = |bytes: &[u8]| hex::encode(Sha256::digest(bytes));
+    std::fs::write(site.join("node.img.zst"), &compressed).unwrap();
+    std::fs::write(
+        site.join("node.img.zst.json"),
+        format!(
+            r#"{{"image":"node.img.zst","raw":{{"size":{},"sha256":"{}"}},"compressed":{{"size":{},"sha256":"{}"}}}}"#,
+            raw.len(),
+            sha(raw),
+            compressed.len(),
+            sha(&compressed)
+        ),
+    )
+    .unwrap();
+    compressed.len()
+}
+
+/// A raw image of `len` bytes like a node's, for benchmarks: stretches of
+/// 1 MiB of text-like bytes (they compress), of noise (they do not) and
+/// of zeros (free space).
+pub fn node_like(len: usize) -> Vec<u8> {
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    (0..len)
+        .map(|i| match (i >> 20) % 4 {
+            0 => b"kubelet containerd etcd apiserver "[i % 34],
+            1 => {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                state as u8
+            }
+            _ => 0,
+        })
+        .collect()
 }

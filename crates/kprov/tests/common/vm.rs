@@ -137,6 +137,9 @@ pub struct Options<'a> {
     /// vCPUs (threads under multi-threaded TCG). A control-plane VM gets
     /// 2: etcd, the API server and the kubelet starve each other on one.
     pub vcpus: u32,
+    /// A second virtio disk (`/dev/vdb` in the VM), written through the
+    /// host's page cache with its flushes honoured.
+    pub data_disk: Option<&'a Path>,
 }
 
 impl Default for Options<'_> {
@@ -149,6 +152,7 @@ impl Default for Options<'_> {
             private_serial: None,
             full_cpu: false,
             vcpus: 1,
+            data_disk: None,
         }
     }
 }
@@ -282,6 +286,12 @@ fn qemu(mut launcher: Command, vm: &VmDisk, options: &Options) -> std::process::
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null());
+    if let Some(data) = options.data_disk {
+        child.arg("-drive").arg(format!(
+            "file={},format=raw,if=virtio,cache=writeback",
+            data.display()
+        ));
+    }
     if let Some(private) = options.private_serial {
         child
             .arg("-serial")
