@@ -1,6 +1,7 @@
 //! `kprov image build`: the disk it makes is read back with the real tools
 //! (sfdisk, zstd, mtools, debugfs), built twice it is the same, and bad
-//! input leaves nothing behind. The tests that boot what it makes are in
+//! input leaves nothing behind; a master's image, from a root prebaked
+//! with a control-plane bundle, holds that bundle's images. The tests that boot what it makes are in
 //! disk_image_vm.rs.
 
 #![allow(clippy::unwrap_used, clippy::print_stdout)]
@@ -10,7 +11,7 @@ mod common;
 use std::path::Path;
 use std::process::Command;
 
-use common::image::{build, manifest};
+use common::image::{build, manifest, root_filesystem};
 use common::sh;
 
 /// A root with what the build looks for (an init, a kernel and initrd in
@@ -165,12 +166,7 @@ fn an_image_is_a_gpt_disk_holding_the_kernel_and_the_root_and_is_the_same_when_b
     );
 
     // The root partition: ext4 with the root's files.
-    let ext4 = dir.path().join("root.ext4");
-    sh(Command::new("dd")
-        .arg(format!("if={}", raw.display()))
-        .arg(format!("of={}", ext4.display()))
-        .args(["bs=1M", "status=none", "conv=sparse"])
-        .arg(format!("skip={}", root_offset >> 20)));
+    let ext4 = root_filesystem(&raw, dir.path());
     let hostname = stdout(
         Command::new("debugfs")
             .args(["-R", "cat /etc/hostname"])
@@ -268,4 +264,91 @@ fn bad_input_is_refused_by_name_and_leaves_nothing_behind() {
     );
     let left: Vec<_> = std::fs::read_dir(&out).unwrap().collect();
     assert!(left.is_empty(), "{left:?}");
+}
+
+#[test]
+#[ignore = "needs root, docker-registry, skopeo, the Debian cloud root, the Kubernetes build and the static release kprov (tools/test.sh)"]
+fn a_masters_image_is_prebaked_from_a_control_plane_bundle_and_holds_its_images_for_the_first_boot()
+{
+    let dir = common::scratch("master-image-");
+    let d = dir.path();
+    let bundle = common::registry::control_plane_bundle(&d.join("bundle-work"), &[]);
+    let bundled: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(bundle.join("manifest.json")).unwrap())
+            .unwrap();
+    let images: Vec<(String, String)> = bundled["artifacts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["kind"] == "image")
+        .map(|a| {
+            let file = Path::new(a["path"].as_str().unwrap()).file_name().unwrap();
+            (
+                file.to_string_lossy().into_owned(),
+                a["sha256"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    let names: Vec<&str> = images.iter().map(|(file, _)| file.as_str()).collect();
+    for wanted in [
+        "kube-apiserver",
+        "kube-controller-manager",
+        "kube-scheduler",
+        "etcd",
+        "pause",
+    ] {
+        assert!(
+            names.iter().any(|n| n.contains(wanted)),
+            "no {wanted} in the bundle: {names:?}"
+        );
+    }
+
+    // The master's root: Debian's cloud root (kernel, cloud-init) with the
+    // base phase from the control-plane bundle, as a node image is made.
+    let root = d.join("root");
+    common::extract(common::debian_cloud_root_tarball(), &root);
+    common::cluster::prebake(&root, &bundle, "master");
+    let output = d.join("master.img.zst");
+    let run = build(&root, &output, &["--kernel-arg", "console=ttyS0,115200"]);
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    std::fs::remove_dir_all(&root).unwrap();
+
+    // Read back from the image: every image of the bundle staged, byte for
+    // byte, and the unit that imports them into containerd at first boot.
+    let raw = d.join("master.raw");
+    sh(Command::new("zstd")
+        .args(["-q", "-d", "-o"])
+        .arg(&raw)
+        .arg(&output));
+    let ext4 = root_filesystem(&raw, d);
+    std::fs::remove_file(&raw).unwrap();
+    let staged = d.join("staged");
+    std::fs::create_dir(&staged).unwrap();
+    sh(Command::new("debugfs")
+        .arg("-R")
+        .arg(format!("rdump /var/lib/kprov/images {}", staged.display()))
+        .arg(&ext4));
+    for (file, sha256) in &images {
+        let path = staged.join("images").join(file);
+        assert!(
+            path.exists(),
+            "{file} is not in the image's /var/lib/kprov/images"
+        );
+        assert_eq!(&common::sha256_hex(&path), sha256, "{file}");
+    }
+    let unit = stdout(
+        Command::new("debugfs")
+            .args([
+                "-R",
+                "stat /etc/systemd/system/multi-user.target.wants/kprov-images.service",
+            ])
+            .arg(&ext4),
+    );
+    assert!(unit.contains("Type: symlink"), "{unit}");
+    let kprov = stdout(
+        Command::new("debugfs")
+            .args(["-R", "stat /usr/local/bin/kprov"])
+            .arg(&ext4),
+    );
+    assert!(kprov.contains("Type: regular"), "{kprov}");
 }

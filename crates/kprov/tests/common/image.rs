@@ -1,7 +1,8 @@
 //! `kprov image build` as the disk image tests run it, the manifest it
 //! writes beside the image, and images made up for stage2 to install.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::process::Command;
 
 use sha2::{Digest, Sha256};
 
@@ -18,6 +19,25 @@ pub fn build(root: &Path, output: &Path, extra: &[&str]) -> super::Run {
 pub fn manifest(output: &Path) -> serde_json::Value {
     let path = format!("{}.json", output.display());
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+/// The root filesystem (the GPT's second partition) of the raw disk
+/// image `raw`, copied out to `dir/root.ext4` for debugfs.
+pub fn root_filesystem(raw: &Path, dir: &Path) -> PathBuf {
+    let table = super::sh(Command::new("sfdisk").arg("--json").arg(raw));
+    let table: serde_json::Value = serde_json::from_slice(&table.stdout).unwrap();
+    let start = table["partitiontable"]["partitions"][1]["start"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no second partition in {table}"));
+    let ext4 = dir.join("root.ext4");
+    super::sh(
+        Command::new("dd")
+            .arg(format!("if={}", raw.display()))
+            .arg(format!("of={}", ext4.display()))
+            .args(["bs=1M", "status=none", "conv=sparse"])
+            .arg(format!("skip={}", start * 512 >> 20)),
+    );
+    ext4
 }
 
 /// Writes `raw` zstd-compressed as `node.img.zst` with its manifest into
