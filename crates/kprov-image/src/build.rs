@@ -451,7 +451,12 @@ fn compose(
     progress: &mut dyn FnMut(Step),
 ) -> Result<(Blob, Blob), BuildError> {
     let compressed = Hashing::new(BufWriter::with_capacity(MIB as usize, out));
-    let encoder = zstd::Encoder::new(compressed, level).map_err(io("starting zstd"))?;
+    let mut encoder = zstd::Encoder::new(compressed, level).map_err(io("starting zstd"))?;
+    // The frame's own checksum of the raw bytes, checked by every zstd
+    // decoder: stage2 then hashes only the compressed stream.
+    encoder
+        .include_checksum(true)
+        .map_err(io("asking zstd for a checksum"))?;
     let mut raw = Hashing::new(encoder);
     let total = layout.size;
     let mut next_report = 0u64;

@@ -2,9 +2,10 @@
 //! (a block device, or a file standing for one), with fsync.
 //!
 //! Order on the disk: the first MiB zeroed and synced; the image streamed
-//! (decompressed, both sums computed as it passes), resumed with a Range
-//! request from the last compressed byte received when the connection
-//! drops; then the sums and sizes checked; only then the first MiB
+//! (decompressed, both sums computed as it passes; the raw one only when
+//! the zstd frame carries no checksum of its own, see [`crate::frame`]),
+//! resumed with a Range request from the last compressed byte received
+//! when the connection drops; then the sums and sizes checked; only then the first MiB
 //! written and synced. Any failure after the first write zeroes the first
 //! MiB again.
 
@@ -13,11 +14,10 @@ use std::io::{Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use sha2::{Digest, Sha256};
-
 use crate::disk::{wipe_head, DiskWriter};
+use crate::frame;
 use crate::manifest::{ImageManifest, ManifestError};
-use crate::pipeline::Pipeline;
+use crate::pipeline::{HashThread, Pipeline};
 
 /// What to install where.
 #[derive(Debug, Clone)]
@@ -60,6 +60,10 @@ pub struct Installed {
     pub elapsed: Duration,
     /// Whether the seed went into the image's seed slot.
     pub seeded: bool,
+    /// Whether the raw bytes were hashed and checked against the
+    /// manifest's sum; otherwise the image's zstd frame carried a content
+    /// checksum, which the decoder checked.
+    pub raw_hashed: bool,
 }
 
 /// Why an install failed. After the disk's first write, its first MiB has
@@ -145,13 +149,21 @@ pub fn console_lines() -> impl FnMut(Progress) {
 
 /// The line that says an install is done.
 pub fn installed_line(disk: &Path, installed: &Installed) -> String {
-    let raw = installed.manifest.raw.size;
+    let manifest = &installed.manifest;
+    let raw = manifest.raw.size;
     let seconds = installed.elapsed.as_secs_f64().max(0.001);
+    let verified = if installed.raw_hashed {
+        format!("sha256 {}", manifest.raw.sha256)
+    } else {
+        format!(
+            "sha256 {} of the compressed image, zstd's checksum of the raw",
+            manifest.compressed.sha256
+        )
+    };
     format!(
-        "kprov: stage2: {} installed: {} MiB verified (sha256 {}), {} request(s), {:.1} s, {:.0} MiB/s",
+        "kprov: stage2: {} installed: {} MiB verified ({verified}), {} request(s), {:.1} s, {:.0} MiB/s",
         disk.display(),
         raw >> 20,
-        installed.manifest.raw.sha256,
         installed.requests,
         seconds,
         raw as f64 / f64::from(1u32 << 20) / seconds
@@ -200,7 +212,7 @@ pub async fn install(
     )
     .await
     {
-        Ok((disk, requests)) => {
+        Ok((disk, requests, raw_hashed)) => {
             disk.sync_all()
                 .map_err(io(format!("syncing {disk_name}")))?;
             Ok(Installed {
@@ -208,6 +220,7 @@ pub async fn install(
                 requests,
                 elapsed: started.elapsed(),
                 seeded: seed_slot.is_some(),
+                raw_hashed,
             })
         }
         Err((e, disk)) => {
@@ -304,9 +317,9 @@ fn stopped(pipeline: Pipeline<File>, error: Stage2Error) -> Failed {
     }
 }
 
-/// Streams the image onto `disk`; the disk back (for the fsync) and the
-/// number of requests, or the error and the disk when there is one to
-/// wipe.
+/// Streams the image onto `disk`; the disk back (for the fsync), the
+/// number of requests and whether the raw bytes were hashed, or the error
+/// and the disk when there is one to wipe.
 async fn stream(
     http: &reqwest::Client,
     request: &Install,
@@ -315,16 +328,21 @@ async fn stream(
     disk: File,
     started: Instant,
     progress: &mut dyn FnMut(Progress),
-) -> Result<(File, u32), Failed> {
+) -> Result<(File, u32, bool), Failed> {
     let url = manifest.image_url(&request.manifest_url);
     let total = manifest.compressed.size;
     let writer = Pipeline::spawn(DiskWriter::new(disk))
         .map_err(|e| (io("starting the disk writer")(e), None))?;
     let mut decoder: Decoder = zstd::stream::write::Decoder::new(writer)
         .map_err(|e| (io("starting the decompressor")(e), None))?;
-    let mut hasher = Sha256::new();
+    // The compressed sum on a thread of its own, beside the decompression.
+    let mut hasher = HashThread::spawn("compressed-sha256")
+        .map_err(|e| (io("starting the hashing thread")(e), None))?;
     let mut received = 0u64;
     let mut requests = 0u32;
+    // The frame header, until it says whether zstd checks the raw bytes.
+    let mut head = Vec::new();
+    let mut frame_checksummed = None;
     let mut failures = 0u32;
     let mut last_error = String::new();
     while received < total {
@@ -359,7 +377,9 @@ async fn stream(
                 if received > 0 {
                     // The server ignored the Range: the whole image again.
                     received = 0;
-                    hasher = Sha256::new();
+                    if let Err(e) = hasher.restart() {
+                        return Err(stopped(decoder.into_inner(), io("hashing the image")(e)));
+                    }
                     let mut writer = decoder.into_inner();
                     if let Err(e) = writer.restart() {
                         return Err(stopped(writer, io("restarting the disk writer")(e)));
@@ -393,13 +413,23 @@ async fn stream(
                         };
                         return Err(stopped(decoder.into_inner(), e));
                     }
-                    hasher.update(&bytes);
+                    if frame_checksummed.is_none() {
+                        head.extend_from_slice(&bytes[..bytes.len().min(8)]);
+                        frame_checksummed = frame::checksummed(&head);
+                        if frame_checksummed == Some(true) {
+                            decoder.get_mut().stop_hashing();
+                        }
+                    }
                     received += bytes.len() as u64;
                     if let Err(e) = decoder.write_all(&bytes) {
                         return Err(stopped(
                             decoder.into_inner(),
                             io("decompressing the image")(e),
                         ));
+                    }
+                    // Bytes clones share the buffer: nothing is copied.
+                    if let Err(e) = hasher.update(bytes) {
+                        return Err(stopped(decoder.into_inner(), io("hashing the image")(e)));
                     }
                     progress(Progress {
                         received,
@@ -437,7 +467,7 @@ async fn stream(
             ))
         }
     };
-    let compressed = hex::encode(hasher.finalize());
+    let compressed = hasher.finish();
     let checks = [
         (
             "the compressed image's sha256",
@@ -449,7 +479,14 @@ async fn stream(
             &manifest.raw.size.to_string(),
             writer.written().to_string(),
         ),
-        ("the raw image's sha256", &manifest.raw.sha256, raw_sha256),
+        (
+            "the raw image's sha256",
+            &manifest.raw.sha256,
+            // Not computed when the frame's own checksum stands for it.
+            raw_sha256
+                .clone()
+                .unwrap_or_else(|| manifest.raw.sha256.clone()),
+        ),
     ];
     for (what, expected, actual) in checks {
         if *expected != actual {
@@ -470,5 +507,5 @@ async fn stream(
     let disk = writer
         .commit()
         .map_err(|e| (io("writing the first MiB")(e), None))?;
-    Ok((disk, requests))
+    Ok((disk, requests, raw_sha256.is_some()))
 }

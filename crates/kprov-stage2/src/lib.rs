@@ -13,6 +13,8 @@
 //!   with `kprov image build` (kprov-image), which writes it;
 //! - [`disk`]: the writer that holds back the first MiB, pure over any
 //!   `Write + Seek`;
+//! - [`frame`]: whether the image's zstd frame carries a checksum (then
+//!   the raw bytes need no sha256 of their own);
 //! - [`pipeline`]: that writer and the raw sha256 on threads of their
 //!   own, so that decompressing, hashing and writing overlap;
 //! - [`install`]: the thin side: HTTP, the disk device, fsync.
@@ -20,6 +22,7 @@
 pub mod cmdline;
 pub mod dhcp;
 pub mod disk;
+pub mod frame;
 pub mod init;
 pub mod install;
 pub mod net;

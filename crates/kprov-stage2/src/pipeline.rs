@@ -1,5 +1,6 @@
-//! The raw image's two consumers on threads of their own: the disk writer
-//! and the raw sha256. Decompressing (on the caller's thread), hashing and
+//! The image's consumers on threads of their own: the disk writer and the
+//! raw sha256 ([`Pipeline`]), and the compressed sha256 ([`HashThread`]).
+//! Receiving and decompressing (on the caller's thread), hashing and
 //! writing overlap, as the stages of `curl | zstd -d | dd` do in their
 //! own processes. Raw bytes go over in 1 MiB buffers, shared by both
 //! threads, through bounded channels: the memory the overlap costs.
@@ -19,9 +20,74 @@ const CHUNK: usize = 1 << 20;
 const QUEUED: usize = 8;
 
 #[derive(Clone)]
-enum Job {
-    Raw(Arc<Vec<u8>>),
+enum Job<B> {
+    Raw(B),
     Restart,
+}
+
+/// A buffer of raw bytes, shared by the writer and the hasher.
+#[derive(Clone)]
+struct Shared(Arc<Vec<u8>>);
+
+impl AsRef<[u8]> for Shared {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+/// A sha256 computed on a thread of its own, over buffers handed to it in
+/// order; `update` returns once the buffer is queued.
+pub struct HashThread<B: AsRef<[u8]> + Send + 'static> {
+    to_hasher: Option<SyncSender<Job<B>>>,
+    hasher: Option<JoinHandle<Sha256>>,
+}
+
+impl<B: AsRef<[u8]> + Send + 'static> HashThread<B> {
+    /// Starts the thread, named `name`.
+    pub fn spawn(name: &str) -> io::Result<Self> {
+        let (to_hasher, queue) = mpsc::sync_channel::<Job<B>>(QUEUED);
+        let hasher = std::thread::Builder::new()
+            .name(name.into())
+            .spawn(move || {
+                let mut hasher = Sha256::new();
+                for job in queue {
+                    match job {
+                        Job::Raw(bytes) => hasher.update(bytes.as_ref()),
+                        Job::Restart => hasher = Sha256::new(),
+                    }
+                }
+                hasher
+            })?;
+        Ok(Self {
+            to_hasher: Some(to_hasher),
+            hasher: Some(hasher),
+        })
+    }
+
+    /// Queues `bytes` for hashing.
+    pub fn update(&mut self, bytes: B) -> io::Result<()> {
+        self.send(Job::Raw(bytes))
+    }
+
+    /// Starts the sum over.
+    pub fn restart(&mut self) -> io::Result<()> {
+        self.send(Job::Restart)
+    }
+
+    /// The sum of everything queued, in hexadecimal.
+    pub fn finish(mut self) -> String {
+        self.to_hasher = None;
+        hex::encode(join(self.hasher.take()).finalize())
+    }
+
+    fn send(&mut self, job: Job<B>) -> io::Result<()> {
+        let stopped = || io::Error::new(io::ErrorKind::BrokenPipe, "the hashing thread stopped");
+        self.to_hasher
+            .as_ref()
+            .ok_or_else(stopped)?
+            .send(job)
+            .map_err(|_| stopped())
+    }
 }
 
 /// The writer back from its thread, and the first error it met (after
@@ -29,12 +95,12 @@ enum Job {
 type WriterEnd<W> = (DiskWriter<W>, io::Result<()>);
 
 /// A finished pipeline: every byte written (the first MiB still held
-/// back) and hashed.
+/// back) and hashed, unless hashing was stopped.
 pub struct Written<W: Write + Seek> {
     /// The writer, for the seed patch and the commit.
     pub writer: DiskWriter<W>,
     /// The sha256 of the raw bytes, in hexadecimal.
-    pub sha256: String,
+    pub sha256: Option<String>,
 }
 
 /// Raw bytes in, to a [`DiskWriter`] and a sha256 on threads of their own;
@@ -43,17 +109,15 @@ pub struct Written<W: Write + Seek> {
 pub struct Pipeline<W: Write + Seek + Send + 'static> {
     filling: Vec<u8>,
     handed_over: u64,
-    to_disk: Option<SyncSender<Job>>,
-    to_hasher: Option<SyncSender<Job>>,
+    to_disk: Option<SyncSender<Job<Shared>>>,
+    hasher: Option<HashThread<Shared>>,
     writer: Option<JoinHandle<WriterEnd<W>>>,
-    hasher: Option<JoinHandle<Sha256>>,
 }
 
 impl<W: Write + Seek + Send + 'static> Pipeline<W> {
     /// Starts the threads; the writer's owns `writer`.
     pub fn spawn(writer: DiskWriter<W>) -> io::Result<Self> {
-        let (to_disk, disk_queue) = mpsc::sync_channel::<Job>(QUEUED);
-        let (to_hasher, hash_queue) = mpsc::sync_channel::<Job>(QUEUED);
+        let (to_disk, disk_queue) = mpsc::sync_channel::<Job<Shared>>(QUEUED);
         let writer = std::thread::Builder::new()
             .name("disk-writer".into())
             .spawn(move || {
@@ -61,7 +125,7 @@ impl<W: Write + Seek + Send + 'static> Pipeline<W> {
                 for job in disk_queue {
                     match job {
                         Job::Raw(bytes) => {
-                            if let Err(e) = writer.write_all(&bytes) {
+                            if let Err(e) = writer.write_all(bytes.as_ref()) {
                                 return (writer, Err(e));
                             }
                         }
@@ -70,31 +134,26 @@ impl<W: Write + Seek + Send + 'static> Pipeline<W> {
                 }
                 (writer, Ok(()))
             })?;
-        let hasher = std::thread::Builder::new()
-            .name("raw-sha256".into())
-            .spawn(move || {
-                let mut hasher = Sha256::new();
-                for job in hash_queue {
-                    match job {
-                        Job::Raw(bytes) => hasher.update(&*bytes),
-                        Job::Restart => hasher = Sha256::new(),
-                    }
-                }
-                hasher
-            })?;
+        let hasher = HashThread::spawn("raw-sha256")?;
         Ok(Self {
             filling: Vec::with_capacity(CHUNK),
             handed_over: 0,
             to_disk: Some(to_disk),
-            to_hasher: Some(to_hasher),
-            writer: Some(writer),
             hasher: Some(hasher),
+            writer: Some(writer),
         })
     }
 
     /// Raw bytes taken so far (queued, or written and hashed).
     pub fn written(&self) -> u64 {
         self.handed_over + self.filling.len() as u64
+    }
+
+    /// Hashes nothing more: the hashing thread ends, and
+    /// [`Pipeline::finish`] returns no sum.
+    pub fn stop_hashing(&mut self) {
+        // Dropped: its thread ends with what it had, unread.
+        self.hasher = None;
     }
 
     /// Starts over from offset 0 (the server sent the whole image again):
@@ -110,24 +169,20 @@ impl<W: Write + Seek + Send + 'static> Pipeline<W> {
     pub fn finish(mut self) -> Result<Written<W>, (io::Error, DiskWriter<W>)> {
         let handed = self.hand_over();
         self.to_disk = None;
-        self.to_hasher = None;
         let (writer, wrote) = join(self.writer.take());
-        let hasher = join(self.hasher.take());
+        let sha256 = self.hasher.take().map(HashThread::finish);
         match wrote.and(handed) {
-            Ok(()) => Ok(Written {
-                writer,
-                sha256: hex::encode(hasher.finalize()),
-            }),
+            Ok(()) => Ok(Written { writer, sha256 }),
             Err(e) => Err((e, writer)),
         }
     }
 
-    fn send(&mut self, job: Job) -> io::Result<()> {
+    fn send(&mut self, job: Job<Shared>) -> io::Result<()> {
         let stopped = || io::Error::new(io::ErrorKind::BrokenPipe, "the disk writer stopped");
-        let (Some(to_disk), Some(to_hasher)) = (&self.to_disk, &self.to_hasher) else {
-            return Err(stopped());
-        };
-        to_hasher.send(job.clone()).map_err(|_| stopped())?;
+        let to_disk = self.to_disk.as_ref().ok_or_else(stopped)?;
+        if let Some(hasher) = &mut self.hasher {
+            hasher.send(job.clone())?;
+        }
         to_disk.send(job).map_err(|_| stopped())
     }
 
@@ -137,7 +192,7 @@ impl<W: Write + Seek + Send + 'static> Pipeline<W> {
         }
         let full = std::mem::replace(&mut self.filling, Vec::with_capacity(CHUNK));
         self.handed_over += full.len() as u64;
-        self.send(Job::Raw(Arc::new(full)))
+        self.send(Job::Raw(Shared(Arc::new(full))))
     }
 }
 
@@ -192,7 +247,7 @@ mod tests {
         }
         assert_eq!(pipeline.written(), raw.len() as u64);
         let done = finished(pipeline);
-        assert_eq!(done.sha256, hex::encode(Sha256::digest(&raw)));
+        assert_eq!(done.sha256, Some(hex::encode(Sha256::digest(&raw))));
         assert_eq!(done.writer.written(), raw.len() as u64);
         assert_eq!(
             done.writer.commit().unwrap().into_inner(),
@@ -210,8 +265,31 @@ mod tests {
         assert_eq!(pipeline.written(), 0);
         pipeline.write_all(&raw).unwrap();
         let done = finished(pipeline);
-        assert_eq!(done.sha256, hex::encode(Sha256::digest(&raw)));
+        assert_eq!(done.sha256, Some(hex::encode(Sha256::digest(&raw))));
         assert_eq!(done.writer.written(), raw.len() as u64);
+        assert_eq!(done.writer.commit().unwrap().into_inner(), raw);
+    }
+
+    #[test]
+    fn a_hash_thread_sums_what_it_was_given_since_its_last_restart() {
+        let mut hasher = HashThread::spawn("test-sha256").unwrap();
+        hasher.update(vec![1u8; 100]).unwrap();
+        hasher.restart().unwrap();
+        for piece in [b"abc".to_vec(), b"def".to_vec()] {
+            hasher.update(piece).unwrap();
+        }
+        assert_eq!(hasher.finish(), hex::encode(Sha256::digest(b"abcdef")));
+    }
+
+    #[test]
+    fn stopped_hashing_gives_no_sum_and_the_same_disk() {
+        let raw = image(2 * CHUNK + 3);
+        let mut pipeline =
+            Pipeline::spawn(DiskWriter::new(Cursor::new(vec![0u8; raw.len()]))).unwrap();
+        pipeline.stop_hashing();
+        pipeline.write_all(&raw).unwrap();
+        let done = finished(pipeline);
+        assert_eq!(done.sha256, None);
         assert_eq!(done.writer.commit().unwrap().into_inner(), raw);
     }
 

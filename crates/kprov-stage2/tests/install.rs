@@ -213,3 +213,67 @@ fn a_missing_manifest_is_final_and_named() {
     );
     assert!(std::fs::read(&disk).unwrap().iter().all(|b| *b == 0xAB));
 }
+
+/// Writes `node.img.zst`, `raw` in one zstd frame with a content checksum
+/// (as `kprov image build` writes it), its last byte XORed with `flip`,
+/// and the manifest of exactly those bytes; returns them.
+fn publish_checksummed(dir: &Path, raw: &[u8], flip: u8) -> Vec<u8> {
+    use std::io::Write;
+    let mut encoder = zstd::Encoder::new(Vec::new(), 3).unwrap();
+    encoder.include_checksum(true).unwrap();
+    encoder.write_all(raw).unwrap();
+    let mut compressed = encoder.finish().unwrap();
+    *compressed.last_mut().unwrap() ^= flip;
+    let manifest = format!(
+        r#"{{"image":"node.img.zst","raw":{{"size":{},"sha256":"{}"}},"compressed":{{"size":{},"sha256":"{}"}}}}"#,
+        raw.len(),
+        sha(raw),
+        compressed.len(),
+        sha(&compressed)
+    );
+    std::fs::write(dir.join("node.img.zst.json"), manifest).unwrap();
+    std::fs::write(dir.join("node.img.zst"), &compressed).unwrap();
+    compressed
+}
+
+#[test]
+fn a_frame_with_its_own_checksum_installs_without_hashing_the_raw_bytes() {
+    let site = tempfile::tempdir().unwrap();
+    let raw = raw_image(3 * HEAD as usize + 4321, 5);
+    publish_checksummed(site.path(), &raw, 0);
+    let server = FileServer::start(site.path()).unwrap();
+    let scratch = tempfile::tempdir().unwrap();
+    let disk = disk(scratch.path(), raw.len() + 100);
+
+    let installed = run(&server, &disk).unwrap();
+    assert!(!installed.raw_hashed);
+    let on_disk = std::fs::read(&disk).unwrap();
+    assert_eq!(sha(&on_disk[..raw.len()]), sha(&raw));
+    // Without the checksum, the raw bytes are hashed.
+    publish(site.path(), &raw, &raw);
+    assert!(run(&server, &disk).unwrap().raw_hashed);
+}
+
+#[test]
+fn a_frame_whose_checksum_does_not_match_is_refused_and_the_head_is_zeroed() {
+    let site = tempfile::tempdir().unwrap();
+    let raw = raw_image(3 * HEAD as usize, 6);
+    // The compressed sum matches (the manifest describes these bytes);
+    // only zstd's checksum of the raw bytes tells that they are wrong.
+    publish_checksummed(site.path(), &raw, 0x01);
+    let server = FileServer::start(site.path()).unwrap();
+    let scratch = tempfile::tempdir().unwrap();
+    let disk = disk(scratch.path(), raw.len());
+
+    let e = run(&server, &disk).unwrap_err();
+    let message = e.to_string();
+    assert!(
+        message.starts_with("decompressing the image: ") && message.contains("checksum"),
+        "{message}"
+    );
+    let on_disk = std::fs::read(&disk).unwrap();
+    assert!(
+        on_disk[..HEAD as usize].iter().all(|b| *b == 0),
+        "the first MiB is not zero"
+    );
+}

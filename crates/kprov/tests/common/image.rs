@@ -35,15 +35,20 @@ pub fn root_filesystem(raw: &Path, dir: &Path) -> PathBuf {
             .arg(format!("if={}", raw.display()))
             .arg(format!("of={}", ext4.display()))
             .args(["bs=1M", "status=none", "conv=sparse"])
-            .arg(format!("skip={}", start * 512 >> 20)),
+            .arg(format!("skip={}", (start * 512) >> 20)),
     );
     ext4
 }
 
-/// Writes `raw` zstd-compressed as `node.img.zst` with its manifest into
-/// `site`; returns the compressed size.
+/// Writes `raw` zstd-compressed as `node.img.zst` (one frame with a
+/// content checksum, as `kprov image build` writes it) with its manifest
+/// into `site`; returns the compressed size.
 pub fn publish(site: &Path, raw: &[u8]) -> usize {
-    let compressed = zstd::encode_all(raw, 3).unwrap();
+    use std::io::Write;
+    let mut encoder = zstd::Encoder::new(Vec::new(), 3).unwrap();
+    encoder.include_checksum(true).unwrap();
+    encoder.write_all(raw).unwrap();
+    let compressed = encoder.finish().unwrap();
     let sha = |bytes: &[u8]| hex::encode(Sha256::digest(bytes));
     std::fs::write(site.join("node.img.zst"), &compressed).unwrap();
     std::fs::write(
