@@ -115,7 +115,7 @@ pub struct Pipeline<W: Write + Seek + Send + 'static> {
 }
 
 impl<W: Write + Seek + Send + 'static> Pipeline<W> {
-    /// Starts the threads; the writer's owns `writer`.
+    /// Starts the threads: the disk writer's thread owns `writer`.
     pub fn spawn(writer: DiskWriter<W>) -> io::Result<Self> {
         let (to_disk, disk_queue) = mpsc::sync_channel::<Job<Shared>>(QUEUED);
         let writer = std::thread::Builder::new()
