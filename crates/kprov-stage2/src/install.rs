@@ -479,16 +479,12 @@ async fn stream(
             &manifest.raw.size.to_string(),
             writer.written().to_string(),
         ),
-        (
-            "the raw image's sha256",
-            &manifest.raw.sha256,
-            // Not computed when the frame's own checksum stands for it.
-            raw_sha256
-                .clone()
-                .unwrap_or_else(|| manifest.raw.sha256.clone()),
-        ),
     ];
-    for (what, expected, actual) in checks {
+    // The raw sum is not computed when the frame's own checksum stands for it.
+    let raw_hashed = raw_sha256.is_some();
+    let raw_check =
+        raw_sha256.map(|actual| ("the raw image's sha256", &manifest.raw.sha256, actual));
+    for (what, expected, actual) in checks.into_iter().chain(raw_check) {
         if *expected != actual {
             let e = Stage2Error::Mismatch {
                 what,
@@ -507,5 +503,5 @@ async fn stream(
     let disk = writer
         .commit()
         .map_err(|e| (io("writing the first MiB")(e), None))?;
-    Ok((disk, requests, raw_sha256.is_some()))
+    Ok((disk, requests, raw_hashed))
 }

@@ -34,18 +34,26 @@ fn sha(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
 
+/// The manifest of the raw image `raw`, compressed as `compressed`.
+fn manifest(raw: &[u8], compressed: &[u8]) -> String {
+    format!(
+        r#"{{"image":"node.img.zst","raw":{{"size":{},"sha256":"{}"}},"compressed":{{"size":{},"sha256":"{}"}}}}"#,
+        raw.len(),
+        sha(raw),
+        compressed.len(),
+        sha(compressed)
+    )
+}
+
 /// Writes `node.img.zst` (from `served`) and its manifest (describing
 /// `described`) into `dir`; returns the described image compressed.
 fn publish(dir: &Path, described: &[u8], served: &[u8]) -> Vec<u8> {
     let compressed = zstd::encode_all(described, 3).unwrap();
-    let manifest = format!(
-        r#"{{"image":"node.img.zst","raw":{{"size":{},"sha256":"{}"}},"compressed":{{"size":{},"sha256":"{}"}}}}"#,
-        described.len(),
-        sha(described),
-        compressed.len(),
-        sha(&compressed)
-    );
-    std::fs::write(dir.join("node.img.zst.json"), manifest).unwrap();
+    std::fs::write(
+        dir.join("node.img.zst.json"),
+        manifest(described, &compressed),
+    )
+    .unwrap();
     let sent = zstd::encode_all(served, 3).unwrap();
     std::fs::write(dir.join("node.img.zst"), &sent).unwrap();
     compressed
@@ -224,14 +232,7 @@ fn publish_checksummed(dir: &Path, raw: &[u8], flip: u8) -> Vec<u8> {
     encoder.write_all(raw).unwrap();
     let mut compressed = encoder.finish().unwrap();
     *compressed.last_mut().unwrap() ^= flip;
-    let manifest = format!(
-        r#"{{"image":"node.img.zst","raw":{{"size":{},"sha256":"{}"}},"compressed":{{"size":{},"sha256":"{}"}}}}"#,
-        raw.len(),
-        sha(raw),
-        compressed.len(),
-        sha(&compressed)
-    );
-    std::fs::write(dir.join("node.img.zst.json"), manifest).unwrap();
+    std::fs::write(dir.join("node.img.zst.json"), manifest(raw, &compressed)).unwrap();
     std::fs::write(dir.join("node.img.zst"), &compressed).unwrap();
     compressed
 }

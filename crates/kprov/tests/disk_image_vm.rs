@@ -447,12 +447,13 @@ fn benchmark_stage2_in_a_vm_against_curl_zstd_dd_onto_the_same_disk() {
     } else {
         "no SHA extensions: sha256 in software"
     };
-    let mib = RAW as f64 / f64::from(1u32 << 20);
-    common::bench(&format!(
-        "stage2 in a VM (TCG, {vcpus} vCPUs, {hashing}) onto its second virtio disk, {mib:.0} MiB image ({:.0} MiB compressed) from HTTP on the host's bridge, best of 3: kprov stage2 {:.1} MiB/s (compressed sha256 and zstd's checksum verified, first MiB last, fsync), curl | zstd -d | dd {:.1} MiB/s (conv=fsync); ratio {:.2} (goal >= 0.95)",
-        compressed as f64 / f64::from(1u32 << 20),
-        mib / stage2,
-        mib / peer,
-        peer / stage2
-    ));
+    common::image::bench_against_curl_zstd_dd(
+        &format!(
+            "in a VM (TCG, {vcpus} vCPUs, {hashing}) onto its second virtio disk, from HTTP on the host's bridge, best of 3"
+        ),
+        RAW,
+        compressed,
+        stage2,
+        peer,
+    );
 }

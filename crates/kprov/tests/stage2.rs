@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::image::{node_like, publish};
+use common::image::{bench_against_curl_zstd_dd, node_like, publish};
 use kprov_testkit::http::{Fault, FileServer};
 use sha2::{Digest, Sha256};
 
@@ -310,13 +310,11 @@ fn benchmark_stage2_write_against_curl_zstd_dd() {
         peer.push(start.elapsed().as_secs_f64());
     }
     let best = |v: &[f64]| v.iter().cloned().fold(f64::INFINITY, f64::min);
-    let (k, p) = (best(&stage2), best(&peer));
-    let mib = RAW as f64 / f64::from(1u32 << 20);
-    common::bench(&format!(
-        "stage2 write of a {mib:.0} MiB image ({:.0} MiB compressed) from a loopback HTTP server onto a file, best of 3: kprov stage2 {:.0} MiB/s (compressed sha256 and zstd's checksum verified, first MiB last, fsync), curl | zstd -d | dd {:.0} MiB/s (conv=fsync); ratio {:.2} (goal >= 0.95)",
-        compressed as f64 / f64::from(1u32 << 20),
-        mib / k,
-        mib / p,
-        p / k
-    ));
+    bench_against_curl_zstd_dd(
+        "from a loopback HTTP server onto a file, best of 3",
+        RAW,
+        compressed,
+        best(&stage2),
+        best(&peer),
+    );
 }

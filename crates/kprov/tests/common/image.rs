@@ -83,3 +83,24 @@ pub fn node_like(len: usize) -> Vec<u8> {
         })
         .collect()
 }
+
+/// Prints the benchmark figure of stage2 against `curl | zstd -d | dd`
+/// writing the same `raw_bytes` image (`compressed_bytes` compressed)
+/// `setting` (where from, onto what), from each one's best time.
+pub fn bench_against_curl_zstd_dd(
+    setting: &str,
+    raw_bytes: usize,
+    compressed_bytes: usize,
+    stage2_seconds: f64,
+    peer_seconds: f64,
+) {
+    let mib = |bytes: usize| bytes as f64 / f64::from(1u32 << 20);
+    let raw = mib(raw_bytes);
+    super::bench(&format!(
+        "stage2 write of a {raw:.0} MiB image ({:.0} MiB compressed) {setting}: kprov stage2 {:.1} MiB/s (compressed sha256 and zstd's checksum verified, first MiB last, fsync), curl | zstd -d | dd {:.1} MiB/s (conv=fsync); ratio {:.2} (goal >= 0.95)",
+        mib(compressed_bytes),
+        raw / stage2_seconds,
+        raw / peer_seconds,
+        peer_seconds / stage2_seconds
+    ));
+}
