@@ -170,15 +170,16 @@ pub enum Command {
 
     /// Install a disk image onto this machine's disk, as the stage2 initrd
     /// does: the zstd-compressed image beside --manifest is streamed onto
-    /// --disk, decompressed and checked against the manifest's sha256 sums
-    /// as it streams, and resumed with an HTTP Range request when the
-    /// connection drops.
+    /// --disk, decompressed and checked as it streams (the compressed
+    /// image's sha256 against the manifest; the raw image by zstd's frame
+    /// checksum, which `kprov image build` writes, or else by its sha256),
+    /// and resumed with an HTTP Range request when the connection drops.
     ///
     /// The disk's first MiB (partition table, boot code) is zeroed first,
-    /// held back while the rest streams and written last, once every sum
-    /// matches: a disk whose install stopped halfway never boots. On
-    /// failure it is zeroed again and the error names the cause (both
-    /// sums for a mismatch). A disk smaller than the image is refused
+    /// held back while the rest streams and written last, once every check
+    /// passes: a disk whose install stopped halfway never boots. On
+    /// failure it is zeroed again and the error names the cause (the
+    /// expected and the actual sum for a mismatch). A disk smaller than the image is refused
     /// before anything is written.
     ///
     /// Example: kprov stage2 --manifest
