@@ -178,7 +178,7 @@ pub enum MembershipError {
         needed: usize,
     },
     /// Removing the member would leave too few healthy voters.
-    #[error("removing etcd member {member} would break quorum: of the {remaining} voting members left, only {healthy} are healthy ({healthy_names}), and {needed} are needed; bring the others back first, or pass --force")]
+    #[error("removing etcd member {member} would break quorum: of the {remaining} voting members left, only {healthy} are healthy ({healthy_names}; not answering: {unhealthy_names}), and {needed} are needed; bring the others back first, or pass --force")]
     BreaksQuorum {
         /// The member to remove.
         member: String,
@@ -188,6 +188,8 @@ pub enum MembershipError {
         healthy: usize,
         /// Their names.
         healthy_names: String,
+        /// The names of the voters that did not answer.
+        unhealthy_names: String,
         /// The quorum of the smaller cluster.
         needed: usize,
     },
@@ -343,23 +345,28 @@ pub fn check_removal(
     if voters.is_empty() {
         return Ok(());
     }
-    let well: Vec<&&Member> = voters.iter().filter(|m| healthy.contains(&m.id)).collect();
+    let (well, unwell): (Vec<&Member>, Vec<&Member>) =
+        voters.iter().partition(|m| healthy.contains(&m.id));
     let needed = voters.len() / 2 + 1;
     if well.len() >= needed {
         return Ok(());
     }
+    let names = |list: &[&Member]| {
+        if list.is_empty() {
+            "none".to_string()
+        } else {
+            list.iter()
+                .map(|m| m.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        }
+    };
     Err(MembershipError::BreaksQuorum {
         member: leaving.describe(),
         remaining: voters.len(),
         healthy: well.len(),
-        healthy_names: if well.is_empty() {
-            "none".into()
-        } else {
-            well.iter()
-                .map(|m| m.name.as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
-        },
+        healthy_names: names(&well),
+        unhealthy_names: names(&unwell),
         needed,
     })
 }
@@ -516,7 +523,7 @@ mod tests {
         let e = check_removal(&members, &members[2], &[2, 3].into()).unwrap_err();
         assert_eq!(
             e.to_string(),
-            "removing etcd member m3 (3, https://10.0.0.3:2380) would break quorum: of the 2 voting members left, only 1 are healthy (m2), and 2 are needed; bring the others back first, or pass --force"
+            "removing etcd member m3 (3, https://10.0.0.3:2380) would break quorum: of the 2 voting members left, only 1 are healthy (m2; not answering: m1), and 2 are needed; bring the others back first, or pass --force"
         );
         assert_eq!(check_quorum(&members, &[1, 3].into()), Ok(()));
         let e = check_quorum(&members, &[3].into()).unwrap_err();

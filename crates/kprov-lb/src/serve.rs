@@ -149,14 +149,24 @@ impl Lb {
         );
         let mut tick = tokio::time::interval(self.config.check_interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // A check starts every interval even while an earlier one waits on
+        // a hung backend: in turn, each check's timeout would add to the
+        // time until it is found down. Dropped with this task (abort).
+        let mut running = tokio::task::JoinSet::new();
         loop {
-            tick.tick().await;
-            let result = match client.get(&url).send().await {
-                Ok(answer) if answer.status() == reqwest::StatusCode::OK => Ok(()),
-                Ok(answer) => Err(format!("/readyz answered {}", answer.status())),
-                Err(e) => Err(format!("/readyz: {}", innermost(&e))),
-            };
-            self.record(addr, result);
+            tokio::select! {
+                _ = tick.tick() => {
+                    let check = client.get(&url).send();
+                    running.spawn(async move {
+                        match check.await {
+                            Ok(answer) if answer.status() == reqwest::StatusCode::OK => Ok(()),
+                            Ok(answer) => Err(format!("/readyz answered {}", answer.status())),
+                            Err(e) => Err(format!("/readyz: {}", innermost(&e))),
+                        }
+                    });
+                }
+                Some(Ok(result)) = running.join_next() => self.record(addr, result),
+            }
         }
     }
 

@@ -22,6 +22,7 @@ use kprov_plan::Report;
 use kprov_provision::plan::{self, JoinFiles};
 use kprov_provision::render::kubelet::{self, KubeletParams};
 
+use crate::pod_network::Synced;
 use crate::{facts, Context, Error, Target};
 
 /// Where the kubelet keeps its current client certificate.
@@ -176,6 +177,12 @@ pub fn phases<'a>() -> Vec<Phase<Join<'a>, Error>> {
             description: "wait for TLS bootstrap and the Node, and name the cause if they do not come",
             run_if: live_change,
             run: wait_node,
+        },
+        Phase {
+            name: "pod-network",
+            description: "in a cluster on kprov's bridge network, write the CNI config once the node has its pod range (the timer would, within 5 s)",
+            run_if: live_change,
+            run: pod_network,
         },
     ]
 }
@@ -578,6 +585,24 @@ fn keep_tls_server_name(ctx: &mut Join<'_>) -> Result<bool, Error> {
     Ok(true)
 }
 
+/// The kubelet of v1.20 that bootstrapped in the background takes its new
+/// client certificate up only at its next check (every 10 s), and its
+/// registration retries back off to 7 s meanwhile: a restart registers
+/// the node at once.
+fn restart_kubelet_on_its_certificate(ctx: &mut Join<'_>) -> Result<(), Error> {
+    ctx.target
+        .runner
+        .run_checked(&kprov_host::Command::new(
+            "systemctl",
+            ["restart", "kubelet"],
+        ))
+        .context(|| "restarting the kubelet on its new client certificate".into())?;
+    ctx.target.note(format!(
+        "kubelet restarted on its client certificate {KUBELET_CLIENT_CERT}, so that it registers now"
+    ));
+    Ok(())
+}
+
 /// Whether a Node registered from machine ID `node` is this machine
 /// (`local`; either unknown counts as this machine).
 fn this_machine(local: &str, node: &str) -> bool {
@@ -619,15 +644,21 @@ fn wait_node(ctx: &mut Join<'_>) -> Result<(), Error> {
                 && kprov_host::fs::read(&root, Path::new(KUBELET_CLIENT_CERT))
                     .context(|| format!("reading {KUBELET_CLIENT_CERT}"))?
                     .is_some();
-            if bootstrapped && ctx.lb_server_name {
-                keep_tls_server_name(ctx)?;
-            }
             if bootstrapped {
                 ctx.target.note(format!(
                     "TLS bootstrap done: {} and {KUBELET_CLIENT_CERT} ({:.0} s)",
                     kubelet::KUBECONFIG_PATH,
                     started.elapsed().as_secs_f64()
                 ));
+                let restarted = ctx.lb_server_name && keep_tls_server_name(ctx)?;
+                let registered = ctx
+                    .target
+                    .rt
+                    .block_on(kprov_kube::node_machine_id(&kubeconfig, &node))
+                    .is_ok_and(|id| id.is_some_and(|id| this_machine(&machine_id, &id)));
+                if !restarted && !registered {
+                    restart_kubelet_on_its_certificate(ctx)?;
+                }
                 continue;
             }
             format!(
@@ -700,7 +731,49 @@ fn wait_node(ctx: &mut Join<'_>) -> Result<(), Error> {
             }
             last_csr_look = Instant::now();
         }
-        std::thread::sleep(Duration::from_secs(2));
+        // Local files and one GET: cheap enough to look often.
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+/// How long the join waits for the node's pod range; after that the
+/// pod-network timer writes the CNI config when the range comes.
+const POD_RANGE_WAIT: Duration = Duration::from_secs(30);
+
+/// One `pod-network sync` as soon as the node has its pod range: the node
+/// is Ready only with a CNI config. Best effort: the timer owns the sync,
+/// so nothing here fails the join.
+fn pod_network(ctx: &mut Join<'_>) -> Result<(), Error> {
+    let started = Instant::now();
+    let kubeconfig = Path::new(kubelet::KUBECONFIG_PATH);
+    loop {
+        let why = match crate::pod_network::sync(&mut ctx.target, kubeconfig) {
+            Ok(Synced::Applied(report)) => {
+                ctx.target.note(format!(
+                    "pod network: {} ({:.1} s)",
+                    report.summary_line(),
+                    started.elapsed().as_secs_f64()
+                ));
+                return Ok(());
+            }
+            Ok(Synced::NotJoined | Synced::NoNetwork) => return Ok(()),
+            Ok(Synced::NotYet(why)) => why,
+            Ok(Synced::NoRange(node)) => format!("node {node} has no pod range yet"),
+            Err(e) => {
+                ctx.target.note(format!(
+                    "pod network: {e}; kprov-pod-network.timer tries again"
+                ));
+                return Ok(());
+            }
+        };
+        if started.elapsed() >= POD_RANGE_WAIT || Instant::now() >= ctx.deadline {
+            ctx.target.note(format!(
+                "pod network: {why} after {} s; kprov-pod-network.timer writes the CNI config when it comes",
+                started.elapsed().as_secs()
+            ));
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(500));
     }
 }
 

@@ -63,7 +63,11 @@ pub struct Joining {
 pub fn run(spec: MasterJoinSpec, target: Target<'_>) -> Result<(), Error> {
     let mut join = Join::new(spec.join.clone(), target);
     join.run(&Selection::All {
-        skip: vec!["kubelet-start".into(), "wait-node".into()],
+        skip: vec![
+            "kubelet-start".into(),
+            "wait-node".into(),
+            "pod-network".into(),
+        ],
     })?;
     let joined = join.has_joined();
     let ca_pem = join

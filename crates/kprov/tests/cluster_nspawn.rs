@@ -1180,8 +1180,10 @@ fn kprov_cluster_up_makes_three_masters_with_stacked_etcd_and_three_workers_conv
         .unwrap_or_else(|| panic!("no 'is up' line:\n{}", up.stderr))
         .to_string();
     bench(&format!(
-        "kprov cluster up, nspawn 3+3 (stacked etcd): {ready_line}; every criterion passed after {:.1} s",
-        took.as_secs_f64()
+        "kprov cluster up, nspawn 3+3 (stacked etcd): {ready_line}; every criterion passed after {:.1} s \
+         (the DNS add-on's skipped: no CoreDNS image here); goal <= 120 s: {}",
+        took.as_secs_f64(),
+        if took <= Duration::from_secs(120) { "met" } else { "missed" }
     ));
     // Every criterion passes but the DNS add-on's, whose image the node
     // image lacks (and which says so).
@@ -1488,6 +1490,9 @@ fn kprov_cluster_up_makes_three_masters_with_stacked_etcd_and_three_workers_conv
         "no pod ran with master 1 down:\n{}",
         on_master2(&["get", "pods", "-A", "-o", "wide"])
     );
+    // Past the node monitor's grace period (40 s): a node whose lease
+    // went unrenewed through its kprov lb would be NotReady by now.
+    std::thread::sleep(Duration::from_secs(45).saturating_sub(stopped_at.elapsed()));
     let nodes = on_master2(&["get", "nodes", "--no-headers"]);
     for line in nodes.lines() {
         if !line.starts_with(&master(1).to_string()) {
@@ -1505,7 +1510,9 @@ fn kprov_cluster_up_makes_three_masters_with_stacked_etcd_and_three_workers_conv
         "kprov lb failover, nspawn 3+3: master 1 stopped; {failed} of {total} API requests through worker 1's kprov lb failed (one every 0.2 s, 2 s timeout); a new pod ran {:.0} s after the stop",
         ran_after.as_secs_f64()
     ));
-    assert!(failed * 4 < total, "{probe}");
+    // A request that fails waits its 2 s timeout: 10 failures are a
+    // window of about 20 s, ten times the balancer's.
+    assert!(failed <= 10, "{failed} of {total} failed:\n{probe}");
     run_ok(
         &target,
         &worker(1),
@@ -1610,10 +1617,25 @@ fn kprov_cluster_up_makes_three_masters_with_stacked_etcd_and_three_workers_conv
     let text = refused.stderr_text();
     assert!(text.contains("would break quorum"), "{text}");
     assert!(text.contains(&format!("{}", master(1))), "{text}");
+    assert!(
+        text.contains(&format!("not answering: {}, {}", master(2), master(3))),
+        "{text}"
+    );
     run_ok(
         &target,
         &master(1),
         &MachineCommand::new(["test", "-e", "/etc/kubernetes/admin.conf"]),
+    );
+    // --force resets it all the same.
+    run_ok(
+        &target,
+        &master(1),
+        &MachineCommand::new(["kprov", "reset", "--force"]),
+    );
+    run_ok(
+        &target,
+        &master(1),
+        &MachineCommand::new(["test", "!", "-e", "/etc/kubernetes/admin.conf"]),
     );
 
     // Down, with two machines stopped: nothing of the cluster is left; a

@@ -99,6 +99,8 @@ struct KubeletConfiguration {
         skip_serializing_if = "Option::is_none"
     )]
     image_gc_high_threshold_percent: Option<u8>,
+    node_status_update_frequency: &'static str,
+    node_status_report_frequency: &'static str,
     protect_kernel_defaults: bool,
     rotate_certificates: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -192,6 +194,14 @@ pub fn kubelet_config(p: &KubeletParams) -> String {
         // Image garbage collection by the host's disk usage would delete
         // the images a node was given offline (a workload's busybox).
         image_gc_high_threshold_percent: p.in_container.then_some(100),
+        // Before v1.26 (kubernetes#112618) a kubelet whose CNI config
+        // comes after its pod range reports Ready only at a later status
+        // update: every 10 s by default. Status is computed more often,
+        // and still posted only on change or every 5 min (the node lease
+        // is the heartbeat); set alone, the update frequency would become
+        // the report frequency too.
+        node_status_update_frequency: "2s",
+        node_status_report_frequency: "5m",
         protect_kernel_defaults: true,
         rotate_certificates: true,
         static_pod_path: p.static_pods.then_some(STATIC_POD_PATH),

@@ -311,19 +311,25 @@ pub fn pod_network_service(bin_dir: &str) -> UnitFile {
         .section("Service", &[("Type", "oneshot"), ("ExecStart", &exec)])
 }
 
-/// The timer that runs the pod-network sync every 10 s.
+/// The timer that runs the pod-network sync every 5 s: a node is Ready
+/// only once its CNI config is written, and the first sync after it gets
+/// a pod range writes it (the join phase does too, when it can wait).
 pub fn pod_network_timer() -> UnitFile {
-    every_10_seconds("Sync the kprov pod network every 10 seconds")
+    periodic("Sync the kprov pod network every 5 seconds", "5s", "5s")
 }
 
 fn every_10_seconds(description: &str) -> UnitFile {
+    periodic(description, "30s", "10s")
+}
+
+fn periodic(description: &str, first: &str, every: &str) -> UnitFile {
     UnitFile::new()
         .section("Unit", &[("Description", description)])
         .section(
             "Timer",
             &[
-                ("OnBootSec", "30s"),
-                ("OnUnitActiveSec", "10s"),
+                ("OnBootSec", first),
+                ("OnUnitActiveSec", every),
                 ("AccuracySec", "1s"),
             ],
         )
