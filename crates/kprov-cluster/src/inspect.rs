@@ -201,6 +201,9 @@ fn in_master(
     }
 }
 
+/// How long one pod-to-pod request is retried.
+const POD_TO_POD_WAIT: Duration = Duration::from_secs(30);
+
 /// Polls `probe` every 2 s until it returns `Ok`, or `limit` passes (its
 /// last error).
 fn poll(
@@ -440,34 +443,21 @@ pub fn check(target: &dyn Target, spec: &ClusterSpec, limit: Duration) -> Check 
     }
 }
 
-/// etcd's members as `master`'s etcd pod lists them (etcdctl, as
-/// kubeadm's etcd images carry it).
+/// etcd's members as `master`'s own member lists them (`kprov etcd
+/// members` in the machine).
 pub fn etcd_members(
     target: &dyn Target,
     master: &MachineName,
 ) -> Result<Vec<kprov_controlplane::etcd::Member>, String> {
-    let pki = "/etc/kubernetes/pki/etcd";
-    let command = kubectl(&[
-        "-n",
-        "kube-system",
-        "exec",
-        &format!("etcd-{master}"),
-        "--",
-        "etcdctl",
-        "--endpoints=https://127.0.0.1:2379",
-        &format!("--cacert={pki}/ca.crt"),
-        &format!("--cert={pki}/healthcheck-client.crt"),
-        &format!("--key={pki}/healthcheck-client.key"),
-        "member",
-        "list",
-        "-w",
-        "json",
-    ]);
+    // Not etcdctl in the etcd pod: the kubelet may make its mirror pod
+    // only at its next sync, a minute after etcd started.
+    let command = MachineCommand::new(["kprov", "etcd", "members", "--output", "json"])
+        .timeout(std::time::Duration::from_secs(60));
     let out = match target.run(master, &command) {
         Ok(out) if out.success() => out.stdout_text(),
         Ok(out) => {
             return Err(format!(
-                "etcdctl member list in {master} exited {:?}: {}",
+                "kprov etcd members in {master} exited {:?}: {}",
                 out.code,
                 out.stderr_text().trim_end()
             ))
@@ -478,7 +468,7 @@ pub fn etcd_members(
     struct List {
         members: Vec<kprov_controlplane::etcd::Member>,
     }
-    let list: List = serde_json::from_str(&out).map_err(|e| format!("etcdctl member list: {e}"))?;
+    let list: List = serde_json::from_str(&out).map_err(|e| format!("kprov etcd members: {e}"))?;
     Ok(list.members)
 }
 
@@ -695,26 +685,24 @@ impl<'a> Probes<'a> {
         Ok(running)
     }
 
-    /// From each probe pod, `wget` of every other pod's address answers
-    /// with that pod's name.
+    /// From each probe pod, a request to every other pod's address
+    /// answers with that pod's name. A pair is asked again for up to
+    /// [`POD_TO_POD_WAIT`]: a node that has just joined gets its routes
+    /// from the others' next pod-network sync.
     fn pod_to_pod(&self, pods: &[(String, String, String)]) -> Result<Found, Found> {
         let mut checked = 0;
         for (from_node, from_pod, _) in pods {
             for (to_node, to_pod, to_ip) in pods.iter().filter(|p| p.1 != *from_pod) {
-                let got = self
-                    .get_from_pod(from_pod, to_ip, 8080)
-                    .map_err(|e| {
-                        (
-                            Verdict::Failed,
-                            format!("node {from_node}: pod {from_pod} cannot reach pod {to_pod} on node {to_node} ({to_ip}): {e}"),
-                        )
+                poll(POD_TO_POD_WAIT.min(self.limit), || {
+                    let got = self.get_from_pod(from_pod, to_ip, 8080).map_err(|e| {
+                        format!("node {from_node}: pod {from_pod} cannot reach pod {to_pod} on node {to_node} ({to_ip}): {e}")
                     })?;
-                if got.trim() != to_pod {
-                    return Err((
-                        Verdict::Failed,
-                        format!("node {from_node}: {to_ip}:8080 answered {:?}, not pod {to_pod} of node {to_node}", got.trim()),
-                    ));
-                }
+                    if got.trim() != to_pod {
+                        return Err(format!("node {from_node}: {to_ip}:8080 answered {:?}, not pod {to_pod} of node {to_node}", got.trim()));
+                    }
+                    Ok(String::new())
+                })
+                .map_err(|e| (Verdict::Failed, e))?;
                 checked += 1;
             }
         }

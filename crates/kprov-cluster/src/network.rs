@@ -159,6 +159,22 @@ pub fn veth_name(machine: &MachineName) -> String {
     format!("kpv{}", short_hash(&machine.to_string()))
 }
 
+/// The MAC address of a machine's eth0: locally administered, from the
+/// name's sha256, so that a machine made again under its name (re-imaged)
+/// has the address and the MAC it had, and the other machines' ARP
+/// caches still hold true.
+pub fn machine_mac(machine: &MachineName) -> String {
+    let digest = Sha256::digest(format!("kprov mac {machine}").as_bytes());
+    let mut mac = [0u8; 6];
+    mac.copy_from_slice(&digest[..6]);
+    // Unicast (bit 0 clear), locally administered (bit 1 set).
+    mac[0] = (mac[0] & 0xfc) | 0x02;
+    mac.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -240,5 +256,17 @@ mod tests {
         assert!(veth_name(&m1).len() <= 15);
         assert_ne!(veth_name(&m1), veth_name(&m2));
         assert!(bridge_name(&b).starts_with("kpbr") && veth_name(&m1).starts_with("kpv"));
+    }
+
+    #[test]
+    fn a_machines_mac_is_its_names_locally_administered_and_unicast() {
+        let a: MachineName = "demo-worker-1".parse().unwrap();
+        let b: MachineName = "demo-worker-2".parse().unwrap();
+        let mac = machine_mac(&a);
+        assert_eq!(mac, machine_mac(&a));
+        assert_ne!(mac, machine_mac(&b));
+        assert_eq!(mac.len(), 17, "{mac}");
+        let first = u8::from_str_radix(&mac[..2], 16).unwrap();
+        assert_eq!(first & 0x03, 0x02, "{mac}");
     }
 }

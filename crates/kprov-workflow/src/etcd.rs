@@ -48,3 +48,25 @@ pub(crate) fn healthy(
         })
         .collect()
 }
+
+/// etcd's members as `endpoint` lists them, each with whether it answers
+/// as itself (`kprov etcd members`; the certificates under `cert_dir`).
+pub fn members(
+    rt: &tokio::runtime::Handle,
+    root: &Root,
+    cert_dir: &Path,
+    endpoint: &str,
+) -> Result<Vec<(Member, bool)>, Error> {
+    let etcd = client(root, cert_dir, vec![endpoint.to_string()])?;
+    let list = rt
+        .block_on(etcd.members())
+        .map_err(|e| Error::failed(e.to_string()))?;
+    let answering = healthy(rt, &etcd, &list);
+    Ok(list
+        .into_iter()
+        .map(|m| {
+            let up = answering.contains(&m.id);
+            (m, up)
+        })
+        .collect())
+}

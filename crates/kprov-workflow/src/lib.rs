@@ -15,6 +15,8 @@
 //! - [`join_control_plane`]: a master that joins (`--control-plane`):
 //!   the shared certificates, etcd membership, its static pods;
 //! - [`reset`]: `kprov reset`;
+//! - [`etcd`]: a client of stacked etcd with a master's certificates, and
+//!   its members (`kprov etcd members`);
 //! - [`copy_certs`]: the shared CAs and keys read for upload-certs, and
 //!   downloaded and opened for a joining master;
 //! - [`pod_network`]: `kprov pod-network sync`, the bridge network's
@@ -28,7 +30,7 @@
 //! same workflows as library code.
 
 pub mod copy_certs;
-mod etcd;
+pub mod etcd;
 pub mod facts;
 pub mod init;
 pub mod join;

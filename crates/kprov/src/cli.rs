@@ -83,6 +83,10 @@ pub enum Command {
     /// Show the operating system detected in a root.
     Os(OsArgs),
 
+    /// Stacked etcd on a master, through its own member and certificates.
+    #[command(subcommand)]
+    Etcd(EtcdCommand),
+
     /// Make the control plane's certificates and keys as kubeadm does
     /// (`kubeadm init phase certs all`), or check them.
     ///
@@ -1104,7 +1108,7 @@ pub struct PodNetworkArgs {
 pub enum PodNetworkCommand {
     /// Bring this node's CNI config and pod routes in line with the
     /// cluster, once. Does nothing on a node that has not joined or in a
-    /// cluster that runs another pod network. Run every 10 s by
+    /// cluster that runs another pod network. Run every 5 s by
     /// kprov-pod-network.timer.
     Sync(PodNetworkSyncArgs),
 }
@@ -1123,6 +1127,36 @@ pub struct PodNetworkSyncArgs {
     /// Say what would change; change nothing.
     #[arg(long)]
     pub dry_run: bool,
+}
+
+/// What `kprov etcd` does.
+#[derive(Debug, Subcommand)]
+pub enum EtcdCommand {
+    /// List etcd's members (ID, name, peer and client URLs, learner or
+    /// voter) and whether each answers as itself, as the local member
+    /// sees them; with the API server's etcd client certificate. No
+    /// etcdctl needed (it lives in etcd's image), and no mirror pod (the
+    /// kubelet may create it a minute after etcd starts).
+    ///
+    /// Example: kprov etcd members --output json
+    Members(EtcdMembersArgs),
+}
+
+/// Flags of `kprov etcd members`.
+#[derive(Debug, Args)]
+pub struct EtcdMembersArgs {
+    /// The control plane's certificate directory: etcd/ca.crt and
+    /// apiserver-etcd-client.{crt,key}.
+    #[arg(long, value_name = "DIR", default_value = "/etc/kubernetes/pki")]
+    pub cert_dir: PathBuf,
+
+    /// The etcd client URL to ask.
+    #[arg(long, value_name = "URL", default_value = "https://127.0.0.1:2379")]
+    pub endpoint: String,
+
+    /// How to print the members.
+    #[arg(long, value_enum, default_value_t = OutputArg::Text)]
+    pub output: OutputArg,
 }
 
 /// Flags of `kprov os`.

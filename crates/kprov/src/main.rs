@@ -51,6 +51,7 @@ fn main() -> ExitCode {
             cli::PodNetworkCommand::Sync(args) => commands::pod_network::sync(args),
         },
         cli::Command::Os(args) => commands::os::run(args),
+        cli::Command::Etcd(cli::EtcdCommand::Members(args)) => commands::etcd::members(&args),
         cli::Command::Pki(args) => commands::pki::run(*args),
         cli::Command::Kubeconfig(args) => commands::kubeconfig::run(*args),
         cli::Command::Userdata(args) => commands::userdata::run(*args),

@@ -383,6 +383,25 @@ fn the_os_command_names_the_detected_system() {
     assert!(run.stderr.contains("neither"), "{}", run.stderr);
 }
 
+#[test]
+fn etcd_members_without_a_masters_certificates_names_the_missing_file() {
+    let empty = tempfile::tempdir().unwrap();
+    let dir = empty.path().display().to_string();
+    let run = kprov(&["etcd", "members", "--cert-dir", &dir], &[]);
+    assert_eq!(run.code, Some(1), "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("listing etcd's members at --endpoint https://127.0.0.1:2379")
+            && run
+                .stderr
+                .contains(&format!("{dir}/etcd/ca.crt does not exist")),
+        "{}",
+        run.stderr
+    );
+    let bad = kprov(&["etcd", "members", "--output", "yaml"], &[]);
+    assert_eq!(bad.code, Some(2), "{}", bad.stderr);
+}
+
 /// `kprov provision --dry-run --output json` on `f`'s root with `args`
 /// after the subcommand; the run must succeed.
 fn dry_run_json(f: &Fixture, args: &[&str]) -> String {

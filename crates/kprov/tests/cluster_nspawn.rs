@@ -1685,3 +1685,73 @@ fn kprov_cluster_up_makes_three_masters_with_stacked_etcd_and_three_workers_conv
         second.stderr
     );
 }
+
+/// `kprov cluster up` from nothing for 1 master + 1 worker and 1 + 2, to
+/// every node Ready and to every criterion checked, and `down` after each.
+#[test]
+#[ignore = "needs root, systemd-nspawn, docker-registry, skopeo and the cached builds; run by tools/test.sh"]
+fn benchmark_cluster_up_nspawn_one_master_with_one_and_two_workers() {
+    let _serial = serial();
+    let image = node_image();
+    let image_arg = image.display().to_string();
+    for workers in [1u16, 2] {
+        let (ns, dir, machines_dir, target) = site("10.98.0", "cluster-bench-");
+        let kubeconfig = dir.path().join("kube").join("admin.conf");
+        let cluster: ClusterName = format!("b{workers}x{}", std::process::id())
+            .parse()
+            .unwrap();
+        let mut teardown = Teardown {
+            target: &target,
+            cluster: cluster.clone(),
+            armed: true,
+        };
+        let cli = ClusterCli {
+            args: vec![
+                "--name".into(),
+                cluster.to_string(),
+                "--machines-dir".into(),
+                machines_dir.display().to_string(),
+                "--netns".into(),
+                ns.name.clone(),
+                "--network".into(),
+                "10.89.9.1/24".into(),
+                "--kubeconfig".into(),
+                kubeconfig.display().to_string(),
+                "--timeout".into(),
+                "300".into(),
+            ],
+        };
+        let workers_arg = workers.to_string();
+        let t = Instant::now();
+        let up = cli.run(
+            "up",
+            &[
+                "--masters",
+                "1",
+                "--workers",
+                &workers_arg,
+                "--image",
+                &image_arg,
+            ],
+        );
+        let took = t.elapsed();
+        assert_eq!(up.code, Some(0), "{}", up.stderr);
+        let ready = up
+            .stderr
+            .lines()
+            .find_map(|l| l.split_once("every node Ready after ").map(|(_, r)| r))
+            .and_then(|r| r.split_whitespace().next())
+            .unwrap_or_else(|| panic!("no Ready time in:\n{}", up.stderr))
+            .to_string();
+        let t = Instant::now();
+        let down = cli.run("down", &[]);
+        assert_eq!(down.code, Some(0), "{}", down.stderr);
+        teardown.armed = false;
+        bench(&format!(
+            "kprov cluster up, nspawn 1+{workers}: every node Ready after {ready} s, every criterion checked after {:.1} s; down {:.1} s (goal for 1+1: Ready <= 30 s)",
+            took.as_secs_f64(),
+            t.elapsed().as_secs_f64()
+        ));
+        assert!(target.list(&cluster).unwrap().is_empty());
+    }
+}

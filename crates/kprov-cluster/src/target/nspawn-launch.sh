@@ -1,6 +1,6 @@
 # kprov's nspawn machine launcher. kprov runs it as
 #   setsid -f unshare --net --mount --propagation private sh -c SCRIPT kprov-nspawn-launch \
-#       CLUSTER_NETNS VETH BRIDGE ADDRESS/LEN GATEWAY LOWER UPPER WORK ROOTFS \
+#       CLUSTER_NETNS VETH BRIDGE ADDRESS/LEN GATEWAY LOWER UPPER WORK ROOTFS MAC \
 #       CGROUP_DIR... -- SYSCTL=VALUE... -- systemd-nspawn ARGS...
 # so it already runs in a network and mount namespace of its own; it joins
 # the machine's cgroups, makes the machine's network (a veth pair: eth0
@@ -15,6 +15,8 @@ trap 'echo "kprov-nspawn-launch: failed while $step (exit status $?)" >&2' EXIT
 cluster_netns=$1 veth=$2 bridge=$3 address=$4 gateway=$5
 lower=$6 upper=$7 work=$8 rootfs=$9
 shift 9
+mac=$1
+shift
 step="joining the machine's cgroups"
 while [ "$1" != -- ]; do
     echo $$ > "$1/cgroup.procs"
@@ -22,7 +24,7 @@ while [ "$1" != -- ]; do
 done
 shift
 step="creating the veth pair $veth"
-ip link add eth0 type veth peer name "$veth" netns "$cluster_netns"
+ip link add eth0 address "$mac" type veth peer name "$veth" netns "$cluster_netns"
 step="attaching $veth to the cluster bridge $bridge"
 nsenter --net="$cluster_netns" ip link set "$veth" master "$bridge" up
 step="configuring eth0 ($address via $gateway)"

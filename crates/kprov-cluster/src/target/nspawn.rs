@@ -126,7 +126,7 @@ use super::{
     TargetError, LABEL_CLUSTER,
 };
 use crate::name::{ClusterName, MachineName};
-use crate::network::{bridge_name, veth_name, ClusterNetwork};
+use crate::network::{bridge_name, machine_mac, veth_name, ClusterNetwork};
 
 /// Where machines live unless told otherwise.
 pub const DEFAULT_BASE_DIR: &str = "/var/lib/kprov/machines";
@@ -712,6 +712,7 @@ impl Target for NspawnTarget {
             let args = LaunchArgs {
                 cluster_netns: self.netns_path(),
                 veth: veth_name(name),
+                mac: machine_mac(name),
                 bridge: bridge_name(&name.cluster),
                 address: record.address,
                 network,
@@ -1302,6 +1303,8 @@ pub struct LaunchArgs {
     pub cluster_netns: PathBuf,
     /// The host end of the veth pair.
     pub veth: String,
+    /// The MAC address of the machine's eth0.
+    pub mac: String,
     /// The cluster bridge.
     pub bridge: String,
     /// The machine's address.
@@ -1341,6 +1344,7 @@ pub fn launch_argv(a: &LaunchArgs) -> Vec<String> {
         a.layout.upper.display().to_string(),
         a.layout.work.display().to_string(),
         a.layout.rootfs.display().to_string(),
+        a.mac.clone(),
     ];
     argv.extend(a.cgroups.iter().map(|c| c.display().to_string()));
     argv.push("--".into());
@@ -1776,6 +1780,7 @@ mod tests {
         let a = LaunchArgs {
             cluster_netns: "/run/netns/t".into(),
             veth: "kpv0123456789".into(),
+            mac: "02:00:00:00:00:01".into(),
             bridge: "kpbr0123456789".into(),
             address: Ipv4Addr::new(10, 80, 0, 101),
             network: "10.80.0.1/24".parse().unwrap(),
@@ -1801,7 +1806,7 @@ mod tests {
         );
         let rest = &argv[script_at + 1..];
         assert_eq!(
-            &rest[..10],
+            &rest[..11],
             [
                 LAUNCHER_NAME,
                 "/run/netns/t",
@@ -1812,7 +1817,8 @@ mod tests {
                 "/images/node",
                 "/m/demo-worker-1/upper",
                 "/m/demo-worker-1/work",
-                "/m/demo-worker-1/rootfs"
+                "/m/demo-worker-1/rootfs",
+                "02:00:00:00:00:01"
             ]
         );
         let seps: Vec<usize> = rest
@@ -1823,7 +1829,7 @@ mod tests {
             .collect();
         assert_eq!(seps.len(), 2, "{rest:?}");
         assert_eq!(
-            &rest[10..seps[0]],
+            &rest[11..seps[0]],
             ["/sys/fs/cgroup/cpu/kprov/demo-worker-1"]
         );
         assert_eq!(rest[seps[0] + 1..seps[1]].to_vec(), netns_sysctls());

@@ -4,6 +4,7 @@
 pub mod bundle;
 pub mod cluster;
 pub mod completions;
+pub mod etcd;
 pub mod health_check;
 pub mod image;
 pub mod init;
