@@ -355,10 +355,9 @@ pub fn check_removal(
         if list.is_empty() {
             "none".to_string()
         } else {
-            list.iter()
-                .map(|m| m.name.as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
+            let mut names: Vec<&str> = list.iter().map(|m| m.name.as_str()).collect();
+            names.sort_unstable();
+            names.join(", ")
         }
     };
     Err(MembershipError::BreaksQuorum {
