@@ -757,7 +757,10 @@ fn pod_network(ctx: &mut Join<'_>) -> Result<(), Error> {
                 return Ok(());
             }
             Ok(Synced::NotJoined | Synced::NoNetwork) => return Ok(()),
-            Ok(Synced::NotYet(why)) => why,
+            // A cluster that does not let nodes read kprov's pod network
+            // (kubeadm's) runs another one; a sync under way (the timer's)
+            // writes the config itself.
+            Ok(Synced::NotYet(_)) => return Ok(()),
             Ok(Synced::NoRange(node)) => format!("node {node} has no pod range yet"),
             Err(e) => {
                 ctx.target.note(format!(
