@@ -9,7 +9,8 @@ use std::str::FromStr;
 
 use serde::Deserialize;
 
-use crate::machine::{check_cmdline, parse_profile, Profile, RawProfile};
+use crate::crd::ProfileSpec;
+use crate::machine::{check_cmdline, parse_profile, Profile};
 use crate::paths::RelPath;
 
 /// An IPv4 subnet such as `10.77.0.0/24`.
@@ -323,7 +324,7 @@ struct RawConfig {
     #[serde(default)]
     boot_files: BootFiles,
     #[serde(default)]
-    default_profile: Option<RawProfile>,
+    default_profile: Option<ProfileSpec>,
     #[serde(default)]
     stage2: Option<RawStage2>,
     #[serde(default)]

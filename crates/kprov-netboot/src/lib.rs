@@ -5,6 +5,8 @@
 //! - [`machine`]: Machine resources, validation, the registry by MAC/UUID,
 //!   loading a directory ([`machine::load_dir`] reads files);
 //! - [`config`]: the server's configuration file;
+//! - [`crd`]: the Machine resource's Rust type, shared by the files and
+//!   the `machines.kprov.dev` custom resource generated from it;
 //! - [`dhcp`]: DHCPv4 decisions (full and proxy mode, PXE/iPXE boot files)
 //!   over `dhcproto` messages, with [`dhcp::handle_datagram`] as the fuzz
 //!   entry;
@@ -27,6 +29,7 @@
 //! timeouts) and [`epochs`] (token epoch files, `rotate-token`).
 
 pub mod config;
+pub mod crd;
 pub mod dhcp;
 pub mod epochs;
 pub mod fuzz;

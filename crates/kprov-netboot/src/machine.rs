@@ -1,7 +1,8 @@
 //! Machine resources: what the netboot server knows about each machine
 //! (its MAC, fixed address, host name, what it boots and its user-data),
-//! loaded from a directory of YAML files with the schema that will later
-//! be served as a CRD (`apiVersion: kprov.dev/v1alpha1`, `kind: Machine`).
+//! loaded from a directory of YAML files with the schema of the
+//! `machines.kprov.dev` custom resource (`apiVersion: kprov.dev/v1alpha1`,
+//! `kind: Machine`; one Rust type for both, in [`crate::crd`]).
 //!
 //! Loading is split so that validation is pure: [`parse_machine`] turns one
 //! file's text into a [`Machine`] or a [`MachineError`] naming the file,
@@ -17,6 +18,7 @@ use std::str::FromStr;
 use serde::Deserialize;
 
 use crate::config::Subnet;
+use crate::crd::{MachineSpec, ProfileSpec};
 use crate::paths::RelPath;
 
 /// The API version of Machine resources.
@@ -142,60 +144,21 @@ pub struct MachineError {
     pub reason: String,
 }
 
-/// The raw YAML shape (unknown fields are refused so typos show up).
+/// A Machine file's shape: the resource's spec type with the API
+/// version, kind and name (unknown fields are refused so typos show up).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
-struct RawMachine {
+struct MachineFile {
     api_version: String,
     kind: String,
-    metadata: RawMetadata,
-    spec: RawSpec,
+    metadata: FileMetadata,
+    spec: MachineSpec,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct RawMetadata {
+struct FileMetadata {
     name: String,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-struct RawSpec {
-    mac_address: String,
-    #[serde(default)]
-    uuid: Option<String>,
-    #[serde(default)]
-    ip_address: Option<String>,
-    #[serde(default)]
-    hostname: Option<String>,
-    #[serde(flatten)]
-    profile: RawProfile,
-}
-
-/// The profile part of a Machine spec, also the server's default profile.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct RawProfile {
-    #[serde(default)]
-    role: Option<String>,
-    boot: RawBoot,
-    #[serde(default)]
-    user_data: Option<String>,
-    #[serde(default)]
-    installed: bool,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-struct RawBoot {
-    #[serde(default)]
-    kernel: Option<String>,
-    #[serde(default)]
-    initrd: Option<String>,
-    #[serde(default)]
-    cmdline: Option<String>,
-    #[serde(default)]
-    image: Option<String>,
 }
 
 /// A kernel command line that can go into an iPXE `kernel` line as it is.
@@ -206,7 +169,7 @@ pub fn check_cmdline(cmdline: &str) -> Result<(), String> {
     Ok(())
 }
 
-impl RawProfile {
+impl ProfileSpec {
     /// Validates the profile; errors name the field under `prefix`.
     pub fn validate(self, prefix: &str) -> Result<Profile, (String, String)> {
         let field = |f: &str| format!("{prefix}{f}");
@@ -269,7 +232,7 @@ impl RawProfile {
 }
 
 /// Parses a default profile given in the server's config.
-pub fn parse_profile(raw: RawProfile, prefix: &str) -> Result<Profile, (String, String)> {
+pub fn parse_profile(raw: ProfileSpec, prefix: &str) -> Result<Profile, (String, String)> {
     raw.validate(prefix)
 }
 
@@ -285,7 +248,7 @@ pub fn parse_machine(
         field: field.to_string(),
         reason,
     };
-    let raw: RawMachine =
+    let raw: MachineFile =
         serde_yaml::from_str(text).map_err(|e| fail("(document)", e.to_string()))?;
     if raw.api_version != API_VERSION {
         return Err(fail(

@@ -84,9 +84,11 @@ pub enum Doc {
     VendorData,
 }
 
-/// The phase of a machine, derived from its record (Ready and Failed
-/// need a Node and errors, which a later Machine status adds).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// Where a machine is in its life: Pending, PXEBooting, Installing,
+/// Installed, Joining, Ready or Failed.
+// Record::phase derives the first five from what netboot saw; Ready and
+// Failed need the Node and the join's outcome, known only in the cluster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub enum Phase {
     /// Nothing seen yet.
     Pending,
@@ -99,6 +101,10 @@ pub enum Phase {
     Installed,
     /// Its OS took its user-data (cloud-init runs the join).
     Joining,
+    /// Its Node is Ready.
+    Ready,
+    /// Something failed; the status says what.
+    Failed,
 }
 
 /// What the server has seen of one MAC.

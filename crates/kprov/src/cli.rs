@@ -366,6 +366,18 @@ pub enum NetbootCommand {
     ///
     /// Example: kprov netboot rotate-token --config /etc/kprov/netboot.yaml 52:54:00:12:34:56
     RotateToken(NetbootRotateArgs),
+    /// Print the CustomResourceDefinition of Machines (machines.kprov.dev,
+    /// v1alpha1) for `kubectl apply -f -`.
+    ///
+    /// It is generated from the same Rust type as the Machine files of
+    /// machinesDir, so a file that `serve` accepts is a valid Machine
+    /// object. The API server then refuses a malformed MAC or UUID, or a
+    /// spec without macAddress or boot, naming the field; status (phase,
+    /// conditions, the address seen, last contact, last error) is a
+    /// subresource.
+    ///
+    /// Example: kprov netboot crd | kubectl apply -f -
+    Crd,
 }
 
 /// Flags of `kprov netboot rotate-token`.

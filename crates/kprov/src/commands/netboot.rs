@@ -2,7 +2,8 @@
 //! servers of kprov-netboot on a tokio runtime until one of them stops
 //! (then the command fails, naming it). `kprov netboot rotate-token`:
 //! starts a new token epoch for one machine in the config's state
-//! directory.
+//! directory. `kprov netboot crd`: prints the Machine resource's
+//! CustomResourceDefinition.
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -55,6 +56,13 @@ pub fn run(command: NetbootCommand) -> anyhow::Result<ExitCode> {
             #[allow(clippy::print_stdout)]
             {
                 println!("{epoch}");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        NetbootCommand::Crd => {
+            #[allow(clippy::print_stdout)]
+            {
+                print!("{}", kprov_netboot::crd::definition());
             }
             Ok(ExitCode::SUCCESS)
         }
