@@ -114,6 +114,17 @@ pub async fn client(kubeconfig: &Path) -> Result<Client, ApiError> {
     connect(config).await.map_err(err)
 }
 
+/// A client from the pod's service account (the API server's address
+/// from the environment Kubernetes sets in every pod).
+pub async fn client_in_cluster() -> Result<Client, ApiError> {
+    let err = |reason: String| ApiError::Kubeconfig {
+        path: "(in-cluster service account)".into(),
+        reason,
+    };
+    let config = Config::incluster().map_err(|e| err(e.to_string()))?;
+    connect(config).await.map_err(err)
+}
+
 /// A client for `config`. kube's connector would resolve a host name with
 /// getaddrinfo, that is glibc's NSS, which the static kprov binary cannot
 /// load: a name is resolved here (kprov-resolve: /etc/hosts, then DNS) and

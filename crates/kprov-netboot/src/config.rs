@@ -315,7 +315,8 @@ struct RawConfig {
     limits: Limits,
     #[serde(default)]
     pool: Option<Pool>,
-    machines_dir: PathBuf,
+    #[serde(default)]
+    machines_dir: Option<PathBuf>,
     tftp_root: PathBuf,
     http_root: PathBuf,
     state_dir: PathBuf,
@@ -397,8 +398,9 @@ pub struct Config {
     pub limits: Limits,
     /// Dynamic pool (full mode, for the default profile).
     pub pool: Option<Pool>,
-    /// Directory of Machine YAML files.
-    pub machines_dir: PathBuf,
+    /// Directory of Machine YAML files (None: Machines come from the
+    /// API server only).
+    pub machines_dir: Option<PathBuf>,
     /// TFTP root.
     pub tftp_root: PathBuf,
     /// HTTP root (kernels, initrds, images).
@@ -569,19 +571,20 @@ impl Config {
         raw.limits
             .check()
             .map_err(|(field, reason)| fail(&field, reason))?;
-        let machines_dir = normalize(&base.join(&raw.machines_dir));
+        let machines_dir = raw.machines_dir.as_ref().map(|d| normalize(&base.join(d)));
         let tftp_root = normalize(&base.join(&raw.tftp_root));
         let http_root = normalize(&base.join(&raw.http_root));
         let state_dir = normalize(&base.join(&raw.state_dir));
+        let mut private = vec![("stateDir", raw.state_dir.as_path(), state_dir.as_path())];
+        if let (Some(written), Some(dir)) = (&raw.machines_dir, &machines_dir) {
+            private.push(("machinesDir", written.as_path(), dir.as_path()));
+        }
         check_roots(
             &[
                 ("httpRoot", &raw.http_root, &http_root),
                 ("tftpRoot", &raw.tftp_root, &tftp_root),
             ],
-            &[
-                ("stateDir", &raw.state_dir, &state_dir),
-                ("machinesDir", &raw.machines_dir, &machines_dir),
-            ],
+            &private,
         )
         .map_err(|(field, reason)| fail(&field, reason))?;
         let default_profile = raw
@@ -679,7 +682,10 @@ ports: {http: 8080}
     fn a_config_parses_with_paths_relative_to_its_file() {
         let c = Config::parse(Path::new("/etc/kprov/netboot.yaml"), GOOD).unwrap();
         assert_eq!(c.mode, Mode::Full);
-        assert_eq!(c.machines_dir, Path::new("/etc/kprov/machines"));
+        assert_eq!(
+            c.machines_dir.as_deref(),
+            Some(Path::new("/etc/kprov/machines"))
+        );
         assert_eq!(c.ports.http, 8080);
         assert_eq!(c.ports.dhcp, 67);
         assert_eq!(c.http_base(), "http://10.77.0.1:8080");

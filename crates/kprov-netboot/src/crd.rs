@@ -15,7 +15,8 @@ use kube::CustomResourceExt;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::state::Phase;
+use crate::machine::MachineError;
+use crate::state::{Phase, Record};
 
 /// What the MAC address field accepts: six hex byte pairs separated by
 /// `:` or `-` (as [`crate::machine::MacAddr`] parses).
@@ -167,6 +168,139 @@ fn uuid_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
     schema
 }
 
+/// What netboot knows of one Machine, for its status.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Observed<'a> {
+    /// Its record (None: nothing seen yet).
+    pub record: Option<&'a Record>,
+    /// Whether its spec says `installed: true`.
+    pub spec_installed: bool,
+    /// Why netboot refused its spec, when it did.
+    pub refused: Option<&'a MachineError>,
+}
+
+/// An RFC 3339 time from seconds since the Unix epoch.
+pub fn rfc3339(seconds: u64) -> String {
+    i64::try_from(seconds)
+        .ok()
+        .and_then(|s| k8s_openapi::jiff::Timestamp::from_second(s).ok())
+        .map(|t| t.to_string())
+        .unwrap_or_default()
+}
+
+/// A Machine's status from what netboot has seen of it, `now` (seconds
+/// since the epoch). A condition whose status did not change keeps its
+/// transition time from `previous`.
+pub fn status_of(seen: Observed<'_>, previous: Option<&MachineStatus>, now: u64) -> MachineStatus {
+    let record = seen.record;
+    let condition = |kind: &str, ok: bool, reason: &str, message: String| {
+        let status = if ok { "True" } else { "False" };
+        let since = previous
+            .and_then(|p| p.conditions.iter().find(|c| c.kind == kind))
+            .filter(|c| c.status == status)
+            .map(|c| c.last_transition_time.clone())
+            .unwrap_or_else(|| rfc3339(now));
+        MachineCondition {
+            kind: kind.into(),
+            status: status.into(),
+            reason: reason.into(),
+            message,
+            last_transition_time: since,
+        }
+    };
+    let valid = match seen.refused {
+        Some(e) => condition(
+            "Valid",
+            false,
+            "InvalidSpec",
+            format!("{}: {}", e.field, e.reason),
+        ),
+        None => condition(
+            "Valid",
+            true,
+            "SpecAccepted",
+            "netboot serves this Machine".into(),
+        ),
+    };
+    let at = |t: Option<u64>| t.map(rfc3339).unwrap_or_default();
+    let booted = match record {
+        Some(r) if r.script_at.is_some() => condition(
+            "PXEBooted",
+            true,
+            "ScriptServed",
+            format!("its iPXE script was served at {}", at(r.script_at)),
+        ),
+        Some(r) if r.dhcp_at.is_some() => condition(
+            "PXEBooted",
+            true,
+            "DHCPAnswered",
+            format!("DHCP answered it at {}", at(r.dhcp_at)),
+        ),
+        _ => condition(
+            "PXEBooted",
+            false,
+            "NotSeen",
+            "netboot has not heard from it".into(),
+        ),
+    };
+    let installed = match record.and_then(|r| r.installed_at) {
+        Some(t) => condition(
+            "Installed",
+            true,
+            "Stage2Reported",
+            format!("stage2 reported its image installed at {}", rfc3339(t)),
+        ),
+        None if seen.spec_installed => condition(
+            "Installed",
+            true,
+            "SpecInstalled",
+            "its spec says installed: true".into(),
+        ),
+        None => condition(
+            "Installed",
+            false,
+            "NotInstalled",
+            "no install reported".into(),
+        ),
+    };
+    let configured = match record.and_then(|r| r.user_data_first) {
+        Some(t) => condition(
+            "UserDataServed",
+            true,
+            "UserDataServed",
+            format!("its user-data was first served at {}", rfc3339(t)),
+        ),
+        None => condition(
+            "UserDataServed",
+            false,
+            "NotServed",
+            "its user-data has not been served".into(),
+        ),
+    };
+    let phase = if seen.refused.is_some() {
+        Phase::Failed
+    } else {
+        record.map_or(
+            if seen.spec_installed {
+                Phase::Installed
+            } else {
+                Phase::Pending
+            },
+            |r| r.phase(seen.spec_installed),
+        )
+    };
+    MachineStatus {
+        phase: Some(phase),
+        conditions: vec![valid, booted, installed, configured],
+        address: record.and_then(|r| r.address).map(|a| a.to_string()),
+        last_contact: record.and_then(|r| r.last_contact).map(rfc3339),
+        last_error: seen
+            .refused
+            .map(|e| format!("{}: {}", e.field, e.reason))
+            .or_else(|| record.and_then(|r| r.last_error.clone())),
+    }
+}
+
 /// The CustomResourceDefinition of `machines.kprov.dev`, as YAML for
 /// `kubectl apply -f`.
 pub fn definition() -> String {
@@ -183,6 +317,79 @@ pub fn definition() -> String {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    #[test]
+    fn status_follows_the_record_and_keeps_unchanged_transition_times() {
+        let mut record = Record {
+            dhcp_at: Some(1_000),
+            last_contact: Some(1_000),
+            address: Some("10.77.0.20".parse().unwrap()),
+            ..Record::default()
+        };
+        let first = status_of(
+            Observed {
+                record: Some(&record),
+                ..Observed::default()
+            },
+            None,
+            1_000,
+        );
+        assert_eq!(first.phase, Some(Phase::PxeBooting));
+        assert_eq!(first.address.as_deref(), Some("10.77.0.20"));
+        assert_eq!(first.last_contact.as_deref(), Some("1970-01-01T00:16:40Z"));
+        let booted = &first.conditions[1];
+        assert_eq!(
+            (
+                booted.kind.as_str(),
+                booted.status.as_str(),
+                booted.reason.as_str()
+            ),
+            ("PXEBooted", "True", "DHCPAnswered")
+        );
+        record.installed_at = Some(2_000);
+        let later = status_of(
+            Observed {
+                record: Some(&record),
+                ..Observed::default()
+            },
+            Some(&first),
+            2_000,
+        );
+        assert_eq!(later.phase, Some(Phase::Installed));
+        // PXEBooted stayed True: its time is the first one.
+        assert_eq!(later.conditions[1].last_transition_time, rfc3339(1_000));
+        assert_eq!(later.conditions[2].status, "True");
+        assert_eq!(later.conditions[2].last_transition_time, rfc3339(2_000));
+    }
+
+    #[test]
+    fn a_refused_spec_fails_the_machine_naming_the_field() {
+        let refused = MachineError {
+            file: "machine/node2".into(),
+            field: "spec.ipAddress".into(),
+            reason: "10.1.0.9 is not a host address of the configured subnet 10.77.0.0/24".into(),
+        };
+        let status = status_of(
+            Observed {
+                refused: Some(&refused),
+                ..Observed::default()
+            },
+            None,
+            5,
+        );
+        assert_eq!(status.phase, Some(Phase::Failed));
+        assert_eq!(
+            status.last_error.as_deref(),
+            Some("spec.ipAddress: 10.1.0.9 is not a host address of the configured subnet 10.77.0.0/24")
+        );
+        assert_eq!(
+            (
+                status.conditions[0].status.as_str(),
+                status.conditions[0].reason.as_str()
+            ),
+            ("False", "InvalidSpec")
+        );
+    }
 
     #[test]
     fn the_definition_is_cluster_scoped_with_a_status_and_checks_the_mac() {

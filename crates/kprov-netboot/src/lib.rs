@@ -35,6 +35,7 @@ pub mod epochs;
 pub mod fuzz;
 pub mod http;
 pub mod ipxe;
+pub mod kube_source;
 pub mod leases;
 pub mod limits;
 pub mod machine;

@@ -262,7 +262,24 @@ pub fn parse_machine(
             format!("{:?}: expected \"Machine\"", raw.kind),
         ));
     }
-    let name = raw.metadata.name;
+    validate_spec(file, raw.metadata.name, raw.spec, subnet)
+}
+
+/// Validates a Machine's name and spec, from a file or from the API
+/// server (`source` names it in errors: the file, or `machine/NAME`).
+/// Addresses must lie in `subnet` when one is given (full DHCP mode).
+pub fn validate_spec(
+    source: &Path,
+    name: String,
+    spec: MachineSpec,
+    subnet: Option<&Subnet>,
+) -> Result<Machine, MachineError> {
+    let file = source;
+    let fail = |field: &str, reason: String| MachineError {
+        file: file.to_path_buf(),
+        field: field.to_string(),
+        reason,
+    };
     if let Err(e) = name.parse::<kprov_core::DnsLabel>() {
         return Err(fail(
             "metadata.name",
@@ -272,7 +289,6 @@ pub fn parse_machine(
             ),
         ));
     }
-    let spec = raw.spec;
     let mac: MacAddr = spec
         .mac_address
         .parse()
@@ -400,6 +416,11 @@ impl Registry {
             uuid.and_then(|u| self.by_uuid.get(u))
                 .and_then(|m| self.by_mac.get(m))
         })
+    }
+
+    /// The machine named `name`.
+    pub fn by_name(&self, name: &str) -> Option<&Machine> {
+        self.by_mac.values().find(|m| m.name == name)
     }
 
     /// The machine with this MAC.

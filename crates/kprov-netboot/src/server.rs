@@ -28,9 +28,9 @@ use crate::config::{check_roots, Config, Mode};
 use crate::dhcp::{handle_datagram, Decision, Listener, ReplyTo, View};
 use crate::leases::LeaseTable;
 use crate::limits::{caps, raise_fd_limit, Caps};
-use crate::machine::{load_dir, machine_files, MacAddr, Profile, Registry};
+use crate::machine::{load_dir, machine_files, MacAddr, MachineError, Profile, Registry};
 use crate::metrics::{add, Metrics};
-use crate::state::{script_token, Ask, Binding, Policy, States};
+use crate::state::{script_token, Ask, Binding, Policy, Record, States};
 use crate::token::Tokens;
 
 /// Why the server could not start.
@@ -64,6 +64,9 @@ pub enum ServeError {
         /// What it contains.
         reason: String,
     },
+    /// Machines come from files, and the config names no directory.
+    #[error("machinesDir is not set: Machines come from its files unless `--machines kubernetes` is given")]
+    NoMachines,
     /// A server task stopped: it panicked or its loop ended.
     #[error("the {task} task {reason}")]
     TaskStopped {
@@ -79,6 +82,8 @@ pub struct Shared {
     /// The configuration.
     pub config: Config,
     machines: RwLock<Arc<Registry>>,
+    /// Machine objects refused (by name), from the API server.
+    refused: RwLock<Arc<BTreeMap<String, MachineError>>>,
     leases: Mutex<LeaseTable>,
     leases_dirty: AtomicBool,
     /// Per-machine tokens.
@@ -121,6 +126,31 @@ impl Shared {
             .read()
             .map(|g| g.clone())
             .unwrap_or_else(|p| p.into_inner().clone())
+    }
+
+    /// Machine objects refused, by name (empty for files: their errors
+    /// are logged).
+    pub fn refused(&self) -> Arc<BTreeMap<String, MachineError>> {
+        self.refused
+            .read()
+            .map(|g| g.clone())
+            .unwrap_or_else(|p| p.into_inner().clone())
+    }
+
+    /// Swaps in a new set of machines.
+    pub fn set_machines(&self, registry: Registry, refused: BTreeMap<String, MachineError>) {
+        if let Ok(mut g) = self.machines.write() {
+            *g = Arc::new(registry);
+        }
+        if let Ok(mut g) = self.refused.write() {
+            *g = Arc::new(refused);
+        }
+    }
+
+    /// What the server has seen of `mac`.
+    pub fn record(&self, mac: &MacAddr) -> Option<Record> {
+        let states = self.states.lock().unwrap_or_else(|p| p.into_inner());
+        states.get(mac).cloned()
     }
 
     /// The machine `mac` names: its Machine, else the default profile,
@@ -195,7 +225,8 @@ impl Shared {
     }
 }
 
-fn now() -> u64 {
+/// Now, in seconds since the Unix epoch.
+pub fn now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
@@ -248,17 +279,17 @@ fn write_state_file(path: &Path, bytes: &[u8]) -> Result<(), kprov_host::HostErr
 }
 
 /// Loads the machines directory, logging each refused file.
-fn reload(config: &Config) -> Option<Registry> {
-    match load_dir(&config.machines_dir, config.subnet.as_ref()) {
+fn reload(config: &Config, dir: &Path) -> Option<Registry> {
+    match load_dir(dir, config.subnet.as_ref()) {
         Ok((reg, errors)) => {
             for e in errors {
                 tracing::error!(file = %e.file.display(), field = %e.field, "machine refused: {}", e.reason);
             }
-            tracing::info!(machines = reg.len(), dir = %config.machines_dir.display(), "machines loaded");
+            tracing::info!(machines = reg.len(), dir = %dir.display(), "machines loaded");
             Some(reg)
         }
         Err(e) => {
-            tracing::error!(dir = %config.machines_dir.display(), "cannot read the machines directory: {e}");
+            tracing::error!(dir = %dir.display(), "cannot read the machines directory: {e}");
             None
         }
     }
@@ -303,8 +334,22 @@ fn supervise(name: &'static str, fut: impl Future<Output = ()> + Send + 'static)
     })
 }
 
+/// Where Machines come from.
+pub enum MachineSource {
+    /// The config's `machinesDir` (reloaded when a file changes).
+    Files,
+    /// `machines.kprov.dev` objects, through this client; the server
+    /// writes their status.
+    Kubernetes(kube::Client),
+}
+
 /// Runs every server until one of them stops; then returns why.
-pub async fn serve(config: Config) -> Result<(), ServeError> {
+pub async fn serve(config: Config, source: MachineSource) -> Result<(), ServeError> {
+    let files = match (&source, &config.machines_dir) {
+        (MachineSource::Files, Some(dir)) => Some(dir.clone()),
+        (MachineSource::Files, None) => return Err(ServeError::NoMachines),
+        (MachineSource::Kubernetes(_), _) => None,
+    };
     std::fs::create_dir_all(&config.state_dir).map_err(|source| ServeError::Path {
         what: "state directory",
         path: config.state_dir.clone(),
@@ -312,18 +357,26 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
     })?;
     let tftp_root = canonical("TFTP root", &config.tftp_root)?;
     let http_root = canonical("HTTP root", &config.http_root)?;
-    let machines_dir = canonical("machines directory", &config.machines_dir)?;
     let state_dir = canonical("state directory", &config.state_dir)?;
+    let mut private = vec![("stateDir", config.state_dir.clone(), state_dir)];
+    if let Some(dir) = &files {
+        private.push((
+            "machinesDir",
+            dir.clone(),
+            canonical("machines directory", dir)?,
+        ));
+    }
+    let private: Vec<(&str, &Path, &Path)> = private
+        .iter()
+        .map(|(k, written, real)| (*k, written.as_path(), real.as_path()))
+        .collect();
     // The config was checked as written; symlinks may still join them.
     check_roots(
         &[
             ("httpRoot", &config.http_root, &http_root),
             ("tftpRoot", &config.tftp_root, &tftp_root),
         ],
-        &[
-            ("stateDir", &config.state_dir, &state_dir),
-            ("machinesDir", &config.machines_dir, &machines_dir),
-        ],
+        &private,
     )
     .map_err(|(field, reason)| ServeError::Overlap { field, reason })?;
     let secret = load_secret(&config.state_dir)?;
@@ -343,7 +396,10 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
         }),
         Err(_) => States::default(),
     };
-    let registry = reload(&config).unwrap_or_default();
+    let registry = files
+        .as_deref()
+        .and_then(|dir| reload(&config, dir))
+        .unwrap_or_default();
     let epochs = reload_epochs(&config.state_dir);
     let fds = raise_fd_limit();
     let caps = caps(&config.limits, fds);
@@ -357,6 +413,7 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
     );
     let shared = Arc::new(Shared {
         machines: RwLock::new(Arc::new(registry)),
+        refused: RwLock::new(Arc::new(BTreeMap::new())),
         leases: Mutex::new(leases),
         leases_dirty: AtomicBool::new(false),
         tokens: Tokens::new(secret),
@@ -402,7 +459,7 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
     tracing::info!(mode = ?c.mode, interface = %c.interface, server = %c.server_address, "netboot serving: DHCP :{}, TFTP {tftp_addr}, HTTP {http_addr}", c.ports.dhcp);
 
     let mut tasks = vec![
-        supervise("reload", reload_loop(shared.clone())),
+        supervise("reload", reload_loop(shared.clone(), files)),
         supervise("lease flush", lease_flush_loop(shared.clone(), lease_path)),
         supervise("state flush", state_flush_loop(shared.clone(), states_path)),
         supervise(
@@ -412,6 +469,17 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
         supervise("TFTP", crate::tftp_serve::tftp_loop(shared.clone(), tftp)),
         supervise("HTTP", crate::http::http_loop(shared.clone(), http)),
     ];
+    if let MachineSource::Kubernetes(client) = source {
+        let (reader, writer) = crate::kube_source::store();
+        tasks.push(supervise(
+            "Machine watch",
+            crate::kube_source::watch_loop(shared.clone(), client.clone(), reader.clone(), writer),
+        ));
+        tasks.push(supervise(
+            "Machine status",
+            crate::kube_source::status_loop(shared.clone(), client, reader),
+        ));
+    }
     if let Some(p) = proxy {
         tasks.push(supervise(
             "proxyDHCP boot server",
@@ -510,19 +578,22 @@ fn reload_epochs(state_dir: &Path) -> BTreeMap<MacAddr, u32> {
     epochs
 }
 
-async fn reload_loop(shared: Arc<Shared>) {
-    let dir = shared.config.machines_dir.clone();
+/// Reloads the machines directory (when Machines come from files) and
+/// the token epochs when they change.
+async fn reload_loop(shared: Arc<Shared>, files: Option<PathBuf>) {
     let state_dir = shared.config.state_dir.clone();
-    let mut seen = fingerprint(&dir);
+    let mut seen = files.as_deref().map(fingerprint);
     let mut seen_epochs = crate::epochs::fingerprint(&state_dir);
     loop {
         tokio::time::sleep(Duration::from_secs(1)).await;
-        let now = fingerprint(&dir);
-        if now != seen {
-            seen = now;
-            if let Some(reg) = reload(&shared.config) {
-                if let Ok(mut g) = shared.machines.write() {
-                    *g = Arc::new(reg);
+        if let Some(dir) = &files {
+            let now = Some(fingerprint(dir));
+            if now != seen {
+                seen = now;
+                if let Some(reg) = reload(&shared.config, dir) {
+                    if let Ok(mut g) = shared.machines.write() {
+                        *g = Arc::new(reg);
+                    }
                 }
             }
         }

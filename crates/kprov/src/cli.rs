@@ -397,6 +397,25 @@ pub struct NetbootServeArgs {
     /// The server's YAML config file.
     #[arg(long, value_name = "FILE")]
     pub config: PathBuf,
+    /// Where Machines come from: the config's machinesDir (files), or
+    /// machines.kprov.dev objects in the cluster (kubernetes; apply the
+    /// definition of `kprov netboot crd` first), whose status the server
+    /// then writes.
+    #[arg(long, value_enum, default_value_t = MachinesArg::Files)]
+    pub machines: MachinesArg,
+    /// With --machines kubernetes: the kubeconfig to reach the cluster
+    /// with (default: the pod's service account).
+    #[arg(long, value_name = "FILE", env = "KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
+}
+
+/// Where `kprov netboot serve` takes Machines from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum MachinesArg {
+    /// The YAML files of the config's machinesDir.
+    Files,
+    /// machines.kprov.dev objects in the cluster.
+    Kubernetes,
 }
 
 /// `kprov token` subcommands.

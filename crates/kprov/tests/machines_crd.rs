@@ -8,10 +8,12 @@
 mod common;
 
 use std::io::Write;
+use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
 use common::controlplane::{kprov_in, text, wait_for, ControlPlane};
+use common::netns::Peer;
 
 const PREFIX: &str = "10.91.0";
 
@@ -23,10 +25,22 @@ fn machine(name: &str, mac: &str, ip: &str) -> String {
 
 /// `kubectl apply -f -` with `doc` on its stdin.
 fn apply(cp: &ControlPlane, doc: &str) -> std::process::Output {
+    apply_with(cp, doc, &[])
+}
+
+/// [`apply`] with kubectl's client-side validation off: the API server
+/// answers (kubectl's own check words it differently once it has
+/// fetched the schema).
+fn apply_to_server(cp: &ControlPlane, doc: &str) -> std::process::Output {
+    apply_with(cp, doc, &["--validate=false"])
+}
+
+fn apply_with(cp: &ControlPlane, doc: &str, extra: &[&str]) -> std::process::Output {
     let mut child = cp
         .ns
         .command(&cp.kubectl_bin)
         .args(["--kubeconfig", &cp.admin, "apply", "-f", "-"])
+        .args(extra)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -41,13 +55,12 @@ fn apply(cp: &ControlPlane, doc: &str) -> std::process::Output {
     child.wait_with_output().unwrap()
 }
 
-#[test]
-#[ignore = "needs root, network namespaces, etcd and the Kubernetes v1.20.2 build"]
-fn the_machine_crd_is_accepted_takes_machine_files_and_refuses_a_bad_mac_naming_the_field() {
-    let cp = ControlPlane::start(PREFIX);
+/// Applies the definition `kprov netboot crd` prints and waits until the
+/// API server serves it.
+fn install_crd(cp: &ControlPlane) {
     let crd = kprov_in(&cp.ns, &["netboot", "crd"]);
     assert!(crd.status.success(), "{}", text(&crd));
-    let applied = apply(&cp, &String::from_utf8(crd.stdout).unwrap());
+    let applied = apply(cp, &String::from_utf8(crd.stdout).unwrap());
     assert!(
         applied.status.success(),
         "{}\n{}",
@@ -68,6 +81,53 @@ fn the_machine_crd_is_accepted_takes_machine_files_and_refuses_a_bad_mac_naming_
         established.is_some(),
         "machines.kprov.dev never Established"
     );
+}
+
+/// A field of a Machine's object (kubectl's jsonpath).
+fn field(cp: &ControlPlane, name: &str, path: &str) -> String {
+    let o = cp.kubectl(&[
+        "get",
+        "machine",
+        name,
+        "-o",
+        &format!("jsonpath={{{path}}}"),
+    ]);
+    String::from_utf8_lossy(&o.stdout).to_string()
+}
+
+/// busybox udhcpc once in `peer` (3 tries a second apart): the address
+/// it bound, or None.
+fn udhcpc(peer: &Peer, scratch: &Path) -> Option<String> {
+    let out = scratch.join(format!("udhcpc-{}.out", peer.name));
+    let script = scratch.join("udhcpc.sh");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\n[ \"$1\" = bound ] && echo \"$ip\" > {}\nexit 0\n",
+            out.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let _ = std::fs::remove_file(&out);
+    peer.command("timeout")
+        .args([
+            "30", "busybox", "udhcpc", "-i", "eth0", "-n", "-q", "-f", "-t", "3", "-T", "1", "-A",
+            "1", "-s",
+        ])
+        .arg(&script)
+        .output()
+        .unwrap();
+    std::fs::read_to_string(&out)
+        .ok()
+        .map(|s| s.trim().to_string())
+}
+
+#[test]
+#[ignore = "needs root, network namespaces, etcd and the Kubernetes v1.20.2 build"]
+fn the_machine_crd_is_accepted_takes_machine_files_and_refuses_a_bad_mac_naming_the_field() {
+    let cp = ControlPlane::start(PREFIX);
+    install_crd(&cp);
 
     // A file the server accepts is a valid object, shown with its columns.
     let good = machine("node1", "52:54:00:aa:00:01", "10.91.0.20");
@@ -96,7 +156,7 @@ fn the_machine_crd_is_accepted_takes_machine_files_and_refuses_a_bad_mac_naming_
 
     // A malformed MAC: refused by the API server, naming the field, and
     // no object is made.
-    let bad = apply(&cp, &machine("node2", "52:54:00:aa:00", "10.91.0.21"));
+    let bad = apply_to_server(&cp, &machine("node2", "52:54:00:aa:00", "10.91.0.21"));
     let said = String::from_utf8_lossy(&bad.stderr).to_string();
     assert!(!bad.status.success(), "{}", text(&bad));
     assert!(said.contains("spec.macAddress"), "{said}");
@@ -108,7 +168,7 @@ fn the_machine_crd_is_accepted_takes_machine_files_and_refuses_a_bad_mac_naming_
         text(&absent)
     );
     // A spec without what it boots: refused naming spec.boot.
-    let no_boot = apply(
+    let no_boot = apply_to_server(
         &cp,
         "apiVersion: kprov.dev/v1alpha1\nkind: Machine\nmetadata:\n  name: node3\nspec:\n  macAddress: 52:54:00:aa:00:03\n",
     );
@@ -118,4 +178,119 @@ fn the_machine_crd_is_accepted_takes_machine_files_and_refuses_a_bad_mac_naming_
         "{}",
         text(&no_boot)
     );
+}
+
+#[test]
+#[ignore = "needs root, network namespaces, busybox, etcd and the Kubernetes v1.20.2 build"]
+fn netboot_serves_the_machines_it_watches_and_writes_their_status() {
+    const MAC: &str = "52:54:00:bb:00:01";
+    let mut cp = ControlPlane::start("10.92.0");
+    install_crd(&cp);
+    let dir = common::scratch("netboot-kube-");
+    let d = dir.path();
+    for sub in ["tftp", "http", "state"] {
+        std::fs::create_dir_all(d.join(sub)).unwrap();
+    }
+    // No machinesDir: Machines come from the API server only.
+    std::fs::write(
+        d.join("netboot.yaml"),
+        "mode: full\ninterface: br0\nserverAddress: 10.92.0.1\nsubnet: 10.92.0.0/24\n\
+         router: 10.92.0.1\ntftpRoot: tftp\nhttpRoot: http\nstateDir: state\nports: {http: 8080}\n",
+    )
+    .unwrap();
+    let log = d.join("server.log");
+    let config = d.join("netboot.yaml");
+    let server = cp.ns.spawn_logged(
+        &common::kprov_bin(),
+        &[
+            "--log-level",
+            "info",
+            "netboot",
+            "serve",
+            "--config",
+            config.to_str().unwrap(),
+            "--machines",
+            "kubernetes",
+            "--kubeconfig",
+            &cp.admin.clone(),
+        ],
+        &log,
+    );
+    let log_text = || std::fs::read_to_string(&log).unwrap_or_default();
+    let loaded = wait_for(Duration::from_secs(30), || {
+        log_text()
+            .contains("machines loaded from the API server")
+            .then_some(())
+    });
+    assert!(
+        loaded.is_some(),
+        "netboot never listed the Machines:\n{}",
+        log_text()
+    );
+
+    // A Machine applied after the server started: its status says
+    // Pending, its MAC gets its address, and its status moves to
+    // PXEBooting at that address.
+    let created = apply(&cp, &machine("node1", MAC, "10.92.0.20"));
+    assert!(created.status.success(), "{}", text(&created));
+    let pending = wait_for(Duration::from_secs(20), || {
+        (field(&cp, "node1", ".status.phase") == "Pending").then_some(())
+    });
+    assert!(
+        pending.is_some(),
+        "node1's status never said Pending:\n{}",
+        log_text()
+    );
+    let peer = cp.ns.add_peer(MAC);
+    let got = udhcpc(&peer, d);
+    assert_eq!(got.as_deref(), Some("10.92.0.20"), "{}", log_text());
+    let booting = wait_for(Duration::from_secs(20), || {
+        let phase = field(&cp, "node1", ".status.phase");
+        let seen = field(&cp, "node1", ".status.address");
+        (phase == "PXEBooting" && seen == "10.92.0.20").then_some(())
+    });
+    assert!(
+        booting.is_some(),
+        "node1's status: {}\n{}",
+        field(&cp, "node1", ".status"),
+        log_text()
+    );
+    let reason = field(
+        &cp,
+        "node1",
+        ".status.conditions[?(@.type==\"PXEBooted\")].reason",
+    );
+    assert_eq!(reason, "DHCPAnswered");
+    println!("node1's status: {}", field(&cp, "node1", ".status"));
+
+    // A Machine the API server takes but netboot refuses (its address is
+    // outside the subnet): its status says Failed, naming the field.
+    let outside = apply(&cp, &machine("node2", "52:54:00:bb:00:02", "10.1.0.9"));
+    assert!(outside.status.success(), "{}", text(&outside));
+    let failed = wait_for(Duration::from_secs(20), || {
+        let error = field(&cp, "node2", ".status.lastError");
+        (field(&cp, "node2", ".status.phase") == "Failed" && error.contains("spec.ipAddress"))
+            .then_some(error)
+    });
+    assert!(
+        failed.is_some(),
+        "node2's status: {}\n{}",
+        field(&cp, "node2", ".status"),
+        log_text()
+    );
+    println!("node2 refused: {}", failed.unwrap());
+
+    // Deleted, node1 is no longer answered (there is no default profile).
+    let deleted = cp.kubectl(&["delete", "machine", "node1"]);
+    assert!(deleted.status.success(), "{}", text(&deleted));
+    let forgotten = wait_for(Duration::from_secs(20), || {
+        (udhcpc(&peer, d).is_none()).then_some(())
+    });
+    assert!(
+        forgotten.is_some(),
+        "node1 is still answered after its deletion:\n{}",
+        log_text()
+    );
+    drop(peer);
+    cp.ns.stop(server);
 }

@@ -13,7 +13,8 @@ use anyhow::Context;
 use kprov_netboot::config::Config;
 use kprov_netboot::machine::MacAddr;
 
-use crate::cli::NetbootCommand;
+use crate::cli::{MachinesArg, NetbootCommand};
+use kprov_netboot::server::MachineSource;
 
 fn read_config(path: &Path) -> anyhow::Result<Config> {
     let text = std::fs::read_to_string(path)
@@ -30,7 +31,22 @@ pub fn run(command: NetbootCommand) -> anyhow::Result<ExitCode> {
                 .enable_all()
                 .build()
                 .context("starting the tokio runtime")?;
-            let result = runtime.block_on(kprov_netboot::server::serve(config));
+            let result = runtime.block_on(async {
+                let source = match args.machines {
+                    MachinesArg::Files => MachineSource::Files,
+                    MachinesArg::Kubernetes => {
+                        let client = match &args.kubeconfig {
+                            Some(path) => kprov_kube::client(path).await,
+                            None => kprov_kube::client_in_cluster().await,
+                        }
+                        .context("--machines kubernetes: connecting to the cluster")?;
+                        MachineSource::Kubernetes(client)
+                    }
+                };
+                kprov_netboot::server::serve(config, source)
+                    .await
+                    .map_err(anyhow::Error::from)
+            });
             // A TFTP transfer on a blocking thread may still wait for its
             // client: do not wait for it.
             runtime.shutdown_timeout(Duration::from_secs(1));
