@@ -119,6 +119,11 @@ pub async fn status_loop(shared: Arc<Shared>, client: Client, reader: Store<Mach
     let mut written: BTreeMap<String, crate::crd::MachineStatus> = BTreeMap::new();
     loop {
         tokio::time::sleep(STATUS_EVERY).await;
+        // The replica that answers DHCP is the one that sees the machines.
+        if !shared.leading() {
+            written.clear();
+            continue;
+        }
         let machines = shared.machines();
         let refused = shared.refused();
         let now = crate::server::now();

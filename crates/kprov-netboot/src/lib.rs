@@ -36,6 +36,7 @@ pub mod fuzz;
 pub mod http;
 pub mod ipxe;
 pub mod kube_source;
+pub mod leader;
 pub mod leases;
 pub mod limits;
 pub mod machine;

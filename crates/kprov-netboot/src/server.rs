@@ -96,6 +96,8 @@ pub struct Shared {
     pub http_root: PathBuf,
     states: Mutex<States>,
     states_dirty: AtomicBool,
+    /// Whether this replica answers DHCP (always, unless a Lease decides).
+    leading: AtomicBool,
     epochs: RwLock<Arc<BTreeMap<MacAddr, u32>>>,
     /// Token lifetime and user-data window.
     pub policy: Policy,
@@ -145,6 +147,16 @@ impl Shared {
         if let Ok(mut g) = self.refused.write() {
             *g = Arc::new(refused);
         }
+    }
+
+    /// Whether this replica answers DHCP and writes Machine status.
+    pub fn leading(&self) -> bool {
+        self.leading.load(Ordering::Acquire)
+    }
+
+    /// Sets whether this replica holds the Lease.
+    pub fn set_leading(&self, leading: bool) {
+        self.leading.store(leading, Ordering::Release);
     }
 
     /// What the server has seen of `mac`.
@@ -338,9 +350,15 @@ fn supervise(name: &'static str, fut: impl Future<Output = ()> + Send + 'static)
 pub enum MachineSource {
     /// The config's `machinesDir` (reloaded when a file changes).
     Files,
-    /// `machines.kprov.dev` objects, through this client; the server
-    /// writes their status.
-    Kubernetes(kube::Client),
+    /// `machines.kprov.dev` objects; the server writes their status.
+    Kubernetes {
+        /// The client.
+        client: kube::Client,
+        /// The namespace of the Lease replicas share.
+        lease_namespace: String,
+        /// This replica's identity in the Lease.
+        identity: String,
+    },
 }
 
 /// Runs every server until one of them stops; then returns why.
@@ -348,7 +366,7 @@ pub async fn serve(config: Config, source: MachineSource) -> Result<(), ServeErr
     let files = match (&source, &config.machines_dir) {
         (MachineSource::Files, Some(dir)) => Some(dir.clone()),
         (MachineSource::Files, None) => return Err(ServeError::NoMachines),
-        (MachineSource::Kubernetes(_), _) => None,
+        (MachineSource::Kubernetes { .. }, _) => None,
     };
     std::fs::create_dir_all(&config.state_dir).map_err(|source| ServeError::Path {
         what: "state directory",
@@ -422,6 +440,8 @@ pub async fn serve(config: Config, source: MachineSource) -> Result<(), ServeErr
         http_root,
         states: Mutex::new(states),
         states_dirty: AtomicBool::new(false),
+        // Replicas watching the cluster wait for the Lease.
+        leading: AtomicBool::new(files.is_some()),
         epochs: RwLock::new(Arc::new(epochs)),
         policy: Policy {
             token_ttl: config.token_ttl_seconds,
@@ -469,7 +489,16 @@ pub async fn serve(config: Config, source: MachineSource) -> Result<(), ServeErr
         supervise("TFTP", crate::tftp_serve::tftp_loop(shared.clone(), tftp)),
         supervise("HTTP", crate::http::http_loop(shared.clone(), http)),
     ];
-    if let MachineSource::Kubernetes(client) = source {
+    if let MachineSource::Kubernetes {
+        client,
+        lease_namespace,
+        identity,
+    } = source
+    {
+        tasks.push(supervise(
+            "Lease",
+            crate::leader::lead_loop(shared.clone(), client.clone(), lease_namespace, identity),
+        ));
         let (reader, writer) = crate::kube_source::store();
         tasks.push(supervise(
             "Machine watch",
@@ -691,6 +720,11 @@ async fn dhcp_loop(shared: Arc<Shared>, sock: Arc<UdpSocket>, listener: Listener
             }
         };
         kprov_host::failpoint::hit("netboot.dhcp.datagram");
+        if !shared.leading() {
+            add(&shared.metrics.dhcp_ignored, 1);
+            tracing::debug!(from = %from, "DHCP left to the Lease holder");
+            continue;
+        }
         let machines = shared.machines();
         let now = now();
         let (decision, out) = {

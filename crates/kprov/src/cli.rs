@@ -407,6 +407,14 @@ pub struct NetbootServeArgs {
     /// with (default: the pod's service account).
     #[arg(long, value_name = "FILE", env = "KUBECONFIG")]
     pub kubeconfig: Option<PathBuf>,
+    /// With --machines kubernetes: the namespace of the Lease
+    /// (kprov-netboot) that lets one replica answer DHCP at a time.
+    #[arg(long, value_name = "NAMESPACE", default_value = "kube-system")]
+    pub lease_namespace: String,
+    /// With --machines kubernetes: this replica's name in the Lease
+    /// (default: $POD_NAME, else HOSTNAME-PID).
+    #[arg(long, value_name = "NAME")]
+    pub identity: Option<String>,
 }
 
 /// Where `kprov netboot serve` takes Machines from.

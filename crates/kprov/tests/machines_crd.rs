@@ -8,7 +8,7 @@
 mod common;
 
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -96,14 +96,14 @@ fn field(cp: &ControlPlane, name: &str, path: &str) -> String {
 }
 
 /// busybox udhcpc once in `peer` (3 tries a second apart): the address
-/// it bound, or None.
+/// it bound and the server that gave it ("IP SERVER"), or None.
 fn udhcpc(peer: &Peer, scratch: &Path) -> Option<String> {
     let out = scratch.join(format!("udhcpc-{}.out", peer.name));
     let script = scratch.join("udhcpc.sh");
     std::fs::write(
         &script,
         format!(
-            "#!/bin/sh\n[ \"$1\" = bound ] && echo \"$ip\" > {}\nexit 0\n",
+            "#!/bin/sh\n[ \"$1\" = bound ] && echo \"$ip $serverid\" > {}\nexit 0\n",
             out.display()
         ),
     )
@@ -243,7 +243,12 @@ fn netboot_serves_the_machines_it_watches_and_writes_their_status() {
     );
     let peer = cp.ns.add_peer(MAC);
     let got = udhcpc(&peer, d);
-    assert_eq!(got.as_deref(), Some("10.92.0.20"), "{}", log_text());
+    assert_eq!(
+        got.as_deref(),
+        Some("10.92.0.20 10.92.0.1"),
+        "{}",
+        log_text()
+    );
     let booting = wait_for(Duration::from_secs(20), || {
         let phase = field(&cp, "node1", ".status.phase");
         let seen = field(&cp, "node1", ".status.address");
@@ -293,4 +298,137 @@ fn netboot_serves_the_machines_it_watches_and_writes_their_status() {
     );
     drop(peer);
     cp.ns.stop(server);
+}
+
+#[test]
+#[ignore = "needs root, network namespaces, busybox, etcd and the Kubernetes v1.20.2 build"]
+fn two_replicas_share_a_lease_and_the_other_answers_dhcp_once_the_leader_stops() {
+    const MAC: &str = "52:54:00:cc:00:01";
+    let mut cp = ControlPlane::start("10.90.0");
+    install_crd(&cp);
+    let created = apply(&cp, &machine("node1", MAC, "10.90.0.20"));
+    assert!(created.status.success(), "{}", text(&created));
+    let dir = common::scratch("netboot-replicas-");
+    let d = dir.path();
+    // Replica a on the bridge (10.90.0.1), replica b in a namespace of its
+    // own on the same bridge (10.90.0.2).
+    let replica = |name: &str, interface: &str, address: &str| -> (PathBuf, Vec<String>) {
+        let root = d.join(name);
+        for sub in ["tftp", "http", "state"] {
+            std::fs::create_dir_all(root.join(sub)).unwrap();
+        }
+        std::fs::write(
+            root.join("netboot.yaml"),
+            format!(
+                "mode: full\ninterface: {interface}\nserverAddress: {address}\n\
+                 subnet: 10.90.0.0/24\ntftpRoot: tftp\nhttpRoot: http\nstateDir: state\n\
+                 ports: {{http: 8080}}\n"
+            ),
+        )
+        .unwrap();
+        let config = root.join("netboot.yaml");
+        let args = [
+            "--log-level",
+            "info",
+            "netboot",
+            "serve",
+            "--config",
+            config.to_str().unwrap(),
+            "--machines",
+            "kubernetes",
+            "--kubeconfig",
+            &cp.admin,
+            "--identity",
+            name,
+        ];
+        (
+            root.join("server.log"),
+            args.iter().map(|a| a.to_string()).collect(),
+        )
+    };
+    let (log_a, args_a) = replica("replica-a", "br0", "10.90.0.1");
+    let (log_b, args_b) = replica("replica-b", "eth0", "10.90.0.2");
+    let args_a: Vec<&str> = args_a.iter().map(String::as_str).collect();
+    let a = cp.ns.spawn_logged(&common::kprov_bin(), &args_a, &log_a);
+    let read = |log: &Path| std::fs::read_to_string(log).unwrap_or_default();
+    let leading = wait_for(Duration::from_secs(30), || {
+        read(&log_a)
+            .contains("leading: this replica answers DHCP")
+            .then_some(())
+    });
+    assert!(leading.is_some(), "replica a never led:\n{}", read(&log_a));
+
+    let b_ns = cp.ns.add_peer("52:54:00:cc:00:0b");
+    b_ns.ip(&["addr", "add", "10.90.0.2/24", "dev", "eth0"]);
+    let mut b = b_ns
+        .command(common::kprov_bin().to_str().unwrap())
+        .args(&args_b)
+        .stdout(std::fs::File::create(&log_b).unwrap())
+        .stderr(std::fs::File::create(d.join("replica-b/stderr.log")).unwrap())
+        .spawn()
+        .unwrap();
+    let log_b_all = || read(&log_b) + &read(&d.join("replica-b/stderr.log"));
+    let following = wait_for(Duration::from_secs(30), || {
+        log_b_all()
+            .contains("following: replica-a answers DHCP")
+            .then_some(())
+    });
+    assert!(following.is_some(), "replica b:\n{}", log_b_all());
+
+    // Only the holder answers.
+    let client = cp.ns.add_peer(MAC);
+    let first = udhcpc(&client, d);
+    assert_eq!(
+        first.as_deref(),
+        Some("10.90.0.20 10.90.0.1"),
+        "a:\n{}\nb:\n{}",
+        read(&log_a),
+        log_b_all()
+    );
+
+    // The holder stops (its Lease is not released): the other takes over
+    // once the Lease has run out, and answers.
+    let stopped = std::time::Instant::now();
+    cp.ns.stop(a);
+    let took_over = wait_for(Duration::from_secs(40), || {
+        log_b_all()
+            .contains("leading: this replica answers DHCP")
+            .then_some(())
+    });
+    assert!(
+        took_over.is_some(),
+        "replica b never took over:\n{}",
+        log_b_all()
+    );
+    println!(
+        "replica b took over {:.1} s after replica a stopped (lease {} s)",
+        stopped.elapsed().as_secs_f64(),
+        kprov_netboot::leader::LEASE_SECONDS
+    );
+    let second = udhcpc(&client, d);
+    assert_eq!(
+        second.as_deref(),
+        Some("10.90.0.20 10.90.0.2"),
+        "{}",
+        log_b_all()
+    );
+    let holder = cp.kubectl(&[
+        "-n",
+        "kube-system",
+        "get",
+        "lease",
+        kprov_netboot::leader::LEASE_NAME,
+        "-o",
+        "jsonpath={.spec.holderIdentity} {.spec.leaseTransitions}",
+    ]);
+    assert_eq!(
+        String::from_utf8_lossy(&holder.stdout),
+        "replica-b 1",
+        "{}",
+        text(&holder)
+    );
+    let _ = b.kill();
+    let _ = b.wait();
+    drop(client);
+    drop(b_ns);
 }

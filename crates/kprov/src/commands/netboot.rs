@@ -22,6 +22,21 @@ fn read_config(path: &Path) -> anyhow::Result<Config> {
     Ok(Config::parse(path, &text)?)
 }
 
+/// A replica's name in the Lease: given, else the pod's, else the host's
+/// with the process ID.
+fn identity(given: Option<&str>) -> String {
+    if let Some(name) = given {
+        return name.to_string();
+    }
+    if let Ok(pod) = std::env::var("POD_NAME") {
+        if !pod.is_empty() {
+            return pod;
+        }
+    }
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    format!("{}-{}", host.trim(), std::process::id())
+}
+
 /// Runs a `kprov netboot` subcommand.
 pub fn run(command: NetbootCommand) -> anyhow::Result<ExitCode> {
     match command {
@@ -40,7 +55,11 @@ pub fn run(command: NetbootCommand) -> anyhow::Result<ExitCode> {
                             None => kprov_kube::client_in_cluster().await,
                         }
                         .context("--machines kubernetes: connecting to the cluster")?;
-                        MachineSource::Kubernetes(client)
+                        MachineSource::Kubernetes {
+                            client,
+                            lease_namespace: args.lease_namespace.clone(),
+                            identity: identity(args.identity.as_deref()),
+                        }
                     }
                 };
                 kprov_netboot::server::serve(config, source)
