@@ -16,7 +16,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::machine::MachineError;
-use crate::state::{Phase, Record};
+use crate::state::{phase_of, Phase, Record};
 
 /// What the MAC address field accepts: six hex byte pairs separated by
 /// `:` or `-` (as [`crate::machine::MacAddr`] parses).
@@ -177,6 +177,8 @@ pub struct Observed<'a> {
     pub spec_installed: bool,
     /// Why netboot refused its spec, when it did.
     pub refused: Option<&'a MachineError>,
+    /// Its Node (name, Ready), once it exists.
+    pub node: Option<(&'a str, bool)>,
 }
 
 /// An RFC 3339 time from seconds since the Unix epoch.
@@ -277,21 +279,39 @@ pub fn status_of(seen: Observed<'_>, previous: Option<&MachineStatus>, now: u64)
             "its user-data has not been served".into(),
         ),
     };
+    let node_ready = match seen.node {
+        Some((node, true)) => condition(
+            "NodeReady",
+            true,
+            "KubeletReady",
+            format!("Node {node} is Ready"),
+        ),
+        Some((node, false)) => condition(
+            "NodeReady",
+            false,
+            "NodeNotReady",
+            format!("Node {node} is registered, not Ready"),
+        ),
+        None => condition(
+            "NodeReady",
+            false,
+            "NoNode",
+            "no Node of its name yet".into(),
+        ),
+    };
     let phase = if seen.refused.is_some() {
         Phase::Failed
     } else {
-        record.map_or(
-            if seen.spec_installed {
-                Phase::Installed
-            } else {
-                Phase::Pending
-            },
-            |r| r.phase(seen.spec_installed),
+        phase_of(
+            record,
+            seen.spec_installed,
+            seen.node.map(|(_, ready)| ready),
         )
+        .0
     };
     MachineStatus {
         phase: Some(phase),
-        conditions: vec![valid, booted, installed, configured],
+        conditions: vec![valid, booted, installed, configured, node_ready],
         address: record.and_then(|r| r.address).map(|a| a.to_string()),
         last_contact: record.and_then(|r| r.last_contact).map(rfc3339),
         last_error: seen
@@ -360,6 +380,37 @@ mod tests {
         assert_eq!(later.conditions[1].last_transition_time, rfc3339(1_000));
         assert_eq!(later.conditions[2].status, "True");
         assert_eq!(later.conditions[2].last_transition_time, rfc3339(2_000));
+    }
+
+    #[test]
+    fn a_machine_is_joining_with_its_node_registered_and_ready_with_it_ready() {
+        let record = Record {
+            installed_at: Some(100),
+            user_data_first: Some(200),
+            user_data_at: Some(200),
+            ..Record::default()
+        };
+        let seen = |node| Observed {
+            record: Some(&record),
+            node,
+            ..Observed::default()
+        };
+        assert_eq!(status_of(seen(None), None, 300).phase, Some(Phase::Joining));
+        let registered = status_of(seen(Some(("node1", false))), None, 300);
+        assert_eq!(registered.phase, Some(Phase::Joining));
+        assert_eq!(registered.conditions[4].reason, "NodeNotReady");
+        let ready = status_of(seen(Some(("node1", true))), Some(&registered), 400);
+        assert_eq!(ready.phase, Some(Phase::Ready));
+        let condition = &ready.conditions[4];
+        assert_eq!(
+            (
+                condition.kind.as_str(),
+                condition.status.as_str(),
+                condition.message.as_str()
+            ),
+            ("NodeReady", "True", "Node node1 is Ready")
+        );
+        assert_eq!(condition.last_transition_time, rfc3339(400));
     }
 
     #[test]

@@ -219,7 +219,7 @@ async fn answer(
     match route {
         Route::Metrics => text(
             StatusCode::OK,
-            shared.metrics.render(shared.machines().len()),
+            shared.metrics.render(shared.machines().len()) + &shared.phase_metrics(),
             "text/plain; version=0.0.4",
         ),
         Route::ScriptWithoutToken(mac) => {

@@ -129,6 +129,17 @@ pub struct Machine {
     pub hostname: Option<String>,
     /// The boot profile.
     pub profile: Profile,
+    /// Its Node, when the cluster has one: whether it is Ready.
+    pub node: Option<bool>,
+}
+
+impl Machine {
+    /// Whether it is done installing: its spec says so, or its Node
+    /// exists (it has joined). Its script then boots the local disk and
+    /// its user-data is no longer served.
+    pub fn served_as_installed(&self) -> bool {
+        self.profile.installed || self.node.is_some()
+    }
 }
 
 /// A Machine file that was refused: which file, which field and why.
@@ -348,6 +359,7 @@ pub fn validate_spec(
         ip,
         hostname: spec.hostname,
         profile,
+        node: None,
     })
 }
 
@@ -416,6 +428,11 @@ impl Registry {
             uuid.and_then(|u| self.by_uuid.get(u))
                 .and_then(|m| self.by_mac.get(m))
         })
+    }
+
+    /// Every machine, by MAC.
+    pub fn iter(&self) -> impl Iterator<Item = &Machine> {
+        self.by_mac.values()
     }
 
     /// The machine named `name`.

@@ -1,7 +1,9 @@
-//! Counters of the servers, rendered in the Prometheus text format at
-//! `/metrics`.
+//! Counters of the servers, and gauges of the machines' phases, rendered
+//! in the Prometheus text format at `/metrics`.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::state::Phase;
 
 /// The counters (relaxed atomics: they are statistics).
 #[derive(Debug, Default)]
@@ -31,6 +33,68 @@ pub struct Metrics {
 /// Adds `n` to a counter.
 pub fn add(c: &AtomicU64, n: u64) {
     c.fetch_add(n, Ordering::Relaxed);
+}
+
+/// One machine as the phase metrics see it.
+#[derive(Debug, Clone)]
+pub struct MachinePhase {
+    /// Its name.
+    pub name: String,
+    /// Its phase.
+    pub phase: Phase,
+    /// When that phase began (seconds since the epoch), when known.
+    pub since: Option<u64>,
+}
+
+/// Every phase, in order.
+const PHASES: [Phase; 7] = [
+    Phase::Pending,
+    Phase::PxeBooting,
+    Phase::Installing,
+    Phase::Installed,
+    Phase::Joining,
+    Phase::Ready,
+    Phase::Failed,
+];
+
+/// A phase's name in metric labels (as in Machine status).
+fn phase_label(phase: Phase) -> String {
+    serde_json::to_value(phase)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default()
+}
+
+/// The gauges of the machines' phases: how many are in each, and how
+/// long each machine has been in its phase at `now`.
+pub fn render_phases(machines: &[MachinePhase], now: u64) -> String {
+    let mut s = String::from(
+        "# HELP kprov_netboot_machines_by_phase Machines by phase, as netboot sees them.\n\
+         # TYPE kprov_netboot_machines_by_phase gauge\n",
+    );
+    for phase in PHASES {
+        let n = machines.iter().filter(|m| m.phase == phase).count();
+        s.push_str(&format!(
+            "kprov_netboot_machines_by_phase{{phase=\"{}\"}} {n}\n",
+            phase_label(phase)
+        ));
+    }
+    s.push_str(
+        "# HELP kprov_netboot_machine_phase_seconds Seconds each machine has been in its phase.\n\
+         # TYPE kprov_netboot_machine_phase_seconds gauge\n",
+    );
+    for m in machines {
+        if let Some(since) = m.since {
+            // Names are DNS labels: nothing to escape.
+            s.push_str(&format!(
+                "kprov_netboot_machine_phase_seconds{{machine=\"{}\",phase=\"{}\"}} {}\n",
+                m.name,
+                phase_label(m.phase),
+                now.saturating_sub(since)
+            ));
+        }
+    }
+    s
 }
 
 impl Metrics {
@@ -84,5 +148,51 @@ impl Metrics {
         );
         s.push_str(&format!("# HELP kprov_netboot_machines Machines loaded.\n# TYPE kprov_netboot_machines gauge\nkprov_netboot_machines {machines}\n"));
         s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn phases_are_counted_and_each_machine_says_how_long_it_has_been_in_its_own() {
+        let machines = [
+            MachinePhase {
+                name: "node1".into(),
+                phase: Phase::PxeBooting,
+                since: Some(100),
+            },
+            MachinePhase {
+                name: "node2".into(),
+                phase: Phase::Pending,
+                since: None,
+            },
+            MachinePhase {
+                name: "node3".into(),
+                phase: Phase::PxeBooting,
+                since: Some(130),
+            },
+        ];
+        let text = render_phases(&machines, 160);
+        assert!(
+            text.contains("kprov_netboot_machines_by_phase{phase=\"PXEBooting\"} 2\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("kprov_netboot_machines_by_phase{phase=\"Pending\"} 1\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("kprov_netboot_machines_by_phase{phase=\"Ready\"} 0\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "kprov_netboot_machine_phase_seconds{machine=\"node1\",phase=\"PXEBooting\"} 60\n"
+            ),
+            "{text}"
+        );
+        assert!(!text.contains("machine=\"node2\""), "{text}");
     }
 }

@@ -28,9 +28,9 @@ use crate::config::{check_roots, Config, Mode};
 use crate::dhcp::{handle_datagram, Decision, Listener, ReplyTo, View};
 use crate::leases::LeaseTable;
 use crate::limits::{caps, raise_fd_limit, Caps};
-use crate::machine::{load_dir, machine_files, MacAddr, MachineError, Profile, Registry};
+use crate::machine::{load_dir, machine_files, MacAddr, Machine, MachineError, Profile, Registry};
 use crate::metrics::{add, Metrics};
-use crate::state::{script_token, Ask, Binding, Policy, Record, States};
+use crate::state::{phase_of, script_token, Ask, Binding, Phase, Policy, Record, States};
 use crate::token::Tokens;
 
 /// Why the server could not start.
@@ -159,6 +159,36 @@ impl Shared {
         self.leading.store(leading, Ordering::Release);
     }
 
+    /// The phase gauges of `/metrics`: every Machine's phase and how
+    /// long it has been in it (a refused Machine object is Failed).
+    pub fn phase_metrics(&self) -> String {
+        let machines = self.machines();
+        let mut phases: Vec<crate::metrics::MachinePhase> = {
+            let states = self.states.lock().unwrap_or_else(|p| p.into_inner());
+            machines
+                .iter()
+                .map(|m| {
+                    let (phase, since) = phase_of(states.get(&m.mac), m.profile.installed, m.node);
+                    crate::metrics::MachinePhase {
+                        name: m.name.clone(),
+                        phase,
+                        since,
+                    }
+                })
+                .collect()
+        };
+        phases.extend(
+            self.refused()
+                .keys()
+                .map(|name| crate::metrics::MachinePhase {
+                    name: name.clone(),
+                    phase: Phase::Failed,
+                    since: None,
+                }),
+        );
+        crate::metrics::render_phases(&phases, now())
+    }
+
     /// What the server has seen of `mac`.
     pub fn record(&self, mac: &MacAddr) -> Option<Record> {
         let states = self.states.lock().unwrap_or_else(|p| p.into_inner());
@@ -174,7 +204,10 @@ impl Shared {
                 name: m.name.clone(),
                 instance: m.name.clone(),
                 hostname: m.hostname.clone(),
-                profile: m.profile.clone(),
+                profile: Profile {
+                    installed: m.served_as_installed(),
+                    ..m.profile.clone()
+                },
                 fixed: m.ip,
             }),
             None => self.config.default_profile.as_ref().map(|p| MachineView {
@@ -499,14 +532,19 @@ pub async fn serve(config: Config, source: MachineSource) -> Result<(), ServeErr
             "Lease",
             crate::leader::lead_loop(shared.clone(), client.clone(), lease_namespace, identity),
         ));
-        let (reader, writer) = crate::kube_source::store();
+        let (watched, writers) = crate::kube_source::stores();
         tasks.push(supervise(
             "Machine watch",
-            crate::kube_source::watch_loop(shared.clone(), client.clone(), reader.clone(), writer),
+            crate::kube_source::watch_loop(
+                shared.clone(),
+                client.clone(),
+                watched.clone(),
+                writers,
+            ),
         ));
         tasks.push(supervise(
             "Machine status",
-            crate::kube_source::status_loop(shared.clone(), client, reader),
+            crate::kube_source::status_loop(shared.clone(), client, watched),
         ));
     }
     if let Some(p) = proxy {
@@ -673,7 +711,7 @@ async fn state_flush_loop(shared: Arc<Shared>, path: PathBuf) {
         if !shared.states_dirty.swap(false, Ordering::AcqRel) {
             continue;
         }
-        let installed = |mac: &MacAddr| machines.get(mac).is_some_and(|m| m.profile.installed);
+        let installed = |mac: &MacAddr| machines.get(mac).is_some_and(Machine::served_as_installed);
         let json = match shared.states.lock() {
             Ok(s) => s.to_json(&installed),
             Err(_) => continue,

@@ -107,6 +107,23 @@ pub enum Phase {
     Failed,
 }
 
+/// A machine's phase and when it began, from its record (if any), its
+/// spec's `installed` and its Node (Ready or not) when one exists: the
+/// one rule behind Machine status and the phase metrics.
+pub fn phase_of(
+    record: Option<&Record>,
+    spec_installed: bool,
+    node: Option<bool>,
+) -> (Phase, Option<u64>) {
+    match (node, record) {
+        (Some(true), _) => (Phase::Ready, None),
+        (Some(false), r) => (Phase::Joining, r.and_then(|r| r.user_data_at)),
+        (None, Some(r)) => r.phase_since(spec_installed),
+        (None, None) if spec_installed => (Phase::Installed, None),
+        (None, None) => (Phase::Pending, None),
+    }
+}
+
 /// What the server has seen of one MAC.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", default)]
@@ -173,6 +190,25 @@ impl Record {
         } else {
             Phase::Pending
         }
+    }
+
+    /// The phase and when it began (None: Pending, or installed by its
+    /// spec).
+    pub fn phase_since(&self, spec_installed: bool) -> (Phase, Option<u64>) {
+        let phase = self.phase(spec_installed);
+        let since = match phase {
+            _ if spec_installed => None,
+            Phase::Joining if self.installed_at.is_some() => self.user_data_at,
+            Phase::Joining => self.user_data_first,
+            Phase::Installed => self.installed_at,
+            Phase::Installing => self.script_at,
+            Phase::PxeBooting => match (self.dhcp_at, self.script_at) {
+                (Some(d), Some(s)) => Some(d.min(s)),
+                (d, s) => d.or(s),
+            },
+            Phase::Pending | Phase::Ready | Phase::Failed => None,
+        };
+        (phase, since)
     }
 
     fn touch(&mut self, address: Option<Ipv4Addr>, now: u64) {

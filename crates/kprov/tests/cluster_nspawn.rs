@@ -1331,11 +1331,14 @@ fn kprov_cluster_up_makes_three_masters_with_stacked_etcd_and_three_workers_conv
             .timeout(Duration::from_secs(300)),
         )
         .unwrap();
+    // What changed comes first in the message: a long output is cut in
+    // the middle by CI's log.
+    let both = format!("{}\n{}", rejoined.stdout_text(), rejoined.stderr_text());
     assert!(
         rejoined.success() && rejoined.stderr_text().contains("kprov: nothing changed"),
-        "{}\n{}",
-        rejoined.stdout_text(),
-        rejoined.stderr_text()
+        "changed on the rejoin:\n{}\n\nthe last lines:\n{}\n\nthe whole output:\n{both}",
+        changed_lines(&both),
+        last_lines(&both, 25)
     );
 
     let worker3 = MachineName::new(&cluster, Role::Worker, 3).unwrap();
@@ -1754,4 +1757,28 @@ fn benchmark_cluster_up_nspawn_one_master_with_one_and_two_workers() {
         ));
         assert!(target.list(&cluster).unwrap().is_empty());
     }
+}
+
+/// The lines of plan reports that say a resource was created, changed or
+/// removed (with a `[ n/m]` counter or without).
+fn changed_lines(text: &str) -> String {
+    text.lines()
+        .filter(|line| {
+            let rest = line.trim_start();
+            let rest = match rest.strip_prefix('[') {
+                Some(r) => r.split_once(']').map_or(r, |(_, after)| after).trim_start(),
+                None => rest,
+            };
+            ["created ", "changed ", "removed "]
+                .iter()
+                .any(|word| rest.starts_with(word))
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// The last `n` lines of `text`.
+fn last_lines(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
 }

@@ -95,6 +95,18 @@ fn field(cp: &ControlPlane, name: &str, path: &str) -> String {
     String::from_utf8_lossy(&o.stdout).to_string()
 }
 
+/// The server's `/metrics` (HTTP on port 8080 of `address`).
+fn metrics(cp: &ControlPlane, address: &str) -> String {
+    let o = cp
+        .ns
+        .command("curl")
+        .args(["-s", "--max-time", "10"])
+        .arg(format!("http://{address}:8080/metrics"))
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&o.stdout).to_string()
+}
+
 /// busybox udhcpc once in `peer` (3 tries a second apart): the address
 /// it bound and the server that gave it ("IP SERVER"), or None.
 fn udhcpc(peer: &Peer, scratch: &Path) -> Option<String> {
@@ -267,6 +279,72 @@ fn netboot_serves_the_machines_it_watches_and_writes_their_status() {
     );
     assert_eq!(reason, "DHCPAnswered");
     println!("node1's status: {}", field(&cp, "node1", ".status"));
+    let served = metrics(&cp, "10.92.0.1");
+    assert!(
+        served.contains("kprov_netboot_machines_by_phase{phase=\"PXEBooting\"} 1\n")
+            && served.contains(
+                "kprov_netboot_machine_phase_seconds{machine=\"node1\",phase=\"PXEBooting\"}"
+            ),
+        "{served}"
+    );
+
+    // Its Node registers (made here by hand: no kubelet runs in this
+    // test): the Machine is Joining and served as installed (local disk,
+    // no more user-data); once the Node is Ready, the Machine is Ready.
+    let node = apply(
+        &cp,
+        "apiVersion: v1\nkind: Node\nmetadata:\n  name: node1\n",
+    );
+    assert!(node.status.success(), "{}", text(&node));
+    let joining = wait_for(Duration::from_secs(20), || {
+        let reason = field(
+            &cp,
+            "node1",
+            ".status.conditions[?(@.type==\"NodeReady\")].reason",
+        );
+        (field(&cp, "node1", ".status.phase") == "Joining" && reason == "NodeNotReady")
+            .then_some(())
+    });
+    assert!(
+        joining.is_some(),
+        "node1's status: {}\n{}",
+        field(&cp, "node1", ".status"),
+        log_text()
+    );
+    assert!(
+        log_text().contains("its Node exists: served as installed"),
+        "{}",
+        log_text()
+    );
+    let got = cp.kubectl(&["get", "node", "node1", "-o", "json"]);
+    let mut object: serde_json::Value = serde_json::from_slice(&got.stdout).unwrap();
+    object["status"]["conditions"] = serde_json::json!([{
+        "type": "Ready",
+        "status": "True",
+        "reason": "KubeletReady",
+        "message": "set by the test",
+        "lastHeartbeatTime": "2026-01-01T00:00:00Z",
+        "lastTransitionTime": "2026-01-01T00:00:00Z",
+    }]);
+    let status_file = d.join("node1-status.json");
+    std::fs::write(&status_file, object.to_string()).unwrap();
+    let put = cp.kubectl(&[
+        "replace",
+        "--raw",
+        "/api/v1/nodes/node1/status",
+        "-f",
+        status_file.to_str().unwrap(),
+    ]);
+    assert!(put.status.success(), "{}", text(&put));
+    let ready = wait_for(Duration::from_secs(20), || {
+        (field(&cp, "node1", ".status.phase") == "Ready").then_some(())
+    });
+    assert!(
+        ready.is_some(),
+        "node1's status: {}\n{}",
+        field(&cp, "node1", ".status"),
+        log_text()
+    );
 
     // A Machine the API server takes but netboot refuses (its address is
     // outside the subnet): its status says Failed, naming the field.
@@ -284,6 +362,12 @@ fn netboot_serves_the_machines_it_watches_and_writes_their_status() {
         log_text()
     );
     println!("node2 refused: {}", failed.unwrap());
+    let served = metrics(&cp, "10.92.0.1");
+    assert!(
+        served.contains("kprov_netboot_machines_by_phase{phase=\"Ready\"} 1\n")
+            && served.contains("kprov_netboot_machines_by_phase{phase=\"Failed\"} 1\n"),
+        "{served}"
+    );
 
     // Deleted, node1 is no longer answered (there is no default profile).
     let deleted = cp.kubectl(&["delete", "machine", "node1"]);
