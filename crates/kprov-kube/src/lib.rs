@@ -379,10 +379,9 @@ pub async fn client_at(kubeconfig: &Path, server: &str) -> Result<Client, ApiErr
 }
 
 /// The client URLs of the cluster's etcd members: from the annotation
-/// on their static pods (kubeadm's way since v1.22, and kprov's); while
-/// no mirror pod shows yet (a master that has just come up), each API
-/// server's address on etcd's client port, as stacked etcd runs beside
-/// every API server.
+/// on their static pods (kubeadm's way since v1.22, and kprov's), and
+/// each API server's address on etcd's client port, as stacked etcd runs
+/// beside every API server (a master's mirror pod may not show yet).
 pub async fn etcd_client_urls(client: &Client) -> Result<Vec<String>, ApiError> {
     use k8s_openapi::api::core::v1::Pod;
     use kprov_controlplane::etcd::{client_url, CLIENT_URLS_ANNOTATION};
@@ -398,17 +397,19 @@ pub async fn etcd_client_urls(client: &Client) -> Result<Vec<String>, ApiError> 
         .flat_map(|v| v.split(',').map(|u| u.trim().to_string()))
         .filter(|u| !u.is_empty())
         .collect();
-    if urls.is_empty() {
-        let endpoints = kubernetes_endpoints(client).await?;
-        urls = endpoints
+    // A kubelet makes its mirror pods late (v1.20: up to a minute after
+    // the static pod runs), so some masters may have none yet: the API
+    // servers' addresses (stacked etcd beside each) are added always.
+    let endpoints = kubernetes_endpoints(client).await?;
+    urls.extend(
+        endpoints
             .subsets
             .iter()
             .flatten()
             .flat_map(|s| s.addresses.iter().flatten())
             .filter_map(|a| a.ip.parse().ok())
-            .map(client_url)
-            .collect();
-    }
+            .map(client_url),
+    );
     urls.sort();
     urls.dedup();
     Ok(urls)

@@ -401,7 +401,15 @@ fn etcd_join(ctx: &mut Init<'_>) -> Result<(), Error> {
         ));
         return Ok(());
     }
-    let endpoints = etcd_endpoints(ctx)?;
+    let endpoints = if has_data {
+        // A re-run on a joined master: its own member answers as well as
+        // any, whatever the API shows of the others.
+        let mut endpoints = vec![membership::client_url(node.advertise_address.ip())];
+        endpoints.extend(etcd_endpoints(ctx).unwrap_or_default());
+        endpoints
+    } else {
+        etcd_endpoints(ctx)?
+    };
     let etcd = etcd_client(ctx, endpoints)?;
     let rt = ctx.target.rt.clone();
     let members = rt.block_on(etcd.members()).map_err(etcd_failed)?;
