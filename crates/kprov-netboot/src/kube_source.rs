@@ -5,8 +5,12 @@
 //! Nodes: a Machine whose Node exists has joined (its script boots the
 //! local disk, its user-data is closed) and is Ready with its Node. A
 //! status loop writes each Machine's status ([`crate::crd::status_of`])
-//! whenever what netboot has seen of it changes. A Machine netboot refuses stays in the cluster and
-//! says why in its status (phase Failed, the field in lastError).
+//! whenever what netboot has seen of it changes. A Machine netboot
+//! refuses stays in the cluster and says why in its status (phase Failed,
+//! the field in lastError).
+//!
+//! Pure: [`registry_from`], [`node_name`], [`node_ready`]; the loops are
+//! the thin layer around the API.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -92,6 +96,20 @@ pub fn registry_from(
         refused.insert(name, e);
     }
     (registry, refused)
+}
+
+/// Whether the cluster serves Machines: an error that says how to
+/// install the definition when it does not, or what the API answered.
+pub async fn check_served(client: &Client) -> Result<(), String> {
+    let api: Api<MachineResource> = Api::all(client.clone());
+    match api.list(&kube::api::ListParams::default().limit(1)).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 404 => Err(
+            "the cluster does not serve machines.kprov.dev: install its definition with `kprov netboot crd | kubectl apply -f -`"
+                .into(),
+        ),
+        Err(e) => Err(format!("listing Machines: {e}")),
+    }
 }
 
 /// What the watchers keep: the Machines and the Nodes.

@@ -139,6 +139,39 @@ fn udhcpc(peer: &Peer, scratch: &Path) -> Option<String> {
 #[ignore = "needs root, network namespaces, etcd and the Kubernetes v1.20.2 build"]
 fn the_machine_crd_is_accepted_takes_machine_files_and_refuses_a_bad_mac_naming_the_field() {
     let cp = ControlPlane::start(PREFIX);
+    // Before the definition is installed, the server refuses to start
+    // watching, saying how to install it.
+    let dir = common::scratch("netboot-nocrd-");
+    for sub in ["tftp", "http", "state"] {
+        std::fs::create_dir_all(dir.path().join(sub)).unwrap();
+    }
+    let config = dir.path().join("netboot.yaml");
+    std::fs::write(
+        &config,
+        "mode: full\ninterface: br0\nserverAddress: 10.91.0.1\nsubnet: 10.91.0.0/24\n\
+         tftpRoot: tftp\nhttpRoot: http\nstateDir: state\nports: {http: 8080}\n",
+    )
+    .unwrap();
+    let early = kprov_in(
+        &cp.ns,
+        &[
+            "netboot",
+            "serve",
+            "--config",
+            config.to_str().unwrap(),
+            "--machines",
+            "kubernetes",
+            "--kubeconfig",
+            &cp.admin,
+        ],
+    );
+    assert!(
+        !early.status.success()
+            && String::from_utf8_lossy(&early.stderr)
+                .contains("does not serve machines.kprov.dev: install its definition with `kprov netboot crd | kubectl apply -f -`"),
+        "{}",
+        text(&early)
+    );
     install_crd(&cp);
 
     // A file the server accepts is a valid object, shown with its columns.

@@ -55,6 +55,9 @@ pub fn run(command: NetbootCommand) -> anyhow::Result<ExitCode> {
                             None => kprov_kube::client_in_cluster().await,
                         }
                         .context("--machines kubernetes: connecting to the cluster")?;
+                        kprov_netboot::kube_source::check_served(&client)
+                            .await
+                            .map_err(|e| anyhow::anyhow!("--machines kubernetes: {e}"))?;
                         MachineSource::Kubernetes {
                             client,
                             lease_namespace: args.lease_namespace.clone(),
