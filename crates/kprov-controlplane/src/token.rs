@@ -125,8 +125,9 @@ impl Ttl {
     /// expiry this far ahead still fits every date type on the way.
     pub const MAX: Duration = Duration::from_secs(87_600 * 3600);
 
-    /// A lifetime kprov chooses itself (kubeadm-certs' two hours).
-    pub(crate) const fn from_duration(d: Duration) -> Self {
+    /// A lifetime kprov chooses itself (kubeadm-certs' two hours, a
+    /// netboot machine's join token).
+    pub const fn from_duration(d: Duration) -> Self {
         Self(d)
     }
 

@@ -442,8 +442,9 @@ async fn sign_cluster_info(client: &Client, token: &BootstrapToken) -> Result<()
     Ok(())
 }
 
-/// Every bootstrap token's Secret.
-async fn token_secrets(client: &Client) -> Result<kube::api::ObjectList<Secret>, ApiError> {
+/// Every bootstrap token's Secret. Their data are secrets: callers never
+/// log them.
+pub async fn token_secrets(client: &Client) -> Result<kube::api::ObjectList<Secret>, ApiError> {
     let secrets: Api<Secret> = Api::namespaced(client.clone(), NAMESPACE);
     let params = ListParams::default().fields(&format!("type={}", token::SECRET_TYPE));
     secrets

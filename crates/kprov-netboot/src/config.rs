@@ -330,6 +330,8 @@ struct RawConfig {
     stage2: Option<RawStage2>,
     #[serde(default)]
     ipv6_ra_lifetime_zero: Option<bool>,
+    #[serde(default)]
+    join: Option<crate::join::RawJoin>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -420,6 +422,9 @@ pub struct Config {
     /// full mode, off in proxy mode, where the network has its own
     /// routers).
     pub ipv6_ra_lifetime_zero: bool,
+    /// Join data netboot makes for worker Machines without user-data
+    /// (with `--machines kubernetes`).
+    pub join: Option<crate::join::JoinConfig>,
 }
 
 /// `path` with `.` parts dropped and `..` parts applied, without reading
@@ -606,6 +611,11 @@ impl Config {
             })
             .transpose()
             .map_err(|(field, reason)| fail(&field, reason))?;
+        let join = raw
+            .join
+            .map(crate::join::RawJoin::validate)
+            .transpose()
+            .map_err(|(field, reason)| fail(&field, reason))?;
         Ok(Self {
             mode: raw.mode,
             interface: raw.interface,
@@ -628,6 +638,7 @@ impl Config {
             default_profile,
             stage2,
             ipv6_ra_lifetime_zero: raw.ipv6_ra_lifetime_zero.unwrap_or(raw.mode == Mode::Full),
+            join,
         })
     }
 

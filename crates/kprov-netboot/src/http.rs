@@ -67,6 +67,9 @@ pub enum Route {
     },
     /// The metrics.
     Metrics,
+    /// This server's own kprov binary (what setup.sh fetches by default
+    /// in the user-data netboot makes).
+    OwnBinary,
     /// Nothing we serve.
     NotFound,
 }
@@ -75,6 +78,9 @@ pub enum Route {
 pub fn route(path: &str) -> Route {
     if path == "/metrics" {
         return Route::Metrics;
+    }
+    if path == crate::kube_join::OWN_BINARY_PATH {
+        return Route::OwnBinary;
     }
     if let Some(rest) = path.strip_prefix("/boot/") {
         let Some(rest) = rest.strip_suffix(".ipxe") else {
@@ -270,6 +276,14 @@ async fn answer(
             let Some(m) = shared.machine_view(&mac) else {
                 return unknown("NoCloud request", &mac);
             };
+            if m.awaits_join_data && doc == Doc::UserData {
+                tracing::info!(mac = %mac, machine = %m.name, peer = %peer, "user-data asked for before its join data was made: 503");
+                return text(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "this machine's join data is being made: retry in a few seconds\n".into(),
+                    "text/plain",
+                );
+            }
             let ask = shared.ask(&mac, m.fixed, peer, &token);
             let r = shared.with_states(|s| {
                 s.open_doc(
@@ -311,6 +325,14 @@ async fn answer(
             }
         }
         Route::File(rel) => serve_file(shared, peer, req, &rel).await,
+        Route::OwnBinary => match std::fs::File::open("/proc/self/exe") {
+            Ok(file) => serve_open_file(shared, peer, req, file, "kprov"),
+            Err(e) => text(
+                StatusCode::NOT_FOUND,
+                format!("this server's binary: {e}\n"),
+                "text/plain",
+            ),
+        },
         Route::NotFound => text(StatusCode::NOT_FOUND, "not found\n".into(), "text/plain"),
     }
 }
@@ -332,10 +354,21 @@ async fn serve_file(
             return text(status, format!("{e}\n"), "text/plain");
         }
     };
-    let file = match std::fs::File::open(&real) {
-        Ok(f) => f,
-        Err(e) => return text(StatusCode::NOT_FOUND, format!("{rel}: {e}\n"), "text/plain"),
-    };
+    match std::fs::File::open(&real) {
+        Ok(file) => serve_open_file(shared, peer, req, file, rel),
+        Err(e) => text(StatusCode::NOT_FOUND, format!("{rel}: {e}\n"), "text/plain"),
+    }
+}
+
+/// Answers with `file` (`what` names it in the log): whole, or the
+/// range asked for.
+fn serve_open_file(
+    shared: &Arc<Shared>,
+    peer: SocketAddr,
+    req: &Request<Incoming>,
+    file: std::fs::File,
+    what: &str,
+) -> Response<Body> {
     let size = file.metadata().map(|m| m.len()).unwrap_or(0);
     let range = req
         .headers()
@@ -356,7 +389,7 @@ async fn serve_file(
             return r;
         }
     };
-    tracing::debug!(peer = %peer, file = ?rel, start, len, "HTTP file");
+    tracing::debug!(peer = %peer, file = ?what, start, len, "HTTP file");
     let body: Body = if req.method() == Method::HEAD {
         Full::new(Bytes::new()).map_err(|e| match e {}).boxed()
     } else {

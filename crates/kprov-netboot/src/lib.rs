@@ -20,13 +20,17 @@
 //!   bind a machine's data to its address and token;
 //! - [`paths`]: path safety for the served roots;
 //! - [`metrics`]: counters rendered in Prometheus text format;
-//! - [`ra`]: the IPv6 router advertisement that tells iPXE not to wait.
+//! - [`ra`]: the IPv6 router advertisement that tells iPXE not to wait;
+//! - [`join`]: join data netboot makes for worker Machines (their
+//!   tokens and user-data).
 //!
 //! The thin side-effect layer: [`server`] (startup, the supervised tasks,
 //! DHCP sockets, the reload and flush loops), [`tftp_serve`] (bounded
 //! TFTP transfers), the connection handling of [`http`], [`limits`]
 //! (caps that fit the descriptor limit, per-address slots, idle
-//! timeouts) and [`epochs`] (token epoch files, `rotate-token`).
+//! timeouts), [`epochs`] (token epoch files, `rotate-token`) and the
+//! loops that talk to the API server: [`kube_source`] (Machines, Nodes,
+//! status), [`leader`] (the Lease) and [`kube_join`] (join tokens).
 
 pub mod config;
 pub mod crd;
@@ -35,6 +39,8 @@ pub mod epochs;
 pub mod fuzz;
 pub mod http;
 pub mod ipxe;
+pub mod join;
+pub mod kube_join;
 pub mod kube_source;
 pub mod leader;
 pub mod leases;

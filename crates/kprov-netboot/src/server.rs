@@ -67,6 +67,9 @@ pub enum ServeError {
     /// Machines come from files, and the config names no directory.
     #[error("machinesDir is not set: Machines come from its files unless `--machines kubernetes` is given")]
     NoMachines,
+    /// The config has a `join` section, and Machines come from files.
+    #[error("join: netboot makes join data from the cluster it serves: it needs `--machines kubernetes`")]
+    JoinWithoutCluster,
     /// A server task stopped: it panicked or its loop ended.
     #[error("the {task} task {reason}")]
     TaskStopped {
@@ -99,6 +102,8 @@ pub struct Shared {
     /// Whether this replica answers DHCP (always, unless a Lease decides).
     leading: AtomicBool,
     epochs: RwLock<Arc<BTreeMap<MacAddr, u32>>>,
+    /// User-data netboot made (the `join` section), by Machine name.
+    made_user_data: RwLock<Arc<BTreeMap<String, String>>>,
     /// Token lifetime and user-data window.
     pub policy: Policy,
     /// The caps in force.
@@ -119,6 +124,9 @@ pub struct MachineView {
     pub profile: Profile,
     /// Its fixed address.
     pub fixed: Option<Ipv4Addr>,
+    /// Netboot makes its user-data and has not yet: its NoCloud
+    /// documents wait (503) rather than serve an empty one.
+    pub awaits_join_data: bool,
 }
 
 impl Shared {
@@ -200,23 +208,49 @@ impl Shared {
     pub fn machine_view(&self, mac: &MacAddr) -> Option<MachineView> {
         let machines = self.machines();
         match machines.get(mac) {
-            Some(m) => Some(MachineView {
-                name: m.name.clone(),
-                instance: m.name.clone(),
-                hostname: m.hostname.clone(),
-                profile: Profile {
-                    installed: m.served_as_installed(),
-                    ..m.profile.clone()
-                },
-                fixed: m.ip,
-            }),
+            Some(m) => {
+                let makes = self.config.join.is_some() && crate::join::wants_join_data(m);
+                let made = if makes {
+                    self.made_user_data().get(&m.name).cloned()
+                } else {
+                    None
+                };
+                Some(MachineView {
+                    name: m.name.clone(),
+                    instance: m.name.clone(),
+                    hostname: m.hostname.clone(),
+                    awaits_join_data: makes && made.is_none(),
+                    profile: Profile {
+                        installed: m.served_as_installed(),
+                        user_data: m.profile.user_data.clone().or(made),
+                        ..m.profile.clone()
+                    },
+                    fixed: m.ip,
+                })
+            }
             None => self.config.default_profile.as_ref().map(|p| MachineView {
                 name: "default".into(),
                 instance: format!("default-{}", mac.dashed()),
                 hostname: None,
                 profile: p.clone(),
                 fixed: None,
+                awaits_join_data: false,
             }),
+        }
+    }
+
+    /// The user-data netboot made, by Machine name.
+    fn made_user_data(&self) -> Arc<BTreeMap<String, String>> {
+        self.made_user_data
+            .read()
+            .map(|g| g.clone())
+            .unwrap_or_else(|p| p.into_inner().clone())
+    }
+
+    /// Replaces the user-data netboot made.
+    pub fn set_made_user_data(&self, made: BTreeMap<String, String>) {
+        if let Ok(mut g) = self.made_user_data.write() {
+            *g = Arc::new(made);
         }
     }
 
@@ -401,6 +435,9 @@ pub async fn serve(config: Config, source: MachineSource) -> Result<(), ServeErr
         (MachineSource::Files, None) => return Err(ServeError::NoMachines),
         (MachineSource::Kubernetes { .. }, _) => None,
     };
+    if files.is_some() && config.join.is_some() {
+        return Err(ServeError::JoinWithoutCluster);
+    }
     std::fs::create_dir_all(&config.state_dir).map_err(|source| ServeError::Path {
         what: "state directory",
         path: config.state_dir.clone(),
@@ -476,6 +513,7 @@ pub async fn serve(config: Config, source: MachineSource) -> Result<(), ServeErr
         // Replicas watching the cluster wait for the Lease.
         leading: AtomicBool::new(files.is_some()),
         epochs: RwLock::new(Arc::new(epochs)),
+        made_user_data: RwLock::new(Arc::new(BTreeMap::new())),
         policy: Policy {
             token_ttl: config.token_ttl_seconds,
             user_data_window: config.user_data_window_seconds,
@@ -542,6 +580,12 @@ pub async fn serve(config: Config, source: MachineSource) -> Result<(), ServeErr
                 writers,
             ),
         ));
+        if shared.config.join.is_some() {
+            tasks.push(supervise(
+                "join data",
+                crate::kube_join::join_loop(shared.clone(), client.clone()),
+            ));
+        }
         tasks.push(supervise(
             "Machine status",
             crate::kube_source::status_loop(shared.clone(), client, watched),

@@ -110,12 +110,18 @@ fn metrics(cp: &ControlPlane, address: &str) -> String {
 /// busybox udhcpc once in `peer` (3 tries a second apart): the address
 /// it bound and the server that gave it ("IP SERVER"), or None.
 fn udhcpc(peer: &Peer, scratch: &Path) -> Option<String> {
+    udhcpc_as(peer, scratch, &[], "$ip $serverid")
+}
+
+/// [`udhcpc`] with `extra` options, returning `vars` (shell words of the
+/// udhcpc script's environment) as bound.
+fn udhcpc_as(peer: &Peer, scratch: &Path, extra: &[&str], vars: &str) -> Option<String> {
     let out = scratch.join(format!("udhcpc-{}.out", peer.name));
-    let script = scratch.join("udhcpc.sh");
+    let script = scratch.join(format!("udhcpc-{}.sh", peer.name));
     std::fs::write(
         &script,
         format!(
-            "#!/bin/sh\n[ \"$1\" = bound ] && echo \"$ip $serverid\" > {}\nexit 0\n",
+            "#!/bin/sh\n[ \"$1\" = bound ] && echo \"{vars}\" > {}\nexit 0\n",
             out.display()
         ),
     )
@@ -125,14 +131,49 @@ fn udhcpc(peer: &Peer, scratch: &Path) -> Option<String> {
     peer.command("timeout")
         .args([
             "30", "busybox", "udhcpc", "-i", "eth0", "-n", "-q", "-f", "-t", "3", "-T", "1", "-A",
-            "1", "-s",
+            "1",
         ])
+        .args(extra)
+        .arg("-s")
         .arg(&script)
         .output()
         .unwrap();
     std::fs::read_to_string(&out)
         .ok()
         .map(|s| s.trim().to_string())
+}
+
+/// Registers Node `name` (by hand: no kubelet runs in these tests).
+fn register_node(cp: &ControlPlane, name: &str) {
+    let node = apply(
+        cp,
+        &format!("apiVersion: v1\nkind: Node\nmetadata:\n  name: {name}\n"),
+    );
+    assert!(node.status.success(), "{}", text(&node));
+}
+
+/// Sets Node `name`'s Ready condition to True, as its kubelet would.
+fn make_node_ready(cp: &ControlPlane, name: &str, scratch: &Path) {
+    let got = cp.kubectl(&["get", "node", name, "-o", "json"]);
+    let mut object: serde_json::Value = serde_json::from_slice(&got.stdout).unwrap();
+    object["status"]["conditions"] = serde_json::json!([{
+        "type": "Ready",
+        "status": "True",
+        "reason": "KubeletReady",
+        "message": "set by the test",
+        "lastHeartbeatTime": "2026-01-01T00:00:00Z",
+        "lastTransitionTime": "2026-01-01T00:00:00Z",
+    }]);
+    let status_file = scratch.join(format!("{name}-status.json"));
+    std::fs::write(&status_file, object.to_string()).unwrap();
+    let put = cp.kubectl(&[
+        "replace",
+        "--raw",
+        &format!("/api/v1/nodes/{name}/status"),
+        "-f",
+        status_file.to_str().unwrap(),
+    ]);
+    assert!(put.status.success(), "{}", text(&put));
 }
 
 #[test]
@@ -324,11 +365,7 @@ fn netboot_serves_the_machines_it_watches_and_writes_their_status() {
     // Its Node registers (made here by hand: no kubelet runs in this
     // test): the Machine is Joining and served as installed (local disk,
     // no more user-data); once the Node is Ready, the Machine is Ready.
-    let node = apply(
-        &cp,
-        "apiVersion: v1\nkind: Node\nmetadata:\n  name: node1\n",
-    );
-    assert!(node.status.success(), "{}", text(&node));
+    register_node(&cp, "node1");
     let joining = wait_for(Duration::from_secs(20), || {
         let reason = field(
             &cp,
@@ -349,26 +386,7 @@ fn netboot_serves_the_machines_it_watches_and_writes_their_status() {
         "{}",
         log_text()
     );
-    let got = cp.kubectl(&["get", "node", "node1", "-o", "json"]);
-    let mut object: serde_json::Value = serde_json::from_slice(&got.stdout).unwrap();
-    object["status"]["conditions"] = serde_json::json!([{
-        "type": "Ready",
-        "status": "True",
-        "reason": "KubeletReady",
-        "message": "set by the test",
-        "lastHeartbeatTime": "2026-01-01T00:00:00Z",
-        "lastTransitionTime": "2026-01-01T00:00:00Z",
-    }]);
-    let status_file = d.join("node1-status.json");
-    std::fs::write(&status_file, object.to_string()).unwrap();
-    let put = cp.kubectl(&[
-        "replace",
-        "--raw",
-        "/api/v1/nodes/node1/status",
-        "-f",
-        status_file.to_str().unwrap(),
-    ]);
-    assert!(put.status.success(), "{}", text(&put));
+    make_node_ready(&cp, "node1", d);
     let ready = wait_for(Duration::from_secs(20), || {
         (field(&cp, "node1", ".status.phase") == "Ready").then_some(())
     });
@@ -548,4 +566,286 @@ fn two_replicas_share_a_lease_and_the_other_answers_dhcp_once_the_leader_stops()
     let _ = b.wait();
     drop(client);
     drop(b_ns);
+}
+
+/// netboot's bootstrap tokens for Machine `machine`: (id, secret,
+/// expiration), oldest expiry first.
+fn join_tokens(cp: &ControlPlane, machine: &str) -> Vec<(String, String, String)> {
+    use base64::Engine;
+    let o = cp.kubectl(&[
+        "-n",
+        "kube-system",
+        "get",
+        "secrets",
+        "--field-selector",
+        "type=bootstrap.kubernetes.io/token",
+        "-o",
+        "json",
+    ]);
+    let list: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_default();
+    let field = |item: &serde_json::Value, key: &str| {
+        let b64 = item["data"][key].as_str().unwrap_or_default();
+        String::from_utf8(
+            base64::engine::general_purpose::STANDARD
+                .decode(b64)
+                .unwrap_or_default(),
+        )
+        .unwrap_or_default()
+    };
+    let mut tokens: Vec<(String, String, String)> = list["items"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+        .iter()
+        .filter(|item| {
+            field(item, "description") == format!("kprov netboot: joins Machine {machine}")
+        })
+        .map(|item| {
+            (
+                field(item, "token-id"),
+                field(item, "token-secret"),
+                field(item, "expiration"),
+            )
+        })
+        .collect();
+    tokens.sort_by(|a, b| a.2.cmp(&b.2));
+    tokens
+}
+
+/// A file of cloud-init user-data's write_files, decoded.
+fn written_file(user_data: &str, path: &str) -> String {
+    use base64::Engine;
+    let doc: serde_yaml::Value = serde_yaml::from_str(user_data).unwrap();
+    let file = doc["write_files"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find(|f| f["path"] == path)
+        .unwrap_or_else(|| panic!("no {path} in the user-data"));
+    let content = file["content"].as_str().unwrap();
+    match file["encoding"].as_str() {
+        Some("b64") => String::from_utf8(
+            base64::engine::general_purpose::STANDARD
+                .decode(content)
+                .unwrap(),
+        )
+        .unwrap(),
+        _ => content.to_string(),
+    }
+}
+
+#[test]
+#[ignore = "needs root, network namespaces, busybox, curl, etcd and the Kubernetes v1.20.2 build"]
+fn netboot_makes_a_worker_its_own_token_and_user_data_renews_the_token_and_deletes_it_once_the_node_is_ready(
+) {
+    const MAC: &str = "52:54:00:dd:00:01";
+    let mut cp = ControlPlane::start("10.85.0");
+    // cluster-info, which the join data's API server and CA come from.
+    let o = cp.init_phase("bootstrap-token");
+    assert!(o.status.success(), "{}", text(&o));
+    install_crd(&cp);
+    let dir = common::scratch("netboot-join-");
+    let d = dir.path();
+    for sub in ["tftp", "http", "state"] {
+        std::fs::create_dir_all(d.join(sub)).unwrap();
+    }
+    // The shortest token lifetime: renewed after 30 s.
+    std::fs::write(
+        d.join("netboot.yaml"),
+        "mode: full\ninterface: br0\nserverAddress: 10.85.0.1\nsubnet: 10.85.0.0/24\n\
+         tftpRoot: tftp\nhttpRoot: http\nstateDir: state\nports: {http: 8080}\n\
+         stage2: {kernel: stage2/vmlinuz, initrd: stage2/stage2.initrd}\n\
+         join:\n  provision: {kubelet-version: v1.20.2}\n  tokenTtlSeconds: 60\n",
+    )
+    .unwrap();
+    let log = d.join("server.log");
+    let config = d.join("netboot.yaml");
+    let server = cp.ns.spawn_logged(
+        &common::kprov_bin(),
+        &[
+            "--log-level",
+            "info",
+            "netboot",
+            "serve",
+            "--config",
+            config.to_str().unwrap(),
+            "--machines",
+            "kubernetes",
+            "--kubeconfig",
+            &cp.admin.clone(),
+        ],
+        &log,
+    );
+    let log_text = || std::fs::read_to_string(&log).unwrap_or_default();
+
+    // A worker Machine without user-data: netboot makes it a token.
+    let created = apply(&cp, &machine("metal1", MAC, "10.85.0.20"));
+    assert!(created.status.success(), "{}", text(&created));
+    let started = std::time::Instant::now();
+    let first = wait_for(Duration::from_secs(30), || join_tokens(&cp, "metal1").pop());
+    let Some((id, secret, expiration)) = first else {
+        panic!("no token for metal1:\n{}", log_text());
+    };
+    println!(
+        "metal1's token {id} after {:.1} s, expires {expiration}",
+        started.elapsed().as_secs_f64()
+    );
+    let lifetime =
+        time::OffsetDateTime::parse(&expiration, &time::format_description::well_known::Rfc3339)
+            .unwrap()
+            - time::OffsetDateTime::now_utc();
+    assert!(
+        (40..=61).contains(&lifetime.whole_seconds()),
+        "{expiration}: {lifetime}"
+    );
+    // It is a real bootstrap token: it may ask for a kubelet certificate.
+    let can = cp
+        .ns
+        .command(&cp.kubectl_bin)
+        .args([
+            "--server",
+            "https://10.85.0.1:6443",
+            "--insecure-skip-tls-verify",
+            "--token",
+            &format!("{id}.{secret}"),
+            "auth",
+            "can-i",
+            "create",
+            "certificatesigningrequests.certificates.k8s.io",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&can.stdout).trim(),
+        "yes",
+        "{}",
+        text(&can)
+    );
+
+    // The machine boots as iPXE would, and takes its user-data: it joins
+    // the cluster from cluster-info with that token, fetching kprov from
+    // this server, whose binary it is.
+    let peer = cp.ns.add_peer(MAC);
+    let lease = udhcpc_as(&peer, d, &["-x", "0x4d:69505845"], "$ip $boot_file")
+        .unwrap_or_else(|| panic!("no lease:\n{}", log_text()));
+    let (ip, url) = lease.split_once(' ').unwrap();
+    assert_eq!(ip, "10.85.0.20");
+    peer.ip(&["addr", "add", "10.85.0.20/24", "dev", "eth0"]);
+    let fetch = |url: &str| -> (u16, Vec<u8>) {
+        let body = d.join("curl.out");
+        let _ = std::fs::remove_file(&body);
+        let o = peer
+            .command("curl")
+            .args(["-s", "--max-time", "20", "-o"])
+            .arg(&body)
+            .args(["-w", "%{http_code}", url])
+            .output()
+            .unwrap();
+        let code = String::from_utf8_lossy(&o.stdout)
+            .trim()
+            .parse()
+            .unwrap_or(0);
+        (code, std::fs::read(&body).unwrap_or_default())
+    };
+    let (code, script) = fetch(url);
+    assert_eq!(code, 200, "{url}\n{}", log_text());
+    let script = String::from_utf8(script).unwrap();
+    let seed = script
+        .split("kprov.seed=")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no seed in the script:\n{script}"));
+    let (code, user_data) = fetch(&format!("{seed}user-data"));
+    let user_data = String::from_utf8(user_data).unwrap();
+    assert_eq!(code, 200, "{user_data}\n{}", log_text());
+    assert_eq!(
+        written_file(&user_data, "/etc/kprov/bootstrap-token").trim(),
+        format!("{id}.{secret}")
+    );
+    let setup = written_file(&user_data, "/opt/kprov/setup.sh");
+    let pem = cp.kubectl(&[
+        "-n",
+        "kube-public",
+        "get",
+        "configmap",
+        "cluster-info",
+        "-o",
+        "jsonpath={.data.kubeconfig}",
+    ]);
+    let info: serde_yaml::Value = serde_yaml::from_slice(&pem.stdout).unwrap();
+    let ca_data = info["clusters"][0]["cluster"]["certificate-authority-data"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let ca = {
+        use base64::Engine;
+        base64::engine::general_purpose::STANDARD
+            .decode(ca_data)
+            .unwrap()
+    };
+    assert_eq!(
+        written_file(&user_data, "/etc/kubernetes/pki/ca.crt").trim(),
+        String::from_utf8_lossy(&ca).trim()
+    );
+    let (code, binary) = fetch("http://10.85.0.1:8080/kprov");
+    assert_eq!(code, 200);
+    let sha = {
+        use sha2::Digest;
+        hex::encode(sha2::Sha256::digest(&binary))
+    };
+    assert_eq!(binary, std::fs::read(common::kprov_bin()).unwrap());
+    for line in [
+        "source_url='http://10.85.0.1:8080/kprov'".to_string(),
+        format!("want_sha256='{sha}'"),
+        "'--phase' 'join'".into(),
+        "'--kubelet-version' 'v1.20.2'".into(),
+        "'--api-server' 'https://10.85.0.1:6443'".into(),
+        "'--node-name' 'metal1'".into(),
+        "'--node-ip' '10.85.0.20'".into(),
+    ] {
+        assert!(setup.contains(&line), "{line} not in\n{setup}");
+    }
+    assert!(!setup.contains(&secret), "{setup}");
+    assert!(
+        !log_text().contains(&secret),
+        "the log has the token's secret"
+    );
+
+    // Past half its life, the token is renewed; the old one stays until it
+    // expires (the machine may be joining with it), then goes (deleted by
+    // netboot or by the controller manager's token cleaner, whichever
+    // comes first).
+    let renewed = wait_for(Duration::from_secs(45), || {
+        let tokens = join_tokens(&cp, "metal1");
+        (tokens.len() == 2).then_some(tokens)
+    });
+    let Some(tokens) = renewed else {
+        panic!("metal1's token was never renewed:\n{}", log_text());
+    };
+    assert_eq!(tokens[0].0, id);
+    let new_id = tokens[1].0.clone();
+    let expired = wait_for(Duration::from_secs(40), || {
+        let tokens = join_tokens(&cp, "metal1");
+        (tokens.len() == 1 && tokens[0].0 == new_id).then_some(())
+    });
+    assert!(
+        expired.is_some(),
+        "{:?}\n{}",
+        join_tokens(&cp, "metal1"),
+        log_text()
+    );
+    // Its Node registers and turns Ready: the token goes at once.
+    register_node(&cp, "metal1");
+    make_node_ready(&cp, "metal1", d);
+    let deleted = wait_for(Duration::from_secs(20), || {
+        join_tokens(&cp, "metal1").is_empty().then_some(())
+    });
+    assert!(
+        deleted.is_some() && log_text().contains("join token deleted: its Node is Ready"),
+        "{:?}\n{}",
+        join_tokens(&cp, "metal1"),
+        log_text()
+    );
+    drop(peer);
+    cp.ns.stop(server);
 }
