@@ -264,7 +264,29 @@ pub fn check(target: &dyn Target, spec: &ClusterSpec, limit: Duration) -> Check 
         };
         let name = "kprov-check";
         let _ = in_master(target, spec, &kubectl(&["delete", "deployment", name, "--ignore-not-found", "--wait=true"]));
-        if let Err(e) = in_master(target, spec, &kubectl(&["create", "deployment", name, "--image", &pause])) {
+        // Tolerating every taint, as the network probes do: a cluster of
+        // masters only (no worker) schedules it too.
+        let labels = serde_json::json!({"app": name});
+        let deployment = serde_json::json!({
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {"name": name, "labels": labels},
+            "spec": {
+                "replicas": 1,
+                "selector": {"matchLabels": labels},
+                "template": {
+                    "metadata": {"labels": labels},
+                    "spec": {
+                        "tolerations": [{"operator": "Exists"}],
+                        "terminationGracePeriodSeconds": 0,
+                        "containers": [{"name": "pause", "image": pause, "imagePullPolicy": "IfNotPresent"}]
+                    }
+                }
+            }
+        });
+        let mut create = kubectl(&["create", "-f", "-"]);
+        create.stdin = Some(deployment.to_string().into_bytes());
+        if let Err(e) = in_master(target, spec, &create) {
             return (Verdict::Failed, format!("Deployment {name}: {e}"));
         }
         let available = poll(limit, || {

@@ -39,7 +39,8 @@ pub struct Addons {
     pub daemon_sets: Vec<DaemonSet>,
 }
 
-fn meta(name: &str, namespace: Option<&str>, labels: &[(&str, &str)]) -> ObjectMeta {
+/// Metadata with a name, a namespace (None: cluster-scoped) and labels.
+pub fn meta(name: &str, namespace: Option<&str>, labels: &[(&str, &str)]) -> ObjectMeta {
     ObjectMeta {
         name: Some(name.into()),
         namespace: namespace.map(str::to_string),
@@ -132,7 +133,8 @@ fn tolerate_everything() -> Vec<Toleration> {
     }]
 }
 
-fn selector(labels: &BTreeMap<String, String>) -> LabelSelector {
+/// A selector matching `labels`.
+pub fn selector(labels: &BTreeMap<String, String>) -> LabelSelector {
     LabelSelector {
         match_labels: Some(labels.clone()),
         ..LabelSelector::default()
@@ -140,7 +142,7 @@ fn selector(labels: &BTreeMap<String, String>) -> LabelSelector {
 }
 
 /// An environment variable set from a field of the pod (the downward API).
-fn field_env(name: &str, field_path: &str) -> EnvVar {
+pub fn field_env(name: &str, field_path: &str) -> EnvVar {
     EnvVar {
         name: name.into(),
         value_from: Some(EnvVarSource {

@@ -6,6 +6,7 @@
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
 use k8s_openapi::api::core::v1::{ConfigMap, Service, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use crate::addons::Addons;
@@ -15,6 +16,8 @@ use crate::kubeadm_config::UploadConfig;
 /// One object of an API plan.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ApiObject {
+    /// A custom resource definition.
+    CustomResourceDefinition(CustomResourceDefinition),
     /// A cluster role.
     ClusterRole(ClusterRole),
     /// A cluster role binding.
@@ -39,6 +42,7 @@ impl ApiObject {
     /// The object's kind, e.g. `ConfigMap`.
     pub fn kind(&self) -> &'static str {
         match self {
+            Self::CustomResourceDefinition(_) => "CustomResourceDefinition",
             Self::ClusterRole(_) => "ClusterRole",
             Self::ClusterRoleBinding(_) => "ClusterRoleBinding",
             Self::Role(_) => "Role",
@@ -54,6 +58,7 @@ impl ApiObject {
     /// Its metadata.
     pub fn meta(&self) -> &ObjectMeta {
         match self {
+            Self::CustomResourceDefinition(o) => &o.metadata,
             Self::ClusterRole(o) => &o.metadata,
             Self::ClusterRoleBinding(o) => &o.metadata,
             Self::Role(o) => &o.metadata,
@@ -76,6 +81,24 @@ impl ApiObject {
         self.meta().namespace.as_deref()
     }
 
+    /// The object as a YAML document (with its apiVersion and kind), for
+    /// `kubectl apply -f`.
+    pub fn to_yaml(&self) -> String {
+        let text = match self {
+            Self::CustomResourceDefinition(o) => serde_yaml::to_string(o),
+            Self::ClusterRole(o) => serde_yaml::to_string(o),
+            Self::ClusterRoleBinding(o) => serde_yaml::to_string(o),
+            Self::Role(o) => serde_yaml::to_string(o),
+            Self::RoleBinding(o) => serde_yaml::to_string(o),
+            Self::ConfigMap(o) => serde_yaml::to_string(o),
+            Self::ServiceAccount(o) => serde_yaml::to_string(o),
+            Self::Service(o) => serde_yaml::to_string(o),
+            Self::Deployment(o) => serde_yaml::to_string(o),
+            Self::DaemonSet(o) => serde_yaml::to_string(o),
+        };
+        text.unwrap_or_else(|e| unreachable!("API objects always serialize: {e}"))
+    }
+
     /// `Kind/namespace/name` or `Kind/name`, as reports name it.
     pub fn label(&self) -> String {
         match self.namespace() {
@@ -95,6 +118,7 @@ macro_rules! from_typed {
     )*};
 }
 from_typed!(
+    CustomResourceDefinition,
     ClusterRole,
     ClusterRoleBinding,
     Role,

@@ -60,6 +60,7 @@ pub async fn apply_object(
     let c = client.clone();
     let ns = |o: &ApiObject| o.namespace().unwrap_or("default").to_string();
     let outcome = match object {
+        ApiObject::CustomResourceDefinition(o) => apply_typed(Api::all(c), o, dry_run).await,
         ApiObject::ClusterRole(o) => apply_typed(Api::all(c), o, dry_run).await,
         ApiObject::ClusterRoleBinding(o) => apply_typed(Api::all(c), o, dry_run).await,
         ApiObject::Role(o) => apply_typed(Api::namespaced(c, &ns(object)), o, dry_run).await,

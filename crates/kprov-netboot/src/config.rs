@@ -642,6 +642,27 @@ impl Config {
         })
     }
 
+    /// The config with another server address (`serve --server-address`:
+    /// each replica of the DaemonSet binds its own node's), which must lie
+    /// in the subnet in full mode.
+    pub fn with_server_address(
+        mut self,
+        file: &Path,
+        address: Ipv4Addr,
+    ) -> Result<Self, ConfigError> {
+        if let (Mode::Full, Some(subnet)) = (self.mode, self.subnet) {
+            if !subnet.contains_host(address) {
+                return Err(ConfigError {
+                    file: file.to_path_buf(),
+                    field: "serverAddress (--server-address)".into(),
+                    reason: format!("{address} is not in subnet {subnet}"),
+                });
+            }
+        }
+        self.server_address = address;
+        Ok(self)
+    }
+
     /// The base URL of the HTTP server.
     pub fn http_base(&self) -> String {
         if self.ports.http == 80 {

@@ -21,6 +21,8 @@
 //! - [`paths`]: path safety for the served roots;
 //! - [`metrics`]: counters rendered in Prometheus text format;
 //! - [`ra`]: the IPv6 router advertisement that tells iPXE not to wait;
+//! - [`deploy`]: netboot as a workload of the cluster (`kprov netboot
+//!   deploy`'s objects);
 //! - [`join`]: join data netboot makes for worker Machines (their
 //!   tokens and user-data).
 //!
@@ -34,6 +36,7 @@
 
 pub mod config;
 pub mod crd;
+pub mod deploy;
 pub mod dhcp;
 pub mod epochs;
 pub mod fuzz;

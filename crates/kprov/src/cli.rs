@@ -378,6 +378,65 @@ pub enum NetbootCommand {
     ///
     /// Example: kprov netboot crd | kubectl apply -f -
     Crd,
+    /// Run netboot in the cluster: the Machine definition, a service
+    /// account with rights limited to what the server does, the config
+    /// file in a ConfigMap, and a host-network DaemonSet on the nodes of
+    /// the machines' network (masters by default).
+    ///
+    /// The image must hold the static kprov at /usr/local/bin/kprov. Each
+    /// replica binds its own node's address (serverAddress is replaced by
+    /// it) and they share a Lease, so one answers DHCP at a time. The
+    /// config's tftpRoot, httpRoot and stateDir must be absolute paths
+    /// under --data-dir, the host directory the pods mount; Machines come
+    /// from the cluster (no machinesDir). Applied server-side: a second
+    /// run changes nothing. --output yaml prints the objects instead.
+    ///
+    /// Example: kprov netboot deploy --config netboot.yaml --image registry.local/kprov:v0.1.0
+    Deploy(NetbootDeployArgs),
+}
+
+/// Flags of `kprov netboot deploy`.
+#[derive(Debug, Args)]
+pub struct NetbootDeployArgs {
+    /// The server's YAML config file (put in the ConfigMap as it is).
+    #[arg(long, value_name = "FILE")]
+    pub config: PathBuf,
+    /// The image holding the static kprov at /usr/local/bin/kprov.
+    #[arg(long, value_name = "IMAGE")]
+    pub image: String,
+    /// An administrator's kubeconfig.
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "KUBECONFIG",
+        default_value = "/etc/kubernetes/admin.conf"
+    )]
+    pub kubeconfig: PathBuf,
+    /// The namespace of the workload, its ConfigMap and its Lease.
+    #[arg(long, value_name = "NAMESPACE", default_value = "kube-system")]
+    pub namespace: String,
+    /// The host directory the pods mount (at the same path), holding the
+    /// config's roots and state directory.
+    #[arg(long, value_name = "DIR", default_value = "/var/lib/kprov/netboot")]
+    pub data_dir: String,
+    /// The nodes netboot runs on (KEY=VALUE, repeatable): those attached
+    /// to the machines' network. Default: the masters.
+    #[arg(long, value_name = "KEY=VALUE")]
+    pub node_selector: Vec<String>,
+    /// Say what would change, change nothing (a server-side dry run).
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Print the objects as YAML for `kubectl apply -f -` instead of
+    /// applying them (no cluster needed).
+    #[arg(long, value_enum)]
+    pub output: Option<DeployOutputArg>,
+}
+
+/// What `kprov netboot deploy --output` prints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DeployOutputArg {
+    /// The objects, as YAML documents.
+    Yaml,
 }
 
 /// Flags of `kprov netboot rotate-token`.
@@ -415,6 +474,10 @@ pub struct NetbootServeArgs {
     /// (default: $POD_NAME, else HOSTNAME-PID).
     #[arg(long, value_name = "NAME")]
     pub identity: Option<String>,
+    /// The server's address, in place of the config's serverAddress (a
+    /// replica of `kprov netboot deploy` is given its node's).
+    #[arg(long, value_name = "IPV4")]
+    pub server_address: Option<std::net::Ipv4Addr>,
 }
 
 /// Where `kprov netboot serve` takes Machines from.

@@ -22,207 +22,27 @@ mod common;
 
 use std::net::Ipv4Addr;
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
-use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use common::cluster::{JoinCommand, BUSYBOX};
-use common::netns::Netns;
-use common::registry::control_plane_bundle;
-use common::{
-    bench, debian_root_tarball, debian_ssh_root_tarball, extract, harness_images,
-    kprov_release_bin, scratch, sh,
+use common::nspawn::{
+    diagnose, import_kprov_image, netboot_deploy, netboot_logs, node_image, poll, run_ok, site,
+    ssh_node_image, wait_netboot_ready, ClusterCli, Teardown,
 };
-use kprov_cluster::target::nspawn::{warm_containerd, NspawnTarget};
+use common::{bench, kprov_release_bin, sh};
+use kprov_cluster::target::nspawn::NspawnTarget;
 use kprov_cluster::{
     ClusterName, ClusterNetwork, MachineCommand, MachineName, MachineSpec, Role, Target,
 };
-
-/// The node image: the Debian root prebaked by the release kprov from a
-/// control-plane bundle (plus busybox), with `--node-in-container`, and
-/// the bundle's images imported into its containerd store by one boot
-/// (`warm_containerd`); made once per content under the target directory,
-/// and older ones removed.
-fn node_image() -> PathBuf {
-    static IMAGE: OnceLock<PathBuf> = OnceLock::new();
-    IMAGE
-        .get_or_init(|| make_node_image("node", debian_root_tarball()))
-        .clone()
-}
-
-/// [`node_image`] with the OpenSSH server (tools/debian-root.sh ssh), for
-/// the hosts of the ssh target.
-fn ssh_node_image() -> PathBuf {
-    static IMAGE: OnceLock<PathBuf> = OnceLock::new();
-    IMAGE
-        .get_or_init(|| make_node_image("ssh", debian_ssh_root_tarball()))
-        .clone()
-}
 
 /// The tests of this file one at a time: they measure, and the machine
 /// has two cores.
 fn serial() -> MutexGuard<'static, ()> {
     static LOCK: Mutex<()> = Mutex::new(());
     LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-fn make_node_image(variant: &str, tarball: &Path) -> PathBuf {
-    let kprov = kprov_release_bin();
-    let file_digest = |p: &Path| common::sha256_hex(p);
-    let images_dir = &harness_images().0;
-    let key = kprov_cluster::image::content_key([
-        "kprov nspawn node image v2: base --node-in-container, control-plane bundle + busybox, containerd warmed"
-            .to_string(),
-        variant.to_string(),
-        tarball.display().to_string(),
-        std::fs::metadata(tarball).unwrap().len().to_string(),
-        std::fs::read_to_string(images_dir.join("SHA256SUMS")).unwrap(),
-        std::fs::read_to_string(common::kubernetes_bin_dir().join("../SHA256SUMS"))
-            .unwrap_or_default(),
-        std::fs::read_to_string(common::artifacts_dir().join("SHA256SUMS")).unwrap(),
-        file_digest(kprov),
-    ]);
-    let cache = Path::new(env!("CARGO_TARGET_TMPDIR")).join(match variant {
-        "node" => "nspawn-node-images".to_string(),
-        _ => format!("nspawn-node-images-{variant}"),
-    });
-    let started = Instant::now();
-    let mut made = false;
-    let image = kprov_cluster::image::cached(&cache, &key, |dir| {
-        made = true;
-        let work = scratch("node-image-");
-        let bundle = control_plane_bundle(work.path(), &["--image", BUSYBOX]);
-        extract(tarball, dir);
-        let out = Command::new(kprov)
-            .args(["provision", "--phase", "base", "--root"])
-            .arg(dir)
-            .args(["--kubelet-version", "v1.20.2", "--arch", "amd64"])
-            .arg("--bundle")
-            .arg(&bundle)
-            .arg("--node-in-container")
-            .output()
-            .map_err(|e| e.to_string())?;
-        if !out.status.success() {
-            return Err(String::from_utf8_lossy(&out.stderr).into_owned());
-        }
-        // The images imported once, here, rather than by every machine.
-        let ns = Netns::new("10.86.0");
-        let warmer = NspawnTarget::new(work.path().join("machines"))
-            .map_err(|e| e.to_string())?
-            .with_netns(format!("/run/netns/{}", ns.name));
-        warmer.prepare_host().map_err(|e| e.to_string())?;
-        warm_containerd(
-            &warmer,
-            dir,
-            "10.86.1.1/24".parse().unwrap(),
-            Duration::from_secs(300),
-        )
-        .map_err(|e| e.to_string())
-    })
-    .unwrap();
-    if made {
-        bench(&format!(
-            "nspawn node image {variant} (bundle + prebake, once per content): {:.1} s",
-            started.elapsed().as_secs_f64()
-        ));
-    }
-    // Images of older builds: never used again by this checkout.
-    for entry in std::fs::read_dir(&cache).unwrap().flatten() {
-        if entry.file_name().to_string_lossy() != key {
-            let _ = std::fs::remove_dir_all(entry.path());
-        }
-    }
-    image
-}
-
-/// What each test here starts with: a network namespace of its own
-/// (`PREFIX.0/24` on its bridge br0), a scratch directory, and an nspawn
-/// target keeping its machines in `DIR/machines` and its cluster bridges
-/// in that namespace. Bound in this order, they are dropped in reverse:
-/// the target first, the namespace last.
-fn site(prefix: &str, scratch_prefix: &str) -> (Netns, tempfile::TempDir, PathBuf, NspawnTarget) {
-    let ns = Netns::new(prefix);
-    let dir = scratch(scratch_prefix);
-    let machines_dir = dir.path().join("machines");
-    let target = NspawnTarget::new(&machines_dir)
-        .unwrap()
-        .with_netns(format!("/run/netns/{}", ns.name));
-    (ns, dir, machines_dir, target)
-}
-
-/// Destroys what is left of the cluster when the test ends, passed or
-/// not (the machines outlive this process otherwise).
-struct Teardown<'a> {
-    target: &'a NspawnTarget,
-    cluster: ClusterName,
-    armed: bool,
-}
-
-impl Drop for Teardown<'_> {
-    fn drop(&mut self) {
-        if !self.armed {
-            return;
-        }
-        for m in self.target.list(&self.cluster).unwrap_or_default() {
-            if let Err(e) = self.target.destroy(&m.name) {
-                eprintln!("teardown: destroying {}: {e}", m.name);
-            }
-        }
-        if let Err(e) = self.target.destroy_network(&self.cluster) {
-            eprintln!("teardown: {e}");
-        }
-    }
-}
-
-/// Runs `argv` in `machine`, failing with its output and the machine's
-/// log when it fails.
-fn run_ok(target: &NspawnTarget, machine: &MachineName, command: &MachineCommand) -> String {
-    let out = target.run(machine, command).unwrap();
-    // kprov's progress (its stderr never holds a secret), for the timings.
-    if command.argv.first().is_some_and(|p| p == "kprov") {
-        eprintln!(
-            "==== {machine}: {}\n{}",
-            command.argv[..2].join(" "),
-            out.stderr_text()
-        );
-    }
-    assert!(
-        out.success(),
-        "{:?} in {machine} exited {:?}{}\nstdout:\n{}\nstderr:\n{}\n{}",
-        command.argv,
-        out.code,
-        if out.timed_out { " (timed out)" } else { "" },
-        out.stdout_text(),
-        out.stderr_text(),
-        diagnose(target, machine)
-    );
-    out.stdout_text()
-}
-
-/// A machine's last console and kubelet lines, for failures.
-fn diagnose(target: &NspawnTarget, machine: &MachineName) -> String {
-    let console = target.logs(machine, 25).unwrap_or_else(|e| e.to_string());
-    let journal = target
-        .run(
-            machine,
-            &MachineCommand::new([
-                "journalctl",
-                "--no-pager",
-                "-o",
-                "cat",
-                "-n",
-                "25",
-                "-u",
-                "kubelet",
-                "-u",
-                "containerd",
-            ])
-            .timeout(Duration::from_secs(20)),
-        )
-        .map(|o| o.stdout_text())
-        .unwrap_or_else(|e| e.to_string());
-    format!("==== {machine} console (last lines)\n{console}\n==== {machine} kubelet and containerd (last lines)\n{journal}")
 }
 
 fn mib(bytes: Option<u64>) -> String {
@@ -463,26 +283,6 @@ fn the_nspawn_target_finds_machines_by_name_and_label_refuses_bad_requests_and_r
 
 /// `kprov cluster` with the test's namespace, machines directory and
 /// kubeconfig.
-struct ClusterCli {
-    args: Vec<String>,
-}
-
-impl ClusterCli {
-    fn run(&self, verb: &str, more: &[&str]) -> common::Run {
-        let mut args: Vec<&str> = vec!["cluster", verb];
-        args.extend(self.args.iter().map(String::as_str));
-        args.extend_from_slice(more);
-        let run = common::kprov_release(&args, &[]);
-        eprintln!(
-            "==== kprov cluster {verb} {}: exit {:?}\n{}",
-            more.join(" "),
-            run.code,
-            run.stderr
-        );
-        run
-    }
-}
-
 /// kubeadm's settings for the same one-master cluster in a container:
 /// the systemd cgroup driver kprov configures containerd with, and the
 /// kubelet and kube-proxy settings `--node-in-container` gives kprov's
@@ -1757,6 +1557,251 @@ fn benchmark_cluster_up_nspawn_one_master_with_one_and_two_workers() {
         ));
         assert!(target.list(&cluster).unwrap().is_empty());
     }
+}
+
+#[test]
+#[ignore = "needs root, systemd-nspawn, busybox, curl, python3 and the cached builds; run by tools/test.sh"]
+fn netboot_deployed_as_a_pod_on_the_master_answers_a_machine_on_the_cluster_network_with_its_join_data_under_limited_rights(
+) {
+    const MAC: &str = "52:54:00:ee:00:01";
+    let _serial = serial();
+    let image = node_image();
+    let (ns, dir, machines_dir, target) = site("10.82.0", "netboot-pod-");
+    let d = dir.path();
+    let kubeconfig = d.join("kube").join("admin.conf");
+    let cluster: ClusterName = format!("n{}", std::process::id()).parse().unwrap();
+    let _teardown = Teardown {
+        target: &target,
+        cluster: cluster.clone(),
+        armed: true,
+    };
+    let cli = ClusterCli {
+        args: vec![
+            "--name".into(),
+            cluster.to_string(),
+            "--machines-dir".into(),
+            machines_dir.display().to_string(),
+            "--netns".into(),
+            ns.name.clone(),
+            "--network".into(),
+            "10.82.9.1/24".into(),
+            "--kubeconfig".into(),
+            kubeconfig.display().to_string(),
+            "--timeout".into(),
+            "300".into(),
+        ],
+    };
+    let image_arg = image.display().to_string();
+    let up = cli.run(
+        "up",
+        &["--masters", "1", "--workers", "0", "--image", &image_arg],
+    );
+    assert_eq!(up.code, Some(0), "{}", up.stderr);
+    let master = MachineName::new(&cluster, Role::Master, 1).unwrap();
+    let master_ip = target.address(&master).unwrap().to_string();
+    use kprov_cluster::workflow::kubectl;
+    let on_master = |args: &[&str]| run_ok(&target, &master, &kubectl(args));
+
+    // The image: the static release kprov, written by the harness as an
+    // OCI archive and imported into the master's containerd.
+    import_kprov_image(&target, &master, d);
+    run_ok(
+        &target,
+        &master,
+        &MachineCommand::new([
+            "mkdir",
+            "-p",
+            "/var/lib/kprov/netboot/tftp",
+            "/var/lib/kprov/netboot/http",
+        ]),
+    );
+
+    // Deployed from outside (the namespace the cluster's network is in):
+    // a config whose roots are under the pods' data directory.
+    let config = d.join("netboot.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "mode: full\ninterface: eth0\nserverAddress: {master_ip}\nsubnet: 10.82.9.0/24\n\
+             tftpRoot: /var/lib/kprov/netboot/tftp\nhttpRoot: /var/lib/kprov/netboot/http\n\
+             stateDir: /var/lib/kprov/netboot/state\nports: {{http: 8080}}\n\
+             stage2: {{kernel: stage2/vmlinuz, initrd: stage2/stage2.initrd}}\n\
+             join:\n  provision: {{kubelet-version: v1.20.2}}\n"
+        ),
+    )
+    .unwrap();
+    let first = netboot_deploy(&ns, &config, &kubeconfig);
+    println!("{first}");
+    assert!(
+        first.contains("10 resources: 10 created, 0 changed, 0 unchanged"),
+        "{first}"
+    );
+    let again = netboot_deploy(&ns, &config, &kubeconfig);
+    assert!(
+        again.contains("10 resources: 0 created, 0 changed, 10 unchanged"),
+        "{again}"
+    );
+    wait_netboot_ready(&target, &master);
+    let logs = || netboot_logs(&target, &master);
+
+    // Its rights: Machines and their status, not other Secrets or Nodes.
+    let sa = "system:serviceaccount:kube-system:kprov-netboot";
+    for (verb, what, namespace, expected) in [
+        ("watch", "machines.kprov.dev", "", "yes"),
+        (
+            "patch",
+            "machines.kprov.dev --subresource status",
+            "",
+            "yes",
+        ),
+        ("update", "machines.kprov.dev", "", "no"),
+        ("create", "secrets", "kube-system", "yes"),
+        ("list", "secrets", "default", "no"),
+        ("delete", "nodes", "", "no"),
+        ("create", "pods", "kube-system", "no"),
+    ] {
+        let mut args = vec!["auth", "can-i", verb];
+        args.extend(what.split(' '));
+        if !namespace.is_empty() {
+            args.extend(["-n", namespace]);
+        }
+        args.extend(["--as", sa]);
+        let out = target.run(&master, &kubectl(&args)).unwrap();
+        assert_eq!(
+            out.stdout_text().trim(),
+            expected,
+            "can-i {verb} {what} {namespace}: {}",
+            out.stderr_text()
+        );
+    }
+
+    // A Machine (worker, no user-data) and a machine on the cluster's
+    // network with its MAC: the pod answers it with its address and
+    // serves it the join data it made.
+    let machine = format!(
+        "apiVersion: kprov.dev/v1alpha1\nkind: Machine\nmetadata:\n  name: metal1\nspec:\n  macAddress: {MAC}\n  ipAddress: 10.82.9.50\n  role: worker\n  boot:\n    image: node.img.zst\n"
+    );
+    let machine_file = d.join("metal1.yaml");
+    std::fs::write(&machine_file, machine).unwrap();
+    target
+        .copy_in(
+            &master,
+            &machine_file,
+            Path::new("/root/metal1.yaml"),
+            0o644,
+        )
+        .unwrap();
+    on_master(&["apply", "-f", "/root/metal1.yaml"]);
+    let peer = ns.add_peer_on(&kprov_cluster::network::bridge_name(&cluster), MAC);
+    let script = d.join("udhcpc.sh");
+    let lease_file = d.join("lease");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\n[ \"$1\" = bound ] && echo \"$ip $serverid $boot_file\" > {}\nexit 0\n",
+            lease_file.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let lease = poll(Duration::from_secs(60), || {
+        peer.command("timeout")
+            .args([
+                "20",
+                "busybox",
+                "udhcpc",
+                "-i",
+                "eth0",
+                "-n",
+                "-q",
+                "-f",
+                "-t",
+                "3",
+                "-T",
+                "1",
+                "-A",
+                "1",
+                "-x",
+                "0x4d:69505845",
+                "-s",
+            ])
+            .arg(&script)
+            .output()
+            .unwrap();
+        std::fs::read_to_string(&lease_file).ok()
+    })
+    .unwrap_or_else(|| panic!("no DHCP answer from the pod:\n{}", logs()));
+    let words: Vec<&str> = lease.split_whitespace().collect();
+    assert_eq!(words[..2], ["10.82.9.50", master_ip.as_str()], "{lease}");
+    peer.ip(&["addr", "add", "10.82.9.50/24", "dev", "eth0"]);
+    let fetch = |url: &str| -> (String, String) {
+        let o = peer
+            .command("curl")
+            .args(["-s", "--max-time", "20", "-w", "\n%{http_code}", url])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&o.stdout).to_string();
+        let (body, code) = text.rsplit_once('\n').unwrap_or(("", ""));
+        (code.to_string(), body.to_string())
+    };
+    let (code, ipxe) = fetch(words[2]);
+    assert_eq!(code, "200", "{ipxe}\n{}", logs());
+    let seed = ipxe
+        .split("kprov.seed=")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no seed in the script:\n{ipxe}"))
+        .to_string();
+    let user_data = poll(Duration::from_secs(30), || {
+        let (code, body) = fetch(&format!("{seed}user-data"));
+        (code == "200").then_some(body)
+    })
+    .unwrap_or_else(|| panic!("no user-data:\n{}", logs()));
+    for line in [
+        format!("source_url='http://{master_ip}:8080/kprov'"),
+        "'--phase' 'join'".into(),
+        format!("'--api-server' 'https://{master_ip}:6443'"),
+        "'--node-name' 'metal1'".into(),
+    ] {
+        assert!(user_data.contains(&line), "{line} not in\n{user_data}");
+    }
+    let status = poll(Duration::from_secs(30), || {
+        let out = target
+            .run(
+                &master,
+                &kubectl(&[
+                    "get",
+                    "machine",
+                    "metal1",
+                    "-o",
+                    "jsonpath={.status.phase} {.status.address}",
+                ]),
+            )
+            .ok()?;
+        let text = out.stdout_text();
+        (text.starts_with("Joining") && text.ends_with("10.82.9.50")).then_some(text)
+    });
+    assert!(
+        status.is_some(),
+        "metal1's status: {}\n{}",
+        on_master(&["get", "machine", "metal1", "-o", "yaml"]),
+        logs()
+    );
+    let tokens = on_master(&[
+        "-n",
+        "kube-system",
+        "get",
+        "secrets",
+        "--field-selector",
+        "type=bootstrap.kubernetes.io/token",
+        "-o",
+        "jsonpath={.items[*].data.description}",
+    ]);
+    assert!(tokens.split_whitespace().count() >= 2, "{tokens}");
+    println!("netboot in the cluster: {}", logs());
+    drop(peer);
+    let down = cli.run("down", &[]);
+    assert_eq!(down.code, Some(0), "{}", down.stderr);
 }
 
 /// The lines of plan reports that say a resource was created, changed or

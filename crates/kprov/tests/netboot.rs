@@ -1785,6 +1785,10 @@ fn bad_configs_are_refused_before_anything_is_opened() {
         ("httpRoot: h", "httpRoot: .", "httpRoot: \".\" contains stateDir \"state\": the token secret and the lease table would be served; use separate directories"),
         ("tftpRoot: t", "tftpRoot: m/..", "tftpRoot: \"m/..\" contains stateDir \"state\": the token secret and the lease table would be served; use separate directories"),
         ("machinesDir: m\n", "machinesDir: t/m\n", "tftpRoot: \"t\" contains machinesDir \"t/m\": the Machine files (with their user-data) would be served; use separate directories"),
+        // Join data: what netboot would make tokens and user-data with.
+        ("stateDir: state\n", "stateDir: state\njoin: {tokenTtlSeconds: 5}\n", "join.tokenTtlSeconds: 5 is out of range: expected 60 to 86400"),
+        ("stateDir: state\n", "stateDir: state\njoin: {provision: {kubelet-versoin: v1.20.2}}\n", "join.provision: unknown field `kubelet-versoin`, expected one of `phase`, `kubelet-version`"),
+        ("stateDir: state\n", "stateDir: state\njoin: {provision: {control-plane: true}}\n", "join.provision.control-plane: netboot makes join data for workers only"),
     ];
     let good = "mode: full\ninterface: br0\nserverAddress: 10.77.0.1\nsubnet: 10.77.0.0/24\nmachinesDir: m\ntftpRoot: t\nhttpRoot: h\nstateDir: state\n";
     for (from, to, want) in cases {
@@ -1806,6 +1810,107 @@ fn bad_configs_are_refused_before_anything_is_opened() {
             "{to}: the state directory was created"
         );
     }
+}
+
+#[test]
+fn join_data_and_the_server_address_flag_are_checked_before_anything_is_opened() {
+    let dir = common::scratch("netboot-join-cli-");
+    let config = dir.path().join("netboot.yaml");
+    let good = "mode: full\ninterface: br0\nserverAddress: 10.77.0.1\nsubnet: 10.77.0.0/24\nmachinesDir: m\ntftpRoot: t\nhttpRoot: h\nstateDir: state\n";
+    std::fs::write(&config, format!("{good}join: {{}}\n")).unwrap();
+    for sub in ["m", "t", "h"] {
+        std::fs::create_dir_all(dir.path().join(sub)).unwrap();
+    }
+    let config = config.to_str().unwrap();
+    // Join data come from the cluster: not with Machine files.
+    let run = common::kprov(&["netboot", "serve", "--config", config], &[]);
+    assert_eq!(run.code, Some(1));
+    assert!(
+        run.stderr
+            .contains("join: netboot makes join data from the cluster it serves: it needs `--machines kubernetes`"),
+        "{}",
+        run.stderr
+    );
+    let run = common::kprov(
+        &[
+            "netboot",
+            "serve",
+            "--config",
+            config,
+            "--server-address",
+            "10.1.0.1",
+        ],
+        &[],
+    );
+    assert_eq!(run.code, Some(1));
+    assert!(
+        run.stderr.contains(&format!(
+            "{config}: serverAddress (--server-address): 10.1.0.1 is not in subnet 10.77.0.0/24"
+        )),
+        "{}",
+        run.stderr
+    );
+    assert!(!dir.path().join("state").exists());
+}
+
+#[test]
+fn deploy_prints_its_objects_and_refuses_a_config_the_pod_cannot_run() {
+    let dir = common::scratch("netboot-deploy-");
+    let config = dir.path().join("netboot.yaml");
+    let good = "mode: full\ninterface: eth0\nserverAddress: 10.77.0.1\nsubnet: 10.77.0.0/24\n\
+                tftpRoot: /var/lib/kprov/netboot/tftp\nhttpRoot: /var/lib/kprov/netboot/http\n\
+                stateDir: /var/lib/kprov/netboot/state\n";
+    std::fs::write(&config, good).unwrap();
+    let config_arg = config.to_str().unwrap();
+    let args = [
+        "netboot",
+        "deploy",
+        "--config",
+        config_arg,
+        "--image",
+        "kprov.dev/kprov:v1",
+        "--output",
+        "yaml",
+    ];
+    let run = common::kprov(&args, &[]);
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    let docs: Vec<serde_yaml::Value> = run
+        .stdout
+        .split("---\n")
+        .map(|d| serde_yaml::from_str(d).unwrap())
+        .collect();
+    let kinds: Vec<&str> = docs.iter().map(|d| d["kind"].as_str().unwrap()).collect();
+    assert_eq!(
+        kinds,
+        [
+            "CustomResourceDefinition",
+            "ServiceAccount",
+            "ClusterRole",
+            "ClusterRoleBinding",
+            "Role",
+            "Role",
+            "RoleBinding",
+            "RoleBinding",
+            "ConfigMap",
+            "DaemonSet"
+        ]
+    );
+    let ds = &docs[9]["spec"]["template"]["spec"];
+    assert_eq!(ds["hostNetwork"], true);
+    assert_eq!(ds["containers"][0]["image"], "kprov.dev/kprov:v1");
+    assert_eq!(docs[8]["data"]["netboot.yaml"].as_str().unwrap(), good);
+
+    std::fs::write(&config, good.replace("/var/lib/kprov/netboot/http", "http")).unwrap();
+    let run = common::kprov(&args, &[]);
+    assert_eq!(run.code, Some(1));
+    assert!(
+        run.stderr.contains(&format!(
+            "--config {config_arg}: httpRoot: \"http\" is not under --data-dir \"/var/lib/kprov/netboot\""
+        )),
+        "{}",
+        run.stderr
+    );
+    assert!(run.stdout.is_empty(), "{}", run.stdout);
 }
 
 #[test]

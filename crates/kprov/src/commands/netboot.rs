@@ -3,7 +3,8 @@
 //! (then the command fails, naming it). `kprov netboot rotate-token`:
 //! starts a new token epoch for one machine in the config's state
 //! directory. `kprov netboot crd`: prints the Machine resource's
-//! CustomResourceDefinition.
+//! CustomResourceDefinition. `kprov netboot deploy`: runs netboot in the
+//! cluster (kprov-netboot's deploy objects, applied server-side).
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -13,7 +14,7 @@ use anyhow::Context;
 use kprov_netboot::config::Config;
 use kprov_netboot::machine::MacAddr;
 
-use crate::cli::{MachinesArg, NetbootCommand};
+use crate::cli::{MachinesArg, NetbootCommand, NetbootDeployArgs};
 use kprov_netboot::server::MachineSource;
 
 fn read_config(path: &Path) -> anyhow::Result<Config> {
@@ -37,11 +38,66 @@ fn identity(given: Option<&str>) -> String {
     format!("{}-{}", host.trim(), std::process::id())
 }
 
+/// `kprov netboot deploy`: checks the config, builds the objects, and
+/// prints them or applies them.
+fn deploy(args: NetbootDeployArgs) -> anyhow::Result<ExitCode> {
+    use kprov_netboot::deploy::{check_config, plan, DeploySpec};
+    let text = std::fs::read_to_string(&args.config)
+        .with_context(|| format!("--config {}: cannot read", args.config.display()))?;
+    let config = Config::parse(&args.config, &text)?;
+    check_config(&text, &config, &args.data_dir)
+        .map_err(|e| anyhow::anyhow!("--config {}: {e}", args.config.display()))?;
+    let mut node_selector = std::collections::BTreeMap::new();
+    for pair in &args.node_selector {
+        let (key, value) = pair.split_once('=').with_context(|| {
+            format!("--node-selector {pair:?}: expected KEY=VALUE, e.g. kubernetes.io/hostname=master-1")
+        })?;
+        node_selector.insert(key.to_string(), value.to_string());
+    }
+    if node_selector.is_empty() {
+        node_selector.insert("node-role.kubernetes.io/master".into(), String::new());
+    }
+    let plan = plan(&DeploySpec {
+        namespace: args.namespace.clone(),
+        image: args.image.clone(),
+        config_text: text,
+        http_port: config.ports.http,
+        data_dir: args.data_dir.clone(),
+        node_selector,
+    });
+    if args.output.is_some() {
+        let docs: Vec<String> = plan.objects.iter().map(|o| o.to_yaml()).collect();
+        #[allow(clippy::print_stdout)]
+        {
+            print!("{}", docs.join("---\n"));
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the tokio runtime")?;
+    let report = runtime.block_on(async {
+        let client = kprov_kube::client(&args.kubeconfig)
+            .await
+            .with_context(|| format!("--kubeconfig {}", args.kubeconfig.display()))?;
+        let target = format!("the cluster of {}", args.kubeconfig.display());
+        kprov_kube::apply::apply_plan(&client, &plan, &target, args.dry_run)
+            .await
+            .context("applying netboot's objects")
+    })?;
+    eprint!("{}", report.render_text());
+    Ok(ExitCode::SUCCESS)
+}
+
 /// Runs a `kprov netboot` subcommand.
 pub fn run(command: NetbootCommand) -> anyhow::Result<ExitCode> {
     match command {
         NetbootCommand::Serve(args) => {
-            let config = read_config(&args.config)?;
+            let mut config = read_config(&args.config)?;
+            if let Some(address) = args.server_address {
+                config = config.with_server_address(&args.config, address)?;
+            }
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()
@@ -97,6 +153,7 @@ pub fn run(command: NetbootCommand) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        NetbootCommand::Deploy(args) => deploy(args),
         NetbootCommand::Crd => {
             #[allow(clippy::print_stdout)]
             {

@@ -24,6 +24,7 @@ pub mod cluster;
 pub mod controlplane;
 pub mod image;
 pub mod netns;
+pub mod nspawn;
 pub mod registry;
 pub mod vm;
 

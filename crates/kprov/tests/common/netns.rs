@@ -53,8 +53,13 @@ impl Netns {
 
     /// Adds a tap device on the bridge, for a VM.
     pub fn add_tap(&self, tap: &str) {
+        self.add_tap_on("br0", tap);
+    }
+
+    /// [`Netns::add_tap`] on another bridge of this namespace.
+    pub fn add_tap_on(&self, bridge: &str, tap: &str) {
         self.ip(&["tuntap", "add", "dev", tap, "mode", "tap"]);
-        self.ip(&["link", "set", tap, "master", "br0"]);
+        self.ip(&["link", "set", tap, "master", bridge]);
         self.ip(&["link", "set", tap, "up"]);
     }
 
@@ -185,6 +190,12 @@ impl Netns {
     /// other end is on `br0`. For client programs (DHCP, TFTP) that must
     /// run on their own link.
     pub fn add_peer(&self, mac: &str) -> Peer {
+        self.add_peer_on("br0", mac)
+    }
+
+    /// [`Netns::add_peer`] on another bridge of this namespace (a
+    /// cluster's, say).
+    pub fn add_peer_on(&self, bridge: &str, mac: &str) -> Peer {
         static N: AtomicU32 = AtomicU32::new(0);
         let n = N.fetch_add(1, Ordering::SeqCst);
         let name = format!("{}-p{n}", self.name);
@@ -193,7 +204,7 @@ impl Netns {
         self.ip(&[
             "link", "add", &host_end, "type", "veth", "peer", "name", "eth0", "netns", &name,
         ]);
-        self.ip(&["link", "set", &host_end, "master", "br0"]);
+        self.ip(&["link", "set", &host_end, "master", bridge]);
         self.ip(&["link", "set", &host_end, "up"]);
         let peer = Peer {
             name,
