@@ -1,11 +1,13 @@
 //! The disk image in qemu: the image made from the Debian VM root boots
 //! (SeaBIOS, SYSLINUX from the image, no -kernel) to multi-user after
 //! `kprov stage2` has installed it from a real HTTP server; the stage2
-//! initrd names what is missing; and end to end, a blank VM PXE-boots from
-//! `kprov netboot serve`, stage2 installs a prebaked node image, the VM
-//! boots its disk, cloud-init takes its user-data from netboot through the
-//! seed stage2 wrote, and the node joins a control plane made by
-//! `kprov init` and is Ready.
+//! initrd names what is missing; and end to end (seed 002), netboot runs
+//! as a pod on a master made by `kprov cluster up` (nspawn), a Machine is
+//! created with `kubectl create -f`, a blank VM PXE-boots from the pod,
+//! stage2 installs a prebaked node image, the VM boots its disk,
+//! cloud-init takes the user-data netboot made for it (its own token)
+//! through the seed stage2 wrote, and the node joins and is Ready, as is
+//! its Machine.
 //!
 //! Tests that boot VMs live in `*_vm.rs` files: tools/test.sh runs them in
 //! their own lane, one binary at a time, so that no more than two VMs run.
@@ -14,11 +16,10 @@
 
 mod common;
 
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use common::cluster::kprov_user_data;
-use common::controlplane::{text, ControlPlane};
 use common::image::{build, manifest};
 use kprov_testkit::http::FileServer;
 
@@ -150,19 +151,27 @@ fn the_stage2_initrd_runs_kprov_as_init_loads_the_modules_finds_the_disk_and_nam
 }
 
 #[test]
-#[ignore = "needs root, qemu (TCG), ipxe-qemu, the Debian cloud root, the Kubernetes build and the static release kprov"]
-fn a_blank_vm_netboots_stage2_installs_the_image_boots_its_disk_takes_its_user_data_from_netboot_and_joins_as_a_ready_node(
+#[ignore = "needs root, qemu (TCG), ipxe-qemu, systemd-nspawn, the Debian roots, the Kubernetes build and the static release kprov"]
+fn seed_002_a_blank_vm_pxe_boots_from_netboot_running_as_a_pod_installs_its_image_and_joins_with_the_join_data_netboot_made(
 ) {
+    use common::nspawn::{
+        import_kprov_image, netboot_deploy, netboot_logs, node_image, poll, run_ok, site,
+        wait_netboot_ready, ClusterCli, Teardown,
+    };
+    use kprov_cluster::workflow::kubectl;
+    use kprov_cluster::{ClusterName, MachineName, Role, Target};
     const MAC: &str = "52:54:00:dd:01:01";
     const NODE: &str = "metal1";
-    let dir = common::scratch("stage2-vm-");
+    const ADDRESS: &str = "10.79.9.50";
+    let (ns, dir, machines_dir, target) = site("10.79.0", "seed-002-");
     let d = dir.path();
-    for sub in ["machines", "tftp", "http/stage2", "state"] {
+    for sub in ["http/stage2", "tftp"] {
         std::fs::create_dir_all(d.join(sub)).unwrap();
     }
     // The worker root the join VM test uses (the cloud root: cloud-init,
     // which finds the image's CIDATA boot partition and the seed stage2
-    // wrote into it; prebaked by `kprov provision --phase base --root`).
+    // wrote into it; prebaked by `kprov provision --phase base --root`),
+    // built into an image, and the stage2 initrd from its kernel.
     let root = common::cluster::worker_root(d, None);
     // No login prompt on the serial line: its hangup would cut cloud-init's
     // output off the console.
@@ -196,36 +205,96 @@ fn a_blank_vm_netboots_stage2_installs_the_image_boots_its_disk_takes_its_user_d
     let kernel = run.stderr.rsplit("boot it with ").next().unwrap().trim();
     std::fs::copy(kernel, d.join("http/stage2/vmlinuz")).unwrap();
     std::fs::remove_dir_all(&root).unwrap();
+    std::fs::copy("/usr/lib/ipxe/undionly.kpxe", d.join("tftp/undionly.kpxe")).unwrap();
 
-    // The control plane (`kprov init`, processes in a network namespace)
-    // and, on its bridge, the netboot server; the Machine's user-data is
-    // `kprov userdata`'s join with a fresh token and the pinned CA.
-    let mut cp = ControlPlane::start("10.79.0");
-    for phase in ["bootstrap-token", "addons"] {
-        let o = cp.init_phase(phase);
-        assert!(o.status.success(), "init phase {phase}: {}", text(&o));
+    // The first node: a master made by `kprov cluster up` (an nspawn
+    // machine; `kprov init` inside), on the cluster network the VM joins.
+    let image = node_image();
+    let kubeconfig = d.join("kube").join("admin.conf");
+    let cluster: ClusterName = format!("s{}", std::process::id()).parse().unwrap();
+    let _teardown = Teardown {
+        target: &target,
+        cluster: cluster.clone(),
+        armed: true,
+    };
+    let cli = ClusterCli {
+        args: vec![
+            "--name".into(),
+            cluster.to_string(),
+            "--machines-dir".into(),
+            machines_dir.display().to_string(),
+            "--netns".into(),
+            ns.name.clone(),
+            "--network".into(),
+            "10.79.9.1/24".into(),
+            "--kubeconfig".into(),
+            kubeconfig.display().to_string(),
+            "--timeout".into(),
+            "300".into(),
+        ],
+    };
+    let image_arg = image.display().to_string();
+    let up = cli.run(
+        "up",
+        &["--masters", "1", "--workers", "0", "--image", &image_arg],
+    );
+    assert_eq!(up.code, Some(0), "{}", up.stderr);
+    let master = MachineName::new(&cluster, Role::Master, 1).unwrap();
+    let master_ip = target.address(&master).unwrap().to_string();
+    let on_master = |args: &[&str]| run_ok(&target, &master, &kubectl(args));
+
+    // Netboot as a pod on it: the image with the static kprov, the files
+    // it serves in its data directory, deployed with `kprov netboot
+    // deploy`; its join data come from the cluster (no user-data here).
+    import_kprov_image(&target, &master, d);
+    for (file, mode) in [
+        ("http/node.img.zst", 0o644),
+        ("http/node.img.zst.json", 0o644),
+        ("http/stage2/vmlinuz", 0o644),
+        ("http/stage2/stage2.initrd", 0o644),
+        ("tftp/undionly.kpxe", 0o644),
+    ] {
+        target
+            .copy_in(
+                &master,
+                &d.join(file),
+                &Path::new("/var/lib/kprov/netboot").join(file),
+                mode,
+            )
+            .unwrap();
     }
-    let join = cp.admin().new_token("2h");
-    let user_data = kprov_user_data(&join, NODE, &d.join("userdata"));
-    let user_data: String = user_data.lines().map(|l| format!("    {l}\n")).collect();
+    let config = d.join("netboot.yaml");
     std::fs::write(
-        d.join("machines/metal1.yaml"),
+        &config,
         format!(
-            "apiVersion: kprov.dev/v1alpha1\nkind: Machine\nmetadata: {{name: metal1}}\nspec:\n  macAddress: {MAC}\n  ipAddress: 10.79.0.31\n  hostname: {NODE}\n  boot: {{image: node.img.zst}}\n  userData: |\n{user_data}"
+            "mode: full\ninterface: eth0\nserverAddress: {master_ip}\nsubnet: 10.79.9.0/24\n\
+             tftpRoot: /var/lib/kprov/netboot/tftp\nhttpRoot: /var/lib/kprov/netboot/http\n\
+             stateDir: /var/lib/kprov/netboot/state\nports: {{http: 8080}}\n\
+             stage2: {{kernel: stage2/vmlinuz, initrd: stage2/stage2.initrd, cmdline: console=ttyS0 kprov.on-failure=poweroff}}\n\
+             join:\n  provision: {{kubelet-version: v1.20.2}}\n"
         ),
     )
     .unwrap();
+    println!("{}", netboot_deploy(&ns, &config, &kubeconfig));
+    wait_netboot_ready(&target, &master);
+
+    // Seed 002: `kubectl create -f` a Machine (MAC, IP, role worker, boot
+    // image), and power on a blank-disk VM on the cluster's network.
+    let machine = d.join("metal1.yaml");
     std::fs::write(
-        d.join("netboot.yaml"),
-        "mode: full\ninterface: br0\nserverAddress: 10.79.0.1\nsubnet: 10.79.0.0/24\nmachinesDir: machines\ntftpRoot: tftp\nhttpRoot: http\nstateDir: state\nports: {http: 8080}\nstage2: {kernel: stage2/vmlinuz, initrd: stage2/stage2.initrd, cmdline: console=ttyS0 kprov.on-failure=poweroff}\n",
+        &machine,
+        format!(
+            "apiVersion: kprov.dev/v1alpha1\nkind: Machine\nmetadata: {{name: metal1}}\nspec:\n  macAddress: {MAC}\n  ipAddress: {ADDRESS}\n  hostname: {NODE}\n  role: worker\n  boot: {{image: node.img.zst}}\n"
+        ),
     )
     .unwrap();
-    std::fs::copy("/usr/lib/ipxe/undionly.kpxe", d.join("tftp/undionly.kpxe")).unwrap();
-
-    cp.ns.add_tap("tap0");
-    let log = d.join("server.log");
-    let server = cp.ns.serve_netboot(&d.join("netboot.yaml"), &log);
-    let log_text = || std::fs::read_to_string(&log).unwrap_or_default();
+    target
+        .copy_in(&master, &machine, Path::new("/root/metal1.yaml"), 0o644)
+        .unwrap();
+    on_master(&["create", "-f", "/root/metal1.yaml"]);
+    let bridge = kprov_cluster::network::bridge_name(&cluster);
+    ns.add_tap_on(&bridge, "tap0");
+    let log_text = || netboot_logs(&target, &master);
     let wait = |limit: Duration, done: &dyn Fn() -> bool| {
         let start = std::time::Instant::now();
         while start.elapsed() < limit {
@@ -248,7 +317,7 @@ fn a_blank_vm_netboots_stage2_installs_the_image_boots_its_disk_takes_its_user_d
     let console = d.join("console-install.log");
     let started = std::time::Instant::now();
     let vm = std::cell::RefCell::new(common::vm::start_netboot_with_disk(
-        cp.ns.command("qemu-system-x86_64"),
+        ns.command("qemu-system-x86_64"),
         "tap0",
         MAC,
         &console,
@@ -269,7 +338,7 @@ fn a_blank_vm_netboots_stage2_installs_the_image_boots_its_disk_takes_its_user_d
         .unwrap()
         >> 20;
     for expected in [
-        "kprov: stage2: eth0: 10.79.0.31/24 from DHCP server 10.79.0.1",
+        &format!("kprov: stage2: eth0: {ADDRESS}/24 from DHCP server {master_ip}"),
         &format!("kprov: stage2: /dev/vda installed: {raw_mib} MiB verified"),
         "kprov: stage2: the seed is in the image's NoCloud meta-data",
         "kprov: stage2: reported installed to the netboot server",
@@ -277,10 +346,20 @@ fn a_blank_vm_netboots_stage2_installs_the_image_boots_its_disk_takes_its_user_d
     ] {
         assert!(
             exited && text.contains(expected),
-            "want {expected:?}; console:\n{text}\nserver log:\n{}",
+            "want {expected:?}; console:\n{text}\nnetboot's log:\n{}",
             log_text()
         );
     }
+    let phase = |name: &str| on_master(&["get", "machine", name, "-o", "jsonpath={.status.phase}"]);
+    let installed = poll(Duration::from_secs(20), || {
+        (phase("metal1") == "Installed").then_some(())
+    });
+    assert!(
+        installed.is_some(),
+        "metal1's phase: {}\n{}",
+        phase("metal1"),
+        log_text()
+    );
     let rate = text
         .lines()
         .find(|l| l.contains(" installed: "))
@@ -289,47 +368,93 @@ fn a_blank_vm_netboots_stage2_installs_the_image_boots_its_disk_takes_its_user_d
         .trim()
         .to_string();
     common::bench(&format!(
-        "stage2_vm_power_on_to_installed_seconds {install_seconds:.1} (write {rate}, TCG)"
+        "stage2_vm_power_on_to_installed_seconds {install_seconds:.1} (write {rate}, TCG; netboot in a pod)"
     ));
 
     // Second power-on: PXE again, but the machine is installed: its script
     // says so and exits, and the BIOS boots the disk stage2 wrote; there
-    // cloud-init follows the seed to the machine's user-data on netboot.
+    // cloud-init follows the seed to the user-data netboot made (its own
+    // token, kprov fetched from netboot), and the node joins.
     let console = d.join("console-disk.log");
-    let vm = common::vm::start_netboot_with_disk(
-        cp.ns.command("qemu-system-x86_64"),
+    let mut running = common::vm::start_netboot_with_disk(
+        ns.command("qemu-system-x86_64"),
         "tap0",
         MAC,
         &console,
         Some(&disk),
     );
-    let mut running = vm;
     let console_text = || std::fs::read_to_string(&console).unwrap_or_default();
-    // Ready: the kubelet joined with the token from the user-data and the
-    // node's pod network is up.
-    cp.admin().wait_ready(NODE, Duration::from_secs(900), &|| {
-        format!("console:\n{}\nserver log:\n{}", console_text(), log_text())
+    let ready = poll(Duration::from_secs(900), || {
+        let out = target
+            .run(
+                &master,
+                &kubectl(&[
+                    "get",
+                    "node",
+                    NODE,
+                    "-o",
+                    "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}",
+                ]),
+            )
+            .ok()?;
+        (out.stdout_text() == "True").then_some(())
     });
     let ready_seconds = started.elapsed().as_secs_f64();
+    if ready.is_none() {
+        let _ = running.kill();
+        let _ = running.wait();
+        panic!(
+            "{NODE} never Ready; console:\n{}\nnetboot's log:\n{}\nnodes:\n{}",
+            console_text(),
+            log_text(),
+            on_master(&["get", "nodes", "-o", "wide"])
+        );
+    }
+    // `kubectl get machines` says Ready; its token is gone.
+    let machine_ready = poll(Duration::from_secs(30), || {
+        (phase("metal1") == "Ready").then_some(())
+    });
+    let tokens = poll(Duration::from_secs(30), || {
+        let out = on_master(&[
+            "-n",
+            "kube-system",
+            "get",
+            "secrets",
+            "--field-selector",
+            "type=bootstrap.kubernetes.io/token",
+            "-o",
+            "jsonpath={.items[*].data.description}",
+        ]);
+        // netboot's description, base64: "kprov netboot: joins Machine ..."
+        (!out.contains("a3Byb3YgbmV0Ym9vdDog")).then_some(())
+    });
     let _ = running.kill();
     let _ = running.wait();
+    println!("{}", on_master(&["get", "machines", "-o", "wide"]));
+    println!("{}", on_master(&["get", "nodes", "-o", "wide"]));
+    assert!(machine_ready.is_some(), "{}", log_text());
+    assert!(
+        tokens.is_some(),
+        "metal1's token outlived its Ready node:\n{}",
+        log_text()
+    );
     let text = console_text();
     assert!(
         text.contains("installed, booting from the local disk"),
         "{text}"
     );
-    assert!(text.contains("SYSLINUX"), "{text}");
     let log = log_text();
     assert!(
         log.lines().any(|l| l.contains("NoCloud document served")
             && l.contains("UserData")
-            && l.contains("10.79.0.31")),
+            && l.contains(ADDRESS)),
         "{log}"
     );
     common::bench(&format!(
-        "stage2_vm_pxe_power_on_to_node_ready_seconds {ready_seconds:.1} (TCG, 1 vCPU; includes the install and the reboot)"
+        "stage2_vm_pxe_power_on_to_node_ready_seconds {ready_seconds:.1} (TCG, 1 vCPU; includes the install and the reboot; netboot in a pod of an nspawn master)"
     ));
-    cp.ns.stop(server);
+    let down = cli.run("down", &[]);
+    assert_eq!(down.code, Some(0), "{}", down.stderr);
 }
 
 /// Runs in the benchmark VM once it is up: both writers, three times each, from
