@@ -15,11 +15,12 @@ for set in "$@"; do
     # server) for the setup.sh runs.
     # busybox-static (udhcpc, and the netboot test initrd), tftp-hpa,
     # ipxe (undionly.kpxe, ipxe.efi) for the netboot tests.
-    # tftpd-hpa, nginx-light and kea-admin (perfdhcp) are the peers of the
-    # netboot benchmarks; their services are not started (see below).
+    # tftpd-hpa, nginx-light, kea-admin (perfdhcp) and kea-dhcp4-server
+    # are the peers of the netboot benchmarks; their services are not
+    # started (see below).
     # The static binary test: file, strace (no NSS file opened) and
     # dnsmasq (a DNS server on loopback).
-    test) want+=(systemd-container util-linux shellcheck curl wget python3 busybox-static tftp-hpa ipxe tftpd-hpa nginx-light libnginx-mod-stream haproxy kea-admin etcd-server openssl zsh fish groff-base file strace dnsmasq-base) ;;
+    test) want+=(systemd-container util-linux shellcheck curl wget python3 busybox-static tftp-hpa ipxe tftpd-hpa nginx-light libnginx-mod-stream haproxy kea-admin kea-dhcp4-server etcd-server openssl zsh fish groff-base file strace dnsmasq-base) ;;
     # ipxe-qemu: the iPXE ROMs of qemu's NICs (the netboot VM test boots from it).
     # dosfstools, mtools, syslinux(-common): `kprov image build`; fdisk
     # (sfdisk) reads its partition tables back in the tests.
@@ -53,11 +54,13 @@ fi
 # Benchmark peers are run by the tests inside their own namespaces: keep
 # their packaged services from starting on the host (policy-rc.d 101 =
 # action forbidden), unless the host already has a policy of its own.
+# invoke-rc.d names a service (nginx), deb-systemd-invoke its unit
+# (nginx.service): both are matched.
 policy=/usr/sbin/policy-rc.d
 own_policy=0
 if [[ ! -e $policy ]]; then
     # shellcheck disable=SC2016 # "$1" belongs to the policy script
-    printf '#!/bin/sh\ncase "$1" in tftpd-hpa|nginx) exit 101 ;; esac\nexit 0\n' > "$policy"
+    printf '#!/bin/sh\ncase "${1%%.service}" in tftpd-hpa|nginx|kea-dhcp4-server) exit 101 ;; esac\nexit 0\n' > "$policy"
     chmod 755 "$policy"
     own_policy=1
 fi

@@ -540,13 +540,11 @@ pub async fn serve(config: Config, source: MachineSource) -> Result<(), ServeErr
             source,
         })?;
     let http_addr = SocketAddrV4::new(c.server_address, c.ports.http);
-    let http = TcpListener::bind(http_addr)
-        .await
-        .map_err(|source| ServeError::Socket {
-            what: "HTTP",
-            addr: http_addr.to_string(),
-            source,
-        })?;
+    let http = http_listener(http_addr).map_err(|source| ServeError::Socket {
+        what: "HTTP",
+        addr: http_addr.to_string(),
+        source,
+    })?;
     tracing::info!(mode = ?c.mode, interface = %c.interface, server = %c.server_address, "netboot serving: DHCP :{}, TFTP {tftp_addr}, HTTP {http_addr}", c.ports.dhcp);
 
     let mut tasks = vec![
@@ -618,6 +616,20 @@ pub async fn serve(config: Config, source: MachineSource) -> Result<(), ServeErr
     let ((task, reason), _, _) = futures_util::future::select_all(tasks).await;
     tracing::error!("{task} task {reason}: stopping the server");
     Err(ServeError::TaskStopped { task, reason })
+}
+
+/// Connections the kernel holds for the HTTP server before it accepts
+/// them: machines powered on together (a rack, 1,000 in the benchmark)
+/// connect at once, and tokio's default of 128 dropped some of them
+/// (their clients retried a second later).
+const HTTP_BACKLOG: u32 = 1024;
+
+/// The HTTP listening socket, with [`HTTP_BACKLOG`].
+fn http_listener(addr: SocketAddrV4) -> std::io::Result<TcpListener> {
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr.into())?;
+    socket.listen(HTTP_BACKLOG)
 }
 
 async fn udp(

@@ -55,34 +55,6 @@ fn apply_with(cp: &ControlPlane, doc: &str, extra: &[&str]) -> std::process::Out
     child.wait_with_output().unwrap()
 }
 
-/// Applies the definition `kprov netboot crd` prints and waits until the
-/// API server serves it.
-fn install_crd(cp: &ControlPlane) {
-    let crd = kprov_in(&cp.ns, &["netboot", "crd"]);
-    assert!(crd.status.success(), "{}", text(&crd));
-    let applied = apply(cp, &String::from_utf8(crd.stdout).unwrap());
-    assert!(
-        applied.status.success(),
-        "{}\n{}",
-        text(&applied),
-        cp.logs.dump()
-    );
-    let established = wait_for(Duration::from_secs(30), || {
-        let o = cp.kubectl(&[
-            "get",
-            "crd",
-            "machines.kprov.dev",
-            "-o",
-            "jsonpath={.status.conditions[?(@.type==\"Established\")].status}",
-        ]);
-        (String::from_utf8_lossy(&o.stdout) == "True").then_some(())
-    });
-    assert!(
-        established.is_some(),
-        "machines.kprov.dev never Established"
-    );
-}
-
 /// A field of a Machine's object (kubectl's jsonpath).
 fn field(cp: &ControlPlane, name: &str, path: &str) -> String {
     let o = cp.kubectl(&[
@@ -213,7 +185,7 @@ fn the_machine_crd_is_accepted_takes_machine_files_and_refuses_a_bad_mac_naming_
         "{}",
         text(&early)
     );
-    install_crd(&cp);
+    cp.install_machine_crd();
 
     // A file the server accepts is a valid object, shown with its columns.
     let good = machine("node1", "52:54:00:aa:00:01", "10.91.0.20");
@@ -271,7 +243,7 @@ fn the_machine_crd_is_accepted_takes_machine_files_and_refuses_a_bad_mac_naming_
 fn netboot_serves_the_machines_it_watches_and_writes_their_status() {
     const MAC: &str = "52:54:00:bb:00:01";
     let mut cp = ControlPlane::start("10.92.0");
-    install_crd(&cp);
+    cp.install_machine_crd();
     let dir = common::scratch("netboot-kube-");
     let d = dir.path();
     for sub in ["tftp", "http", "state"] {
@@ -286,22 +258,7 @@ fn netboot_serves_the_machines_it_watches_and_writes_their_status() {
     .unwrap();
     let log = d.join("server.log");
     let config = d.join("netboot.yaml");
-    let server = cp.ns.spawn_logged(
-        &common::kprov_bin(),
-        &[
-            "--log-level",
-            "info",
-            "netboot",
-            "serve",
-            "--config",
-            config.to_str().unwrap(),
-            "--machines",
-            "kubernetes",
-            "--kubeconfig",
-            &cp.admin.clone(),
-        ],
-        &log,
-    );
+    let server = cp.serve_netboot_watching(&common::kprov_bin(), &config, &log);
     let log_text = || std::fs::read_to_string(&log).unwrap_or_default();
     let loaded = wait_for(Duration::from_secs(30), || {
         log_text()
@@ -440,7 +397,7 @@ fn netboot_serves_the_machines_it_watches_and_writes_their_status() {
 fn two_replicas_share_a_lease_and_the_other_answers_dhcp_once_the_leader_stops() {
     const MAC: &str = "52:54:00:cc:00:01";
     let mut cp = ControlPlane::start("10.90.0");
-    install_crd(&cp);
+    cp.install_machine_crd();
     let created = apply(&cp, &machine("node1", MAC, "10.90.0.20"));
     assert!(created.status.success(), "{}", text(&created));
     let dir = common::scratch("netboot-replicas-");
@@ -643,7 +600,7 @@ fn netboot_makes_a_worker_its_own_token_and_user_data_renews_the_token_and_delet
     // cluster-info, which the join data's API server and CA come from.
     let o = cp.init_phase("bootstrap-token");
     assert!(o.status.success(), "{}", text(&o));
-    install_crd(&cp);
+    cp.install_machine_crd();
     let dir = common::scratch("netboot-join-");
     let d = dir.path();
     for sub in ["tftp", "http", "state"] {
@@ -660,22 +617,7 @@ fn netboot_makes_a_worker_its_own_token_and_user_data_renews_the_token_and_delet
     .unwrap();
     let log = d.join("server.log");
     let config = d.join("netboot.yaml");
-    let server = cp.ns.spawn_logged(
-        &common::kprov_bin(),
-        &[
-            "--log-level",
-            "info",
-            "netboot",
-            "serve",
-            "--config",
-            config.to_str().unwrap(),
-            "--machines",
-            "kubernetes",
-            "--kubeconfig",
-            &cp.admin.clone(),
-        ],
-        &log,
-    );
+    let server = cp.serve_netboot_watching(&common::kprov_bin(), &config, &log);
     let log_text = || std::fs::read_to_string(&log).unwrap_or_default();
 
     // A worker Machine without user-data: netboot makes it a token.

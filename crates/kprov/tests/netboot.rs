@@ -1443,73 +1443,10 @@ fn bench_bin() -> PathBuf {
     common::kprov_bin_for_benchmarks()
 }
 
-/// One perfdhcp run at `rate` for 3 s from `peer` (relayed, as perfdhcp
-/// does towards a server address): (achieved DORA/s, loss fraction).
+/// One perfdhcp run at `rate` for 3 s from `peer` with 200 random
+/// clients: (achieved DORA/s, loss fraction).
 fn perfdhcp(peer: &Peer, rate: u32) -> (f64, f64) {
-    let out = peer
-        .command("timeout")
-        .args([
-            "30",
-            "perfdhcp",
-            "-4",
-            "-r",
-            &rate.to_string(),
-            "-p",
-            "3",
-            "-R",
-            "200",
-            "-l",
-            "10.77.0.2",
-            "10.77.0.1",
-        ])
-        .output()
-        .unwrap();
-    // The rate is on stdout, the per-exchange statistics on stderr.
-    let text = format!(
-        "{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let achieved = text
-        .lines()
-        .find_map(|l| l.strip_prefix("Rate: "))
-        .and_then(|l| l.split_whitespace().next())
-        .and_then(|v| v.parse::<f64>().ok())
-        .unwrap_or_else(|| {
-            panic!(
-                "perfdhcp printed no rate:\n{text}\n{}",
-                String::from_utf8_lossy(&out.stderr)
-            )
-        });
-    // Sent DISCOVERs against received ACKs.
-    let mut sent = None;
-    let mut acked = None;
-    let mut section = "";
-    for l in text.lines() {
-        if l.contains("Statistics for: ") {
-            section = if l.contains("DISCOVER-OFFER") {
-                "do"
-            } else if l.contains("REQUEST-ACK") {
-                "ra"
-            } else {
-                ""
-            };
-        }
-        let num = |p: &str| l.strip_prefix(p).and_then(|v| v.trim().parse::<f64>().ok());
-        if section == "do" {
-            if let Some(v) = num("sent packets: ") {
-                sent = Some(v);
-            }
-        }
-        if section == "ra" {
-            if let Some(v) = num("received packets: ") {
-                acked = Some(v);
-            }
-        }
-    }
-    let (sent, acked) = (sent.unwrap_or(0.0), acked.unwrap_or(0.0));
-    let loss = if sent > 0.0 { 1.0 - acked / sent } else { 1.0 };
-    (achieved, loss.max(0.0))
+    common::netns::perfdhcp(peer, rate, &["-R", "200"], "10.77.0.2", "10.77.0.1")
 }
 
 /// The best DORA/s at no more than 2.5% loss over a ladder of offered rates.

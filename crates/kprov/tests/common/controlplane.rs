@@ -394,6 +394,68 @@ impl ControlPlane {
         }
     }
 
+    /// Applies the definition `kprov netboot crd` prints and waits
+    /// (bounded) until the API server serves it.
+    pub fn install_machine_crd(&self) {
+        use std::io::Write;
+        let crd = kprov_in(&self.ns, &["netboot", "crd"]);
+        assert!(crd.status.success(), "{}", text(&crd));
+        let mut child = self
+            .ns
+            .command(&self.kubectl_bin)
+            .args(["--kubeconfig", &self.admin, "apply", "-f", "-"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(&crd.stdout).unwrap();
+        let applied = child.wait_with_output().unwrap();
+        assert!(
+            applied.status.success(),
+            "{}\n{}",
+            text(&applied),
+            self.logs.dump()
+        );
+        let established = wait_for(Duration::from_secs(30), || {
+            let o = self.kubectl(&[
+                "get",
+                "crd",
+                "machines.kprov.dev",
+                "-o",
+                "jsonpath={.status.conditions[?(@.type==\"Established\")].status}",
+            ]);
+            (String::from_utf8_lossy(&o.stdout) == "True").then_some(())
+        });
+        assert!(
+            established.is_some(),
+            "machines.kprov.dev never Established"
+        );
+    }
+
+    /// Starts `BIN --log-level info netboot serve --config CONFIG
+    /// --machines kubernetes --kubeconfig admin.conf` in the namespace,
+    /// logging to `log`; its PID.
+    pub fn serve_netboot_watching(&mut self, bin: &Path, config: &Path, log: &Path) -> u32 {
+        let admin = self.admin.clone();
+        self.ns.spawn_logged(
+            bin,
+            &[
+                "--log-level",
+                "info",
+                "netboot",
+                "serve",
+                "--config",
+                config.to_str().unwrap(),
+                "--machines",
+                "kubernetes",
+                "--kubeconfig",
+                &admin,
+            ],
+            log,
+        )
+    }
+
     /// Runs kubectl with admin.conf in the namespace.
     pub fn kubectl(&self, args: &[&str]) -> Output {
         let mut all = vec!["--kubeconfig", &self.admin];

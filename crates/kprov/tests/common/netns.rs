@@ -359,3 +359,49 @@ impl Drop for Netns {
             .status();
     }
 }
+
+/// One perfdhcp run at `rate` DORA/s for 3 s from `peer`, as a relay
+/// agent at `relay` towards `server`, its clients chosen by `clients`
+/// (`-R N`, `-M FILE`): (achieved DORA/s, loss fraction: sent DISCOVERs
+/// against received ACKs).
+pub fn perfdhcp(peer: &Peer, rate: u32, clients: &[&str], relay: &str, server: &str) -> (f64, f64) {
+    let out = peer
+        .command("timeout")
+        .args(["30", "perfdhcp", "-4", "-r", &rate.to_string(), "-p", "3"])
+        .args(clients)
+        .args(["-l", relay, server])
+        .output()
+        .unwrap();
+    // The rate is on stdout, the per-exchange statistics on stderr.
+    let text = format!(
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let achieved = text
+        .lines()
+        .find_map(|l| l.strip_prefix("Rate: "))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|v| v.parse::<f64>().ok())
+        .unwrap_or_else(|| panic!("perfdhcp printed no rate:\n{text}"));
+    let (mut sent, mut acked, mut section) = (0.0, 0.0, "");
+    for l in text.lines() {
+        if l.contains("Statistics for: ") {
+            section = if l.contains("DISCOVER-OFFER") {
+                "do"
+            } else if l.contains("REQUEST-ACK") {
+                "ra"
+            } else {
+                ""
+            };
+        }
+        let num = |p: &str| l.strip_prefix(p).and_then(|v| v.trim().parse::<f64>().ok());
+        match (section, num("sent packets: "), num("received packets: ")) {
+            ("do", Some(v), _) => sent = v,
+            ("ra", _, Some(v)) => acked = v,
+            _ => {}
+        }
+    }
+    let loss = if sent > 0.0 { 1.0 - acked / sent } else { 1.0 };
+    (achieved, loss.max(0.0))
+}
