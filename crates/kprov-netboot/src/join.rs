@@ -291,11 +291,6 @@ pub fn plan_tokens(
     actions
 }
 
-/// The node name a Machine joins as: its host name, else its name.
-pub fn node_name(m: &Machine) -> &str {
-    m.hostname.as_deref().unwrap_or(&m.name)
-}
-
 /// `m`'s cloud-init user-data: `kprov provision --phase join` with the
 /// config's settings, the cluster's API server and CA (written to the
 /// node and pinned by hash), `m`'s node name and fixed address, and
@@ -308,7 +303,7 @@ pub fn user_data(
     provision_source: &ProvisionSource,
     provision_sha256: &Sha256Digest,
 ) -> Result<String, String> {
-    let name = node_name(m);
+    let name = m.node_name();
     let hostname: Hostname = name
         .parse()
         .map_err(|e| format!("Machine {}: node name {name:?}: {e}", m.name))?;

@@ -41,11 +41,8 @@ fn source(name: &str) -> PathBuf {
 
 /// The node a Machine becomes: its host name, else its name.
 pub fn node_name(object: &MachineResource) -> String {
-    object
-        .spec
-        .hostname
-        .clone()
-        .unwrap_or_else(|| object.name_any())
+    let name = object.name_any();
+    crate::machine::node_name_for(object.spec.hostname.as_deref(), &name).to_string()
 }
 
 /// Whether a Node's Ready condition is True.

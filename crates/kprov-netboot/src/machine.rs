@@ -133,7 +133,17 @@ pub struct Machine {
     pub node: Option<bool>,
 }
 
+/// The node a Machine becomes: its host name, else its name.
+pub fn node_name_for<'a>(hostname: Option<&'a str>, name: &'a str) -> &'a str {
+    hostname.unwrap_or(name)
+}
+
 impl Machine {
+    /// The node it becomes ([`node_name_for`]).
+    pub fn node_name(&self) -> &str {
+        node_name_for(self.hostname.as_deref(), &self.name)
+    }
+
     /// Whether it is done installing: its spec says so, or its Node
     /// exists (it has joined). Its script then boots the local disk and
     /// its user-data is no longer served.

@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 use common::cluster::{JoinCommand, BUSYBOX};
 use common::nspawn::{
     diagnose, import_kprov_image, netboot_deploy, netboot_logs, node_image, poll, run_ok, site,
-    ssh_node_image, wait_netboot_ready, ClusterCli, Teardown,
+    ssh_node_image, token_descriptions, wait_netboot_ready, ClusterCli, Teardown,
 };
 use common::{bench, kprov_release_bin, sh};
 use kprov_cluster::target::nspawn::NspawnTarget;
@@ -945,22 +945,13 @@ fn kprov_cluster_up_makes_three_masters_with_stacked_etcd_and_three_workers_conv
         cluster: cluster.clone(),
         armed: true,
     };
-    let cli = ClusterCli {
-        args: vec![
-            "--name".into(),
-            cluster.to_string(),
-            "--machines-dir".into(),
-            machines_dir.display().to_string(),
-            "--netns".into(),
-            ns.name.clone(),
-            "--network".into(),
-            "10.89.8.1/24".into(),
-            "--kubeconfig".into(),
-            kubeconfig.display().to_string(),
-            "--timeout".into(),
-            "300".into(),
-        ],
-    };
+    let cli = ClusterCli::new(
+        &cluster,
+        &machines_dir,
+        &ns.name,
+        "10.89.8.1/24",
+        &kubeconfig,
+    );
     let image_arg = image.display().to_string();
     let up_args = ["--masters", "3", "--workers", "3", "--image", &image_arg];
     let master = |i| MachineName::new(&cluster, Role::Master, i).unwrap();
@@ -1508,22 +1499,13 @@ fn benchmark_cluster_up_nspawn_one_master_with_one_and_two_workers() {
             cluster: cluster.clone(),
             armed: true,
         };
-        let cli = ClusterCli {
-            args: vec![
-                "--name".into(),
-                cluster.to_string(),
-                "--machines-dir".into(),
-                machines_dir.display().to_string(),
-                "--netns".into(),
-                ns.name.clone(),
-                "--network".into(),
-                "10.89.9.1/24".into(),
-                "--kubeconfig".into(),
-                kubeconfig.display().to_string(),
-                "--timeout".into(),
-                "300".into(),
-            ],
-        };
+        let cli = ClusterCli::new(
+            &cluster,
+            &machines_dir,
+            &ns.name,
+            "10.89.9.1/24",
+            &kubeconfig,
+        );
         let workers_arg = workers.to_string();
         let t = Instant::now();
         let up = cli.run(
@@ -1575,30 +1557,14 @@ fn netboot_deployed_as_a_pod_on_the_master_answers_a_machine_on_the_cluster_netw
         cluster: cluster.clone(),
         armed: true,
     };
-    let cli = ClusterCli {
-        args: vec![
-            "--name".into(),
-            cluster.to_string(),
-            "--machines-dir".into(),
-            machines_dir.display().to_string(),
-            "--netns".into(),
-            ns.name.clone(),
-            "--network".into(),
-            "10.82.9.1/24".into(),
-            "--kubeconfig".into(),
-            kubeconfig.display().to_string(),
-            "--timeout".into(),
-            "300".into(),
-        ],
-    };
-    let image_arg = image.display().to_string();
-    let up = cli.run(
-        "up",
-        &["--masters", "1", "--workers", "0", "--image", &image_arg],
+    let cli = ClusterCli::new(
+        &cluster,
+        &machines_dir,
+        &ns.name,
+        "10.82.9.1/24",
+        &kubeconfig,
     );
-    assert_eq!(up.code, Some(0), "{}", up.stderr);
-    let master = MachineName::new(&cluster, Role::Master, 1).unwrap();
-    let master_ip = target.address(&master).unwrap().to_string();
+    let (master, master_ip) = cli.up_one_master(&target, &cluster, &image);
     use kprov_cluster::workflow::kubectl;
     let on_master = |args: &[&str]| run_ok(&target, &master, &kubectl(args));
 
@@ -1787,16 +1753,7 @@ fn netboot_deployed_as_a_pod_on_the_master_answers_a_machine_on_the_cluster_netw
         on_master(&["get", "machine", "metal1", "-o", "yaml"]),
         logs()
     );
-    let tokens = on_master(&[
-        "-n",
-        "kube-system",
-        "get",
-        "secrets",
-        "--field-selector",
-        "type=bootstrap.kubernetes.io/token",
-        "-o",
-        "jsonpath={.items[*].data.description}",
-    ]);
+    let tokens = token_descriptions(&target, &master);
     assert!(tokens.split_whitespace().count() >= 2, "{tokens}");
     println!("netboot in the cluster: {}", logs());
     drop(peer);

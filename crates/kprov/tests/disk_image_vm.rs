@@ -156,10 +156,10 @@ fn seed_002_a_blank_vm_pxe_boots_from_netboot_running_as_a_pod_installs_its_imag
 ) {
     use common::nspawn::{
         import_kprov_image, netboot_deploy, netboot_logs, node_image, poll, run_ok, site,
-        wait_netboot_ready, ClusterCli, Teardown,
+        token_descriptions, wait_netboot_ready, ClusterCli, Teardown,
     };
     use kprov_cluster::workflow::kubectl;
-    use kprov_cluster::{ClusterName, MachineName, Role, Target};
+    use kprov_cluster::{ClusterName, Target};
     const MAC: &str = "52:54:00:dd:01:01";
     const NODE: &str = "metal1";
     const ADDRESS: &str = "10.79.9.50";
@@ -217,30 +217,14 @@ fn seed_002_a_blank_vm_pxe_boots_from_netboot_running_as_a_pod_installs_its_imag
         cluster: cluster.clone(),
         armed: true,
     };
-    let cli = ClusterCli {
-        args: vec![
-            "--name".into(),
-            cluster.to_string(),
-            "--machines-dir".into(),
-            machines_dir.display().to_string(),
-            "--netns".into(),
-            ns.name.clone(),
-            "--network".into(),
-            "10.79.9.1/24".into(),
-            "--kubeconfig".into(),
-            kubeconfig.display().to_string(),
-            "--timeout".into(),
-            "300".into(),
-        ],
-    };
-    let image_arg = image.display().to_string();
-    let up = cli.run(
-        "up",
-        &["--masters", "1", "--workers", "0", "--image", &image_arg],
+    let cli = ClusterCli::new(
+        &cluster,
+        &machines_dir,
+        &ns.name,
+        "10.79.9.1/24",
+        &kubeconfig,
     );
-    assert_eq!(up.code, Some(0), "{}", up.stderr);
-    let master = MachineName::new(&cluster, Role::Master, 1).unwrap();
-    let master_ip = target.address(&master).unwrap().to_string();
+    let (master, master_ip) = cli.up_one_master(&target, &cluster, &image);
     let on_master = |args: &[&str]| run_ok(&target, &master, &kubectl(args));
 
     // Netboot as a pod on it: the image with the static kprov, the files
@@ -415,16 +399,7 @@ fn seed_002_a_blank_vm_pxe_boots_from_netboot_running_as_a_pod_installs_its_imag
         (phase("metal1") == "Ready").then_some(())
     });
     let tokens = poll(Duration::from_secs(30), || {
-        let out = on_master(&[
-            "-n",
-            "kube-system",
-            "get",
-            "secrets",
-            "--field-selector",
-            "type=bootstrap.kubernetes.io/token",
-            "-o",
-            "jsonpath={.items[*].data.description}",
-        ]);
+        let out = token_descriptions(&target, &master);
         // netboot's description, base64: "kprov netboot: joins Machine ..."
         (!out.contains("a3Byb3YgbmV0Ym9vdDog")).then_some(())
     });

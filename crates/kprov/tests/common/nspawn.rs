@@ -210,6 +210,53 @@ pub struct ClusterCli {
 }
 
 impl ClusterCli {
+    /// The flags of cluster `cluster` with its machines in `machines_dir`,
+    /// its bridge on `network` in the namespace `netns`, its kubeconfig
+    /// written to `kubeconfig`, and 300 s for each wait.
+    pub fn new(
+        cluster: &ClusterName,
+        machines_dir: &Path,
+        netns: &str,
+        network: &str,
+        kubeconfig: &Path,
+    ) -> Self {
+        Self {
+            args: vec![
+                "--name".into(),
+                cluster.to_string(),
+                "--machines-dir".into(),
+                machines_dir.display().to_string(),
+                "--netns".into(),
+                netns.into(),
+                "--network".into(),
+                network.into(),
+                "--kubeconfig".into(),
+                kubeconfig.display().to_string(),
+                "--timeout".into(),
+                "300".into(),
+            ],
+        }
+    }
+
+    /// `up` with one master and no worker from `image`, which must
+    /// succeed; the master and its address.
+    pub fn up_one_master(
+        &self,
+        target: &NspawnTarget,
+        cluster: &ClusterName,
+        image: &Path,
+    ) -> (MachineName, String) {
+        let image = image.display().to_string();
+        let up = self.run(
+            "up",
+            &["--masters", "1", "--workers", "0", "--image", &image],
+        );
+        assert_eq!(up.code, Some(0), "{}", up.stderr);
+        let master = MachineName::new(cluster, kprov_cluster::Role::Master, 1).unwrap();
+        let address = target.address(&master).unwrap().to_string();
+        (master, address)
+    }
+
     /// Runs `kprov cluster VERB FLAGS MORE` (the release binary).
     pub fn run(&self, verb: &str, more: &[&str]) -> super::Run {
         let mut args: Vec<&str> = vec!["cluster", verb];
@@ -362,4 +409,23 @@ pub fn wait_netboot_ready(target: &NspawnTarget, master: &MachineName) {
             diagnose(target, master)
         );
     }
+}
+
+/// The descriptions of the cluster's bootstrap tokens (base64, as the
+/// Secrets hold them), read on `master`.
+pub fn token_descriptions(target: &NspawnTarget, master: &MachineName) -> String {
+    run_ok(
+        target,
+        master,
+        &kprov_cluster::workflow::kubectl(&[
+            "-n",
+            "kube-system",
+            "get",
+            "secrets",
+            "--field-selector",
+            "type=bootstrap.kubernetes.io/token",
+            "-o",
+            "jsonpath={.items[*].data.description}",
+        ]),
+    )
 }
