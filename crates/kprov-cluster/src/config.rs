@@ -9,6 +9,7 @@ use std::path::PathBuf;
 
 use crate::name::{ClusterName, MachineName, Role};
 use crate::network::ClusterNetwork;
+use crate::target::qemu::Accel;
 
 /// Default of `--network`: the cluster bridge's address and prefix.
 pub const DEFAULT_NETWORK: &str = "10.84.0.1/24";
@@ -38,7 +39,7 @@ pub enum TargetKind {
     /// systemd-nspawn containers on this host.
     #[default]
     Nspawn,
-    /// qemu VMs on this host (not built yet).
+    /// qemu VMs on this host (TCG unless --qemu-accel kvm).
     Qemu,
     /// Existing hosts over ssh (`--ssh-host`), with the base phase done.
     Ssh,
@@ -76,11 +77,13 @@ pub struct ClusterConfig {
     #[serde(rename = "address")]
     pub addresses: Vec<String>,
     /// The node image: a root directory made by `kprov provision --phase
-    /// base --root DIR --node-in-container` (from a bundle with the
-    /// control plane's images). Needed to create machines.
+    /// base --root DIR` from a bundle with the control plane's images;
+    /// for nspawn with --node-in-container, for qemu from a Debian root
+    /// with a kernel, cloud-init and openssh-server. Needed to create
+    /// machines.
     #[arg(long, value_name = "DIR")]
     pub image: Option<PathBuf>,
-    /// Where the nspawn target keeps its machines.
+    /// Where the nspawn and qemu targets keep their machines.
     #[arg(long, value_name = "DIR", default_value = DEFAULT_MACHINES_DIR)]
     pub machines_dir: PathBuf,
     /// Put the cluster's bridge in this network namespace
@@ -111,6 +114,17 @@ pub struct ClusterConfig {
     /// (ssh -F).
     #[arg(long, value_name = "FILE")]
     pub ssh_config: Option<PathBuf>,
+    /// With --target qemu: how guest code runs (KVM is opt-in: nested KVM
+    /// crashes guests on some hosts).
+    #[arg(long, value_enum, default_value_t = Accel::Tcg)]
+    pub qemu_accel: Accel,
+    /// With --target qemu: virtual CPUs per VM.
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub qemu_cpus: u16,
+    /// With --target qemu: MiB of memory per VM; default 2048 for
+    /// masters, 1536 for workers.
+    #[arg(long, value_name = "MIB")]
+    pub qemu_memory: Option<u32>,
 }
 
 impl Default for ClusterConfig {
@@ -131,6 +145,9 @@ impl Default for ClusterConfig {
             timeout: DEFAULT_TIMEOUT,
             ssh_hosts: Vec::new(),
             ssh_config: None,
+            qemu_accel: Accel::Tcg,
+            qemu_cpus: 1,
+            qemu_memory: None,
         }
     }
 }
@@ -237,11 +254,19 @@ impl ClusterConfig {
         if self.masters == 0 {
             return Err(invalid("masters", "0: a cluster needs at least one master"));
         }
-        if self.target == TargetKind::Qemu {
+        if self.qemu_cpus == 0 || self.qemu_cpus > 64 {
             return Err(invalid(
-                "target",
-                "qemu: not built yet (the nspawn and ssh targets are)",
+                "qemu-cpus",
+                format!("{}: expected 1 to 64", self.qemu_cpus),
             ));
+        }
+        if let Some(mib) = self.qemu_memory {
+            if !(512..=1 << 20).contains(&mib) {
+                return Err(invalid(
+                    "qemu-memory",
+                    format!("{mib}: expected 512 to 1048576 (MiB)"),
+                ));
+            }
         }
         let kubernetes_version: kprov_core::KubernetesVersion = self
             .kubernetes_version
@@ -530,9 +555,18 @@ mod tests {
             (
                 ClusterConfig {
                     target: TargetKind::Qemu,
+                    qemu_cpus: 0,
                     ..config("a")
                 },
-                "--target: qemu: not built yet",
+                "--qemu-cpus: 0: expected 1 to 64",
+            ),
+            (
+                ClusterConfig {
+                    target: TargetKind::Qemu,
+                    qemu_memory: Some(100),
+                    ..config("a")
+                },
+                "--qemu-memory: 100: expected 512",
             ),
             (
                 ClusterConfig {

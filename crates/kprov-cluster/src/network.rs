@@ -143,7 +143,8 @@ impl FromStr for ClusterNetwork {
     }
 }
 
-fn short_hash(text: &str) -> String {
+/// 10 hex digits of `text`'s sha256: short names for interfaces.
+pub fn short_hash(text: &str) -> String {
     hex::encode(&Sha256::digest(text.as_bytes())[..5])
 }
 

@@ -33,7 +33,7 @@ pub enum Error {
     #[error(transparent)]
     UnknownPhase(#[from] UnknownPhase),
     /// A machine must be made and no image was given.
-    #[error("--image: needed to create {machine} (a root made by `kprov provision --phase base --root DIR --node-in-container`)")]
+    #[error("--image: needed to create {machine} (a root made by `kprov provision --phase base --root DIR`, with --node-in-container for the nspawn target)")]
     NoImage {
         /// The machine.
         machine: MachineName,
@@ -235,18 +235,6 @@ fn host(ctx: &mut Up<'_>) -> Result<(), Error> {
     Ok(())
 }
 
-fn check_image(path: &Path) -> Result<(), Error> {
-    for needed in ["usr/local/bin/kprov", "usr/local/bin/kubelet"] {
-        if std::fs::symlink_metadata(path.join(needed)).is_err() {
-            return Err(Error::BadImage {
-                path: path.to_path_buf(),
-                reason: format!("has no {needed}: expected a root prebaked by `kprov provision --phase base --root`"),
-            });
-        }
-    }
-    Ok(())
-}
-
 fn machines(ctx: &mut Up<'_>) -> Result<(), Error> {
     let existing = ctx.target.list(&ctx.spec.name)?;
     let mut report = ctx.report("the cluster's machines");
@@ -266,7 +254,12 @@ fn machines(ctx: &mut Up<'_>) -> Result<(), Error> {
                         machine: wanted.name.clone(),
                     })?;
                     if !checked_image {
-                        check_image(&image)?;
+                        ctx.target
+                            .check_image(&image)
+                            .map_err(|reason| Error::BadImage {
+                                path: image.clone(),
+                                reason,
+                            })?;
                         checked_image = true;
                     }
                     Some(image)

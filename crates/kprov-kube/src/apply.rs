@@ -31,7 +31,15 @@ pub async fn apply_plan(
     for object in &plan.objects {
         let span = tracing::info_span!("object", id = %object.label());
         let _guard = span.enter();
-        match apply_object(client, object, dry_run).await {
+        let applied = if dry_run {
+            apply_object(client, object, dry_run).await
+        } else {
+            // An apply is idempotent: one the API server failed for a
+            // while (a 5xx while it is overloaded or still starting, a
+            // dropped connection) is made again.
+            retry_unavailable(APPLY_RETRY_LIMIT, || apply_object(client, object, false)).await
+        };
+        match applied {
             Ok(entry) => report.push(entry),
             Err(e) if dry_run && e.is_unavailable() => {
                 // Nothing to compare with: say what the plan holds.
@@ -49,6 +57,36 @@ pub async fn apply_plan(
         }
     }
     Ok(report)
+}
+
+/// How long one object's apply is tried again while the API server
+/// fails it with an error worth trying again.
+pub const APPLY_RETRY_LIMIT: std::time::Duration = std::time::Duration::from_secs(120);
+
+/// Runs `attempt` until it succeeds, fails for good (an error that is not
+/// [`ApiError::is_unavailable`]) or `limit` has passed since the first
+/// try, waiting 1 s, then twice as long each time up to 8 s, between
+/// tries; the last error is returned.
+pub async fn retry_unavailable<T, F, Fut>(
+    limit: std::time::Duration,
+    mut attempt: F,
+) -> Result<T, ApiError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, ApiError>>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    let mut pause = std::time::Duration::from_secs(1);
+    loop {
+        match attempt().await {
+            Err(e) if e.is_unavailable() && tokio::time::Instant::now() + pause < deadline => {
+                tracing::warn!(error = %e, retry_in_s = pause.as_secs(), "the API server failed a request; trying again");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(std::time::Duration::from_secs(8));
+            }
+            done => return done,
+        }
+    }
 }
 
 /// Applies one object (or dry-runs it).
@@ -195,6 +233,62 @@ mod tests {
         m.metadata.resource_version = Some(version.into());
         m.data = Some([("k".to_string(), data.to_string())].into());
         m
+    }
+
+    fn api_error(code: u16) -> ApiError {
+        ApiError::Request {
+            what: "applying ServiceAccount/kube-system/coredns".into(),
+            source: kube::Error::Api(
+                kube::core::Status::failure("resource quota evaluation timed out", "InternalError")
+                    .with_code(code)
+                    .boxed(),
+            ),
+        }
+    }
+
+    /// Runs `retry_unavailable` over `answers` (one per attempt, then the
+    /// last again); the result and the number of attempts.
+    fn run_retry(
+        limit: std::time::Duration,
+        answers: &[Option<u16>],
+    ) -> (Result<u32, ApiError>, usize) {
+        let calls = std::cell::Cell::new(0usize);
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        let result = runtime.block_on(retry_unavailable(limit, || {
+            let n = calls.get();
+            calls.set(n + 1);
+            let answer = answers[n.min(answers.len() - 1)];
+            async move {
+                match answer {
+                    None => Ok(7),
+                    Some(code) => Err(api_error(code)),
+                }
+            }
+        }));
+        (result, calls.get())
+    }
+
+    #[test]
+    fn an_apply_the_api_server_fails_for_a_while_is_made_again_and_a_refusal_is_not() {
+        let limit = std::time::Duration::from_secs(10);
+        // Overloaded: 500, then 503, then it answers.
+        let (result, calls) = run_retry(limit, &[Some(500), Some(503), None]);
+        assert_eq!(result.unwrap(), 7);
+        assert_eq!(calls, 3);
+        // Refused or invalid: at once, once.
+        for code in [403, 422] {
+            let (result, calls) = run_retry(limit, &[Some(code), None]);
+            assert!(!result.unwrap_err().is_unavailable());
+            assert_eq!(calls, 1, "{code}");
+        }
+        // Still failing when the limit is near: the last error.
+        let (result, calls) = run_retry(std::time::Duration::from_millis(1500), &[Some(500)]);
+        let err = result.unwrap_err().to_string();
+        assert!(err.contains("resource quota evaluation timed out"), "{err}");
+        assert_eq!(calls, 2);
     }
 
     #[test]

@@ -381,11 +381,14 @@ pub fn plan_base(os: &OsFacts, spec: &NodeSpec, live: bool) -> Result<Plan, Plan
             });
         }
         if !live {
-            let archives: Vec<String> = images.iter().map(|i| i.archive.clone()).collect();
+            let imports: Vec<(String, String)> = images
+                .iter()
+                .map(|i| (i.reference.clone(), i.archive.clone()))
+                .collect();
             r.push(unit_file(
                 layout.unit_dir,
                 IMAGES_UNIT,
-                &systemd::images_unit(ctr, runtime.unit(), &archives),
+                &systemd::images_unit(ctr, runtime.unit(), &imports),
             )?);
             r.push(Resource::UnitEnabled {
                 unit: IMAGES_UNIT.to_string(),

@@ -976,8 +976,16 @@ fn kprov_cluster_refuses_bad_configs_before_any_machine_exists() {
             "kprov: error: --name: ",
         ),
         (
-            vec!["up", "--name", "lab", "--target", "qemu"],
-            "kprov: error: --target: qemu: not built yet",
+            vec!["up", "--name", "lab", "--target", "qemu", "--qemu-cpus", "0"],
+            "kprov: error: --qemu-cpus: 0: expected 1 to 64",
+        ),
+        (
+            vec!["up", "--name", "lab", "--target", "qemu", "--qemu-memory", "100"],
+            "kprov: error: --qemu-memory: 100: expected 512 to 1048576 (MiB)",
+        ),
+        (
+            vec!["down", "--name", "unknown", "--target", "qemu"],
+            "kprov: error: no cluster unknown on the qemu target",
         ),
         (
             vec!["up", "--name", "lab", "--target", "ssh", "--ssh-host", "lab-master-1=root@10.0.0.5"],

@@ -16,6 +16,8 @@
 //! Implementations:
 //! - [`nspawn`]: systemd-nspawn containers on this host, one network
 //!   namespace each, on a bridge per cluster.
+//! - [`qemu`]: qemu VMs on this host, with a tap each on a bridge per
+//!   cluster, configured over NoCloud and driven over ssh.
 //! - [`ssh`]: existing hosts, reached with the user's OpenSSH; "create"
 //!   adopts a host (labels it, copies kprov over), "destroy" resets it.
 //!
@@ -44,7 +46,9 @@
 //!    two machines of a cluster up to Ready nodes, then destroyed, with a
 //!    check that nothing is left.
 
+pub mod host;
 pub mod nspawn;
+pub mod qemu;
 pub mod ssh;
 
 use std::collections::BTreeMap;
@@ -386,6 +390,21 @@ pub trait Target: Sync {
     /// targets whose machines exist already).
     fn needs_image(&self) -> bool {
         true
+    }
+
+    /// Checks that `image` is a node image this target can make machines
+    /// from; the reason names what is missing. By default: a root
+    /// prebaked by `kprov provision --phase base --root` (it holds kprov
+    /// and the kubelet).
+    fn check_image(&self, image: &Path) -> Result<(), String> {
+        for needed in ["usr/local/bin/kprov", "usr/local/bin/kubelet"] {
+            if std::fs::symlink_metadata(image.join(needed)).is_err() {
+                return Err(format!(
+                    "has no {needed}: expected a root prebaked by `kprov provision --phase base --root`"
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// Whether the machine is a container (its kubelet then needs

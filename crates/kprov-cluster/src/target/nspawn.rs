@@ -121,6 +121,7 @@ use kprov_host::fs::FileAttrs;
 use kprov_host::Root;
 use serde::{Deserialize, Serialize};
 
+use super::host::{describe, last_lines, run_checked, strip_ansi, BridgeNetns, PATH};
 use super::{
     CommandOutput, HostChange, Machine, MachineCommand, MachineSpec, MachineState, Target,
     TargetError, LABEL_CLUSTER,
@@ -143,8 +144,6 @@ const LAUNCH_FAILED: &str = "kprov-nspawn-launch: failed";
 pub const CONTAINER_INIT: &str = "for d in /sys/fs/cgroup/*; do \
 if [ -d \"$d\" ] && [ ! -L \"$d\" ]; then mount -o remount,bind,rw \"$d\" || exit 1; fi; \
 done; exec /lib/systemd/systemd";
-/// PATH of the commands kprov runs.
-const PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 /// The record's file name.
 const RECORD: &str = "machine.json";
 
@@ -278,16 +277,13 @@ impl NspawnTarget {
 
     /// `ip ARGS` in the bridges' network namespace.
     fn ip(&self, args: &[&str]) -> Command {
-        let mut c = match &self.netns {
-            Some(path) => {
-                let mut c = Command::new("nsenter");
-                c.arg(format!("--net={}", path.display())).arg("ip");
-                c
-            }
-            None => Command::new("ip"),
-        };
-        c.args(args).env_clear().env("PATH", PATH);
-        c
+        self.bridge_netns().ip(args)
+    }
+
+    fn bridge_netns(&self) -> BridgeNetns {
+        BridgeNetns {
+            path: self.netns.clone(),
+        }
     }
 
     fn read_record(&self, name: &MachineName) -> Result<MachineRecord, TargetError> {
@@ -418,63 +414,6 @@ impl NspawnTarget {
             }
         }
         Ok(())
-    }
-
-    /// Makes the cluster's bridge, or checks the one there.
-    fn ensure_bridge(
-        &self,
-        cluster: &ClusterName,
-        network: &ClusterNetwork,
-    ) -> Result<(), TargetError> {
-        let bridge = bridge_name(cluster);
-        let want = format!("{}/{}", network.gateway(), network.prefix_len());
-        match self.bridge_addresses(&bridge)? {
-            Some(addresses) if addresses.contains(&want) => return Ok(()),
-            Some(addresses) => {
-                return Err(TargetError::HostUnsuitable {
-                    target: "nspawn",
-                    reason: format!(
-                        "the bridge {bridge} of cluster {cluster} has the addresses [{}], not {want}: another network of the same cluster, or a stale bridge (remove it with `ip link del {bridge}`)",
-                        addresses.join(", ")
-                    ),
-                })
-            }
-            None => {}
-        }
-        let alias = format!("kprov cluster {cluster}");
-        run_checked(&mut self.ip(&["link", "add", &bridge, "type", "bridge"]))?;
-        run_checked(&mut self.ip(&["link", "set", &bridge, "alias", &alias]))?;
-        run_checked(&mut self.ip(&["addr", "add", &want, "dev", &bridge]))?;
-        run_checked(&mut self.ip(&["link", "set", &bridge, "up"]))?;
-        Ok(())
-    }
-
-    /// The bridge's IPv4 addresses (`A.B.C.D/LEN`), or `None` when it
-    /// does not exist.
-    fn bridge_addresses(&self, bridge: &str) -> Result<Option<Vec<String>>, TargetError> {
-        let mut cmd = self.ip(&["-j", "-4", "addr", "show", "dev", bridge]);
-        let out = cmd.output().map_err(|e| TargetError::Spawn {
-            command: describe(&cmd),
-            source: e,
-        })?;
-        if !out.status.success() {
-            let err = String::from_utf8_lossy(&out.stderr);
-            if err.contains("does not exist") {
-                return Ok(None);
-            }
-            return Err(TargetError::Command {
-                command: describe(&cmd),
-                status: out.status.to_string(),
-                stderr: err.into_owned(),
-            });
-        }
-        parse_ip_addresses(&out.stdout)
-            .map(Some)
-            .map_err(|reason| TargetError::Command {
-                command: describe(&cmd),
-                status: "unreadable output".into(),
-                stderr: reason,
-            })
     }
 
     /// Processes started for the machine (the launcher, then nspawn), by
@@ -695,7 +634,8 @@ impl Target for NspawnTarget {
                     reason: e.to_string(),
                 })?;
         if self.launch_pids(&layout).is_empty() {
-            self.ensure_bridge(&name.cluster, &network)?;
+            self.bridge_netns()
+                .ensure_bridge("nspawn", &name.cluster, &network)?;
             let cgroups = self.make_cgroups(name)?;
             let console = OpenOptions::new()
                 .create(true)
@@ -942,11 +882,7 @@ impl Target for NspawnTarget {
                 machines: left.iter().map(|m| m.name.to_string()).collect(),
             });
         }
-        let bridge = bridge_name(cluster);
-        if self.bridge_addresses(&bridge)?.is_some() {
-            run_checked(&mut self.ip(&["link", "del", &bridge]))?;
-        }
-        Ok(())
+        self.bridge_netns().remove_bridge(cluster)
     }
 }
 
@@ -1417,28 +1353,6 @@ fn remove_cgroup_tree(dir: &Path) -> std::io::Result<()> {
     }
 }
 
-/// Runs a command on the host; an error names it and carries its stderr.
-fn run_checked(cmd: &mut Command) -> Result<std::process::Output, TargetError> {
-    let out = cmd.output().map_err(|e| TargetError::Spawn {
-        command: describe(cmd),
-        source: e,
-    })?;
-    if !out.status.success() {
-        return Err(TargetError::Command {
-            command: describe(cmd),
-            status: out.status.to_string(),
-            stderr: last_lines(&String::from_utf8_lossy(&out.stderr), 10),
-        });
-    }
-    Ok(out)
-}
-
-fn describe(cmd: &Command) -> String {
-    let mut words = vec![cmd.get_program().to_string_lossy().into_owned()];
-    words.extend(cmd.get_args().map(|a| a.to_string_lossy().into_owned()));
-    words.join(" ")
-}
-
 fn signal(name: &str, pids: &[u32]) -> Result<(), TargetError> {
     if pids.is_empty() {
         return Ok(());
@@ -1621,21 +1535,6 @@ fn unescape_mount(text: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// The IPv4 addresses (`A.B.C.D/LEN`) in `ip -j addr show`'s output.
-fn parse_ip_addresses(json: &[u8]) -> Result<Vec<String>, String> {
-    let value: serde_json::Value =
-        serde_json::from_slice(json).map_err(|e| format!("ip -j printed no JSON: {e}"))?;
-    let mut out = Vec::new();
-    for link in value.as_array().into_iter().flatten() {
-        for addr in link["addr_info"].as_array().into_iter().flatten() {
-            if let (Some(local), Some(len)) = (addr["local"].as_str(), addr["prefixlen"].as_u64()) {
-                out.push(format!("{local}/{len}"));
-            }
-        }
-    }
-    Ok(out)
-}
-
 fn parse_record(text: &str, name: &MachineName) -> Result<MachineRecord, String> {
     let record: MachineRecord =
         serde_json::from_str(text).map_err(|e| format!("not a machine record: {e}"))?;
@@ -1688,37 +1587,6 @@ fn disk_usage(dir: &Path) -> (u64, u64) {
     let (mut own, mut shared) = (0, 0);
     walk(dir, &mut HashSet::new(), &mut own, &mut shared);
     (own, shared)
-}
-
-/// The last `n` lines of `text`.
-fn last_lines(text: &str, n: usize) -> String {
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(n)..].join("\n")
-}
-
-/// `text` without ANSI escape sequences (the console's colours) and
-/// carriage returns.
-fn strip_ansi(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut chars = text.chars().peekable();
-    while let Some(c) = chars.next() {
-        match c {
-            '\u{1b}' => {
-                if chars.peek() == Some(&'[') {
-                    chars.next();
-                    // Parameters and intermediates, up to the final byte.
-                    for c in chars.by_ref() {
-                        if ('@'..='~').contains(&c) {
-                            break;
-                        }
-                    }
-                }
-            }
-            '\r' => {}
-            c => out.push(c),
-        }
-    }
-    out
 }
 
 #[cfg(test)]
@@ -2044,14 +1912,6 @@ mod tests {
     }
 
     #[test]
-    fn bridge_addresses_are_read_from_ips_json() {
-        let json = br#"[{"ifindex":2,"ifname":"kpbr","addr_info":[{"family":"inet","local":"10.80.0.1","prefixlen":24}]}]"#;
-        assert_eq!(parse_ip_addresses(json).unwrap(), ["10.80.0.1/24"]);
-        assert_eq!(parse_ip_addresses(b"[]").unwrap(), Vec::<String>::new());
-        assert!(parse_ip_addresses(b"nope").is_err());
-    }
-
-    #[test]
     fn mount_paths_are_limited_to_what_overlayfs_options_can_carry() {
         for good in [
             "/var/lib/kprov/machines",
@@ -2068,16 +1928,6 @@ mod tests {
                 "{bad}: {err}"
             );
         }
-    }
-
-    #[test]
-    fn console_text_loses_its_colours_and_keeps_its_last_lines() {
-        assert_eq!(
-            strip_ansi("\u{1b}[0;32m  OK  \u{1b}[0m] Started x\r\n"),
-            "  OK  ] Started x\n"
-        );
-        assert_eq!(last_lines("a\nb\nc\n", 2), "b\nc");
-        assert_eq!(last_lines("a", 5), "a");
     }
 
     #[test]

@@ -90,6 +90,8 @@ pub struct SshTarget {
     kprov: PathBuf,
     /// The sha256 of `kprov`, read once.
     kprov_digest: OnceLock<String>,
+    /// The network namespace ssh runs in; `None`: this process's.
+    netns: Option<PathBuf>,
 }
 
 impl SshTarget {
@@ -107,7 +109,30 @@ impl SshTarget {
             ssh_config,
             kprov,
             kprov_digest: OnceLock::new(),
+            netns: None,
         }
+    }
+
+    /// Runs ssh in the network namespace at `path` (e.g.
+    /// `/run/netns/NAME`) when given, for hosts reachable only there.
+    pub fn with_netns(mut self, path: Option<PathBuf>) -> Self {
+        self.netns = path;
+        self
+    }
+
+    /// ssh with `argv`, in the target's network namespace; the caller's
+    /// environment (its agent) stays.
+    fn ssh_command(&self, argv: &[String]) -> Command {
+        let mut c = match &self.netns {
+            Some(path) => {
+                let mut c = Command::new("nsenter");
+                c.arg(format!("--net={}", path.display())).arg("ssh");
+                c
+            }
+            None => Command::new("ssh"),
+        };
+        c.args(argv);
+        c
     }
 
     fn kprov_digest(&self) -> Result<&str, TargetError> {
@@ -186,7 +211,7 @@ impl SshTarget {
             command.argv.first().map_or("", String::as_str)
         );
         let mut out =
-            run_bounded(Command::new("ssh").args(&argv), input, limit).map_err(|source| {
+            run_bounded(&mut self.ssh_command(&argv), input, limit).map_err(|source| {
                 TargetError::Spawn {
                     command: what,
                     source,

@@ -177,13 +177,26 @@ pub fn containerd_unit(bin_dir: &str) -> UnitFile {
 
 /// The oneshot unit that imports staged image archives into containerd at
 /// boot, for roots prebaked offline (no containerd runs while prebaking).
-/// Importing what containerd already holds only re-reads the archive.
-pub fn images_unit(ctr: &str, runtime_unit: &str, archives: &[String]) -> UnitFile {
+/// `images` are (reference, archive) pairs. Importing what containerd
+/// already holds only re-reads the archive, which takes minutes on a slow
+/// machine (a VM under TCG): the unit's condition skips it when containerd
+/// lists every reference already (a store filled before the first boot,
+/// or by an earlier one), and imports all when one is missing (image
+/// garbage collection removed it, or the store is new).
+pub fn images_unit(ctr: &str, runtime_unit: &str, images: &[(String, String)]) -> UnitFile {
+    let references: Vec<&str> = images.iter().map(|(r, _)| r.as_str()).collect();
     let mut service = vec![
         ("Type".to_string(), "oneshot".to_string()),
         ("RemainAfterExit".to_string(), "yes".to_string()),
+        (
+            "ExecCondition".to_string(),
+            format!(
+                "/bin/sh -c 'for r in \"$@\"; do {ctr} -n k8s.io images ls -q | grep -qxF -e \"$r\" || exit 0; done; exit 1' kprov-images {}",
+                references.join(" ")
+            ),
+        ),
     ];
-    for a in archives {
+    for (_, a) in images {
         service.push((
             "ExecStart".to_string(),
             format!("{ctr} -n k8s.io images import {a}"),
@@ -387,12 +400,71 @@ mod tests {
         }
     }
 
+    /// The images unit's condition, run by a real shell (the rendered `$$`
+    /// unescaped, its single quotes kept as the shell's) with `ctr`
+    /// listing `listed`: skipped (exit 1) only when every image is there.
+    #[test]
+    fn the_images_unit_is_skipped_only_when_containerd_lists_every_image() {
+        let dir = tempfile::tempdir().unwrap();
+        let ctr = dir.path().join("ctr");
+        let listed = dir.path().join("listed");
+        std::fs::write(&ctr, format!("#!/bin/sh\ncat {}\n", listed.display())).unwrap();
+        std::fs::set_permissions(&ctr, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+        let images = [
+            ("k8s.gcr.io/pause:3.2", "/var/lib/kprov/images/a.tar"),
+            (
+                "docker.io/library/busybox:1.35.0",
+                "/var/lib/kprov/images/b.tar",
+            ),
+        ]
+        .map(|(r, a)| (r.to_string(), a.to_string()));
+        let text = images_unit(&ctr.display().to_string(), "containerd.service", &images)
+            .render()
+            .unwrap();
+        let condition = text
+            .lines()
+            .find_map(|l| l.strip_prefix("ExecCondition=/bin/sh -c "))
+            .unwrap()
+            .replace("$$", "$");
+        let run = |list: &str| {
+            std::fs::write(&listed, list).unwrap();
+            let out = std::process::Command::new("sh")
+                .arg("-c")
+                .arg(format!("set -- {condition}; sh -c \"$@\""))
+                .output()
+                .unwrap();
+            assert!(
+                out.stderr.is_empty(),
+                "{condition}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            out.status.code()
+        };
+        let all = "k8s.gcr.io/pause:3.2\ndocker.io/library/busybox:1.35.0\nother:1\n";
+        assert_eq!(run(all), Some(1), "every image listed: skipped");
+        assert_eq!(
+            run("k8s.gcr.io/pause:3.2\n"),
+            Some(0),
+            "one missing: imported"
+        );
+        assert_eq!(
+            run("k8s.gcr.io/pause:3.22\ndocker.io/library/busybox:1.35.0\n"),
+            Some(0),
+            "a longer name is another image"
+        );
+        assert_eq!(run(""), Some(0), "an empty store: imported");
+    }
+
     #[test]
     fn an_image_archive_path_with_a_newline_adds_no_line_to_the_images_unit() {
         let unit = images_unit(
             "/usr/bin/ctr",
             "containerd.service",
-            &["/var/lib/kprov/images/x.tar\nExecStartPre=/bin/touch /pwned".to_string()],
+            &[(
+                "k8s.gcr.io/pause:3.2".to_string(),
+                "/var/lib/kprov/images/x.tar\nExecStartPre=/bin/touch /pwned".to_string(),
+            )],
         );
         assert!(unit
             .render()

@@ -1,5 +1,5 @@
 //! `kprov cluster up|down|status|kubeconfig|check`: flags → cluster spec
-//! → kprov-cluster's workflows on the nspawn target → printed reports.
+//! → kprov-cluster's workflows on the chosen target → printed reports.
 
 use std::time::{Duration, Instant};
 
@@ -7,6 +7,8 @@ use anyhow::Context;
 use kprov_cluster::config::ClusterConfig;
 use kprov_cluster::config::TargetKind;
 use kprov_cluster::inspect;
+use kprov_cluster::target::host::BridgeNetns;
+use kprov_cluster::target::qemu::QemuTarget;
 use kprov_cluster::target::ssh::{SshHost, SshTarget};
 use kprov_cluster::workflow::{self, Up};
 use kprov_cluster::{MachineCommand, MachineState, NspawnTarget, Role, Target};
@@ -52,23 +54,43 @@ fn target(config: &ClusterConfig) -> anyhow::Result<Box<dyn Target>> {
             )))
         }
         TargetKind::Qemu => {
-            // check() says why, naming the flag.
             config.check()?;
-            anyhow::bail!("--target qemu: not built yet")
+            let kprov =
+                std::env::current_exe().context("finding kprov itself, which the VMs must run")?;
+            let target = QemuTarget::new(
+                &config.machines_dir,
+                BridgeNetns {
+                    path: netns_path(config)?,
+                },
+                config.qemu_accel,
+                config.qemu_cpus,
+                config.qemu_memory,
+                kprov,
+            )
+            .with_context(|| format!("--machines-dir {}", config.machines_dir.display()))?;
+            Ok(Box::new(target))
         }
     }
+}
+
+/// The network namespace `--netns` names, which must exist.
+fn netns_path(config: &ClusterConfig) -> anyhow::Result<Option<std::path::PathBuf>> {
+    let Some(ns) = &config.netns else {
+        return Ok(None);
+    };
+    let path = std::path::Path::new("/run/netns").join(ns);
+    anyhow::ensure!(
+        path.exists(),
+        "--netns {ns}: no network namespace {} (make it with `ip netns add {ns}`)",
+        path.display()
+    );
+    Ok(Some(path))
 }
 
 fn nspawn_target(config: &ClusterConfig) -> anyhow::Result<NspawnTarget> {
     let mut target = NspawnTarget::new(&config.machines_dir)
         .with_context(|| format!("--machines-dir {}", config.machines_dir.display()))?;
-    if let Some(ns) = &config.netns {
-        let path = std::path::Path::new("/run/netns").join(ns);
-        anyhow::ensure!(
-            path.exists(),
-            "--netns {ns}: no network namespace {} (make it with `ip netns add {ns}`)",
-            path.display()
-        );
+    if let Some(path) = netns_path(config)? {
         target = target.with_netns(path);
     }
     Ok(target)
@@ -119,9 +141,14 @@ fn up(args: ClusterUpArgs) -> anyhow::Result<()> {
 /// before anything is made on the host.
 fn existing(config: &ClusterConfig) -> anyhow::Result<kprov_cluster::ClusterName> {
     let name = config.cluster_name()?;
-    if config.target == TargetKind::Nspawn && !config.machines_dir.exists() {
+    let kind = match config.target {
+        TargetKind::Nspawn => "nspawn",
+        TargetKind::Qemu => "qemu",
+        TargetKind::Ssh => return Ok(name),
+    };
+    if !config.machines_dir.exists() {
         anyhow::bail!(
-            "no cluster {name} on the nspawn target: --machines-dir {} does not exist; nothing changed",
+            "no cluster {name} on the {kind} target: --machines-dir {} does not exist; nothing changed",
             config.machines_dir.display()
         );
     }

@@ -39,7 +39,22 @@ pub fn ssh_node_image() -> PathBuf {
         .clone()
 }
 
+/// The node image of the qemu target: the cloud root (kernel,
+/// cloud-init, OpenSSH server) prebaked like [`node_image`] but for a VM
+/// (no `--node-in-container`), its containerd store filled the same way
+/// (the VMs' first boot then finds their images in place instead of
+/// importing them under TCG, which takes minutes).
+pub fn vm_node_image() -> PathBuf {
+    static IMAGE: OnceLock<PathBuf> = OnceLock::new();
+    IMAGE
+        .get_or_init(|| make_node_image("cloud", super::debian_cloud_root_tarball()))
+        .clone()
+}
+
+/// A node image made once per content from `tarball` (the Debian root of
+/// `variant`); the cloud variant's is for VMs, the others' for nspawn.
 pub fn make_node_image(variant: &str, tarball: &Path) -> PathBuf {
+    let in_container = variant != "cloud";
     let kprov = kprov_release_bin();
     let file_digest = |p: &Path| super::sha256_hex(p);
     let images_dir = &harness_images().0;
@@ -72,7 +87,7 @@ pub fn make_node_image(variant: &str, tarball: &Path) -> PathBuf {
             .args(["--kubelet-version", "v1.20.2", "--arch", "amd64"])
             .arg("--bundle")
             .arg(&bundle)
-            .arg("--node-in-container")
+            .args(in_container.then_some("--node-in-container"))
             .output()
             .map_err(|e| e.to_string())?;
         if !out.status.success() {
@@ -130,7 +145,7 @@ pub fn site(
 /// not (the machines outlive this process otherwise).
 pub struct Teardown<'a> {
     /// The target.
-    pub target: &'a NspawnTarget,
+    pub target: &'a dyn Target,
     /// The cluster.
     pub cluster: ClusterName,
     /// Whether to destroy (false once the test took it down itself).
