@@ -118,9 +118,10 @@ pub struct ClusterConfig {
     /// crashes guests on some hosts).
     #[arg(long, value_enum, default_value_t = Accel::Tcg)]
     pub qemu_accel: Accel,
-    /// With --target qemu: virtual CPUs per VM.
-    #[arg(long, value_name = "N", default_value_t = 1)]
-    pub qemu_cpus: u16,
+    /// With --target qemu: virtual CPUs per VM; default 2 for masters
+    /// (under TCG one cannot keep an API server answering), 1 for workers.
+    #[arg(long, value_name = "N")]
+    pub qemu_cpus: Option<u16>,
     /// With --target qemu: MiB of memory per VM; default 2048 for
     /// masters, 1536 for workers.
     #[arg(long, value_name = "MIB")]
@@ -146,7 +147,7 @@ impl Default for ClusterConfig {
             ssh_hosts: Vec::new(),
             ssh_config: None,
             qemu_accel: Accel::Tcg,
-            qemu_cpus: 1,
+            qemu_cpus: None,
             qemu_memory: None,
         }
     }
@@ -254,11 +255,10 @@ impl ClusterConfig {
         if self.masters == 0 {
             return Err(invalid("masters", "0: a cluster needs at least one master"));
         }
-        if self.qemu_cpus == 0 || self.qemu_cpus > 64 {
-            return Err(invalid(
-                "qemu-cpus",
-                format!("{}: expected 1 to 64", self.qemu_cpus),
-            ));
+        if let Some(cpus) = self.qemu_cpus {
+            if !(1..=64).contains(&cpus) {
+                return Err(invalid("qemu-cpus", format!("{cpus}: expected 1 to 64")));
+            }
         }
         if let Some(mib) = self.qemu_memory {
             if !(512..=1 << 20).contains(&mib) {
@@ -555,7 +555,7 @@ mod tests {
             (
                 ClusterConfig {
                     target: TargetKind::Qemu,
-                    qemu_cpus: 0,
+                    qemu_cpus: Some(0),
                     ..config("a")
                 },
                 "--qemu-cpus: 0: expected 1 to 64",

@@ -10,7 +10,9 @@
 //!   stop, destroy, list by cluster) and its implementations, with how to
 //!   add one; [`target::nspawn`] runs each node as a systemd-nspawn
 //!   container and documents what kubelet and containerd need in one;
-//!   [`target::ssh`] adopts existing hosts over the user's OpenSSH;
+//!   [`target::qemu`] runs each node as a qemu VM configured over
+//!   NoCloud and driven over ssh; [`target::ssh`] adopts existing hosts
+//!   over the user's OpenSSH;
 //! - [`image`]: node images cached by content;
 //! - [`config`]: `kprov cluster`'s flags and config file, checked into a
 //!   [`config::ClusterSpec`] before any machine is touched;
@@ -25,8 +27,10 @@
 //! re-run unchanged, grown by a worker, a cut-off worker failing `check`,
 //! then `down` leaving nothing; and `kprov cluster up --target ssh` of two
 //! hosts running the real OpenSSH server (an unknown host key refused
-//! first), re-run unchanged, then `down` resetting both. The qemu target
-//! is to come (see the module doc of [`target`] for how to add one).
+//! first), re-run unchanged, then `down` resetting both;
+//! (`crates/kprov/tests/cluster_vm.rs`) `kprov cluster up --target qemu`
+//! of a master and a worker VM under TCG to every criterion, then `down`
+//! leaving nothing.
 
 pub mod config;
 pub mod image;

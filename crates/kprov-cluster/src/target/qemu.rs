@@ -87,7 +87,7 @@ pub struct QemuTarget {
     base_dir: PathBuf,
     netns: BridgeNetns,
     accel: Accel,
-    cpus: u16,
+    cpus: Option<u16>,
     memory_mib: Option<u32>,
     kprov: PathBuf,
     stop_timeout: Duration,
@@ -176,14 +176,14 @@ struct MachineRecord {
 impl QemuTarget {
     /// A target keeping machines under `base_dir` (made, 0700, if
     /// missing), with the cluster bridges in `netns`, running VMs with
-    /// `accel` and `cpus`, and `memory_mib` each (by default
-    /// [`default_memory_mib`] of its role); `kprov` (this program) is
-    /// what the machines must run.
+    /// `accel`, `cpus` and `memory_mib` each (by default
+    /// [`default_size`] of its role); `kprov` (this program) is what the
+    /// machines must run.
     pub fn new(
         base_dir: impl AsRef<Path>,
         netns: BridgeNetns,
         accel: Accel,
-        cpus: u16,
+        cpus: Option<u16>,
         memory_mib: Option<u32>,
         kprov: PathBuf,
     ) -> Result<Self, TargetError> {
@@ -340,10 +340,10 @@ impl QemuTarget {
             name,
             accel: self.accel,
             size: VmSize {
-                cpus: self.cpus,
+                cpus: self.cpus.unwrap_or(default_size(name.role).cpus),
                 memory_mib: self
                     .memory_mib
-                    .unwrap_or_else(|| default_memory_mib(name.role)),
+                    .unwrap_or(default_size(name.role).memory_mib),
             },
             kernel: &cluster.kernel,
             initrd: &cluster.initrd,
@@ -764,12 +764,19 @@ pub fn tap_name(machine: &MachineName) -> String {
     format!("kpt{}", short_hash(&machine.to_string()))
 }
 
-/// The default size of a machine of `role` (a master runs etcd and the
-/// API server).
-pub fn default_memory_mib(role: Role) -> u32 {
+/// The default size of a machine of `role`: a master runs etcd and the
+/// API server, which one emulated CPU (TCG) cannot keep answering its
+/// probes and clients.
+pub fn default_size(role: Role) -> VmSize {
     match role {
-        Role::Master => 2048,
-        Role::Worker => 1536,
+        Role::Master => VmSize {
+            cpus: 2,
+            memory_mib: 2048,
+        },
+        Role::Worker => VmSize {
+            cpus: 1,
+            memory_mib: 1536,
+        },
     }
 }
 
