@@ -274,6 +274,11 @@ pub struct ClusterUpArgs {
     /// Output format of the final report.
     #[arg(long, value_enum, default_value_t = OutputArg::Text)]
     pub output: OutputArg,
+    /// End once every node is Ready, without checking the exit criteria
+    /// (`kprov cluster check` checks them later): on slow machines (VMs
+    /// under TCG) they take many minutes.
+    #[arg(long)]
+    pub skip_check: bool,
 }
 
 /// Flags of `kprov cluster down` and `kubeconfig`.
