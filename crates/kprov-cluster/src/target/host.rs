@@ -6,8 +6,8 @@
 use std::path::PathBuf;
 use std::process::Command;
 
-use super::TargetError;
-use crate::name::ClusterName;
+use super::{Machine, TargetError};
+use crate::name::{ClusterName, MachineName};
 use crate::network::{bridge_name, ClusterNetwork};
 
 /// PATH of the commands kprov runs on the host and in machines.
@@ -118,6 +118,43 @@ impl BridgeNetns {
     }
 }
 
+/// The machines of `cluster` that have a directory under `base_dir`
+/// (named after the machine), sorted; whether each is one of the target's
+/// is for its record to say.
+pub fn machine_dirs(
+    base_dir: &std::path::Path,
+    cluster: &ClusterName,
+) -> Result<Vec<MachineName>, TargetError> {
+    let listing = |e| TargetError::io("listing", base_dir, e);
+    let mut names = Vec::new();
+    for entry in std::fs::read_dir(base_dir).map_err(listing)? {
+        let entry = entry.map_err(listing)?;
+        if let Some(name) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<MachineName>().ok())
+        {
+            if &name.cluster == cluster {
+                names.push(name);
+            }
+        }
+    }
+    names.sort();
+    Ok(names)
+}
+
+/// Refuses to remove what a cluster's machines share while `left` (its
+/// machines) is not empty.
+pub fn ensure_no_machines(cluster: &ClusterName, left: &[Machine]) -> Result<(), TargetError> {
+    if left.is_empty() {
+        return Ok(());
+    }
+    Err(TargetError::ClusterInUse {
+        cluster: cluster.clone(),
+        machines: left.iter().map(|m| m.name.to_string()).collect(),
+    })
+}
+
 /// Runs a command on the host; an error names it and carries the end of
 /// its stderr.
 pub fn run_checked(cmd: &mut Command) -> Result<std::process::Output, TargetError> {
@@ -217,6 +254,27 @@ mod tests {
         );
         assert_eq!(last_lines("a\nb\nc\n", 2), "b\nc");
         assert_eq!(last_lines("a", 5), "a");
+    }
+
+    #[test]
+    fn machine_directories_of_other_clusters_and_other_names_are_left_out() {
+        let dir = tempfile::tempdir().unwrap();
+        for d in [
+            "a-worker-2",
+            "a-master-1",
+            "b-master-1",
+            ".qemu-a",
+            "a-master-x",
+        ] {
+            std::fs::create_dir(dir.path().join(d)).unwrap();
+        }
+        let a: ClusterName = "a".parse().unwrap();
+        let names: Vec<String> = machine_dirs(dir.path(), &a)
+            .unwrap()
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(names, ["a-master-1", "a-worker-2"]);
     }
 
     #[test]

@@ -121,7 +121,10 @@ use kprov_host::fs::FileAttrs;
 use kprov_host::Root;
 use serde::{Deserialize, Serialize};
 
-use super::host::{describe, last_lines, run_checked, strip_ansi, BridgeNetns, PATH};
+use super::host::{
+    describe, ensure_no_machines, last_lines, machine_dirs, run_checked, strip_ansi, BridgeNetns,
+    PATH,
+};
 use super::{
     CommandOutput, HostChange, Machine, MachineCommand, MachineSpec, MachineState, Target,
     TargetError, LABEL_CLUSTER,
@@ -844,21 +847,8 @@ impl Target for NspawnTarget {
     }
 
     fn list(&self, cluster: &ClusterName) -> Result<Vec<Machine>, TargetError> {
-        let entries = std::fs::read_dir(&self.base_dir)
-            .map_err(|e| TargetError::io("listing", &self.base_dir, e))?;
         let mut machines = Vec::new();
-        for entry in entries {
-            let entry = entry.map_err(|e| TargetError::io("listing", &self.base_dir, e))?;
-            let Some(name) = entry
-                .file_name()
-                .to_str()
-                .and_then(|n| n.parse::<MachineName>().ok())
-            else {
-                continue;
-            };
-            if &name.cluster != cluster {
-                continue;
-            }
+        for name in machine_dirs(&self.base_dir, cluster)? {
             let record = match self.read_record(&name) {
                 Ok(r) => r,
                 // Being made or removed.
@@ -870,18 +860,11 @@ impl Target for NspawnTarget {
             }
             machines.push(self.machine(&name, &record)?);
         }
-        machines.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(machines)
     }
 
     fn destroy_network(&self, cluster: &ClusterName) -> Result<(), TargetError> {
-        let left = self.list(cluster)?;
-        if !left.is_empty() {
-            return Err(TargetError::ClusterInUse {
-                cluster: cluster.clone(),
-                machines: left.iter().map(|m| m.name.to_string()).collect(),
-            });
-        }
+        ensure_no_machines(cluster, &self.list(cluster)?)?;
         self.bridge_netns().remove_bridge(cluster)
     }
 }

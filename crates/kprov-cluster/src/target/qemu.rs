@@ -36,7 +36,9 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use super::host::{command, describe, file_tail, run_checked, BridgeNetns};
+use super::host::{
+    command, describe, ensure_no_machines, file_tail, machine_dirs, run_checked, BridgeNetns,
+};
 use super::ssh::{SshHost, SshTarget};
 use super::{
     CommandOutput, HostChange, Machine, MachineCommand, MachineSpec, MachineState, Target,
@@ -689,21 +691,8 @@ impl Target for QemuTarget {
     }
 
     fn list(&self, cluster: &ClusterName) -> Result<Vec<Machine>, TargetError> {
-        let entries = std::fs::read_dir(&self.base_dir)
-            .map_err(|e| TargetError::io("listing", &self.base_dir, e))?;
         let mut machines = Vec::new();
-        for entry in entries {
-            let entry = entry.map_err(|e| TargetError::io("listing", &self.base_dir, e))?;
-            let Some(name) = entry
-                .file_name()
-                .to_str()
-                .and_then(|n| n.parse::<MachineName>().ok())
-            else {
-                continue;
-            };
-            if &name.cluster != cluster {
-                continue;
-            }
+        for name in machine_dirs(&self.base_dir, cluster)? {
             let record = match self.read_record(&name) {
                 Ok(r) => r,
                 // Being made or removed, or another target's machine.
@@ -715,18 +704,11 @@ impl Target for QemuTarget {
             }
             machines.push(self.machine(&name, &record)?);
         }
-        machines.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(machines)
     }
 
     fn destroy_network(&self, cluster: &ClusterName) -> Result<(), TargetError> {
-        let left = self.list(cluster)?;
-        if !left.is_empty() {
-            return Err(TargetError::ClusterInUse {
-                cluster: cluster.clone(),
-                machines: left.iter().map(|m| m.name.to_string()).collect(),
-            });
-        }
+        ensure_no_machines(cluster, &self.list(cluster)?)?;
         self.netns.remove_bridge(cluster)?;
         let shared = self.cluster_layout(cluster).dir;
         match std::fs::remove_dir_all(&shared) {

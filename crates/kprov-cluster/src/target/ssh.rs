@@ -525,14 +525,7 @@ impl Target for SshTarget {
     }
 
     fn destroy_network(&self, cluster: &ClusterName) -> Result<(), TargetError> {
-        let left = self.list(cluster)?;
-        if !left.is_empty() {
-            return Err(TargetError::ClusterInUse {
-                cluster: cluster.clone(),
-                machines: left.iter().map(|m| m.name.to_string()).collect(),
-            });
-        }
-        Ok(())
+        super::host::ensure_no_machines(cluster, &self.list(cluster)?)
     }
 }
 
