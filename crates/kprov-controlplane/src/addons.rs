@@ -521,6 +521,13 @@ fn flannel(spec: &ClusterSpec, out: &mut Addons, image: &str) {
 /// node's own credentials.
 pub const POD_NETWORK_CONFIG_MAP: &str = "kprov-pod-network";
 
+/// The ClusterRole (and its binding) that lets kprov give Nodes their
+/// pod ranges.
+pub const POD_RANGE_ALLOCATOR: &str = "kprov:pod-range-allocator";
+
+/// The controller manager's user (its kubeconfig's client certificate).
+pub const CONTROLLER_MANAGER_USER: &str = "system:kube-controller-manager";
+
 /// The bridge network's objects: its ConfigMap, and the right of every
 /// node (group system:nodes) to read that one ConfigMap and the Nodes,
 /// whose pod ranges and addresses the routes come from.
@@ -530,7 +537,10 @@ fn bridge(spec: &ClusterSpec, out: &mut Addons) {
     read_config.resource_names = Some(vec![POD_NETWORK_CONFIG_MAP.into()]);
     out.cluster_roles.push(ClusterRole {
         metadata: meta(name, None, &[]),
-        rules: Some(vec![read_config, rule(&[""], &["nodes"], &["get", "list"])]),
+        rules: Some(vec![
+            read_config,
+            rule(&[""], &["nodes"], &["get", "list", "watch"]),
+        ]),
         ..ClusterRole::default()
     });
     out.cluster_role_bindings.push(bind(
@@ -539,6 +549,24 @@ fn bridge(spec: &ClusterSpec, out: &mut Addons) {
         Subject {
             kind: "Group".into(),
             name: "system:nodes".into(),
+            namespace: None,
+            api_group: Some("rbac.authorization.k8s.io".into()),
+        },
+    ));
+    // The pod ranges: kprov on the master whose controller manager leads
+    // gives them (crate::pod_ranges), with that controller manager's
+    // identity, which may read its own lease already.
+    out.cluster_roles.push(ClusterRole {
+        metadata: meta(POD_RANGE_ALLOCATOR, None, &[]),
+        rules: Some(vec![rule(&[""], &["nodes"], &["get", "list", "patch"])]),
+        ..ClusterRole::default()
+    });
+    out.cluster_role_bindings.push(bind(
+        POD_RANGE_ALLOCATOR,
+        POD_RANGE_ALLOCATOR,
+        Subject {
+            kind: "User".into(),
+            name: CONTROLLER_MANAGER_USER.into(),
             namespace: None,
             api_group: Some("rbac.authorization.k8s.io".into()),
         },
@@ -718,7 +746,12 @@ mod tests {
             .find(|r| r.metadata.name.as_deref() == Some("kprov:pod-network"))
             .unwrap();
         for r in role.rules.as_ref().unwrap() {
-            assert!(!r.verbs.iter().any(|v| v != "get" && v != "list"), "{r:?}");
+            assert!(
+                r.verbs
+                    .iter()
+                    .all(|v| ["get", "list", "watch"].contains(&v.as_str())),
+                "{r:?}"
+            );
             if r.resources.as_ref().unwrap() == &["configmaps".to_string()] {
                 assert_eq!(
                     r.resource_names.as_deref(),
@@ -732,6 +765,16 @@ mod tests {
             .find(|b| b.metadata.name.as_deref() == Some("kprov:pod-network"))
             .unwrap();
         assert_eq!(binding.subjects.as_ref().unwrap()[0].name, "system:nodes");
+        // Only the controller manager's identity may set pod ranges.
+        let allocator = a
+            .cluster_role_bindings
+            .iter()
+            .find(|b| b.metadata.name.as_deref() == Some(POD_RANGE_ALLOCATOR))
+            .unwrap();
+        assert_eq!(
+            allocator.subjects.as_ref().unwrap()[0].name,
+            CONTROLLER_MANAGER_USER
+        );
         assert!(addons(&spec(), "iptables", "f:1")
             .config_maps
             .iter()

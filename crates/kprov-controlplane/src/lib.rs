@@ -38,6 +38,7 @@ pub mod jws;
 pub mod kubeadm_config;
 pub mod manifests;
 pub mod objects;
+pub mod pod_ranges;
 pub mod spec;
 pub mod store;
 pub mod token;

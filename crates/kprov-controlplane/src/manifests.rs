@@ -419,15 +419,18 @@ pub fn kube_controller_manager(spec: &ClusterSpec) -> StaticPod {
         kv("service-cluster-ip-range", spec.service_cidr().to_string()),
         kv("use-service-account-credentials", "true"),
     ];
-    // Both pod networks kprov installs route by the node's spec.podCIDR.
+    // Both pod networks kprov installs route by the node's spec.podCIDR:
+    // flannel's come from the controller manager, bridge's from kprov
+    // (`crate::pod_ranges`: without the 10 s nodeipam's start costs).
     match spec.pod_network {
-        PodNetwork::Flannel | PodNetwork::Bridge => {
+        PodNetwork::Flannel => {
             args.push(kv("allocate-node-cidrs", "true"));
             args.push(kv("cluster-cidr", spec.pod_cidr.to_string()));
             if spec.pod_cidr.network().is_ipv4() {
                 args.push(kv("node-cidr-mask-size", NODE_CIDR_MASK_V4.to_string()));
             }
         }
+        PodNetwork::Bridge => {}
     }
     if !version.at_least(1, 24) {
         args.push(kv("port", "0"));
@@ -573,6 +576,14 @@ mod tests {
         ] {
             assert!(has(&cm, flag), "{flag}");
         }
+        // kprov allocates the bridge network's ranges itself.
+        let mut bridge = spec("v1.20.2");
+        bridge.pod_network = PodNetwork::Bridge;
+        let cm = kube_controller_manager(&bridge);
+        assert!(!cm
+            .command()
+            .iter()
+            .any(|a| a.starts_with("--allocate-node-cidrs") || a.starts_with("--cluster-cidr")));
     }
 
     #[test]

@@ -10,13 +10,14 @@
 //! - reads for joining nodes that trust nothing yet
 //!   ([`discover_cluster_info`], [`probe_token`], [`list_csrs`]);
 //! - the control plane's state ([`readyz`], [`mark_control_plane`]) and the
-//!   pod network's inputs ([`pod_network`], [`node_pod_ranges`]);
+//!   pod network's inputs ([`pod_network`], [`pod_ranges`]);
 //! - what a joining master reads ([`get_config_map_with_token`],
 //!   [`etcd_client_urls`]) and [`etcd`], stacked etcd's membership;
 //! - the API servers that serve ([`kubernetes_endpoints`]), for `kprov lb`.
 
 pub mod apply;
 pub mod etcd;
+pub mod pod_ranges;
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -183,10 +184,11 @@ pub fn kubelet_node_name(kubeconfig: &Path) -> Result<String, ApiError> {
         })
 }
 
-/// The pod network the cluster's kprov-pod-network ConfigMap names, or
-/// None when there is no such ConfigMap (the cluster runs a network that
-/// needs nothing from kprov on the nodes).
-pub async fn pod_network(client: &Client) -> Result<Option<String>, ApiError> {
+/// The pod network the cluster's kprov-pod-network ConfigMap names, and
+/// the cluster's pod range it gives (its `network` and `podCIDR`), or None
+/// when there is no such ConfigMap (the cluster runs a network that needs
+/// nothing from kprov on the nodes).
+pub async fn pod_network(client: &Client) -> Result<Option<(String, Option<String>)>, ApiError> {
     let name = kprov_controlplane::addons::POD_NETWORK_CONFIG_MAP;
     let maps: Api<ConfigMap> = Api::namespaced(client.clone(), "kube-system");
     let map = maps
@@ -194,37 +196,12 @@ pub async fn pod_network(client: &Client) -> Result<Option<String>, ApiError> {
         .await
         .map_err(request(format!("reading ConfigMap kube-system/{name}")))?;
     Ok(map.map(|m| {
-        m.data
-            .and_then(|d| d.get("network").cloned())
-            .unwrap_or_default()
+        let data = m.data.unwrap_or_default();
+        (
+            data.get("network").cloned().unwrap_or_default(),
+            data.get("podCIDR").cloned(),
+        )
     }))
-}
-
-/// Every node's name, pod range and InternalIP (as text).
-pub async fn node_pod_ranges(
-    client: &Client,
-) -> Result<Vec<(String, Option<String>, Option<String>)>, ApiError> {
-    let nodes: Api<Node> = Api::all(client.clone());
-    let list = nodes
-        .list(&ListParams::default())
-        .await
-        .map_err(request("listing Nodes"))?;
-    Ok(list
-        .items
-        .into_iter()
-        .map(|n| {
-            let name = n.metadata.name.unwrap_or_default();
-            let cidr = n.spec.and_then(|s| s.pod_cidr);
-            let ip = n
-                .status
-                .and_then(|s| s.addresses)
-                .unwrap_or_default()
-                .into_iter()
-                .find(|a| a.type_ == "InternalIP")
-                .map(|a| a.address);
-            (name, cidr, ip)
-        })
-        .collect())
 }
 
 /// Creates a token's Secret and, for a signing token, adds its signature

@@ -180,7 +180,7 @@ pub fn phases<'a>() -> Vec<Phase<Join<'a>, Error>> {
         },
         Phase {
             name: "pod-network",
-            description: "in a cluster on kprov's bridge network, write the CNI config once the node has its pod range (the timer would, within 5 s)",
+            description: "in a cluster on kprov's bridge network, write the CNI config once the node has its pod range (kprov-pod-network.service would too)",
             run_if: live_change,
             run: pod_network,
         },
@@ -736,12 +736,12 @@ fn wait_node(ctx: &mut Join<'_>) -> Result<(), Error> {
     }
 }
 
-/// How long the join waits for the node's pod range; after that the
-/// pod-network timer writes the CNI config when the range comes.
+/// How long the join waits for the node's pod range; after that
+/// kprov-pod-network.service writes the CNI config when the range comes.
 const POD_RANGE_WAIT: Duration = Duration::from_secs(30);
 
 /// One `pod-network sync` as soon as the node has its pod range: the node
-/// is Ready only with a CNI config. Best effort: the timer owns the sync,
+/// is Ready only with a CNI config. Best effort: the service owns the sync,
 /// so nothing here fails the join.
 fn pod_network(ctx: &mut Join<'_>) -> Result<(), Error> {
     let started = Instant::now();
@@ -758,20 +758,20 @@ fn pod_network(ctx: &mut Join<'_>) -> Result<(), Error> {
             }
             Ok(Synced::NotJoined | Synced::NoNetwork) => return Ok(()),
             // A cluster that does not let nodes read kprov's pod network
-            // (kubeadm's) runs another one; a sync under way (the timer's)
+            // (kubeadm's) runs another one; a sync under way (the service's)
             // writes the config itself.
             Ok(Synced::NotYet(_)) => return Ok(()),
             Ok(Synced::NoRange(node)) => format!("node {node} has no pod range yet"),
             Err(e) => {
                 ctx.target.note(format!(
-                    "pod network: {e}; kprov-pod-network.timer tries again"
+                    "pod network: {e}; kprov-pod-network.service tries again"
                 ));
                 return Ok(());
             }
         };
         if started.elapsed() >= POD_RANGE_WAIT || Instant::now() >= ctx.deadline {
             ctx.target.note(format!(
-                "pod network: {why} after {} s; kprov-pod-network.timer writes the CNI config when it comes",
+                "pod network: {why} after {} s; kprov-pod-network.service writes the CNI config when it comes",
                 started.elapsed().as_secs()
             ));
             return Ok(());

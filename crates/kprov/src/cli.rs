@@ -1214,9 +1214,11 @@ pub struct PodNetworkArgs {
 #[derive(Debug, Subcommand)]
 pub enum PodNetworkCommand {
     /// Bring this node's CNI config and pod routes in line with the
-    /// cluster, once. Does nothing on a node that has not joined or in a
-    /// cluster that runs another pod network. Run every 5 s by
-    /// kprov-pod-network.timer.
+    /// cluster. Does nothing on a node that has not joined or in a cluster
+    /// that runs another pod network. On a master whose controller manager
+    /// leads, first give every Node without a pod range the next free one
+    /// (kprov, not the controller manager, allocates the bridge network's
+    /// ranges). kprov-pod-network.service runs it with --follow.
     Sync(PodNetworkSyncArgs),
 }
 
@@ -1230,6 +1232,12 @@ pub struct PodNetworkSyncArgs {
         default_value = "/etc/kubernetes/kubelet.conf"
     )]
     pub kubeconfig: PathBuf,
+
+    /// Keep running: sync again as soon as any Node changes (a new Node,
+    /// a range given, an address), and every 30 s; every second while the
+    /// node has not joined or the API server does not answer yet.
+    #[arg(long, conflicts_with = "dry_run")]
+    pub follow: bool,
 
     /// Say what would change; change nothing.
     #[arg(long)]

@@ -309,7 +309,7 @@ pub fn lb_unit(bin_dir: &str, spec: &LbUnitSpec) -> UnitFile {
 /// routes) once; it does nothing until the node has joined a cluster that
 /// runs kprov's bridge network.
 pub fn pod_network_service(bin_dir: &str) -> UnitFile {
-    let exec = format!("{bin_dir}/kprov pod-network sync");
+    let exec = format!("{bin_dir}/kprov pod-network sync --follow");
     UnitFile::new()
         .section(
             "Unit",
@@ -321,14 +321,27 @@ pub fn pod_network_service(bin_dir: &str) -> UnitFile {
                 ("After", "network-online.target"),
             ],
         )
-        .section("Service", &[("Type", "oneshot"), ("ExecStart", &exec)])
+        .section(
+            "Service",
+            &[
+                ("Type", "exec"),
+                ("ExecStart", &exec),
+                ("Restart", "always"),
+                ("RestartSec", "2"),
+            ],
+        )
 }
 
-/// The timer that runs the pod-network sync every 5 s: a node is Ready
-/// only once its CNI config is written, and the first sync after it gets
-/// a pod range writes it (the join phase does too, when it can wait).
+/// The timer that starts the pod-network sync 5 s after boot and every
+/// 5 s after, a no-op while it runs. The sync follows the Nodes: a node is
+/// Ready only once its CNI config is written, which the sync does as soon
+/// as its pod range is given (and which a master's sync gives).
 pub fn pod_network_timer() -> UnitFile {
-    periodic("Sync the kprov pod network every 5 seconds", "5s", "5s")
+    periodic(
+        "Keep the kprov pod network sync running (started 5 s after boot)",
+        "5s",
+        "5s",
+    )
 }
 
 fn every_10_seconds(description: &str) -> UnitFile {
