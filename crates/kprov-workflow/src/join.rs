@@ -77,6 +77,9 @@ pub struct Join<'a> {
     /// checks the certificates against [`API_SERVER_NAME`], which kubelet
     /// v1.20 forgets at TLS bootstrap.
     lb_server_name: bool,
+    /// kprov fetched the kubelet's client certificate itself: the kubelet
+    /// starts with it.
+    own_bootstrap: bool,
 }
 
 impl Observed for Join<'_> {
@@ -97,6 +100,7 @@ impl<'a> Join<'a> {
             joined_ca: None,
             ca_pem: None,
             lb_server_name: false,
+            own_bootstrap: false,
         }
     }
 
@@ -459,6 +463,9 @@ fn kubelet_start(ctx: &mut Join<'_>) -> Result<(), Error> {
             ctx.server()
         ));
     }
+    if bootstrap.is_some() && live_change(ctx) {
+        ctx.own_bootstrap = fetch_client_certificate(ctx, &ca_pem, lb.is_some())?;
+    }
     let files = JoinFiles {
         ca_pem: String::from_utf8_lossy(&ca_pem).into_owned(),
         bootstrap_kubeconfig: bootstrap,
@@ -533,6 +540,117 @@ fn lb_spec(server: &ApiServerUrl) -> Option<kprov_provision::render::systemd::Lb
 
 /// Where the node-local balancer serves its metrics and status.
 pub const LB_METRICS: &str = "127.0.0.1:6445";
+
+/// How long kprov waits for the kubelet's client certificate itself
+/// before it leaves TLS bootstrap to the kubelet.
+const OWN_BOOTSTRAP_WAIT: Duration = Duration::from_secs(30);
+
+/// TLS bootstrap by kprov, before the kubelet starts: a key and a request
+/// for `system:node:NAME`, sent with the token; once signed, the
+/// certificate and key in one file behind kubelet-client-current.pem (the
+/// kubelet's layout, which it rotates) and kubelet.conf pointing there.
+/// The kubelet then starts with its credentials: its own bootstrap runs
+/// only after a 5 s start (cAdvisor looking for Docker), and it takes the
+/// certificate up 10 s later or on a restart, another 5 s start. True
+/// when done; false (said why) leaves TLS bootstrap to the kubelet.
+fn fetch_client_certificate(
+    ctx: &mut Join<'_>,
+    ca_pem: &[u8],
+    through_lb: bool,
+) -> Result<bool, Error> {
+    let node = node_name(ctx)?;
+    let key = kprov_pki::keys::PrivateKey::generate(kprov_pki::KeyType::Ecdsa)
+        .map_err(|e| Error::failed(format!("making the kubelet's client key: {e}")))?;
+    let subject = kprov_pki::table::Subject {
+        common_name: format!("system:node:{node}"),
+        organizations: vec!["system:nodes".into()],
+    };
+    let request = kprov_pki::cert::certificate_request(&subject, &key)
+        .map_err(|e| Error::failed(format!("making the kubelet's certificate request: {e}")))?;
+    let deadline = ctx.deadline.min(Instant::now() + OWN_BOOTSTRAP_WAIT);
+    let server = ctx.server().to_string();
+    let started = Instant::now();
+    let fetched = ctx.target.rt.block_on(kprov_kube::kubelet_client_certificate(
+        &server,
+        ca_pem,
+        ctx.token(),
+        &request,
+        deadline,
+    ));
+    let cert = match fetched {
+        Ok(Some(cert)) => cert,
+        Ok(None) => {
+            ctx.target.note(format!(
+                "no client certificate for node {node} after {} s (is the controller manager running?); the kubelet does its own TLS bootstrap",
+                started.elapsed().as_secs()
+            ));
+            return Ok(false);
+        }
+        Err(e) => {
+            ctx.target.note(format!(
+                "kprov's TLS bootstrap for node {node}: {e}; the kubelet does its own"
+            ));
+            return Ok(false);
+        }
+    };
+    let key_pem = key
+        .to_pem()
+        .map_err(|e| Error::failed(format!("encoding the kubelet's client key: {e}")))?;
+    let root = ctx.target.root.clone();
+    let pki_dir = Path::new(KUBELET_CLIENT_CERT)
+        .parent()
+        .unwrap_or(Path::new("/"));
+    let stamp = time::OffsetDateTime::now_utc();
+    let file = pki_dir.join(format!(
+        "kubelet-client-{:04}-{:02}-{:02}-{:02}-{:02}-{:02}.pem",
+        stamp.year(),
+        u8::from(stamp.month()),
+        stamp.day(),
+        stamp.hour(),
+        stamp.minute(),
+        stamp.second()
+    ));
+    let secret = kprov_host::FileAttrs::root(0o600);
+    kprov_host::fs::create_dir_all(&root, pki_dir)
+        .context(|| format!("making {}", pki_dir.display()))?;
+    kprov_host::fs::write_atomic(&root, &file, format!("{cert}{key_pem}").as_bytes(), secret)
+        .context(|| format!("writing {}", file.display()))?;
+    kprov_host::fs::symlink_atomic(&root, Path::new(KUBELET_CLIENT_CERT), &file)
+        .context(|| format!("linking {KUBELET_CLIENT_CERT}"))?;
+    let kubeconfig = match through_lb {
+        true => Kubeconfig::with_client_certificate_file(
+            LB_URL,
+            "default-auth",
+            ca_pem,
+            KUBELET_CLIENT_CERT,
+        ),
+        false => Kubeconfig::with_client_certificate_file(
+            &server,
+            "default-auth",
+            ca_pem,
+            KUBELET_CLIENT_CERT,
+        ),
+    };
+    let kubeconfig = match through_lb && ctx.lb_server_name {
+        true => kubeconfig.with_tls_server_name(API_SERVER_NAME),
+        false => kubeconfig,
+    };
+    let text = kubeconfig
+        .to_yaml()
+        .map_err(|e| Error::failed(format!("rendering {}: {e}", kubelet::KUBECONFIG_PATH)))?;
+    kprov_host::fs::write_atomic(
+        &root,
+        Path::new(kubelet::KUBECONFIG_PATH),
+        text.as_bytes(),
+        secret,
+    )
+    .context(|| format!("writing {}", kubelet::KUBECONFIG_PATH))?;
+    ctx.target.note(format!(
+        "TLS bootstrap by kprov: {KUBELET_CLIENT_CERT} for system:node:{node} ({:.1} s); the kubelet starts with it",
+        started.elapsed().as_secs_f64()
+    ));
+    Ok(true)
+}
 
 /// The kubelet of v1.20 drops `tls-server-name` when it writes
 /// kubelet.conf from the bootstrap kubeconfig: put it back (every
@@ -656,7 +774,7 @@ fn wait_node(ctx: &mut Join<'_>) -> Result<(), Error> {
                     .rt
                     .block_on(kprov_kube::node_machine_id(&kubeconfig, &node))
                     .is_ok_and(|id| id.is_some_and(|id| this_machine(&machine_id, &id)));
-                if !restarted && !registered {
+                if !restarted && !registered && !ctx.own_bootstrap {
                     restart_kubelet_on_its_certificate(ctx)?;
                 }
                 continue;
