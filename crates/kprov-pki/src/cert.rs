@@ -450,18 +450,16 @@ mod tests {
     #[test]
     fn a_kubelet_request_names_the_node_and_is_signed_by_its_key() {
         let key = PrivateKey::generate(KeyType::Ecdsa).unwrap();
-        let pem = certificate_request(&subject("system:node:w-1", &["system:nodes"]), &key)
-            .unwrap();
+        let pem =
+            certificate_request(&subject("system:node:w-1", &["system:nodes"]), &key).unwrap();
         let block = Pem::iter_from_buffer(pem.as_bytes())
             .next()
             .unwrap()
             .unwrap();
         assert_eq!(block.label, "CERTIFICATE REQUEST");
         let (_, request) =
-            x509_parser::certification_request::X509CertificationRequest::from_der(
-                &block.contents,
-            )
-            .unwrap();
+            x509_parser::certification_request::X509CertificationRequest::from_der(&block.contents)
+                .unwrap();
         let info = &request.certification_request_info;
         assert_eq!(
             info.subject.to_string(),

@@ -570,13 +570,16 @@ fn fetch_client_certificate(
     let deadline = ctx.deadline.min(Instant::now() + OWN_BOOTSTRAP_WAIT);
     let server = ctx.server().to_string();
     let started = Instant::now();
-    let fetched = ctx.target.rt.block_on(kprov_kube::kubelet_client_certificate(
-        &server,
-        ca_pem,
-        ctx.token(),
-        &request,
-        deadline,
-    ));
+    let fetched = ctx
+        .target
+        .rt
+        .block_on(kprov_kube::kubelet_client_certificate(
+            &server,
+            ca_pem,
+            ctx.token(),
+            &request,
+            deadline,
+        ));
     let cert = match fetched {
         Ok(Some(cert)) => cert,
         Ok(None) => {

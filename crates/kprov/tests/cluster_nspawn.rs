@@ -1012,6 +1012,62 @@ fn kprov_cluster_up_makes_three_masters_with_stacked_etcd_and_three_workers_conv
     assert!(conf.contains("server: https://10.89.8.11:6443"), "{conf}");
     let printed = cli.run("kubeconfig", &[]);
     assert_eq!(printed.stdout, conf);
+    // kprov gave the pod ranges, not the controller manager: six distinct
+    // /24s of the cluster's range, each said in a master's journal.
+    let ranges = run_ok(
+        &target,
+        &master(1),
+        &kubectl(&[
+            "get",
+            "nodes",
+            "-o",
+            "jsonpath={range .items[*]}{.metadata.name}={.spec.podCIDR}{\"\\n\"}{end}",
+        ]),
+    );
+    let mut given: Vec<&str> = ranges
+        .lines()
+        .filter_map(|l| l.split_once('=').map(|(_, r)| r))
+        .collect();
+    given.sort_unstable();
+    given.dedup();
+    assert!(
+        given.len() == 6
+            && given
+                .iter()
+                .all(|r| r.starts_with("10.244.") && r.ends_with(".0/24")),
+        "{ranges}"
+    );
+    let manifest = run_ok(
+        &target,
+        &master(1),
+        &MachineCommand::new([
+            "cat",
+            "/etc/kubernetes/manifests/kube-controller-manager.yaml",
+        ]),
+    );
+    assert!(!manifest.contains("allocate-node-cidrs"), "{manifest}");
+    let mut said = String::new();
+    for i in 1..=3 {
+        said.push_str(&run_ok(
+            &target,
+            &master(i),
+            &MachineCommand::new([
+                "journalctl",
+                "--no-pager",
+                "-o",
+                "cat",
+                "-u",
+                "kprov-pod-network.service",
+            ]),
+        ));
+    }
+    for line in ranges.lines() {
+        let (node, range) = line.split_once('=').unwrap();
+        assert!(
+            said.contains(&format!("gave Node {node} the pod range {range}")),
+            "no master said it gave {node} {range}:\n{said}"
+        );
+    }
     // kube-proxy reaches the API at 127.0.0.1:6443 on every node: a
     // master's own API server, a worker's kprov lb (the criteria above
     // saw it run and serve a ClusterIP Service on every node).
