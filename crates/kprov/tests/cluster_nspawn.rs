@@ -29,8 +29,8 @@ use std::time::{Duration, Instant};
 
 use common::cluster::{JoinCommand, BUSYBOX};
 use common::nspawn::{
-    diagnose, import_kprov_image, netboot_deploy, netboot_logs, node_image, poll, run_ok, site,
-    ssh_node_image, token_descriptions, wait_netboot_ready, ClusterCli, Teardown,
+    diagnose, figure, import_kprov_image, netboot_deploy, netboot_logs, node_image, poll, run_ok,
+    site, ssh_node_image, token_descriptions, wait_netboot_ready, ClusterCli, Teardown,
 };
 use common::{bench, kprov_release_bin, sh};
 use kprov_cluster::target::nspawn::NspawnTarget;
@@ -1577,13 +1577,7 @@ fn benchmark_cluster_up_nspawn_one_master_with_one_and_two_workers() {
         );
         let took = t.elapsed();
         assert_eq!(up.code, Some(0), "{}", up.stderr);
-        let ready = up
-            .stderr
-            .lines()
-            .find_map(|l| l.split_once("every node Ready after ").map(|(_, r)| r))
-            .and_then(|r| r.split_whitespace().next())
-            .unwrap_or_else(|| panic!("no Ready time in:\n{}", up.stderr))
-            .to_string();
+        let ready = figure(&up.stderr, "every node Ready after ").to_string();
         let t = Instant::now();
         let down = cli.run("down", &[]);
         assert_eq!(down.code, Some(0), "{}", down.stderr);

@@ -26,7 +26,7 @@ use std::path::Path;
 use std::time::Instant;
 
 use common::netns::Netns;
-use common::nspawn::{vm_node_image, ClusterCli, Teardown};
+use common::nspawn::{figure, vm_node_image, ClusterCli, Teardown};
 use common::{bench, scratch};
 use kprov_cluster::target::host::BridgeNetns;
 use kprov_cluster::target::qemu::{tap_name, Accel, QemuTarget};
@@ -59,14 +59,6 @@ fn links(ns: &Netns, prefix: &str) -> Vec<String> {
         .map(|n| n.split('@').next().unwrap_or(n).to_string())
         .filter(|n| n.starts_with(prefix))
         .collect()
-}
-
-/// The value after `marker` on the first line of `text` holding it.
-fn figure<'a>(text: &'a str, marker: &str) -> &'a str {
-    text.lines()
-        .find_map(|l| l.split_once(marker).map(|(_, r)| r))
-        .and_then(|r| r.split_whitespace().next())
-        .unwrap_or_else(|| panic!("no {marker:?} in:\n{text}"))
 }
 
 #[test]

@@ -3,7 +3,7 @@
 //! environment), the cluster bridge in the network namespace they put it
 //! in, and the text of logs they hand back.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use super::{Machine, TargetError};
@@ -231,6 +231,23 @@ pub fn file_tail(path: &std::path::Path, lines: usize) -> String {
     std::fs::read(path)
         .map(|bytes| last_lines(&strip_ansi(&String::from_utf8_lossy(&bytes)), lines))
         .unwrap_or_default()
+}
+
+/// Sets `path`'s mode.
+pub(crate) fn set_mode(path: &Path, mode: u32) -> Result<(), TargetError> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        .map_err(|e| TargetError::io("setting the mode of", path, e))
+}
+
+/// Writes `path` with `mode` from the start (secrets are never readable
+/// by others), through a temporary file renamed into place.
+pub(crate) fn write_file_atomic(
+    path: &Path,
+    contents: &[u8],
+    mode: u32,
+) -> Result<(), TargetError> {
+    Ok(kprov_host::fs::write_file_atomic(path, contents, mode)?)
 }
 
 #[cfg(test)]

@@ -122,8 +122,8 @@ use kprov_host::Root;
 use serde::{Deserialize, Serialize};
 
 use super::host::{
-    describe, ensure_no_machines, last_lines, machine_dirs, run_checked, strip_ansi, BridgeNetns,
-    PATH,
+    describe, ensure_no_machines, last_lines, machine_dirs, run_checked, set_mode, strip_ansi,
+    BridgeNetns, PATH,
 };
 use super::{
     CommandOutput, HostChange, Machine, MachineCommand, MachineSpec, MachineState, Target,
@@ -1292,12 +1292,6 @@ fn check_mount_path(what: &str, path: &Path) -> Result<(), TargetError> {
             ),
         })
     }
-}
-
-fn set_mode(path: &Path, mode: u32) -> Result<(), TargetError> {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
-        .map_err(|e| TargetError::io("setting the mode of", path, e))
 }
 
 fn write_cgroup_file(path: &Path, value: &str) -> Result<(), TargetError> {

@@ -29,7 +29,6 @@
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -37,7 +36,8 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use super::host::{
-    command, describe, ensure_no_machines, file_tail, machine_dirs, run_checked, BridgeNetns,
+    command, describe, ensure_no_machines, file_tail, machine_dirs, run_checked, set_mode,
+    write_file_atomic, BridgeNetns,
 };
 use super::ssh::{SshHost, SshTarget};
 use super::{
@@ -323,7 +323,7 @@ impl QemuTarget {
         if !layout.client_key.exists() {
             ssh_keygen(&layout.client_key, &format!("kprov cluster {cluster}"))?;
         }
-        write_file(
+        write_file_atomic(
             &layout.image_record,
             format!("{}\n", image.display()).as_bytes(),
             0o600,
@@ -491,16 +491,16 @@ impl QemuTarget {
             client_public: client_public.trim(),
         };
         for (file, contents) in seed_files(&seed) {
-            write_file(&layout.seed.join(file), contents.as_bytes(), 0o600)?;
+            write_file_atomic(&layout.seed.join(file), contents.as_bytes(), 0o600)?;
         }
         // The private host key now lives in the seed only.
         std::fs::remove_file(&host_key).map_err(|e| TargetError::io("removing", &host_key, e))?;
-        write_file(
+        write_file_atomic(
             &layout.known_hosts,
             known_hosts_line(name, host_public.trim()).as_bytes(),
             0o600,
         )?;
-        write_file(
+        write_file_atomic(
             &layout.ssh_config,
             ssh_config(name, spec.address, &cluster.client_key, &layout.known_hosts).as_bytes(),
             0o600,
@@ -516,7 +516,7 @@ impl QemuTarget {
             reason: e.to_string(),
         })?;
         // Last: the machine exists once its record does.
-        write_file(&layout.record, &json, 0o600)?;
+        write_file_atomic(&layout.record, &json, 0o600)?;
         tracing::info!(machine = %name, address = %spec.address, "created");
         self.machine(name, &record)
     }
@@ -997,30 +997,6 @@ fn copy(src: &Path, dst: &Path) -> Result<(), TargetError> {
 
 fn read_text(path: &Path) -> Result<String, TargetError> {
     std::fs::read_to_string(path).map_err(|e| TargetError::io("reading", path, e))
-}
-
-fn set_mode(path: &Path, mode: u32) -> Result<(), TargetError> {
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
-        .map_err(|e| TargetError::io("setting the mode of", path, e))
-}
-
-/// Writes `path` with `mode` from the start (secrets are never readable
-/// by others), through a temporary file renamed into place.
-fn write_file(path: &Path, contents: &[u8], mode: u32) -> Result<(), TargetError> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let temp = path.with_extension("kprov-tmp");
-    let _ = std::fs::remove_file(&temp);
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(mode)
-        .open(&temp)
-        .map_err(|e| TargetError::io("creating", &temp, e))?;
-    file.write_all(contents)
-        .and_then(|()| file.sync_all())
-        .map_err(|e| TargetError::io("writing", &temp, e))?;
-    std::fs::rename(&temp, path).map_err(|e| TargetError::io("renaming into place", path, e))
 }
 
 #[cfg(test)]

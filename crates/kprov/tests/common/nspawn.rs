@@ -444,3 +444,12 @@ pub fn token_descriptions(target: &NspawnTarget, master: &MachineName) -> String
         ]),
     )
 }
+
+/// The value after `marker` on the first line of `text` holding it (a
+/// figure in kprov's output, such as the time to Ready).
+pub fn figure<'a>(text: &'a str, marker: &str) -> &'a str {
+    text.lines()
+        .find_map(|l| l.split_once(marker).map(|(_, r)| r))
+        .and_then(|r| r.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no {marker:?} in:\n{text}"))
+}
