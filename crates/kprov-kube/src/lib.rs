@@ -63,9 +63,6 @@ pub enum ApiError {
     /// cluster-info is missing or broken.
     #[error("{0}")]
     ClusterInfo(String),
-    /// A certificate signing request was denied or failed.
-    #[error("{0}")]
-    CertificateRefused(String),
     /// No client for a joining node's request (a bad URL or CA, or no
     /// connection).
     #[error("connecting to {server}: {reason}")]
@@ -788,75 +785,4 @@ pub async fn node_machine_id(kubeconfig: &Path, name: &str) -> Result<Option<Str
                 .map(|i| i.machine_id)
                 .unwrap_or_default()
         }))
-}
-
-/// The signer of kubelets' client certificates.
-pub const KUBELET_CLIENT_SIGNER: &str = "kubernetes.io/kube-apiserver-client-kubelet";
-
-/// A kubelet's TLS bootstrap, done by kprov: sends `request_pem` (a
-/// request for `system:node:NAME` in `system:nodes`) with the bootstrap
-/// `token`, as the kubelet would, and waits until `deadline` for the
-/// certificate the controller manager approves and signs. None when none
-/// came by then; an error when the request was denied or failed.
-pub async fn kubelet_client_certificate(
-    server: &str,
-    ca_pem: &[u8],
-    token: &BootstrapToken,
-    request_pem: &str,
-    deadline: std::time::Instant,
-) -> Result<Option<String>, ApiError> {
-    use k8s_openapi::api::certificates::v1::{
-        CertificateSigningRequest, CertificateSigningRequestSpec,
-    };
-    use k8s_openapi::ByteString;
-    let client = token_client(server, ca_pem, token).await?;
-    let api: Api<CertificateSigningRequest> = Api::all(client);
-    let csr = CertificateSigningRequest {
-        metadata: kube::api::ObjectMeta {
-            generate_name: Some("node-csr-".into()),
-            ..Default::default()
-        },
-        spec: CertificateSigningRequestSpec {
-            request: ByteString(request_pem.as_bytes().to_vec()),
-            signer_name: KUBELET_CLIENT_SIGNER.into(),
-            usages: Some(
-                ["digital signature", "key encipherment", "client auth"]
-                    .map(String::from)
-                    .to_vec(),
-            ),
-            ..Default::default()
-        },
-        status: None,
-    };
-    let created = api
-        .create(&PostParams::default(), &csr)
-        .await
-        .map_err(request("creating the node's certificate signing request"))?;
-    let name = created.metadata.name.unwrap_or_default();
-    loop {
-        let now = api
-            .get(&name)
-            .await
-            .map_err(request(format!("reading CertificateSigningRequest {name}")))?;
-        let status = now.status.unwrap_or_default();
-        if let Some(refused) = status
-            .conditions
-            .iter()
-            .flatten()
-            .find(|c| (c.type_ == "Denied" || c.type_ == "Failed") && c.status == "True")
-        {
-            return Err(ApiError::CertificateRefused(format!(
-                "CertificateSigningRequest {name} was {}: {}",
-                refused.type_.to_lowercase(),
-                refused.message.clone().unwrap_or_default()
-            )));
-        }
-        if let Some(cert) = status.certificate.filter(|c| !c.0.is_empty()) {
-            return Ok(Some(String::from_utf8_lossy(&cert.0).into_owned()));
-        }
-        if std::time::Instant::now() >= deadline {
-            return Ok(None);
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
-    }
 }

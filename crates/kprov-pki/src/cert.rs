@@ -305,17 +305,6 @@ fn seconds(t: OffsetDateTime) -> OffsetDateTime {
     t.replace_nanosecond(0).unwrap_or(t)
 }
 
-/// A PEM certificate signing request for `subject` with `key`, and no
-/// extensions: what a kubelet sends for its client certificate.
-pub fn certificate_request(subject: &Subject, key: &PrivateKey) -> Result<String, CertError> {
-    let mut params = CertificateParams::default();
-    params.distinguished_name = distinguished_name(subject);
-    let request = params
-        .serialize_request(&key.signer()?)
-        .map_err(build_err)?;
-    request.pem().map_err(build_err)
-}
-
 /// A CA that can sign: its certificate, its key, and rcgen's view of it.
 pub struct Signer {
     cert: Certificate,
@@ -445,31 +434,6 @@ mod tests {
             common_name: cn.into(),
             organizations: orgs.iter().map(|o| o.to_string()).collect(),
         }
-    }
-
-    #[test]
-    fn a_kubelet_request_names_the_node_and_is_signed_by_its_key() {
-        let key = PrivateKey::generate(KeyType::Ecdsa).unwrap();
-        let pem =
-            certificate_request(&subject("system:node:w-1", &["system:nodes"]), &key).unwrap();
-        let block = Pem::iter_from_buffer(pem.as_bytes())
-            .next()
-            .unwrap()
-            .unwrap();
-        assert_eq!(block.label, "CERTIFICATE REQUEST");
-        let (_, request) =
-            x509_parser::certification_request::X509CertificationRequest::from_der(&block.contents)
-                .unwrap();
-        let info = &request.certification_request_info;
-        assert_eq!(
-            info.subject.to_string(),
-            "O=system:nodes, CN=system:node:w-1"
-        );
-        assert_eq!(
-            info.subject_pki.raw,
-            &key.public_key().to_spki_der().unwrap()[..]
-        );
-        request.verify_signature().unwrap();
     }
 
     #[test]

@@ -232,24 +232,6 @@ impl Kubeconfig {
         config
     }
 
-    /// A kubeconfig whose client certificate and key are in files, as the
-    /// kubelet writes kubelet.conf after TLS bootstrap (one file holding
-    /// both, which it rotates).
-    pub fn with_client_certificate_file(
-        server: &str,
-        user: &str,
-        ca_pem: &[u8],
-        cert_and_key_path: &str,
-    ) -> Self {
-        let mut config = Self::with_client_certificate(server, user, ca_pem, b"", b"");
-        config.users[0].user = User {
-            client_certificate: cert_and_key_path.to_string(),
-            client_key: cert_and_key_path.to_string(),
-            ..User::default()
-        };
-        config
-    }
-
     /// The same kubeconfig, checking the server's certificate against
     /// `name` (every cluster).
     pub fn with_tls_server_name(mut self, name: &str) -> Self {

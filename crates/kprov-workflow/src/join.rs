@@ -77,9 +77,6 @@ pub struct Join<'a> {
     /// checks the certificates against [`API_SERVER_NAME`], which kubelet
     /// v1.20 forgets at TLS bootstrap.
     lb_server_name: bool,
-    /// kprov fetched the kubelet's client certificate itself: the kubelet
-    /// starts with it.
-    own_bootstrap: bool,
 }
 
 impl Observed for Join<'_> {
@@ -100,7 +97,6 @@ impl<'a> Join<'a> {
             joined_ca: None,
             ca_pem: None,
             lb_server_name: false,
-            own_bootstrap: false,
         }
     }
 
@@ -463,9 +459,6 @@ fn kubelet_start(ctx: &mut Join<'_>) -> Result<(), Error> {
             ctx.server()
         ));
     }
-    if bootstrap.is_some() && live_change(ctx) {
-        ctx.own_bootstrap = fetch_client_certificate(ctx, &ca_pem, lb.is_some())?;
-    }
     let files = JoinFiles {
         ca_pem: String::from_utf8_lossy(&ca_pem).into_owned(),
         bootstrap_kubeconfig: bootstrap,
@@ -541,120 +534,6 @@ fn lb_spec(server: &ApiServerUrl) -> Option<kprov_provision::render::systemd::Lb
 /// Where the node-local balancer serves its metrics and status.
 pub const LB_METRICS: &str = "127.0.0.1:6445";
 
-/// How long kprov waits for the kubelet's client certificate itself
-/// before it leaves TLS bootstrap to the kubelet.
-const OWN_BOOTSTRAP_WAIT: Duration = Duration::from_secs(30);
-
-/// TLS bootstrap by kprov, before the kubelet starts: a key and a request
-/// for `system:node:NAME`, sent with the token; once signed, the
-/// certificate and key in one file behind kubelet-client-current.pem (the
-/// kubelet's layout, which it rotates) and kubelet.conf pointing there.
-/// The kubelet then starts with its credentials: its own bootstrap runs
-/// only after a 5 s start (cAdvisor looking for Docker), and it takes the
-/// certificate up 10 s later or on a restart, another 5 s start. True
-/// when done; false (said why) leaves TLS bootstrap to the kubelet.
-fn fetch_client_certificate(
-    ctx: &mut Join<'_>,
-    ca_pem: &[u8],
-    through_lb: bool,
-) -> Result<bool, Error> {
-    let node = node_name(ctx)?;
-    let key = kprov_pki::keys::PrivateKey::generate(kprov_pki::KeyType::Ecdsa)
-        .map_err(|e| Error::failed(format!("making the kubelet's client key: {e}")))?;
-    let subject = kprov_pki::table::Subject {
-        common_name: format!("system:node:{node}"),
-        organizations: vec!["system:nodes".into()],
-    };
-    let request = kprov_pki::cert::certificate_request(&subject, &key)
-        .map_err(|e| Error::failed(format!("making the kubelet's certificate request: {e}")))?;
-    let deadline = ctx.deadline.min(Instant::now() + OWN_BOOTSTRAP_WAIT);
-    let server = ctx.server().to_string();
-    let started = Instant::now();
-    let fetched = ctx
-        .target
-        .rt
-        .block_on(kprov_kube::kubelet_client_certificate(
-            &server,
-            ca_pem,
-            ctx.token(),
-            &request,
-            deadline,
-        ));
-    let cert = match fetched {
-        Ok(Some(cert)) => cert,
-        Ok(None) => {
-            ctx.target.note(format!(
-                "no client certificate for node {node} after {} s (is the controller manager running?); the kubelet does its own TLS bootstrap",
-                started.elapsed().as_secs()
-            ));
-            return Ok(false);
-        }
-        Err(e) => {
-            ctx.target.note(format!(
-                "kprov's TLS bootstrap for node {node}: {e}; the kubelet does its own"
-            ));
-            return Ok(false);
-        }
-    };
-    let key_pem = key
-        .to_pem()
-        .map_err(|e| Error::failed(format!("encoding the kubelet's client key: {e}")))?;
-    let root = ctx.target.root.clone();
-    let pki_dir = Path::new(KUBELET_CLIENT_CERT)
-        .parent()
-        .unwrap_or(Path::new("/"));
-    let stamp = time::OffsetDateTime::now_utc();
-    let file = pki_dir.join(format!(
-        "kubelet-client-{:04}-{:02}-{:02}-{:02}-{:02}-{:02}.pem",
-        stamp.year(),
-        u8::from(stamp.month()),
-        stamp.day(),
-        stamp.hour(),
-        stamp.minute(),
-        stamp.second()
-    ));
-    let secret = kprov_host::FileAttrs::root(0o600);
-    kprov_host::fs::create_dir_all(&root, pki_dir)
-        .context(|| format!("making {}", pki_dir.display()))?;
-    kprov_host::fs::write_atomic(&root, &file, format!("{cert}{key_pem}").as_bytes(), secret)
-        .context(|| format!("writing {}", file.display()))?;
-    kprov_host::fs::symlink_atomic(&root, Path::new(KUBELET_CLIENT_CERT), &file)
-        .context(|| format!("linking {KUBELET_CLIENT_CERT}"))?;
-    let kubeconfig = match through_lb {
-        true => Kubeconfig::with_client_certificate_file(
-            LB_URL,
-            "default-auth",
-            ca_pem,
-            KUBELET_CLIENT_CERT,
-        ),
-        false => Kubeconfig::with_client_certificate_file(
-            &server,
-            "default-auth",
-            ca_pem,
-            KUBELET_CLIENT_CERT,
-        ),
-    };
-    let kubeconfig = match through_lb && ctx.lb_server_name {
-        true => kubeconfig.with_tls_server_name(API_SERVER_NAME),
-        false => kubeconfig,
-    };
-    let text = kubeconfig
-        .to_yaml()
-        .map_err(|e| Error::failed(format!("rendering {}: {e}", kubelet::KUBECONFIG_PATH)))?;
-    kprov_host::fs::write_atomic(
-        &root,
-        Path::new(kubelet::KUBECONFIG_PATH),
-        text.as_bytes(),
-        secret,
-    )
-    .context(|| format!("writing {}", kubelet::KUBECONFIG_PATH))?;
-    ctx.target.note(format!(
-        "TLS bootstrap by kprov: {KUBELET_CLIENT_CERT} for system:node:{node} ({:.1} s); the kubelet starts with it",
-        started.elapsed().as_secs_f64()
-    ));
-    Ok(true)
-}
-
 /// The kubelet of v1.20 drops `tls-server-name` when it writes
 /// kubelet.conf from the bootstrap kubeconfig: put it back (every
 /// cluster) and restart the kubelet once. True when it was missing.
@@ -709,7 +588,12 @@ fn keep_tls_server_name(ctx: &mut Join<'_>) -> Result<bool, Error> {
 /// The kubelet of v1.20 that bootstrapped in the background takes its new
 /// client certificate up only at its next check (every 10 s), and its
 /// registration retries back off to 7 s meanwhile: a restart registers
-/// the node at once.
+/// the node at once. Not when the certificate came within
+/// [`KUBELET_START_FLOOR`] of the kubelet's start: the kubelet sends its
+/// request at once but opens its first API connection only after that
+/// start, with the certificate then (a restart would cost another start).
+/// If the node has still not registered [`CERTIFICATE_TAKE_UP`] later,
+/// the kubelet is restarted then.
 fn restart_kubelet_on_its_certificate(ctx: &mut Join<'_>) -> Result<(), Error> {
     ctx.target
         .runner
@@ -753,8 +637,13 @@ fn wait_node(ctx: &mut Join<'_>) -> Result<(), Error> {
         .map(|b| String::from_utf8_lossy(&b).trim().to_string())
         .unwrap_or_default();
     let started = Instant::now();
+    // The kubelet was (re)started just before this phase.
+    let started_at = std::time::SystemTime::now();
     let mut last_report = Instant::now();
     let mut bootstrapped = false;
+    // When to restart a kubelet whose certificate came during its start,
+    // should the node not have registered by then.
+    let mut restart_after: Option<Instant> = None;
     // This node's pending requests as last seen: the diagnosis names them
     // even when the API server does not answer at the deadline.
     let mut seen_csrs: Vec<String> = Vec::new();
@@ -777,8 +666,18 @@ fn wait_node(ctx: &mut Join<'_>) -> Result<(), Error> {
                     .rt
                     .block_on(kprov_kube::node_machine_id(&kubeconfig, &node))
                     .is_ok_and(|id| id.is_some_and(|id| this_machine(&machine_id, &id)));
-                if !restarted && !registered && !ctx.own_bootstrap {
-                    restart_kubelet_on_its_certificate(ctx)?;
+                // When the kubelet wrote it, not when this loop saw it.
+                let came_during_start = root
+                    .resolve(KUBELET_CLIENT_CERT)
+                    .ok()
+                    .and_then(|p| std::fs::metadata(p).ok()?.modified().ok())
+                    .is_some_and(|written| written < started_at + KUBELET_START_FLOOR);
+                if !restarted && !registered {
+                    if came_during_start {
+                        restart_after = Some(Instant::now() + CERTIFICATE_TAKE_UP);
+                    } else {
+                        restart_kubelet_on_its_certificate(ctx)?;
+                    }
                 }
                 continue;
             }
@@ -791,7 +690,14 @@ fn wait_node(ctx: &mut Join<'_>) -> Result<(), Error> {
                 .target
                 .rt
                 .block_on(kprov_kube::node_machine_id(&kubeconfig, &node));
-            match registered.map(|id| id.map(|id| this_machine(&machine_id, &id))) {
+            let registered = registered.map(|id| id.map(|id| this_machine(&machine_id, &id)));
+            if !matches!(registered, Ok(Some(true)))
+                && restart_after.is_some_and(|at| Instant::now() >= at)
+            {
+                restart_after = None;
+                restart_kubelet_on_its_certificate(ctx)?;
+            }
+            match registered {
                 Ok(Some(false)) => format!(
                     "Node {node} to be registered by this machine (it exists from an earlier machine of that name, which had another machine ID)"
                 ),
@@ -856,6 +762,16 @@ fn wait_node(ctx: &mut Join<'_>) -> Result<(), Error> {
         std::thread::sleep(Duration::from_millis(500));
     }
 }
+
+/// The least time a v1.20 kubelet takes to start before its first API
+/// connection: cAdvisor asks for Docker five times, 1 s apart, after
+/// about 0.3 s of other work (5.5 to 5.7 s from systemd's start to the
+/// first connection, measured here).
+const KUBELET_START_FLOOR: Duration = Duration::from_millis(5400);
+
+/// How long a certificate that came during the kubelet's start may take
+/// to register the node before the kubelet is restarted on it.
+const CERTIFICATE_TAKE_UP: Duration = Duration::from_secs(10);
 
 /// How long the join waits for the node's pod range; after that
 /// kprov-pod-network.service writes the CNI config when the range comes.
