@@ -581,13 +581,6 @@ fn nodes(ctx: &mut Up<'_>) -> Result<(), Error> {
     }
     // Workers join at once: each waits mostly on its own TLS bootstrap.
     let target = ctx.target;
-    let master = ctx.spec.first_master().name.clone();
-    let token_id = ctx
-        .join
-        .as_ref()
-        .and_then(|j| j.token.split_once('.'))
-        .map(|(id, _)| id.to_string());
-    let mut approved = Vec::new();
     let results: Vec<Result<String, Error>> = std::thread::scope(|scope| {
         let running: Vec<_> = joins
             .iter()
@@ -597,12 +590,6 @@ fn nodes(ctx: &mut Up<'_>) -> Result<(), Error> {
                 })
             })
             .collect();
-        if let Some(token_id) = &token_id {
-            while !running.iter().all(|h| h.is_finished()) {
-                approved.extend(approve_join_requests(target, &master, token_id));
-                std::thread::sleep(Duration::from_millis(500));
-            }
-        }
         running
             .into_iter()
             .map(|h| {
@@ -615,11 +602,6 @@ fn nodes(ctx: &mut Up<'_>) -> Result<(), Error> {
             })
             .collect()
     });
-    for name in approved {
-        ctx.observer.note(&format!(
-            "approved {name}, a node client certificate request of this run's token"
-        ));
-    }
     for ((w, _), result) in joins.iter().zip(results) {
         result?;
         report.push(ResourceReport {
@@ -634,61 +616,6 @@ fn nodes(ctx: &mut Up<'_>) -> Result<(), Error> {
     ctx.elapsed_note("nodes");
     Ok(())
 }
-
-/// Approves the pending requests for kubelet client certificates that
-/// this run's token (`token_id`) sent, as the controller manager's
-/// approver would: it starts its controllers one by one in random order,
-/// seconds after it leads, and a kubelet whose certificate comes after its
-/// first API connection needs a restart (another 5 s start). The API
-/// server checks that such a request is for `system:node:*` in
-/// `system:nodes` and nothing more. Best effort: the names approved.
-fn approve_join_requests(target: &dyn Target, master: &MachineName, token_id: &str) -> Vec<String> {
-    let Ok(out) = run_step(
-        target,
-        master,
-        "kubectl get csr",
-        &kubectl(&["get", "csr", "-o", "json"]),
-    ) else {
-        return Vec::new();
-    };
-    let Ok(doc) = serde_json::from_str::<serde_json::Value>(&out) else {
-        return Vec::new();
-    };
-    pending_join_requests(&doc, token_id)
-        .into_iter()
-        .filter(|name| {
-            run_step(
-                target,
-                master,
-                "kubectl certificate approve",
-                &kubectl(&["certificate", "approve", name]),
-            )
-            .is_ok()
-        })
-        .collect()
-}
-
-/// The undecided kubelet client certificate requests that token
-/// `token_id` sent, by name, from `kubectl get csr -o json`.
-fn pending_join_requests(csrs: &serde_json::Value, token_id: &str) -> Vec<String> {
-    let requester = format!("system:bootstrap:{token_id}");
-    csrs["items"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|csr| {
-            csr["spec"]["username"] == requester.as_str()
-                && csr["spec"]["signerName"] == KUBELET_CLIENT_SIGNER
-                && csr["status"]["conditions"]
-                    .as_array()
-                    .is_none_or(|c| c.is_empty())
-        })
-        .filter_map(|csr| csr["metadata"]["name"].as_str().map(str::to_string))
-        .collect()
-}
-
-/// The signer of kubelets' client certificates.
-const KUBELET_CLIENT_SIGNER: &str = "kubernetes.io/kube-apiserver-client-kubelet";
 
 /// `kprov provision --phase join` for machine `w` (with --control-plane
 /// for a master): its flags from the one node config (as setup.sh's
@@ -949,32 +876,6 @@ mod tests {
         }
         assert!(!argv.contains("abcdef.0123456789abcdef"), "{argv}");
         assert_eq!(c.env, [("KPROV_TOKEN".to_string(), join.token.clone())]);
-    }
-
-    #[test]
-    fn only_undecided_kubelet_requests_of_this_runs_token_are_approved() {
-        let csr = |name: &str, user: &str, signer: &str, decided: bool| {
-            serde_json::json!({
-                "metadata": {"name": name},
-                "spec": {"username": user, "signerName": signer},
-                "status": if decided {
-                    serde_json::json!({"conditions": [{"type": "Approved"}]})
-                } else {
-                    serde_json::json!({})
-                },
-            })
-        };
-        let list = serde_json::json!({"items": [
-            csr("mine", "system:bootstrap:abcdef", KUBELET_CLIENT_SIGNER, false),
-            csr("done", "system:bootstrap:abcdef", KUBELET_CLIENT_SIGNER, true),
-            csr("other-token", "system:bootstrap:zzzzzz", KUBELET_CLIENT_SIGNER, false),
-            csr("serving", "system:bootstrap:abcdef", "kubernetes.io/kubelet-serving", false),
-            csr("a-node", "system:node:w-1", KUBELET_CLIENT_SIGNER, false),
-        ]});
-        assert_eq!(
-            pending_join_requests(&list, "abcdef"),
-            vec!["mine".to_string()]
-        );
     }
 
     #[test]

@@ -152,6 +152,20 @@ fn start_static_pods(
             }
             continue;
         }
+        let mut args = args;
+        if component == "kube-controller-manager"
+            && !args.iter().any(|a| a.starts_with("--allocate-node-cidrs="))
+        {
+            // kprov gives a bridge cluster's pod ranges from its masters'
+            // kprov-pod-network.service; this control plane runs as bare
+            // processes with no such node, so the controller manager's
+            // own allocator stands in.
+            args.push("--allocate-node-cidrs=true".into());
+            args.push(format!(
+                "--cluster-cidr={}",
+                kprov_controlplane::spec::DEFAULT_POD_CIDR
+            ));
+        }
         let log = logs_dir.join(format!("{component}.log"));
         let arg_refs: Vec<&str> = args.iter().map(String::as_str).collect();
         ns.spawn_logged(Path::new(&binary), &arg_refs, &log);
