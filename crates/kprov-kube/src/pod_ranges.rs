@@ -80,8 +80,8 @@ pub async fn controller_manager_leader(client: &Client) -> Result<Option<String>
     ) else {
         return Ok(None);
     };
-    let expires = renewed.0 + jiff_seconds(seconds);
-    if expires < now() {
+    let expires = renewed.0 + k8s_openapi::jiff::SignedDuration::from_secs(i64::from(seconds));
+    if expires < k8s_openapi::jiff::Timestamp::now() {
         return Ok(None);
     }
     Ok(holder
@@ -89,14 +89,6 @@ pub async fn controller_manager_leader(client: &Client) -> Result<Option<String>
         .next()
         .filter(|h| !h.is_empty())
         .map(str::to_string))
-}
-
-fn jiff_seconds(seconds: i32) -> k8s_openapi::jiff::SignedDuration {
-    k8s_openapi::jiff::SignedDuration::from_secs(i64::from(seconds))
-}
-
-fn now() -> k8s_openapi::jiff::Timestamp {
-    k8s_openapi::jiff::Timestamp::now()
 }
 
 /// Gives Node `node` the pod range `range` (spec.podCIDR and podCIDRs).

@@ -666,17 +666,16 @@ fn wait_node(ctx: &mut Join<'_>) -> Result<(), Error> {
                     .rt
                     .block_on(kprov_kube::node_machine_id(&kubeconfig, &node))
                     .is_ok_and(|id| id.is_some_and(|id| this_machine(&machine_id, &id)));
-                // When the kubelet wrote it, not when this loop saw it.
-                let came_during_start = root
-                    .resolve(KUBELET_CLIENT_CERT)
-                    .ok()
-                    .and_then(|p| std::fs::metadata(p).ok()?.modified().ok())
-                    .is_some_and(|written| written < started_at + KUBELET_START_FLOOR);
                 if !restarted && !registered {
-                    if came_during_start {
-                        restart_after = Some(Instant::now() + CERTIFICATE_TAKE_UP);
-                    } else {
-                        restart_kubelet_on_its_certificate(ctx)?;
+                    // When the kubelet wrote it, not when this loop saw it.
+                    let came_during_start = root
+                        .resolve(KUBELET_CLIENT_CERT)
+                        .ok()
+                        .and_then(|p| std::fs::metadata(p).ok()?.modified().ok())
+                        .is_some_and(|written| written < started_at + KUBELET_START_FLOOR);
+                    match came_during_start {
+                        true => restart_after = Some(Instant::now() + CERTIFICATE_TAKE_UP),
+                        false => restart_kubelet_on_its_certificate(ctx)?,
                     }
                 }
                 continue;
